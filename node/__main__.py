@@ -1,0 +1,4 @@
+"""``python -m node`` is ``printnode``."""
+from node.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,111 @@
+"""The catalogue of events on the Node's hub and their payload models.
+
+Every event has exactly one payload model; ``Node.send_event`` refuses an
+unknown event or a payload of the wrong type, so this file is the complete,
+checked list of what flows between components.  Add a new event here first.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class JobStateChanged(Event):
+    """Sent by ``jobs`` after every committed transition of a job."""
+
+    job_id: str
+    from_state: str | None
+    to_state: str
+    reason: str
+    version: int
+    t_s: float
+
+
+class JobProgress(Event):
+    """Sent by the streamer while printing (at most about once a second)."""
+
+    job_id: str
+    bytes_done: int
+    bytes_total: int
+    lines_sent: int
+    percent: float = Field(ge=0, le=100)
+    layer: int | None = None
+    elapsed_s: float
+
+
+class PrinterState(Event):
+    """Sent by the printer link when the connection state changes."""
+
+    state: Literal["disconnected", "connecting", "ready", "printing", "paused", "error"]
+    detail: str = ""
+    port: str | None = None
+
+
+class Temperatures(Event):
+    """A temperature report from the printer (M105 reply or M155 autoreport)."""
+
+    t_s: float
+    hotend_c: float
+    hotend_target_c: float
+    bed_c: float
+    bed_target_c: float
+    hotend_pwm: float | None = Field(None, ge=0, le=1)
+    bed_pwm: float | None = Field(None, ge=0, le=1)
+
+
+class PlateCleared(Event):
+    """Someone confirmed the build plate is empty (CLI, button, hub, or simulation)."""
+
+    t_s: float
+    source: Literal["cli", "button", "hub", "simulation"]
+
+
+class QueueChanged(Event):
+    """A job was added to, or left, the set of runnable jobs: schedulers re-plan."""
+
+    job_id: str
+    action: Literal["added", "removed", "priority"]
+
+
+class TelemetrySample(Event):
+    """One normalized reading of the power system (any source).
+
+    Signs: ``battery_a`` is positive while charging.
+    """
+
+    t_s: float
+    source: str
+    pv_w: float | None = None
+    pv_v: float | None = None
+    battery_v: float | None = None
+    battery_a: float | None = None
+    load_w: float | None = None
+    printer_w: float | None = None
+    soc_pct: float | None = Field(None, ge=0, le=100)
+    charge_state: str | None = None
+    error: str | None = None
+    stale: bool = False
+
+
+class NodeLifecycle(Event):
+    """The daemon started all components, or began shutting down."""
+
+    phase: Literal["ready", "stopping"]
+    t_s: float
+
+
+EVENT_CATALOGUE: dict[str, type[Event]] = {
+    "job_state_changed": JobStateChanged,
+    "job_progress": JobProgress,
+    "printer_state": PrinterState,
+    "temperatures": Temperatures,
+    "plate_cleared": PlateCleared,
+    "queue_changed": QueueChanged,
+    "telemetry_sample": TelemetrySample,
+    "node_lifecycle": NodeLifecycle,
+}

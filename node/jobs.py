@@ -1,0 +1,275 @@
+"""The job state machine: the only code that changes a job's state.
+
+Every change goes through :meth:`Jobs.transition`, which checks the move
+against :data:`TRANSITIONS`, bumps the job's ``version``, records the
+transition with its time and reason in the store (one durable transaction),
+and then announces it as a ``job_state_changed`` event.  The sync issue maps
+these states onto the wire; it does not invent a second machine.
+
+Life of a job::
+
+    received ─► downloading ─► queued ─► waiting_plate ─► waiting_energy ─► printing ─► completed
+        │            │           ▲  │          │                 │            │  ▲
+        └─► rejected ◄┘           │  └──────────┴─────────────────┴─► cancelled  ▼  │
+                                  │                            paused (user|energy|runout|door|low_battery)
+                         failed ──┘ (retry)                        │         ▲
+                                                                   ▼         │
+                                  interrupted (reset, crash) ─► printing   suspended (printer off)
+
+``failed`` may be retried (back to ``queued``); ``completed``, ``cancelled``
+and ``rejected`` are final.
+"""
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from node.events import JobStateChanged, QueueChanged
+from node.node import Component, Node
+from node.store import Store, transaction
+
+
+class JobState(StrEnum):
+    RECEIVED = "received"
+    DOWNLOADING = "downloading"
+    REJECTED = "rejected"
+    QUEUED = "queued"
+    WAITING_PLATE = "waiting_plate"
+    WAITING_ENERGY = "waiting_energy"
+    PRINTING = "printing"
+    PAUSED = "paused"
+    SUSPENDED = "suspended"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+
+
+class PauseReason(StrEnum):
+    USER = "user"
+    ENERGY = "energy"
+    RUNOUT = "runout"
+    DOOR = "door"
+    LOW_BATTERY = "low_battery"
+
+
+S = JobState
+_CANCELLABLE = {S.RECEIVED, S.DOWNLOADING, S.QUEUED, S.WAITING_PLATE, S.WAITING_ENERGY,
+                S.PRINTING, S.PAUSED, S.SUSPENDED, S.INTERRUPTED, S.FAILED}
+
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    S.RECEIVED: frozenset({S.DOWNLOADING, S.QUEUED, S.REJECTED, S.CANCELLED}),
+    S.DOWNLOADING: frozenset({S.QUEUED, S.REJECTED, S.FAILED, S.CANCELLED}),
+    S.QUEUED: frozenset({S.WAITING_PLATE, S.WAITING_ENERGY, S.PRINTING, S.CANCELLED, S.REJECTED}),
+    S.WAITING_PLATE: frozenset({S.QUEUED, S.WAITING_ENERGY, S.PRINTING, S.CANCELLED}),
+    S.WAITING_ENERGY: frozenset({S.QUEUED, S.WAITING_PLATE, S.PRINTING, S.CANCELLED}),
+    S.PRINTING: frozenset({S.PAUSED, S.COMPLETED, S.FAILED, S.CANCELLED, S.INTERRUPTED}),
+    S.PAUSED: frozenset({S.PRINTING, S.SUSPENDED, S.FAILED, S.CANCELLED, S.INTERRUPTED}),
+    S.SUSPENDED: frozenset({S.PRINTING, S.FAILED, S.CANCELLED}),
+    S.INTERRUPTED: frozenset({S.PRINTING, S.FAILED, S.CANCELLED}),
+    S.FAILED: frozenset({S.QUEUED, S.CANCELLED}),
+    S.COMPLETED: frozenset(),
+    S.CANCELLED: frozenset(),
+    S.REJECTED: frozenset(),
+}
+assert all(to in TRANSITIONS[frm] for frm in _CANCELLABLE for to in [S.CANCELLED])
+
+FINAL_STATES = frozenset(s for s, targets in TRANSITIONS.items() if not targets)
+#: jobs the runner may pick up (in priority, then queue order)
+RUNNABLE_STATES = frozenset({S.QUEUED, S.WAITING_PLATE, S.WAITING_ENERGY})
+#: jobs that own the printer (at most one at a time)
+ACTIVE_STATES = frozenset({S.PRINTING, S.PAUSED, S.SUSPENDED, S.INTERRUPTED})
+
+
+class TransitionRefused(ValueError):
+    """The move is not allowed from the job's current state (or the version is stale)."""
+
+
+def check_transition(from_state: JobState | None, to_state: JobState,
+                     pause_reason: PauseReason | None = None) -> None:
+    """Raise :class:`TransitionRefused` unless ``from_state -> to_state`` is allowed.
+
+    Pure: the table above is the whole rule.  A pause needs its reason; no other
+    state takes one.
+    """
+    if from_state is None:
+        if to_state not in (S.RECEIVED, S.QUEUED):
+            raise TransitionRefused(f"a new job starts as received or queued, not {to_state}")
+    elif to_state not in TRANSITIONS[from_state]:
+        allowed = ", ".join(sorted(TRANSITIONS[from_state])) or "nothing (final state)"
+        raise TransitionRefused(f"{from_state} -> {to_state} is not allowed (allowed: {allowed})")
+    if to_state == S.PAUSED and pause_reason is None:
+        raise TransitionRefused("a pause needs a reason (user, energy, runout, door, low_battery)")
+    if to_state != S.PAUSED and pause_reason is not None:
+        raise TransitionRefused(f"{to_state} takes no pause reason")
+
+
+class Job(BaseModel):
+    """A job as stored; read-only outside this module."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    name: str
+    state: JobState
+    pause_reason: PauseReason | None = None
+    reason: str = ""
+    version: int
+    priority: int = 0
+    queue_seq: int
+    source: str
+    file_path: str | None = None
+    file_sha256: str | None = None
+    file_bytes: int | None = None
+    deadline_s: float | None = None
+    created_s: float
+    updated_s: float
+    started_s: float | None = None
+    finished_s: float | None = None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Job:
+        return cls.model_validate(dict(row))
+
+
+class Transition(BaseModel):
+    job_id: str
+    from_state: JobState | None
+    to_state: JobState
+    pause_reason: PauseReason | None
+    reason: str
+    version: int
+    t_s: float
+
+
+def _get(conn: sqlite3.Connection, job_id: str) -> Job | None:
+    row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    return None if row is None else Job.from_row(row)
+
+
+class Jobs(Component):
+    """Owns every job row; the node's single entry point for creating and moving jobs."""
+
+    name = "jobs"
+
+    def __init__(self, node: Node, store: Store) -> None:
+        super().__init__(node, None)
+        self.store = store
+
+    # --- reads ------------------------------------------------------------------------------
+    async def get(self, job_id: str) -> Job | None:
+        return await self.store.run(lambda c: _get(c, job_id))
+
+    async def find(self, job_ref: str) -> Job:
+        """A job by id or unique id prefix (what a person types)."""
+        def _find(conn: sqlite3.Connection) -> list[Job]:
+            rows = conn.execute("SELECT * FROM jobs WHERE id LIKE ? || '%' ORDER BY queue_seq",
+                                (job_ref,)).fetchall()
+            return [Job.from_row(r) for r in rows]
+
+        matches = await self.store.run(_find)
+        exact = [j for j in matches if j.id == job_ref]
+        if exact:
+            return exact[0]
+        if len(matches) != 1:
+            raise KeyError(f"no job {job_ref!r}" if not matches else f"{job_ref!r} matches {len(matches)} jobs")
+        return matches[0]
+
+    async def list(self, states: frozenset[JobState] | None = None, limit: int = 200) -> list[Job]:
+        def _list(conn: sqlite3.Connection) -> list[Job]:
+            rows = conn.execute("SELECT * FROM jobs ORDER BY priority DESC, queue_seq LIMIT ?"
+                                if states is None else
+                                "SELECT * FROM jobs WHERE state IN (%s) ORDER BY priority DESC, queue_seq LIMIT ?"
+                                % ",".join("?" * len(states)),
+                                ([] if states is None else [s.value for s in states]) + [limit]).fetchall()
+            return [Job.from_row(r) for r in rows]
+
+        return await self.store.run(_list)
+
+    async def history(self, job_id: str) -> list[Transition]:
+        def _history(conn: sqlite3.Connection) -> list[Transition]:
+            rows = conn.execute("SELECT * FROM job_transitions WHERE job_id = ? ORDER BY version",
+                                (job_id,)).fetchall()
+            return [Transition.model_validate({k: r[k] for k in r.keys() if k != "id"}) for r in rows]
+
+        return await self.store.run(_history)
+
+    # --- writes -----------------------------------------------------------------------------
+    async def create(self, name: str, source: str, *, state: JobState = S.QUEUED, priority: int = 0,
+                     file_path: str | None = None, file_sha256: str | None = None,
+                     file_bytes: int | None = None, deadline_s: float | None = None,
+                     job_id: str | None = None, reason: str = "created") -> Job:
+        """Insert a new job in ``received`` or ``queued`` (version 1) and record that."""
+        check_transition(None, state)
+        now_s = self.node.clock.time()
+        new_id = job_id or uuid.uuid4().hex[:12]
+
+        def _insert(conn: sqlite3.Connection) -> Job:
+            with transaction(conn):
+                seq = conn.execute("SELECT COALESCE(MAX(queue_seq), 0) + 1 FROM jobs").fetchone()[0]
+                conn.execute(
+                    "INSERT INTO jobs(id, name, state, reason, version, priority, queue_seq, source, file_path,"
+                    " file_sha256, file_bytes, deadline_s, created_s, updated_s) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (new_id, name, state.value, reason, 1, priority, seq, source, file_path, file_sha256,
+                     file_bytes, deadline_s, now_s, now_s))
+                conn.execute("INSERT INTO job_transitions(job_id, from_state, to_state, pause_reason, reason, version, t_s)"
+                             " VALUES(?,?,?,?,?,?,?)", (new_id, None, state.value, None, reason, 1, now_s))
+                job = _get(conn, new_id)
+            assert job is not None
+            return job
+
+        job = await self.store.run(_insert)
+        await self.node.send_event("job_state_changed", JobStateChanged(
+            job_id=job.id, from_state=None, to_state=job.state, reason=reason, version=1, t_s=now_s))
+        if job.state in RUNNABLE_STATES:
+            await self.node.send_event("queue_changed", QueueChanged(job_id=job.id, action="added"))
+        return job
+
+    async def transition(self, job_id: str, to_state: JobState, reason: str, *,
+                         pause_reason: PauseReason | None = None,
+                         expected_version: int | None = None) -> Job:
+        """Move a job, or raise :class:`TransitionRefused` and change nothing.
+
+        ``expected_version`` makes the move conditional (optimistic concurrency:
+        a hub update applies only to the version it was made against).
+        """
+        now_s = self.node.clock.time()
+
+        def _move(conn: sqlite3.Connection) -> tuple[Job, Job]:
+            with transaction(conn):
+                job = _get(conn, job_id)
+                if job is None:
+                    raise KeyError(f"no job {job_id!r}")
+                if expected_version is not None and job.version != expected_version:
+                    raise TransitionRefused(f"job {job_id} is at version {job.version}, not {expected_version}")
+                check_transition(job.state, to_state, pause_reason)
+                version = job.version + 1
+                fields: dict[str, Any] = {"state": to_state.value, "pause_reason": pause_reason and pause_reason.value,
+                                          "reason": reason, "version": version, "updated_s": now_s}
+                if to_state == S.PRINTING and job.started_s is None:
+                    fields["started_s"] = now_s
+                if to_state in FINAL_STATES or to_state == S.FAILED:
+                    fields["finished_s"] = now_s
+                assignments = ", ".join(f"{k} = ?" for k in fields)
+                conn.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", (*fields.values(), job_id))
+                conn.execute("INSERT INTO job_transitions(job_id, from_state, to_state, pause_reason, reason, version, t_s)"
+                             " VALUES(?,?,?,?,?,?,?)",
+                             (job_id, job.state.value, to_state.value, pause_reason and pause_reason.value,
+                              reason, version, now_s))
+                moved = _get(conn, job_id)
+            assert moved is not None
+            return job, moved
+
+        before, after = await self.store.run(_move)
+        await self.node.send_event("job_state_changed", JobStateChanged(
+            job_id=job_id, from_state=before.state, to_state=after.state, reason=reason,
+            version=after.version, t_s=now_s))
+        was_runnable, is_runnable = before.state in RUNNABLE_STATES, after.state in RUNNABLE_STATES
+        if was_runnable != is_runnable:
+            await self.node.send_event("queue_changed", QueueChanged(
+                job_id=job_id, action="added" if is_runnable else "removed"))
+        return after

@@ -1,0 +1,141 @@
+"""The Store: a SQLite file in WAL mode, migrated at open, used from one thread.
+
+Why one thread: sqlite3 connections are not safe to share, and SQLite work must
+never block the asyncio loop.  Every call goes through ``await store.run(fn)``
+(or ``run_sync`` from a CLI or test), which runs ``fn(connection)`` on the
+store's own worker thread.
+
+Durability: ``synchronous=FULL`` so every commit is on disk before the call
+returns, which is what the node needs before it acknowledges anything to
+anyone.  High-rate data (telemetry) is batched by its writer into one commit
+every few seconds to bound SD-card writes.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+from node.store.migrations import MIGRATIONS
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class StoreFull(RuntimeError):
+    """The disk (or the configured page budget) is full: the write was not made."""
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the schema to the newest version; return that version."""
+    current = conn.execute("PRAGMA user_version").fetchone()[0]
+    newest = MIGRATIONS[-1][0] if MIGRATIONS else 0
+    if current > newest:
+        raise RuntimeError(f"store schema version {current} is newer than this printnode ({newest})")
+    for version, description, sql in MIGRATIONS:
+        if version <= current:
+            continue
+        log.info("store: migrating to version %d (%s)", version, description)
+        with transaction(conn):
+            for statement in sql.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {version}")
+    return newest
+
+
+class Store:
+    """Owns the database connection and the one thread that uses it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._conn: sqlite3.Connection | None = None
+        self._thread_id: int | None = None
+
+    @property
+    def schema_version(self) -> int:
+        return self.run_sync(lambda c: c.execute("PRAGMA user_version").fetchone()[0])
+
+    def open(self) -> Store:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+        def _open() -> None:
+            self._thread_id = threading.get_ident()
+            self._conn = _connect(self.path)
+            migrate(self._conn)
+
+        self._executor.submit(_open).result()
+        return self
+
+    def close(self) -> None:
+        def _close() -> None:
+            if self._conn is not None:
+                try:
+                    self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                except sqlite3.Error:
+                    pass
+                self._conn.close()
+                self._conn = None
+
+        if self._conn is not None:
+            self._executor.submit(_close).result()
+        self._executor.shutdown(wait=True)
+
+    def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._conn is None:
+            raise RuntimeError("store is not open")
+        try:
+            return fn(self._conn)
+        except sqlite3.OperationalError as exc:
+            if "full" in str(exc).lower():
+                raise StoreFull(str(exc)) from exc
+            raise
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(connection)`` on the store thread without blocking the loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._call, fn)
+
+    def run_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """The same, for code that is not on an event loop (CLI tools, tests)."""
+        if threading.get_ident() == self._thread_id:
+            return self._call(fn)
+        return self._executor.submit(self._call, fn).result()
+
+    # small node facts (plate state, last sample time, ...) kept as text
+    def get_meta(self, conn: sqlite3.Connection, key: str, default: str | None = None) -> str | None:
+        row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return default if row is None else row["value"]
+
+    def set_meta(self, conn: sqlite3.Connection, key: str, value: str) -> None:
+        conn.execute("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                     (key, value))

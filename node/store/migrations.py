@@ -1,0 +1,57 @@
+"""Versioned schema migrations, applied in order at open; ``PRAGMA user_version`` records the last.
+
+Never edit a released migration: append a new one.  Each runs in one transaction
+with the version bump, so a power cut leaves the schema at one version or the next.
+"""
+from __future__ import annotations
+
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (
+        1,
+        "jobs, their transitions, checkpoints, node facts",
+        """
+        CREATE TABLE meta (
+            key   TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        );
+        CREATE TABLE jobs (
+            id            TEXT PRIMARY KEY,
+            name          TEXT NOT NULL,
+            state         TEXT NOT NULL,
+            pause_reason  TEXT,
+            reason        TEXT NOT NULL DEFAULT '',
+            version       INTEGER NOT NULL,
+            priority      INTEGER NOT NULL DEFAULT 0,
+            queue_seq     INTEGER NOT NULL,
+            source        TEXT NOT NULL,
+            file_path     TEXT,
+            file_sha256   TEXT,
+            file_bytes    INTEGER,
+            deadline_s    REAL,
+            created_s     REAL NOT NULL,
+            updated_s     REAL NOT NULL,
+            started_s     REAL,
+            finished_s    REAL
+        );
+        CREATE INDEX jobs_by_state ON jobs(state, priority DESC, queue_seq);
+        CREATE TABLE job_transitions (
+            id          INTEGER PRIMARY KEY,
+            job_id      TEXT NOT NULL REFERENCES jobs(id),
+            from_state  TEXT,
+            to_state    TEXT NOT NULL,
+            pause_reason TEXT,
+            reason      TEXT NOT NULL,
+            version     INTEGER NOT NULL,
+            t_s         REAL NOT NULL
+        );
+        CREATE INDEX job_transitions_by_job ON job_transitions(job_id, version);
+        CREATE TABLE checkpoints (
+            job_id       TEXT PRIMARY KEY REFERENCES jobs(id),
+            t_s          REAL NOT NULL,
+            byte_offset  INTEGER NOT NULL,
+            line_number  INTEGER NOT NULL,
+            data_json    TEXT NOT NULL
+        );
+        """,
+    ),
+]
