@@ -128,6 +128,7 @@ cdef class Analyzer:
     cdef bint rel_xyz, rel_e_g91, rel_e_m83, inches
     cdef double max_z, min_x, max_x, min_y, max_y
     cdef bint any_extrusion
+    cdef bint steppers_on
     # planner
     cdef Block* buf
     cdef int cap, mask, depth, head, count
@@ -210,6 +211,7 @@ cdef class Analyzer:
         self.min_y = 1e300
         self.max_y = -1e300
         self.any_extrusion = False
+        self.steppers_on = False
         self.head = 0
         self.count = 0
         self.prev_nominal = 0.0
@@ -527,6 +529,8 @@ cdef class Analyzer:
         if xyz_mm < EPS_MM and fabs(de) < EPS_MM:
             return
         self.n_moves += 1
+        if not self.steppers_on:
+            self._steppers(True)
         if self.tool < MAX_TOOLS:
             self.extruded[self.tool] += de * self.flow[self.tool]
         extruding = de > 0.0 and xy2 > 0.0
@@ -797,6 +801,11 @@ cdef class Analyzer:
         else:
             self.n_unknown += 1
 
+    cdef void _steppers(self, bint on):
+        if on != self.steppers_on:
+            self.steppers_on = on
+            self._event(EV_STEPPERS, 0.0, 1.0 if on else 0.0, 0.0)
+
     cdef void _absurd(self, long long offset):
         self.n_absurd += 1
         if self.first_absurd_offset < 0:
@@ -834,7 +843,7 @@ cdef class Analyzer:
             # homing: modelled as a move to the origin of the named axes at the current
             # feedrate (the firmware's homing speed and probing are not in the file)
             any_axis = self._has(b'X') or self._has(b'Y') or self._has(b'Z')
-            self._event(EV_STEPPERS, 0.0, 1.0, 0.0)
+            self._steppers(True)
             self._move_to(0.0 if (not any_axis or self._has(b'X')) else self.pos[0],
                           0.0 if (not any_axis or self._has(b'Y')) else self.pos[1],
                           0.0 if (not any_axis or self._has(b'Z')) else self.pos[2],
@@ -895,11 +904,12 @@ cdef class Analyzer:
             self._event(EV_FAN, 0.0, 0.0, 0.0)
         elif code == 84 or code == 18:
             self._sync()
-            self._event(EV_STEPPERS, 0.0, 0.0, 0.0)
+            self._steppers(False)
         elif code == 17:
-            self._event(EV_STEPPERS, 0.0, 1.0, 0.0)
+            self._steppers(True)
         elif code == 81:
-            self._event(EV_STEPPERS, 0.0, 0.0, 0.0)
+            self._sync()
+            self._steppers(False)
         elif code == 201:
             self._axes(self.max_acc, 1.0)
         elif code == 203:

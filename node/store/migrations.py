@@ -54,4 +54,31 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        2,
+        "G-code analysis cache by file sha256; measured vs estimated prints for the learned correction",
+        """
+        CREATE TABLE gcode_analysis (
+            file_sha256      TEXT NOT NULL,
+            profile_key      TEXT NOT NULL,
+            ambient_c        REAL NOT NULL,
+            analysis_version INTEGER NOT NULL,
+            created_s        REAL NOT NULL,
+            result_json      TEXT NOT NULL,
+            PRIMARY KEY (file_sha256, profile_key, ambient_c, analysis_version)
+        );
+        CREATE TABLE print_history (
+            id              INTEGER PRIMARY KEY,
+            job_id          TEXT,
+            printer_profile TEXT NOT NULL,
+            file_sha256     TEXT,
+            estimated_s     REAL NOT NULL,
+            measured_s      REAL NOT NULL,
+            estimated_wh    REAL,
+            measured_wh     REAL,
+            finished_s      REAL NOT NULL
+        );
+        CREATE INDEX print_history_by_profile ON print_history(printer_profile, finished_s);
+        """,
+    ),
 ]
