@@ -32,6 +32,7 @@ References: Marlin ``src/module/planner.cpp`` (``_populate_block``,
 ``src/gcode/motion/G2_G3.cpp``; S. Jeon, "Improving Grbl: cornering algorithm"
 (junction deviation).
 """
+cimport cython
 from libc.math cimport sqrt, fabs, atan2, cos, sin, floor, acos, M_PI
 from libc.stdlib cimport malloc, free
 from libc.string cimport memchr, memcpy
@@ -74,12 +75,12 @@ cdef struct Block:
     bint nominal_length # nominal speed reachable from a stop within the block
 
 
-cdef inline double max_allowable(double accel, double target, double distance) nogil:
+cdef inline double max_allowable(double accel, double target, double distance) noexcept nogil:
     """Highest speed from which ``target`` can still be reached over ``distance``."""
     return sqrt(target * target + 2.0 * accel * distance)
 
 
-cdef double trapezoid_s(double d, double a, double v0, double vc, double v1) nogil:
+cdef double trapezoid_s(double d, double a, double v0, double vc, double v1) noexcept nogil:
     """Duration of one block: accelerate v0->vc, cruise, decelerate vc->v1 (a > 0)."""
     cdef double da, dd, vp2, vp
     if vc <= 0.0:
@@ -90,17 +91,19 @@ cdef double trapezoid_s(double d, double a, double v0, double vc, double v1) nog
         v1 = vc
     if a <= 0.0:
         return d / vc
-    da = (vc * vc - v0 * v0) / (2.0 * a)
-    dd = (vc * vc - v1 * v1) / (2.0 * a)
+    cdef double inv_a = 1.0 / a
+    da = (vc * vc - v0 * v0) * 0.5 * inv_a
+    dd = (vc * vc - v1 * v1) * 0.5 * inv_a
     if da + dd <= d:
-        return (vc - v0) / a + (d - da - dd) / vc + (vc - v1) / a
+        return (2.0 * vc - v0 - v1) * inv_a + (d - da - dd) / vc
     vp2 = (2.0 * a * d + v0 * v0 + v1 * v1) * 0.5
     vp = sqrt(vp2)
     if vp < v0 or vp < v1:
         return 2.0 * d / (v0 + v1) if v0 + v1 > 0.0 else d / vc
-    return (vp - v0) / a + (vp - v1) / a
+    return (2.0 * vp - v0 - v1) * inv_a
 
 
+@cython.final
 cdef class Analyzer:
     """Stream a G-code file through parser and planner; see the module docstring.
 
@@ -273,10 +276,10 @@ cdef class Analyzer:
                 self.next_pending_seq = -1
 
     # ----------------------------------------------------------------- planner
-    cdef inline Block* _at(self, int k):
+    cdef inline Block* _at(self, int k) noexcept:
         return &self.buf[(self.head + k) & self.mask]
 
-    cdef void _replan(self):
+    cdef void _replan(self) noexcept:
         """Reverse pass (newest block ends at a stop), then forward pass; block 0 is locked."""
         cdef int k
         cdef Block* b
@@ -301,37 +304,43 @@ cdef class Analyzer:
                 if v < nb.entry:
                     nb.entry = v
 
-    cdef void _plan_oldest_exit(self):
-        """What ``_replan`` decides for block 1's entry (= block 0's exit), doing less work.
+    cdef void _reverse_from_newest(self) noexcept:
+        """Reverse pass after a block was added, stopping where nothing changes.
 
-        In the reverse pass a nominal-length block's entry is its ``max_entry``
-        whatever follows it, so the pass can start at the first such block; the
-        forward pass changes block 1 only through block 0.  Same result as the
-        full replan, usually a few steps instead of ``2 * lookahead_blocks``.
+        Each stored entry (blocks 1..newest) is the reverse-pass value for the
+        buffer as it was; a new block can only raise them, starting at its
+        predecessor.  Once a recomputed entry equals the stored one, every
+        earlier block would get the same input as before, so the pass stops:
+        the same result as Marlin's full reverse pass, usually in one step.
         """
-        cdef int k = 1, start
+        cdef int k = self.count - 2
         cdef Block* b
-        cdef double next_entry = MIN_PLANNER_SPEED, e, v
-        if self.count < 2:
-            return
-        while k < self.count - 1 and not self._at(k).nominal_length:
-            k += 1
-        start = k
+        cdef double next_entry = self._at(self.count - 1).entry, e, v
         while k >= 1:
             b = self._at(k)
             e = b.max_entry
-            if not b.nominal_length and (k < start or k == self.count - 1):
+            if not b.nominal_length:
                 v = max_allowable(b.accel, next_entry, b.distance)
                 if v < e:
                     e = v
+            if e == b.entry:
+                break
             b.entry = e
             next_entry = e
             k -= 1
-        b = self._at(0)
-        if b.entry < self._at(1).entry:
+
+    cdef void _forward_oldest(self) noexcept:
+        """Forward pass for the block about to execute: it can only accelerate so much."""
+        cdef Block* b = self._at(0)
+        cdef Block* nb
+        cdef double v
+        if self.count < 2:
+            return
+        nb = self._at(1)
+        if b.entry < nb.entry:
             v = max_allowable(b.accel, b.entry, b.distance)
-            if v < self._at(1).entry:
-                self._at(1).entry = v
+            if v < nb.entry:
+                nb.entry = v
 
     cdef void _execute_oldest(self):
         """Fix the oldest block's profile (exit = next entry, or a stop) and add its time."""
@@ -356,7 +365,7 @@ cdef class Analyzer:
         self.prev_nominal = 0.0
         self.prev_safe = 0.0
 
-    cdef void _plan(self, double dx, double dy, double dz, double de, double xyz_mm):
+    cdef void _plan(self, double dx, double dy, double dz, double de, double xyz_mm) noexcept:
         cdef double d[4]
         cdef double speed[4]
         cdef double unit[3]
@@ -497,7 +506,7 @@ cdef class Analyzer:
         v_allowable = max_allowable(accel, MIN_PLANNER_SPEED, dist)
         if self.count == self.depth:
             # buffer full: the oldest block starts executing, its profile is now fixed
-            self._plan_oldest_exit()
+            self._forward_oldest()
             self._execute_oldest()
         b = self._at(self.count)
         b.distance = dist
@@ -508,6 +517,7 @@ cdef class Analyzer:
         b.nominal_length = nominal <= v_allowable
         self.count += 1
         self.blocks_queued += 1
+        self._reverse_from_newest()
         for i in range(4):
             self.prev_speed[i] = speed[i]
         self.prev_nominal = nominal
@@ -669,17 +679,18 @@ cdef class Analyzer:
         self._move_to(tx, ty, tz, te, offset)
 
     # ----------------------------------------------------------------- parsing
-    cdef inline bint _has(self, char letter):
+    cdef inline bint _has(self, char letter) noexcept:
         return (self.seen >> (letter - 65)) & 1u
 
-    cdef inline double _val(self, char letter):
+    cdef inline double _val(self, char letter) noexcept:
         return self.vals[letter - 65]
 
-    cdef int _parse_params(self, const unsigned char* p, Py_ssize_t i, Py_ssize_t n):
+    cdef int _parse_params(self, const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept:
         """Fill vals/seen with LETTER number pairs; stop at ';' or '*' or junk."""
         cdef unsigned char c
         cdef int letter
-        cdef double ip, fp, v
+        cdef double v
+        cdef long long mant
         cdef int nfrac, ndig
         cdef bint neg
         self.seen = 0
@@ -703,26 +714,29 @@ cdef class Analyzer:
             if i < n and (p[i] == 45 or p[i] == 43):
                 neg = p[i] == 45
                 i += 1
-            ip = 0.0
-            fp = 0.0
+            # digits accumulate in an integer (exact, fast); past 18 digits the number is absurd
+            mant = 0
             nfrac = 0
             ndig = 0
             while i < n and 48 <= p[i] <= 57:
-                ip = ip * 10.0 + (p[i] - 48)
+                if ndig < 18:
+                    mant = mant * 10 + (p[i] - 48)
                 ndig += 1
                 i += 1
+            if ndig > 7:
+                self.line_absurd = True
             if i < n and p[i] == 46:
                 i += 1
                 while i < n and 48 <= p[i] <= 57:
-                    if nfrac < 18:
-                        fp = fp * 10.0 + (p[i] - 48)
+                    if ndig < 18:
+                        mant = mant * 10 + (p[i] - 48)
                         nfrac += 1
-                    ndig += 1
+                        ndig += 1
                     i += 1
             if i < n and p[i] > 32 and p[i] != 59 and p[i] != 42 and not (65 <= p[i] <= 90) \
                     and not (97 <= p[i] <= 122):
                 return -1  # e.g. "X1.2.3", "X1#"
-            v = ip + (fp / POW10[nfrac] if nfrac > 0 else 0.0)
+            v = <double>mant / POW10[nfrac] if nfrac > 0 else <double>mant
             if v > ABSURD:
                 self.line_absurd = True
             self.vals[letter] = -v if neg else v
@@ -950,7 +964,7 @@ cdef class Analyzer:
             self._sync()
             self._event(EV_PAUSE, offset, 0.0, 0.0)
 
-    cdef void _axes(self, double* target, double minimum):
+    cdef void _axes(self, double* target, double minimum) noexcept:
         """M201/M203/M205: set X Y Z E values (a value below ``minimum`` is ignored)."""
         self.limits_from_file = True
         if self._has(b'X') and self._val(b'X') >= minimum: target[0] = self._val(b'X')

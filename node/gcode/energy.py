@@ -114,27 +114,28 @@ def calibrate(profile: PrinterProfile, measured_samples: Sequence[PowerSample]) 
 
 
 # ----------------------------------------------------------------- planning
-@dataclass
 class HeaterState:
     """One heater following the profile's thermal model under an ideal controller."""
 
-    model: HeaterModel
-    ambient_c: float
-    temp_c: float
-    target_c: float = 0.0
+    __slots__ = ("model", "ambient_c", "temp_c", "target_c", "tau_s", "_heater_w", "_loss_w_per_k")
 
-    @property
-    def tau_s(self) -> float:
-        return self.model.heat_capacity_j_per_k / self.model.loss_w_per_k
+    def __init__(self, model: HeaterModel, ambient_c: float, temp_c: float, target_c: float = 0.0) -> None:
+        self.model = model
+        self.ambient_c = ambient_c
+        self.temp_c = temp_c
+        self.target_c = target_c
+        self.tau_s = model.heat_capacity_j_per_k / model.loss_w_per_k
+        self._heater_w = model.heater_w
+        self._loss_w_per_k = model.loss_w_per_k
 
     def _holds(self) -> bool:
         return self.target_c > self.ambient_c and abs(self.temp_c - self.target_c) <= AT_TARGET_K
 
     def power_w(self) -> float:
         if self._holds():
-            return self.model.holding_w(self.target_c, self.ambient_c)
+            return min(self._heater_w, self._loss_w_per_k * (self.target_c - self.ambient_c))
         if self.temp_c < self.target_c:
-            return self.model.heater_w
+            return self._heater_w
         return 0.0
 
     def seconds_to_next_change(self) -> float:
@@ -145,7 +146,10 @@ class HeaterState:
             return self.model.heatup_s(self.temp_c, self.target_c, self.ambient_c)
         if self.target_c > self.ambient_c:  # cooling down to a lower, still heated, target
             return self.tau_s * math.log((self.temp_c - self.ambient_c) / (self.target_c - self.ambient_c))
-        return math.inf
+        if self.temp_c - self.ambient_c < 0.01:  # cooled to ambient: nothing changes any more
+            return math.inf
+        # cooling to ambient never ends; cut it in tau-long pieces so the profile follows the decay
+        return self.tau_s
 
     def advance(self, dt_s: float) -> None:
         if dt_s <= 0:
@@ -153,11 +157,12 @@ class HeaterState:
         if self._holds():
             self.temp_c = self.target_c
             return
-        pwm = 1.0 if self.temp_c < self.target_c else 0.0
-        new_c = self.model.step_c(self.temp_c, pwm, self.ambient_c, dt_s)
+        heating = self.temp_c < self.target_c
+        t_inf = self.ambient_c + (self._heater_w / self._loss_w_per_k if heating else 0.0)
+        new_c = t_inf + (self.temp_c - t_inf) * math.exp(-dt_s / self.tau_s)
         # never overshoot the target because of rounding of the breakpoint time
-        if (pwm == 1.0 and new_c > self.target_c) or (pwm == 0.0 and self.target_c > self.ambient_c
-                                                       and new_c < self.target_c):
+        if (heating and new_c > self.target_c) or (not heating and self.target_c > self.ambient_c
+                                                   and new_c < self.target_c):
             new_c = self.target_c
         self.temp_c = new_c
 
@@ -226,9 +231,13 @@ class PowerIntegrator:
     def _run(self, dt_s: float) -> None:
         """Advance all heaters by dt_s, emitting a segment at each power breakpoint."""
         remaining = dt_s
+        heaters = [self.bed, *self.hotends.values()]
         while remaining > 1e-9:
-            heaters = [self.bed, *self.hotends.values()]
-            step = min([remaining] + [h.seconds_to_next_change() for h in heaters])
+            step = remaining
+            for heater in heaters:
+                change_s = heater.seconds_to_next_change()
+                if change_s < step:
+                    step = change_s
             step = max(step, min(remaining, 1e-6))
             watts = self.wall_w()
             self._emit(self.t_s, self.t_s + step, watts)
