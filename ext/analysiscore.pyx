@@ -33,6 +33,13 @@ References: Marlin ``src/module/planner.cpp`` (``_populate_block``,
 (junction deviation).
 """
 cimport cython
+
+cdef extern from *:
+    """
+    #if defined(__GNUC__) && !defined(__clang__)
+    #pragma GCC optimize ("O3", "no-math-errno")
+    #endif
+    """
 from libc.math cimport sqrt, fabs, atan2, cos, sin, floor, acos, M_PI
 from libc.stdlib cimport malloc, free
 from libc.string cimport memchr, memcpy
@@ -117,7 +124,7 @@ cdef class Analyzer:
     cdef double max_feed[4]
     cdef double max_acc[4]
     cdef double jerk[4]
-    cdef double acc_print, acc_retract, acc_travel, jd_mm, min_feed, min_travel_feed
+    cdef double acc_print, acc_retract, acc_travel, jd_mm, min_feed, min_travel_feed, min_xyz_acc
     cdef bint classic
     cdef bint limits_from_file
     # machine state
@@ -132,6 +139,7 @@ cdef class Analyzer:
     cdef double max_z, min_x, max_x, min_y, max_y
     cdef bint any_extrusion
     cdef bint steppers_on
+    cdef double fan
     # planner
     cdef Block* buf
     cdef int cap, mask, depth, head, count
@@ -188,6 +196,7 @@ cdef class Analyzer:
             self.jerk[i] = float(limits["jerk"][i])
             self.pos[i] = 0.0
             self.prev_speed[i] = 0.0
+        self._update_min_acc()
         self.acc_print = float(limits["print_accel"])
         self.acc_retract = float(limits["retract_accel"])
         self.acc_travel = float(limits["travel_accel"])
@@ -215,6 +224,7 @@ cdef class Analyzer:
         self.max_y = -1e300
         self.any_extrusion = False
         self.steppers_on = False
+        self.fan = 0.0
         self.head = 0
         self.count = 0
         self.prev_nominal = 0.0
@@ -245,6 +255,13 @@ cdef class Analyzer:
         self.pend_offset = 0
         self.finished = False
 
+    cdef void _update_min_acc(self) noexcept:
+        cdef int i
+        self.min_xyz_acc = 1e300
+        for i in range(3):
+            if self.max_acc[i] > 0.0 and self.max_acc[i] < self.min_xyz_acc:
+                self.min_xyz_acc = self.max_acc[i]
+
     def __dealloc__(self):
         if self.buf != NULL:
             free(self.buf)
@@ -252,7 +269,7 @@ cdef class Analyzer:
             free(self.pend)
 
     # ------------------------------------------------------------------ events
-    cdef void _event(self, int kind, double a, double b, double c):
+    cdef void _event(self, int kind, double a, double b, double c) noexcept:
         """Record an event at the time all moves queued so far are done."""
         if self.blocks_queued == self.blocks_done:
             self.events.append((self.motion_s, kind, a, b, c))
@@ -261,7 +278,7 @@ cdef class Analyzer:
             if self.next_pending_seq < 0:
                 self.next_pending_seq = self.blocks_queued
 
-    cdef void _resolve_events(self):
+    cdef void _resolve_events(self) noexcept:
         """Give pending events whose moves are all executed their time."""
         cdef tuple ev
         while self.next_pending_seq >= 0 and self.next_pending_seq <= self.blocks_done:
@@ -320,9 +337,9 @@ cdef class Analyzer:
             b = self._at(k)
             e = b.max_entry
             if not b.nominal_length:
-                v = max_allowable(b.accel, next_entry, b.distance)
-                if v < e:
-                    e = v
+                v = next_entry * next_entry + 2.0 * b.accel * b.distance
+                if v < e * e:
+                    e = sqrt(v)
             if e == b.entry:
                 break
             b.entry = e
@@ -338,11 +355,11 @@ cdef class Analyzer:
             return
         nb = self._at(1)
         if b.entry < nb.entry:
-            v = max_allowable(b.accel, b.entry, b.distance)
-            if v < nb.entry:
-                nb.entry = v
+            v = b.entry * b.entry + 2.0 * b.accel * b.distance
+            if v < nb.entry * nb.entry:
+                nb.entry = sqrt(v)
 
-    cdef void _execute_oldest(self):
+    cdef void _execute_oldest(self) noexcept:
         """Fix the oldest block's profile (exit = next entry, or a stop) and add its time."""
         cdef Block* b = self._at(0)
         cdef double exit_v = self._at(1).entry if self.count > 1 else MIN_PLANNER_SPEED
@@ -354,7 +371,7 @@ cdef class Analyzer:
         self.count -= 1
         self.blocks_done += 1
 
-    cdef void _sync(self):
+    cdef void _sync(self) noexcept:
         """Empty the planner as the firmware does before G4/M400/M109/M190."""
         if self.count > 0:
             self._replan()
@@ -372,7 +389,7 @@ cdef class Analyzer:
         cdef double ju[3]
         cdef double dist, inv, nominal, factor, accel, comp, safe, vmax_junction, jerk_v
         cdef double smaller_factor, v_factor, v_exit, v_entry, maxj, cos_theta, jn, jacc
-        cdef double sin_d2, vj2, theta, v_allowable, mjerk
+        cdef double sin_d2, vj2, theta, v_allowable_sq, mjerk
         cdef bint e_only, limited, moving
         cdef int i
         cdef Block* b
@@ -480,7 +497,9 @@ cdef class Analyzer:
                         ju[i] = unit[i] - self.prev_unit[i]
                         jn += ju[i] * ju[i]
                     jacc = accel
-                    if jn > 0.0:
+                    # the junction's acceleration along its own direction, capped per axis
+                    # (a unit vector's components are <= 1: no cap possible below the smallest limit)
+                    if jn > 0.0 and jacc > self.min_xyz_acc:
                         jn = 1.0 / sqrt(jn)
                         for i in range(3):
                             comp = fabs(ju[i]) * jn
@@ -488,14 +507,16 @@ cdef class Analyzer:
                                 jacc = self.max_acc[i] / comp
                     sin_d2 = sqrt(0.5 * (1.0 - cos_theta))
                     vj2 = jacc * self.jd_mm * sin_d2 / (1.0 - sin_d2)
-                    if dist < 1.0:
-                        theta = M_PI - acos(cos_theta)
-                        if theta > 1e-9 and dist * jacc / theta < vj2:
-                            vj2 = dist * jacc / theta
                 if vj2 > nominal * nominal:
                     vj2 = nominal * nominal
                 if vj2 > self.prev_nominal * self.prev_nominal:
                     vj2 = self.prev_nominal * self.prev_nominal
+                # short segments (arcs, curves): limit by the speed that turns the path through
+                # the junction angle within the segment; theta <= pi, so skip acos when it cannot bind
+                if cos_theta <= 0.999999 and dist < 1.0 and dist * jacc < vj2 * M_PI:
+                    theta = M_PI - acos(cos_theta)
+                    if theta > 1e-9 and dist * jacc / theta < vj2:
+                        vj2 = dist * jacc / theta
                 vmax_junction = sqrt(vj2)
             else:
                 vmax_junction = MIN_PLANNER_SPEED
@@ -503,7 +524,7 @@ cdef class Analyzer:
             for i in range(3):
                 self.prev_unit[i] = unit[i]
 
-        v_allowable = max_allowable(accel, MIN_PLANNER_SPEED, dist)
+        v_allowable_sq = MIN_PLANNER_SPEED * MIN_PLANNER_SPEED + 2.0 * accel * dist
         if self.count == self.depth:
             # buffer full: the oldest block starts executing, its profile is now fixed
             self._forward_oldest()
@@ -513,8 +534,8 @@ cdef class Analyzer:
         b.nominal = nominal
         b.accel = accel
         b.max_entry = vmax_junction
-        b.entry = vmax_junction if vmax_junction < v_allowable else v_allowable
-        b.nominal_length = nominal <= v_allowable
+        b.entry = vmax_junction if vmax_junction * vmax_junction < v_allowable_sq else sqrt(v_allowable_sq)
+        b.nominal_length = nominal * nominal <= v_allowable_sq
         self.count += 1
         self.blocks_queued += 1
         self._reverse_from_newest()
@@ -525,7 +546,7 @@ cdef class Analyzer:
         self.prev_e_only = e_only
 
     # ------------------------------------------------------------------- moves
-    cdef void _move_to(self, double tx, double ty, double tz, double te, long long offset):
+    cdef void _move_to(self, double tx, double ty, double tz, double te, long long offset) noexcept:
         cdef double dx = tx - self.pos[0], dy = ty - self.pos[1], dz = tz - self.pos[2]
         cdef double de = te - self.pos[3]
         cdef double xy2 = dx * dx + dy * dy
@@ -572,7 +593,7 @@ cdef class Analyzer:
             self.travel_mm += xyz_mm
         self._plan(dx, dy, dz, de, xyz_mm)
 
-    cdef void _layer_event(self, long long offset, double z, long long seq):
+    cdef void _layer_event(self, long long offset, double z, long long seq) noexcept:
         """A layer starting at the move numbered ``seq``: its time is that move's start."""
         cdef double t
         cdef Py_ssize_t j
@@ -592,7 +613,7 @@ cdef class Analyzer:
         self.pending.insert(j, (seq, EV_LAYER, <double>offset, z, 0.0))
         self.next_pending_seq = <long long>(<tuple>self.pending[self.pending_idx])[0]
 
-    cdef void _linear(self, long long offset):
+    cdef void _linear(self, long long offset) noexcept:
         cdef double scale = 25.4 if self.inches else 1.0
         cdef double tx = self.pos[0], ty = self.pos[1], tz = self.pos[2], te = self.pos[3]
         if self.seen & (1u << (ord('F') - 65)):
@@ -608,7 +629,7 @@ cdef class Analyzer:
             te = (te + self.vals[4] * scale) if (self.rel_e_g91 or self.rel_e_m83) else self.vals[4] * scale
         self._move_to(tx, ty, tz, te, offset)
 
-    cdef void _arc(self, bint clockwise, long long offset):
+    cdef void _arc(self, bint clockwise, long long offset) noexcept:
         """G2/G3 in the XY plane with I/J (centre offsets) or R, split as Marlin does."""
         cdef double scale = 25.4 if self.inches else 1.0
         cdef double sx = self.pos[0], sy = self.pos[1], sz = self.pos[2], se = self.pos[3]
@@ -670,12 +691,15 @@ cdef class Analyzer:
             n = 1
         if n > MAX_ARC_SEGMENTS:
             n = MAX_ARC_SEGMENTS
-        a0 = atan2(ry, rx)
+        # rotate the radius vector by a fixed step (exact trig once per arc, not per segment)
+        ai = angle / <double>n
+        a0 = cos(ai)
+        q = sin(ai)
         for k in range(1, n):
-            ai = a0 + angle * (<double>k / <double>n)
-            x = cx + r * cos(ai)
-            y = cy + r * sin(ai)
-            self._move_to(x, y, sz + (tz - sz) * k / n, se + (te - se) * k / n, offset)
+            x = rx * a0 - ry * q
+            ry = rx * q + ry * a0
+            rx = x
+            self._move_to(cx + rx, cy + ry, sz + (tz - sz) * k / n, se + (te - se) * k / n, offset)
         self._move_to(tx, ty, tz, te, offset)
 
     # ----------------------------------------------------------------- parsing
@@ -743,7 +767,7 @@ cdef class Analyzer:
             self.seen |= (1u << letter)
         return 0
 
-    cdef void _line(self, const unsigned char* p, Py_ssize_t n, long long offset):
+    cdef void _line(self, const unsigned char* p, Py_ssize_t n, long long offset) noexcept:
         cdef Py_ssize_t i = 0
         cdef unsigned char c
         cdef int code = 0, ndig = 0
@@ -815,17 +839,17 @@ cdef class Analyzer:
         else:
             self.n_unknown += 1
 
-    cdef void _steppers(self, bint on):
+    cdef void _steppers(self, bint on) noexcept:
         if on != self.steppers_on:
             self.steppers_on = on
             self._event(EV_STEPPERS, 0.0, 1.0 if on else 0.0, 0.0)
 
-    cdef void _absurd(self, long long offset):
+    cdef void _absurd(self, long long offset) noexcept:
         self.n_absurd += 1
         if self.first_absurd_offset < 0:
             self.first_absurd_offset = offset
 
-    cdef void _tool(self, int t):
+    cdef void _tool(self, int t) noexcept:
         if t >= MAX_TOOLS:
             self.n_absurd += 1
             return
@@ -835,7 +859,7 @@ cdef class Analyzer:
                 self.max_tool = t
             self._event(EV_TOOL, t, 0.0, 0.0)
 
-    cdef void _gcode(self, int code, long long offset):
+    cdef void _gcode(self, int code, long long offset) noexcept:
         cdef double scale = 25.4 if self.inches else 1.0
         cdef double ms
         cdef bint any_axis
@@ -878,7 +902,7 @@ cdef class Analyzer:
         elif code == 21:
             self.inches = False
 
-    cdef void _mcode(self, int code, long long offset):
+    cdef void _mcode(self, int code, long long offset) noexcept:
         cdef int t
         cdef double v
         if code == 82:
@@ -911,11 +935,15 @@ cdef class Analyzer:
             v = self._val(b'S') / 255.0 if self._has(b'S') else 1.0
             if v < 0.0: v = 0.0
             if v > 1.0: v = 1.0
-            self._event(EV_FAN, 0.0, v, 0.0)
+            if v != self.fan:
+                self.fan = v
+                self._event(EV_FAN, 0.0, v, 0.0)
         elif code == 107:
             if self._has(b'P') and self._val(b'P') != 0.0:
                 return
-            self._event(EV_FAN, 0.0, 0.0, 0.0)
+            if self.fan != 0.0:
+                self.fan = 0.0
+                self._event(EV_FAN, 0.0, 0.0, 0.0)
         elif code == 84 or code == 18:
             self._sync()
             self._steppers(False)
@@ -926,6 +954,7 @@ cdef class Analyzer:
             self._steppers(False)
         elif code == 201:
             self._axes(self.max_acc, 1.0)
+            self._update_min_acc()
         elif code == 203:
             self._axes(self.max_feed, 1.0)
         elif code == 204:
@@ -1009,13 +1038,13 @@ cdef class Analyzer:
             pos = end + 1 if hit != NULL else n
         self.offset += n
 
-    cdef void _overlong(self, long long offset):
+    cdef void _overlong(self, long long offset) noexcept:
         self.n_lines += 1
         self.n_overlong += 1
         if self.first_overlong_offset < 0:
             self.first_overlong_offset = offset
 
-    cdef void _finish_pending(self):
+    cdef void _finish_pending(self) noexcept:
         if self.pend_overlong:
             self._overlong(self.pend_offset)
         elif self.pend_len > 0:

@@ -114,6 +114,9 @@ def _build(raw: dict, profile: PrinterProfile, ambient_c: float, sha256: str) ->
     layer_index: list[list[float]] = []
     events = sorted(raw["events"], key=lambda ev: ev[0])  # stable: same-time events keep file order
     for t_motion_s, kind, a, b, c in events:
+        if kind == core.EV_LAYER:  # no power change: only its place on the total clock
+            layer_index.append([len(layer_index), round(b, 4), int(a), round(integ.total_s(t_motion_s), 3)])
+            continue
         integ.advance_to(t_motion_s)
         if kind == core.EV_HOTEND_TARGET:
             integ.set_hotend(int(a), b)
@@ -129,8 +132,6 @@ def _build(raw: dict, profile: PrinterProfile, ambient_c: float, sha256: str) ->
             integ.fan = b
         elif kind == core.EV_STEPPERS:
             integ.steppers_on = b > 0.5
-        elif kind == core.EV_LAYER:
-            layer_index.append([len(layer_index), round(b, 4), int(a), round(integ.total_s(t_motion_s), 3)])
         elif kind == core.EV_PAUSE:
             integ.out.warnings.append(f"M0/M1/M600 at byte {int(a)} waits for a person: not in the estimate")
     integ.advance_to(raw["motion_s"])

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-HEAD_BYTES = 128 * 1024
-TAIL_BYTES = 256 * 1024
+HEAD_BYTES = 32 * 1024   # Cura, BambuStudio, Simplify3D settings, ideaMaker and KISSlicer headers
+TAIL_BYTES = 64 * 1024   # PrusaSlicer and forks (estimate, then the config block), summaries
 
 
 class SlicerMetadata(BaseModel):
@@ -97,7 +97,7 @@ def _value_after(line: str | None, pattern: str) -> re.Match[str] | None:
 
 def parse_text(head: str, tail: str) -> SlicerMetadata:
     """Metadata from the beginning and end of a file (decoded text)."""
-    both = head + "\n" + tail
+    both = head if tail is head else head + "\n" + tail
     meta = SlicerMetadata()
     for name, literal, pattern in _SIGNATURES:
         line = _line_with(both, literal)
@@ -175,5 +175,7 @@ def read_metadata(path: Path) -> SlicerMetadata:
             fh.seek(max(HEAD_BYTES, size - TAIL_BYTES))
             tail = fh.read(TAIL_BYTES)
         else:
-            tail = head  # small file: the summary sits in what was already read
-    return parse_text(head.decode("utf-8", "replace"), tail.decode("utf-8", "replace"))
+            tail = b""
+    # latin-1: every byte decodes (metadata is ASCII), and it is a plain copy
+    head_text = head.decode("latin-1")
+    return parse_text(head_text, tail.decode("latin-1") if tail else head_text)
