@@ -64,10 +64,29 @@ EV_PAUSE = 8           # a=byte offset (M0/M1/M600: waits for a person, time unk
 EV_TOOL = 9            # a=tool
 
 cdef double MIN_PLANNER_SPEED = 0.05   # mm/s, Marlin MINIMUM_PLANNER_SPEED
-cdef double ABSURD = 1.0e7             # any parameter beyond this magnitude is refused
+# a parameter with 8 or more integer digits (>= 1e7) is absurd: its line is refused
 cdef double MAX_ARC_SEGMENT_MM = 1.0
 cdef double MIN_ARC_SEGMENT_MM = 0.1
 cdef double EPS_MM = 1.0e-9
+
+cdef enum:
+    CC_OTHER = 0
+    CC_SPACE = 1    # space, tab, CR
+    CC_STOP = 2     # ';' comment, '*' checksum, '\\n' end of line
+    CC_LETTER = 3
+    CC_DIGIT = 4
+
+cdef unsigned char[256] CHAR_CLASS
+cdef int _cc
+for _cc in range(256):
+    CHAR_CLASS[_cc] = CC_OTHER
+CHAR_CLASS[32] = CHAR_CLASS[9] = CHAR_CLASS[13] = CC_SPACE
+CHAR_CLASS[59] = CHAR_CLASS[42] = CHAR_CLASS[10] = CC_STOP
+for _cc in range(65, 91):
+    CHAR_CLASS[_cc] = CC_LETTER
+    CHAR_CLASS[_cc + 32] = CC_LETTER
+for _cc in range(48, 58):
+    CHAR_CLASS[_cc] = CC_DIGIT
 
 cdef double[19] POW10 = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10,
                          1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18]
@@ -710,61 +729,64 @@ cdef class Analyzer:
         return self.vals[letter - 65]
 
     cdef int _parse_params(self, const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept:
-        """Fill vals/seen with LETTER number pairs; stop at ';' or '*' or junk."""
+        """Fill vals/seen with LETTER number pairs; stop at ';' or '*' or junk.
+
+        ``p[n]`` must be a newline (``feed`` guarantees it): the inner loops stop
+        on it without bounds checks.
+        """
         cdef unsigned char c
         cdef int letter
         cdef double v
         cdef long long mant
         cdef int nfrac, ndig
         cdef bint neg
-        self.seen = 0
-        self.line_absurd = False
+        cdef unsigned int seen = 0
+        cdef bint absurd = False
         while i < n:
-            c = p[i]
-            if c == 32 or c == 9 or c == 13:
+            c = CHAR_CLASS[p[i]]
+            if c == CC_SPACE:
                 i += 1
                 continue
-            if c == 59 or c == 42:  # ; *
+            if c == CC_STOP:
                 break
-            if 97 <= c <= 122:
-                c -= 32
-            if c < 65 or c > 90:
+            if c != CC_LETTER:
+                self.seen = seen
                 return -1  # junk where a parameter letter should be
-            letter = c - 65
+            letter = (p[i] | 32) - 97
             i += 1
-            while i < n and (p[i] == 32 or p[i] == 9):
+            while p[i] == 32 or p[i] == 9:
                 i += 1
             neg = False
-            if i < n and (p[i] == 45 or p[i] == 43):
+            if p[i] == 45 or p[i] == 43:
                 neg = p[i] == 45
                 i += 1
-            # digits accumulate in an integer (exact, fast); past 18 digits the number is absurd
+            # digits accumulate in an integer (exact, fast); 8+ integer digits is absurd
             mant = 0
             nfrac = 0
             ndig = 0
-            while i < n and 48 <= p[i] <= 57:
+            while CHAR_CLASS[p[i]] == CC_DIGIT:
                 if ndig < 18:
                     mant = mant * 10 + (p[i] - 48)
                 ndig += 1
                 i += 1
             if ndig > 7:
-                self.line_absurd = True
-            if i < n and p[i] == 46:
+                absurd = True
+            if p[i] == 46:
                 i += 1
-                while i < n and 48 <= p[i] <= 57:
+                while CHAR_CLASS[p[i]] == CC_DIGIT:
                     if ndig < 18:
                         mant = mant * 10 + (p[i] - 48)
                         nfrac += 1
                         ndig += 1
                     i += 1
-            if i < n and p[i] > 32 and p[i] != 59 and p[i] != 42 and not (65 <= p[i] <= 90) \
-                    and not (97 <= p[i] <= 122):
+            if i < n and CHAR_CLASS[p[i]] == CC_OTHER:
+                self.seen = seen
                 return -1  # e.g. "X1.2.3", "X1#"
             v = <double>mant / POW10[nfrac] if nfrac > 0 else <double>mant
-            if v > ABSURD:
-                self.line_absurd = True
             self.vals[letter] = -v if neg else v
-            self.seen |= (1u << letter)
+            seen |= (1u << letter)
+        self.seen = seen
+        self.line_absurd = absurd
         return 0
 
     cdef void _line(self, const unsigned char* p, Py_ssize_t n, long long offset) noexcept:
@@ -1048,6 +1070,7 @@ cdef class Analyzer:
         if self.pend_overlong:
             self._overlong(self.pend_offset)
         elif self.pend_len > 0:
+            self.pend[self.pend_len] = 10  # the parser relies on a newline after the line
             self._line(self.pend, self.pend_len, self.pend_offset)
         else:
             self.n_lines += 1

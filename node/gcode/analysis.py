@@ -160,7 +160,7 @@ def _build(raw: dict, profile: PrinterProfile, ambient_c: float, sha256: str) ->
         energy_wh=round(out.energy_wh, 3),
         heatup_wh=round(out.heatup_wh, 3),
         peak_w=round(out.peak_w, 3),
-        power_profile=energy.per_minute(out.segments, total_s),
+        power_profile=energy.per_minute(out.minute_j, total_s),
         layer_index=layer_index,
         file_sha256=sha256,
         file_bytes=raw["bytes"],

@@ -25,7 +25,8 @@ Mass Transfer*, ch. 5; Marlin ``M109``/``M190`` (``Temperature::wait_for_hotend`
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from array import array
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -179,9 +180,9 @@ class HeaterState:
 
 @dataclass
 class Timeline:
-    """Result of integrating power over the print: piecewise-constant segments on the total clock."""
+    """Result of integrating power over the print on the total clock (motion + waits)."""
 
-    segments: list[tuple[float, float, float]] = field(default_factory=list)  # (t0_s, t1_s, wall_w)
+    minute_j: array = field(default_factory=lambda: array("d"))  # energy in each minute (8 bytes each)
     heatup_s: float = 0.0
     heatup_wh: float = 0.0
     energy_wh: float = 0.0
@@ -252,11 +253,17 @@ class PowerIntegrator:
         if self._in_wait:
             self.out.heatup_wh += wh
         self.out.peak_w = max(self.out.peak_w, watts)
-        segs = self.out.segments
-        if segs and segs[-1][1] == t0_s and abs(segs[-1][2] - watts) < 1e-9:
-            segs[-1] = (segs[-1][0], t1_s, watts)
-        else:
-            segs.append((t0_s, t1_s, watts))
+        bins = self.out.minute_j
+        t = t0_s
+        while t < t1_s:
+            minute = int(t // 60.0)
+            while len(bins) <= minute:
+                bins.append(0.0)
+            edge = min(t1_s, (minute + 1) * 60.0)
+            if edge <= t:  # rounding at a minute edge
+                edge = min(t1_s, t + 1e-9)
+            bins[minute] += watts * (edge - t)
+            t = edge
 
     def advance_to(self, motion_s: float) -> None:
         if motion_s > self.motion_s:
@@ -294,19 +301,14 @@ class PowerIntegrator:
         self.out.max_bed_c = max(self.out.max_bed_c, self.bed.target_c)
 
 
-def per_minute(segments: Iterable[tuple[float, float, float]], end_s: float) -> list[list[float]]:
+def per_minute(minute_j: Sequence[float], end_s: float) -> list[list[float]]:
     """Mean wall power per minute, ``[[minute_start_s, watts], ...]`` (last minute: its own length)."""
-    n_minutes = max(1, math.ceil(end_s / 60.0 - 1e-9)) if end_s > 0 else 0
-    energy_j = [0.0] * n_minutes
-    for t0_s, t1_s, watts in segments:
-        t = t0_s
-        while t < t1_s - 1e-12:
-            minute = min(int(t // 60.0), n_minutes - 1)
-            edge = min(t1_s, (minute + 1) * 60.0) if minute < n_minutes - 1 else t1_s
-            energy_j[minute] += watts * (edge - t)
-            t = edge
+    n_minutes = math.ceil(end_s / 60.0 - 1e-9) if end_s > 0 else 0
     out = []
-    for minute, joules in enumerate(energy_j):
+    for minute in range(n_minutes):
+        joules = minute_j[minute] if minute < len(minute_j) else 0.0
+        if minute == n_minutes - 1 and len(minute_j) > n_minutes:  # rounding spill past the end
+            joules += sum(minute_j[n_minutes:])
         length_s = min(60.0, end_s - minute * 60.0)
         out.append([minute * 60.0, round(joules / length_s, 3) if length_s > 0 else 0.0])
     return out
