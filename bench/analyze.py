@@ -11,7 +11,9 @@ then, on the same files (``/work/shared/gcode``, never copied into the repo):
 * accuracy: the model's ``motion_seconds`` vs the slicer's own estimate vs
   OctoPrint's ``totalMoveTimeMinute``;
 * speed: lines/s of ``analyze_file`` and of OctoPrint's ``gcode().load``, each
-  measured in its own process after its imports, best of ``--repeat`` runs;
+  measured in its own process after its imports, best of ``--repeat`` runs, in
+  CPU time of the process (``time.process_time``) so that other work on a shared
+  machine skews neither side;
 * memory: a generated ~200 MB file (``bench/out/big.gcode``, not committed)
   analysed in a fresh process, peak RSS (``ru_maxrss``) reported.
 
@@ -57,9 +59,9 @@ OCTOPRINT_WORKER = textwrap.dedent("""
         best = None
         for _ in range(repeat):
             g = gcode()
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             g.load(path)
-            dt = time.perf_counter() - t0
+            dt = time.process_time() - t0
             best = dt if best is None else min(best, dt)
         out["files"][path] = {"seconds": best, "estimate_s": g.totalMoveTimeMinute * 60.0,
                               "filament_mm": [e for e in g.extrusionAmount if e]}
@@ -77,9 +79,9 @@ OURS_WORKER = textwrap.dedent("""
         profile = load_profile(profile_name)
         best = None
         for _ in range(repeat):
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             result = analyze_file(path, profile)
-            dt = time.perf_counter() - t0
+            dt = time.process_time() - t0
             best = dt if best is None else min(best, dt)
         out["files"][path] = {"seconds": best, "motion_s": result.motion_seconds,
                               "heatup_s": result.heatup_seconds, "slicer_s": result.slicer_estimated_seconds,
@@ -226,9 +228,9 @@ def main() -> int:
 
     if not args.skip_big:
         big = OUT / "big.gcode"
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         generate_big(big, args.big_mb * 1024 * 1024)
-        print(f"\ngenerated {big} ({big.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - t0:.0f} s")
+        print(f"\ngenerated {big} ({big.stat().st_size / 1e6:.0f} MB) in {time.process_time() - t0:.0f} s")
         big_run = json.loads(subprocess.run(
             [sys.executable, "-c", OURS_WORKER, "1", f"{big}=ender3"],
             check=True, capture_output=True, text=True, cwd=ROOT).stdout)

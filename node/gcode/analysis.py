@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from node.gcode import energy
 from node.gcode.correction import load_correction
-from node.gcode.metadata import read_metadata
+from node.gcode import metadata
 from node.native import load_core
 from node.profile import PrinterProfile
 
@@ -69,7 +69,8 @@ class Analysis(BaseModel):
     power_profile: list[list[float]] = Field(description="[[t_s, mean wall watts]] per minute")
     layer_index: list[list[float]] = Field(description="[[layer, z_mm, byte_offset, t_s]]")
     correction_factor: float = 1.0
-    file_sha256: str
+    file_sha256: str | None = Field(None, description="set by analyze_cached (the cache key); None from "
+                                    "analyze_file, which does not hash")
     file_bytes: int
     lines: int
     moves: int
@@ -108,7 +109,7 @@ def profile_key(profile: PrinterProfile) -> str:
     return f"{profile.name}:{digest}"
 
 
-def _build(raw: dict, profile: PrinterProfile, ambient_c: float, sha256: str) -> Analysis:
+def _build(raw: dict, profile: PrinterProfile, ambient_c: float, sha256: str | None) -> Analysis:
     """Turn the core's result into an Analysis: waits, energy, layer times."""
     integ = energy.PowerIntegrator(profile, ambient_c)
     layer_index: list[list[float]] = []
@@ -176,32 +177,40 @@ def _build(raw: dict, profile: PrinterProfile, ambient_c: float, sha256: str) ->
     )
 
 
-def analyze_file(path: str | Path, profile: PrinterProfile, ambient_c: float = 22.0) -> Analysis:
+def analyze_file(path: str | Path, profile: PrinterProfile, ambient_c: float = 22.0, *,
+                 file_sha256: str | None = None) -> Analysis:
     """Analyse one G-code file (blocking: run it in a thread or worker from the daemon).
 
     Raises ``GcodeError`` for a file that cannot be read or holds no G-code;
     bad lines inside a G-code file are skipped and counted (``skipped_lines``).
+    Hashing is the cache's business (``analyze_cached``), which passes the
+    digest it computed as ``file_sha256`` to be recorded in the result.
     """
     path = Path(path)
     if not -60.0 <= ambient_c <= 60.0:
         raise ValueError(f"ambient_c must be within -60..60 C, got {ambient_c!r}")
     analyzer = core.Analyzer(motion_limits(profile), profile.planner_depth, MAX_LINE_BYTES)
-    digest = hashlib.sha256()
+    head = tail = b""
+    size = 0
     try:
         with open(path, "rb") as fh:
             while chunk := fh.read(CHUNK_BYTES):
-                digest.update(chunk)
                 analyzer.feed(chunk)
-        meta = read_metadata(path)
+                if size == 0:
+                    head = chunk[:metadata.HEAD_BYTES]
+                size += len(chunk)
+                tail = (tail + chunk)[-metadata.TAIL_BYTES:] if len(chunk) < metadata.TAIL_BYTES \
+                    else chunk[-metadata.TAIL_BYTES:]
     except OSError as exc:
         raise GcodeError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    meta = metadata.parse_bytes(head, tail if size > metadata.HEAD_BYTES else b"")
     raw = analyzer.finish()
     if raw["bytes"] == 0:
         raise GcodeError(f"{path}: empty file")
     if raw["commands"] == 0 and (raw["garbage_lines"] or raw["overlong_lines"]):
         raise GcodeError(f"{path}: no G-code command found ({raw['garbage_lines'] + raw['overlong_lines']} "
                          "unparseable lines): not a G-code file?")
-    result = _build(raw, profile, ambient_c, digest.hexdigest())
+    result = _build(raw, profile, ambient_c, file_sha256)
     result.slicer = meta.slicer
     result.slicer_version = meta.slicer_version
     result.slicer_estimated_seconds = meta.estimated_seconds
@@ -239,7 +248,7 @@ def analyze_cached(store: Store, path: str | Path, profile: PrinterProfile, ambi
     if cached is not None:
         result = Analysis.model_validate_json(cached)
     else:
-        result = analyze_file(path, profile, ambient_c)
+        result = analyze_file(path, profile, ambient_c, file_sha256=sha256)
         payload = result.model_dump_json()
 
         def _put(conn):

@@ -176,6 +176,11 @@ def read_metadata(path: Path) -> SlicerMetadata:
             tail = fh.read(TAIL_BYTES)
         else:
             tail = b""
+    return parse_bytes(head, tail)
+
+
+def parse_bytes(head: bytes, tail: bytes) -> SlicerMetadata:
+    """``parse_text`` on the first ``HEAD_BYTES`` and last ``TAIL_BYTES`` (empty if the file is small)."""
     # latin-1: every byte decodes (metadata is ASCII), and it is a plain copy
     head_text = head.decode("latin-1")
     return parse_text(head_text, tail.decode("latin-1") if tail else head_text)

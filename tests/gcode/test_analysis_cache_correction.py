@@ -1,6 +1,7 @@
 """Store cache by sha256 and the learned, bounded per-printer correction."""
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 
@@ -29,6 +30,7 @@ def test_schema_version_2(store):
 def test_cache_hit_by_content_not_path(store, write, ender3, monkeypatch):
     text = "M190 S60\n" + square_layers(5)
     first = analyze_cached(store, write(text), ender3, 22.0)
+    assert first.file_sha256 == hashlib.sha256(text.encode()).hexdigest()
     calls = []
     real = analysis.analyze_file
     monkeypatch.setattr(analysis, "analyze_file", lambda *a, **k: calls.append(a) or real(*a, **k))
