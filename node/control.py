@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from node import __version__
 from node.config import NodeConfig
-from node.jobs import Job, Jobs, TransitionRefused
+from node.jobs import ACTIVE_STATES, RUNNABLE_STATES, Job, Jobs, TransitionRefused
 from node.node import Component, Node
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,6 @@ class ControlServer(Component):
         if isinstance(request, QueueAddRequest):
             return _job_view(await self._receive_file(request, reader))
         if isinstance(request, QueueListRequest):
-            from node.jobs import ACTIVE_STATES, RUNNABLE_STATES
             states = None if request.all else RUNNABLE_STATES | ACTIVE_STATES
             return [_job_view(j) for j in await self.jobs.list(states)]
         if isinstance(request, JobShowRequest):
@@ -196,8 +195,6 @@ class ControlServer(Component):
                                                priority=request.priority, source="cli")
 
     async def status_report(self) -> dict[str, Any]:
-        from node.jobs import ACTIVE_STATES, RUNNABLE_STATES
-
         pending = await self.jobs.list(RUNNABLE_STATES | ACTIVE_STATES)
         return {
             "node_id": self.node.config.node.id,

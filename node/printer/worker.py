@@ -159,16 +159,11 @@ class PrinterWorker(threading.Thread):
                 continue
             try:
                 request.outcome = self._stream(request)
-            except FirmwareReset as exc:
-                request.outcome = PrintOutcome("interrupted", str(exc), request.start_offset, 0, 0)
-                request.done.set()
-                raise
-            except LinkClosed as exc:
-                request.outcome = PrintOutcome("interrupted", f"printer link lost: {exc}", request.start_offset, 0, 0)
-                request.done.set()
-                raise
-            except PrinterFault as exc:
-                request.outcome = PrintOutcome("failed", str(exc), request.start_offset, 0, 0)
+            except (FirmwareReset, LinkClosed, PrinterFault) as exc:
+                # the job ends with the reason; the connection is rebuilt by run()
+                status = "failed" if isinstance(exc, PrinterFault) else "interrupted"
+                reason = f"printer link lost: {exc}" if isinstance(exc, LinkClosed) else str(exc)
+                request.outcome = PrintOutcome(status, reason, request.start_offset, 0, 0)
                 request.done.set()
                 raise
             request.done.set()
