@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from node import __version__
-from node.config import NodeConfig
+from node.config import OVERRIDES_FILE, ConfigError, NodeConfig, write_override
 from node.jobs import ACTIVE_STATES, RUNNABLE_STATES, Job, Jobs, TransitionRefused
 from node.node import Component, Node
 
@@ -66,8 +66,16 @@ class PlateClearedRequest(_Request):
     cmd: Literal["plate_cleared"]
 
 
+class ConfigSetRequest(_Request):
+    """Persist ``key=value`` in the state directory's override file (applies at the next start)."""
+
+    cmd: Literal["config_set"]
+    assignment: str = Field(pattern=r"^[a-z_][a-z0-9_.]*=.*$")
+
+
 Request = Annotated[
-    StatusRequest | QueueAddRequest | QueueListRequest | JobCommandRequest | JobShowRequest | PlateClearedRequest,
+    StatusRequest | QueueAddRequest | QueueListRequest | JobCommandRequest | JobShowRequest | PlateClearedRequest
+    | ConfigSetRequest,
     Field(discriminator="cmd"),
 ]
 REQUEST_ADAPTER: TypeAdapter[Request] = TypeAdapter(Request)
@@ -158,6 +166,13 @@ class ControlServer(Component):
         if isinstance(request, PlateClearedRequest):
             await runner.set_plate_clear(True, source="cli")
             return {"plate_clear": True}
+        if isinstance(request, ConfigSetRequest):
+            try:
+                write_override(self.node.config.state_dir, request.assignment)
+            except ConfigError as exc:
+                raise ControlError("; ".join(exc.problems)) from None
+            return {"saved": request.assignment, "file": str(self.node.config.state_dir / OVERRIDES_FILE),
+                    "restart_required": True}
         if isinstance(request, JobCommandRequest):
             job_ref = request.job or runner.current_job_id
             if job_ref is None:

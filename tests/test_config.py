@@ -99,3 +99,16 @@ def test_override_cannot_move_the_state_dir(tmp_path: Path) -> None:
     (tmp_path / OVERRIDES_FILE).write_text("[node]\nstate_dir = '/tmp/elsewhere'\n")
     with pytest.raises(ConfigError, match="node.state_dir"):
         load_config(sets=[f"node.state_dir='{tmp_path}'"])
+
+
+def test_config_set_without_daemon_writes_the_override_and_show_reflects_it(tmp_path: Path) -> None:
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "node", "config", *args, "--state-dir", str(tmp_path)],
+                              capture_output=True, text=True)
+
+    assert cli("set", "printer.baud=250000").returncode == 0
+    bad = cli("set", "printer.baud=fast")
+    assert bad.returncode == 2 and "printer.baud" in bad.stderr
+    import json
+    shown = json.loads(cli("show", "--json").stdout)
+    assert shown["printer"]["baud"] == 250000

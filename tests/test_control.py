@@ -122,3 +122,12 @@ def test_sigterm_stops_cleanly_and_a_second_daemon_is_refused(daemon_factory, tm
     assert daemon.request({"cmd": "status"})  # the first one is unharmed
     assert stop_daemon(daemon) == 0
     assert not (daemon.state_dir / "control.sock").exists()
+
+
+def test_config_set_through_the_daemon_goes_to_the_state_dir(daemon_factory) -> None:
+    daemon = daemon_factory(*SLOW)
+    result = daemon.cli("config", "set", "printer.reply_timeout_s=45")
+    assert result.returncode == 0 and "overrides.toml" in result.stdout
+    assert "reply_timeout_s = 45" in (daemon.state_dir / "overrides.toml").read_text()
+    refused = daemon.cli("config", "set", "printer.nonsense=1")
+    assert refused.returncode == 2 and "printer.nonsense" in refused.stderr

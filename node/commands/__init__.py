@@ -11,5 +11,6 @@ COMMAND_MODULES = [
     "run",
     "control",
     "configcheck",
+    "settings",
     "virtual",
 ]
