@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import signal
 import sys
 import threading
@@ -21,7 +22,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--planner-depth", type=int, default=None)
     parser.add_argument("--port-file", type=Path, default=None, help="write the pty path here once ready")
     parser.add_argument("--command-log", type=Path, default=None, help="append every executed command here")
+    parser.add_argument("--exit-with-parent", action="store_true",
+                        help="(used by the daemon) ignore Ctrl-C and exit when the parent process dies")
     parser.set_defaults(func=run)
+
+
+def _die_with_parent() -> None:
+    """prctl(PR_SET_PDEATHSIG, SIGTERM): Linux only; elsewhere a no-op."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,7 +49,13 @@ def run(args: argparse.Namespace) -> int:
         profile, clock, write, ambient_c=args.ambient_c, planner_depth=args.planner_depth,
         command_log=args.command_log), stop)
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    if args.exit_with_parent:
+        # the daemon stops us in order; a terminal's Ctrl-C reaches the whole group, so ignore it,
+        # and let the kernel end us if the daemon is killed outright (kill -9, power-loss tests)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _die_with_parent()
+    else:
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
     if args.port_file:
         tmp = args.port_file.with_suffix(".tmp")
         tmp.write_text(path + "\n")

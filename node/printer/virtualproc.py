@@ -34,7 +34,7 @@ class VirtualPrinterProcess(Component):
                 "--profile", printer.profile,
                 "--clock", self.node.clock.spec().model_dump_json(),
                 "--ambient-c", str(printer.virtual.ambient_c),
-                "--port-file", str(self.port_file)]
+                "--port-file", str(self.port_file), "--exit-with-parent"]
         if printer.virtual.planner_depth:
             args += ["--planner-depth", str(printer.virtual.planner_depth)]
         self.process = await asyncio.create_subprocess_exec(*args, stdin=asyncio.subprocess.DEVNULL)
