@@ -13,7 +13,7 @@ from node.gcode.correction import F_MAX, F_MIN, correction_factor, load_correcti
 from node.store.db import Store, transaction
 from node.profile import load_profile
 
-from conftest import square_layers
+from tests.gcode.conftest import square_layers
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import pytest
 
 from node.commands import analyze
 
-from conftest import square_layers
+from tests.gcode.conftest import square_layers
 
 REQUIRED = {"estimated_seconds", "motion_seconds", "heatup_seconds", "slicer_estimated_seconds", "layers",
             "filament_mm", "max_hotend_c", "max_bed_c", "energy_wh", "peak_w", "power_profile", "layer_index",
@@ -49,3 +49,10 @@ def test_errors(write, tmp_path, capsys):
     assert "unknown printer profile" in capsys.readouterr().err
     assert run(["analyze", str(write(square_layers(1))), "--ambient-c", "500"]) == 1
     assert "ambient_c" in capsys.readouterr().err
+
+
+def test_through_printnode_main(write, capsys):
+    from node.cli import main
+
+    assert main(["analyze", str(write(square_layers(3))), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["layers"] == 3

@@ -8,7 +8,7 @@ import pytest
 from node.gcode.analysis import analyze_file
 from node.gcode.energy import PowerSample, calibrate, marlin_pwm_fraction, printer_w_from_pwm
 
-from conftest import square_layers
+from tests.gcode.conftest import square_layers
 
 
 def test_heatup_time_from_the_thermal_model(write, ender3):

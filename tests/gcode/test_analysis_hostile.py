@@ -12,7 +12,7 @@ from node.native import load_core
 
 core = load_core("analysiscore")
 
-from conftest import square_layers  # noqa: E402
+from tests.gcode.conftest import square_layers
 
 
 def check(result) -> None:

@@ -7,7 +7,7 @@ import pytest
 
 from node.gcode.analysis import analyze_file
 
-from conftest import square_layers
+from tests.gcode.conftest import square_layers
 
 MIN_PLANNER_SPEED = 0.05
 

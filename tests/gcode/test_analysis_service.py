@@ -12,7 +12,7 @@ from node.jobs import Jobs, JobState, PauseReason
 from node.node import Node
 from node.store.db import Store
 
-from conftest import square_layers
+from tests.gcode.conftest import square_layers
 
 
 def test_completed_job_is_recorded_with_its_printing_time(tmp_path, write, ender3):
