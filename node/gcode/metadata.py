@@ -95,19 +95,8 @@ def _value_after(line: str | None, pattern: str) -> re.Match[str] | None:
     return re.search(pattern, line) if line is not None else None
 
 
-def parse_text(head: str, tail: str) -> SlicerMetadata:
-    """Metadata from the beginning and end of a file (decoded text)."""
-    both = head if tail is head else head + "\n" + tail
-    meta = SlicerMetadata()
-    for name, literal, pattern in _SIGNATURES:
-        line = _line_with(both, literal)
-        if line is not None:
-            match = pattern.search(line)
-            meta.slicer = name
-            meta.slicer_version = (match.group(1) or None) if match else None
-            break
-
-    # PrusaSlicer, SuperSlicer, OrcaSlicer, BambuStudio
+def _prusa_family(meta: SlicerMetadata, head: str, tail: str, both: str) -> None:
+    """PrusaSlicer, SuperSlicer, OrcaSlicer, BambuStudio."""
     match = _value_after(_line_with(both, "estimated printing time"), r"time(?: \(normal mode\))?\s*[=:]\s*(.+)$")
     if match:
         meta.estimated_seconds = parse_duration_s(match.group(1))
@@ -119,7 +108,9 @@ def parse_text(head: str, tail: str) -> SlicerMetadata:
     if match:
         meta.layers = int(match.group(1))
 
-    # Cura (5.x and 4.x); legacy Cura leaves "#P_TIME#" unreplaced: no match, None
+
+def _cura(meta: SlicerMetadata, head: str, tail: str, both: str) -> None:
+    """Cura 4.x/5.x; legacy Cura leaves "#P_TIME#" unreplaced: no match, None."""
     match = _value_after(_line_with(head, ";TIME:"), r"^;TIME:(\d+(?:\.\d+)?)\s*$")
     if match:
         meta.estimated_seconds = float(match.group(1))
@@ -132,7 +123,8 @@ def parse_text(head: str, tail: str) -> SlicerMetadata:
     if match:
         meta.layers = int(match.group(1))
 
-    # Simplify3D
+
+def _simplify3d(meta: SlicerMetadata, head: str, tail: str, both: str) -> None:
     match = _value_after(_line_with(tail, "Build time:"), r"^;\s+Build time:\s*(.+)$")
     if match:
         meta.estimated_seconds = parse_duration_s(match.group(1))
@@ -140,7 +132,8 @@ def parse_text(head: str, tail: str) -> SlicerMetadata:
     if match:
         meta.filament_mm = [float(match.group(1))]
 
-    # ideaMaker
+
+def _ideamaker(meta: SlicerMetadata, head: str, tail: str, both: str) -> None:
     match = _value_after(_line_with(both, ";Print Time:"), r"^;Print Time:\s*(\d+(?:\.\d+)?)\s*$")
     if match:
         meta.estimated_seconds = float(match.group(1))
@@ -153,7 +146,8 @@ def parse_text(head: str, tail: str) -> SlicerMetadata:
     if match:
         meta.layers = int(match.group(1))
 
-    # KISSlicer
+
+def _kisslicer(meta: SlicerMetadata, head: str, tail: str, both: str) -> None:
     match = _value_after(_line_with(both, "Estimated Build Time:"), r"Estimated Build Time:\s*([\d.]+)\s*minutes")
     if match:
         meta.estimated_seconds = float(match.group(1)) * 60.0
@@ -162,6 +156,35 @@ def parse_text(head: str, tail: str) -> SlicerMetadata:
     if exts:
         by_tool = {int(k): float(v) for k, v in exts}
         meta.filament_mm = [by_tool.get(i, 0.0) for i in range(1, max(by_tool) + 1)]
+
+
+_FAMILY = {"PrusaSlicer": _prusa_family, "SuperSlicer": _prusa_family, "OrcaSlicer": _prusa_family,
+           "BambuStudio": _prusa_family, "Slic3r": _prusa_family, "Cura": _cura, "Cura (legacy)": _cura,
+           "Simplify3D": _simplify3d, "ideaMaker": _ideamaker, "KISSlicer": _kisslicer}
+SIGNATURE_ZONE_CHARS = 8192  # slicers sign in their first lines
+
+
+def parse_text(head: str, tail: str) -> SlicerMetadata:
+    """Metadata from the beginning and end of a file (decoded text).
+
+    The slicer is found first (in the first lines, else anywhere), then only its
+    own fields are searched; an unknown file gets every slicer's patterns.
+    """
+    both = head if tail is head else head + "\n" + tail
+    meta = SlicerMetadata()
+    for zone in (head[:SIGNATURE_ZONE_CHARS], both):
+        for name, literal, pattern in _SIGNATURES:
+            line = _line_with(zone, literal)
+            if line is not None:
+                match = pattern.search(line)
+                meta.slicer = name
+                meta.slicer_version = (match.group(1) or None) if match else None
+                break
+        if meta.slicer is not None:
+            break
+    family = _FAMILY.get(meta.slicer or "")
+    for parse in ([family] if family else [_prusa_family, _cura, _simplify3d, _ideamaker, _kisslicer]):
+        parse(meta, head, tail, both)
     return meta
 
 
