@@ -192,8 +192,10 @@ cdef class Analyzer:
     cdef unsigned int seen
     cdef bint line_absurd
     cdef bint finished
+    cdef long long n_events, n_events_dropped, max_events
 
-    def __cinit__(self, dict limits, int lookahead_blocks=16, Py_ssize_t max_line_bytes=4096):
+    def __cinit__(self, dict limits, int lookahead_blocks=16, Py_ssize_t max_line_bytes=4096,
+                  long long max_events=200000):
         cdef int i
         if lookahead_blocks < 1:
             raise ValueError("lookahead_blocks must be >= 1")
@@ -273,6 +275,9 @@ cdef class Analyzer:
         self.offset = 0
         self.pend_offset = 0
         self.finished = False
+        self.n_events = 0
+        self.n_events_dropped = 0
+        self.max_events = max_events
 
     cdef void _update_min_acc(self) noexcept:
         cdef int i
@@ -288,8 +293,18 @@ cdef class Analyzer:
             free(self.pend)
 
     # ------------------------------------------------------------------ events
+    cdef bint _room_for_event(self) noexcept:
+        """Bound the event list (memory flat even for a hostile file); count what is dropped."""
+        if self.n_events >= self.max_events:
+            self.n_events_dropped += 1
+            return False
+        self.n_events += 1
+        return True
+
     cdef void _event(self, int kind, double a, double b, double c) noexcept:
         """Record an event at the time all moves queued so far are done."""
+        if not self._room_for_event():
+            return
         if self.blocks_queued == self.blocks_done:
             self.events.append((self.motion_s, kind, a, b, c))
         else:
@@ -616,6 +631,8 @@ cdef class Analyzer:
         """A layer starting at the move numbered ``seq``: its time is that move's start."""
         cdef double t
         cdef Py_ssize_t j
+        if not self._room_for_event():
+            return
         if seq <= self.blocks_done:
             if seq == self.blocks_done:
                 t = self.motion_s
@@ -1108,4 +1125,5 @@ cdef class Analyzer:
             "limits_from_file": self.limits_from_file,
             "classic_jerk": self.classic,
             "events": self.events,
+            "events_dropped": self.n_events_dropped,
         }

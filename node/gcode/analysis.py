@@ -39,6 +39,10 @@ core = load_core("analysiscore")
 ANALYSIS_VERSION = 1
 CHUNK_BYTES = 1 << 20
 MAX_LINE_BYTES = 4096
+#: temperature/fan/stepper changes and layer starts kept (~200 B each); a real print has a few thousand
+MAX_EVENTS = 200_000
+#: a file whose model time exceeds this is refused (hostile dwells or feedrates, not a print)
+MAX_PRINT_S = 90 * 86400.0
 
 
 class GcodeError(ValueError):
@@ -189,7 +193,7 @@ def analyze_file(path: str | Path, profile: PrinterProfile, ambient_c: float = 2
     path = Path(path)
     if not -60.0 <= ambient_c <= 60.0:
         raise ValueError(f"ambient_c must be within -60..60 C, got {ambient_c!r}")
-    analyzer = core.Analyzer(motion_limits(profile), profile.planner_depth, MAX_LINE_BYTES)
+    analyzer = core.Analyzer(motion_limits(profile), profile.planner_depth, MAX_LINE_BYTES, MAX_EVENTS)
     head = tail = b""
     size = 0
     try:
@@ -210,7 +214,16 @@ def analyze_file(path: str | Path, profile: PrinterProfile, ambient_c: float = 2
     if raw["commands"] == 0 and (raw["garbage_lines"] or raw["overlong_lines"]):
         raise GcodeError(f"{path}: no G-code command found ({raw['garbage_lines'] + raw['overlong_lines']} "
                          "unparseable lines): not a G-code file?")
-    result = _build(raw, profile, ambient_c, file_sha256)
+    if raw["events_dropped"]:
+        raise GcodeError(f"{path}: more than {MAX_EVENTS} temperature, fan, stepper and layer changes: "
+                         "not a print this analysis accepts")
+    if raw["motion_s"] > MAX_PRINT_S:
+        raise GcodeError(f"{path}: the motion alone takes {raw['motion_s'] / 86400:.0f} days "
+                         f"(limit {MAX_PRINT_S / 86400:.0f}): absurd dwells or feedrates")
+    try:
+        result = _build(raw, profile, ambient_c, file_sha256)
+    except energy.TimelineTooLong as exc:
+        raise GcodeError(f"{path}: {exc}") from None
     result.slicer = meta.slicer
     result.slicer_version = meta.slicer_version
     result.slicer_estimated_seconds = meta.estimated_seconds

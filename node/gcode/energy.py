@@ -33,6 +33,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from node.profile import HeaterModel, PrinterProfile
 
+class TimelineTooLong(ValueError):
+    """The heat-up waits push the print past ``PowerIntegrator.MAX_TOTAL_S``."""
+
+
 HOTEND_FAN_ON_C = 50.0  # Marlin EXTRUDER_AUTO_FAN_TEMPERATURE default
 AT_TARGET_K = 0.05      # a heater within this of its target counts as holding
 
@@ -200,6 +204,7 @@ class PowerIntegrator:
     """
 
     MAX_WAIT_S = 3600.0
+    MAX_TOTAL_S = 90 * 86400.0
 
     def __init__(self, profile: PrinterProfile, ambient_c: float) -> None:
         self.profile = profile
@@ -248,6 +253,8 @@ class PowerIntegrator:
             remaining -= step
 
     def _emit(self, t0_s: float, t1_s: float, watts: float) -> None:
+        if t1_s > self.MAX_TOTAL_S:
+            raise TimelineTooLong(f"print longer than {self.MAX_TOTAL_S / 86400:.0f} days with its heat-up waits")
         wh = watts * (t1_s - t0_s) / 3600.0
         self.out.energy_wh += wh
         if self._in_wait:

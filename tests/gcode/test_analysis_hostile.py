@@ -126,3 +126,28 @@ def test_missing_file_is_a_clear_error(tmp_path, ender3):
 def test_huge_arc_is_bounded(write, ender3):
     result = analyze_file(write("G1 X0 Y0 F60000\nG2 X0 Y0 I9000000 J0\n"), ender3)
     check(result)
+
+
+def test_endless_dwells_are_refused(write, ender3):
+    with pytest.raises(GcodeError, match="days"):
+        analyze_file(write("G4 S9999999\n" * 2), ender3)
+
+
+def test_event_flood_is_bounded(write, ender3):
+    from node.gcode import analysis
+
+    text = "".join(f"G1 X{1 + i % 2} F6000\nM106 S{i % 2 * 255}\n" for i in range(400))
+    old = analysis.MAX_EVENTS
+    analysis.MAX_EVENTS = 100
+    try:
+        with pytest.raises(GcodeError, match="more than 100"):
+            analyze_file(write(text), ender3)
+    finally:
+        analysis.MAX_EVENTS = old
+    assert analyze_file(write(text), ender3).moves == 400
+
+
+def test_many_heatup_waits_are_refused_not_integrated_forever(write, ender3):
+    # every M109 R cooling wait to ambient cannot finish: each is counted as an hour, then the total is refused
+    with pytest.raises(GcodeError, match="longer than"):
+        analyze_file(write("M109 S250\nM109 R0\n" * 2200), ender3)
