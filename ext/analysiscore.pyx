@@ -50,7 +50,7 @@ cdef enum:
     AX_Z = 2
     AX_E = 3
     MAX_TOOLS = 16
-    MAX_ARC_SEGMENTS = 20000
+    MAX_ARC_SEGMENTS = 512   # ~0.5 m of arc at 1 mm; longer arcs get longer segments
 
 # event kinds (public: node.gcode.analysis reads them)
 EV_HOTEND_TARGET = 1   # a=tool, b=target C
@@ -193,6 +193,7 @@ cdef class Analyzer:
     cdef bint line_absurd
     cdef bint finished
     cdef long long n_events, n_events_dropped, max_events
+    cdef long long n_arc_segments, n_arcs_coarse
 
     def __cinit__(self, dict limits, int lookahead_blocks=16, Py_ssize_t max_line_bytes=4096,
                   long long max_events=200000):
@@ -278,6 +279,8 @@ cdef class Analyzer:
         self.n_events = 0
         self.n_events_dropped = 0
         self.max_events = max_events
+        self.n_arc_segments = 0
+        self.n_arcs_coarse = 0
 
     cdef void _update_min_acc(self) noexcept:
         cdef int i
@@ -727,6 +730,11 @@ cdef class Analyzer:
             n = 1
         if n > MAX_ARC_SEGMENTS:
             n = MAX_ARC_SEGMENTS
+        # work budget: a file of huge arcs must not take hours (real files stay far below it)
+        if self.n_arc_segments > 16 * self.n_lines + 1000000:
+            n = 1
+            self.n_arcs_coarse += 1
+        self.n_arc_segments += n
         # rotate the radius vector by a fixed step (exact trig once per arc, not per segment)
         ai = angle / <double>n
         a0 = cos(ai)
@@ -1111,6 +1119,7 @@ cdef class Analyzer:
             "moves": self.n_moves,
             "blocks": self.blocks_done,
             "arcs": self.n_arcs,
+            "arcs_coarse": self.n_arcs_coarse,
             "unknown_commands": self.n_unknown,
             "garbage_lines": self.n_garbage,
             "overlong_lines": self.n_overlong,

@@ -149,6 +149,8 @@ def _build(raw: dict, profile: PrinterProfile, ambient_c: float, sha256: str | N
     if raw["absurd_lines"]:
         warnings.append(f"{raw['absurd_lines']} line(s) with an absurd number (|value| > 1e7) or tool skipped; "
                         f"first at byte {raw['first_absurd_offset']}")
+    if raw["arcs_coarse"]:
+        warnings.append(f"{raw['arcs_coarse']} arc(s) beyond the work budget planned as one chord each")
     if raw["overlong_lines"]:
         warnings.append(f"{raw['overlong_lines']} line(s) longer than {MAX_LINE_BYTES} bytes skipped; "
                         f"first at byte {raw['first_overlong_offset']}")
@@ -219,7 +221,7 @@ def analyze_file(path: str | Path, profile: PrinterProfile, ambient_c: float = 2
                          "not a print this analysis accepts")
     if raw["motion_s"] > MAX_PRINT_S:
         raise GcodeError(f"{path}: the motion alone takes {raw['motion_s'] / 86400:.0f} days "
-                         f"(limit {MAX_PRINT_S / 86400:.0f}): absurd dwells or feedrates")
+                         f"(limit {MAX_PRINT_S / 86400:.0f}): absurd dwells, distances or feedrates")
     try:
         result = _build(raw, profile, ambient_c, file_sha256)
     except energy.TimelineTooLong as exc:

@@ -151,3 +151,9 @@ def test_many_heatup_waits_are_refused_not_integrated_forever(write, ender3):
     # every M109 R cooling wait to ambient cannot finish: each is counted as an hour, then the total is refused
     with pytest.raises(GcodeError, match="longer than"):
         analyze_file(write("M109 S250\nM109 R0\n" * 2200), ender3)
+
+
+def test_arc_work_is_budgeted(write, ender3):
+    result = analyze_file(write("G1 X0 Y0 F60000\n" + "G2 X0 Y0 I1000 J0\n" * 100_000), ender3)
+    check(result)
+    assert any("work budget" in w for w in result.warnings)
