@@ -20,6 +20,8 @@ from typing import Any, Literal
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from node.gcode.settings import AnalysisSection
+
 OVERRIDES_FILE = "overrides.toml"
 
 
@@ -98,6 +100,7 @@ class NodeConfig(Section):
     jobs: JobsSection = JobsSection()
     store: StoreSection = StoreSection()
     control: ControlSection = ControlSection()
+    analysis: AnalysisSection = AnalysisSection()
 
     @property
     def state_dir(self) -> Path:

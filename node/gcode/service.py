@@ -9,6 +9,7 @@ from pathlib import Path
 from node.events import JobStateChanged
 from node.gcode.analysis import ANALYSIS_VERSION, Analysis, analyze_cached, profile_key
 from node.gcode.correction import record_print
+from node.gcode.settings import AnalysisSection
 from node.node import Component, Node
 from node.profile import PrinterProfile
 from node.store.db import Store, transaction
@@ -44,15 +45,16 @@ class AnalysisService(Component):
 
     name = "analysis"
 
-    def __init__(self, node: Node, store: Store, profile: PrinterProfile, ambient_c: float = 22.0) -> None:
-        super().__init__(node, None)
+    def __init__(self, node: Node, config: AnalysisSection, store: Store, profile: PrinterProfile) -> None:
+        super().__init__(node, config)
         self.store = store
         self.profile = profile
-        self.ambient_c = ambient_c
+        self.ambient_c = config.ambient_c
         self.recorded = 0
 
     async def start(self) -> None:
-        self.node.register_event_handler("job_state_changed", self._on_job_state)
+        if self.config.learn_from_prints:
+            self.node.register_event_handler("job_state_changed", self._on_job_state)
 
     async def analyze(self, path: str | Path, ambient_c: float | None = None) -> Analysis:
         return await asyncio.to_thread(analyze_cached, self.store, path, self.profile,

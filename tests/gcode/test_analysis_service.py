@@ -8,6 +8,7 @@ import pytest
 from node.clock import ManualClock
 from node.config import NodeConfig
 from node.gcode.service import AnalysisService
+from node.gcode.settings import AnalysisSection
 from node.jobs import Jobs, JobState, PauseReason
 from node.node import Node
 from node.store.db import Store
@@ -22,7 +23,7 @@ def test_completed_job_is_recorded_with_its_printing_time(tmp_path, write, ender
         store = Store(tmp_path / "node.db").open()
         try:
             jobs = node.add(Jobs(node, store))
-            service = node.add(AnalysisService(node, store, ender3, ambient_c=20.0))
+            service = node.add(AnalysisService(node, AnalysisSection(ambient_c=20.0), store, ender3))
             await node.start()
             path = write("M190 S60\n" + square_layers(5))
             result = await service.analyze(path)
