@@ -215,13 +215,19 @@ cdef class Analyzer:
         for i in range(4):
             self.max_feed[i] = float(limits["max_feedrate"][i])
             self.max_acc[i] = float(limits["max_accel"][i])
+            if not self.max_feed[i] > 0.0:
+                self.max_feed[i] = 1e300
+            if not self.max_acc[i] > 0.0:
+                self.max_acc[i] = 1e300
             self.jerk[i] = float(limits["jerk"][i])
+            if self.jerk[i] < 0.0:
+                self.jerk[i] = 0.0
             self.pos[i] = 0.0
             self.prev_speed[i] = 0.0
         self._update_min_acc()
-        self.acc_print = float(limits["print_accel"])
-        self.acc_retract = float(limits["retract_accel"])
-        self.acc_travel = float(limits["travel_accel"])
+        self.acc_print = max(1.0, float(limits["print_accel"]))
+        self.acc_retract = max(1.0, float(limits["retract_accel"]))
+        self.acc_travel = max(1.0, float(limits["travel_accel"]))
         jd = limits.get("junction_deviation_mm")
         self.jd_mm = 0.0 if jd is None else float(jd)
         self.classic = bool(limits.get("classic_jerk", False)) or jd is None or self.jd_mm <= 0.0
@@ -422,6 +428,7 @@ cdef class Analyzer:
     cdef void _plan(self, double dx, double dy, double dz, double de, double xyz_mm) noexcept:
         cdef double d[4]
         cdef double speed[4]
+        cdef double au[4]
         cdef double unit[3]
         cdef double ju[3]
         cdef double dist, inv, nominal, factor, accel, comp, safe, vmax_junction, jerk_v
@@ -444,16 +451,16 @@ cdef class Analyzer:
             nominal = self.min_travel_feed
         if nominal < MIN_PLANNER_SPEED:
             nominal = MIN_PLANNER_SPEED
+        # limits are kept > 0 (0 in a profile means "no limit", stored as a huge value)
         factor = 1.0
         for i in range(4):
+            au[i] = fabs(d[i]) * inv
+            if au[i] * nominal > self.max_feed[i]:
+                if self.max_feed[i] / (au[i] * nominal) < factor:
+                    factor = self.max_feed[i] / (au[i] * nominal)
+        nominal *= factor
+        for i in range(4):
             speed[i] = d[i] * inv * nominal
-            if fabs(speed[i]) > self.max_feed[i] and self.max_feed[i] > 0.0:
-                if self.max_feed[i] / fabs(speed[i]) < factor:
-                    factor = self.max_feed[i] / fabs(speed[i])
-        if factor < 1.0:
-            nominal *= factor
-            for i in range(4):
-                speed[i] *= factor
         if e_only:
             accel = self.acc_retract
         elif de != 0.0:
@@ -461,11 +468,8 @@ cdef class Analyzer:
         else:
             accel = self.acc_travel
         for i in range(4):
-            comp = fabs(d[i]) * inv
-            if comp > 0.0 and self.max_acc[i] > 0.0 and accel * comp > self.max_acc[i]:
-                accel = self.max_acc[i] / comp
-        if accel <= 0.0:
-            accel = 1.0
+            if accel * au[i] > self.max_acc[i]:
+                accel = self.max_acc[i] / au[i]
 
         for i in range(3):
             unit[i] = d[i] * inv
@@ -474,7 +478,7 @@ cdef class Analyzer:
         safe = nominal
         limited = False
         for i in range(4):
-            jerk_v = fabs(speed[i])
+            jerk_v = au[i] * nominal
             maxj = self.jerk[i]
             if jerk_v > maxj:
                 if limited:
@@ -540,7 +544,7 @@ cdef class Analyzer:
                         jn = 1.0 / sqrt(jn)
                         for i in range(3):
                             comp = fabs(ju[i]) * jn
-                            if comp > 0.0 and self.max_acc[i] > 0.0 and jacc * comp > self.max_acc[i]:
+                            if comp > 0.0 and jacc * comp > self.max_acc[i]:
                                 jacc = self.max_acc[i] / comp
                     sin_d2 = sqrt(0.5 * (1.0 - cos_theta))
                     vj2 = jacc * self.jd_mm * sin_d2 / (1.0 - sin_d2)
