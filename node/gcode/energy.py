@@ -217,25 +217,42 @@ class PowerIntegrator:
         self.t_s = 0.0
         self.out = Timeline()
         self._in_wait = False
+        # heaters' total power while none of them changes by itself (all holding or cold), else None
+        self._steady_heaters_w: float | None = None
 
     def hotend(self, tool: int) -> HeaterState:
         if tool not in self.hotends:
             self.hotends[tool] = HeaterState(self.profile.hotend, self.ambient_c, self.ambient_c)
+            self._steady_heaters_w = None
         return self.hotends[tool]
 
     def total_s(self, motion_s: float) -> float:
         return self.t_s + (motion_s - self.motion_s)
 
-    def wall_w(self) -> float:
+    def wall_w(self, heaters_w: float | None = None) -> float:
         power = self.profile.power
-        heaters_w = self.bed.power_w() + sum(h.power_w() for h in self.hotends.values())
+        if heaters_w is None:
+            heaters_w = self.bed.power_w() + sum(h.power_w() for h in self.hotends.values())
         hot = any(h.temp_c > HOTEND_FAN_ON_C for h in self.hotends.values())
         dc_w = (power.electronics_w + heaters_w + power.part_fan_w * self.fan
                 + (power.steppers_w if self.steppers_on else 0.0) + (power.hotend_fan_w if hot else 0.0))
         return dc_w / power.psu_efficiency + power.psu_idle_w
 
+    def _steady_w(self) -> float | None:
+        heaters = [self.bed, *self.hotends.values()]
+        if any(h.seconds_to_next_change() != math.inf for h in heaters):
+            return None
+        return sum(h.power_w() for h in heaters)
+
     def _run(self, dt_s: float) -> None:
         """Advance all heaters by dt_s, emitting a segment at each power breakpoint."""
+        if self._steady_heaters_w is None:
+            self._steady_heaters_w = self._steady_w()
+        if self._steady_heaters_w is not None:  # fast path: nothing changes by itself
+            if dt_s > 0:
+                self._emit(self.t_s, self.t_s + dt_s, self.wall_w(self._steady_heaters_w))
+                self.t_s += dt_s
+            return
         remaining = dt_s
         heaters = [self.bed, *self.hotends.values()]
         while remaining > 1e-9:
@@ -251,6 +268,7 @@ class PowerIntegrator:
                 heater.advance(step)
             self.t_s += step
             remaining -= step
+        self._steady_heaters_w = self._steady_w()
 
     def _emit(self, t0_s: float, t1_s: float, watts: float) -> None:
         if t1_s > self.MAX_TOTAL_S:
@@ -286,6 +304,7 @@ class PowerIntegrator:
                                      " clamped")
             target_c = heater.model.max_c
         heater.target_c = target_c
+        self._steady_heaters_w = None
 
     def wait(self, heater: HeaterState, also_cooling: bool, label: str) -> None:
         wait_s = heater.wait_s(also_cooling)
