@@ -63,6 +63,15 @@ def printer_w_from_pwm(profile: PrinterProfile, hotend_pwm: float, bed_pwm: floa
     return profile.electrical_w(hotend_pwm, bed_pwm, part_fan, steppers_on=steppers_on, hotend_fan_on=hotend_fan_on)
 
 
+def standby_wall_w(profile: PrinterProfile) -> float:
+    """Wall power of the printer switched on but idle (motors off, heaters off): between prints.
+
+    Not part of a print's profile (a printing printer is never in standby);
+    the planner adds it for the idle time it keeps the printer powered.
+    """
+    return profile.power.standby_w / profile.power.psu_efficiency + profile.power.psu_idle_w
+
+
 class PowerSample(BaseModel):
     """One measured power reading with the printer state at that moment."""
 

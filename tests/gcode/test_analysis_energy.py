@@ -6,7 +6,7 @@ import random
 import pytest
 
 from node.gcode.analysis import analyze_file
-from node.gcode.energy import PowerSample, calibrate, marlin_pwm_fraction, printer_w_from_pwm
+from node.gcode.energy import PowerSample, calibrate, marlin_pwm_fraction, printer_w_from_pwm, standby_wall_w
 
 from tests.gcode.conftest import square_layers
 
@@ -89,6 +89,7 @@ def test_pwm_power_estimate(ender3):
     full_bed = printer_w_from_pwm(ender3, 0.0, 1.0)
     assert full_bed - half_bed == pytest.approx(0.5 * ender3.bed.heater_w / ender3.power.psu_efficiency)
     assert marlin_pwm_fraction(127) == 1.0 and marlin_pwm_fraction(0) == 0.0
+    assert ender3.power.psu_idle_w < standby_wall_w(ender3) < printer_w_from_pwm(ender3, 0.0, 0.0)
     with pytest.raises(ValueError):
         printer_w_from_pwm(ender3, 1.5, 0.0)
 
