@@ -526,6 +526,7 @@ cdef class Analyzer:
                 vmax_junction = safe
         else:
             if moving:
+                jacc = accel
                 cos_theta = -(self.prev_unit[0] * unit[0] + self.prev_unit[1] * unit[1]
                               + self.prev_unit[2] * unit[2])
                 if cos_theta > 0.999999:
@@ -537,7 +538,6 @@ cdef class Analyzer:
                     for i in range(3):
                         ju[i] = unit[i] - self.prev_unit[i]
                         jn += ju[i] * ju[i]
-                    jacc = accel
                     # the junction's acceleration along its own direction, capped per axis
                     # (a unit vector's components are <= 1: no cap possible below the smallest limit)
                     if jn > 0.0 and jacc > self.min_xyz_acc:
@@ -822,7 +822,6 @@ cdef class Analyzer:
         cdef Py_ssize_t i = 0
         cdef unsigned char c
         cdef int code = 0, ndig = 0
-        cdef bint ok
         self.n_lines += 1
         while i < n and (p[i] == 32 or p[i] == 9 or p[i] == 13):
             i += 1
