@@ -148,7 +148,7 @@ def _build(raw: dict, profile: PrinterProfile, ambient_c: float, sha256: str | N
         ("overlong", "overlong_lines"), ("absurd_number", "absurd_lines")) if raw[key]}
     warnings = list(dict.fromkeys(out.warnings))[:50]
     if raw["absurd_lines"]:
-        warnings.append(f"{raw['absurd_lines']} line(s) with an absurd number (|value| > 1e7) or tool skipped; "
+        warnings.append(f"{raw['absurd_lines']} line(s) with an absurd number (|value| >= 1e7) or tool skipped; "
                         f"first at byte {raw['first_absurd_offset']}")
     if raw["arcs_coarse"]:
         warnings.append(f"{raw['arcs_coarse']} arc(s) beyond the work budget planned as one chord each")
@@ -217,6 +217,9 @@ def analyze_file(path: str | Path, profile: PrinterProfile, ambient_c: float = 2
     if raw["commands"] == 0 and (raw["garbage_lines"] or raw["overlong_lines"]):
         raise GcodeError(f"{path}: no G-code command found ({raw['garbage_lines'] + raw['overlong_lines']} "
                          "unparseable lines): not a G-code file?")
+    if raw["garbage_lines"] > max(100, raw["commands"]):
+        raise GcodeError(f"{path}: {raw['garbage_lines']} unparseable lines against {raw['commands']} commands: "
+                         "corrupted or not G-code")
     if raw["events_dropped"]:
         raise GcodeError(f"{path}: more than {MAX_EVENTS} temperature, fan, stepper and layer changes: "
                          "not a print this analysis accepts")

@@ -118,6 +118,12 @@ def test_not_gcode_is_a_clear_error(write, ender3, data):
         analyze_file(write(data), ender3)
 
 
+def test_mostly_garbage_is_refused(write, ender3):
+    data = b"G28\nG1 X10 F600\n" + b"\x8f\x01garbage\n" * 500
+    with pytest.raises(GcodeError, match="corrupted or not G-code"):
+        analyze_file(write(data), ender3)
+
+
 def test_missing_file_is_a_clear_error(tmp_path, ender3):
     with pytest.raises(GcodeError, match="cannot read"):
         analyze_file(tmp_path / "nope.gcode", ender3)
