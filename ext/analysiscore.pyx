@@ -970,6 +970,7 @@ cdef class Analyzer:
                     self._event(EV_HOTEND_TARGET, t, v, 0.0)
                 else:
                     self._sync()
+                    self.cand_offset = -1  # a layer starts after the wait, not at a Z move before it
                     self._event(EV_HOTEND_WAIT, t, v, 1.0 if self._has(b'R') else 0.0)
         elif code == 140 or code == 190:
             if self._has(b'S') or self._has(b'R'):
@@ -978,6 +979,7 @@ cdef class Analyzer:
                     self._event(EV_BED_TARGET, 0.0, v, 0.0)
                 else:
                     self._sync()
+                    self.cand_offset = -1
                     self._event(EV_BED_WAIT, 0.0, v, 1.0 if self._has(b'R') else 0.0)
         elif code == 106:
             if self._has(b'P') and self._val(b'P') != 0.0:

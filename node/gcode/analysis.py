@@ -70,9 +70,9 @@ class Analysis(BaseModel):
     energy_wh: float
     heatup_wh: float
     peak_w: float
-    power_profile: list[list[float]] = Field(description="[[t_s, mean wall watts]] per minute, raw model "
+    power_profile: list[tuple[float, float]] = Field(description="[[t_s, mean wall watts]] per minute, raw model "
                                                          "(the learned correction scales only the totals)")
-    layer_index: list[list[float]] = Field(description="[[layer, z_mm, byte_offset, t_s]], raw model clock")
+    layer_index: list[tuple[int, float, int, float]] = Field(description="[[layer, z_mm, byte_offset, t_s]], raw model clock")
     correction_factor: float = 1.0
     file_sha256: str | None = Field(None, description="set by analyze_cached (the cache key); None from "
                                     "analyze_file, which does not hash")

@@ -188,3 +188,12 @@ def test_layer_times_shift_by_heatup(write, ender3):
     # layers after the M109 wait start later by the wait; before it, same times
     assert result.layer_index[1][3] == pytest.approx(motion_only.layer_index[1][3], abs=1e-6)
     assert result.layer_index[3][3] > motion_only.layer_index[3][3] + 1.0
+
+
+def test_layer_starts_after_a_heatup_wait(write, ender3):
+    text = "G28\nG1 Z5 F600\nM109 S200\nG1 Z0.2\nG1 X10 E1 F600\n"
+    path = write(text)
+    result = analyze_file(path, ender3)
+    (layer, z_mm, offset, t_s), = result.layer_index
+    assert path.read_bytes()[offset:].startswith(b"G1 Z0.2")
+    assert t_s >= result.heatup_seconds
