@@ -68,7 +68,7 @@ class BatterySection(BaseModel):
     rest_current_pct: float = Field(1.0, gt=0, le=5, description="|I| below this % of capacity counts as rest")
     rest_min_s: float = Field(3 * 3600.0, ge=600, description="rest this long before trusting rest voltage")
     voltage_filter_s: float = Field(30.0, gt=0, description="time constant of the voltage filter")
-    max_gap_s: float = Field(300.0, gt=0, description="longer gaps between samples are not integrated")
+    max_gap_s: float = Field(900.0, gt=0, description="longer gaps (sim s) between samples are not integrated")
     learn_offset: bool = Field(True, description="learn the current sensor's offset from resync drift")
     max_offset_a: float = Field(0.5, ge=0, description="bound on the learned offset")
     float_current_is_offset: bool | None = Field(
