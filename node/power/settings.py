@@ -59,6 +59,7 @@ class TelemetrySection(_Strict):
     read_timeout_s: float = Field(3.0, gt=0, description="real seconds without a reading before a retry counts")
     poll_interval_s: float = Field(1.0, gt=0, description="real seconds between polls of Modbus / I2C sources")
     stale_after_s: float = Field(10.0, gt=0, description="real seconds of silence before samples are marked stale")
+    reopen_after_s: float = Field(30.0, gt=0, description="real seconds of silence before the port is reopened")
     retry_initial_s: float = Field(1.0, gt=0)
     retry_max_s: float = Field(60.0, gt=0)
     store: bool = Field(True, description="keep the downsampled history in the store")

@@ -26,6 +26,7 @@ import json
 import math
 import os
 import random
+import signal
 import sys
 import threading
 import time
@@ -210,6 +211,9 @@ def _listen_stdin(controller: SimulatedController, stop: threading.Event) -> Non
 
 
 def main() -> int:
+    # Ctrl-C reaches the whole process group: the parent decides when we stop (stdin EOF or
+    # "quit"), so a terminal interrupt does not kill the port under a daemon shutting down.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     args = SimControllerArgs.model_validate_json(sys.stdin.readline())
     controller = SimulatedController(args)
     master_fd, slave_fd = os.openpty()

@@ -3,8 +3,8 @@
 Threads and tasks:
 - a **source thread** opens the source and blocks in ``read()`` (pyserial, Modbus, I2C);
   on any failure it closes the source and retries with exponential backoff
-  (``retry_initial_s`` doubling to ``retry_max_s``).  A device silent for three stale
-  periods is reopened too.  It never lets an exception end it;
+  (``retry_initial_s`` doubling to ``retry_max_s``).  A device silent for
+  ``reopen_after_s`` is reopened too.  It never lets an exception end it;
 - a **consumer task** on the loop stamps each reading with sim time, rejects impossible
   values (logged with the reason, counted), updates the SoC estimator it owns, sends
   ``telemetry_sample`` (and ``battery_level_changed`` when a threshold is crossed) and
@@ -183,9 +183,9 @@ class Telemetry(Component):
                     reading = source.read(self.settings.read_timeout_s)
                     self._source_counters = source.counters()
                     if reading is None:
-                        if time.monotonic() - silent_since > 3 * self.settings.stale_after_s:
+                        if time.monotonic() - silent_since > self.settings.reopen_after_s:
                             raise SourceError(f"{self.settings.source}: silent for "
-                                              f"{3 * self.settings.stale_after_s:.0f} s")
+                                              f"{self.settings.reopen_after_s:.0f} s")
                         continue
                     silent_since = time.monotonic()
                     delay_s = self.settings.retry_initial_s
@@ -194,10 +194,10 @@ class Telemetry(Component):
                         self._stop.wait(self.settings.poll_interval_s)
             except (SourceError, ValueError) as exc:
                 self.last_error = str(exc)
-                log.warning("telemetry: %s; retrying in %.0f s", exc, delay_s)
+                log.warning("telemetry: %s; retrying in %.1f s", exc, delay_s)
             except Exception as exc:  # never let the thread die: the daemon keeps running
                 self.last_error = f"{type(exc).__name__}: {exc}"
-                log.exception("telemetry: source failed; retrying in %.0f s", delay_s)
+                log.exception("telemetry: source failed; retrying in %.1f s", delay_s)
             finally:
                 self.connected = False
                 if source is not None:
