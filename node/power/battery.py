@@ -29,7 +29,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from node.power.plant import BatteryParams, Chemistry, open_circuit_v, soc_from_rest_v
-from node.power.thresholds import Level, ThresholdMonitor, Thresholds, ThresholdsSection, resolve_thresholds
+from node.power.thresholds import (
+    Level,
+    ThresholdMonitor,
+    Thresholds,
+    ThresholdsSection,
+    resolve_thresholds,
+)
 
 # chemistry-dependent defaults (12 V banks; voltages scale with the cell count)
 _CHEMISTRY_DEFAULTS: dict[str, dict[str, float]] = {
@@ -153,12 +159,16 @@ class SocEstimator:
         self._ah_since_sync = 0.0     # rated-equivalent Ah counted since the last resync (0 = full)
         self._gap_since_sync = False  # an unintegrated gap makes the drift meaningless
 
+    @property
+    def corrected_v(self) -> float | None:
+        """The filtered, sag-corrected battery voltage (what the thresholds compare with)."""
+        return self._filtered_v
+
     # --- persistence (the Telemetry component keeps it across restarts) ---------------------
     def state(self) -> dict[str, Any]:
         return {"soc": self.soc, "certain": self.certain, "offset_a": self.offset_a, "t_s": self._t_s,
                 "last_sync_t_s": self.last_sync_t_s, "ah_since_sync": self._ah_since_sync,
-                "gap_since_sync": self._gap_since_sync, "syncs": self.syncs,
-                "capacity_ah": self.capacity_ah}
+                "gap_since_sync": self._gap_since_sync, "syncs": self.syncs}
 
     def restore(self, state: dict[str, Any]) -> None:
         self.soc = state.get("soc")
@@ -168,8 +178,6 @@ class SocEstimator:
         self._ah_since_sync = float(state.get("ah_since_sync") or 0.0)
         self._gap_since_sync = True  # the daemon was down: do not learn from this interval
         self.syncs = int(state.get("syncs") or 0)
-        rated = self.battery.capacity_ah
-        self.capacity_ah = min(1.3 * rated, max(0.7 * rated, float(state.get("capacity_ah") or rated)))
         self._t_s = state.get("t_s")
 
     # --- the estimator ------------------------------------------------------------------------

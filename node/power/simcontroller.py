@@ -22,7 +22,6 @@ and ``IL`` is the load current, as on a SmartSolar with its load output in use.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import random

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from node.events import BatteryLevelChanged, Temperatures, TelemetrySample
+from node.events import BatteryLevelChanged, TelemetrySample, Temperatures
 from node.node import Component, Node
 from node.power.battery import BatterySection, SocEstimator
 from node.power.settings import TelemetrySection
@@ -85,6 +85,8 @@ def to_sample(reading: Reading, t_s: float, estimator: SocEstimator, battery: Ba
                                     reading.charge_state)
         if soc_pct is None:
             soc_pct = min(100.0, max(0.0, estimate.soc_pct))
+        else:  # a monitor that measures SoC (BMV, SmartShunt, Modbus controller) sets the level
+            estimator.monitor.update(estimate.corrected_v, soc_pct)
     elif soc_pct is None and estimator.soc is not None:
         soc_pct = round(estimator.soc * 100.0, 3)
     return TelemetrySample(
@@ -114,6 +116,7 @@ class Telemetry(Component):
         self._last_reading_mono: float | None = None
         self._last_stale_mono = 0.0
         self._printer_w_estimate: float | None = None
+        self._printer_w_measured: float | None = None
         self._printer_w_sent: float | None = None
         self._profile: Any = None
         self.last_sample: TelemetrySample | None = None
@@ -172,9 +175,11 @@ class Telemetry(Component):
         delay_s = self.settings.retry_initial_s
         while not self._stop.is_set():
             source: Source | None = None
+            printer_shunt: Source | None = None
             try:
                 source = self._source_factory()
                 source.open()
+                printer_shunt = self._open_printer_shunt()
                 self.connected = True
                 self.last_error = None
                 silent_since = time.monotonic()
@@ -189,6 +194,7 @@ class Telemetry(Component):
                         continue
                     silent_since = time.monotonic()
                     delay_s = self.settings.retry_initial_s
+                    printer_shunt = self._read_printer_shunt(printer_shunt)
                     self._deliver(reading)
                     if self.settings.source in ("epever", "renogy", "ina219", "ina226"):
                         self._stop.wait(self.settings.poll_interval_s)
@@ -200,17 +206,53 @@ class Telemetry(Component):
                 log.exception("telemetry: source failed; retrying in %.1f s", delay_s)
             finally:
                 self.connected = False
-                if source is not None:
-                    with contextlib.suppress(Exception):
-                        source.close()
+                for opened in (source, printer_shunt):
+                    if opened is not None:
+                        with contextlib.suppress(Exception):
+                            opened.close()
             if self._stop.wait(delay_s):
                 break
             self.counts["retries"] += 1
             delay_s = min(self.settings.retry_max_s, delay_s * 2)
 
+    def _open_printer_shunt(self) -> Source | None:
+        """The optional INA shunt on the printer's feed; a failure only loses the measurement."""
+        section = self.settings.printer_shunt
+        if section is None:
+            return None
+        from node.power.sources.ina import InaSource
+
+        shunt = InaSource(section, role="printer")
+        try:
+            shunt.open()
+        except (SourceError, ValueError) as exc:
+            log.warning("telemetry: printer shunt unavailable (%s): printer_w is estimated", exc)
+            return None
+        return shunt
+
+    def _read_printer_shunt(self, shunt: Source | None) -> Source | None:
+        if shunt is None:
+            return None
+        try:
+            reading = shunt.read(self.settings.read_timeout_s)
+        except SourceError as exc:
+            log.warning("telemetry: printer shunt failed (%s): printer_w is estimated until the next reopen", exc)
+            self._printer_w_measured = None
+            with contextlib.suppress(Exception):
+                shunt.close()
+            return None
+        if reading is not None:
+            self._printer_w_measured = reading.printer_w
+        return shunt
+
+    @property
+    def printer_w(self) -> float | None:
+        """Measured by the printer shunt if there is one, else estimated from heater PWM."""
+        return self._printer_w_measured if self._printer_w_measured is not None else self._printer_w_estimate
+
     def _pass_printer_w(self, source: Source) -> None:
         setter = getattr(source, "set_printer_w", None)
-        wanted = self._printer_w_estimate
+        wanted = self.printer_w
         if setter is not None and wanted is not None and wanted != self._printer_w_sent:
             setter(wanted)
             self._printer_w_sent = wanted
@@ -239,7 +281,7 @@ class Telemetry(Component):
     async def handle_reading(self, reading: Reading, stale: bool = False) -> TelemetrySample | None:
         t_s = self.node.clock.time()
         try:
-            sample = to_sample(reading, t_s, self.estimator, self.battery, self._printer_w_estimate, stale)
+            sample = to_sample(reading, t_s, self.estimator, self.battery, self.printer_w, stale)
         except ReadingRejected as exc:
             self.counts["rejected"] += 1
             log.warning("telemetry: reading from %s rejected: %s", reading.source, exc)
@@ -258,10 +300,10 @@ class Telemetry(Component):
         if level != self.level:
             previous, self.level = self.level, level
             log.warning("telemetry: battery level %s -> %s (SoC %s %%, corrected %.2f V)", previous, level,
-                        sample.soc_pct, self.estimator._filtered_v or 0.0)
+                        sample.soc_pct, self.estimator.corrected_v or 0.0)
             await self.node.send_event("battery_level_changed", BatteryLevelChanged(
                 t_s=sample.t_s, level=level, previous=previous, soc_pct=sample.soc_pct,
-                corrected_v=self.estimator._filtered_v))
+                corrected_v=self.estimator.corrected_v))
 
     async def _stale_watchdog(self) -> None:
         period_s = self.settings.stale_after_s

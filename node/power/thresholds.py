@@ -24,6 +24,7 @@ Defaults (common practice):
 """
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -77,7 +78,7 @@ def resolve_thresholds(section: ThresholdsSection, chemistry: str, cells: int) -
         values[key] = given if given is not None else (default if key.endswith("_pct") else round(default * scale, 3))
     order_v = ["reserve_v", "critical_v", "node_lvd_v", "controller_lvd_v"]
     problems = [f"{high} ({values[high]}) must be above {low} ({values[low]})"
-                for high, low in zip(order_v, order_v[1:]) if not values[high] > values[low]]
+                for high, low in pairwise(order_v) if not values[high] > values[low]]
     if not values["reserve_soc_pct"] > values["critical_soc_pct"]:
         problems.append(f"reserve_soc_pct ({values['reserve_soc_pct']}) must be above critical_soc_pct "
                         f"({values['critical_soc_pct']})")

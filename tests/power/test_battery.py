@@ -1,6 +1,8 @@
 """SoC estimator and thresholds: a simulated week against a plant that differs from the estimator."""
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 from pydantic import ValidationError
 
@@ -20,7 +22,7 @@ def test_week_within_3_points_of_true_soc(chemistry: str, capacity_factor: float
     assert result.max_error_pp <= 3.0, result.max_error_pp
     syncs = result.sync_times_s
     # the week has a clear first day, then three grey days: the bank is not full for over 3 days
-    longest_gap_days = max(b - a for a, b in zip(syncs, syncs[1:], strict=False)) / DAY_S
+    longest_gap_days = max(b - a for a, b in pairwise(syncs)) / DAY_S
     assert longest_gap_days >= 3.0
     assert syncs[0] < DAY_S and len(syncs) >= 3
     assert result.true_soc_min < 0.86  # the bank really was cycled

@@ -16,7 +16,7 @@ import pytest
 
 from node.clock import Clock, ManualClock
 from node.config import load_config
-from node.events import Temperatures, TelemetrySample
+from node.events import TelemetrySample, Temperatures
 from node.node import Node
 from node.power.battery import BatterySection, SocEstimator
 from node.power.sources import Reading
@@ -250,3 +250,29 @@ def test_simulated_controller_follows_the_sun_and_the_printer(tmp_path: Path) ->
     finally:
         midnight.close()
     assert night.pv_w == 0 and night.charge_state == "off" and night.battery_a < 0
+
+
+def test_printer_shunt_measures_printer_w(tmp_path: Path, pty_pair) -> None:
+    config = load_config(None, [
+        f'node.state_dir="{tmp_path}"', 'telemetry.source="vedirect"', f'telemetry.port="{pty_pair.slave_name}"',
+        "telemetry.read_timeout_s=0.1",
+        'telemetry.printer_shunt={chip="ina219", shunt_ohm=0.01, max_current_a=20.0, backend="simulated"}'],
+        use_overrides=False)
+    node = Node(config, ManualClock(1_750_000_000.0))
+    telemetry = node.add(Telemetry(node, config.telemetry))
+    samples: list[TelemetrySample] = []
+    node.register_event_handler("telemetry_sample", samples.append)
+
+    async def scenario() -> None:
+        await node.start()
+        try:
+            await wait_for(lambda: telemetry.connected)
+            await asyncio.sleep(0.1)
+            os.write(pty_pair.master_fd, mppt_block(13300))
+            await wait_for(lambda: len(samples) >= 1)
+        finally:
+            await node.stop()
+
+    asyncio.run(scenario())
+    # the simulated chip measures a feed cycling within +-4 A at ~13.1 V (ina.demo_battery_state)
+    assert samples[0].printer_w is not None and 0.0 <= samples[0].printer_w <= 4.0 * 13.2
