@@ -96,7 +96,7 @@ class VEDirectParser:
                 self._state = _BEGIN
             return None
         if state == _BEGIN:
-            if byte == 0x0D:  # empty line: stay at a field start
+            if byte in (0x0D, 0x0A):  # empty line: stay at a field start
                 return None
             self._label.clear()
             self._label.append(byte)
