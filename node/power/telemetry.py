@@ -274,9 +274,9 @@ class Telemetry(Component):
         assert self._queue is not None
         while True:
             reading = await self._queue.get()
-            self._last_reading = reading
             self._last_reading_mono = time.monotonic()
-            await self.handle_reading(reading)
+            if await self.handle_reading(reading) is not None:
+                self._last_reading = reading  # stale samples repeat the last accepted values
 
     async def handle_reading(self, reading: Reading, stale: bool = False) -> TelemetrySample | None:
         t_s = self.node.clock.time()

@@ -384,8 +384,8 @@ class VEDirectSource:
     """A VE.Direct device on a serial port (USB cable or a pseudo-terminal in simulation)."""
 
     name = "vedirect"
-    #: a quiet line this long (real seconds) ends an update (devices send once a second)
-    quiet_gap_s = 0.25
+    #: a quiet line this long (real seconds) ends an update: half the devices' 1 s period
+    quiet_gap_s = 0.5
 
     def __init__(self, port: str, baud: int = BAUD, source_name: str = "vedirect") -> None:
         self.port = port
