@@ -93,6 +93,11 @@ class ControlSection(Section):
     mode: int = Field(0o660, ge=0, le=0o777, description="socket permissions: the node's user and group")
 
 
+from node.power.battery import BatterySection  # noqa: E402  (pvlib-free)
+from node.power.settings import TelemetrySection  # noqa: E402
+from node.power.site import SiteSection  # noqa: E402
+
+
 class NodeConfig(Section):
     node: NodeSection = NodeSection()
     clock: ClockSection = ClockSection()
@@ -101,6 +106,9 @@ class NodeConfig(Section):
     store: StoreSection = StoreSection()
     control: ControlSection = ControlSection()
     analysis: AnalysisSection = AnalysisSection()
+    telemetry: TelemetrySection = TelemetrySection()
+    battery: BatterySection = BatterySection()
+    site: SiteSection = SiteSection()
 
     @property
     def state_dir(self) -> Path:

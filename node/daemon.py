@@ -1,6 +1,6 @@
 """``printnode run``: assemble the Node from config and run it until told to stop.
 
-Start order (stop is the reverse): store, jobs, [virtual printer], printer,
+Start order (stop is the reverse): store, jobs, telemetry, [virtual printer], printer,
 runner, control API.  READY is announced to systemd once every component has
 started.  SIGTERM and SIGINT stop cleanly: the current print is left
 ``interrupted`` with its checkpoint, never half-written.
@@ -19,6 +19,7 @@ from node.events import NodeLifecycle
 from node.jobs import Jobs
 from node.node import Node
 from node.printer.printer import Printer
+from node.power.telemetry import Telemetry
 from node.printer.virtualproc import VirtualPrinterProcess
 from node.runner import JobRunner
 from node.sdnotify import notify
@@ -36,6 +37,7 @@ def build_node(config: NodeConfig, clock: Clock, store: Store) -> Node:
     """Wire the components in their start order."""
     node = Node(config, clock)
     jobs = node.add(Jobs(node, store))
+    node.add(Telemetry(node, config.telemetry, store=store))
     if config.simulated and config.printer.virtual.autostart:
         node.add(VirtualPrinterProcess(node, config))
     printer = node.add(Printer(node, config.printer, store))

@@ -14,4 +14,5 @@ COMMAND_MODULES = [
     "settings",
     "virtual",
     "analyze",
+    "telemetry",
 ]

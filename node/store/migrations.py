@@ -81,4 +81,57 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX print_history_by_profile ON print_history(printer_profile, finished_s);
         """,
     ),
+    (
+        3,
+        "power telemetry: raw samples (24 h), 1-minute means (30 days), 15-minute means (a year)",
+        """
+        CREATE TABLE telemetry_raw (
+            t_s           REAL NOT NULL,
+            source        TEXT NOT NULL,
+            pv_w          REAL,
+            pv_v          REAL,
+            battery_v     REAL,
+            battery_a     REAL,
+            load_w        REAL,
+            printer_w     REAL,
+            soc_pct       REAL,
+            charge_state  TEXT,
+            error         TEXT,
+            stale         INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX telemetry_raw_by_time ON telemetry_raw(t_s);
+        CREATE TABLE telemetry_1m (
+            t_s             REAL PRIMARY KEY,
+            samples         INTEGER NOT NULL,
+            pv_w            REAL,
+            pv_v            REAL,
+            battery_v       REAL,
+            battery_v_min   REAL,
+            battery_v_max   REAL,
+            battery_a       REAL,
+            load_w          REAL,
+            printer_w       REAL,
+            soc_pct         REAL,
+            pv_wh           REAL NOT NULL DEFAULT 0,
+            charge_wh       REAL NOT NULL DEFAULT 0,
+            discharge_wh    REAL NOT NULL DEFAULT 0
+        );
+        CREATE TABLE telemetry_15m (
+            t_s             REAL PRIMARY KEY,
+            samples         INTEGER NOT NULL,
+            pv_w            REAL,
+            pv_v            REAL,
+            battery_v       REAL,
+            battery_v_min   REAL,
+            battery_v_max   REAL,
+            battery_a       REAL,
+            load_w          REAL,
+            printer_w       REAL,
+            soc_pct         REAL,
+            pv_wh           REAL NOT NULL DEFAULT 0,
+            charge_wh       REAL NOT NULL DEFAULT 0,
+            discharge_wh    REAL NOT NULL DEFAULT 0
+        );
+        """,
+    ),
 ]
