@@ -13,7 +13,8 @@ which derives from Marlin 1.x, does):
   cruise, constant deceleration);
 * the feedrate is scaled down so no axis exceeds its M203 limit, the acceleration
   so no axis exceeds its M201 limit (P/T/R of M204 pick print, travel or retract
-  acceleration, Marlin 2 semantics: ``M204 S`` sets print and travel);
+  acceleration, Marlin 2 semantics: ``M204 S`` sets print and travel; the legacy
+  ``M204 S<print> T<retract>`` form of Marlin 1.x and Prusa MK3 firmware is read as such);
 * junction speeds come from classic jerk (M205 X/Y/Z/E, Marlin's
   ``max_jerk``/"safe speed" computation) or from junction deviation (M205 J,
   Marlin 2 ``junction_deviation_mm`` with its small-segment arc limit);
@@ -1019,7 +1020,11 @@ cdef class Analyzer:
             if self._has(b'R') and self._val(b'R') > 0.0:
                 self.acc_retract = self._val(b'R')
             if self._has(b'T') and self._val(b'T') > 0.0:
-                self.acc_travel = self._val(b'T')
+                if self._has(b'S'):
+                    # legacy form "M204 S<print> T<retract>" (Marlin 1.x, Prusa MK2/MK3 firmware)
+                    self.acc_retract = self._val(b'T')
+                else:
+                    self.acc_travel = self._val(b'T')
         elif code == 205:
             self.limits_from_file = True
             if self._has(b'X') or self._has(b'Y'):

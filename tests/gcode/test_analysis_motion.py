@@ -197,3 +197,12 @@ def test_layer_starts_after_a_heatup_wait(write, ender3):
     (layer, z_mm, offset, t_s), = result.layer_index
     assert path.read_bytes()[offset:].startswith(b"G1 Z0.2")
     assert t_s >= result.heatup_seconds
+
+
+def test_m204_legacy_s_t_form_sets_retract_not_travel(write, ender3):
+    base = "M201 X10000 Y10000 E10000\nM205 X10 Y10 E5\nM83\n"
+    travel = "G1 X100 F6000\n"
+    legacy = analyze_file(write(base + "M204 S1000 T100\n" + travel), ender3).motion_seconds
+    modern = analyze_file(write(base + "M204 P1000 T100\n" + travel), ender3).motion_seconds
+    assert legacy == pytest.approx(trapezoid_s(100, 1000, 10, 100, MIN_PLANNER_SPEED), abs=1e-3)
+    assert modern == pytest.approx(trapezoid_s(100, 100, 10, 100, MIN_PLANNER_SPEED), abs=1e-3)
