@@ -91,6 +91,11 @@ class ControlSection(Section):
     mode: int = Field(0o660, ge=0, le=0o777, description="socket permissions: the node's user and group")
 
 
+# energy planner sections (defined in their own light modules; imported here, after Section exists)
+from node.power.planconfig import ArraySection, ForecastSection, PlannerSection  # noqa: E402
+from node.power.site import SiteSection  # noqa: E402
+
+
 class NodeConfig(Section):
     node: NodeSection = NodeSection()
     clock: ClockSection = ClockSection()
@@ -98,6 +103,10 @@ class NodeConfig(Section):
     jobs: JobsSection = JobsSection()
     store: StoreSection = StoreSection()
     control: ControlSection = ControlSection()
+    site: SiteSection = SiteSection()
+    array: ArraySection = ArraySection()
+    forecast: ForecastSection = ForecastSection()
+    planner: PlannerSection = PlannerSection()
 
     @property
     def state_dir(self) -> Path:
