@@ -12,4 +12,6 @@ COMMAND_MODULES = [
     "control",
     "configcheck",
     "virtual",
+    "plan",
+    "simulate",
 ]
