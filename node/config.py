@@ -92,8 +92,8 @@ class ControlSection(Section):
 
 
 # energy planner sections (defined in their own light modules; imported here, after Section exists)
-from node.power.planconfig import ArraySection, ForecastSection, PlannerSection  # noqa: E402
-from node.power.site import SiteSection  # noqa: E402
+from node.power.planconfig import ArraySection, ForecastSection, PlannerSection
+from node.power.site import SiteSection
 
 
 class NodeConfig(Section):

@@ -69,7 +69,7 @@ def build_plan(config: Any, soc_pct: float, jobs: list[Any], now_s: float,
     section = config.planner
     step_s = section.step_s
     start_s = now_s // step_s * step_s
-    n_steps = int(round(section.horizon_h * 3600 / step_s))
+    n_steps = round(section.horizon_h * 3600 / step_s)
     cloud = None if cloud_cover_pct is None else [cloud_cover_pct] * n_steps
     forecast = forecast_pv(PvForecastRequest(site=config.site, array=config.array, start_s=start_s, step_s=step_s,
                                              n_steps=n_steps, cloud_cover_pct=cloud))
@@ -87,6 +87,15 @@ def build_plan(config: Any, soc_pct: float, jobs: list[Any], now_s: float,
 
 
 def plot_plan(result: Any, forecast: Any, path: Path, timezone: str, title: str = "") -> None:
+    """Draw :func:`plan_figure` to a PNG file."""
+    import matplotlib.pyplot as plt
+
+    fig = plan_figure(result, forecast, timezone, title)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plan_figure(result: Any, forecast: Any, timezone: str, title: str = "") -> Any:
     """Forecast PV and load (top), planned SoC with the reserve and the print windows (bottom)."""
     import matplotlib
 
@@ -128,8 +137,7 @@ def plot_plan(result: Any, forecast: Any, path: Path, timezone: str, title: str 
     ax_soc.xaxis.set_major_formatter(mdates.DateFormatter("%a %H:%M", tz=tz))
     fig.suptitle(title or "Energy plan")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
 def run(args: argparse.Namespace) -> int:

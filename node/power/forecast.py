@@ -40,6 +40,7 @@ quantile (q = 0.2: about 0.83x at lead 0, 0.5x at 72 h).
 """
 from __future__ import annotations
 
+import itertools
 import math
 import multiprocessing
 from collections.abc import Sequence
@@ -82,7 +83,7 @@ class CloudCoverForecast(BaseModel):
     @field_validator("points")
     @classmethod
     def _in_time_order(cls, points: list[CloudCoverPoint]) -> list[CloudCoverPoint]:
-        for a, b in zip(points, points[1:], strict=False):
+        for a, b in itertools.pairwise(points):
             if b.t_utc <= a.t_utc:
                 raise ValueError(f"points must be in increasing time order ({b.t_utc} after {a.t_utc})")
         return points

@@ -11,9 +11,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from node.config import Section
+
+class Section(BaseModel):
+    """Same rules as ``node.config.Section`` (unknown keys are errors); defined here because
+    ``node.config`` imports this module to build ``NodeConfig`` (no import cycle)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
 
 #: the SAPM cell-temperature parameter sets pvlib ships (pvlib.temperature.TEMPERATURE_MODEL_PARAMETERS["sapm"])
 TemperatureModel = Literal["open_rack_glass_glass", "close_mount_glass_glass",

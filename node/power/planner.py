@@ -179,7 +179,7 @@ class Plan:
         return None
 
     def soc_pct_at(self, t_s: float) -> float:
-        k = int(round((t_s - self.t0_s) / self.step_s))
+        k = round((t_s - self.t0_s) / self.step_s)
         return float(self.soc_pct[min(max(k, 0), len(self.soc_pct) - 1)])
 
 
@@ -368,7 +368,7 @@ def plan(inp: PlanInputs) -> Plan:
         t0_s=inp.t0_s, step_s=inp.step_s, reserve_pct=reserve_pct, capacity_wh=capacity_wh,
         planned=planned, waiting=waiting, soc_pct=100.0 * traj.soc_wh / capacity_wh, pv_w=pv_w,
         load_w=load_w, lost_w=traj.lost_w.copy(),
-        surplus_windows=_windows(base.lost_w > 1.0, inp.t0_s, inp.step_s))
+        surplus_windows=_windows(traj.lost_w > 1.0, inp.t0_s, inp.step_s))
 
 
 def _windows(mask: np.ndarray, t0_s: float, step_s: float) -> list[tuple[float, float]]:

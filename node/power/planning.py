@@ -35,16 +35,40 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-from node.events import (EnergyPauseRequested, EnergyResumeAllowed, JobProgress, JobStateChanged, PlanSummary,
-                         PlannedJobSummary, PlateCleared, QueueChanged, TelemetrySample, WaitingJobSummary)
+from node.events import (
+    EnergyPauseRequested,
+    EnergyResumeAllowed,
+    JobProgress,
+    JobStateChanged,
+    PlannedJobSummary,
+    PlanSummary,
+    PlateCleared,
+    QueueChanged,
+    TelemetrySample,
+    WaitingJobSummary,
+)
 from node.jobs import ACTIVE_STATES, RUNNABLE_STATES, Job, Jobs, JobState, PauseReason
 from node.node import Component, Node
 from node.power.energysim import EnergyModel, LoadModel, pause_hold_w
-from node.power.forecast import (BiasTracker, CloudCoverForecast, PvForecast, PvForecastRequest, forecast_pv,
-                                 pessimistic_pv_w)
+from node.power.forecast import (
+    BiasTracker,
+    CloudCoverForecast,
+    PvForecast,
+    PvForecastRequest,
+    forecast_pv,
+    pessimistic_pv_w,
+)
 from node.power.planconfig import ArraySection, ForecastSection, PlannerSection
-from node.power.planner import (Plan, PlanInputs, PlanJob, RunningPrint, WaitingJob, plan, profile_to_steps,
-                                would_cross_reserve)
+from node.power.planner import (
+    Plan,
+    PlanInputs,
+    PlanJob,
+    RunningPrint,
+    WaitingJob,
+    plan,
+    profile_to_steps,
+    would_cross_reserve,
+)
 from node.power.plant import BatteryParams
 from node.power.site import SiteSection
 from node.profile import PrinterProfile
@@ -285,7 +309,7 @@ class Planner(Component):
                 self._trigger = "cadence"
 
     def _n_steps(self) -> int:
-        return int(round(self.config.horizon_h * 3600.0 / self.config.step_s))
+        return round(self.config.horizon_h * 3600.0 / self.config.step_s)
 
     def _raw_forecast_at(self, t_s: float) -> float | None:
         fc = self._forecast

@@ -55,13 +55,12 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from node.power.energysim import (EnergyModel, EnergyThresholds, LoadModel, PlantSim, pause_hold_w,
-                                  printer_standby_w)
-from node.power.forecast import BiasTracker, CLOUD_TABLE_PCT, quantile_factors
+from node.power.energysim import EnergyModel, EnergyThresholds, LoadModel, PlantSim, pause_hold_w, printer_standby_w
+from node.power.forecast import CLOUD_TABLE_PCT, BiasTracker, quantile_factors
 from node.power.jobstream import JobStream, SimJob
 from node.power.planconfig import ForecastSection, PlannerSection
-from node.power.plant import BatteryParams
 from node.power.planner import Plan, PlanInputs, PlanJob, RunningPrint, plan, profile_to_steps, would_cross_reserve
+from node.power.plant import BatteryParams
 from node.profile import PrinterProfile, load_profile
 
 Policy = Literal["planner", "greedy", "threshold", "oracle"]

@@ -7,9 +7,14 @@ from __future__ import annotations
 
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from node.config import Section
+
+class Section(BaseModel):
+    """Same rules as ``node.config.Section`` (unknown keys are errors); defined here because
+    ``node.config`` imports this module to build ``NodeConfig`` (no import cycle)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class SiteSection(Section):
