@@ -240,7 +240,8 @@ class SimResult:
     min_soc_pct_printing: float = 100.0
     resumed_after_pause: int = 0
     runtime_s: float = 0.0
-    events: list[tuple[float, str, str]] = field(default_factory=list)
+    events: list[tuple[float, str, str, float]] = field(default_factory=list)   # (t_s, kind, job id, SoC)
+    pauses_at: list[tuple[str, float, float, float]] = field(default_factory=list)  # job, at_s, heatup_s, layer_s
 
     def as_json(self) -> dict:
         keys = ["policy", "weather", "site", "days", "prints_completed", "prints_failed", "brownouts", "pauses",
@@ -288,7 +289,7 @@ class Simulation:
 
     def _log(self, t_s: float, kind: str, detail: str) -> None:
         if self.record_events:
-            self.result.events.append((t_s, kind, detail))
+            self.result.events.append((t_s, kind, detail, self.plant.soc))
 
     def _forecast(self, k: int, t_s: float) -> np.ndarray:
         n = self.horizon_steps
@@ -389,6 +390,7 @@ class Simulation:
                     ap.paused_since_s = t_s
                     ap.pause_at_s = ap.next_layer_boundary_s()
                     ap.pause_positions_s.append(ap.pause_at_s)
+                    self.result.pauses_at.append((ap.job.job_id, ap.pause_at_s, ap.job.heatup_s, ap.job.layer_s))
                     self.result.pauses += 1
                     replan = True
                     self._log(t_s, "pause", ap.job.job_id)
