@@ -71,6 +71,19 @@ def build_plan(config: Any, soc_pct: float, jobs: list[Any], now_s: float,
     start_s = now_s // step_s * step_s
     n_steps = round(section.horizon_h * 3600 / step_s)
     cloud = None if cloud_cover_pct is None else [cloud_cover_pct] * n_steps
+    source = "cloud cover given" if cloud is not None else "clear sky"
+    stale = False
+    if cloud is None and config.forecast.source == "file" and config.forecast.file:
+        from node.power.forecast import load_cloud_forecast
+
+        try:
+            cloud_forecast = load_cloud_forecast(Path(config.forecast.file).read_text())
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"printnode plan: forecast.file {config.forecast.file}: {exc}") from None
+        times = [start_s + (k + 0.5) * step_s for k in range(n_steps)]
+        cloud = cloud_forecast.cloud_cover_at(times, now_s, config.forecast, config.site.latitude,
+                                              config.site.longitude)
+        source, stale = f"file {config.forecast.file}", cloud_forecast.is_stale(now_s, config.forecast.stale_after_h)
     forecast = forecast_pv(PvForecastRequest(site=config.site, array=config.array, start_s=start_s, step_s=step_s,
                                              n_steps=n_steps, cloud_cover_pct=cloud))
     pv_w = pessimistic_pv_w(forecast.pv_w, step_s, config.forecast)
@@ -80,9 +93,8 @@ def build_plan(config: Any, soc_pct: float, jobs: list[Any], now_s: float,
         reserve_frac=section.reserve_pct / 100, jobs=jobs, plate_turnaround_s=section.plate_turnaround_s,
         timezone=config.site.timezone,
         guard_band_wh=GUARD_MARGIN_FRAC * model.capacity_wh + 2 * step_s / 3600 * TYPICAL_PRINT_W))
-    summary = plan_summary(result, trigger="cli", soc_pct=soc_pct,
-                           forecast_source="cloud cover given" if cloud is not None else "clear sky",
-                           forecast_stale=False, bias_factor=1.0)
+    summary = plan_summary(result, trigger="cli", soc_pct=soc_pct, forecast_source=source,
+                           forecast_stale=stale, bias_factor=1.0)
     return result, summary, forecast
 
 
