@@ -139,6 +139,7 @@ class Planner(Component):
         self._wake = asyncio.Event()
         self._trigger = "start"
         self._plan_lock = asyncio.Lock()
+        self._last_deviation_s = -1e18
         for event, handler in (("telemetry_sample", self._on_telemetry), ("queue_changed", self._on_queue),
                                ("job_state_changed", self._on_job_state), ("plate_cleared", self._on_plate),
                                ("job_progress", self._on_progress)):
@@ -187,10 +188,27 @@ class Planner(Component):
         if sample.printer_w is not None:
             self.printer_w = sample.printer_w
         await self._check_energy(sample.t_s)
-        if self.last_plan is not None and self.soc_pct is not None:
-            planned_pct = self.last_plan.soc_pct_at(sample.t_s)
+        self._check_deviation(sample)
+
+    def _check_deviation(self, sample: TelemetrySample) -> None:
+        """Re-plan when measured SoC or PV departs from what the plan expected (at most every 15 min)."""
+        current = self.last_plan
+        if current is None or sample.t_s - self._last_deviation_s < 900.0:
+            return
+        why = None
+        if self.soc_pct is not None:
+            planned_pct = current.soc_pct_at(sample.t_s)
             if abs(planned_pct - self.soc_pct) > self.config.deviation_soc_pct:
-                self.request_replan(f"SoC {self.soc_pct:.0f} % departs from the planned {planned_pct:.0f} %")
+                why = f"SoC {self.soc_pct:.0f} % departs from the planned {planned_pct:.0f} %"
+        if why is None and sample.pv_w is not None:
+            k = int((sample.t_s - current.t0_s) // current.step_s)
+            if 0 <= k < len(current.pv_w):
+                expected_w = float(current.pv_w[k])
+                if abs(sample.pv_w - expected_w) > max(50.0, 0.25 * self.array.peak_w):
+                    why = f"PV {sample.pv_w:.0f} W departs from the {expected_w:.0f} W planned on"
+        if why is not None:
+            self._last_deviation_s = sample.t_s
+            self.request_replan(why)
 
     async def _on_queue(self, event: BaseModel) -> None:
         assert isinstance(event, QueueChanged)

@@ -150,3 +150,21 @@ def test_moving_the_site_replans_for_the_new_place(world) -> None:
         assert plans[-1].pv_forecast_wh != pytest.approx(before, rel=0.01)
 
     asyncio.run(scenario())
+
+
+def test_telemetry_departing_from_the_plan_asks_for_a_replan(world) -> None:
+    node, jobs, planner, streamer, plans = world
+
+    async def scenario() -> None:
+        await node.send_event("telemetry_sample", sample(NIGHT_S, 60.0))
+        await planner.replan("first")
+        planner._wake.clear()
+        await node.send_event("telemetry_sample", sample(NIGHT_S + 60, 60.5))
+        assert not planner._wake.is_set()  # within the deviation band
+        await node.send_event("telemetry_sample", sample(NIGHT_S + 120, 52.0))
+        assert planner._wake.is_set() and "departs from the planned" in planner._trigger
+        planner._wake.clear()
+        await node.send_event("telemetry_sample", sample(NIGHT_S + 3600, 59.8, pv_w=250.0))  # sun at night?
+        assert planner._wake.is_set() and "PV 250 W departs" in planner._trigger
+
+    asyncio.run(scenario())
