@@ -4,8 +4,7 @@ Run:  .venv/bin/python bench/derive_jobstream.py [/work/shared/gcode]  > node/po
 
 For every file it reads the slicer's own print-time estimate (each slicer's
 comment format), the bed and hotend targets (the largest S of M140/M190 and
-M104/M109), the layer count (distinct Z heights of extruding moves) and the
-filament length (the slicer's comment, else the largest absolute E).  Files
+M104/M109) and the layer count (distinct Z heights of extruding moves).  Files
 without a slicer estimate are left out (said in the output).  The energy
 profile itself is not stored: node/power/jobstream.py builds it from these
 numbers and the printer profile's thermal and power model, so a better
@@ -46,11 +45,8 @@ def analyse(path: Path) -> dict[str, object]:
     data = path.read_bytes()
     estimate_s = None
     bed_c = hotend_c = 0.0
-    filament_mm = None
-    max_e = 0.0
     z_mm = 0.0
     layer_z: set[float] = set()
-    absolute_e = True
     for raw in data.decode("utf-8", "replace").splitlines():
         line = raw.strip()
         if line.startswith(";"):
@@ -58,9 +54,6 @@ def analyse(path: Path) -> dict[str, object]:
                 m = pattern.search(line)
                 if m and estimate_s is None:
                     estimate_s = {"seconds": float, "dhms": _dhms_s, "words": _words_s}[kind](m.group(1))
-            m = re.search(r"filament used \[mm\] = ([\d.]+)", line) or re.search(r"Filament used: ([\d.]+)m$", line)
-            if m and filament_mm is None:
-                filament_mm = float(m.group(1)) * (1000.0 if line.endswith("m") and "[mm]" not in line else 1.0)
             continue
         code = line.split(";", 1)[0].split()
         if not code:
@@ -72,17 +65,11 @@ def analyse(path: Path) -> dict[str, object]:
                 bed_c = max(bed_c, float(params["S"]))
             elif word in ("M104", "M109") and "S" in params:
                 hotend_c = max(hotend_c, float(params["S"]))
-            elif word == "M82":
-                absolute_e = True
-            elif word == "M83":
-                absolute_e = False
             elif word in ("G0", "G1", "G2", "G3"):
                 if "Z" in params:
                     z_mm = float(params["Z"])
                 if "E" in params and float(params["E"]) > 0 and ("X" in params or "Y" in params):
                     layer_z.add(round(z_mm, 3))
-                    if absolute_e:
-                        max_e = max(max_e, float(params["E"]))
         except ValueError:
             continue
     return {

@@ -72,7 +72,21 @@ class CloudCoverPoint(BaseModel):
 
 
 class CloudCoverForecast(BaseModel):
-    """A cloud-cover forecast for one site.  Points are instants; values between them are interpolated."""
+    """A cloud-cover forecast for one site.  Points are instants; values between them are interpolated.
+
+    On the wire (hub) or in a file (``forecast.source = "file"``)::
+
+        {"issued_at": "2025-06-21T06:00:00+00:00",
+         "site": {"latitude": 32.2, "longitude": -110.95},
+         "points": [{"t_utc": "2025-06-21T07:00:00+00:00", "cloud_cover_pct": 10},
+                    {"t_utc": "2025-06-21T08:00:00+00:00", "cloud_cover_pct": 35}]}
+
+    Staleness rule: a forecast issued more than ``forecast.stale_after_h`` ago
+    (or more than an hour in the future), or for a place more than 50 km from
+    the node's site, is not used; nor is it outside its own span (30 min
+    either side).  Where it is not used, ``forecast.stale_cloud_cover_pct``
+    is assumed.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
