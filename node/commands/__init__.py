@@ -11,6 +11,7 @@ COMMAND_MODULES = [
     "run",
     "control",
     "configcheck",
+    "settings",
     "virtual",
     "plan",
     "simulate",
