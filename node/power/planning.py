@@ -72,6 +72,7 @@ from node.power.planner import (
 from node.power.plant import BatteryParams
 from node.power.site import SiteSection
 from node.profile import PrinterProfile
+from node.runner import GateDecision
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +173,37 @@ class Planner(Component):
     def request_replan(self, trigger: str) -> None:
         self._trigger = trigger
         self._wake.set()
+
+    # --- the runner's start gate ---------------------------------------------------------------
+    def next_job_id(self) -> str | None:
+        """The job the plan starts next (it may not be the queue's head: see planner backfilling)."""
+        return self.last_plan.planned[0].job_id if self.last_plan and self.last_plan.planned else None
+
+    async def start_gate(self, job: Job) -> GateDecision:
+        """For ``JobRunner.add_start_gate("energy", planner.start_gate)``: may ``job`` start now?"""
+        if not self.config.enabled:
+            return GateDecision(True)
+        if self.last_plan is None:
+            await self.replan("start gate")
+        current = self.last_plan
+        assert current is not None
+        now_s = self.node.clock.time()
+        for planned in current.planned:
+            if planned.job_id != job.id:
+                continue
+            if planned is current.planned[0] and planned.start_s <= now_s + self.config.step_s / 2:
+                margin_wh = self.config.resume_margin_pct / 100.0 * self.model.capacity_wh
+                if self._guard_ok(self._print_draw_w(job), margin_wh):
+                    return GateDecision(True, planned.reason)
+                return GateDecision(False, f"the battery is too close to the {self.config.reserve_pct:.0f} % reserve")
+            if planned is not current.planned[0]:
+                return GateDecision(False, f"the plan starts {current.planned[0].name} first; {planned.reason}")
+            return GateDecision(False, planned.reason)
+        for waiting in current.waiting:
+            if waiting.job_id == job.id:
+                return GateDecision(False, waiting.reason)
+        self.request_replan(f"job {job.id} not in the plan yet")
+        return GateDecision(False, "not planned yet: re-planning")
 
     # --- event handlers -------------------------------------------------------------------------
     async def _on_telemetry(self, sample: BaseModel) -> None:

@@ -168,3 +168,20 @@ def test_telemetry_departing_from_the_plan_asks_for_a_replan(world) -> None:
         assert planner._wake.is_set() and "PV 250 W departs" in planner._trigger
 
     asyncio.run(scenario())
+
+
+def test_start_gate_says_why_a_job_waits_and_lets_it_go_when_planned(world) -> None:
+    node, jobs, planner, streamer, plans = world
+
+    async def scenario() -> None:
+        job = await jobs.create("part", "test")
+        await node.send_event("telemetry_sample", sample(NIGHT_S, 35.0))
+        await planner.replan("test")
+        decision = await planner.start_gate(job)
+        assert not decision.allowed and "first window above the 30 % reserve" in decision.reason
+        await node.send_event("telemetry_sample", sample(NIGHT_S + 60, 90.0))
+        await planner.replan("charged")
+        decision = await planner.start_gate(job)
+        assert decision.allowed and planner.next_job_id() == job.id
+
+    asyncio.run(scenario())
