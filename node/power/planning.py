@@ -395,7 +395,15 @@ class Planner(Component):
         cloud, stale = self._cloud_cover(start_s, now_s)
         request = PvForecastRequest(site=self.site, array=self.array, start_s=start_s, step_s=self.config.step_s,
                                     n_steps=self._n_steps(), cloud_cover_pct=cloud)
-        self._forecast = await asyncio.to_thread(self.forecaster, request)
+        try:
+            self._forecast = await asyncio.to_thread(self.forecaster, request)
+        except Exception as exc:  # the worker died, pvlib missing, bad site...: plan on the battery alone
+            log.error("PV forecast failed (%r): planning with no sun until the next re-plan", exc)
+            zeros = [0.0] * request.n_steps
+            self._forecast_stale = True
+            self._forecast_key = None
+            return PvForecast(start_s=start_s, step_s=request.step_s, pv_w=zeros, clear_sky_pv_w=zeros,
+                              ghi_w_m2=zeros)
         self._forecast_key = key
         self._forecast_stale = stale
         return self._forecast

@@ -185,3 +185,21 @@ def test_start_gate_says_why_a_job_waits_and_lets_it_go_when_planned(world) -> N
         assert decision.allowed and planner.next_job_id() == job.id
 
     asyncio.run(scenario())
+
+
+def test_a_failing_forecast_worker_plans_on_the_battery_alone(world, tmp_path: Path) -> None:
+    node, jobs, planner, streamer, plans = world
+
+    def broken(request):
+        raise RuntimeError("worker died")
+
+    planner.forecaster = broken
+
+    async def scenario() -> None:
+        await jobs.create("part", "test")
+        await node.send_event("telemetry_sample", sample(NIGHT_S, 90.0))
+        await planner.replan("test")
+
+    asyncio.run(scenario())
+    assert plans[-1].forecast_stale and plans[-1].pv_forecast_wh == 0.0
+    assert plans[-1].planned  # 90 % carries a 270 Wh print without sun
