@@ -135,6 +135,7 @@ def test_pessimistic_quantile_shrinks_with_lead_time() -> None:
 # --- the daemon never imports pvlib, pandas or scipy -----------------------------------------------
 DAEMON_SIDE = r"""
 import asyncio, sys, tempfile
+import node.daemon  # the daemon's own import graph too
 from pathlib import Path
 from node.clock import ManualClock
 from node.config import load_config
