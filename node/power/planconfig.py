@@ -71,6 +71,10 @@ class PlannerSection(Section):
         description="longest energy pause with the bed kept warm before the printer is switched off")
     resume_margin_pct: float = Field(5.0, ge=0, le=50, description="SoC above the reserve needed to resume")
     ambient_c: float = Field(20.0, ge=-30, le=50, description="room temperature for heat-loss estimates")
+    base_load_w: float = Field(4.0, ge=0, description="the node itself: Raspberry Pi + charge controller")
+    other_loads_w_by_hour: list[float] | None = Field(
+        None, min_length=24, max_length=24,
+        description="other loads on the battery: average W for each local hour 0..23 (an RV's fridge)")
 
     @model_validator(mode="after")
     def _horizon_in_steps(self) -> PlannerSection:

@@ -119,7 +119,8 @@ class Planner(Component):
         self.battery = battery
         self.profile = printer_profile
         self.energy_profile_for = energy_profile_for
-        self.loads = loads or LoadModel()
+        self.loads = loads or LoadModel(base_load_w=config.base_load_w,
+                                        other_loads_w_by_hour=config.other_loads_w_by_hour)
         self.forecaster = forecaster
         self.model = EnergyModel.from_params(battery)
         self.bias = BiasTracker(forecast.bias_halflife_h)

@@ -130,3 +130,16 @@ def test_full_year(weather, name) -> None:
     assert r["planner"].prints_completed >= 0.95 * r["oracle"].prints_completed
     assert r["planner"].prints_completed > r["greedy"].prints_completed
     assert r["planner"].prints_completed > r["threshold"].prints_completed
+
+
+def test_an_rv_fridge_on_the_same_battery_costs_prints_but_no_brownouts(weather, slice_results) -> None:
+    from dataclasses import replace
+
+    from node.power.energysim import LoadModel
+
+    fridge = replace(SLICE, loads=LoadModel(other_loads_w_by_hour=[45.0] * 24))
+    year = weather["723170TYA.CSV"]
+    with_fridge = Simulation(year, "planner", fridge, ForecastArchive.build(year, SLICE.seed)).run()
+    without = slice_results["723170TYA.CSV"]["planner"]
+    assert with_fridge.brownouts == 0
+    assert with_fridge.prints_completed < without.prints_completed
