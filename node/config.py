@@ -18,17 +18,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from node.gcode.settings import AnalysisSection
+from node.power.battery import BatterySection
+from node.power.planconfig import ArraySection, ForecastSection, PlannerSection
+from node.power.settings import TelemetrySection
+from node.power.site import SiteSection
+from node.section import Section
 
 OVERRIDES_FILE = "overrides.toml"
-
-
-class Section(BaseModel):
-    """Base of every config section: unknown keys are errors, not silently ignored."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 def _default_node_id() -> str:
@@ -93,9 +92,6 @@ class ControlSection(Section):
     mode: int = Field(0o660, ge=0, le=0o777, description="socket permissions: the node's user and group")
 
 
-from node.power.battery import BatterySection  # noqa: E402  (pvlib-free)
-from node.power.settings import TelemetrySection  # noqa: E402
-from node.power.site import SiteSection  # noqa: E402
 
 
 class NodeConfig(Section):
@@ -109,6 +105,9 @@ class NodeConfig(Section):
     telemetry: TelemetrySection = TelemetrySection()
     battery: BatterySection = BatterySection()
     site: SiteSection = SiteSection()
+    array: ArraySection = ArraySection()
+    forecast: ForecastSection = ForecastSection()
+    planner: PlannerSection = PlannerSection()
 
     @property
     def state_dir(self) -> Path:

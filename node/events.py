@@ -113,6 +113,74 @@ class NodeLifecycle(Event):
     t_s: float
 
 
+class PlannedJobSummary(Event):
+    """One print in a plan: when it starts and ends, what it needs, and why then."""
+
+    job_id: str
+    name: str
+    start_s: float
+    end_s: float
+    energy_wh: float = Field(ge=0)
+    min_soc_pct: float
+    reason: str
+
+
+class WaitingJobSummary(Event):
+    """A queued job the plan could not place within its horizon, and why."""
+
+    job_id: str
+    name: str
+    energy_wh: float | None = None
+    reason: str
+
+
+class PlanSummary(Event):
+    """Sent by ``planner`` after every re-plan: the schedule and the numbers behind it."""
+
+    t_s: float
+    trigger: str
+    horizon_h: float
+    step_s: float
+    soc_pct: float = Field(ge=0, le=100)
+    reserve_pct: float
+    forecast_source: str
+    forecast_stale: bool
+    bias_factor: float
+    pv_forecast_wh: float
+    pv_lost_wh: float
+    min_soc_pct: float
+    planned: list[PlannedJobSummary] = []
+    waiting: list[WaitingJobSummary] = []
+    next_start_s: float | None = None
+
+
+class EnergyPauseRequested(Event):
+    """Sent by ``planner``: the running print can no longer finish above the reserve.
+
+    The streamer pauses at the next layer boundary (the job moves to
+    ``paused`` with reason ``energy``; bed kept warm, hotend off).  With
+    ``printer_off`` the pause has lasted too long or the warm bed itself would
+    cross the reserve: park and switch the printer off (``suspended``).
+    """
+
+    job_id: str
+    t_s: float
+    at: Literal["next_layer"] = "next_layer"
+    printer_off: bool = False
+    soc_pct: float
+    reserve_pct: float
+    reason: str
+
+
+class EnergyResumeAllowed(Event):
+    """Sent by ``planner``: the energy-paused print can go on (re-heat first if it was switched off)."""
+
+    job_id: str
+    t_s: float
+    soc_pct: float
+    reason: str
+
+
 EVENT_CATALOGUE: dict[str, type[Event]] = {
     "job_state_changed": JobStateChanged,
     "job_progress": JobProgress,
@@ -123,4 +191,7 @@ EVENT_CATALOGUE: dict[str, type[Event]] = {
     "telemetry_sample": TelemetrySample,
     "node_lifecycle": NodeLifecycle,
     "battery_level_changed": BatteryLevelChanged,
+    "plan_updated": PlanSummary,
+    "energy_pause_requested": EnergyPauseRequested,
+    "energy_resume_allowed": EnergyResumeAllowed,
 }

@@ -114,3 +114,13 @@ def wait_for(predicate: Any, timeout_s: float = 30.0, interval_s: float = 0.1, w
 
 
 os.environ.setdefault("PYTHONUNBUFFERED", "1")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``@pytest.mark.slow`` soaks are skipped when CI=true; bench/ runs them (see docs/benchmarks.md)."""
+    if os.environ.get("CI", "").lower() != "true":
+        return
+    skip = pytest.mark.skip(reason="slow soak: skipped when CI=true; its bench in bench/ runs it")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

@@ -15,4 +15,6 @@ COMMAND_MODULES = [
     "virtual",
     "analyze",
     "telemetry",
+    "plan",
+    "simulate",
 ]

@@ -7,30 +7,19 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from node.section import Section
 
 SourceName = Literal["simulated", "vedirect", "epever", "renogy", "ina219", "ina226"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class PvArraySection(_Strict):
-    """The simulated PV array (PVWatts-style DC model: Dobos, NREL/TP-6A20-62641, 2014)."""
-
-    peak_w: float = Field(400.0, gt=0, le=100_000, description="DC nameplate at 1000 W/m2, 25 C")
-    tilt_deg: float = Field(30.0, ge=0, le=90)
-    azimuth_deg: float = Field(180.0, ge=0, lt=360, description="180 = facing south")
-    temperature_coeff_per_k: float = Field(-0.0037, ge=-0.01, le=0)
-    losses_fraction: float = Field(0.14, ge=0, lt=1, description="soiling, wiring, mismatch, MPPT")
-    mpp_v: float = Field(37.0, gt=0, description="array MPP voltage at STC (two 18.5 V panels in series)")
+_Strict = Section
 
 
 class SimulatedControllerSection(_Strict):
-    """The simulated charge controller process (``source = "simulated"``)."""
+    """The simulated charge controller process (``source = "simulated"``); its PV array is ``[array]``."""
 
-    array: PvArraySection = PvArraySection()
     initial_soc: float = Field(0.8, ge=0, le=1)
     node_load_w: float = Field(5.0, ge=0, description="the Pi and friends, always on")
     weather_seed: int | None = Field(None, description="None: clear sky every day; else seeded daily clearness")
