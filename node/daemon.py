@@ -1,6 +1,6 @@
 """``printnode run``: assemble the Node from config and run it until told to stop.
 
-Start order (stop is the reverse): store, jobs, telemetry, [virtual printer], printer,
+Start order (stop is the reverse): store, jobs, analysis, telemetry, planner, [virtual printer], printer,
 runner, control API.  READY is announced to systemd once every component has
 started.  SIGTERM and SIGINT stop cleanly: the current print is left
 ``interrupted`` with its checkpoint, never half-written.
@@ -16,11 +16,14 @@ from node.clock import Clock
 from node.config import NodeConfig
 from node.control import ControlServer
 from node.events import NodeLifecycle
+from node.gcode.service import AnalysisService
 from node.jobs import Jobs
 from node.node import Node
-from node.printer.printer import Printer
+from node.power.planning import Planner
 from node.power.telemetry import Telemetry
+from node.printer.printer import Printer
 from node.printer.virtualproc import VirtualPrinterProcess
+from node.profile import load_profile
 from node.runner import JobRunner
 from node.sdnotify import notify
 from node.store import Store
@@ -36,13 +39,21 @@ def make_clock(config: NodeConfig) -> Clock:
 def build_node(config: NodeConfig, clock: Clock, store: Store) -> Node:
     """Wire the components in their start order."""
     node = Node(config, clock)
+    profile = load_profile(config.printer.profile)
     jobs = node.add(Jobs(node, store))
+    analysis = node.add(AnalysisService(node, config.analysis, store, profile, jobs=jobs))
     node.add(Telemetry(node, config.telemetry, store=store))
+    planner = node.add(Planner(node, config.planner, site=config.site, array=config.array,
+                               forecast=config.forecast, jobs=jobs, battery=config.battery.plant_params(),
+                               printer_profile=profile, energy_profile_for=analysis.energy_profile_for))
     if config.simulated and config.printer.virtual.autostart:
         node.add(VirtualPrinterProcess(node, config))
     printer = node.add(Printer(node, config.printer, store))
-    node.add(JobRunner(node, config, store, jobs, printer, files_dir=config.state_dir / "files"))  # type: ignore[arg-type]
-    node.add(ControlServer(node, config, jobs))  # type: ignore[arg-type]
+    runner = node.add(JobRunner(node, config, store, jobs, printer, files_dir=config.state_dir / "files"))
+    if config.planner.enabled:
+        runner.add_start_gate("energy", planner.start_gate)
+        runner.set_job_chooser(planner.next_job_id)
+    node.add(ControlServer(node, config, jobs))
     return node
 
 

@@ -181,7 +181,17 @@ class EnergyResumeAllowed(Event):
     reason: str
 
 
+class JobAnalysed(Event):
+    """Sent by ``analysis`` once a queued job's file is analysed (time, energy): the planner re-plans."""
+
+    job_id: str
+    estimated_s: float
+    energy_wh: float
+    peak_w: float
+
+
 EVENT_CATALOGUE: dict[str, type[Event]] = {
+    "job_analysed": JobAnalysed,
     "job_state_changed": JobStateChanged,
     "job_progress": JobProgress,
     "printer_state": PrinterState,

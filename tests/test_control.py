@@ -10,7 +10,8 @@ import pytest
 from node.control import ControlError
 from tests.conftest import stop_daemon, wait_for
 
-SLOW = ("jobs.queue_sample_when_empty=false", "clock.time_scale=20")
+# the control API is under test here, not energy planning (tests/power cover the planner)
+SLOW = ("jobs.queue_sample_when_empty=false", "clock.time_scale=20", "planner.enabled=false")
 
 
 def moves_gcode(path: Path, moves: int, mm: float = 10.0, feed_mm_min: float = 600.0) -> Path:
@@ -77,7 +78,8 @@ def test_pause_and_resume_a_print(daemon_factory, tmp_path: Path) -> None:
 
 
 def test_plate_gate_holds_the_next_job_until_cleared(daemon_factory, tmp_path: Path) -> None:
-    daemon = daemon_factory("jobs.queue_sample_when_empty=false", "clock.time_scale=200", "jobs.auto_plate_clear=false")
+    daemon = daemon_factory("jobs.queue_sample_when_empty=false", "clock.time_scale=200", "jobs.auto_plate_clear=false",
+                            "planner.enabled=false")
     a = json.loads(daemon.cli("queue", "add", str(moves_gcode(tmp_path / "a.gcode", 3)), "--json").stdout)
     b = json.loads(daemon.cli("queue", "add", str(moves_gcode(tmp_path / "b.gcode", 3)), "--json").stdout)
     wait_for(lambda: job_state(daemon, a["id"]) == "completed", what="first completed")

@@ -144,7 +144,8 @@ class Planner(Component):
         self._last_deviation_s = -1e18
         for event, handler in (("telemetry_sample", self._on_telemetry), ("queue_changed", self._on_queue),
                                ("job_state_changed", self._on_job_state), ("plate_cleared", self._on_plate),
-                               ("job_progress", self._on_progress)):
+                               ("job_progress", self._on_progress),
+                               ("job_analysed", lambda _event: self.request_replan("job analysed"))):
             node.register_event_handler(event, handler)
 
     # --- lifecycle ------------------------------------------------------------------------------
