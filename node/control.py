@@ -66,6 +66,12 @@ class PlateClearedRequest(_Request):
     cmd: Literal["plate_cleared"]
 
 
+class PlanRequest(_Request):
+    """The energy planner's last plan (summary and trajectories)."""
+
+    cmd: Literal["plan"]
+
+
 class ConfigSetRequest(_Request):
     """Persist ``key=value`` in the state directory's override file (applies at the next start)."""
 
@@ -75,7 +81,7 @@ class ConfigSetRequest(_Request):
 
 Request = Annotated[
     StatusRequest | QueueAddRequest | QueueListRequest | JobCommandRequest | JobShowRequest | PlateClearedRequest
-    | ConfigSetRequest,
+    | ConfigSetRequest | PlanRequest,
     Field(discriminator="cmd"),
 ]
 REQUEST_ADAPTER: TypeAdapter[Request] = TypeAdapter(Request)
@@ -166,6 +172,12 @@ class ControlServer(Component):
         if isinstance(request, PlateClearedRequest):
             await runner.set_plate_clear(True, source="cli")
             return {"plate_clear": True}
+        if isinstance(request, PlanRequest):
+            planner = self.node.lookup("planner")
+            snapshot = None if planner is None else planner.snapshot()  # type: ignore[attr-defined]
+            if snapshot is None:
+                raise ControlError("no plan yet (the planner is disabled or has not planned since start)")
+            return snapshot
         if isinstance(request, ConfigSetRequest):
             try:
                 write_override(self.node.config.state_dir, request.assignment)

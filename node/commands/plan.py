@@ -1,6 +1,8 @@
 """``printnode plan [--json] [--plot plan.png]``: the energy plan, and why each job waits.
 
-Builds the plan the daemon's Planner would build, from the config (site,
+With a daemon running (and no what-if option: ``--soc``, ``--jobs``, ``--at``,
+``--cloud``, ``--offline``) it shows the daemon's own last plan, over the
+control socket.  Otherwise it builds the plan the daemon's Planner would build, from the config (site,
 array, forecast, planner, battery), a state of charge (``--soc``) and a queue:
 ``--jobs FILE`` (JSON list of ``{"name", "power_profile", "priority",
 "deadline_s"}``) or, by default, the next few jobs of the simulation's default
@@ -25,7 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_config_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the plan summary as JSON")
     parser.add_argument("--plot", type=Path, default=None, metavar="PNG", help="draw the plan to a PNG file")
-    parser.add_argument("--soc", type=float, default=80.0, help="battery state of charge now, percent (default 80)")
+    parser.add_argument("--soc", type=float, default=None,
+                        help="what-if: battery state of charge now, percent (offline plan; default 80)")
+    parser.add_argument("--offline", action="store_true", help="plan from the config even if a daemon runs")
     parser.add_argument("--jobs", type=Path, default=None, help="JSON list of jobs (default: 5 jobs of the default mix)")
     parser.add_argument("--at", default=None, help="plan as of this ISO 8601 UTC time (default: now)")
     parser.add_argument("--cloud", type=float, default=None,
@@ -64,7 +68,6 @@ def build_plan(config: Any, soc_pct: float, jobs: list[Any], now_s: float,
     from node.power.forecast import PvForecastRequest, forecast_pv, pessimistic_pv_w
     from node.power.planner import PlanInputs, plan
     from node.power.planning import GUARD_MARGIN_FRAC, TYPICAL_PRINT_W, plan_summary
-    from node.power.simulate import DEFAULT_BATTERY
 
     section = config.planner
     step_s = section.step_s
@@ -87,7 +90,7 @@ def build_plan(config: Any, soc_pct: float, jobs: list[Any], now_s: float,
     forecast = forecast_pv(PvForecastRequest(site=config.site, array=config.array, start_s=start_s, step_s=step_s,
                                              n_steps=n_steps, cloud_cover_pct=cloud))
     pv_w = pessimistic_pv_w(forecast.pv_w, step_s, config.forecast)
-    model = EnergyModel.from_params(DEFAULT_BATTERY)
+    model = EnergyModel.from_params(config.battery.plant_params())
     result = plan(PlanInputs(
         t0_s=start_s, step_s=step_s, pv_w=pv_w, energy=model, energy_wh=soc_pct / 100 * model.capacity_wh,
         reserve_frac=section.reserve_pct / 100, jobs=jobs, plate_turnaround_s=section.plate_turnaround_s,
@@ -152,16 +155,48 @@ def plan_figure(result: Any, forecast: Any, timezone: str, title: str = "") -> A
     return fig
 
 
+def _live_plan(config: Any) -> tuple[Any, Any, Any] | None:
+    """The running daemon's last plan as (result, summary, forecast), or None if no daemon answers."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from node.control import ControlClient, ControlError
+    from node.events import PlanSummary
+
+    try:
+        snapshot = ControlClient(config.control_socket, timeout_s=10).request({"cmd": "plan"})
+    except ControlError as exc:
+        if "no printnode daemon" in str(exc):
+            return None
+        raise SystemExit(f"printnode plan: {exc}") from None
+    trajectory = snapshot["trajectory"]
+    result = SimpleNamespace(
+        t0_s=trajectory["t0_s"], step_s=trajectory["step_s"], reserve_pct=trajectory["reserve_pct"],
+        soc_pct=np.array(trajectory["soc_pct"]), pv_w=np.array(trajectory["pv_w"]),
+        load_w=np.array(trajectory["load_w"]), surplus_windows=[tuple(w) for w in trajectory["surplus_windows"]],
+        planned=[SimpleNamespace(**job) for job in trajectory["planned"]])
+    return result, PlanSummary.model_validate(snapshot["summary"]), SimpleNamespace(pv_w=trajectory["forecast_pv_w"])
+
+
 def run(args: argparse.Namespace) -> int:
     from datetime import datetime
 
     config = config_from_args(args)
-    now_s = time.time() if args.at is None else datetime.fromisoformat(args.at).timestamp()
-    jobs = _load_jobs(args.jobs, config.printer.profile)
-    result, summary, forecast = build_plan(config, args.soc, jobs, now_s, args.cloud)
+    what_if = args.offline or args.soc is not None or args.jobs is not None or args.at is not None \
+        or args.cloud is not None
+    live = None if what_if else _live_plan(config)
+    if live is not None:
+        result, summary, forecast = live
+        title = f"Energy plan of node {config.node.id} ({summary.trigger}), reserve {summary.reserve_pct:.0f} %"
+    else:
+        soc_pct = 80.0 if args.soc is None else args.soc
+        now_s = time.time() if args.at is None else datetime.fromisoformat(args.at).timestamp()
+        jobs = _load_jobs(args.jobs, config.printer.profile)
+        result, summary, forecast = build_plan(config, soc_pct, jobs, now_s, args.cloud)
+        title = f"Energy plan from {soc_pct:.0f} % SoC, reserve {config.planner.reserve_pct:.0f} % (offline)"
     if args.plot is not None:
-        plot_plan(result, forecast, args.plot, config.site.timezone,
-                  title=f"Energy plan from {args.soc:.0f} % SoC, reserve {config.planner.reserve_pct:.0f} %")
+        plot_plan(result, forecast, args.plot, config.site.timezone, title=title)
     if args.json:
         print_json(summary.model_dump())
         return 0

@@ -176,6 +176,25 @@ class Planner(Component):
         self._trigger = trigger
         self._wake.set()
 
+    def snapshot(self) -> dict[str, Any] | None:
+        """The last plan as plain JSON: its summary, and the trajectories ``printnode plan --plot`` draws."""
+        plan, summary = self.last_plan, self.last_summary
+        if plan is None or summary is None:
+            return None
+        times = [plan.t0_s + (k + 0.5) * plan.step_s for k in range(len(plan.pv_w))]
+        expected = [self._raw_forecast_at(t) for t in times]
+        return {
+            "summary": summary.model_dump(mode="json"),
+            "trajectory": {
+                "t0_s": plan.t0_s, "step_s": plan.step_s, "reserve_pct": plan.reserve_pct,
+                "soc_pct": plan.soc_pct.tolist(), "pv_w": plan.pv_w.tolist(), "load_w": plan.load_w.tolist(),
+                "forecast_pv_w": [p if e is None else e for e, p in zip(expected, plan.pv_w.tolist(), strict=True)],
+                "surplus_windows": [list(w) for w in plan.surplus_windows],
+                "planned": [{"job_id": j.job_id, "name": j.name, "start_s": j.start_s, "end_s": j.end_s}
+                            for j in plan.planned],
+            },
+        }
+
     # --- the runner's start gate ---------------------------------------------------------------
     def next_job_id(self) -> str | None:
         """The job the plan starts next (it may not be the queue's head: see planner backfilling)."""
