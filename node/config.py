@@ -91,6 +91,10 @@ class ControlSection(Section):
     mode: int = Field(0o660, ge=0, le=0o777, description="socket permissions: the node's user and group")
 
 
+# The field sections import Section from here, so they are imported once it exists.
+from node.fieldconfig import GpioSection, StorageSection, TimeSection, WatchdogSection  # noqa: E402
+
+
 class NodeConfig(Section):
     node: NodeSection = NodeSection()
     clock: ClockSection = ClockSection()
@@ -98,6 +102,10 @@ class NodeConfig(Section):
     jobs: JobsSection = JobsSection()
     store: StoreSection = StoreSection()
     control: ControlSection = ControlSection()
+    watchdog: WatchdogSection = WatchdogSection()  # node/watchdog.py
+    gpio: GpioSection = GpioSection()  # node/hw/
+    time: TimeSection = TimeSection()  # node/timesync.py
+    storage: StorageSection = StorageSection()  # node/storecare.py (SD-card care)
 
     @property
     def state_dir(self) -> Path:

@@ -23,6 +23,8 @@ from node.printer.virtualproc import VirtualPrinterProcess
 from node.runner import JobRunner
 from node.sdnotify import notify
 from node.store import Store
+from node.storecare import StoreCare
+from node.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +37,14 @@ def make_clock(config: NodeConfig) -> Clock:
 def build_node(config: NodeConfig, clock: Clock, store: Store) -> Node:
     """Wire the components in their start order."""
     node = Node(config, clock)
+    node.add(StoreCare(node, config.storage, store))  # field: WAL checkpoints, size cap (first: before writers)
     jobs = node.add(Jobs(node, store))
     if config.simulated and config.printer.virtual.autostart:
         node.add(VirtualPrinterProcess(node, config))
     printer = node.add(Printer(node, config.printer, store))
     node.add(JobRunner(node, config, store, jobs, printer, files_dir=config.state_dir / "files"))  # type: ignore[arg-type]
     node.add(ControlServer(node, config, jobs))  # type: ignore[arg-type]
+    node.add(Watchdog(node, config.watchdog, store))  # field: last, so it pings only once all started
     return node
 
 
