@@ -16,6 +16,7 @@ from node.clock import Clock
 from node.config import NodeConfig
 from node.control import ControlServer
 from node.events import NodeLifecycle
+from node.hw import add_gpio_components
 from node.jobs import Jobs
 from node.node import Node
 from node.printer.printer import Printer
@@ -42,7 +43,8 @@ def build_node(config: NodeConfig, clock: Clock, store: Store) -> Node:
     if config.simulated and config.printer.virtual.autostart:
         node.add(VirtualPrinterProcess(node, config))
     printer = node.add(Printer(node, config.printer, store))
-    node.add(JobRunner(node, config, store, jobs, printer, files_dir=config.state_dir / "files"))  # type: ignore[arg-type]
+    runner = node.add(JobRunner(node, config, store, jobs, printer, files_dir=config.state_dir / "files"))  # type: ignore[arg-type]
+    add_gpio_components(node, config, runner, printer)  # type: ignore[arg-type]  # field: after every start gate
     node.add(ControlServer(node, config, jobs))  # type: ignore[arg-type]
     node.add(Watchdog(node, config.watchdog, store))  # field: last, so it pings only once all started
     return node

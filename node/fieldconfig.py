@@ -41,7 +41,7 @@ class InputPin(Section):
 class GpioSection(Section):
     backend: Literal["simulated", "rpi"] = Field(
         "simulated", description="'rpi' = RPi.GPIO API (rpi-lgpio on a Pi 5); 'simulated' off-Pi")
-    poll_interval_s: float = Field(0.01, gt=0, le=1, description="input sampling period for debouncing")
+    poll_interval_s: float = Field(0.02, gt=0, le=1, description="input sampling period for debouncing")
     relay: OutputPin | None = Field(None, description="printer power relay; None = printer powered permanently")
     relay_off_below_c: float = Field(50.0, ge=20, le=120, description="idle printer is switched off only below this hotend temperature")
     relay_idle_off_s: float = Field(300.0, ge=0, description="real seconds idle (and cool) before the relay opens")

@@ -174,7 +174,7 @@ class RateLimitFilter(logging.Filter):
         return False
 
 
-def configure_daemon_logging(level: str, *, burst: int = 20, interval_s: float = 60.0) -> logging.Handler:
+def configure_daemon_logging(level: str, *, burst: int = 10, interval_s: float = 600.0) -> logging.Handler:
     """Route the root logger to the journal when systemd gave us one, else keep stderr; add the limit."""
     root = logging.getLogger()
     root.setLevel(level.upper())

@@ -183,7 +183,7 @@ class JobRunner(Component):
                 self._idle.set()
             return False
         self._idle.clear()
-        if active or not self.printer.ready:
+        if active:
             return False
         job = runnable[0]
         if not self.plate_clear:
@@ -197,6 +197,9 @@ class JobRunner(Component):
             if not decision.allowed:
                 await self._park(job, JobState.WAITING_ENERGY, f"{name}: {decision.reason}")
                 return False
+        # after the gates: the last one (printer power, node/hw/relay.py) may switch the printer on
+        if not self.printer.ready:
+            return False
         await self._print(job)
         return True
 
