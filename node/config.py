@@ -20,6 +20,8 @@ from typing import Any, Literal
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from node.fieldconfig import GpioSection, StorageSection, TimeSection, WatchdogSection
+
 OVERRIDES_FILE = "overrides.toml"
 
 
@@ -89,10 +91,6 @@ class StoreSection(Section):
 class ControlSection(Section):
     socket: str = Field("control.sock", description="path, relative to state_dir unless absolute")
     mode: int = Field(0o660, ge=0, le=0o777, description="socket permissions: the node's user and group")
-
-
-# The field sections import Section from here, so they are imported once it exists.
-from node.fieldconfig import GpioSection, StorageSection, TimeSection, WatchdogSection  # noqa: E402
 
 
 class NodeConfig(Section):

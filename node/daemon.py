@@ -25,6 +25,7 @@ from node.runner import JobRunner
 from node.sdnotify import notify
 from node.store import Store
 from node.storecare import StoreCare
+from node.timesync import TimeSync, simulated_clock
 from node.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ def build_node(config: NodeConfig, clock: Clock, store: Store) -> Node:
     """Wire the components in their start order."""
     node = Node(config, clock)
     node.add(StoreCare(node, config.storage, store))  # field: WAL checkpoints, size cap (first: before writers)
+    node.add(TimeSync(node, config.time, simulated_clock(config)))  # field: may the planner trust the clock?
     jobs = node.add(Jobs(node, store))
     if config.simulated and config.printer.virtual.autostart:
         node.add(VirtualPrinterProcess(node, config))

@@ -99,6 +99,22 @@ class NodeLifecycle(Event):
     t_s: float
 
 
+class ClockSync(Event):
+    """The node's trust in its wall clock changed, or the clock stepped (node/timesync.py).
+
+    ``synchronized`` false: the planner must not plan (a stale boot clock would
+    put the sun at the wrong hour).  ``jump_s`` is set when the wall clock
+    stepped by more than ``time.jump_threshold_s``.
+    """
+
+    t_s: float
+    synchronized: bool
+    source: str
+    reason: str
+    offset_s: float | None = None
+    jump_s: float | None = None
+
+
 EVENT_CATALOGUE: dict[str, type[Event]] = {
     "job_state_changed": JobStateChanged,
     "job_progress": JobProgress,
@@ -108,4 +124,5 @@ EVENT_CATALOGUE: dict[str, type[Event]] = {
     "queue_changed": QueueChanged,
     "telemetry_sample": TelemetrySample,
     "node_lifecycle": NodeLifecycle,
+    "clock_sync": ClockSync,
 }

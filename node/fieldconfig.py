@@ -1,16 +1,21 @@
 """Config sections of the field components: watchdog, GPIO, time, storage (SD-card care).
 
-Kept in one small module that imports nothing but pydantic and the Section
-base, so ``node/config.py`` can import it without a cycle.  Every key is
+Kept in one small module that imports nothing but pydantic, so
+``node/config.py`` can import it without a cycle (hence its own copy of the
+Section base: unknown keys are errors, assignments validated).  Every key is
 documented in ``config/node.example.toml``.
 """
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from node.config import Section
+
+class Section(BaseModel):
+    """Same contract as ``node.config.Section``."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class WatchdogSection(Section):

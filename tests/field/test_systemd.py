@@ -96,6 +96,8 @@ def test_no_pings_for_another_pid_and_status_reports_the_probe(daemon_factory, t
     status = wait_for(lambda: (s := daemon.request({"cmd": "status"})["components"]["watchdog"])["loop_lag_s"] != 0 and s,
                       what="a loop-lag probe")
     assert status["systemd"] is False and status["pings_sent"] == 0 and status["healthy"]
+    timesync = daemon.request({"cmd": "status"})["components"]["timesync"]
+    assert timesync["clock_synchronized"] is True and timesync["source"] == "simulation"
     stop_daemon(daemon)
     sink.close()
     assert "WATCHDOG=1" not in [m for _, m in sink.messages()]
