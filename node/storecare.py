@@ -8,8 +8,8 @@ write no more than needed:
 * ``PRAGMA wal_autocheckpoint`` (default 1000 pages, about 4 MB) lets SQLite
   checkpoint by itself when the WAL grows; on top of that a PASSIVE checkpoint
   runs every ``checkpoint_interval_s`` (300 s) so a quiet node's WAL is folded
-  back and, with ``journal_size_limit``, truncated — the WAL on the card stays
-  at most ``journal_size_limit_mb`` after a checkpoint.  PASSIVE never waits
+  back; with ``journal_size_limit`` the next commit, which restarts the WAL
+  from its beginning, truncates the file to ``journal_size_limit_mb``.  PASSIVE never waits
   for readers, so it cannot stall the store thread
   (https://www.sqlite.org/pragma.html#pragma_wal_checkpoint).
 * ``max_db_mb`` caps the database with ``PRAGMA max_page_count``: a full

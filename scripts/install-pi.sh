@@ -83,7 +83,7 @@ run install -d -m 0750 -o "$SERVICE_USER" -g "$SERVICE_USER" "$STATE_DIR"
 echo "== virtual environment in $VENV (printnode[$EXTRA])"
 [ -x "$VENV/bin/python" ] || run python3 -m venv "$VENV"
 run "$VENV/bin/pip" install --quiet --upgrade pip
-run "$VENV/bin/pip" install --quiet -e "$PREFIX[$EXTRA]"
+run "$VENV/bin/pip" install --quiet -e "${PREFIX}[${EXTRA}]"
 
 echo "== config $CONFIG_DIR/node.toml"
 if [ -e "$CONFIG_DIR/node.toml" ]; then

@@ -3,7 +3,10 @@
 Policy (issue 8):
 * **on** before a job starts: the relay registers the runner's *last* start
   gate; it closes the relay and waits (``relay_on_timeout_s``) until the
-  printer has booted and the printer worker has reconnected by itself;
+  printer has booted and the printer worker has reconnected by itself (a
+  "ready" after power on), or — when the port never went away (a USB
+  back-powered board, the virtual printer) — until the printer answered with
+  a temperature report at least ``ALIVE_AFTER_S`` after power on;
 * **off** only (a) when idle — no job printing or paused — for
   ``relay_idle_off_s`` *and* the hotend is below ``relay_off_below_c``
   (50 °C: a hot nozzle without its fan cooks the heat break), (b) at once when
@@ -34,6 +37,8 @@ from node.runner import GateDecision, JobRunner
 log = logging.getLogger(__name__)
 
 BUSY_STATES = frozenset({"printing", "paused"})
+#: a temperature report this long after power on proves a link that never dropped is alive
+ALIVE_AFTER_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,8 @@ class PrinterPower(Component):
         self._busy_jobs: set[str] = set()
         self._starting_job: str | None = None  # passed (or in) the gate, not yet printing
         self._ready_since_power_on = False  # a "ready" heard after the relay last closed
+        self._alive_since_power_on = False  # a temperature report heard well after the relay closed
+        self._power_on_at = 0.0
         self._hotend_c: float | None = None
         self._idle_since = time.monotonic()
         self._check = asyncio.Event()
@@ -114,6 +121,8 @@ class PrinterPower(Component):
             log.info("printer power %s: %s", "on" if on else "off", reason)
             self._hotend_c = None
             self._ready_since_power_on = False  # whatever the printer component last said is stale now
+            self._alive_since_power_on = False
+            self._power_on_at = time.monotonic()
             self._idle_since = time.monotonic()
         self.on = on
         self.reason = reason
@@ -124,7 +133,7 @@ class PrinterPower(Component):
         if not self.on:
             self.switch(True, f"job {job.id} is about to start")
         deadline = time.monotonic() + self.config.relay_on_timeout_s
-        while not (self._ready_since_power_on and self.printer.ready):
+        while not (self.printer.ready and (self._ready_since_power_on or self._alive_since_power_on)):
             if time.monotonic() > deadline:
                 self._starting_job = None
                 self._idle_since = time.monotonic()
@@ -152,6 +161,9 @@ class PrinterPower(Component):
 
     async def _on_temperatures(self, event: Temperatures) -> None:
         self._hotend_c = event.hotend_c
+        if self.on and time.monotonic() - self._power_on_at >= ALIVE_AFTER_S:
+            # the link never dropped (a USB back-powered board, or the virtual printer) but it answers
+            self._alive_since_power_on = True
         self._check.set()
 
     async def _on_printer_state(self, event: PrinterState) -> None:

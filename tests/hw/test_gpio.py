@@ -231,3 +231,32 @@ async def _node_scenario(tmp_path: Path) -> None:
 async def _state_is(jobs: Jobs, job_id: str, state: JobState):
     job = await jobs.get(job_id)
     return job if job is not None and job.state == state else None
+
+
+def test_relay_gate_accepts_a_printer_whose_port_never_went_away(virtual_port, tmp_path: Path) -> None:
+    """A USB back-powered board (or the virtual printer) keeps its port: live temperatures count as ready."""
+    async def scenario() -> None:
+        config = NodeConfig.model_validate({
+            "node": {"state_dir": str(tmp_path / "state")},
+            "printer": {"port": virtual_port.path},
+            "jobs": {"queue_sample_when_empty": False},
+            "gpio": {"relay": {"pin": 5}, "relay_idle_off_s": 3600}})
+        store = Store(tmp_path / "state" / "printnode.sqlite3").open()
+        node = Node(config, Clock(100.0))
+        jobs = node.add(Jobs(node, store))
+        printer = node.add(Printer(node, config.printer, store))
+        runner = node.add(JobRunner(node, config, store, jobs, printer, files_dir=tmp_path / "files", recheck_s=0.5))
+        gpio = node.add(Gpio(node, config.gpio, SimulatedGpio()))
+        power = node.add(PrinterPower(node, config.gpio, gpio, runner, printer))
+        await node.start()
+        try:
+            await wait_until(lambda: printer.ready, what="printer ready before any power on")
+            short = moves_gcode(tmp_path / "short.gcode", 5)
+            job = await runner.queue_file("short", short, "c" * 64, short.stat().st_size)
+            await wait_until(lambda: _state_is(jobs, job.id, JobState.COMPLETED), timeout_s=30, what="completed")
+            assert power.on and gpio.backend.read(5) == 1  # active-high module: high = on
+            assert power.switch_count == 1
+        finally:
+            await node.stop()
+            store.close()
+    asyncio.run(scenario())
