@@ -86,10 +86,10 @@ def test_sigkill_while_printing_keeps_the_store_whole_and_the_job_recoverable(tm
         for cycle in range(3):
             gcode = moves_gcode(tmp_path / f"long{cycle}.gcode", 3000)
             job = daemon.request({"cmd": "queue_add", "name": f"cycle {cycle}", "size_bytes": gcode.stat().st_size}, gcode)
-            wait_for(lambda: daemon.request({"cmd": "job_show", "job": job["id"]})["job"]["state"] == "printing",
-                     what="printing")
+            wait_for(lambda d=daemon, j=job["id"]: d.request({"cmd": "job_show", "job": j})["job"]["state"]
+                     == "printing", what="printing")
             if cycle == 0:  # once, let a checkpoint land before the cut
-                wait_for(lambda: read_store(db, "SELECT 1 FROM checkpoints WHERE job_id = ?", (job["id"],)),
+                wait_for(lambda j=job["id"]: read_store(db, "SELECT 1 FROM checkpoints WHERE job_id = ?", (j,)),
                          timeout_s=20, what="a checkpoint")
             else:
                 time.sleep(rng.uniform(0.2, 2.0))

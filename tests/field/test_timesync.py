@@ -42,8 +42,8 @@ def clear_sky_day(day: str, site: tuple[float, float], clock_ahead_s: float = 0.
     sun = location.get_solarposition(times)
     poa = pvlib.irradiance.get_total_irradiance(30, 180 if lat >= 0 else 0, sun["apparent_zenith"],
                                                 sun["azimuth"], sky["dni"], sky["ghi"], sky["dhi"])["poa_global"]
-    pv_w = (poa.fillna(0).clip(lower=0) * 1000 / 1000).to_numpy()
-    return [(t.timestamp() + clock_ahead_s, float(p)) for t, p in zip(times, pv_w)]
+    pv_w = poa.fillna(0).clip(lower=0).to_numpy()  # 1 kWp at STC: 1000 W/m² gives 1000 W
+    return [(t.timestamp() + clock_ahead_s, float(p)) for t, p in zip(times, pv_w, strict=True)]
 
 
 @pytest.mark.parametrize("ahead_s", [0.0, 2 * 3600.0, -5 * 3600.0, 40 * 60.0])
