@@ -70,7 +70,7 @@ def _transitions_contiguous(db: Path) -> bool:
 
 
 def test_sigkill_while_printing_keeps_the_store_whole_and_the_job_recoverable(tmp_path: Path) -> None:
-    """SIGKILL at random points of a print, three times; each restart finds an intact store.
+    """SIGKILL at random points of a print, ten times; each restart finds an intact store.
 
     What holds today: integrity_check ok, no record lost, the job that owned the printer is
     ``interrupted`` with its checkpoint kept.  Auto-resume (issue 3, ``printer.resume_interrupted``)
@@ -83,7 +83,7 @@ def test_sigkill_while_printing_keeps_the_store_whole_and_the_job_recoverable(tm
     known: dict[str, tuple[str, int]] = {}
     daemon = start_daemon(state, *sets)
     try:
-        for cycle in range(3):
+        for cycle in range(10):
             gcode = moves_gcode(tmp_path / f"long{cycle}.gcode", 3000)
             job = daemon.request({"cmd": "queue_add", "name": f"cycle {cycle}", "size_bytes": gcode.stat().st_size}, gcode)
             wait_for(lambda d=daemon, j=job["id"]: d.request({"cmd": "job_show", "job": j})["job"]["state"]
@@ -92,7 +92,7 @@ def test_sigkill_while_printing_keeps_the_store_whole_and_the_job_recoverable(tm
                 wait_for(lambda j=job["id"]: read_store(db, "SELECT 1 FROM checkpoints WHERE job_id = ?", (j,)),
                          timeout_s=20, what="a checkpoint")
             else:
-                time.sleep(rng.uniform(0.2, 2.0))
+                time.sleep(rng.uniform(0.05, 1.5))
             checkpoint_before = read_store(db, "SELECT byte_offset FROM checkpoints WHERE job_id = ?", (job["id"],))
             known = _job_rows(db)
             sigkill_tree(daemon.process.pid)

@@ -104,6 +104,19 @@ def test_no_pings_for_another_pid_and_status_reports_the_probe(daemon_factory, t
     assert any(m.startswith("READY=1") for _, m in sink.messages())
 
 
+def test_health_needs_a_recent_on_time_probe_and_a_store_answer() -> None:
+    from node.watchdog import assess, watchdog_interval_s
+
+    assert assess(100.0, 99.0, 98.0, loop_window_s=2.0, store_window_s=5.0).healthy
+    assert assess(100.0, 97.0, 99.0, loop_window_s=2.0, store_window_s=5.0).reason == "event loop lagging"
+    assert assess(100.0, 99.5, 90.0, loop_window_s=2.0, store_window_s=5.0).reason == "store thread not answering"
+    assert assess(100.0, None, None, loop_window_s=2.0, store_window_s=5.0).healthy is False
+    assert watchdog_interval_s({"WATCHDOG_USEC": "30000000"}, pid=7) == 15.0
+    assert watchdog_interval_s({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "8"}, pid=7) is None
+    assert watchdog_interval_s({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "7"}, pid=7) == 15.0
+    assert watchdog_interval_s({}, pid=7) is None and watchdog_interval_s({"WATCHDOG_USEC": "x"}, pid=7) is None
+
+
 def parse_native(datagram: bytes) -> dict[str, str]:
     """Decode one journal native-protocol datagram (both the KEY=value and the length-prefixed forms)."""
     fields: dict[str, str] = {}
