@@ -13,10 +13,10 @@ The job id comes from ``extra={"job_id": …}``, else the :data:`JOB_ID`
 context variable (set with :func:`job_context` around work on one job), else a
 message that starts ``job <id>`` (the runner's style).
 
-SD-card care: :class:`RateLimitFilter` lets ``burst`` records of one call site
-through per ``interval_s`` and then counts the rest, reporting the count once
-the window ends, so a printer that is off (relay open) and retried every ten
-seconds cannot fill the journal.
+SD-card care: :class:`RateLimitFilter` lets ``burst`` warnings (and worse) of
+one call site through per ``interval_s`` and then counts the rest, reporting
+the count once the window ends, so a printer that is off (relay open) and
+retried every ten seconds cannot fill the journal.
 """
 from __future__ import annotations
 
@@ -142,19 +142,24 @@ class RateLimitFilter(logging.Filter):
     """At most ``burst`` records per call site (logger, level, format string) every ``interval_s``.
 
     When a window with dropped records ends, the next record from that site
-    carries "(N similar messages suppressed)".  Warnings and errors are
-    limited too: a fault loop is exactly what floods a card.
+    carries "(N similar messages suppressed)".  Only records at ``min_level``
+    or above are limited (warnings by default): a fault loop retrying every
+    few seconds is what floods a card, while periodic info lines already have
+    their own configured cadence (``printer.progress_interval_s``).
     """
 
     def __init__(self, burst: int = 20, interval_s: float = 60.0,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic, min_level: int = logging.WARNING) -> None:
         super().__init__()
+        self.min_level = min_level
         self.burst = burst
         self.interval_s = interval_s
         self._monotonic = monotonic
         self._windows: dict[tuple[str, int, str], list[float | int]] = {}  # site -> [start, count, dropped]
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < self.min_level:
+            return True
         site = (record.name, record.levelno, str(record.msg))
         now = self._monotonic()
         window = self._windows.get(site)

@@ -49,11 +49,12 @@ def test_component_and_job_id_sources() -> None:
 def test_rate_limit_per_call_site_and_summary() -> None:
     now = [0.0]
     limit = RateLimitFilter(burst=3, interval_s=60, monotonic=lambda: now[0])
-    passed = [limit.filter(record("printer: %s", i)) for i in range(10)]
+    passed = [limit.filter(record("printer: %s", i, level=logging.WARNING)) for i in range(10)]
     assert passed == [True] * 3 + [False] * 7
-    assert limit.filter(record("another site")), "other call sites are not limited"
+    assert limit.filter(record("another site", level=logging.WARNING)), "other call sites are not limited"
+    assert all(limit.filter(record("job %s: progress", "j")) for _ in range(50)), "info keeps its own cadence"
     now[0] = 61.0
-    summary = record("printer: %s", "again")
+    summary = record("printer: %s", "again", level=logging.WARNING)
     assert limit.filter(summary) and "(7 similar messages suppressed)" in summary.getMessage()
 
 
