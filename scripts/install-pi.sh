@@ -97,6 +97,7 @@ state_dir = "$STATE_DIR"
 [printer]
 port = "auto"      # or /dev/serial/by-id/usb-...; \`printnode doctor\` lists what it finds
 profile = "ender3"
+progress_interval_s = 60.0   # one progress line a minute in the journal
 
 [gpio]
 backend = "rpi"
