@@ -27,6 +27,8 @@ from node.power.settings import TelemetrySection
 from node.power.site import SiteSection
 from node.section import Section
 
+from node.fieldconfig import GpioSection, StorageSection, TimeSection, WatchdogSection
+
 OVERRIDES_FILE = "overrides.toml"
 
 
@@ -108,6 +110,10 @@ class NodeConfig(Section):
     array: ArraySection = ArraySection()
     forecast: ForecastSection = ForecastSection()
     planner: PlannerSection = PlannerSection()
+    watchdog: WatchdogSection = WatchdogSection()  # node/watchdog.py
+    gpio: GpioSection = GpioSection()  # node/hw/
+    time: TimeSection = TimeSection()  # node/timesync.py
+    storage: StorageSection = StorageSection()  # node/storecare.py (SD-card care)
 
     @property
     def state_dir(self) -> Path:

@@ -26,6 +26,7 @@ from node import __version__
 from node.config import OVERRIDES_FILE, ConfigError, NodeConfig, write_override
 from node.jobs import ACTIVE_STATES, RUNNABLE_STATES, Job, Jobs, TransitionRefused
 from node.node import Component, Node
+from node.store import StoreFull
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +145,9 @@ class ControlServer(Component):
                 reply = Reply(ok=False, error=f"malformed request: {problems}")
             except (ControlError, TransitionRefused, KeyError, ValueError) as exc:
                 reply = Reply(ok=False, error=str(exc).strip("'\""))
+            except StoreFull as exc:  # nothing was written; everything already stored is intact
+                reply = Reply(ok=False, error=f"store full, request not saved: {exc} "
+                                              "(free disk space or raise storage.max_db_mb)")
             writer.write(reply.model_dump_json().encode() + b"\n")
             await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError) as exc:

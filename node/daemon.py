@@ -17,6 +17,7 @@ from node.config import NodeConfig
 from node.control import ControlServer
 from node.events import NodeLifecycle
 from node.gcode.service import AnalysisService
+from node.hw import add_gpio_components
 from node.jobs import Jobs
 from node.node import Node
 from node.power.planning import Planner
@@ -27,6 +28,9 @@ from node.profile import load_profile
 from node.runner import JobRunner
 from node.sdnotify import notify
 from node.store import Store
+from node.storecare import StoreCare
+from node.timesync import TimeSync, simulated_clock
+from node.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +44,15 @@ def build_node(config: NodeConfig, clock: Clock, store: Store) -> Node:
     """Wire the components in their start order."""
     node = Node(config, clock)
     profile = load_profile(config.printer.profile)
+    node.add(StoreCare(node, config.storage, store))  # WAL checkpoints, size cap (first: before writers)
+    timesync = node.add(TimeSync(node, config.time, simulated_clock(config)))  # may the planner trust the clock?
     jobs = node.add(Jobs(node, store))
     analysis = node.add(AnalysisService(node, config.analysis, store, profile, jobs=jobs))
     node.add(Telemetry(node, config.telemetry, store=store))
     planner = node.add(Planner(node, config.planner, site=config.site, array=config.array,
                                forecast=config.forecast, jobs=jobs, battery=config.battery.plant_params(),
-                               printer_profile=profile, energy_profile_for=analysis.energy_profile_for))
+                               printer_profile=profile, energy_profile_for=analysis.energy_profile_for,
+                               clock_problem=lambda: None if timesync.clock_synchronized else timesync.reason))
     if config.simulated and config.printer.virtual.autostart:
         node.add(VirtualPrinterProcess(node, config))
     printer = node.add(Printer(node, config.printer, store))
@@ -53,7 +60,9 @@ def build_node(config: NodeConfig, clock: Clock, store: Store) -> Node:
     if config.planner.enabled:
         runner.add_start_gate("energy", planner.start_gate)
         runner.set_job_chooser(planner.next_job_id)
+    add_gpio_components(node, config, runner, printer)  # after every other start gate: the relay's must be last
     node.add(ControlServer(node, config, jobs))
+    node.add(Watchdog(node, config.watchdog, store))  # last, so it pings only once all started
     return node
 
 

@@ -188,6 +188,20 @@ class JobAnalysed(Event):
     estimated_s: float
     energy_wh: float
     peak_w: float
+class ClockSync(Event):
+    """The node's trust in its wall clock changed, or the clock stepped (node/timesync.py).
+
+    ``synchronized`` false: the planner must not plan (a stale boot clock would
+    put the sun at the wrong hour).  ``jump_s`` is set when the wall clock
+    stepped by more than ``time.jump_threshold_s``.
+    """
+
+    t_s: float
+    synchronized: bool
+    source: str
+    reason: str
+    offset_s: float | None = None
+    jump_s: float | None = None
 
 
 EVENT_CATALOGUE: dict[str, type[Event]] = {
@@ -204,4 +218,5 @@ EVENT_CATALOGUE: dict[str, type[Event]] = {
     "plan_updated": PlanSummary,
     "energy_pause_requested": EnergyPauseRequested,
     "energy_resume_allowed": EnergyResumeAllowed,
+    "clock_sync": ClockSync,
 }

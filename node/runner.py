@@ -212,7 +212,7 @@ class JobRunner(Component):
                 self._idle.set()
             return False
         self._idle.clear()
-        if active or not self.printer.ready:
+        if active:
             return False
         chosen = self._chooser() if self._chooser else None
         job = next((j for j in runnable if j.id == chosen), runnable[0])
@@ -227,6 +227,9 @@ class JobRunner(Component):
             if not decision.allowed:
                 await self._park(job, JobState.WAITING_ENERGY, f"{name}: {decision.reason}")
                 return False
+        # after the gates: the last one (printer power, node/hw/relay.py) may switch the printer on
+        if not self.printer.ready:
+            return False
         await self._print(job)
         return True
 

@@ -17,4 +17,5 @@ COMMAND_MODULES = [
     "telemetry",
     "plan",
     "simulate",
+    "doctor",
 ]

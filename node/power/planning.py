@@ -109,7 +109,8 @@ class Planner(Component):
     def __init__(self, node: Node, config: PlannerSection, *, site: SiteSection, array: ArraySection,
                  forecast: ForecastSection, jobs: Jobs, battery: BatteryParams, printer_profile: PrinterProfile,
                  energy_profile_for: EnergyProfileSource, loads: LoadModel | None = None,
-                 forecaster: Forecaster = forecast_pv) -> None:
+                 forecaster: Forecaster = forecast_pv,
+                 clock_problem: Callable[[], str | None] | None = None) -> None:
         super().__init__(node, config)
         self.config: PlannerSection = config
         self.site = site
@@ -122,6 +123,9 @@ class Planner(Component):
         self.loads = loads or LoadModel(base_load_w=config.base_load_w,
                                         other_loads_w_by_hour=config.other_loads_w_by_hour)
         self.forecaster = forecaster
+        #: why the wall clock cannot be trusted (None: it can); plans made on a stale clock put
+        #: prints at the wrong hour of the sun, so the gate refuses to start any while it says so
+        self.clock_problem = clock_problem or (lambda: None)
         self.model = EnergyModel.from_params(battery)
         self.bias = BiasTracker(forecast.bias_halflife_h)
         self.cloud_forecast: CloudCoverForecast | None = None
@@ -159,7 +163,8 @@ class Planner(Component):
                 "forecast_stale": self._forecast_stale,
                 "next_start_s": summary.next_start_s if summary else None,
                 "planned": len(summary.planned) if summary else 0,
-                "waiting": len(summary.waiting) if summary else 0}
+                "waiting": len(summary.waiting) if summary else 0,
+                "clock_problem": self.clock_problem()}
 
     # --- inputs from outside ------------------------------------------------------------------
     def set_site(self, site: SiteSection) -> None:
@@ -204,6 +209,9 @@ class Planner(Component):
         """For ``JobRunner.add_start_gate("energy", planner.start_gate)``: may ``job`` start now?"""
         if not self.config.enabled:
             return GateDecision(True)
+        problem = self.clock_problem()
+        if problem is not None:
+            return GateDecision(False, f"clock not synchronised ({problem}): no energy plan on a wrong clock")
         if self.last_plan is None:
             await self.replan("start gate")
         current = self.last_plan

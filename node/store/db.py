@@ -39,7 +39,8 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     try:
         yield conn
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:  # SQLITE_FULL (and a few other errors) already rolled it back
+            conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
 
