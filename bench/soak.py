@@ -18,7 +18,6 @@ import json
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -29,24 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from node.control import ControlClient  # noqa: E402
+from node.store.db import integrity_check as integrity  # noqa: E402
+from node.store.db import read_from_outside as read  # noqa: E402
 
 SETS = ("jobs.queue_sample_when_empty=false", "clock.time_scale=200")
-
-
-def read(db: Path, sql: str, args: tuple = ()) -> list[tuple]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
-    try:
-        return conn.execute(sql, args).fetchall()
-    finally:
-        conn.close()
-
-
-def integrity(db: Path) -> str:
-    conn = sqlite3.connect(db, timeout=30)
-    try:
-        return conn.execute("PRAGMA integrity_check").fetchone()[0]
-    finally:
-        conn.close()
 
 
 def start(state: Path, log) -> tuple[subprocess.Popen[bytes], ControlClient]:

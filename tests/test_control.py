@@ -8,18 +8,10 @@ from pathlib import Path
 import pytest
 
 from node.control import ControlError
-from tests.conftest import stop_daemon, wait_for
+from tests.conftest import moves_gcode, stop_daemon, wait_for
 
 # the control API is under test here, not energy planning (tests/power cover the planner)
 SLOW = ("jobs.queue_sample_when_empty=false", "clock.time_scale=20", "planner.enabled=false")
-
-
-def moves_gcode(path: Path, moves: int, mm: float = 10.0, feed_mm_min: float = 600.0) -> Path:
-    """A job without heating: ``moves`` moves of ``mm`` each (1 s of sim time each by default)."""
-    lines = ["G28", "G90", f"G1 X0 Y0 F{feed_mm_min:g}"]
-    lines += [f"G1 X{mm * ((i + 1) % 2):g} Y{i * 0.01:.2f}" for i in range(moves)]
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def job_state(daemon, job_id: str) -> str:

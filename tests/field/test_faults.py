@@ -19,8 +19,10 @@ from node.control import ControlError
 from node.jobs import Jobs, JobState
 from node.node import Node
 from node.store import Store
-from tests.conftest import start_daemon, stop_daemon, wait_for
-from tests.field.faults import integrity, moves_gcode, read_store, sigkill_tree
+from node.store.db import integrity_check as integrity
+from node.store.db import read_from_outside as read_store
+from tests.conftest import moves_gcode, start_daemon, stop_daemon, wait_for
+from tests.field.faults import sigkill_tree
 
 # the store and the runner are under test here, not energy planning
 QUIET = ("jobs.queue_sample_when_empty=false", "planner.enabled=false")

@@ -28,7 +28,7 @@ from node.node import Node
 from node.printer.printer import Printer
 from node.runner import JobRunner
 from node.store import Store
-from tests.field.faults import moves_gcode
+from tests.conftest import moves_gcode
 
 
 @pytest.mark.parametrize("inputs, expected", [
