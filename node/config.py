@@ -23,7 +23,7 @@ from pydantic import Field, ValidationError, field_validator
 from node.gcode.settings import AnalysisSection
 from node.power.battery import BatterySection
 from node.power.planconfig import ArraySection, ForecastSection, PlannerSection
-from node.power.settings import TelemetrySection
+from node.power.settings import LowBatterySection, TelemetrySection
 from node.power.site import SiteSection
 from node.section import Section
 
@@ -106,6 +106,7 @@ class NodeConfig(Section):
     analysis: AnalysisSection = AnalysisSection()
     telemetry: TelemetrySection = TelemetrySection()
     battery: BatterySection = BatterySection()
+    low_battery: LowBatterySection = LowBatterySection()
     site: SiteSection = SiteSection()
     array: ArraySection = ArraySection()
     forecast: ForecastSection = ForecastSection()

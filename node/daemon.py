@@ -20,6 +20,7 @@ from node.gcode.service import AnalysisService
 from node.hw import add_gpio_components
 from node.jobs import Jobs
 from node.node import Node
+from node.power.guard import PowerGuard
 from node.power.planning import Planner
 from node.power.telemetry import Telemetry
 from node.printer.printer import Printer
@@ -60,6 +61,7 @@ def build_node(config: NodeConfig, clock: Clock, store: Store) -> Node:
     if config.planner.enabled:
         runner.add_start_gate("energy", planner.start_gate)
         runner.set_job_chooser(planner.next_job_id)
+    node.add(PowerGuard(node, config.low_battery, runner))
     add_gpio_components(node, config, runner, printer)  # after every other start gate: the relay's must be last
     node.add(ControlServer(node, config, jobs))
     node.add(Watchdog(node, config.watchdog, store))  # last, so it pings only once all started

@@ -1,7 +1,8 @@
-"""``[telemetry]``: which power source the daemon reads, how often, and what is plausible.
+"""Config sections of the power side: ``[telemetry]`` (which source, how often, what is plausible)
+and ``[low_battery]`` (what the node does when the battery runs low: :mod:`node.power.guard`).
 
-pvlib-free (the daemon imports it).  The battery bank is ``[battery]``
-(:mod:`node.power.battery`), the site ``[site]`` (:mod:`node.power.site`).
+pvlib-free (the daemon imports it).  The battery bank is ``[battery]`` (:mod:`node.power.battery`),
+the site ``[site]`` (:mod:`node.power.site`).
 """
 from __future__ import annotations
 
@@ -53,3 +54,18 @@ class TelemetrySection(_Strict):
     retry_max_s: float = Field(60.0, gt=0)
     store: bool = Field(True, description="keep the downsampled history in the store")
     simulated: SimulatedControllerSection = SimulatedControllerSection()
+
+
+class LowBatterySection(Section):
+    """``[low_battery]``: what the node does when the battery runs low."""
+
+    halt_at_node_lvd: bool = Field(True, description="power the Pi off at the node LVD, if a wake-up is certain")
+    wake: Literal["none", "load_output", "rtc"] = Field(
+        "none", description="what powers the Pi back on after a halt: 'load_output' (the controller's load "
+                            "output feeds the Pi and reconnects by itself), 'rtc' (Pi 5 wake alarm), 'none'")
+    rtc_wake_after_s: float = Field(3600.0, gt=60, description="with wake = 'rtc': wake up after this long")
+    rtc_wakealarm_path: str = Field("/sys/class/rtc/rtc0/wakealarm", description="the RTC's wake alarm file")
+    halt_command: list[str] = Field(["systemctl", "poweroff"], min_length=1,
+                                    description="how to halt (logind via polkit; see systemd/printnode-halt.rules)")
+    halt_delay_s: float = Field(30.0, ge=0, description="real seconds between the decision and the halt "
+                                                       "(checkpoint written, logs flushed)")
