@@ -3,7 +3,11 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-RUN_ARGS ?= --set clock.time_scale=60
+# make run: a simulated day at the default site, from before dawn, 2 simulated minutes a real second,
+# with four sample parts and the battery just above the planning reserve: the node waits for the sun,
+# then prints what the sun can carry (`printnode status` and `printnode plan --plot` work against it).
+RUN_ARGS ?= --set clock.time_scale=120 --set 'clock.start="05:00"' --set jobs.sample_jobs=4 \
+            --set telemetry.simulated.initial_soc=0.33
 
 .PHONY: build run test bench clean
 

@@ -47,7 +47,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(dir=ROOT / "bench") as tmp:
         state = Path(tmp) / "state"
         process = subprocess.Popen([sys.executable, "-m", "node", "run", "--state-dir", str(state),
-                                    "--set", "jobs.queue_sample_when_empty=false"],
+                                    "--set", "jobs.queue_sample_when_empty=false",
+                                    "--set", "clock.start='2026-06-21T19:00:00+00:00'"],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
         client = ControlClient(state / "control.sock", timeout_s=30)
         try:

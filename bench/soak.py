@@ -31,7 +31,8 @@ from node.control import ControlClient  # noqa: E402
 from node.store.db import integrity_check as integrity  # noqa: E402
 from node.store.db import read_from_outside as read  # noqa: E402
 
-SETS = ("jobs.queue_sample_when_empty=false", "clock.time_scale=200")
+# noon of a sunny day at the default site: on the wall clock, at night, the planner holds every print
+SETS = ("jobs.queue_sample_when_empty=false", "clock.time_scale=200", "clock.start='2026-06-21T19:00:00+00:00'")
 
 
 def start(state: Path, log) -> tuple[subprocess.Popen[bytes], ControlClient]:

@@ -12,6 +12,7 @@ Every error names the dotted key and why, e.g.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import tomllib
 from pathlib import Path
@@ -46,18 +47,18 @@ class NodeSection(Section):
 
 class ClockSection(Section):
     time_scale: float = Field(1.0, ge=0, le=100_000, description="sim seconds per real second; 0 = instant")
-    start: str = Field("now", description="'now' or an ISO 8601 UTC time the simulation starts at")
+    start: str = Field("now", description="'now', an ISO 8601 time, or 'HH:MM': today at that local time at [site]")
 
     @field_validator("start")
     @classmethod
     def _iso_or_now(cls, value: str) -> str:
-        if value != "now":
+        if value != "now" and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
             from datetime import datetime
 
             try:
                 datetime.fromisoformat(value)
             except ValueError as exc:
-                raise ValueError(f"not 'now' nor an ISO 8601 time: {exc}") from None
+                raise ValueError(f"not 'now', 'HH:MM' nor an ISO 8601 time: {exc}") from None
         return value
 
 
@@ -80,7 +81,8 @@ class PrinterSection(Section):
 
 
 class JobsSection(Section):
-    queue_sample_when_empty: bool = Field(True, description="queue the built-in sample job at start if nothing is pending")
+    queue_sample_when_empty: bool = Field(True, description="queue the built-in sample jobs at start if nothing is pending")
+    sample_jobs: int = Field(1, ge=1, le=20, description="how many (parts of growing size: a day's work for make run)")
     auto_plate_clear: bool | None = Field(None, description="confirm the plate clear by itself; default: only with the virtual printer")
     max_file_mb: float = Field(512.0, gt=0)
 

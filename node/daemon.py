@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from datetime import datetime
 
 from node.clock import Clock
@@ -36,9 +37,21 @@ from node.watchdog import Watchdog
 log = logging.getLogger(__name__)
 
 
+def clock_start_s(config: NodeConfig, now_s: float) -> float | None:
+    """``clock.start`` as POSIX seconds: None for 'now'; 'HH:MM' is today at that local time at [site]."""
+    value = config.clock.start
+    if value == "now":
+        return None
+    if len(value) == 5 and value[2] == ":":
+        from zoneinfo import ZoneInfo
+
+        local = datetime.fromtimestamp(now_s, tz=ZoneInfo(config.site.timezone))
+        return local.replace(hour=int(value[:2]), minute=int(value[3:]), second=0, microsecond=0).timestamp()
+    return datetime.fromisoformat(value).timestamp()
+
+
 def make_clock(config: NodeConfig) -> Clock:
-    start = None if config.clock.start == "now" else datetime.fromisoformat(config.clock.start).timestamp()
-    return Clock(time_scale=config.clock.time_scale, sim_start_s=start)
+    return Clock(time_scale=config.clock.time_scale, sim_start_s=clock_start_s(config, time.time()))
 
 
 def build_node(config: NodeConfig, clock: Clock, store: Store) -> Node:

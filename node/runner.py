@@ -59,6 +59,7 @@ class JobRunner(Component):
         self.plate_clear = True
         self._gates: list[tuple[str, StartGate]] = []
         self._chooser: JobChooser | None = None
+        self._waiting: dict[str, str] = {}  # job id -> why it waits now (the job tried first)
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._last_progress_log = 0.0
@@ -88,7 +89,8 @@ class JobRunner(Component):
         for job in await self.jobs.list(frozenset({JobState.PRINTING, JobState.PAUSED})):
             await self.jobs.transition(job.id, JobState.INTERRUPTED, "the node restarted while the job owned the printer")
         if self.config.queue_sample_when_empty and not await self.jobs.list(RUNNABLE_STATES | ACTIVE_STATES, limit=1):
-            await self.queue_sample()
+            for index in range(self.config.sample_jobs):
+                await self.queue_sample(index)
         for event in ("queue_changed", "plate_cleared"):
             self.node.register_event_handler(event, lambda _payload: self.wake())
         self.node.register_event_handler("printer_state", self._on_printer_state)
@@ -98,7 +100,7 @@ class JobRunner(Component):
         self.node.spawn(self._loop(), "job-runner")
 
     def status(self) -> dict[str, Any]:
-        return {"current_job": self.current_job_id, "plate_clear": self.plate_clear,
+        return {"current_job": self.current_job_id, "plate_clear": self.plate_clear, "waiting": self._waiting,
                 "idle": self._idle.is_set(), "gates": [name for name, _ in self._gates]}
 
     # --- queue operations (control API, sync) -----------------------------------------------
@@ -108,20 +110,22 @@ class JobRunner(Component):
         return await self.jobs.create(name, source, priority=priority, file_path=str(source_path),
                                       file_sha256=sha256, file_bytes=size_bytes)
 
-    async def queue_sample(self) -> Job:
+    async def queue_sample(self, index: int = 0) -> Job:
+        """Queue generated sample part ``index`` (0: the small tube; each next one taller and wider)."""
         import hashlib
 
-        from node.gcode.sample import SAMPLE_NAME, sample_gcode
+        from node.gcode.sample import sample_job
         from node.profile import load_profile
 
-        data = sample_gcode(load_profile(self.full_config.printer.profile)).encode()
+        name, text = sample_job(load_profile(self.full_config.printer.profile), index)
+        data = text.encode()
         sha = hashlib.sha256(data).hexdigest()
         path = self.files_dir / f"{sha}.gcode"
         if not path.exists():
             tmp = path.with_suffix(".tmp")
             tmp.write_bytes(data)
             tmp.replace(path)
-        job = await self.queue_file(SAMPLE_NAME, path, sha, len(data), source="sample")
+        job = await self.queue_file(name, path, sha, len(data), source="sample")
         log.info("queued the sample job %s (%d bytes)", job.id, len(data))
         return job
 
@@ -234,12 +238,17 @@ class JobRunner(Component):
         return True
 
     async def _park(self, job: Job, state: JobState, reason: str) -> None:
-        if job.state != state or job.reason != reason:
-            if job.state != state:
-                await self.jobs.transition(job.id, state, reason)
+        """Hold a job with the gate's reason: a transition when the state changes; the reason itself
+        (which moves as the forecast does) is kept in memory for ``status`` and logged only when it
+        changes, so a waiting node writes nothing to the SD card every recheck."""
+        if job.state != state:
+            await self.jobs.transition(job.id, state, reason)
+        if self._waiting.get(job.id) != reason:
+            self._waiting = {job.id: reason}
             log.info("job %s waits: %s", job.id, reason)
 
     async def _print(self, job: Job) -> None:
+        self._waiting = {}
         if job.file_path is None or not Path(job.file_path).exists():
             await self.jobs.transition(job.id, JobState.PRINTING, "starting")
             await self.jobs.transition(job.id, JobState.FAILED, "the job's file is missing from the store")

@@ -57,9 +57,16 @@ class Daemon:
         return self.log_path.read_text(errors="replace")
 
 
+#: test daemons start at noon of a sunny day at the default site (Tucson), not on the wall clock:
+#: at night the energy planner rightly holds every print until sunrise
+SUNNY_NOON = "clock.start='2026-06-21T19:00:00+00:00'"
+
+
 def start_daemon(state_dir: Path, *sets: str, extra_args: tuple[str, ...] = ()) -> Daemon:
     log_path = state_dir.parent / f"{state_dir.name}-daemon.log"
     args = [sys.executable, "-m", "node", "run", "--state-dir", str(state_dir), *extra_args]
+    if not any(item.startswith("clock.start=") for item in sets):
+        sets = (SUNNY_NOON, *sets)
     for item in sets:
         args += ["--set", item]
     process = subprocess.Popen(args, stdout=log_path.open("ab"), stderr=subprocess.STDOUT)

@@ -4,12 +4,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.conftest import SUNNY_NOON
+
 
 def test_run_until_idle_prints_the_sample_job(tmp_path: Path) -> None:
     state = tmp_path / "state"
     result = subprocess.run(
         [sys.executable, "-m", "node", "run", "--until-idle", "--timeout", "120", "--state-dir", str(state),
-         "--set", "clock.time_scale=300"], capture_output=True, text=True, timeout=180)
+         "--set", "clock.time_scale=300", "--set", SUNNY_NOON], capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr[-3000:]
     log = result.stderr
     assert "queued the sample job" in log and "100.0 %" in log and "completed: all lines executed" in log

@@ -107,8 +107,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"plate: {'clear' if runner.get('plate_clear') else 'occupied (run `printnode plate-cleared`)'}")
     jobs = report["jobs"]
     print(f"jobs pending: {len(jobs)}")
+    waiting = runner.get("waiting") or {}
     for job in jobs:
         print("  " + _job_line(job))
+        if job["id"] in waiting:
+            print(f"      waits: {waiting[job['id']]}")
     return 0
 
 

@@ -47,3 +47,13 @@ def sample_gcode(profile: PrinterProfile, layers: int = 40, size_mm: float = 20.
     lines += ["M107", "M104 S0", "M140 S0", "G91", "G1 Z10 F600", "G90",
               "G1 X0 Y%.1f F6000" % profile.bed_y_mm, "M84", "; end of sample job"]
     return "\n".join(lines) + "\n"
+
+
+def sample_job(profile: PrinterProfile, index: int = 0) -> tuple[str, str]:
+    """Sample part ``index`` as (name, G-code): 0 is the small tube, each next one taller and wider,
+    so a queue of them is a day's mix of short and long prints."""
+    if index == 0:
+        return SAMPLE_NAME, sample_gcode(profile)
+    size_mm, layers = min(20.0 + 15.0 * index, profile.bed_x_mm - 30), 40 * (1 + 2 * index)
+    return (f"sample-square-tube-{size_mm:.0f}mm-{layers}-layers.gcode",
+            sample_gcode(profile, layers=layers, size_mm=size_mm))
