@@ -73,6 +73,19 @@ class PrinterSection(Section):
     connect_timeout_s: float = Field(20.0, gt=0)
     reply_timeout_s: float = Field(30.0, gt=0, description="longest silence for an ordinary command")
     progress_interval_s: float = Field(2.0, gt=0, description="real seconds between progress logs")
+    max_commands: int = Field(4, ge=1, le=64, description="lines in flight: the firmware's command queue (BUFSIZE)")
+    rx_buffer_bytes: int = Field(128, ge=32, le=65536, description="bytes in flight: the firmware's RX buffer")
+    ping_pong: bool = Field(False, description="one line in flight (for firmware that mishandles a window)")
+    resend_has_ok: bool = Field(True, description="the firmware follows 'Resend:' with 'ok' (Marlin does)")
+    tickle_s: float = Field(3.0, gt=0, description="silence with lines in flight before the oldest is probed")
+    max_probes: int = Field(5, ge=1, le=100, description="unanswered probes before the job fails")
+    long_timeout_s: float = Field(900.0, gt=0, description="longest silence for G28/G29/M109/M190/M400/G4/M600")
+    max_consecutive_resends: int = Field(25, ge=1, description="refusals of one line before the job fails")
+    poll_interval_s: float = Field(2.0, gt=0, description="M105 polling when the firmware has no autoreport")
+    checkpoint_interval_s: float = Field(5.0, gt=0, description="real seconds between checkpoints while printing")
+    resume_rewind_moves: int = Field(24, ge=0, le=1000,
+                                     description="acknowledged lines resent on resume: planner depth + queue + margin")
+    auto_resume: bool = Field(False, description="resume an interrupted job on its own once the printer is back")
     virtual: VirtualPrinterSection = VirtualPrinterSection()
 
 
@@ -91,6 +104,9 @@ class ControlSection(Section):
     mode: int = Field(0o660, ge=0, le=0o777, description="socket permissions: the node's user and group")
 
 
+from node.printer.safety import SafetySection  # noqa: E402  (it does not import this module)
+
+
 class NodeConfig(Section):
     node: NodeSection = NodeSection()
     clock: ClockSection = ClockSection()
@@ -98,6 +114,7 @@ class NodeConfig(Section):
     jobs: JobsSection = JobsSection()
     store: StoreSection = StoreSection()
     control: ControlSection = ControlSection()
+    safety: SafetySection = SafetySection()
 
     @property
     def state_dir(self) -> Path:

@@ -38,7 +38,7 @@ def build_node(config: NodeConfig, clock: Clock, store: Store) -> Node:
     jobs = node.add(Jobs(node, store))
     if config.simulated and config.printer.virtual.autostart:
         node.add(VirtualPrinterProcess(node, config))
-    printer = node.add(Printer(node, config.printer, store))
+    printer = node.add(Printer(node, config.printer, store, config.safety))
     node.add(JobRunner(node, config, store, jobs, printer, files_dir=config.state_dir / "files"))  # type: ignore[arg-type]
     node.add(ControlServer(node, config, jobs))  # type: ignore[arg-type]
     return node

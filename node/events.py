@@ -99,6 +99,13 @@ class NodeLifecycle(Event):
     t_s: float
 
 
+class PrinterEmergency(Event):
+    """The host's thermal watchdog sent M112: whoever controls the printer's power cuts it now."""
+
+    t_s: float
+    reason: str
+
+
 EVENT_CATALOGUE: dict[str, type[Event]] = {
     "job_state_changed": JobStateChanged,
     "job_progress": JobProgress,
@@ -108,4 +115,5 @@ EVENT_CATALOGUE: dict[str, type[Event]] = {
     "queue_changed": QueueChanged,
     "telemetry_sample": TelemetrySample,
     "node_lifecycle": NodeLifecycle,
+    "printer_emergency": PrinterEmergency,
 }
