@@ -157,6 +157,12 @@ class PrinterWorker(threading.Thread):
         self._last_resend: int | None = None
         self._acked_at_resend = 0
         self._last_temps: TemperatureReport | None = None
+        self._hold_until = 0.0
+        self._probe_after_hold = False
+        # after a resend request, lines sent before it are still arriving and each one makes the
+        # firmware flush its receive buffer: wait until they have crossed the link (two buffers'
+        # worth of wire time, at least 20 ms) before resending, or the resent lines are flushed too
+        self._settle_s = max(0.02, 2 * self.settings.rx_buffer_bytes * 10 / max(baud, 1200))
         self.stop_after_one_job = False
 
     def _new_engine(self) -> streamcore.Sender:
@@ -310,6 +316,10 @@ class PrinterWorker(threading.Thread):
                 raise LinkClosed("the node is stopping")
 
     def _flush_out(self) -> None:
+        if self._hold_until:
+            if time.monotonic() < self._hold_until:
+                return
+            self._end_hold()
         out = self.engine.fill()
         if out:
             self.link.write_all(out)
@@ -324,17 +334,24 @@ class PrinterWorker(threading.Thread):
         if events:
             self._handle(events)
         if self.engine.probe_wanted:
+            self._hold_until = time.monotonic() + self._settle_s
+            self._probe_after_hold = True
+        return True
+
+    def _end_hold(self) -> None:
+        self._hold_until = 0.0
+        if self._probe_after_hold:
+            self._probe_after_hold = False
             probe = self.engine.probe()
             if probe:
                 self.link.write_all(probe)
-        return True
 
     def _check_timeouts(self, job_active: bool) -> None:
         now = time.monotonic()
         engine = self.engine
         if engine.inflight:
             silence_s = now - self._last_rx
-            limit_s = self.settings.tickle_s
+            limit_s = self.settings.tickle_s * (1 + self._probes)  # back off: each probe adds bytes
             if engine.long_in_flight():
                 limit_s = self.settings.long_timeout_s / max(1, self.settings.max_probes)
             if silence_s >= limit_s:
@@ -380,6 +397,7 @@ class PrinterWorker(threading.Thread):
                 log.debug("printer: %s", line.decode(errors="replace"))
 
     def _on_resend(self, number: int | None) -> None:
+        self._hold_until = time.monotonic() + self._settle_s
         if number is None:
             return
         if number == self._last_resend and self.engine.last_acked <= self._acked_at_resend:
@@ -457,6 +475,11 @@ class PrinterWorker(threading.Thread):
                     self._hold_while_paused(request, total)
                 if self._cancel.is_set() or self._stopping.is_set():
                     return self._stop_job(request, started, base_acked, base_resends)
+                if self._hold_until:
+                    if time.monotonic() < self._hold_until:
+                        self._pump(0.005)
+                        continue
+                    self._end_hold()
                 out = engine.fill()
                 if out:
                     link.write_all(out)
