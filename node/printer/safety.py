@@ -173,7 +173,7 @@ def check_lines(lines: Iterable[tuple[int, bytes | None]], config: SafetySection
             raise PolicyViolation(number, offset, text, why)
 
 
-def check_file(path: Path, config: SafetySection, chunk_bytes: int = 1 << 20) -> None:
+def check_file(path: Path, config: SafetySection, chunk_bytes: int = 64 * 1024) -> None:
     """Check a whole job file as a stream (flat memory); line numbers count commands, 1-based."""
     splitter = streamcore.LineSplitter()
     forbidden = forbidden_set(config)
@@ -186,11 +186,24 @@ def check_file(path: Path, config: SafetySection, chunk_bytes: int = 1 << 20) ->
             for offset, command in batch:
                 count += 1
                 if command is None:
-                    raise PolicyViolation(count, offset, "", "line longer than 4096 bytes")
+                    raise PolicyViolation(_line_of(path, offset), offset, "", "line longer than 4096 bytes")
                 if command[:1] in (b"M", b"m") and command.split(b" ", 1)[0].decode(errors="replace").upper() in heads:
                     text = command.decode("ascii", errors="replace")
                     why = check_command(text, config, forbidden)
                     if why is not None:
-                        raise PolicyViolation(count, offset, text, why)
+                        raise PolicyViolation(_line_of(path, offset), offset, text, why)
             if not chunk:
                 return
+
+
+def _line_of(path: Path, offset: int) -> int:
+    """1-based line number of the byte at ``offset`` (only computed for a refusal)."""
+    count = 1
+    with path.open("rb") as handle:
+        while offset > 0:
+            chunk = handle.read(min(1 << 16, offset))
+            if not chunk:
+                break
+            count += chunk.count(b"\n")
+            offset -= len(chunk)
+    return count

@@ -153,8 +153,7 @@ class VirtualPrinter:
         self._thermal_t_s = clock.time()
         self._last_report_wall = time.monotonic()
         self._silent_until = 0.0
-        self._baud_t0 = time.monotonic()
-        self._baud_bytes = 0
+        self._wire_free_at = 0.0
         self.disconnect_requested = threading.Event()
         self._pump: Callable[[], None] | None = None  # reads more input while blocked (set by serve_pty)
         self._command_log = open(command_log, "ab", buffering=0) if command_log else None  # noqa: SIM115
@@ -186,20 +185,21 @@ class VirtualPrinter:
             self._write(b"ok\n")
 
     # --- input ------------------------------------------------------------------------------
-    def input_allowance(self) -> int:
-        """How many bytes the emulated link has delivered but we have not taken yet (baud pacing)."""
+    def arrival_delay_s(self, size: int) -> float:
+        """Real seconds until ``size`` bytes just read have crossed the emulated link (0 without baud).
+
+        The wire is a queue: bytes start crossing when they were read or when the previous
+        ones finished, whichever is later, at ``baud / 10`` bytes per second (8N1).
+        """
         if self.baud <= 0:
-            return 1 << 20
-        elapsed = time.monotonic() - self._baud_t0
-        allowed = int(elapsed * self.baud / 10) - self._baud_bytes
-        if allowed > 4 * self.rx_buffer_bytes:  # an idle link does not bank capacity
-            self._baud_bytes += allowed - 4 * self.rx_buffer_bytes
-            allowed = 4 * self.rx_buffer_bytes
-        return allowed
+            return 0.0
+        now = time.monotonic()
+        start = max(now, self._wire_free_at)
+        self._wire_free_at = start + size * 10.0 / self.baud
+        return self._wire_free_at - now
 
     def feed(self, data: bytes) -> None:
         """Bytes off the wire into the receive buffer; what does not fit is lost, as on the board."""
-        self._baud_bytes += len(data)
         if b"M112" in data:  # EMERGENCY_PARSER: acted on as the bytes arrive
             self.halt("kill() called!")
         room = self.rx_buffer_bytes - len(self._rx)
@@ -625,11 +625,7 @@ def serve_pty(printer_factory: Callable[[Callable[[bytes], None]], VirtualPrinte
     write(FIRMWARE_BANNER)
 
     def read_some(timeout_s: float) -> bool:
-        """Take what the emulated link has delivered into the printer; False if nothing came."""
-        allowance = printer.input_allowance()
-        if allowance <= 0:
-            time.sleep(min(timeout_s, 0.0005))
-            return False
+        """Take what has crossed the (emulated) link into the printer; False if nothing came."""
         try:
             ready, _, _ = select.select([fds["master"]], [], [], timeout_s)
         except (OSError, ValueError):
@@ -638,13 +634,17 @@ def serve_pty(printer_factory: Callable[[Callable[[bytes], None]], VirtualPrinte
         if not ready:
             return False
         try:
-            data = os.read(fds["master"], min(allowance, 65536))
+            # at an emulated baud rate, small pieces: a line is usable once its last byte arrived
+            data = os.read(fds["master"], 16 if printer.baud > 0 else 65536)
         except BlockingIOError:
             return False
         except OSError:
             time.sleep(0.05)
             return False
         if data:
+            delay_s = printer.arrival_delay_s(len(data))
+            if delay_s > 0:
+                time.sleep(delay_s)
             printer.feed(data)
             return True
         return False
