@@ -146,7 +146,8 @@ class VirtualPrinter:
         self.halted = False
         self.autoreport_s = 0.0
         self._rx = bytearray()
-        self._queue: deque[bytes] = deque()
+        self._queue: deque[tuple[int, bytes]] = deque()  # (line number or -1, command)
+        self._current_number = -1
         self._planner: deque[tuple[bytes, float]] = deque()
         self._planner_cv = threading.Condition()
         self._stop = threading.Event()
@@ -173,14 +174,19 @@ class VirtualPrinter:
     def _reply(self, text: str) -> None:
         self._write(text.encode() + b"\n")
 
-    def _ok(self) -> None:
+    def _ok(self, number: int | None = None) -> None:
+        """``ok``; with ADVANCED_OK ``N`` is the acknowledged command's own line number (Marlin's ok_to_send)."""
         if self.faults.drop_ok and self._rng.random() < self.faults.drop_ok:
             self.counters.oks_dropped += 1
             return
         if self.advanced_ok:
             free_planner = self.planner_depth - len(self._planner)
             free_queue = self.command_queue - len(self._queue)
-            self._write(b"ok N%d P%d B%d\n" % (self.last_line, free_planner, free_queue))
+            number = self._current_number if number is None else number
+            if number >= 0:
+                self._write(b"ok N%d P%d B%d\n" % (number, free_planner, free_queue))
+            else:
+                self._write(b"ok P%d B%d\n" % (free_planner, free_queue))
         else:
             self._write(b"ok\n")
 
@@ -221,7 +227,8 @@ class VirtualPrinter:
             self._take_lines()
             if not self._queue:
                 return
-            self._execute(self._queue.popleft())
+            self._current_number, command = self._queue.popleft()
+            self._execute(command)
 
     def _take_lines(self) -> None:
         while len(self._queue) < self.command_queue:
@@ -235,9 +242,10 @@ class VirtualPrinter:
                 self.counters.corrupted_in += 1
             raw = raw.split(b";", 1)[0].strip(b"\r \t\0")
             if raw:
+                numbered = raw.startswith(b"N")
                 command = self._check_line(raw)
                 if command is not None:
-                    self._queue.append(command)
+                    self._queue.append((self.last_line if numbered else -1, command))
 
     def _check_line(self, raw: bytes) -> bytes | None:
         """Line number and checksum checks; the command, or None after an error reply."""
@@ -281,7 +289,7 @@ class VirtualPrinter:
             self.counters.line_number_errors += 1
         self._reply(message)
         self._reply(f"Resend: {self.last_line + 1}")
-        self._ok()
+        self._ok(-1)
         # Marlin's flush_and_request_resend(): what is already buffered is thrown away
         self.counters.flushed_bytes += len(self._rx)
         self._rx.clear()
