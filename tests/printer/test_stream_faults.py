@@ -30,7 +30,7 @@ def test_every_command_executed_exactly_once_in_order(tmp_path: Path, case: str)
     faults, printer_kwargs, settings_changes = CASES[case]
     job = write_job(tmp_path / "job.gcode", 1000)
     settings = dataclasses.replace(FAST, **settings_changes)
-    with virtual_printer(tmp_path, faults=faults, **printer_kwargs) as rig:
+    with virtual_printer(tmp_path, faults=dataclasses.replace(faults), **printer_kwargs) as rig:
         outcome, worker, _ = print_once(rig.path, tmp_path / "job.gcode", settings)
         counters = rig.printer.counters
         assert outcome.status == "completed", outcome.reason
