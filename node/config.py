@@ -71,6 +71,7 @@ class PrinterSection(Section):
     baud: int = Field(115200, gt=0)
     profile: str = Field("ender3", description="built-in profile name or path to a profile TOML")
     connect_timeout_s: float = Field(20.0, gt=0)
+    boot_wait_s: float = Field(2.0, ge=0, le=30, description="after opening: wait this long for a reset-on-open banner")
     reply_timeout_s: float = Field(30.0, gt=0, description="longest silence for an ordinary command")
     progress_interval_s: float = Field(2.0, gt=0, description="real seconds between progress logs")
     max_commands: int = Field(4, ge=1, le=64, description="lines in flight: the firmware's command queue (BUFSIZE)")

@@ -79,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
                            safety=config.safety)
     request = PrintRequest(job_id="cli", path=args.file)
     try:
-        worker._connect()  # opens the port exclusively: refused if the daemon holds it
+        worker._open()  # exclusively: refused if the daemon holds the port
+        worker._connect()
         usage_before = resource.getrusage(resource.RUSAGE_SELF)
         wall_before = time.monotonic()
         outcome = worker._stream(request)

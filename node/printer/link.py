@@ -12,6 +12,7 @@ import select
 import time
 
 import serial
+from termios import error as termios_error
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,15 @@ class SerialLink:
             self._serial.write(data)
         except (serial.SerialException, OSError) as exc:
             raise LinkClosed(f"write to {self.port} failed: {exc}") from exc
+
+    def drop_input(self) -> None:
+        """Forget bytes received before now (stale replies, an old boot banner)."""
+        self._buffer.clear()
+        if self._serial is not None:
+            try:
+                self._serial.reset_input_buffer()
+            except (serial.SerialException, OSError, termios_error) as exc:
+                raise LinkClosed(f"cannot flush {self.port}: {exc}") from exc
 
     def fileno(self) -> int:
         if self._serial is None:

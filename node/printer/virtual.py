@@ -155,6 +155,7 @@ class VirtualPrinter:
         self._last_report_wall = time.monotonic()
         self._silent_until = 0.0
         self._wire_free_at = 0.0
+        self._booting_until = 0.0
         self.disconnect_requested = threading.Event()
         self._pump: Callable[[], None] | None = None  # reads more input while blocked (set by serve_pty)
         self._command_log = open(command_log, "ab", buffering=0) if command_log else None  # noqa: SIM115
@@ -206,6 +207,8 @@ class VirtualPrinter:
 
     def feed(self, data: bytes) -> None:
         """Bytes off the wire into the receive buffer; what does not fit is lost, as on the board."""
+        if self._booting_until and time.monotonic() < self._booting_until:
+            return  # the bootloader does not listen
         if b"M112" in data:  # EMERGENCY_PARSER: acted on as the bytes arrive
             self.halt("kill() called!")
         room = self.rx_buffer_bytes - len(self._rx)
@@ -475,9 +478,14 @@ class VirtualPrinter:
             self._planner.clear()
             self._planner_cv.notify_all()
 
-    def reset(self) -> None:
-        """A reboot: everything in the receive buffer, queue and planner is lost; the banner again."""
+    def reset(self, boot_s: float = 0.0) -> None:
+        """A reboot: everything in the receive buffer, queue and planner is lost; the banner again.
+
+        ``boot_s``: real seconds of bootloader during which received bytes are lost.
+        """
         self.counters.resets += 1
+        if boot_s > 0:
+            self._booting_until = time.monotonic() + boot_s
         with self._planner_cv:
             self._planner.clear()
             self._planner_cv.notify_all()
@@ -489,6 +497,9 @@ class VirtualPrinter:
         self.hotend.target_c = self.bed.target_c = 0.0
         self.state = MachineState(z=self.state.z, e=0.0)
         self.state.homed = False
+        if boot_s > 0:
+            time.sleep(boot_s)
+            self._rx.clear()
         self._raw_write(FIRMWARE_BANNER)
 
     # --- time-driven parts ------------------------------------------------------------------
@@ -699,10 +710,9 @@ def serve_pty(printer_factory: Callable[[Callable[[bytes], None]], VirtualPrinte
             if printer.faults.reset_on_open:
                 now = _holders_of(os.ttyname(fds["slave"]) if "slave" in fds else path)
                 if now > holders:
-                    time.sleep(0.05)
-                    printer.reset()
+                    printer.reset(boot_s=0.3)
                 holders = now
-            time.sleep(0.05)
+            time.sleep(0.02)
 
     threads = [threading.Thread(target=fn, name=f"virtual-{fn.__name__}", daemon=True)
                for fn in (firmware, planner, thermal, dtr_watch)]

@@ -70,6 +70,7 @@ class StreamSettings:
     max_consecutive_resends: int = 25
     poll_interval_s: float = 2.0
     autoreport_interval_s: int = 2
+    boot_wait_s: float = 2.0
     checkpoint_interval_s: float = 5.0
     resend_has_ok: bool = True
 
@@ -195,27 +196,61 @@ class PrinterWorker(threading.Thread):
         backoff_s = 0.5
         while not self._stopping.is_set():
             try:
+                if not self.link.is_open:
+                    self._open()
                 self._connect()
                 backoff_s = 0.5
                 self._serve()
-            except (LinkClosed, PrinterFault, FirmwareReset) as exc:
+            except FirmwareReset as exc:
+                # keep the port open: closing and reopening it would reset a DTR board once more
+                self.connected.clear()
+                self.sink.on_state("error", str(exc))
+                log.warning("printer: %s; handshaking again", exc)
+                if self.stop_after_one_job:
+                    return
+            except (LinkClosed, PrinterFault) as exc:
                 self.connected.clear()
                 self.sink.on_state("disconnected" if isinstance(exc, LinkClosed) else "error", str(exc))
                 log.warning("printer: %s", exc)
                 self.link.close()
-                if self.stop_after_one_job and not self._requests.empty():
-                    pass
-                elif self.stop_after_one_job:
+                if self.stop_after_one_job:
                     return
                 self._stopping.wait(backoff_s)
                 backoff_s = min(backoff_s * 2, 10.0)
         self.link.close()
 
-    def _connect(self) -> None:
+    def _open(self) -> None:
+        """Open the port and let a board that resets on open (DTR) boot: wait for its banner.
+
+        Stale bytes from before the open are dropped; a board that does not reset stays silent
+        and costs ``boot_wait_s`` once per open.
+        """
         self.sink.on_state("connecting", self.link.configured_port)
         self.link.open()
+        self.link.drop_input()
+        deadline = time.monotonic() + self.settings.boot_wait_s
+        seen = b""
+        while time.monotonic() < deadline and not self._stopping.is_set():
+            seen = (seen + self.link.read_chunk(max(0.01, deadline - time.monotonic())))[-4096:]
+            if b"start\n" in seen or b"start\r\n" in seen:
+                self.link.read_chunk(0.05)  # the rest of the banner
+                break
+
+    def _connect(self) -> None:
+        """Handshake on the open port: probe with M110, M115 capabilities, M155 autoreport."""
         deadline = time.monotonic() + self.settings.connect_timeout_s
-        # Boards that reset on open print a banner (and ignore input while booting); others stay silent.
+        for attempt in range(4):
+            try:
+                self._handshake(deadline)
+                break
+            except FirmwareReset:
+                if attempt == 3:
+                    raise
+                log.info("printer rebooted during the handshake (reset on open): starting again")
+        self.connected.set()
+        self.sink.on_state("ready", self.link.port)
+
+    def _handshake(self, deadline: float) -> None:
         answered = False
         while time.monotonic() < deadline and not self._stopping.is_set():
             self.link.write_all(streamcore.frame(0, b"M110 N0"))
@@ -229,8 +264,10 @@ class PrinterWorker(threading.Thread):
         self._last_rx = time.monotonic()
         caps: list[str] = []
         self._collect = caps
-        self.command(b"M115")
-        self._collect = None
+        try:
+            self.command(b"M115")
+        finally:
+            self._collect = None
         capabilities = {}
         for line in caps:
             parts = line.split(":")
@@ -242,8 +279,6 @@ class PrinterWorker(threading.Thread):
         self.advanced_ok = capabilities.get("ADVANCED_OK", False)
         if self.autoreport:
             self.command(b"M155 S%d" % self.settings.autoreport_interval_s)
-        self.connected.set()
-        self.sink.on_state("ready", self.link.port)
 
     def _wait_plain_ok(self, timeout_s: float) -> bool:
         """During the connect probe: an ``ok`` arrived (banner lines and boot chatter are skipped)."""

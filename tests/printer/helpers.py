@@ -78,7 +78,7 @@ class RecordingSink:
         self.emergencies.append(reason)
 
 
-FAST = StreamSettings(tickle_s=0.3, max_probes=8, connect_timeout_s=10)
+FAST = StreamSettings(tickle_s=0.3, max_probes=8, connect_timeout_s=10, boot_wait_s=0.0)
 
 
 def print_once(port: str, job: Path, settings: StreamSettings = FAST, **worker_kwargs: object
@@ -87,6 +87,7 @@ def print_once(port: str, job: Path, settings: StreamSettings = FAST, **worker_k
     sink = RecordingSink()
     worker = PrinterWorker(port, 115200, sink, settings=settings, **worker_kwargs)  # type: ignore[arg-type]
     try:
+        worker._open()
         worker._connect()
         outcome = worker._stream(PrintRequest(job_id="test", path=job))
     finally:

@@ -34,6 +34,7 @@ def test_reset_mid_print_then_resume_completes_with_bounded_repeats(tmp_path: Pa
         sink = RecordingSink()
         worker = PrinterWorker(rig.path, 115200, sink, settings=dataclasses.replace(FAST, tickle_s=1.0),
                                rewind_moves=REWIND)
+        worker._open()
         worker._connect()
         request = PrintRequest(job_id="j", path=tmp_path / "job.gcode")
         with pytest.raises(FirmwareReset):
@@ -48,6 +49,7 @@ def test_reset_mid_print_then_resume_completes_with_bounded_repeats(tmp_path: Pa
         state = state_at(tmp_path / "job.gcode", checkpoint.resume_offset)
         assert not state.absolute_e and state.hotend_c == 200 and state.bed_c == 60
         worker.link.close()
+        worker._open()
         worker._connect()
         outcome = worker._stream(PrintRequest(job_id="j", path=tmp_path / "job.gcode",
                                               start_offset=checkpoint.resume_offset,
