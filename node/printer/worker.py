@@ -35,6 +35,7 @@ from node.clock import Clock
 from node.native import streamcore
 from node.printer.link import LinkClosed, SerialLink
 from node.printer.protocol import TemperatureReport
+from node.printer.resume import ModalState, state_at
 from node.printer.safety import SafetySection, ThermalViolation, ThermalWatchdog
 
 log = logging.getLogger(__name__)
@@ -583,12 +584,13 @@ class PrinterWorker(threading.Thread):
         self.sink.on_progress(request.job_id, checkpoint.byte_offset if checkpoint else request.start_offset,
                               total, engine.job_lines_acked)
         position = self._query_position()
+        modes = _modes_after(request.path, checkpoint.byte_offset) if checkpoint else None
         self._run_script(pause_script(position))
         self.sink.on_state("paused", request.job_id)
         while self._paused.is_set() and not self._cancel.is_set() and not self._stopping.is_set():
             self._idle()
         if not self._cancel.is_set() and not self._stopping.is_set():
-            self._run_script(unpause_script(position, self._last_temps))
+            self._run_script(unpause_script(position, self._last_temps, modes))
         self.sink.on_state("printing", request.job_id)
 
     def _query_position(self) -> dict[str, float]:
@@ -630,12 +632,26 @@ def pause_script(position: dict[str, float]) -> list[bytes]:
             b"G1 X0 Y0 F6000", b"M84 S0"]
 
 
-def unpause_script(position: dict[str, float], temps: TemperatureReport | None) -> list[bytes]:
-    """Back above the part, down, prime the retraction, restore E; modes restored by the caller's file."""
+def _modes_after(path: Path, line_offset: int) -> ModalState:
+    """The file's modes, feedrate and fan once the line at ``line_offset`` has run."""
+    with path.open("rb") as handle:
+        handle.seek(line_offset)
+        end = line_offset + len(handle.readline())
+    return state_at(path, end)
+
+
+def unpause_script(position: dict[str, float], temps: TemperatureReport | None,
+                   modes: ModalState | None = None) -> list[bytes]:
+    """Back above the part, down, prime the retraction, restore E, then the job's own modes."""
     script = []
     if temps is not None and temps.hotend_target_c > 0:
         script.append(b"M109 S%.0f" % temps.hotend_target_c)
     x, y, z, e = (position.get(k, 0.0) for k in ("X", "Y", "Z", "E"))
     script += [b"G90", b"G1 X%.3f Y%.3f F6000" % (x, y), b"G1 Z%.3f F600" % z, b"M83",
                b"G1 E%.2f F2400" % RETRACT_MM, b"G92 E%.5f" % e]
+    if modes is not None:  # G90/G91 set E's mode too (Marlin 2): M82/M83 after them
+        script += [b"G90" if modes.absolute_xyz else b"G91", b"M82" if modes.absolute_e else b"M83",
+                   b"G1 F%.0f" % modes.feedrate_mm_min]
+    else:
+        script.append(b"M82")
     return script

@@ -9,6 +9,7 @@ import pytest
 from node.printer.resume import resume_script, state_at
 from node.printer.virtual import Faults
 from node.printer.worker import FirmwareReset, PrinterWorker, PrintRequest
+from tests.conftest import wait_for
 from tests.printer.helpers import FAST, RecordingSink, job_lines, virtual_printer, write_job
 
 REWIND = 24
@@ -78,3 +79,31 @@ def test_state_at_follows_modes_positions_and_temperatures(tmp_path: Path) -> No
     script = resume_script(state)
     assert script.index(b"G91") < script.index(b"G1 Z0.200 F600") or b"G91" in script
     assert script[-2:] == (b"M106 S128", b"T1")
+
+
+def test_pause_parks_and_resume_restores_modes_without_losing_a_line(tmp_path: Path) -> None:
+    import threading
+
+    job = write_job(tmp_path / "job.gcode", 1500, header="G28\nG90\nM82\nG92 E0\n")
+    with virtual_printer(tmp_path, time_scale=300.0, planner_depth=16) as rig:
+        sink = RecordingSink()
+        worker = PrinterWorker(rig.path, 115200, sink, settings=FAST)
+        worker._open()
+        worker._connect()
+        request = PrintRequest(job_id="p", path=tmp_path / "job.gcode")
+        outcome: list[object] = []
+        thread = threading.Thread(target=lambda: outcome.append(worker._stream(request)))
+        thread.start()
+        wait_for(lambda: worker.engine.job_lines_acked > 300, what="300 lines acknowledged")
+        worker.pause()
+        wait_for(lambda: ("paused", "p") in sink.states, what="the pause script to run")
+        parked = (rig.printer.state.x, rig.printer.state.y, rig.printer.state.z)
+        rig.printer.state.absolute_e = False  # as if someone left it in M83 while paused
+        worker.resume()
+        thread.join(60)
+        assert parked[:2] == (0.0, 0.0) and parked[2] >= 10  # parked front left, lifted
+        assert outcome and outcome[0].status == "completed"  # type: ignore[attr-defined]
+        worker.link.close()
+        moves = [c for c in job if c.startswith(b"G1 X")]
+        assert job_lines(rig.log, moves) == moves
+        assert rig.printer.state.absolute_e  # M82 restored after the relative-E prime
