@@ -5,7 +5,7 @@ Python hands it whole chunks of a job file and gets back cleaned commands with
 their byte offsets, and frames each command as ``N<n> <cmd>*<xor>\\n`` for the
 Marlin host protocol.  Nothing here is called per character from Python.
 """
-from libc.string cimport memchr
+from libc.string cimport memchr, memcpy
 
 
 cpdef int checksum(bytes data):
@@ -19,10 +19,67 @@ cpdef int checksum(bytes data):
     return x
 
 
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from libc.stdlib cimport malloc as _malloc, free as _free
+
+
+cdef inline Py_ssize_t _put_int(char* out, long long value):
+    """Decimal digits of ``value`` at ``out``; returns how many were written."""
+    cdef char tmp[24]
+    cdef Py_ssize_t n = 0, i
+    cdef bint negative = value < 0
+    cdef unsigned long long v = -value if negative else value
+    if v == 0:
+        tmp[0] = 48
+        n = 1
+    while v:
+        tmp[n] = 48 + (v % 10)
+        v //= 10
+        n += 1
+    i = 0
+    if negative:
+        out[0] = 45
+        i = 1
+    while n:
+        n -= 1
+        out[i] = tmp[n]
+        i += 1
+    return i
+
+
 cpdef bytes frame(long long line_number, bytes command):
-    """``N<line> <command>*<checksum>\\n``, the checksum covering everything before ``*``."""
-    cdef bytes body = b"N%d %s" % (line_number, command)
-    return b"%s*%d\n" % (body, checksum(body))
+    """``N<line> <command>*<checksum>\\n``, the checksum covering everything before ``*``.
+
+    Built in one C buffer: this runs once per line sent.
+    """
+    cdef Py_ssize_t n = len(command)
+    cdef const char* src = command
+    cdef char stack[160]
+    cdef char* buf = stack
+    cdef Py_ssize_t k, i
+    cdef unsigned char x = 0
+    if n + 48 > 160:
+        buf = <char*>_malloc(n + 48)
+        if buf == NULL:
+            raise MemoryError()
+    buf[0] = 78  # 'N'
+    k = 1 + _put_int(buf + 1, line_number)
+    buf[k] = 32
+    k += 1
+    memcpy(buf + k, src, n)
+    k += n
+    for i in range(k):
+        x ^= <unsigned char>buf[i]
+    buf[k] = 42  # '*'
+    k += 1
+    k += _put_int(buf + k, x)
+    buf[k] = 10
+    k += 1
+    try:
+        return PyBytes_FromStringAndSize(buf, k)
+    finally:
+        if buf != stack:
+            _free(buf)
 
 
 cpdef bytes clean(bytes raw):
@@ -160,6 +217,23 @@ _FATAL[6] = b"thermal malfunction"
 
 #: commands that legitimately keep the printer silent for minutes
 LONG_HEADS = (b"G28", b"G29", b"M109", b"M190", b"M400", b"G4", b"M600", b"M303", b"M191")
+
+
+cdef bint _is_long(bytes command):
+    """G28 G29 G4 M109 M190 M191 M400 M600 M303: commands that keep the firmware silent for long."""
+    cdef const unsigned char* p = command
+    cdef Py_ssize_t n = len(command), k = 1
+    cdef long long number = 0
+    if n < 2 or (p[0] != 71 and p[0] != 77):  # 'G' 'M'
+        return False
+    while k < n and 48 <= p[k] <= 57 and k < 6:
+        number = number * 10 + (p[k] - 48)
+        k += 1
+    if k == 1 or (k < n and p[k] != 32 and p[k] != 9):
+        return False
+    if p[0] == 71:
+        return number == 28 or number == 29 or number == 4
+    return number == 109 or number == 190 or number == 191 or number == 400 or number == 600 or number == 303
 
 
 cdef inline bint _starts(const unsigned char* p, Py_ssize_t n, const char* prefix, Py_ssize_t k):
@@ -451,10 +525,9 @@ cdef class Sender:
         cdef long long number = self.next_number
         cdef bytes framed = frame(number, command)
         cdef Py_ssize_t slot = number & (self.ring_size - 1)
-        cdef bytes head = command.split(b" ", 1)[0]
         self._frames[slot] = framed
         self._offsets[slot] = offset
-        self._long[slot] = head in LONG_HEADS
+        self._long[slot] = _is_long(command)
         self.next_number += 1
         return framed
 

@@ -35,7 +35,8 @@ def stream_settings(config: PrinterSection, ping_pong: bool = False) -> StreamSe
         reply_timeout_s=config.reply_timeout_s, long_timeout_s=config.long_timeout_s, tickle_s=config.tickle_s,
         max_probes=config.max_probes, max_consecutive_resends=config.max_consecutive_resends,
         poll_interval_s=config.poll_interval_s, checkpoint_interval_s=config.checkpoint_interval_s,
-        resend_has_ok=config.resend_has_ok, boot_wait_s=config.boot_wait_s)
+        resend_has_ok=config.resend_has_ok, boot_wait_s=config.boot_wait_s,
+        coalesce_s=config.coalesce_s)
 
 log = logging.getLogger(__name__)
 

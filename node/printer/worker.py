@@ -72,6 +72,7 @@ class StreamSettings:
     poll_interval_s: float = 2.0
     autoreport_interval_s: int = 2
     boot_wait_s: float = 2.0
+    coalesce_s: float = 0.0
     checkpoint_interval_s: float = 5.0
     resend_has_ok: bool = True
 
@@ -495,6 +496,9 @@ class PrinterWorker(threading.Thread):
         splitter = streamcore.LineSplitter(request.start_offset)
         last_checkpoint = last_progress = time.monotonic()
         tickle_s = self.settings.tickle_s
+        coalesce_s = self.settings.coalesce_s
+        low_water_bytes = 0 if self.settings.ping_pong else self.settings.rx_buffer_bytes // 2
+        sleep = time.sleep
         link = self.link
         with request.path.open("rb") as handle:
             handle.seek(request.start_offset)
@@ -516,7 +520,10 @@ class PrinterWorker(threading.Thread):
                         self._pump(0.005)
                         continue
                     self._end_hold()
-                out = engine.fill()
+                # refill once half the window is free: two lines per write instead of one (each
+                # write to the port is the costliest call of the loop); the other half keeps the
+                # firmware busy meanwhile
+                out = engine.fill() if engine.inflight_bytes <= low_water_bytes else b""
                 if out:
                     link.write_all(out)
                 elif engine.bad_offset >= 0 and engine.inflight == 0:
@@ -530,6 +537,10 @@ class PrinterWorker(threading.Thread):
                     break
                 if not self._pump(tickle_s if engine.inflight else 0.05):
                     self._check_timeouts(job_active=True)
+                elif coalesce_s and engine.inflight > 1:
+                    # let a few more replies gather: one wake-up per several lines instead of per line
+                    # (the window in flight keeps the firmware busy meanwhile)
+                    sleep(coalesce_s)
                 now = time.monotonic()
                 if now - last_progress >= 0.5:
                     last_progress = now
