@@ -140,10 +140,11 @@ def big_file(size_mb: int) -> Path:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--peer-lines", type=int, default=6000, help="commands per file for printcore")
+    parser.add_argument("--peer-lines", type=int, default=12000, help="commands per file for printcore")
     parser.add_argument("--baud-lines", type=int, default=1500, help="commands per baud-rate run")
     parser.add_argument("--big-mb", type=int, default=200)
     parser.add_argument("--quick", action="store_true", help="three files, smaller runs, 20 MB 'big' file")
+    parser.add_argument("--parts", default="abc", help="which parts to run (a, b, c)")
     args = parser.parse_args()
     OUT.mkdir(exist_ok=True)
     files = sorted(GCODE_DIR.glob("*.gcode"))
@@ -152,6 +153,17 @@ def main() -> int:
     peer = ensure_peer()
     results: dict = {"instant": [], "baud": [], "rss": []}
 
+    if "a" in args.parts:
+        part_a(args, files, peer, results)
+    if "b" in args.parts:
+        part_b(args, files, peer, results)
+    if "c" in args.parts:
+        part_c(args, files, results)
+    (OUT / f"stream-{args.parts}.json").write_text(json.dumps(results, indent=1))
+    return 0
+
+
+def part_a(args: argparse.Namespace, files: list[Path], peer: Path, results: dict) -> None:
     print("## (a) instant mode: virtual printer at time scale 0, Marlin buffers (BUFSIZE 4, RX 128 B)\n")
     print("| file | lines | printcore lines/s | printcore µs/line | ours lines/s (same lines) | ours µs/line "
           "| speed-up | CPU ratio | ours lines/s (whole file) | ours µs/line (whole file) |")
@@ -169,6 +181,9 @@ def main() -> int:
               f"| 1/{theirs['cpu_us_per_line'] / ours['cpu_us_per_line']:.0f} "
               f"| {whole['lines_per_s']:.0f} | {whole['cpu_us_per_line']:.1f} |", flush=True)
 
+
+
+def part_b(args: argparse.Namespace, files: list[Path], peer: Path, results: dict) -> None:
     print("\n## (b) emulated link rate: share of the link's line capacity\n")
     print("| baud | file | mean framed bytes | capacity lines/s | ours lines/s | ours % | printcore lines/s "
           "| printcore % |")
@@ -186,6 +201,9 @@ def main() -> int:
               f"| {100 * ours['lines_per_s'] / capacity:.1f} % | {theirs['lines_per_s']:.0f} "
               f"| {100 * theirs['lines_per_s'] / capacity:.1f} % |", flush=True)
 
+
+
+def part_c(args: argparse.Namespace, files: list[Path], results: dict) -> None:
     print("\n## (c) peak RSS of `printnode print`\n")
     print("| file | size MB | lines | peak RSS MB | lines/s |")
     print("|---|---:|---:|---:|---:|")
@@ -195,8 +213,6 @@ def main() -> int:
         results["rss"].append({"file": path.name, "bytes": path.stat().st_size, **ours})
         print(f"| {path.name} | {path.stat().st_size / 1e6:.1f} | {ours['lines']} | {ours['max_rss_mb']:.1f} "
               f"| {ours['lines_per_s']:.0f} |", flush=True)
-    (OUT / "stream.json").write_text(json.dumps(results, indent=1))
-    return 0
 
 
 if __name__ == "__main__":

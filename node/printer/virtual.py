@@ -201,7 +201,9 @@ class VirtualPrinter:
         if self.baud <= 0:
             return 0.0
         now = time.monotonic()
-        start = max(now, self._wire_free_at)
+        # bytes read less than half a millisecond after the previous ones finished were already
+        # waiting (our sleep overshot): the wire was busy, not idle, so no gap is counted
+        start = self._wire_free_at if now - self._wire_free_at < 0.0005 else now
         self._wire_free_at = start + size * 10.0 / self.baud
         return self._wire_free_at - now
 
