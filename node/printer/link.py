@@ -129,6 +129,11 @@ class SerialLink:
             raise LinkClosed(f"{self.port} closed (end of file)")
         return data
 
+    def streaming_mode(self, timeout_s: float) -> StreamingReads:
+        """Reads that block in the kernel for up to ``timeout_s`` (termios VMIN 0 / VTIME): select and
+        read in one system call, the streaming loop's cheapest way to wait for the printer."""
+        return StreamingReads(self, timeout_s)
+
     def write_all(self, data: bytes) -> None:
         """Write everything, waiting for room; raw fd writes (pyserial's per-call overhead is the hot path)."""
         fd = self.fileno()
@@ -166,3 +171,53 @@ class SerialLink:
                 raise LinkClosed(f"read from {self.port} failed: {exc}") from exc
             if chunk:
                 self._buffer += chunk
+
+
+class StreamingReads:
+    """Context manager: the port's fd blocking with a termios read timeout (0.1 s granularity)."""
+
+    def __init__(self, link: SerialLink, timeout_s: float) -> None:
+        self.link = link
+        self.fd = link.fileno()
+        self.deciseconds = max(1, min(255, round(timeout_s * 10)))
+        self._saved: list | None = None
+
+    def __enter__(self) -> StreamingReads:
+        import termios
+
+        try:
+            self._saved = termios.tcgetattr(self.fd)
+            attrs = termios.tcgetattr(self.fd)
+            attrs[6][termios.VMIN] = 0
+            attrs[6][termios.VTIME] = self.deciseconds
+            termios.tcsetattr(self.fd, termios.TCSANOW, attrs)
+            os.set_blocking(self.fd, True)
+        except (OSError, termios.error) as exc:
+            raise LinkClosed(f"cannot configure {self.link.port}: {exc}") from exc
+        return self
+
+    def read(self) -> bytes:
+        """Whatever arrived, or b'' after the timeout with nothing (a hang-up raises LinkClosed)."""
+        try:
+            data = os.read(self.fd, 65536)
+        except OSError as exc:
+            raise LinkClosed(f"read from {self.link.port} failed: {exc}") from exc
+        if not data:
+            ready, _, _ = select.select([self.fd], [], [], 0)
+            if ready:
+                try:
+                    if not os.read(self.fd, 65536):
+                        raise LinkClosed(f"{self.link.port} closed (end of file)")
+                except OSError as exc:
+                    raise LinkClosed(f"read from {self.link.port} failed: {exc}") from exc
+        return data
+
+    def __exit__(self, *exc: object) -> None:
+        import termios
+
+        try:
+            os.set_blocking(self.fd, False)
+            if self._saved is not None:
+                termios.tcsetattr(self.fd, termios.TCSANOW, self._saved)
+        except (OSError, termios.error):
+            pass

@@ -497,10 +497,10 @@ class PrinterWorker(threading.Thread):
         last_checkpoint = last_progress = time.monotonic()
         tickle_s = self.settings.tickle_s
         coalesce_s = self.settings.coalesce_s
-        low_water_bytes = 0 if self.settings.ping_pong else self.settings.rx_buffer_bytes // 2
+        low_water_bytes = 0 if self.settings.ping_pong else self.settings.rx_buffer_bytes * 3 // 4
         sleep = time.sleep
         link = self.link
-        with request.path.open("rb") as handle:
+        with request.path.open("rb") as handle, link.streaming_mode(0.1) as reads:
             handle.seek(request.start_offset)
             file_done = False
             while True:
@@ -535,9 +535,19 @@ class PrinterWorker(threading.Thread):
                                         time.monotonic() - started, self.checkpoint(request))
                 if file_done and engine.pending == 0 and engine.inflight == 0:
                     break
-                if not self._pump(tickle_s if engine.inflight else 0.05):
+                data = reads.read()  # blocks in the kernel until bytes arrive or 0.1 s passes
+                if data:
+                    self._last_rx = time.monotonic()
+                    self._probes = 0
+                    events = engine.receive(data)
+                    if events:
+                        self._handle(events)
+                    if engine.probe_wanted:
+                        self._hold_until = time.monotonic() + self._settle_s
+                        self._probe_after_hold = True
+                else:
                     self._check_timeouts(job_active=True)
-                elif coalesce_s and engine.inflight > 1:
+                if coalesce_s and engine.inflight > 1:
                     # let a few more replies gather: one wake-up per several lines instead of per line
                     # (the window in flight keeps the firmware busy meanwhile)
                     sleep(coalesce_s)
