@@ -667,12 +667,20 @@ cdef class Sender:
             self.probe_wanted = True
             return None
         if number - 1 < self.acked:
+            if self.acked - (number - 1) > self.max_commands + 2:
+                # far more than a miscounted window: not a lost ok but a renumbered firmware
+                self.probe_wanted = True
+                return None
             self._unack_to(number - 1)  # an ok was counted that the firmware never sent for us
         elif number - 1 > self.acked:
             self._ack_to(number - 1)
         self._jump = -1
         if self.sent_upto < number:
             return None  # already rewound to here: a line sent before the rewind, refused again
+        if stale and number == self._last_resend and self.acked == number - 1:
+            # a line sent before our rewind arrived after it and was refused for its number:
+            # the resent lines are behind it on the wire; rewinding again would only repeat them
+            return None
         self._last_resend = number
         self.resends += 1
         self.sent_upto = number - 1
@@ -743,7 +751,10 @@ cdef class Sender:
             elif m == 4 and memcmp(p + i, b"wait", 4) == 0:
                 events.append((EV_WAIT, data[i:end], None))
             elif m == 5 and memcmp(p + i, b"start", 5) == 0:
+                # the firmware rebooted: what follows answers a printer that forgot everything
+                # (its line number is 0); nothing after it may move the counters
                 events.append((EV_START, data[i:end], None))
+                break
             elif _starts(p + i, m, b"//action:", 9):
                 events.append((EV_ACTION, data[i:end], data[i + 9:end].strip().split(b" ", 1)[0]))
             elif _starts(p + i, m, b"Cap:", 4):
