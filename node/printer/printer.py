@@ -145,6 +145,7 @@ class Printer(Component):
             "detail": self.state_detail,
             "temperatures": None if self.temperatures is None else self.temperatures.model_dump(),
             "progress": None if self.progress is None else self.progress.model_dump(),
+            "link": None if self.worker is None else self.worker.link_report(),
         }
 
     # --- worker reports, in order -----------------------------------------------------------

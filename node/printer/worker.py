@@ -193,6 +193,14 @@ class PrinterWorker(threading.Thread):
         self._stopping.set()
         self._cancel.set()
 
+    def link_report(self) -> dict[str, object]:
+        """Counters for ``printnode status`` (read from another thread: plain ints, no locking needed)."""
+        engine = self.engine
+        return {"firmware": self.firmware, "advanced_ok": self.advanced_ok or engine.advanced_ok_seen,
+                "autoreport": self.autoreport, "lines_acked": engine.lines_acked, "resends": engine.resends,
+                "garbled_oks": engine.garbled_oks, "inflight": engine.inflight,
+                "planner_free": engine.planner_free, "queue_free": engine.queue_free}
+
     # --- thread -----------------------------------------------------------------------------
     def run(self) -> None:
         backoff_s = 0.5
