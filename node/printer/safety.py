@@ -40,7 +40,7 @@ class SafetySection(BaseModel):
     confirmations: int = Field(2, ge=1, le=10,
                                description="consecutive over-temperature reports needed (a garbled digit is not a fire)")
     forbidden_commands: list[str] = Field(
-        default_factory=lambda: ["M997", "M500", "M501", "M502", "M504", "M503", "M928", "M30", "M112", "M999",
+        default_factory=lambda: ["M997", "M500", "M501", "M502", "M504", "M928", "M30", "M112", "M999",
                                  "M0", "M1", "M303"],
         description="commands a job may never contain")
     extra_forbidden_commands: list[str] = Field(default_factory=list, description="added to forbidden_commands")
