@@ -5,7 +5,7 @@ Python hands it whole chunks of a job file and gets back cleaned commands with
 their byte offsets, and frames each command as ``N<n> <cmd>*<xor>\\n`` for the
 Marlin host protocol.  Nothing here is called per character from Python.
 """
-from libc.string cimport memchr
+from libc.string cimport memchr, memcpy
 
 
 cpdef int checksum(bytes data):
@@ -19,10 +19,67 @@ cpdef int checksum(bytes data):
     return x
 
 
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from libc.stdlib cimport malloc as _malloc, free as _free
+
+
+cdef inline Py_ssize_t _put_int(char* out, long long value):
+    """Decimal digits of ``value`` at ``out``; returns how many were written."""
+    cdef char tmp[24]
+    cdef Py_ssize_t n = 0, i
+    cdef bint negative = value < 0
+    cdef unsigned long long v = -value if negative else value
+    if v == 0:
+        tmp[0] = 48
+        n = 1
+    while v:
+        tmp[n] = 48 + (v % 10)
+        v //= 10
+        n += 1
+    i = 0
+    if negative:
+        out[0] = 45
+        i = 1
+    while n:
+        n -= 1
+        out[i] = tmp[n]
+        i += 1
+    return i
+
+
 cpdef bytes frame(long long line_number, bytes command):
-    """``N<line> <command>*<checksum>\\n``, the checksum covering everything before ``*``."""
-    cdef bytes body = b"N%d %s" % (line_number, command)
-    return b"%s*%d\n" % (body, checksum(body))
+    """``N<line> <command>*<checksum>\\n``, the checksum covering everything before ``*``.
+
+    Built in one C buffer: this runs once per line sent.
+    """
+    cdef Py_ssize_t n = len(command)
+    cdef const char* src = command
+    cdef char stack[160]
+    cdef char* buf = stack
+    cdef Py_ssize_t k, i
+    cdef unsigned char x = 0
+    if n + 48 > 160:
+        buf = <char*>_malloc(n + 48)
+        if buf == NULL:
+            raise MemoryError()
+    buf[0] = 78  # 'N'
+    k = 1 + _put_int(buf + 1, line_number)
+    buf[k] = 32
+    k += 1
+    memcpy(buf + k, src, n)
+    k += n
+    for i in range(k):
+        x ^= <unsigned char>buf[i]
+    buf[k] = 42  # '*'
+    k += 1
+    k += _put_int(buf + k, x)
+    buf[k] = 10
+    k += 1
+    try:
+        return PyBytes_FromStringAndSize(buf, k)
+    finally:
+        if buf != stack:
+            _free(buf)
 
 
 cpdef bytes clean(bytes raw):
@@ -120,3 +177,597 @@ cdef class LineSplitter:
         self._overlong = False
         self._pending_offset = self._offset
         return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The send window: replies in, bytes to write and events out.
+#
+# Marlin facts this relies on (Marlin 2.x src/gcode/queue.cpp, docs at marlinfw.org "G-code
+# host protocol"): every numbered line is answered by exactly one ``ok`` (an errored line by
+# ``Error:... Last Line: k``, ``Resend: k+1``, ``ok``), except lines the firmware flushed from
+# its receive buffer after an error, which get no answer at all; with ADVANCED_OK the ``ok``
+# carries ``N<last line> P<free planner slots> B<free command slots>``.  A line the firmware
+# has already seen (N <= last line) is refused with ``Resend: last+1``: that is how a probe
+# learns the truth after a lost ``ok``.
+# ---------------------------------------------------------------------------------------------
+from libc.stdlib cimport malloc, free, strtod, strtoll
+from libc.string cimport memcmp
+
+# event kinds (ints so the hot path builds no strings)
+EV_TEMPERATURE = 1
+EV_ERROR = 2
+EV_FATAL = 3
+EV_START = 4
+EV_ACTION = 5
+EV_CAPABILITY = 6
+EV_FIRMWARE = 7
+EV_OTHER = 8
+EV_RESEND = 9
+EV_BUSY = 10
+EV_WAIT = 11
+
+cdef const char* _FATAL[7]
+_FATAL[0] = b"halted"
+_FATAL[1] = b"kill"
+_FATAL[2] = b"thermal runaway"
+_FATAL[3] = b"mintemp"
+_FATAL[4] = b"maxtemp"
+_FATAL[5] = b"heating failed"
+_FATAL[6] = b"thermal malfunction"
+
+#: commands that legitimately keep the printer silent for minutes
+LONG_HEADS = (b"G28", b"G29", b"M109", b"M190", b"M400", b"G4", b"M600", b"M303", b"M191")
+
+
+cdef bint _is_long(bytes command):
+    """G28 G29 G4 M109 M190 M191 M400 M600 M303: commands that keep the firmware silent for long."""
+    cdef const unsigned char* p = command
+    cdef Py_ssize_t n = len(command), k = 1
+    cdef long long number = 0
+    if n < 2 or (p[0] != 71 and p[0] != 77):  # 'G' 'M'
+        return False
+    while k < n and 48 <= p[k] <= 57 and k < 6:
+        number = number * 10 + (p[k] - 48)
+        k += 1
+    if k == 1 or (k < n and p[k] != 32 and p[k] != 9):
+        return False
+    if p[0] == 71:
+        return number == 28 or number == 29 or number == 4
+    return number == 109 or number == 190 or number == 191 or number == 400 or number == 600 or number == 303
+
+
+cdef inline bint _starts(const unsigned char* p, Py_ssize_t n, const char* prefix, Py_ssize_t k):
+    return n >= k and memcmp(p, prefix, k) == 0
+
+
+cdef inline unsigned char _lower(unsigned char c):
+    return c + 32 if 65 <= c <= 90 else c
+
+
+cdef bint _contains_ci(const unsigned char* p, Py_ssize_t n, const char* needle):
+    cdef Py_ssize_t k = 0, i, j
+    while needle[k] != 0:
+        k += 1
+    for i in range(n - k + 1):
+        for j in range(k):
+            if _lower(p[i + j]) != <unsigned char>needle[j]:
+                break
+        else:
+            return True
+    return False
+
+
+cdef Py_ssize_t _find(const unsigned char* p, Py_ssize_t n, const char* needle, Py_ssize_t k, Py_ssize_t start):
+    cdef Py_ssize_t i
+    for i in range(start, n - k + 1):
+        if memcmp(p + i, needle, k) == 0:
+            return i
+    return -1
+
+
+cdef double _number_after(const unsigned char* p, Py_ssize_t n, Py_ssize_t pos, bint* ok):
+    """Parse a float starting at ``pos`` (spaces and a '/' allowed before it)."""
+    cdef char buf[32]
+    cdef Py_ssize_t i = pos, k = 0
+    cdef char* end
+    while i < n and (p[i] == 32 or p[i] == 47):
+        i += 1
+    while i < n and k < 31 and (48 <= p[i] <= 57 or p[i] == 46 or p[i] == 45):
+        buf[k] = p[i]
+        k += 1
+        i += 1
+    buf[k] = 0
+    if k == 0:
+        ok[0] = False
+        return 0.0
+    cdef double value = strtod(buf, &end)
+    ok[0] = end != buf
+    return value
+
+
+cpdef object parse_temperatures(bytes line):
+    """``T:210.0 /210.0 B:60 /60 @:64 B@:30`` -> (hotend, target, bed, target, hotend_pwm, bed_pwm) or None.
+
+    PWM is Marlin's 0..127 scale as reported; missing parts are None (bed) or None (pwm).
+    """
+    cdef const unsigned char* p = line
+    cdef Py_ssize_t n = len(line)
+    cdef bint ok1 = False, ok2 = False
+    cdef Py_ssize_t t = _find(p, n, b"T:", 2, 0)
+    if t < 0:
+        return None
+    cdef double hot = _number_after(p, n, t + 2, &ok1)
+    if not ok1:
+        return None
+    cdef Py_ssize_t slash = t + 2
+    while slash < n and p[slash] != 47 and p[slash] != 66:  # '/' or 'B'
+        slash += 1
+    cdef double hot_target = 0.0
+    if slash < n and p[slash] == 47:
+        hot_target = _number_after(p, n, slash + 1, &ok2)
+        if not ok2:
+            return None
+    else:
+        return None
+    bed = bed_target = hot_pwm = bed_pwm = None
+    cdef Py_ssize_t b = _find(p, n, b"B:", 2, t)
+    cdef double v
+    if b >= 0:
+        v = _number_after(p, n, b + 2, &ok1)
+        if ok1:
+            bed = v
+            slash = b + 2
+            while slash < n and p[slash] != 47 and p[slash] != 32:
+                slash += 1
+            while slash < n and p[slash] == 32:
+                slash += 1
+            if slash < n and p[slash] == 47:
+                v = _number_after(p, n, slash + 1, &ok2)
+                if ok2:
+                    bed_target = v
+    cdef Py_ssize_t a = _find(p, n, b" @:", 3, t)
+    if a >= 0:
+        v = _number_after(p, n, a + 3, &ok1)
+        if ok1:
+            hot_pwm = v
+    a = _find(p, n, b"B@:", 3, t)
+    if a >= 0:
+        v = _number_after(p, n, a + 3, &ok1)
+        if ok1:
+            bed_pwm = v
+    return (hot, hot_target, bed, bed_target, hot_pwm, bed_pwm)
+
+
+cdef long long _int_after(const unsigned char* p, Py_ssize_t n, Py_ssize_t pos, bint* ok):
+    cdef long long value = 0
+    cdef Py_ssize_t i = pos, digits = 0
+    while i < n and p[i] == 32:
+        i += 1
+    while i < n and 48 <= p[i] <= 57 and digits < 18:
+        value = value * 10 + (p[i] - 48)
+        i += 1
+        digits += 1
+    ok[0] = digits > 0
+    return value
+
+
+cdef class Sender:
+    """Windowed sender of numbered lines with resend handling; no I/O, no clock.
+
+    ``push``/``inject`` queue commands, :meth:`fill` returns the framed bytes the window
+    allows now, :meth:`receive` takes whatever bytes the port produced and returns the
+    events worth Python's attention (plain ``ok``s only move counters).  The window is
+    bounded by ``max_commands`` lines and ``rx_buffer_bytes`` bytes in flight, so the
+    firmware's receive buffer never overflows.
+    """
+
+    cdef public int max_commands
+    cdef public int rx_buffer_bytes
+    cdef public bint verify_resend
+    cdef Py_ssize_t ring_size
+    cdef list _frames
+    cdef long long* _offsets
+    cdef unsigned char* _long
+    cdef long long next_number      # number the next new line gets
+    cdef long long sent_upto        # highest number written since the last rewind
+    cdef long long acked            # highest number known processed
+    cdef long long _jump            # unconfirmed ADVANCED_OK N (a lost ok, or a garbled N)
+    cdef long long _inflight_bytes
+    cdef list _pending
+    cdef Py_ssize_t _pending_pos
+    cdef list _injected
+    cdef bytearray _rx
+    cdef bint _swallow_ok
+    cdef long long _last_error_line  # 'Last Line: k' of the latest Error line, -1 if none
+    cdef long long _last_resend
+    cdef bint _stale_error
+    cdef public long long resends
+    cdef public long long lines_acked
+    cdef public long long job_lines_acked
+    cdef public bint advanced_ok_seen
+    cdef public int planner_free
+    cdef public int queue_free
+    cdef public bint probe_wanted
+    cdef public long long replies
+    cdef public long long bad_offset
+    cdef public long long garbled_oks
+
+    def __cinit__(self, int max_commands=4, int rx_buffer_bytes=128, Py_ssize_t ring_size=4096,
+                  bint verify_resend=True):
+        cdef Py_ssize_t size = 1
+        while size < ring_size:
+            size <<= 1
+        self.ring_size = size
+        self._offsets = <long long*>malloc(size * sizeof(long long))
+        self._long = <unsigned char*>malloc(size)
+        if self._offsets == NULL or self._long == NULL:
+            raise MemoryError()
+
+    def __init__(self, int max_commands=4, int rx_buffer_bytes=128, Py_ssize_t ring_size=4096,
+                 bint verify_resend=True):
+        self.max_commands = max_commands
+        self.rx_buffer_bytes = rx_buffer_bytes
+        self.verify_resend = verify_resend
+        self._frames = [None] * self.ring_size
+        self._pending = []
+        self._pending_pos = 0
+        self._injected = []
+        self._rx = bytearray()
+        self.resends = self.lines_acked = self.job_lines_acked = self.replies = 0
+        self.advanced_ok_seen = False
+        self.planner_free = self.queue_free = -1
+        self.bad_offset = -1
+        self.garbled_oks = 0
+        self.reset_numbering(0)
+
+    def __dealloc__(self):
+        free(self._offsets)
+        free(self._long)
+
+    def reset_numbering(self, long long last_number):
+        """After ``M110 N<last_number>``: nothing in flight, the next line is last+1."""
+        self.next_number = last_number + 1
+        self.sent_upto = last_number
+        self.acked = last_number
+        self._jump = -1
+        self._inflight_bytes = 0
+        self._swallow_ok = False
+        self._last_error_line = -1
+        self._last_resend = -1
+        self._stale_error = False
+        self.probe_wanted = False
+
+    # --- queueing ----------------------------------------------------------------------------
+    def push(self, list batch):
+        """Queue job lines: a list of ``(byte_offset, command)`` as LineSplitter returns them."""
+        if self._pending_pos >= len(self._pending):
+            self._pending = batch
+            self._pending_pos = 0
+        else:
+            self._pending = self._pending[self._pending_pos:] + batch
+            self._pending_pos = 0
+
+    def inject(self, bytes command):
+        """Queue a host command (poll, pause script...) ahead of the job's next lines."""
+        self._injected.append(command)
+
+    def drop_pending(self):
+        """Forget queued job lines (cancel); returns how many were dropped."""
+        cdef Py_ssize_t dropped = len(self._pending) - self._pending_pos
+        self._pending = []
+        self._pending_pos = 0
+        return dropped
+
+    @property
+    def pending(self):
+        """Commands queued but never sent (job lines and injected ones)."""
+        return len(self._pending) - self._pending_pos + len(self._injected)
+
+    @property
+    def inflight(self):
+        """Lines written whose processing is not yet known."""
+        return self.next_number - 1 - self.acked
+
+    @property
+    def inflight_bytes(self):
+        return self._inflight_bytes
+
+    @property
+    def last_acked(self):
+        return self.acked
+
+    @property
+    def last_sent(self):
+        return self.next_number - 1
+
+    def offset_of(self, long long number):
+        """File offset of a sent line (-1 for host commands), if still in the ring."""
+        if number <= 0 or number >= self.next_number or self.next_number - number > self.ring_size:
+            return None
+        return self._offsets[number & (self.ring_size - 1)]
+
+    def acked_job_offsets(self, int count):
+        """Offsets of up to ``count`` most recent acknowledged job lines, newest first."""
+        cdef list out = []
+        cdef long long k = self.acked
+        cdef long long off
+        while k > 0 and len(out) < count and self.next_number - k <= self.ring_size:
+            off = self._offsets[k & (self.ring_size - 1)]
+            if off >= 0:
+                out.append(off)
+            k -= 1
+        return out
+
+    def unacked_commands(self):
+        """Commands in flight (for timeouts: is a long one among them?)."""
+        cdef list out = []
+        cdef long long k
+        for k in range(self.acked + 1, self.next_number):
+            out.append(self._frames[k & (self.ring_size - 1)])
+        return out
+
+    def long_in_flight(self):
+        cdef long long k
+        for k in range(self.acked + 1, self.next_number):
+            if self._long[k & (self.ring_size - 1)]:
+                return True
+        return False
+
+    # --- sending -----------------------------------------------------------------------------
+    cdef bint _fits(self, Py_ssize_t size):
+        if self.next_number - 1 - self.acked >= self.max_commands and self.sent_upto >= self.acked + self.max_commands:
+            return False
+        if self.sent_upto - self.acked >= self.max_commands:
+            return False
+        return self._inflight_bytes + size <= self.rx_buffer_bytes or self.sent_upto == self.acked
+
+    cdef bytes _frame_new(self, bytes command, long long offset):
+        cdef long long number = self.next_number
+        cdef bytes framed = frame(number, command)
+        cdef Py_ssize_t slot = number & (self.ring_size - 1)
+        self._frames[slot] = framed
+        self._offsets[slot] = offset
+        self._long[slot] = _is_long(command)
+        self.next_number += 1
+        return framed
+
+    def fill(self):
+        """The bytes to write now: resends first, then injected commands, then job lines."""
+        cdef list out = []
+        cdef bytes framed, command
+        cdef object item
+        while True:
+            if self.sent_upto < self.next_number - 1:  # rewound: resend from the ring
+                framed = self._frames[(self.sent_upto + 1) & (self.ring_size - 1)]
+                if not self._fits(len(framed)):
+                    break
+            elif self._injected:
+                if self.sent_upto - self.acked >= self.max_commands:
+                    break
+                framed = frame(self.next_number, self._injected[0])
+                if not self._fits(len(framed)):
+                    break
+                framed = self._frame_new(self._injected.pop(0), -1)
+            elif self._pending_pos < len(self._pending):
+                if self.sent_upto - self.acked >= self.max_commands:
+                    break
+                item = self._pending[self._pending_pos]
+                if item[1] is None:  # an overlong line: the caller refuses the job by its offset
+                    self.bad_offset = item[0]
+                    break
+                command = item[1]
+                framed = frame(self.next_number, command)
+                if not self._fits(len(framed)):
+                    break
+                self._pending_pos += 1
+                framed = self._frame_new(command, item[0])
+            else:
+                break
+            self.sent_upto += 1
+            self._inflight_bytes += len(framed)
+            out.append(framed)
+        if not out:
+            return b""
+        return b"".join(out)
+
+    def probe(self):
+        """After a silence: the oldest unacknowledged line again (or b'').
+
+        If it was processed and its ``ok`` lost, the firmware answers ``Resend: last+1``;
+        if not, the copy is refused the same way after the original: either way the reply
+        says exactly where the firmware stands.
+        """
+        self.probe_wanted = False
+        if self.acked >= self.sent_upto:
+            return b""
+        return self._frames[(self.acked + 1) & (self.ring_size - 1)]
+
+    # --- receiving ---------------------------------------------------------------------------
+    cdef void _ack_to(self, long long number):
+        cdef long long k
+        cdef object framed
+        if number > self.sent_upto:
+            number = self.sent_upto
+        k = self.acked + 1
+        while k <= number:
+            framed = self._frames[k & (self.ring_size - 1)]
+            self._inflight_bytes -= len(<bytes>framed)
+            if self._offsets[k & (self.ring_size - 1)] >= 0:
+                self.job_lines_acked += 1
+            self.lines_acked += 1
+            k += 1
+        if number > self.acked:
+            self.acked = number
+        if self._inflight_bytes < 0 or self.acked == self.sent_upto:
+            self._inflight_bytes = 0 if self.acked == self.sent_upto else max(self._inflight_bytes, 0)
+
+    cdef void _on_ok(self, const unsigned char* p, Py_ssize_t n):
+        cdef bint has_n = False, okp = False
+        cdef long long number = -1, value
+        cdef Py_ssize_t i
+        if self._swallow_ok:  # the ok that closes an Error/Resend pair
+            self._swallow_ok = False
+            return
+        i = _find(p, n, b" N", 2, 2)
+        if i >= 0:
+            number = _int_after(p, n, i + 2, &has_n)
+            self.advanced_ok_seen = True
+            i = _find(p, n, b" P", 2, 2)
+            if i >= 0:
+                value = _int_after(p, n, i + 2, &okp)
+                if okp:
+                    self.planner_free = value
+            i = _find(p, n, b" B", 2, 2)
+            if i >= 0:
+                value = _int_after(p, n, i + 2, &okp)
+                if okp:
+                    self.queue_free = value
+        if has_n and (number == self.acked + 1 or (self._jump >= 0 and number == self._jump + 1)) \
+                and number <= self.sent_upto:
+            self._jump = -1
+            self._ack_to(number)
+            return
+        if has_n and self.acked + 1 < number <= self.sent_upto:
+            self._jump = number  # a lost ok, or a garbled digit: confirmed by the next ok
+        elif has_n:
+            self._jump = -1
+        if self.acked < self.sent_upto:
+            self._ack_to(self.acked + 1)
+
+    cdef void _unack_to(self, long long number):
+        """The firmware says it has only processed up to ``number``: take back the acks counted above it."""
+        cdef long long k = self.acked
+        while k > number and k > 0 and self.next_number - k <= self.ring_size:
+            self.lines_acked -= 1
+            if self._offsets[k & (self.ring_size - 1)] >= 0:
+                self.job_lines_acked -= 1
+            k -= 1
+        self.acked = number
+
+    cdef object _on_resend(self, const unsigned char* p, Py_ssize_t n, Py_ssize_t digits_at):
+        cdef bint okn = False
+        cdef long long number
+        cdef Py_ssize_t i = digits_at
+        while i < n and (p[i] == 32 or p[i] == 78 or p[i] == 58):  # ' ', 'N', ':'
+            i += 1
+        number = _int_after(p, n, i, &okn)
+        self._swallow_ok = True
+        error_line = self._last_error_line
+        stale = self._stale_error
+        self._last_error_line = -1
+        self._stale_error = False
+        if not okn or number < 1:
+            self.probe_wanted = True
+            return None
+        if self.verify_resend and error_line != number - 1:
+            # not confirmed by a matching 'Last Line:' (a garbled byte on the way back): ask again
+            self.probe_wanted = True
+            return None
+        if number > self.sent_upto + 1 or self.next_number - number > self.ring_size:
+            self.probe_wanted = True
+            return None
+        if number - 1 < self.acked:
+            if self.acked - (number - 1) > self.max_commands + 2:
+                # far more than a miscounted window: not a lost ok but a renumbered firmware
+                self.probe_wanted = True
+                return None
+            self._unack_to(number - 1)  # an ok was counted that the firmware never sent for us
+        elif number - 1 > self.acked:
+            self._ack_to(number - 1)
+        self._jump = -1
+        if self.sent_upto < number:
+            return None  # already rewound to here: a line sent before the rewind, refused again
+        if stale and number == self._last_resend and self.acked == number - 1:
+            # a line sent before our rewind arrived after it and was refused for its number:
+            # the resent lines are behind it on the wire; rewinding again would only repeat them
+            return None
+        self._last_resend = number
+        self.resends += 1
+        self.sent_upto = number - 1
+        self._inflight_bytes = 0
+        return number
+
+    def receive(self, bytes chunk):
+        """Feed bytes read from the port; returns a list of ``(kind, line, value)`` events."""
+        cdef list events = []
+        cdef bytearray rx = self._rx
+        cdef const unsigned char* p
+        cdef Py_ssize_t start = 0, end, n, nl, m, i, j
+        cdef bytes data
+        cdef bint okn
+        cdef long long value
+        cdef int k
+        if rx:
+            rx += chunk
+            data = bytes(rx)
+            rx.clear()
+        else:
+            data = chunk
+        p = data
+        n = len(data)
+        while start < n:
+            hit = memchr(p + start, 10, n - start)
+            if hit == NULL:
+                rx += data[start:]
+                break
+            nl = <Py_ssize_t>(<const unsigned char*>hit - p)
+            end = nl
+            while end > start and (p[end - 1] == 13 or p[end - 1] == 32 or p[end - 1] == 0):
+                end -= 1
+            i = start
+            while i < end and (p[i] == 32 or p[i] == 0):
+                i += 1
+            m = end - i
+            self.replies += 1
+            if m >= 2 and p[i] == 111 and p[i + 1] == 107:  # "ok"
+                self._on_ok(p + i, m)
+            elif (m == 2 or (m > 6 and p[i + 2] == 32 and _find(p + i, m, b" P", 2, 2) >= 0
+                             and _find(p + i, m, b" B", 2, 2) >= 0)) and (p[i] == 111 or p[i + 1] == 107):
+                # an "ok" with one garbled byte (no other reply looks like it); should it be a
+                # misreading, the firmware's line-number check exposes the gap at the next line
+                self.garbled_oks += 1
+                self._on_ok(p + i, m)
+                if m > 4 and _find(p + i, m, b"T:", 2, 2) >= 0:
+                    events.append((EV_TEMPERATURE, data[i:end], parse_temperatures(data[i:end])))
+            elif _starts(p + i, m, b"Resend:", 7) or _starts(p + i, m, b"rs ", 3):
+                events.append((EV_RESEND, data[i:end], self._on_resend(p + i, m, 7 if p[i] == 82 else 3)))
+            elif _starts(p + i, m, b"Error:", 6) or _starts(p + i, m, b"!!", 2):
+                for k in range(7):
+                    if _contains_ci(p + i, m, _FATAL[k]):
+                        events.append((EV_FATAL, data[i:end], None))
+                        break
+                else:
+                    if p[i] == 33:
+                        events.append((EV_FATAL, data[i:end], None))
+                    else:
+                        j = _find(p + i, m, b"Last Line:", 10, 0)
+                        if j >= 0:
+                            value = _int_after(p + i, m, j + 10, &okn)
+                            self._last_error_line = value if okn else -1
+                            self._stale_error = _contains_ci(p + i, m, b"line number is not")
+                        events.append((EV_ERROR, data[i:end], None))
+            elif _starts(p + i, m, b"echo:busy", 9) or _starts(p + i, m, b"busy:", 5):
+                events.append((EV_BUSY, data[i:end], None))
+            elif m == 4 and memcmp(p + i, b"wait", 4) == 0:
+                events.append((EV_WAIT, data[i:end], None))
+            elif m == 5 and memcmp(p + i, b"start", 5) == 0:
+                # the firmware rebooted: what follows answers a printer that forgot everything
+                # (its line number is 0); nothing after it may move the counters
+                events.append((EV_START, data[i:end], None))
+                break
+            elif _starts(p + i, m, b"//action:", 9):
+                events.append((EV_ACTION, data[i:end], data[i + 9:end].strip().split(b" ", 1)[0]))
+            elif _starts(p + i, m, b"Cap:", 4):
+                events.append((EV_CAPABILITY, data[i:end], None))
+            elif _starts(p + i, m, b"FIRMWARE_NAME:", 14):
+                events.append((EV_FIRMWARE, data[i:end], None))
+            elif m > 0:
+                if _find(p + i, m, b"T:", 2, 0) >= 0:
+                    value_t = parse_temperatures(data[i:end])
+                    if value_t is not None:
+                        events.append((EV_TEMPERATURE, data[i:end], value_t))
+                        start = nl + 1
+                        continue
+                events.append((EV_OTHER, data[i:end], None))
+            start = nl + 1
+        return events

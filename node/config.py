@@ -26,6 +26,7 @@ from node.power.battery import BatterySection
 from node.power.planconfig import ArraySection, ForecastSection, PlannerSection
 from node.power.settings import LowBatterySection, TelemetrySection
 from node.power.site import SiteSection
+from node.printer.safety import SafetySection
 from node.section import Section
 
 from node.fieldconfig import GpioSection, StorageSection, TimeSection, WatchdogSection
@@ -75,8 +76,24 @@ class PrinterSection(Section):
     baud: int = Field(115200, gt=0)
     profile: str = Field("ender3", description="built-in profile name or path to a profile TOML")
     connect_timeout_s: float = Field(20.0, gt=0)
+    boot_wait_s: float = Field(2.0, ge=0, le=30, description="after opening: wait this long for a reset-on-open banner")
     reply_timeout_s: float = Field(30.0, gt=0, description="longest silence for an ordinary command")
     progress_interval_s: float = Field(2.0, gt=0, description="real seconds between progress logs")
+    max_commands: int = Field(4, ge=1, le=64, description="lines in flight: the firmware's command queue (BUFSIZE)")
+    rx_buffer_bytes: int = Field(128, ge=32, le=65536, description="bytes in flight: the firmware's RX buffer")
+    coalesce_s: float = Field(0.0, ge=0, le=0.05,
+                              description="pause after a reply with lines in flight, so replies are read in batches")
+    ping_pong: bool = Field(False, description="one line in flight (for firmware that mishandles a window)")
+    resend_has_ok: bool = Field(True, description="the firmware follows 'Resend:' with 'ok' (Marlin does)")
+    tickle_s: float = Field(3.0, gt=0, description="silence with lines in flight before the oldest is probed")
+    max_probes: int = Field(5, ge=1, le=100, description="unanswered probes before the job fails")
+    long_timeout_s: float = Field(900.0, gt=0, description="longest silence for G28/G29/M109/M190/M400/G4/M600")
+    max_consecutive_resends: int = Field(25, ge=1, description="refusals of one line before the job fails")
+    poll_interval_s: float = Field(2.0, gt=0, description="M105 polling when the firmware has no autoreport")
+    checkpoint_interval_s: float = Field(5.0, gt=0, description="real seconds between checkpoints while printing")
+    resume_rewind_moves: int = Field(24, ge=0, le=1000,
+                                     description="acknowledged lines resent on resume: planner depth + queue + margin")
+    auto_resume: bool = Field(False, description="resume an interrupted job on its own once the printer is back")
     virtual: VirtualPrinterSection = VirtualPrinterSection()
 
 
@@ -117,6 +134,7 @@ class NodeConfig(Section):
     gpio: GpioSection = GpioSection()  # node/hw/
     time: TimeSection = TimeSection()  # node/timesync.py
     storage: StorageSection = StorageSection()  # node/storecare.py (SD-card care)
+    safety: SafetySection = SafetySection()
 
     @property
     def state_dir(self) -> Path:

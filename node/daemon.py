@@ -69,7 +69,7 @@ def build_node(config: NodeConfig, clock: Clock, store: Store) -> Node:
                                clock_problem=lambda: None if timesync.clock_synchronized else timesync.reason))
     if config.simulated and config.printer.virtual.autostart:
         node.add(VirtualPrinterProcess(node, config))
-    printer = node.add(Printer(node, config.printer, store))
+    printer = node.add(Printer(node, config.printer, store, config.safety))
     runner = node.add(JobRunner(node, config, store, jobs, printer, files_dir=config.state_dir / "files"))
     if config.planner.enabled:
         runner.add_start_gate("energy", planner.start_gate)

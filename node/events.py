@@ -188,6 +188,8 @@ class JobAnalysed(Event):
     estimated_s: float
     energy_wh: float
     peak_w: float
+
+
 class ClockSync(Event):
     """The node's trust in its wall clock changed, or the clock stepped (node/timesync.py).
 
@@ -202,6 +204,13 @@ class ClockSync(Event):
     reason: str
     offset_s: float | None = None
     jump_s: float | None = None
+
+
+class PrinterEmergency(Event):
+    """The host's thermal watchdog sent M112: whoever controls the printer's power cuts it now."""
+
+    t_s: float
+    reason: str
 
 
 EVENT_CATALOGUE: dict[str, type[Event]] = {
@@ -219,4 +228,5 @@ EVENT_CATALOGUE: dict[str, type[Event]] = {
     "energy_pause_requested": EnergyPauseRequested,
     "energy_resume_allowed": EnergyResumeAllowed,
     "clock_sync": ClockSync,
+    "printer_emergency": PrinterEmergency,
 }

@@ -24,7 +24,7 @@ from node.config import NodeConfig
 from node.events import EnergyPauseRequested, EnergyResumeAllowed, JobProgress, PlateCleared, PrinterState
 from node.jobs import ACTIVE_STATES, RUNNABLE_STATES, Job, Jobs, JobState, PauseReason, TransitionRefused
 from node.node import Component, Node
-from node.printer.printer import Printer
+from node.printer.printer import Printer, clear_checkpoint, load_checkpoint
 from node.store import Store
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,16 @@ class JobRunner(Component):
     # --- queue operations (control API, sync) -----------------------------------------------
     async def queue_file(self, name: str, source_path: Path, sha256: str, size_bytes: int,
                          priority: int = 0, source: str = "cli") -> Job:
-        """Queue a file already stored under ``files_dir`` by its sha256."""
+        """Queue a file already stored under ``files_dir`` by its sha256, or reject it by the safety policy."""
+        from node.printer.safety import PolicyViolation, check_file
+
+        try:
+            await asyncio.to_thread(check_file, source_path, self.full_config.safety)
+        except PolicyViolation as exc:
+            job = await self.jobs.create(name, source, state=JobState.RECEIVED, priority=priority,
+                                         file_path=str(source_path), file_sha256=sha256, file_bytes=size_bytes)
+            log.warning("job %s (%s) rejected by the safety policy: %s", job.id, name, exc)
+            return await self.jobs.transition(job.id, JobState.REJECTED, f"safety policy: {exc}")
         return await self.jobs.create(name, source, priority=priority, file_path=str(source_path),
                                       file_sha256=sha256, file_bytes=size_bytes)
 
@@ -144,6 +153,8 @@ class JobRunner(Component):
 
     async def resume(self, job_id: str) -> Job:
         job = await self.jobs.find(job_id)
+        if job.state in (JobState.INTERRUPTED, JobState.SUSPENDED):
+            return await self.resume_interrupted(job)
         if job.state != JobState.PAUSED or job.id != self.current_job_id:
             raise TransitionRefused(f"job {job.id} is {job.state}; only a paused job of this run resumes")
         moved = await self.jobs.transition(job.id, JobState.PRINTING, "resumed")
@@ -161,6 +172,29 @@ class JobRunner(Component):
                     return job
             raise TimeoutError(f"job {job.id} did not stop within 30 s")
         return await self.jobs.transition(job.id, JobState.CANCELLED, reason)
+
+    async def resume_interrupted(self, job: Job) -> Job:
+        """Continue a job the printer lost (reset, power loss, node restart) from its checkpoint."""
+        from node.printer.resume import resume_script, state_at
+
+        if self.current_job_id is not None:
+            raise TransitionRefused(f"job {self.current_job_id} owns the printer")
+        if not self.printer.ready:
+            raise TransitionRefused(f"the printer is {self.printer.state}, not ready: resume when it is back")
+        if job.file_path is None or not Path(job.file_path).exists():
+            raise TransitionRefused(f"job {job.id}: its file is missing")
+        checkpoint = await self.store.run(lambda c: load_checkpoint(c, job.id))
+        path = Path(job.file_path)
+        start_offset = checkpoint.resume_offset if checkpoint is not None else 0
+        state = await asyncio.to_thread(state_at, path, start_offset)
+        prologue = resume_script(state, checkpoint.hotend_target_c if checkpoint else 0.0,
+                                 checkpoint.bed_target_c if checkpoint else 0.0) if start_offset else ()
+        log.info("job %s resumes at byte %d (layer %d, Z %.2f, E %.3f)", job.id, start_offset, state.layer,
+                 state.z, state.e)
+        self.current_job_id = job.id
+        moved = await self.jobs.transition(job.id, JobState.PRINTING, f"resumed at byte {start_offset}")
+        self.node.spawn(self._drive(moved, start_offset, prologue), f"resume-{job.id}")
+        return moved
 
     # --- the loop ---------------------------------------------------------------------------
     async def _on_printer_state(self, event: PrinterState) -> None:
@@ -209,8 +243,18 @@ class JobRunner(Component):
                 pass
 
     async def _try_start_next(self) -> bool:
+        interrupted = await self.jobs.list(frozenset({JobState.INTERRUPTED, JobState.SUSPENDED}))
+        if interrupted and self.full_config.printer.auto_resume and self.printer.ready \
+                and self.current_job_id is None:
+            try:
+                await self.resume_interrupted(interrupted[0])
+                return True
+            except TransitionRefused as exc:
+                log.warning("job %s: automatic resume refused: %s", interrupted[0].id, exc)
         runnable = await self.jobs.list(RUNNABLE_STATES)
-        active = await self.jobs.list(frozenset({JobState.PRINTING, JobState.PAUSED}))
+        # an interrupted job still sits on the plate: nothing new starts until it is resumed or cancelled
+        active = await self.jobs.list(frozenset({JobState.PRINTING, JobState.PAUSED, JobState.INTERRUPTED,
+                                                 JobState.SUSPENDED}))
         if not runnable:
             if not active:
                 self._idle.set()
@@ -254,13 +298,20 @@ class JobRunner(Component):
             await self.jobs.transition(job.id, JobState.FAILED, "the job's file is missing from the store")
             return
         self.current_job_id = job.id
-        start_offset = 0  # resuming from a checkpoint belongs to the print path (power-loss resume)
+        await self.store.run(lambda conn: clear_checkpoint(conn, job.id))
         await self.jobs.transition(job.id, JobState.PRINTING, "starting")
         log.info("job %s (%s) started", job.id, job.name)
+        await self._drive(job, 0, ())
+
+    async def _drive(self, job: Job, start_offset: int, prologue: tuple[bytes, ...]) -> None:
+        """Stream the job (already ``printing``) and record how it ended."""
+        assert job.file_path is not None
+        self.current_job_id = job.id
         try:
-            outcome = await self.printer.print_job(job.id, Path(job.file_path), start_offset)
+            outcome = await self.printer.print_job(job.id, Path(job.file_path), start_offset, prologue)
         finally:
             self.current_job_id = None
+            self.wake()
         target = {"completed": JobState.COMPLETED, "cancelled": JobState.CANCELLED,
                   "failed": JobState.FAILED, "interrupted": JobState.INTERRUPTED}[outcome.status]
         current = await self.jobs.get(job.id)

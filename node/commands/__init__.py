@@ -18,4 +18,5 @@ COMMAND_MODULES = [
     "plan",
     "simulate",
     "doctor",
+    "print",
 ]

@@ -8,9 +8,11 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import select
 import time
 
 import serial
+from termios import error as termios_error
 
 log = logging.getLogger(__name__)
 
@@ -19,13 +21,27 @@ class LinkClosed(ConnectionError):
     """The port went away (unplugged, printer powered off, pty closed)."""
 
 
-def resolve_port(port: str) -> str:
-    """``auto`` -> the first ``/dev/serial/by-id`` entry; a path is kept as given.
+class PortBusy(LinkClosed):
+    """Another process holds the port."""
 
-    By-id names survive re-plugging into another USB socket, ``/dev/ttyUSB0`` does not.
+
+def by_id_name(device: str) -> str | None:
+    """The ``/dev/serial/by-id`` link that points at ``device`` (e.g. /dev/ttyUSB0), if any."""
+    real = os.path.realpath(device)
+    for candidate in sorted(glob.glob("/dev/serial/by-id/*")):
+        if os.path.realpath(candidate) == real:
+            return candidate
+    return None
+
+
+def resolve_port(port: str) -> str:
+    """``auto`` -> the first ``/dev/serial/by-id`` entry; a device path -> its by-id name when it has one.
+
+    By-id names survive re-plugging into another USB socket, ``/dev/ttyUSB0`` does not:
+    after the printer is power-cycled it may come back as ttyUSB1.
     """
     if port != "auto":
-        return port
+        return by_id_name(port) or port
     candidates = sorted(glob.glob("/dev/serial/by-id/*"))
     if not candidates:
         raise LinkClosed("no serial device under /dev/serial/by-id (is the printer plugged in and powered?)")
@@ -36,15 +52,26 @@ class SerialLink:
     """A line-oriented wrapper over a pyserial port."""
 
     def __init__(self, port: str, baud: int) -> None:
-        self.port = resolve_port(port)
+        self.configured_port = port
+        self.port = port if port == "auto" else resolve_port(port)
         self.baud = baud
         self._serial: serial.Serial | None = None
         self._buffer = bytearray()
 
-    def open(self) -> None:
+    def open(self, exclusive: bool = True) -> None:
+        """Open the port, resolving it again: after a re-plug the by-id link may point elsewhere.
+
+        ``exclusive`` takes an advisory lock (flock, as pyserial does): a second opener
+        (``printnode print`` while the daemon prints) is refused instead of interleaving lines.
+        """
+        self.port = resolve_port(self.configured_port)
         try:
-            self._serial = serial.Serial(self.port, self.baud, timeout=0.1, write_timeout=5.0)
+            self._serial = serial.Serial(self.port, self.baud, timeout=0.1, write_timeout=5.0,
+                                         exclusive=exclusive)
         except (serial.SerialException, OSError) as exc:
+            if "lock" in str(exc).lower():
+                raise PortBusy(f"{self.port} is held by another process (is the printnode daemon "
+                               f"running on it?): {exc}") from exc
             raise LinkClosed(f"cannot open {self.port}: {exc}") from exc
         log.info("printer port %s open at %d baud", os.path.realpath(self.port), self.baud)
 
@@ -68,6 +95,62 @@ class SerialLink:
         except (serial.SerialException, OSError) as exc:
             raise LinkClosed(f"write to {self.port} failed: {exc}") from exc
 
+    def drop_input(self) -> None:
+        """Forget bytes received before now (stale replies, an old boot banner)."""
+        self._buffer.clear()
+        if self._serial is not None:
+            try:
+                self._serial.reset_input_buffer()
+            except (serial.SerialException, OSError, termios_error) as exc:
+                raise LinkClosed(f"cannot flush {self.port}: {exc}") from exc
+
+    def fileno(self) -> int:
+        if self._serial is None:
+            raise LinkClosed("port not open")
+        return self._serial.fileno()
+
+    def read_chunk(self, timeout_s: float) -> bytes:
+        """Whatever bytes arrive within ``timeout_s`` (b'' if none): one syscall, not one per line."""
+        if self._buffer:
+            data = bytes(self._buffer)
+            self._buffer.clear()
+            return data
+        fd = self.fileno()
+        try:
+            ready, _, _ = select.select([fd], [], [], timeout_s)
+            if not ready:
+                return b""
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return b""
+        except (OSError, ValueError) as exc:
+            raise LinkClosed(f"read from {self.port} failed: {exc}") from exc
+        if not data:
+            raise LinkClosed(f"{self.port} closed (end of file)")
+        return data
+
+    def streaming_mode(self, timeout_s: float) -> StreamingReads:
+        """Reads that block in the kernel for up to ``timeout_s`` (termios VMIN 0 / VTIME): select and
+        read in one system call, the streaming loop's cheapest way to wait for the printer."""
+        return StreamingReads(self, timeout_s)
+
+    def write_all(self, data: bytes) -> None:
+        """Write everything, waiting for room; raw fd writes (pyserial's per-call overhead is the hot path)."""
+        fd = self.fileno()
+        view = memoryview(data)
+        deadline = time.monotonic() + 5.0
+        while view:
+            try:
+                written = os.write(fd, view)
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise LinkClosed(f"write to {self.port} blocked for 5 s") from None
+                select.select([], [fd], [], 0.05)
+                continue
+            except OSError as exc:
+                raise LinkClosed(f"write to {self.port} failed: {exc}") from exc
+            view = view[written:]
+
     def readline(self, timeout_s: float) -> bytes | None:
         """One line without its newline, or None if ``timeout_s`` of real time passed first."""
         if self._serial is None:
@@ -88,3 +171,53 @@ class SerialLink:
                 raise LinkClosed(f"read from {self.port} failed: {exc}") from exc
             if chunk:
                 self._buffer += chunk
+
+
+class StreamingReads:
+    """Context manager: the port's fd blocking with a termios read timeout (0.1 s granularity)."""
+
+    def __init__(self, link: SerialLink, timeout_s: float) -> None:
+        self.link = link
+        self.fd = link.fileno()
+        self.deciseconds = max(1, min(255, round(timeout_s * 10)))
+        self._saved: list | None = None
+
+    def __enter__(self) -> StreamingReads:
+        import termios
+
+        try:
+            self._saved = termios.tcgetattr(self.fd)
+            attrs = termios.tcgetattr(self.fd)
+            attrs[6][termios.VMIN] = 0
+            attrs[6][termios.VTIME] = self.deciseconds
+            termios.tcsetattr(self.fd, termios.TCSANOW, attrs)
+            os.set_blocking(self.fd, True)
+        except (OSError, termios.error) as exc:
+            raise LinkClosed(f"cannot configure {self.link.port}: {exc}") from exc
+        return self
+
+    def read(self) -> bytes:
+        """Whatever arrived, or b'' after the timeout with nothing (a hang-up raises LinkClosed)."""
+        try:
+            data = os.read(self.fd, 65536)
+        except OSError as exc:
+            raise LinkClosed(f"read from {self.link.port} failed: {exc}") from exc
+        if not data:
+            ready, _, _ = select.select([self.fd], [], [], 0)
+            if ready:
+                try:
+                    if not os.read(self.fd, 65536):
+                        raise LinkClosed(f"{self.link.port} closed (end of file)")
+                except OSError as exc:
+                    raise LinkClosed(f"read from {self.link.port} failed: {exc}") from exc
+        return data
+
+    def __exit__(self, *exc: object) -> None:
+        import termios
+
+        try:
+            os.set_blocking(self.fd, False)
+            if self._saved is not None:
+                termios.tcsetattr(self.fd, termios.TCSANOW, self._saved)
+        except (OSError, termios.error):
+            pass

@@ -13,12 +13,30 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import json
+import shlex
+import subprocess
+from dataclasses import asdict
+
 from node.config import PrinterSection
-from node.events import JobProgress, PrinterState, Temperatures
+from node.events import JobProgress, PrinterEmergency, PrinterState, Temperatures
 from node.node import Component, Node
 from node.printer.protocol import TemperatureReport
-from node.printer.worker import PrinterWorker, PrintOutcome, PrintRequest
+from node.printer.safety import SafetySection
+from node.printer.worker import Checkpoint, PrinterWorker, PrintOutcome, PrintRequest, StreamSettings
 from node.store import Store, transaction
+
+
+def stream_settings(config: PrinterSection, ping_pong: bool = False) -> StreamSettings:
+    """The worker's settings from ``[printer]``."""
+    return StreamSettings(
+        max_commands=config.max_commands, rx_buffer_bytes=config.rx_buffer_bytes,
+        ping_pong=ping_pong or config.ping_pong, connect_timeout_s=config.connect_timeout_s,
+        reply_timeout_s=config.reply_timeout_s, long_timeout_s=config.long_timeout_s, tickle_s=config.tickle_s,
+        max_probes=config.max_probes, max_consecutive_resends=config.max_consecutive_resends,
+        poll_interval_s=config.poll_interval_s, checkpoint_interval_s=config.checkpoint_interval_s,
+        resend_has_ok=config.resend_has_ok, boot_wait_s=config.boot_wait_s,
+        coalesce_s=config.coalesce_s)
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +60,21 @@ class _LoopSink:
     def on_progress(self, job_id: str, byte_offset: int, bytes_total: int, lines_sent: int) -> None:
         self._put("progress", job_id, byte_offset, bytes_total, lines_sent)
 
-    def on_checkpoint(self, job_id: str, byte_offset: int, line_number: int) -> None:
-        self._put("checkpoint", job_id, byte_offset, line_number)
+    def on_checkpoint(self, job_id: str, checkpoint: Checkpoint) -> None:
+        self._put("checkpoint", job_id, checkpoint)
+
+    def on_emergency(self, reason: str) -> None:
+        self._put("emergency", reason)
 
 
 class Printer(Component):
     name = "printer"
 
-    def __init__(self, node: Node, config: PrinterSection, store: Store) -> None:
+    def __init__(self, node: Node, config: PrinterSection, store: Store,
+                 safety: SafetySection | None = None) -> None:
         super().__init__(node, config)
         self.config: PrinterSection = config
+        self.safety = safety or SafetySection()
         self.store = store
         self.worker: PrinterWorker | None = None
         self.state = "disconnected"
@@ -72,9 +95,9 @@ class Printer(Component):
 
     async def start(self) -> None:
         sink = _LoopSink(asyncio.get_running_loop(), self._inbox)
-        self.worker = PrinterWorker(self.port, self.config.baud, sink,
-                                    connect_timeout_s=self.config.connect_timeout_s,
-                                    reply_timeout_s=self.config.reply_timeout_s)
+        self.worker = PrinterWorker(self.port, self.config.baud, sink, settings=stream_settings(self.config),
+                                    safety=self.safety, clock=self.node.clock,
+                                    rewind_moves=self.config.resume_rewind_moves)
         self.node.spawn(self._consume(), "printer-events")
         self.worker.start()
 
@@ -93,9 +116,10 @@ class Printer(Component):
         return await asyncio.to_thread(self.worker.connected.wait, timeout_s)
 
     # --- commands from the runner and the control API ---------------------------------------
-    async def print_job(self, job_id: str, path: Path, start_offset: int = 0) -> PrintOutcome:
+    async def print_job(self, job_id: str, path: Path, start_offset: int = 0,
+                        prologue: tuple[bytes, ...] = ()) -> PrintOutcome:
         assert self.worker is not None
-        request = PrintRequest(job_id=job_id, path=path, start_offset=start_offset)
+        request = PrintRequest(job_id=job_id, path=path, start_offset=start_offset, prologue=prologue)
         self._job_started_s = self.node.clock.time()
         self.progress = None
         self.worker.submit(request)
@@ -121,6 +145,7 @@ class Printer(Component):
             "detail": self.state_detail,
             "temperatures": None if self.temperatures is None else self.temperatures.model_dump(),
             "progress": None if self.progress is None else self.progress.model_dump(),
+            "link": None if self.worker is None else self.worker.link_report(),
         }
 
     # --- worker reports, in order -----------------------------------------------------------
@@ -154,13 +179,51 @@ class Printer(Component):
                 elapsed_s=clock.time() - self._job_started_s)
             await self.node.send_event("job_progress", self.progress)
         elif kind == "checkpoint":
-            job_id, byte_offset, line_number = args
-            await self.store.run(lambda conn: _save_checkpoint(conn, job_id, clock.time(), byte_offset, line_number))
+            job_id, checkpoint = args
+            await self._store_checkpoint(job_id, checkpoint)
+        elif kind == "emergency":
+            reason = args[0]
+            await self.node.send_event("printer_emergency", PrinterEmergency(t_s=clock.time(), reason=reason))
+            if self.safety.relay_off_command:
+                await asyncio.to_thread(_run_relay_off, self.safety.relay_off_command)
+
+    async def _store_checkpoint(self, job_id: str, checkpoint: Checkpoint) -> None:
+        t_s = self.node.clock.time()
+        await self.store.run(lambda conn: save_checkpoint(conn, job_id, t_s, checkpoint))
 
 
-def _save_checkpoint(conn: Any, job_id: str, t_s: float, byte_offset: int, line_number: int) -> None:
+def _run_relay_off(command: str) -> None:
+    """The relay hook: a configured command that cuts the printer's supply (GPIO lands with issue hw)."""
+    try:
+        subprocess.run(shlex.split(command), timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.error("relay off command %r failed: %s", command, exc)
+
+
+def save_checkpoint(conn: Any, job_id: str, t_s: float, checkpoint: Checkpoint) -> None:
+    """One row per job, replaced each time (bounded writes: see docs/resume.md), and never moved
+    backwards: a resumed print re-sends the rewound lines behind its checkpoint first, and a kill
+    then must not rewind again from the earlier point (each resume keeps the documented bound)."""
     with transaction(conn):
         conn.execute(
-            "INSERT INTO checkpoints(job_id, t_s, byte_offset, line_number, data_json) VALUES(?,?,?,?,'{}') "
+            "INSERT INTO checkpoints(job_id, t_s, byte_offset, line_number, data_json) VALUES(?,?,?,?,?) "
             "ON CONFLICT(job_id) DO UPDATE SET t_s=excluded.t_s, byte_offset=excluded.byte_offset, "
-            "line_number=excluded.line_number", (job_id, t_s, byte_offset, line_number))
+            "line_number=excluded.line_number, data_json=excluded.data_json "
+            "WHERE excluded.byte_offset >= checkpoints.byte_offset",
+            (job_id, t_s, checkpoint.byte_offset, checkpoint.line_number, json.dumps(asdict(checkpoint))))
+
+
+def clear_checkpoint(conn: Any, job_id: str) -> None:
+    """A job printed from its first line again (a retry) starts with no checkpoint."""
+    with transaction(conn):
+        conn.execute("DELETE FROM checkpoints WHERE job_id = ?", (job_id,))
+
+
+def load_checkpoint(conn: Any, job_id: str) -> Checkpoint | None:
+    row = conn.execute("SELECT data_json FROM checkpoints WHERE job_id = ?", (job_id,)).fetchone()
+    if row is None:
+        return None
+    try:
+        return Checkpoint(**json.loads(row[0]))
+    except (TypeError, ValueError):
+        return None

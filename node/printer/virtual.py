@@ -1,45 +1,84 @@
-"""A Marlin-like printer on a pseudo-terminal, for development, tests and ``make run``.
+"""A Marlin-like printer on a pseudo-terminal, for development, tests and benchmarks.
 
-It speaks the host protocol the way Marlin 2 does (line numbers and XOR
-checksums with ``Error:``/``Resend:``/``ok``, ``ok`` once a command is in the
-planner, M105/M155 temperature reports with heater PWM ``@:``/``B@:``) and
-spends simulated time: moves take ``distance / feedrate`` on the shared clock
-and heaters follow the printer profile's first-order thermal model, so heating
-takes as long as on the real machine (divided by the clock's time scale).
+It speaks the host protocol the way Marlin 2 does (``src/gcode/queue.cpp``,
+marlinfw.org "G-code host protocol"):
 
-Structure: :class:`VirtualPrinter` is the firmware (bytes in, bytes out, no
-port); :func:`serve_pty` puts it on a pty with a reader thread, a planner
-thread that executes moves, and a thermal thread.
+* bytes land in a receive buffer of ``rx_buffer_bytes`` (Marlin's RX_BUFFER_SIZE,
+  128 by default); bytes that arrive while it is full are lost, as on the board;
+* complete lines move into a command queue of ``command_queue`` entries
+  (BUFSIZE, 4) after the line-number and XOR-checksum checks; a bad line
+  answers ``Error:... Last Line: k`` / ``Resend: k+1`` / ``ok`` and flushes the
+  receive buffer (the lines behind it get no answer);
+* a command is acknowledged with ``ok`` once processed: a move once it is in the
+  planner (``planner_depth`` moves, 16), not when executed; with ``advanced_ok`` the
+  ``ok`` carries ``N<last line> P<free planner> B<free queue>``;
+* long waits (G28, M109, M190, M400, G4) print ``echo:busy: processing`` every
+  ``busy_interval_s``; M109/M190 also print temperatures; M112 is honoured even
+  while blocked (EMERGENCY_PARSER);
+* the link can run at an emulated baud rate (host-to-printer bytes are taken no
+  faster than ``baud / 10`` per second);
+* fault switches (:class:`Faults`) corrupt bytes in either direction, drop ``ok``s,
+  reset mid-print or when the port is opened (DTR), halt with thermal runaway,
+  kill the heater, fall silent, or drop the port.
+
+Moves spend simulated time on the shared clock (``distance / feedrate``); heaters
+follow the profile's first-order model.  With ``time_scale = 0`` (instant) moves
+execute at once and nothing sleeps, so the printer is never the bottleneck of a
+benchmark.  :class:`VirtualPrinter` is the firmware (no port); :func:`serve_pty`
+puts it on a pty.
 """
 from __future__ import annotations
 
 import logging
 import math
 import os
+import random
 import re
+import select
 import threading
 import time
 import tty
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from node.clock import Clock
+from node.native import streamcore
 from node.profile import PrinterProfile
 
 log = logging.getLogger(__name__)
 
 PWM_MAX = 127  # Marlin reports heater power as 0..127
 _WORD = re.compile(rb"([A-Z])\s*(-?\d*\.?\d+)")
+_LINE_NUMBER = re.compile(rb"N(-?\d+)\s*")
 FIRMWARE_BANNER = b"start\necho:Marlin 2.1.2 (printnode virtual printer)\necho: Free Memory: 4096\n"
+_MOVES = frozenset((b"G0", b"G1", b"G2", b"G3"))
+_NO_OPS = frozenset((b"M117", b"M73", b"M201", b"M203", b"M204", b"M205", b"M220", b"M221", b"M900",
+                     b"M907", b"M17", b"T0", b"M862.3", b"M862.1", b"M300", b"G21", b"M486", b"M413",
+                     b"G29", b"M420", b"M122", b"M593", b"M572", b"G80", b"M75", b"M76", b"M77", b"M1001",
+                     b"M555", b"M142", b"M302", b"G64", b"M592", b"M591"))
 
 
-def _checksum(data: bytes) -> int:
-    value = 0
-    for byte in data:
-        value ^= byte
-    return value
+@dataclass
+class Faults:
+    """Fault switches; each may be flipped at any time (tests) or from CLI flags."""
+
+    corrupt_in: float = 0.0          # probability a received line gets one byte flipped
+    corrupt_out: float = 0.0         # probability a reply line gets one byte flipped
+    drop_ok: float = 0.0             # probability an ``ok`` is never sent
+    reset_after_lines: int = 0       # reboot after this many numbered lines (0: never)
+    reset_on_open: bool = False      # reboot when a host opens the port (DTR on 8-bit boards)
+    runaway_at_c: float = 0.0        # halt with thermal runaway when the hotend passes this (0: never)
+    dead_heater: bool = False        # the hotend heater produces no heat (and the firmware does not notice)
+    silence_after_lines: int = 0     # stop answering after this many numbered lines (0: never)
+    silence_s: float = 0.0           # ... for this many real seconds (0 with silence_after_lines: forever)
+    disconnect_after_lines: int = 0  # drop the port after this many numbered lines (0: never)
+    seed: int = 0
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
 
 
 @dataclass
@@ -64,96 +103,227 @@ class MachineState:
     homed: bool = False
 
 
+@dataclass
+class Counters:
+    lines_ok: int = 0
+    checksum_errors: int = 0
+    line_number_errors: int = 0
+    rx_overflow_bytes: int = 0
+    flushed_bytes: int = 0
+    resets: int = 0
+    oks_dropped: int = 0
+    corrupted_in: int = 0
+    corrupted_out: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
 class VirtualPrinter:
-    """The firmware: give it received bytes with :meth:`receive`; it writes replies via ``write``."""
+    """The firmware: :meth:`feed` it received bytes, :meth:`service` processes them."""
 
     def __init__(self, profile: PrinterProfile, clock: Clock, write: Callable[[bytes], None],
                  ambient_c: float = 22.0, planner_depth: int | None = None,
-                 command_log: Path | None = None) -> None:
+                 command_log: Path | None = None, *, command_queue: int | None = None,
+                 rx_buffer_bytes: int | None = None, advanced_ok: bool = False, baud: int = 0,
+                 busy_interval_s: float = 2.0, faults: Faults | None = None) -> None:
         self.profile = profile
         self.clock = clock
-        self._write = write
+        self._raw_write = write
         self.ambient_c = ambient_c
         self.planner_depth = planner_depth or profile.planner_depth
+        self.command_queue = command_queue or profile.command_queue
+        self.rx_buffer_bytes = rx_buffer_bytes or profile.rx_buffer_bytes
+        self.advanced_ok = advanced_ok
+        self.baud = baud
+        self.busy_interval_s = busy_interval_s
+        self.faults = faults or Faults()
+        self.counters = Counters()
+        self._rng = random.Random(self.faults.seed)
         self.hotend = Heater("hotend", ambient_c)
         self.bed = Heater("bed", ambient_c)
         self.state = MachineState()
         self.last_line = 0
+        self.numbered_lines = 0
         self.halted = False
         self.autoreport_s = 0.0
         self._rx = bytearray()
+        self._queue: deque[tuple[int, bytes]] = deque()  # (line number or -1, command)
+        self._current_number = -1
         self._planner: deque[tuple[bytes, float]] = deque()
         self._planner_cv = threading.Condition()
         self._stop = threading.Event()
         self._thermal_t_s = clock.time()
         self._last_report_wall = time.monotonic()
+        self._silent_until = 0.0
+        self._wire_free_at = 0.0
+        self._booting_until = 0.0
+        self.disconnect_requested = threading.Event()
+        self._pump: Callable[[], None] | None = None  # reads more input while blocked (set by serve_pty)
         self._command_log = open(command_log, "ab", buffering=0) if command_log else None  # noqa: SIM115
+        self._log_lock = threading.Lock()
 
-    # --- input ------------------------------------------------------------------------------
-    def receive(self, data: bytes) -> None:
-        """Bytes from the host; every complete line is processed in order (blocking as Marlin does)."""
-        self._rx += data
-        while True:
-            newline = self._rx.find(b"\n")
-            if newline < 0:
-                break
-            raw = bytes(self._rx[:newline]).strip(b"\r \t\0")
-            del self._rx[: newline + 1]
-            if raw:
-                self._process_line(raw)
+    @property
+    def instant(self) -> bool:
+        return self.clock.time_scale == 0
+
+    # --- output -----------------------------------------------------------------------------
+    def _write(self, data: bytes) -> None:
+        if self.faults.corrupt_out and self._rng.random() < self.faults.corrupt_out and len(data) > 1:
+            data = _flip_one_byte(data, self._rng)
+            self.counters.corrupted_out += 1
+        self._raw_write(data)
 
     def _reply(self, text: str) -> None:
         self._write(text.encode() + b"\n")
 
-    def _process_line(self, raw: bytes) -> None:
+    def _ok(self, number: int | None = None) -> None:
+        """``ok``; with ADVANCED_OK ``N`` is the acknowledged command's own line number (Marlin's ok_to_send)."""
+        if self.faults.drop_ok and self._rng.random() < self.faults.drop_ok:
+            self.counters.oks_dropped += 1
+            return
+        if self.advanced_ok:
+            free_planner = self.planner_depth - len(self._planner)
+            free_queue = self.command_queue - len(self._queue)
+            number = self._current_number if number is None else number
+            if number >= 0:
+                self._write(b"ok N%d P%d B%d\n" % (number, free_planner, free_queue))
+            else:
+                self._write(b"ok P%d B%d\n" % (free_planner, free_queue))
+        else:
+            self._write(b"ok\n")
+
+    # --- input ------------------------------------------------------------------------------
+    def arrival_delay_s(self, size: int) -> float:
+        """Real seconds until ``size`` bytes just read have crossed the emulated link (0 without baud).
+
+        The wire is a queue: bytes start crossing when they were read or when the previous
+        ones finished, whichever is later, at ``baud / 10`` bytes per second (8N1).
+        """
+        if self.baud <= 0:
+            return 0.0
+        now = time.monotonic()
+        # bytes read less than half a millisecond after the previous ones finished were already
+        # waiting (our sleep overshot): the wire was busy, not idle, so no gap is counted
+        start = self._wire_free_at if now - self._wire_free_at < 0.0005 else now
+        self._wire_free_at = start + size * 10.0 / self.baud
+        return self._wire_free_at - now
+
+    def feed(self, data: bytes) -> None:
+        """Bytes off the wire into the receive buffer; what does not fit is lost, as on the board."""
+        if self._booting_until and time.monotonic() < self._booting_until:
+            return  # the bootloader does not listen
+        if b"M112" in data:  # EMERGENCY_PARSER: acted on as the bytes arrive
+            self.halt("kill() called!")
+        room = self.rx_buffer_bytes - len(self._rx)
+        if len(data) > room:
+            self.counters.rx_overflow_bytes += len(data) - max(room, 0)
+            data = data[:max(room, 0)]
+        self._rx += data
+
+    def receive(self, data: bytes) -> None:
+        """Feed and process everything that can be processed now (the reader thread's call)."""
+        self.feed(data)
+        self.service()
+
+    def service(self) -> None:
+        """Move complete lines into the command queue and execute queued commands, like Marlin's loop."""
+        while not self._stop.is_set():
+            if self._silent_until and time.monotonic() < self._silent_until:
+                return
+            self._take_lines()
+            if not self._queue:
+                return
+            self._current_number, command = self._queue.popleft()
+            self._execute(command)
+
+    def _take_lines(self) -> None:
+        while len(self._queue) < self.command_queue:
+            newline = self._rx.find(b"\n")
+            if newline < 0:
+                return
+            raw = bytes(self._rx[:newline])
+            del self._rx[: newline + 1]
+            if self.faults.corrupt_in and self._rng.random() < self.faults.corrupt_in and len(raw) > 0:
+                raw = _flip_one_byte(raw + b"\n", self._rng)[:-1]
+                self.counters.corrupted_in += 1
+            raw = raw.split(b";", 1)[0].strip(b"\r \t\0")
+            if raw:
+                numbered = raw.startswith(b"N")
+                command = self._check_line(raw)
+                if command is not None:
+                    self._queue.append((self.last_line if numbered else -1, command))
+
+    def _check_line(self, raw: bytes) -> bytes | None:
+        """Line number and checksum checks; the command, or None after an error reply."""
         if self.halted:
             self._reply("Error:Printer halted. kill() called!")
-            return
-        command = raw
-        if raw.startswith(b"N"):
-            star = raw.rfind(b"*")
-            match = re.match(rb"N(-?\d+)\s*", raw)
-            if match is None:
-                self._reply(f"Error:Line Number is not Last Line Number+1, Last Line: {self.last_line}")
-                self._request_resend()
-                return
-            number = int(match.group(1))
-            if star < 0:
-                self._reply(f"Error:No Checksum with line number, Last Line: {self.last_line}")
-                self._request_resend()
-                return
-            body = raw[:star]
-            try:
-                expected = int(raw[star + 1:])
-            except ValueError:
-                expected = -1
-            command = body[match.end():]
-            is_m110 = command.startswith(b"M110")
-            if number != self.last_line + 1 and not is_m110:
-                self._reply(f"Error:Line Number is not Last Line Number+1, Last Line: {self.last_line}")
-                self._request_resend()
-                return
-            if _checksum(body) != expected:
-                self._reply(f"Error:checksum mismatch, Last Line: {self.last_line}")
-                self._request_resend()
-                return
-            self.last_line = number
-        self._execute(command.strip())
+            return None
+        star = raw.rfind(b"*")
+        if not raw.startswith(b"N"):
+            if star >= 0:
+                self._line_error(f"Error:No Line Number with checksum, Last Line: {self.last_line}", "checksum")
+                return None
+            return raw
+        match = _LINE_NUMBER.match(raw)
+        if match is None:
+            self._line_error(f"Error:Line Number is not Last Line Number+1, Last Line: {self.last_line}", "number")
+            return None
+        number = int(match.group(1))
+        if star < 0:
+            self._line_error(f"Error:No Checksum with line number, Last Line: {self.last_line}", "checksum")
+            return None
+        body = raw[:star]
+        command = body[match.end():].strip()
+        if number != self.last_line + 1 and not command.startswith(b"M110"):
+            self._line_error(f"Error:Line Number is not Last Line Number+1, Last Line: {self.last_line}", "number")
+            return None
+        try:
+            expected = int(raw[star + 1:])
+        except ValueError:
+            expected = -1
+        if streamcore.checksum(body) != expected:
+            self._line_error(f"Error:checksum mismatch, Last Line: {self.last_line}", "checksum")
+            return None
+        self.last_line = number
+        self.numbered_lines += 1
+        return command
 
-    def _request_resend(self) -> None:
+    def _line_error(self, message: str, kind: str) -> None:
+        if kind == "checksum":
+            self.counters.checksum_errors += 1
+        else:
+            self.counters.line_number_errors += 1
+        self._reply(message)
         self._reply(f"Resend: {self.last_line + 1}")
-        self._reply("ok")
+        self._ok(-1)
+        # Marlin's flush_and_request_resend(): what is already buffered is thrown away
+        self.counters.flushed_bytes += len(self._rx)
+        self._rx.clear()
 
     # --- commands ---------------------------------------------------------------------------
-    def _words(self, command: bytes) -> dict[str, float]:
-        return {m.group(1).decode(): float(m.group(2)) for m in _WORD.finditer(command[1:] if command else b"")}
+    @staticmethod
+    def _words(command: bytes) -> dict[str, float]:
+        words = {}
+        for m in _WORD.finditer(command, 1):
+            try:
+                words[m.group(1).decode()] = float(m.group(2))
+            except ValueError:
+                continue
+        return words
 
     def _execute(self, command: bytes) -> None:
         head = command.split(b" ", 1)[0].upper()
-        words = self._words(command.split(b";", 1)[0])
-        if head in (b"G0", b"G1", b"G2", b"G3"):
+        if self.halted:
+            self._reply("Error:Printer halted. kill() called!")
+            return
+        words = self._words(command) if len(command) > len(head) else {}
+        if head in _MOVES:
             self._enqueue(command, self._move_duration_s(words))
         elif head == b"G28":
+            self._wait_planner_empty()
+            self.state.homed = True
+            named = [axis for axis in "XYZ" if f" {axis}".encode() in command]
+            for axis in named or "XYZ":
+                setattr(self.state, axis.lower(), 0.0)
             self._enqueue(command, 4.0)
         elif head == b"G4":
             self._wait_planner_empty()
@@ -179,8 +349,9 @@ class VirtualPrinter:
             if head == b"M190":
                 self._wait_for_heater(self.bed, "R" in words)
         elif head == b"M105":
-            self._write(b"ok " + self.temperature_report() + b"\n")
             self._log_executed(command)
+            self._write(b"ok " + self.temperature_report() + b"\n")
+            self._after_line()
             return
         elif head == b"M155":
             self.autoreport_s = words.get("S", 0.0)
@@ -189,7 +360,8 @@ class VirtualPrinter:
         elif head == b"M115":
             self._reply("FIRMWARE_NAME:Marlin 2.1.2 (printnode virtual printer) SOURCE_CODE_URL:local "
                         "PROTOCOL_VERSION:1.0 MACHINE_TYPE:" + self.profile.name + " EXTRUDER_COUNT:1")
-            for cap in ("AUTOREPORT_TEMP:1", "EEPROM:0", "HOST_ACTION_COMMANDS:1", "EMERGENCY_PARSER:1"):
+            for cap in ("AUTOREPORT_TEMP:1", "EEPROM:0", "HOST_ACTION_COMMANDS:1", "EMERGENCY_PARSER:1",
+                        f"ADVANCED_OK:{int(self.advanced_ok)}"):
                 self._reply("Cap:" + cap)
         elif head == b"M114":
             s = self.state
@@ -206,50 +378,84 @@ class VirtualPrinter:
         elif head == b"M112":
             self.halt("kill() called!")
             return
-        elif head in (b"M117", b"M73", b"M201", b"M203", b"M204", b"M205", b"M220", b"M221",
-                      b"M900", b"M907", b"M17", b"T0", b"M862.3", b"M862.1", b"M115", b"M300"):
+        elif head in _NO_OPS or head.startswith(b"T"):
             pass
         else:
             self._reply(f'echo:Unknown command: "{command.decode(errors="replace")}"')
-        self._log_executed(command)
-        self._reply("ok")
+        if head not in _MOVES and head != b"G28" and head != b"G4":
+            self._log_executed(command)
+        self._ok()
+        self._after_line()
+
+    def _after_line(self) -> None:
+        """Faults that strike after a given number of numbered lines."""
+        f, n = self.faults, self.numbered_lines
+        if f.reset_after_lines and n >= f.reset_after_lines:
+            f.reset_after_lines = 0
+            self.reset()
+        elif f.silence_after_lines and n >= f.silence_after_lines:
+            f.silence_after_lines = 0
+            self._silent_until = time.monotonic() + (f.silence_s if f.silence_s > 0 else 1e9)
+        elif f.disconnect_after_lines and n >= f.disconnect_after_lines:
+            f.disconnect_after_lines = 0
+            self.disconnect_requested.set()
 
     def _log_executed(self, command: bytes) -> None:
         if self._command_log is not None:
-            self._command_log.write(command + b"\n")
+            with self._log_lock:
+                self._command_log.write(command + b"\n")
 
     def _move_duration_s(self, words: dict[str, float]) -> float:
         s = self.state
         if "F" in words and words["F"] > 0:
             s.feedrate_mm_min = words["F"]
-        target = {}
-        for axis in "XYZ":
-            current = getattr(s, axis.lower())
-            value = words.get(axis)
-            target[axis] = current if value is None else (value if s.absolute_xyz else current + value)
+        tx, ty, tz = s.x, s.y, s.z
+        if "X" in words:
+            tx = words["X"] if s.absolute_xyz else s.x + words["X"]
+        if "Y" in words:
+            ty = words["Y"] if s.absolute_xyz else s.y + words["Y"]
+        if "Z" in words:
+            tz = words["Z"] if s.absolute_xyz else s.z + words["Z"]
         e_value = words.get("E")
         new_e = s.e if e_value is None else (e_value if s.absolute_e else s.e + e_value)
-        distance = math.dist((s.x, s.y, s.z), (target["X"], target["Y"], target["Z"]))
-        if distance == 0:
-            distance = abs(new_e - s.e)
-        s.x, s.y, s.z, s.e = target["X"], target["Y"], target["Z"], new_e
+        distance = math.dist((s.x, s.y, s.z), (tx, ty, tz)) or abs(new_e - s.e)
+        s.x, s.y, s.z, s.e = tx, ty, tz, new_e
         s.steppers_on = True
         return distance / max(s.feedrate_mm_min / 60.0, 0.1)
 
     def _enqueue(self, command: bytes, duration_s: float) -> None:
         """Put a move in the planner; like Marlin, ``ok`` waits while the planner is full."""
+        if self.instant:
+            self._log_executed(command)
+            return
         with self._planner_cv:
-            self._planner_cv.wait_for(lambda: len(self._planner) < self.planner_depth or self._stop.is_set())
+            while len(self._planner) >= self.planner_depth and not self._stop.is_set() and not self.halted:
+                self._planner_cv.wait(0.05)
+                self._pump_while_blocked()
+            if self.halted:
+                return
             self._planner.append((command, duration_s))
             self._planner_cv.notify_all()
 
+    def _pump_while_blocked(self) -> None:
+        if self._pump is not None:
+            self._pump()
+
     def _wait_planner_empty(self) -> None:
+        if self.instant:
+            return
+        last_busy = time.monotonic()
         with self._planner_cv:
-            self._planner_cv.wait_for(lambda: not self._planner or self._stop.is_set())
+            while self._planner and not self._stop.is_set() and not self.halted:
+                self._planner_cv.wait(0.05)
+                if time.monotonic() - last_busy >= self.busy_interval_s:
+                    last_busy = time.monotonic()
+                    self._write(b"echo:busy: processing\n")
+                self._pump_while_blocked()
 
     def _wait_for_heater(self, heater: Heater, cool_too: bool) -> None:
-        """Block like M109/M190, printing a report every second (real time) while waiting."""
-        if self.clock.time_scale == 0:
+        """Block like M109/M190, printing a report every second (real time at most 10/s) while waiting."""
+        if self.instant and not self.faults.dead_heater:
             heater.temp_c = max(heater.temp_c, heater.target_c) if not cool_too else heater.target_c
             return
         last_report_sim, last_report_wall = self.clock.time(), time.monotonic()
@@ -257,16 +463,46 @@ class VirtualPrinter:
             self.update_thermal()
             if abs(heater.temp_c - heater.target_c) <= 1.0 or (not cool_too and heater.temp_c >= heater.target_c):
                 return
-            # Marlin reports once a second while waiting; at high time scales at most 10 times a real second
-            if self.clock.time() - last_report_sim >= 1.0 and time.monotonic() - last_report_wall >= 0.1:
+            if (self.clock.time() - last_report_sim >= 1.0 or self.instant) \
+                    and time.monotonic() - last_report_wall >= 0.1:
                 self._write(self.temperature_report() + b" W:?\n")
                 last_report_sim, last_report_wall = self.clock.time(), time.monotonic()
+            self._pump_while_blocked()
             time.sleep(0.02)
 
     def halt(self, why: str) -> None:
+        if self.halted:
+            return
         self.halted = True
         self.hotend.target_c = self.bed.target_c = 0.0
         self._reply(f"Error:Printer halted. {why}")
+        with self._planner_cv:
+            self._planner.clear()
+            self._planner_cv.notify_all()
+
+    def reset(self, boot_s: float = 0.0) -> None:
+        """A reboot: everything in the receive buffer, queue and planner is lost; the banner again.
+
+        ``boot_s``: real seconds of bootloader during which received bytes are lost.
+        """
+        self.counters.resets += 1
+        if boot_s > 0:
+            self._booting_until = time.monotonic() + boot_s
+        with self._planner_cv:
+            self._planner.clear()
+            self._planner_cv.notify_all()
+        self._queue.clear()
+        self._rx.clear()
+        self.last_line = 0
+        self.halted = False
+        self.autoreport_s = 0.0
+        self.hotend.target_c = self.bed.target_c = 0.0
+        self.state = MachineState(z=self.state.z, e=0.0)
+        self.state.homed = False
+        if boot_s > 0:
+            time.sleep(boot_s)
+            self._rx.clear()
+        self._raw_write(FIRMWARE_BANNER)
 
     # --- time-driven parts ------------------------------------------------------------------
     def planner_step(self) -> bool:
@@ -277,7 +513,9 @@ class VirtualPrinter:
             command, duration_s = self._planner[0]
         self.clock.sleep_blocking(duration_s)
         with self._planner_cv:
-            self._planner.popleft()
+            if self._planner and self._planner[0][0] is command:
+                self._planner.popleft()
+                self._log_executed(command)
             self._planner_cv.notify_all()
         return True
 
@@ -294,8 +532,13 @@ class VirtualPrinter:
                 else:
                     hold = model.holding_w(heater.target_c, self.ambient_c) / model.heater_w
                     heater.pwm = min(1.0, max(0.0, hold + (heater.target_c - heater.temp_c) * 0.2))
+                effective_pwm = 0.0 if (heater is self.hotend and self.faults.dead_heater) else heater.pwm
                 if dt_s > 0:
-                    heater.temp_c = model.step_c(heater.temp_c, heater.pwm, self.ambient_c, dt_s / steps)
+                    heater.temp_c = model.step_c(heater.temp_c, effective_pwm, self.ambient_c, dt_s / steps)
+        runaway_c = self.faults.runaway_at_c
+        if runaway_c and self.hotend.target_c > 0 and self.hotend.temp_c >= runaway_c and not self.halted:
+            self._reply("Error:Thermal Runaway, system stopped! Heater_ID: 0")
+            self.halt("kill() called!")
 
     def temperature_report(self) -> bytes:
         h, b = self.hotend, self.bed
@@ -304,6 +547,8 @@ class VirtualPrinter:
 
     def autoreport_due(self) -> bool:
         if self.autoreport_s <= 0:
+            return False
+        if self._silent_until and time.monotonic() < self._silent_until:
             return False
         now = time.monotonic()
         if now - self._last_report_wall >= self.autoreport_s:
@@ -316,47 +561,138 @@ class VirtualPrinter:
         with self._planner_cv:
             self._planner_cv.notify_all()
         if self._command_log is not None:
-            self._command_log.close()
+            with self._log_lock:
+                self._command_log.close()
+                self._command_log = None
+
+
+def _flip_one_byte(data: bytes, rng: random.Random) -> bytes:
+    """One byte (never the final newline) XORed with a non-zero value that is not a newline."""
+    out = bytearray(data)
+    limit = len(out) - 1 if out.endswith(b"\n") else len(out)
+    if limit <= 0:
+        return data
+    pos = rng.randrange(limit)
+    while True:
+        flipped = out[pos] ^ rng.randrange(1, 256)
+        if flipped not in (10, 13):
+            break
+    out[pos] = flipped
+    return bytes(out)
+
+
+def _holders_of(path: str) -> int:
+    """How many other processes hold ``path`` open (how a pty learns that a host opened it)."""
+    me = str(os.getpid())
+    count = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or pid == me:
+            continue
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") == path:
+                        count += 1
+                        break
+                except OSError:
+                    continue
+        except OSError:
+            continue
+    return count
 
 
 def serve_pty(printer_factory: Callable[[Callable[[bytes], None]], VirtualPrinter],
-              stop: threading.Event) -> tuple[str, VirtualPrinter, list[threading.Thread]]:
-    """Open a pty, attach a printer to its master side, start its threads; return the slave path.
+              stop: threading.Event, link_path: Path | None = None) -> tuple[str, VirtualPrinter, list[threading.Thread]]:
+    """Open a pty, attach a printer to its master side, start its threads; return the port path.
 
-    The slave end stays open here too, so a host closing and reopening the
-    port (a reconnect) does not end the session.
+    The slave end stays open here too, so a host closing and reopening the port
+    (a reconnect) does not end the session.  With ``link_path`` the port is also
+    published as that symlink; the *disconnect* fault removes it, closes the pty
+    (the host's reads fail) and, after a second, publishes a fresh pty there, as a
+    USB printer that was unplugged and plugged back in.
     """
-    master_fd, slave_fd = os.openpty()
-    tty.setraw(slave_fd)
-    tty.setraw(master_fd)
-    path = os.ttyname(slave_fd)
+    fds: dict[str, int] = {}
     write_lock = threading.Lock()
+
+    def open_pty() -> str:
+        master_fd, slave_fd = os.openpty()
+        tty.setraw(slave_fd)
+        tty.setraw(master_fd)
+        os.set_blocking(master_fd, False)
+        fds["master"], fds["slave"] = master_fd, slave_fd
+        path = os.ttyname(slave_fd)
+        if link_path is not None:
+            tmp = link_path.with_name(link_path.name + ".tmp")
+            tmp.unlink(missing_ok=True)
+            os.symlink(path, tmp)
+            os.replace(tmp, link_path)
+        return path
 
     def write(data: bytes) -> None:
         with write_lock:
             view = memoryview(data)
             while view:
                 try:
-                    written = os.write(master_fd, view)
+                    written = os.write(fds["master"], view)
                 except BlockingIOError:
-                    time.sleep(0.001)
+                    select.select([], [fds["master"]], [], 0.05)
                     continue
                 except OSError:
                     return
                 view = view[written:]
 
+    path = open_pty()
     printer = printer_factory(write)
     write(FIRMWARE_BANNER)
 
-    def reader() -> None:
+    def read_some(timeout_s: float) -> bool:
+        """Take what has crossed the (emulated) link into the printer; False if nothing came."""
+        try:
+            ready, _, _ = select.select([fds["master"]], [], [], timeout_s)
+        except (OSError, ValueError):
+            time.sleep(0.05)
+            return False
+        if not ready:
+            return False
+        try:
+            # at an emulated baud rate, small pieces: a line is usable once its last byte arrived
+            data = os.read(fds["master"], 16 if printer.baud > 0 else 65536)
+        except BlockingIOError:
+            return False
+        except OSError:
+            time.sleep(0.05)
+            return False
+        if data:
+            delay_s = printer.arrival_delay_s(len(data))
+            if delay_s > 0:
+                time.sleep(delay_s)
+            printer.feed(data)
+            return True
+        return False
+
+    printer._pump = lambda: read_some(0)
+
+    def firmware() -> None:
         while not stop.is_set():
-            try:
-                data = os.read(master_fd, 4096)
-            except OSError:
-                time.sleep(0.05)
+            if printer.disconnect_requested.is_set():
+                printer.disconnect_requested.clear()
+                for key in ("master", "slave"):
+                    try:
+                        os.close(fds[key])
+                    except OSError:
+                        pass
+                if link_path is not None:
+                    link_path.unlink(missing_ok=True)
+                time.sleep(1.0)
+                open_pty()
+                printer.reset()
                 continue
-            if data:
-                printer.receive(data)
+            silent = printer._silent_until and time.monotonic() < printer._silent_until
+            if silent:
+                time.sleep(0.01)
+                continue
+            read_some(0.05 if not printer._rx else 0)
+            printer.service()
 
     def planner() -> None:
         while not stop.is_set():
@@ -370,19 +706,31 @@ def serve_pty(printer_factory: Callable[[Callable[[bytes], None]], VirtualPrinte
                 write(printer.temperature_report() + b"\n")
             time.sleep(0.05)
 
+    def dtr_watch() -> None:
+        holders = 0
+        while not stop.is_set():
+            if printer.faults.reset_on_open:
+                now = _holders_of(os.ttyname(fds["slave"]) if "slave" in fds else path)
+                if now > holders:
+                    printer.reset(boot_s=0.3)
+                holders = now
+            time.sleep(0.02)
+
     threads = [threading.Thread(target=fn, name=f"virtual-{fn.__name__}", daemon=True)
-               for fn in (reader, planner, thermal)]
+               for fn in (firmware, planner, thermal, dtr_watch)]
     for thread in threads:
         thread.start()
 
     def closer() -> None:
         stop.wait()
         printer.stop()
-        for fd in (master_fd, slave_fd):
+        for key in ("master", "slave"):
             try:
-                os.close(fd)
+                os.close(fds[key])
             except OSError:
                 pass
+        if link_path is not None:
+            link_path.unlink(missing_ok=True)
 
     threading.Thread(target=closer, name="virtual-closer", daemon=True).start()
-    return path, printer, threads
+    return (str(link_path) if link_path is not None else path), printer, threads

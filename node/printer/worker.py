@@ -1,12 +1,24 @@
 """The printer worker: the one thread that owns the serial port.
 
-It connects (banner or probe, ``M110``, ``M115``, ``M155`` autoreport when
-offered, else M105 polling), streams a job file through the compiled
-streaming core (ping-pong: one line in flight, resends from a ring of sent
-lines), and otherwise polls temperatures.  The asyncio side talks to it only
-through :meth:`PrinterWorker.submit` and the pause/resume/cancel flags, and
-hears from it only through the ``sink`` callbacks, which it calls from this
-thread (the caller makes them thread-safe).
+It connects (boot banner or probe, ``M110``, ``M115``, ``M155`` autoreport when
+offered, else M105 polling) and streams a job through the compiled
+:class:`~node._streamcore.Sender`: Python reads the file and the port in
+chunks and hands them to the core, which frames lines, keeps the send window
+full (bounded by the firmware's command queue and receive buffer, or one line
+with ``ping_pong``), handles resends from its ring and parses the replies.
+Python sees only the replies worth attention (temperatures, errors, resets,
+actions) and the counters.
+
+Timeouts: a silence of ``tickle_s`` with lines in flight sends the oldest
+unacknowledged line again (a probe: the firmware's answer says exactly where
+it stands, which also recovers a lost ``ok``); ``busy:``/``wait``/temperature
+lines count as life; long commands (G28, M109, M190, M400, G4, M600...) get
+``long_timeout_s``.  ``max_probes`` probes without an answer stop the job with a
+reason: never a silent hang.
+
+The asyncio side talks to it only through :meth:`PrinterWorker.submit` and the
+pause/resume/cancel calls, and hears from it through the ``sink`` callbacks,
+called on this thread (the caller makes them thread-safe).
 """
 from __future__ import annotations
 
@@ -14,21 +26,24 @@ import logging
 import queue
 import threading
 import time
-from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
+from node.clock import Clock
 from node.native import streamcore
 from node.printer.link import LinkClosed, SerialLink
-from node.printer.protocol import Kind, Reply, TemperatureReport, capabilities, classify
+from node.printer.protocol import TemperatureReport
+from node.printer.resume import ModalState, state_at
+from node.printer.safety import SafetySection, ThermalViolation, ThermalWatchdog
 
 log = logging.getLogger(__name__)
 
-RESEND_RING = 256
 CHUNK_BYTES = 64 * 1024
-#: commands that legitimately keep the printer silent for minutes
-LONG_COMMANDS = (b"G28", b"G29", b"M109", b"M190", b"M400", b"G4", b"M600", b"M303")
+REFILL_BELOW_LINES = 1024
+PWM_MAX = 127.0
+EV = streamcore
 
 
 class WorkerSink(Protocol):
@@ -37,7 +52,46 @@ class WorkerSink(Protocol):
     def on_state(self, state: str, detail: str) -> None: ...
     def on_temperatures(self, report: TemperatureReport) -> None: ...
     def on_progress(self, job_id: str, byte_offset: int, bytes_total: int, lines_sent: int) -> None: ...
-    def on_checkpoint(self, job_id: str, byte_offset: int, line_number: int) -> None: ...
+    def on_checkpoint(self, job_id: str, checkpoint: Checkpoint) -> None: ...
+    def on_emergency(self, reason: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """How the worker drives the link (from ``[printer]``; see config/node.example.toml)."""
+
+    max_commands: int = 4
+    rx_buffer_bytes: int = 128
+    ping_pong: bool = False
+    connect_timeout_s: float = 20.0
+    reply_timeout_s: float = 30.0
+    long_timeout_s: float = 900.0
+    tickle_s: float = 3.0
+    max_probes: int = 5
+    max_consecutive_resends: int = 25
+    poll_interval_s: float = 2.0
+    autoreport_interval_s: int = 2
+    boot_wait_s: float = 2.0
+    coalesce_s: float = 0.0
+    checkpoint_interval_s: float = 5.0
+    resend_has_ok: bool = True
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where a job stands: the last acknowledged line and what resume needs beside it.
+
+    ``resume_offset`` is already rewound past the moves that may have been planned
+    but not executed (see docs/resume.md).
+    """
+
+    byte_offset: int          # start of the last acknowledged job line
+    resume_offset: int        # where a resume after a reset restarts
+    line_number: int          # protocol line number of the last acknowledged line
+    lines_acked: int
+    hotend_target_c: float
+    bed_target_c: float
+    t_real_s: float
 
 
 @dataclass
@@ -45,6 +99,7 @@ class PrintRequest:
     job_id: str
     path: Path
     start_offset: int = 0
+    prologue: tuple[bytes, ...] = ()  # commands sent before the file (the resume script)
     done: threading.Event = field(default_factory=threading.Event)
     outcome: PrintOutcome | None = None
 
@@ -56,6 +111,8 @@ class PrintOutcome:
     byte_offset: int
     lines_sent: int
     resends: int
+    seconds: float = 0.0
+    checkpoint: Checkpoint | None = None
 
 
 class PrinterFault(RuntimeError):
@@ -66,30 +123,55 @@ class FirmwareReset(RuntimeError):
     """The printer printed ``start``: it rebooted and forgot everything."""
 
 
+class JobRefused(RuntimeError):
+    """The job itself cannot be sent (an overlong line)."""
+
+
 CANCEL_SCRIPT = (b"M104 S0", b"M140 S0", b"M107", b"G91", b"G1 Z2 F600", b"G90", b"M84")
 
 
 class PrinterWorker(threading.Thread):
-    def __init__(self, port: str, baud: int, sink: WorkerSink, *, connect_timeout_s: float = 20.0,
-                 reply_timeout_s: float = 30.0, long_timeout_s: float = 900.0,
-                 poll_interval_s: float = 2.0, checkpoint_interval_s: float = 5.0) -> None:
+    def __init__(self, port: str, baud: int, sink: WorkerSink, *, settings: StreamSettings | None = None,
+                 safety: SafetySection | None = None, clock: Clock | None = None,
+                 pause_script: Callable[[str], list[bytes]] | None = None,
+                 rewind_moves: int = 20) -> None:
         super().__init__(name="printer-worker", daemon=True)
+        self.settings = settings or StreamSettings()
         self.link = SerialLink(port, baud)
         self.sink = sink
-        self.connect_timeout_s = connect_timeout_s
-        self.reply_timeout_s = reply_timeout_s
-        self.long_timeout_s = long_timeout_s
-        self.poll_interval_s = poll_interval_s
-        self.checkpoint_interval_s = checkpoint_interval_s
+        self.clock = clock or Clock(1.0)
+        self.safety = safety or SafetySection()
+        self.watchdog = ThermalWatchdog(self.safety)
+        self.rewind_moves = rewind_moves
         self.autoreport = False
+        self.advanced_ok = False
+        self.firmware = ""
         self.connected = threading.Event()
+        self.engine = self._new_engine()
         self._requests: queue.Queue[PrintRequest] = queue.Queue()
         self._stopping = threading.Event()
         self._paused = threading.Event()
         self._cancel = threading.Event()
-        self._line_number = 0
-        self._sent: OrderedDict[int, bytes] = OrderedDict()
+        self._collect: list[str] | None = None
         self._last_poll = 0.0
+        self._last_rx = time.monotonic()
+        self._probes = 0
+        self._resend_streak = 0
+        self._last_resend: int | None = None
+        self._acked_at_resend = 0
+        self._last_temps: TemperatureReport | None = None
+        self._hold_until = 0.0
+        self._probe_after_hold = False
+        # after a resend request, lines sent before it are still arriving and each one makes the
+        # firmware flush its receive buffer: wait until they have crossed the link (two buffers'
+        # worth of wire time, at least 20 ms) before resending, or the resent lines are flushed too
+        self._settle_s = max(0.02, 2 * self.settings.rx_buffer_bytes * 10 / max(baud, 1200))
+        self.stop_after_one_job = False
+
+    def _new_engine(self) -> streamcore.Sender:
+        s = self.settings
+        return streamcore.Sender(1 if s.ping_pong else s.max_commands, s.rx_buffer_bytes, 4096,
+                                 s.resend_has_ok)
 
     # --- called from the asyncio side -------------------------------------------------------
     def submit(self, request: PrintRequest) -> None:
@@ -111,197 +193,494 @@ class PrinterWorker(threading.Thread):
         self._stopping.set()
         self._cancel.set()
 
+    def link_report(self) -> dict[str, object]:
+        """Counters for ``printnode status`` (read from another thread: plain ints, no locking needed)."""
+        engine = self.engine
+        return {"firmware": self.firmware, "advanced_ok": self.advanced_ok or engine.advanced_ok_seen,
+                "autoreport": self.autoreport, "lines_acked": engine.lines_acked, "resends": engine.resends,
+                "garbled_oks": engine.garbled_oks, "inflight": engine.inflight,
+                "planner_free": engine.planner_free, "queue_free": engine.queue_free}
+
     # --- thread -----------------------------------------------------------------------------
     def run(self) -> None:
         backoff_s = 0.5
         while not self._stopping.is_set():
             try:
+                if not self.link.is_open:
+                    self._open()
                 self._connect()
                 backoff_s = 0.5
                 self._serve()
-            except (LinkClosed, PrinterFault, FirmwareReset) as exc:
+            except FirmwareReset as exc:
+                # keep the port open: closing and reopening it would reset a DTR board once more
+                self.connected.clear()
+                self.sink.on_state("error", str(exc))
+                log.warning("printer: %s; handshaking again", exc)
+                if self.stop_after_one_job:
+                    return
+            except (LinkClosed, PrinterFault) as exc:
                 self.connected.clear()
                 self.sink.on_state("disconnected" if isinstance(exc, LinkClosed) else "error", str(exc))
                 log.warning("printer: %s", exc)
                 self.link.close()
+                if self.stop_after_one_job:
+                    return
                 self._stopping.wait(backoff_s)
                 backoff_s = min(backoff_s * 2, 10.0)
         self.link.close()
 
-    def _connect(self) -> None:
-        self.sink.on_state("connecting", self.link.port)
+    def _open(self) -> None:
+        """Open the port and let a board that resets on open (DTR) boot: wait for its banner.
+
+        Stale bytes from before the open are dropped; a board that does not reset stays silent
+        and costs ``boot_wait_s`` once per open.
+        """
+        self.sink.on_state("connecting", self.link.configured_port)
         self.link.open()
-        deadline = time.monotonic() + self.connect_timeout_s
-        # Boards that reset on open print a banner; others stay silent: probe with M110.
-        self._line_number = 0
-        self._sent.clear()
+        self.link.drop_input()
+        deadline = time.monotonic() + self.settings.boot_wait_s
+        seen = b""
         while time.monotonic() < deadline and not self._stopping.is_set():
-            self.link.write(streamcore.frame(0, b"M110 N0"))
-            reply = self._wait_ok(timeout_s=2.0, tolerate_start=True)
-            if reply is not None:
+            seen = (seen + self.link.read_chunk(max(0.01, deadline - time.monotonic())))[-4096:]
+            if b"start\n" in seen or b"start\r\n" in seen:
+                self.link.read_chunk(0.05)  # the rest of the banner
                 break
-        else:
-            raise LinkClosed(f"no answer from {self.link.port} within {self.connect_timeout_s:.0f} s")
-        caps_lines: list[str] = []
-        self._send_and_wait(b"M115", collect=caps_lines)
-        self.autoreport = capabilities(caps_lines).get("AUTOREPORT_TEMP", False)
-        if self.autoreport:
-            self._send_and_wait(b"M155 S2")
+
+    def _connect(self) -> None:
+        """Handshake on the open port: probe with M110, M115 capabilities, M155 autoreport."""
+        deadline = time.monotonic() + self.settings.connect_timeout_s
+        for attempt in range(4):
+            try:
+                self._handshake(deadline)
+                break
+            except FirmwareReset:
+                if attempt == 3:
+                    raise
+                log.info("printer rebooted during the handshake (reset on open): starting again")
         self.connected.set()
         self.sink.on_state("ready", self.link.port)
+
+    def _handshake(self, deadline: float) -> None:
+        answered = False
+        while time.monotonic() < deadline and not self._stopping.is_set():
+            self.link.write_all(streamcore.frame(0, b"M110 N0"))
+            if self._wait_plain_ok(min(2.0, max(0.1, deadline - time.monotonic()))):
+                answered = True
+                break
+        if not answered:
+            raise LinkClosed(f"no answer from {self.link.port} within {self.settings.connect_timeout_s:.0f} s")
+        self.engine = self._new_engine()
+        self.engine.reset_numbering(0)
+        self._last_rx = time.monotonic()
+        caps: list[str] = []
+        self._collect = caps
+        try:
+            self.command(b"M115")
+        finally:
+            self._collect = None
+        capabilities = {}
+        for line in caps:
+            parts = line.split(":")
+            if len(parts) >= 3 and parts[0] == "Cap":
+                capabilities[parts[1].strip().upper()] = parts[2].strip() == "1"
+            elif line.startswith("FIRMWARE_NAME:"):
+                self.firmware = line[len("FIRMWARE_NAME:"):].split(" SOURCE_CODE_URL")[0]
+        self.autoreport = capabilities.get("AUTOREPORT_TEMP", False)
+        self.advanced_ok = capabilities.get("ADVANCED_OK", False)
+        if self.autoreport:
+            self.command(b"M155 S%d" % self.settings.autoreport_interval_s)
+
+    def _wait_plain_ok(self, timeout_s: float) -> bool:
+        """During the connect probe: an ``ok`` arrived (banner lines and boot chatter are skipped)."""
+        deadline = time.monotonic() + timeout_s
+        pending = b""
+        while time.monotonic() < deadline:
+            pending += self.link.read_chunk(max(0.01, deadline - time.monotonic()))
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                text = line.strip(b"\r \0")
+                if text.startswith(b"ok"):
+                    return True
+                if text.startswith(b"Error:") and b"halted" in text.lower():
+                    raise PrinterFault(f"printer reported: {text.decode(errors='replace')} (needs a reset)")
+        return False
 
     def _serve(self) -> None:
         while not self._stopping.is_set():
             try:
                 request = self._requests.get(timeout=0.1)
             except queue.Empty:
-                self._idle_poll()
+                self._idle()
                 continue
+            started = time.monotonic()
             try:
                 request.outcome = self._stream(request)
-            except (FirmwareReset, LinkClosed, PrinterFault) as exc:
-                # the job ends with the reason; the connection is rebuilt by run()
-                status = "failed" if isinstance(exc, PrinterFault) else "interrupted"
-                reason = f"printer link lost: {exc}" if isinstance(exc, LinkClosed) else str(exc)
-                request.outcome = PrintOutcome(status, reason, request.start_offset, 0, 0)
+            except FirmwareReset as exc:
+                request.outcome = self._outcome(request, "interrupted", str(exc), started)
+                request.done.set()
+                raise
+            except LinkClosed as exc:
+                request.outcome = self._outcome(request, "interrupted", f"printer link lost: {exc}", started)
+                request.done.set()
+                raise
+            except PrinterFault as exc:
+                request.outcome = self._outcome(request, "failed", str(exc), started)
                 request.done.set()
                 raise
             request.done.set()
             self.sink.on_state("ready", self.link.port)
+            if self.stop_after_one_job:
+                self._stopping.set()
 
-    def _idle_poll(self) -> None:
+    def _outcome(self, request: PrintRequest, status: Literal["completed", "cancelled", "failed", "interrupted"],
+                 reason: str, started: float) -> PrintOutcome:
+        checkpoint = self.checkpoint(request)
+        return PrintOutcome(status, reason, checkpoint.byte_offset if checkpoint else request.start_offset,
+                            self.engine.job_lines_acked, self.engine.resends, time.monotonic() - started, checkpoint)
+
+    def _idle(self) -> None:
         now = time.monotonic()
-        if not self.autoreport and now - self._last_poll >= self.poll_interval_s:
+        if not self.autoreport and now - self._last_poll >= self.settings.poll_interval_s:
             self._last_poll = now
-            self._send_and_wait(b"M105")
+            self.command(b"M105")
         else:
-            line = self.link.readline(0.1)
-            if line is not None:
-                self._handle_unsolicited(classify(line))
+            self._pump(0.1)
+            self._check_timeouts(job_active=False)
 
-    # --- protocol ---------------------------------------------------------------------------
-    def _send(self, command: bytes) -> int:
-        self._line_number += 1
-        framed = streamcore.frame(self._line_number, command)
-        self._sent[self._line_number] = framed
-        if len(self._sent) > RESEND_RING:
-            self._sent.popitem(last=False)
-        self.link.write(framed)
-        return self._line_number
+    # --- the engine loop --------------------------------------------------------------------
+    def command(self, command: bytes) -> None:
+        """Send one host command and wait until the printer acknowledged it."""
+        self.engine.inject(command)
+        self._flush_out()
+        target = self.engine.last_sent + self.engine.pending
+        while self.engine.last_acked < target:
+            self._flush_out()
+            self._pump(0.05)
+            self._check_timeouts(job_active=False)
+            if self._stopping.is_set() and command not in CANCEL_SCRIPT:
+                raise LinkClosed("the node is stopping")
 
-    def _send_and_wait(self, command: bytes, collect: list[str] | None = None) -> tuple[Reply, int]:
-        self._send(command)
-        long = command.split(b" ", 1)[0] in LONG_COMMANDS
-        resends = 0
-        while True:
-            reply = self._wait_ok(self.long_timeout_s if long else self.reply_timeout_s, collect=collect)
-            if reply is None:
-                raise PrinterFault(f"no reply to {command.decode(errors='replace')!r} within "
-                                   f"{self.long_timeout_s if long else self.reply_timeout_s:.0f} s")
-            if reply.kind == Kind.OK:
-                return reply, resends
-            # a resend request: send again from the line asked for (ping-pong: just this one)
-            resends += 1
-            if resends > 10:
-                raise PrinterFault(f"more than 10 consecutive resends of line {self._line_number}")
-            self._resend_from(reply.line_number or self._line_number)
+    def _flush_out(self) -> None:
+        if self._hold_until:
+            if time.monotonic() < self._hold_until:
+                return
+            self._end_hold()
+        out = self.engine.fill()
+        if out:
+            self.link.write_all(out)
 
-    def _resend_from(self, number: int) -> None:
-        if number not in self._sent:
-            raise PrinterFault(f"printer asked for line {number}, which is no longer held for resend")
-        for n in range(number, self._line_number + 1):
-            self.link.write(self._sent[n])
+    def _pump(self, timeout_s: float) -> bool:
+        chunk = self.link.read_chunk(timeout_s)
+        if not chunk:
+            return False
+        self._last_rx = time.monotonic()
+        self._probes = 0
+        events = self.engine.receive(chunk)
+        if events:
+            self._handle(events)
+        if self.engine.probe_wanted:
+            self._hold_until = time.monotonic() + self._settle_s
+            self._probe_after_hold = True
+        return True
 
-    def _wait_ok(self, timeout_s: float, collect: list[str] | None = None,
-                 tolerate_start: bool = False) -> Reply | None:
-        """Read until ``ok`` or a resend request; None on timeout. ``busy``/``wait``/temps extend it."""
-        deadline = time.monotonic() + timeout_s
-        pending_resend: Reply | None = None
-        while time.monotonic() < deadline:
-            line = self.link.readline(min(0.5, max(0.01, deadline - time.monotonic())))
-            if line is None:
-                continue
-            reply = classify(line)
-            if reply.kind == Kind.OK:
-                if reply.temperatures is not None:
-                    self.sink.on_temperatures(reply.temperatures)
-                return pending_resend or reply
-            if reply.kind == Kind.RESEND:
-                pending_resend = reply
-                continue
-            if reply.kind in (Kind.BUSY, Kind.WAIT, Kind.TEMPERATURE):
-                deadline = max(deadline, time.monotonic() + self.reply_timeout_s)
-            if reply.kind == Kind.START and tolerate_start:
-                continue
-            if collect is not None and reply.kind in (Kind.CAPABILITY, Kind.FIRMWARE):
-                collect.append(reply.text)
-            self._handle_unsolicited(reply)
-        return None
+    def _end_hold(self) -> None:
+        self._hold_until = 0.0
+        if self._probe_after_hold:
+            self._probe_after_hold = False
+            probe = self.engine.probe()
+            if probe:
+                self.link.write_all(probe)
 
-    def _handle_unsolicited(self, reply: Reply) -> None:
-        if reply.kind == Kind.TEMPERATURE and reply.temperatures is not None:
-            self.sink.on_temperatures(reply.temperatures)
-        elif reply.kind == Kind.FATAL:
-            raise PrinterFault(f"printer reported: {reply.text}")
-        elif reply.kind == Kind.START:
-            raise FirmwareReset("the printer restarted (firmware printed 'start')")
-        elif reply.kind == Kind.ACTION:
-            if reply.action == "pause":
-                self._paused.set()
-            elif reply.action == "resume":
-                self._paused.clear()
-            elif reply.action == "cancel":
-                self._cancel.set()
-        elif reply.kind == Kind.ERROR:
-            log.warning("printer: %s", reply.text)
+    def _check_timeouts(self, job_active: bool) -> None:
+        now = time.monotonic()
+        engine = self.engine
+        if engine.inflight:
+            silence_s = now - self._last_rx
+            limit_s = self.settings.tickle_s * (1 + self._probes)  # back off: each probe adds bytes
+            if engine.long_in_flight():
+                limit_s = self.settings.long_timeout_s / max(1, self.settings.max_probes)
+            if silence_s >= limit_s:
+                self._probes += 1
+                if self._probes > self.settings.max_probes:
+                    raise PrinterFault(
+                        f"the printer stopped answering: {silence_s * self._probes:.0f} s of silence with "
+                        f"{engine.inflight} line(s) in flight ({self._probes - 1} probes unanswered)")
+                log.info("printer silent for %.1f s with %d line(s) in flight: probing (%d)",
+                         silence_s, engine.inflight, self._probes)
+                probe = engine.probe()
+                if probe:
+                    self.link.write_all(probe)
+                self._last_rx = now
+        violation = self.watchdog.check_silence(now)
+        if violation is not None:
+            self._emergency_stop(violation)
 
-    def _hold_while_paused(self, job_id: str, byte_offset: int, bytes_total: int, lines_sent: int) -> None:
-        """Send nothing of the job until resumed or cancelled; keep reading temperatures."""
-        self.sink.on_progress(job_id, byte_offset, bytes_total, lines_sent)
-        self.sink.on_state("paused", job_id)
-        while self._paused.is_set() and not self._cancel.is_set() and not self._stopping.is_set():
-            self._idle_poll()
-        self.sink.on_state("printing", job_id)
+    def _handle(self, events: list[tuple[int, bytes, object]]) -> None:
+        for kind, line, value in events:
+            if kind == EV.EV_TEMPERATURE:
+                if value is not None:
+                    self._on_temperatures(value)  # type: ignore[arg-type]
+            elif kind == EV.EV_RESEND:
+                self._on_resend(value)  # type: ignore[arg-type]
+            elif kind == EV.EV_FATAL:
+                raise PrinterFault(f"printer reported: {line.decode(errors='replace')}")
+            elif kind == EV.EV_START:
+                raise FirmwareReset("the printer restarted (firmware printed 'start')")
+            elif kind == EV.EV_ACTION:
+                action = bytes(value).decode(errors="replace")  # type: ignore[arg-type]
+                log.info("printer asks: //action:%s", action)
+                if action == "pause":
+                    self._paused.set()
+                elif action == "resume":
+                    self._paused.clear()
+                elif action == "cancel":
+                    self._cancel.set()
+            elif kind in (EV.EV_CAPABILITY, EV.EV_FIRMWARE):
+                if self._collect is not None:
+                    self._collect.append(line.decode(errors="replace"))
+            elif kind == EV.EV_ERROR:
+                log.debug("printer: %s", line.decode(errors="replace"))
+
+    def _on_resend(self, number: int | None) -> None:
+        self._hold_until = time.monotonic() + self._settle_s
+        if number is None:
+            return
+        if number == self._last_resend and self.engine.last_acked <= self._acked_at_resend:
+            self._resend_streak += 1
+            if self._resend_streak > self.settings.max_consecutive_resends:
+                raise PrinterFault(f"line {number} refused {self._resend_streak} times in a row: "
+                                   "the link is too noisy to print safely")
+        else:
+            self._resend_streak = 1
+        self._last_resend = number
+        self._acked_at_resend = self.engine.last_acked
+
+    def _on_temperatures(self, raw: tuple[float, float, float | None, float | None, float | None, float | None]) -> None:
+        hot, hot_target, bed, bed_target, hot_pwm, bed_pwm = raw
+        report = TemperatureReport(
+            hotend_c=hot, hotend_target_c=hot_target, bed_c=bed or 0.0, bed_target_c=bed_target or 0.0,
+            hotend_pwm=None if hot_pwm is None else min(1.0, hot_pwm / PWM_MAX),
+            bed_pwm=None if bed_pwm is None else min(1.0, bed_pwm / PWM_MAX))
+        self._last_temps = report
+        self.sink.on_temperatures(report)
+        sim_s, real_s = self.clock.time(), time.monotonic()
+        for heater, temp, target, pwm in (("hotend", report.hotend_c, report.hotend_target_c, report.hotend_pwm),
+                                          ("bed", report.bed_c, report.bed_target_c, report.bed_pwm)):
+            violation = self.watchdog.observe(heater, temp, target, pwm, sim_s, real_s)
+            if violation is not None:
+                self._emergency_stop(violation)
+
+    def _emergency_stop(self, violation: ThermalViolation) -> None:
+        reason = f"host thermal watchdog: {violation.reason}"
+        log.error("%s: M112 and power off", reason)
+        try:
+            self.link.write_all(b"M112\n")  # Marlin's emergency parser acts on it at once
+        except LinkClosed:
+            pass
+        self.sink.on_emergency(reason)
+        raise PrinterFault(reason)
 
     # --- streaming --------------------------------------------------------------------------
+    def checkpoint(self, request: PrintRequest) -> Checkpoint | None:
+        engine = self.engine
+        offsets = engine.acked_job_offsets(self.rewind_moves + 1)
+        if not offsets:
+            return None
+        temps = self._last_temps
+        return Checkpoint(byte_offset=offsets[0], resume_offset=offsets[-1] if len(offsets) > self.rewind_moves
+                          else offsets[-1], line_number=engine.last_acked, lines_acked=engine.job_lines_acked,
+                          hotend_target_c=temps.hotend_target_c if temps else 0.0,
+                          bed_target_c=temps.bed_target_c if temps else 0.0, t_real_s=time.time())
+
     def _stream(self, request: PrintRequest) -> PrintOutcome:
-        """Send the file from ``start_offset`` one acknowledged line at a time."""
+        """Send the file from ``start_offset``, keeping the firmware's queue full."""
         self.sink.on_state("printing", request.job_id)
+        engine = self.engine
+        started = time.monotonic()
+        for command in request.prologue:
+            self.command(command)
+        base_acked, base_resends = engine.job_lines_acked, engine.resends
         total = request.path.stat().st_size
         splitter = streamcore.LineSplitter(request.start_offset)
-        lines_sent = resends = 0
-        acknowledged_offset = request.start_offset
         last_checkpoint = last_progress = time.monotonic()
-        with request.path.open("rb") as handle:
+        tickle_s = self.settings.tickle_s
+        coalesce_s = self.settings.coalesce_s
+        low_water_bytes = 0 if self.settings.ping_pong else self.settings.rx_buffer_bytes * 3 // 4
+        sleep = time.sleep
+        link = self.link
+        with request.path.open("rb") as handle, link.streaming_mode(0.1) as reads:
             handle.seek(request.start_offset)
-            finished = False
-            while not finished:
-                chunk = handle.read(CHUNK_BYTES)
-                batch = splitter.feed(chunk) if chunk else splitter.finish()
-                finished = not chunk
-                for offset, command in batch:
-                    if self._paused.is_set():
-                        self._hold_while_paused(request.job_id, offset, total, lines_sent)
-                    if self._cancel.is_set() or self._stopping.is_set():
-                        for end_command in CANCEL_SCRIPT:
-                            self._send_and_wait(end_command)
-                        why = "cancelled" if not self._stopping.is_set() else "the node is stopping"
-                        return PrintOutcome("cancelled" if not self._stopping.is_set() else "interrupted",
-                                            why, acknowledged_offset, lines_sent, resends)
-                    if command is None:
-                        return PrintOutcome("failed", f"line at byte {offset} is longer than 4096 bytes",
-                                            acknowledged_offset, lines_sent, resends)
-                    _, line_resends = self._send_and_wait(command)
-                    resends += line_resends
-                    lines_sent += 1
-                    acknowledged_offset = offset  # start of the last acknowledged line
-                    now = time.monotonic()
-                    if now - last_progress >= 0.5:
-                        last_progress = now
-                        self.sink.on_progress(request.job_id, offset, total, lines_sent)
-                    if now - last_checkpoint >= self.checkpoint_interval_s:
+            file_done = False
+            while True:
+                if not file_done and engine.pending < REFILL_BELOW_LINES:
+                    chunk = handle.read(CHUNK_BYTES)
+                    if chunk:
+                        engine.push(splitter.feed(chunk))
+                    else:
+                        engine.push(splitter.finish())
+                        file_done = True
+                if self._paused.is_set() and not self._cancel.is_set():
+                    self._hold_while_paused(request, total)
+                if self._cancel.is_set() or self._stopping.is_set():
+                    return self._stop_job(request, started, base_acked, base_resends)
+                if self._hold_until:
+                    if time.monotonic() < self._hold_until:
+                        self._pump(0.005)
+                        continue
+                    self._end_hold()
+                # refill once half the window is free: two lines per write instead of one (each
+                # write to the port is the costliest call of the loop); the other half keeps the
+                # firmware busy meanwhile
+                out = engine.fill() if engine.inflight_bytes <= low_water_bytes else b""
+                if out:
+                    link.write_all(out)
+                elif engine.bad_offset >= 0 and engine.inflight == 0:
+                    bad = engine.bad_offset
+                    engine.drop_pending()
+                    self._run_script(CANCEL_SCRIPT)
+                    return PrintOutcome("failed", f"line at byte {bad} is longer than 4096 bytes", bad,
+                                        engine.job_lines_acked - base_acked, engine.resends - base_resends,
+                                        time.monotonic() - started, self.checkpoint(request))
+                if file_done and engine.pending == 0 and engine.inflight == 0:
+                    break
+                data = reads.read()  # blocks in the kernel until bytes arrive or 0.1 s passes
+                if data:
+                    self._last_rx = time.monotonic()
+                    self._probes = 0
+                    events = engine.receive(data)
+                    if events:
+                        self._handle(events)
+                    if engine.probe_wanted:
+                        self._hold_until = time.monotonic() + self._settle_s
+                        self._probe_after_hold = True
+                else:
+                    self._check_timeouts(job_active=True)
+                if coalesce_s and engine.inflight > 1:
+                    # let a few more replies gather: one wake-up per several lines instead of per line
+                    # (the window in flight keeps the firmware busy meanwhile)
+                    sleep(coalesce_s)
+                now = time.monotonic()
+                if now - last_progress >= 0.5:
+                    last_progress = now
+                    self._check_timeouts(job_active=True)
+                    checkpoint = self.checkpoint(request)
+                    done_offset = checkpoint.byte_offset if checkpoint else request.start_offset
+                    self.sink.on_progress(request.job_id, done_offset, total, engine.job_lines_acked - base_acked)
+                    if not self.autoreport and now - self._last_poll >= self.settings.poll_interval_s:
+                        self._last_poll = now
+                        engine.inject(b"M105")
+                    if checkpoint is not None and now - last_checkpoint >= self.settings.checkpoint_interval_s:
                         last_checkpoint = now
-                        self.sink.on_checkpoint(request.job_id, offset, self._line_number)
-        self._send_and_wait(b"M400")  # 'ok' means planned; wait until executed
-        self.sink.on_progress(request.job_id, total, total, lines_sent)
-        return PrintOutcome("completed", "all lines executed", total, lines_sent, resends)
+                        self.sink.on_checkpoint(request.job_id, checkpoint)
+        final = self.checkpoint(request)
+        self.command(b"M400")  # 'ok' means planned; wait until executed
+        self.sink.on_progress(request.job_id, total, total, engine.job_lines_acked - base_acked)
+        return PrintOutcome("completed", "all lines executed", total, engine.job_lines_acked - base_acked,
+                            engine.resends - base_resends, time.monotonic() - started, final)
+
+    def _run_script(self, script: tuple[bytes, ...] | list[bytes]) -> None:
+        for command in script:
+            self.command(command)
+
+    def _stop_job(self, request: PrintRequest, started: float, base_acked: int, base_resends: int) -> PrintOutcome:
+        engine = self.engine
+        engine.drop_pending()
+        while engine.inflight:
+            self._flush_out()
+            if not self._pump(self.settings.tickle_s):
+                self._check_timeouts(job_active=True)
+        checkpoint = self.checkpoint(request)
+        if self._stopping.is_set() and not self._cancel_requested_by_user():
+            return PrintOutcome("interrupted", "the node is stopping", checkpoint.byte_offset if checkpoint else 0,
+                                engine.job_lines_acked - base_acked, engine.resends - base_resends,
+                                time.monotonic() - started, checkpoint)
+        self._run_script(CANCEL_SCRIPT)
+        return PrintOutcome("cancelled", "cancelled", checkpoint.byte_offset if checkpoint else 0,
+                            engine.job_lines_acked - base_acked, engine.resends - base_resends,
+                            time.monotonic() - started, checkpoint)
+
+    def _cancel_requested_by_user(self) -> bool:
+        return self._cancel.is_set() and not self._stopping.is_set()
+
+    def _hold_while_paused(self, request: PrintRequest, total: int) -> None:
+        """Drain the window, run the pause script, send nothing of the job until resumed or cancelled."""
+        engine = self.engine
+        while engine.inflight:
+            self._flush_out()
+            if not self._pump(self.settings.tickle_s):
+                self._check_timeouts(job_active=True)
+        checkpoint = self.checkpoint(request)
+        self.sink.on_progress(request.job_id, checkpoint.byte_offset if checkpoint else request.start_offset,
+                              total, engine.job_lines_acked)
+        position = self._query_position()
+        modes = _modes_after(request.path, checkpoint.byte_offset) if checkpoint else None
+        self._run_script(pause_script(position))
+        self.sink.on_state("paused", request.job_id)
+        while self._paused.is_set() and not self._cancel.is_set() and not self._stopping.is_set():
+            self._idle()
+        if not self._cancel.is_set() and not self._stopping.is_set():
+            self._run_script(unpause_script(position, self._last_temps, modes))
+        self.sink.on_state("printing", request.job_id)
+
+    def _query_position(self) -> dict[str, float]:
+        """M400 then M114: where the head is, for the pause/resume moves."""
+        self.command(b"M400")
+        lines: list[str] = []
+        original = self._handle
+
+        def grab(events: list[tuple[int, bytes, object]]) -> None:
+            for kind, line, _ in events:
+                if kind == EV.EV_OTHER and line.startswith(b"X:"):
+                    lines.append(line.decode(errors="replace"))
+            original([e for e in events if e[0] != EV.EV_OTHER])
+
+        self._handle = grab  # type: ignore[method-assign]
+        try:
+            self.command(b"M114")
+        finally:
+            self._handle = original  # type: ignore[method-assign]
+        position: dict[str, float] = {}
+        if lines:
+            for part in lines[-1].split(" Count")[0].split():
+                if ":" in part:
+                    axis, value = part.split(":", 1)
+                    try:
+                        position[axis] = float(value)
+                    except ValueError:
+                        pass
+        return position
+
+
+PARK_LIFT_MM = 10.0
+RETRACT_MM = 2.0
+
+
+def pause_script(position: dict[str, float]) -> list[bytes]:
+    """Retract, lift, park at the front left; steppers stay energised (M84 S0: no idle timeout)."""
+    return [b"M83", b"G1 E-%.2f F2400" % RETRACT_MM, b"G91", b"G1 Z%.2f F600" % PARK_LIFT_MM, b"G90",
+            b"G1 X0 Y0 F6000", b"M84 S0"]
+
+
+def _modes_after(path: Path, line_offset: int) -> ModalState:
+    """The file's modes, feedrate and fan once the line at ``line_offset`` has run."""
+    with path.open("rb") as handle:
+        handle.seek(line_offset)
+        end = line_offset + len(handle.readline())
+    return state_at(path, end)
+
+
+def unpause_script(position: dict[str, float], temps: TemperatureReport | None,
+                   modes: ModalState | None = None) -> list[bytes]:
+    """Back above the part, down, prime the retraction, restore E, then the job's own modes."""
+    script = []
+    if temps is not None and temps.hotend_target_c > 0:
+        script.append(b"M109 S%.0f" % temps.hotend_target_c)
+    x, y, z, e = (position.get(k, 0.0) for k in ("X", "Y", "Z", "E"))
+    script += [b"G90", b"G1 X%.3f Y%.3f F6000" % (x, y), b"G1 Z%.3f F600" % z, b"M83",
+               b"G1 E%.2f F2400" % RETRACT_MM, b"G92 E%.5f" % e]
+    if modes is not None:  # G90/G91 set E's mode too (Marlin 2): M82/M83 after them
+        script += [b"G90" if modes.absolute_xyz else b"G91", b"M82" if modes.absolute_e else b"M83",
+                   b"G1 F%.0f" % modes.feedrate_mm_min]
+    else:
+        script.append(b"M82")
+    return script

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from node.commands.doctor import check_broker, check_serial
+from tests.conftest import wait_for
 
 
 def doctor(state_dir: Path, *sets: str, extra: tuple[str, ...] = ()) -> tuple[int, dict[str, dict]]:
@@ -56,6 +57,9 @@ def test_broker_reachability() -> None:
 
 def test_with_a_running_daemon(daemon_factory) -> None:
     daemon = daemon_factory("jobs.queue_sample_when_empty=false")
+    # the printer connects after the daemon answers (it waits for a reset-on-open banner first)
+    wait_for(lambda: daemon.request({"cmd": "status"})["components"]["printer"]["state"] == "ready",
+             what="the printer to connect")
     code, checks = doctor(daemon.state_dir)
     assert checks["daemon"]["level"] == "ok"
     assert checks["clock"]["level"] == "ok" and "simulated" in checks["clock"]["detail"]

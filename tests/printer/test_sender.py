@@ -1,0 +1,95 @@
+"""The compiled sender, pure: window bounds, acknowledgements, resends, probes, reply parsing."""
+from __future__ import annotations
+
+from node.native import streamcore as core
+
+LINES = [(i * 10, b"G1 X%d" % i) for i in range(40)]
+
+
+def sender(max_commands: int = 4, rx_bytes: int = 128) -> core.Sender:
+    s = core.Sender(max_commands, rx_bytes)
+    s.push(list(LINES))
+    return s
+
+
+def test_window_bounded_by_commands_and_bytes() -> None:
+    s = sender(4, 1000)
+    out = s.fill()
+    assert out.count(b"\n") == 4 and s.inflight == 4 and s.fill() == b""
+    s2 = sender(16, 40)  # ~12-byte frames: three fit in 40 bytes
+    assert s2.fill().count(b"\n") == 3 and s2.inflight_bytes <= 40
+
+
+def test_plain_oks_acknowledge_in_order_and_report_offsets() -> None:
+    s = sender()
+    s.fill()
+    assert s.receive(b"ok\nok\n") == [] and s.last_acked == 2 and s.job_lines_acked == 2
+    assert s.acked_job_offsets(5) == [10, 0]
+    assert s.fill() == b"N5 G1 X4*%d\nN6 G1 X5*%d\n" % (core.checksum(b"N5 G1 X4"), core.checksum(b"N6 G1 X5"))
+
+
+def test_verified_resend_rewinds_and_stale_duplicates_are_ignored() -> None:
+    s = sender()
+    s.fill()
+    s.receive(b"ok\n")
+    events = s.receive(b"Error:checksum mismatch, Last Line: 1\nResend: 2\nok\n")
+    assert [e[0] for e in events] == [core.EV_ERROR, core.EV_RESEND] and events[1][2] == 2
+    assert s.last_acked == 1 and s.resends == 1
+    assert s.fill().startswith(b"N2 G1 X1*")
+    stale = s.receive(b"Error:Line Number is not Last Line Number+1, Last Line: 1\nResend: 2\nok\n")
+    assert stale[1][2] is None and s.resends == 1 and s.last_acked == 1  # its ok was swallowed too
+
+
+def test_resend_not_confirmed_by_last_line_asks_for_a_probe() -> None:
+    s = sender()
+    s.fill()
+    s.receive(b"Error:checksum mismatch, Last Line: 0\nResend: 3\nok\n")  # 'Resend: 1' garbled to 3
+    assert s.probe_wanted and s.last_acked == 0
+    assert s.probe().startswith(b"N1 G1 X0*")
+
+
+def test_resend_below_the_acknowledged_line_takes_acks_back() -> None:
+    s = sender()
+    s.fill()
+    s.receive(b"ok\nok\nok\n")  # one of these was not ours (the firmware knows better)
+    s.receive(b"Error:Line Number is not Last Line Number+1, Last Line: 1\nResend: 2\nok\n")
+    assert s.last_acked == 1 and s.job_lines_acked == 1 and s.fill().startswith(b"N2 ")
+
+
+def test_advanced_ok_acknowledges_by_number_and_survives_a_lost_ok() -> None:
+    s = sender()
+    s.fill()
+    s.receive(b"ok N1 P15 B3\n")
+    assert s.last_acked == 1 and s.advanced_ok_seen and (s.planner_free, s.queue_free) == (15, 3)
+    s.receive(b"ok N3 P14 B3\n")  # the ok for 2 was lost: counted as one until confirmed
+    assert s.last_acked == 2
+    s.receive(b"ok N4 P13 B3\n")
+    assert s.last_acked == 4
+
+
+def test_garbled_ok_still_counts_and_other_replies_become_events() -> None:
+    s = sender()
+    s.fill()
+    events = s.receive(b"oK\nT:210.5 /210.0 B:60.1 /60.0 @:64 B@:12\necho:busy: processing\n"
+                       b"//action:pause\nError:Printer halted. kill() called!\nstart\nok\nok\n")
+    assert s.last_acked == 1 and s.garbled_oks == 1  # nothing after 'start' moves the counters
+    kinds = [e[0] for e in events]
+    assert kinds == [core.EV_TEMPERATURE, core.EV_BUSY, core.EV_ACTION, core.EV_FATAL, core.EV_START]
+    assert events[0][2] == (210.5, 210.0, 60.1, 60.0, 64.0, 12.0) and events[2][2] == b"pause"
+
+
+def test_replies_split_across_chunks() -> None:
+    s = sender()
+    s.fill()
+    assert s.receive(b"o") == [] and s.receive(b"k\nok") == [] and s.last_acked == 1
+    s.receive(b"\n")
+    assert s.last_acked == 2
+
+
+def test_long_commands_are_flagged() -> None:
+    s = core.Sender(4, 128)
+    s.push([(0, b"G28"), (4, b"G1 X1")])
+    s.fill()
+    assert s.long_in_flight()
+    s.receive(b"ok\n")
+    assert not s.long_in_flight()
