@@ -20,6 +20,8 @@ from typing import Any, Literal
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from node.sync.config import SyncSection
+
 OVERRIDES_FILE = "overrides.toml"
 
 
@@ -98,6 +100,7 @@ class NodeConfig(Section):
     jobs: JobsSection = JobsSection()
     store: StoreSection = StoreSection()
     control: ControlSection = ControlSection()
+    sync: SyncSection = SyncSection()
 
     @property
     def state_dir(self) -> Path:

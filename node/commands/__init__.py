@@ -12,4 +12,5 @@ COMMAND_MODULES = [
     "control",
     "configcheck",
     "virtual",
+    "hub",
 ]
