@@ -46,9 +46,11 @@ def _insert(conn: sqlite3.Connection, msg_id: str, kind: str, payload: bytes, cr
 def enforce_telemetry_budget(conn: sqlite3.Connection, budget_bytes: int) -> int:
     """Thin telemetry rows, oldest first, until their payload fits ``budget_bytes``; return steps taken.
 
-    Step: the oldest batch with more than one sample keeps every other sample (``level`` + 1) under a
-    new id (the hub keys telemetry by sample time, so a copy it already had adds nothing).  When no
-    batch has more than one sample, the oldest batch is deleted.  Runs inside the caller's transaction.
+    Step: the two oldest batches are merged into one that keeps every other sample (``level`` + 1,
+    a new id; the hub keys telemetry by sample time, so a copy it already had adds nothing).  Merging
+    also saves the fixed overhead of a batch (id, keys), which halving alone would not.  The oldest
+    data thus becomes the coarsest; a last lone batch is halved, and a lone single sample deleted.
+    Runs inside the caller's transaction.
     """
     steps = 0
     while True:
@@ -56,18 +58,23 @@ def enforce_telemetry_budget(conn: sqlite3.Connection, budget_bytes: int) -> int
         if used <= budget_bytes:
             return steps
         steps += 1
-        row = conn.execute("SELECT seq, payload, level FROM sync_outbox WHERE kind = 'telemetry' AND samples > 1"
-                           " ORDER BY t0_s, seq LIMIT 1").fetchone()
-        if row is None:
-            conn.execute("DELETE FROM sync_outbox WHERE seq = (SELECT seq FROM sync_outbox"
-                         " WHERE kind = 'telemetry' ORDER BY t0_s, seq LIMIT 1)")
+        oldest = conn.execute("SELECT seq, payload FROM sync_outbox WHERE kind = 'telemetry'"
+                              " ORDER BY t0_s, seq LIMIT 2").fetchall()
+        batches = [decode_telemetry(r["payload"]) for r in oldest]
+        rows = [row for b in batches for row in telemetry_rows(b)]
+        if len(oldest) == 1 and len(rows) <= 1:
+            conn.execute("DELETE FROM sync_outbox WHERE seq = ?", (oldest[0]["seq"],))
             continue
-        batch = decode_telemetry(row["payload"])
-        rows = telemetry_rows(batch)[::2]
-        thinned = build_telemetry(batch.node_id, batch.t_s, rows, batch.step_s, level=batch.level + 1)
+        kept = sorted(rows, key=lambda r: r["t_s"] or 0.0)[::2]
+        first = batches[0]
+        thinned = build_telemetry(first.node_id, first.t_s, kept, first.step_s,
+                                  level=max(b.level for b in batches) + 1)
         payload = encode_telemetry(thinned)
-        conn.execute("UPDATE sync_outbox SET id = ?, payload = ?, bytes = ?, samples = ?, level = ? WHERE seq = ?",
-                     (thinned.id, payload, len(payload), len(rows), thinned.level, row["seq"]))
+        conn.execute("UPDATE sync_outbox SET id = ?, payload = ?, bytes = ?, samples = ?, level = ?, t0_s = ?"
+                     " WHERE seq = ?", (thinned.id, payload, len(payload), len(kept), thinned.level,
+                                        thinned.t0_s, oldest[0]["seq"]))
+        if len(oldest) == 2:
+            conn.execute("DELETE FROM sync_outbox WHERE seq = ?", (oldest[1]["seq"],))
 
 
 class Outbox:
