@@ -43,7 +43,7 @@ from node.sync.discovery import discovery_messages
 from node.sync.inbox import Inbox
 from node.sync.mqtt import BrokerSettings, connect_async, make_client, publish_props
 from node.sync.outbox import Outbox, TelemetryBatcher
-from node.sync.signing import Rejected
+from node.sync.signing import Rejected, load_public
 from node.sync.transfer import Transfers
 
 log = logging.getLogger(__name__)
@@ -512,6 +512,7 @@ class Sync(Component):
                 await self._report_rejection(rejected, "key announcement")
             return
         await self._note_hub_time(announcement.hub_time_s)
+        load_public(announcement.new_public_key)  # ValueError (logged, set aside) if it is no key
         await self.inbox.rotate(announcement.new_public_key, announcement.retire_key_ids, self.node.clock.time())
         await self.inbox.record(None, "key", announcement.seq, "", self.node.clock.time())
         log.info("sync: now trusting hub key %s", announcement.new_public_key[:16])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TypeVar
@@ -22,6 +23,7 @@ from pydantic import ValidationError
 
 from node.sync.protocol import REPLAY_WINDOW, SignedBody, SignedEnvelope
 
+log = logging.getLogger(__name__)
 B = TypeVar("B", bound=SignedBody)
 
 
@@ -50,7 +52,10 @@ def load_public(public_key_hex: str) -> Ed25519PublicKey:
         raise ValueError(f"hub public key {public_key_hex[:20]!r}... is not hex") from None
     if len(raw) != 32:
         raise ValueError(f"hub public key must be 32 bytes (64 hex), got {len(raw)}")
-    return Ed25519PublicKey.from_public_bytes(raw)
+    try:
+        return Ed25519PublicKey.from_public_bytes(raw)
+    except Exception as exc:  # cryptography raises ValueError or its own errors for a bad point
+        raise ValueError(f"not an Ed25519 public key: {exc}") from None
 
 
 class SigningKey:
@@ -83,7 +88,10 @@ class SigningKey:
         tmp.replace(path)
 
     def sign(self, body: SignedBody) -> SignedEnvelope:
-        signed = body.model_dump_json()
+        return self.sign_text(body.model_dump_json())
+
+    def sign_text(self, signed: str) -> SignedEnvelope:
+        """Sign an already serialised body (tests sign malformed bodies with it)."""
         sig = self._key.sign(signed.encode())
         return SignedEnvelope(signed=signed, key_id=self.key_id, sig=base64.b64encode(sig).decode())
 
@@ -103,7 +111,12 @@ class Verifier:
 
     def __init__(self, node_id: str, trusted_hex: Iterable[str]) -> None:
         self.node_id = node_id
-        self._keys = {key_id(k): load_public(k) for k in trusted_hex}
+        self._keys: dict[str, Ed25519PublicKey] = {}
+        for public in trusted_hex:
+            try:
+                self._keys[key_id(public)] = load_public(public)
+            except ValueError as exc:  # one bad stored key must not stop verification with the others
+                log.warning("hub key %s... ignored: %s", public[:16], exc)
 
     @property
     def key_ids(self) -> list[str]:

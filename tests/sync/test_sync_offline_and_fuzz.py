@@ -87,6 +87,19 @@ payloads = st.one_of(
                     json_values, max_size=4).map(lambda d: json.dumps(d).encode()),
     st.dictionaries(st.sampled_from(["node_id", "seq", "job_id", "command_id", "expires_s", "args"]),
                     json_values, max_size=6).map(_signed_like),
+    # properly signed by the trusted key, with a fuzzed body: past the signature, into the handlers
+    st.fixed_dictionaries({"node_id": st.just("n1"), "seq": st.integers(-2, 10**6),
+                           "issued_s": st.floats(allow_nan=False), "expires_s": st.just(4e9),
+                           "hub_time_s": st.floats(allow_nan=True, allow_infinity=True)},
+                          optional={"command_id": st.just("c" * 32) | st.text(max_size=33),
+                           "args": st.fixed_dictionaries({"kind": st.sampled_from(
+                               ["cancel", "pause", "resume", "plate_cleared", "cloud_forecast", "config", "x"])},
+                               optional={"job_id": st.text(max_size=70), "expected_version": st.integers(),
+                                         "points": json_values, "assignments": json_values}),
+                           "job_id": st.text(max_size=70), "file_sha256": st.just("0" * 64),
+                           "file_bytes": st.integers(-1, 10**12), "name": st.text(max_size=30),
+                           "new_public_key": st.just("ab" * 32) | st.just(SigningKey.generate().public_hex)})
+    .map(lambda body: KEY.sign_text(json.dumps(body)).model_dump_json().encode()),
 )
 
 
@@ -95,14 +108,15 @@ payloads = st.one_of(
 def test_fuzzed_hub_payloads_never_crash_the_node(fuzz_node, kind: str, payload: bytes):
     runner, rn = fuzz_node
     runner.run(rn.sync._handle_message(p.down_topic("n1", kind), payload))
-    # the node still works: its store answers and no job was created from garbage
+    # the node still works: its store answers, every job it holds is a sane one, its own key still opens
     jobs = runner.run(rn.jobs.list())
-    assert all(j.source != "hub" for j in jobs)
+    assert all(j.state in JobState and (j.source != "hub" or j.file_sha256 == "0" * 64) for j in jobs)
+    assert KEY.public_hex in runner.run(rn.sync.inbox.trusted_keys())
 
 
 def test_a_valid_signed_manifest_still_opens_after_the_fuzzing(fuzz_node):
     runner, rn = fuzz_node
-    m = p.JobManifest(node_id="n1", seq=1, issued_s=rn.node.clock.time(), expires_s=rn.node.clock.time() + 60,
+    m = p.JobManifest(node_id="n1", seq=10**7, issued_s=rn.node.clock.time(), expires_s=rn.node.clock.time() + 60,
                       hub_time_s=1.0, job_id="fz1", name="x", file_sha256="0" * 64, file_bytes=5)
     runner.run(rn.sync._handle_message(p.down_topic("n1", "job"), KEY.sign(m).model_dump_json().encode()))
     job = runner.run(rn.jobs.get("fz1"))
