@@ -397,7 +397,9 @@ class Sync(Component):
     async def _on_chunk(self, payload: bytes) -> None:
         header, data = p.decode_chunk(payload)
         if header.error:
-            log.warning("sync: hub cannot serve %s at %d: %s", header.job_id, header.offset, header.error)
+            if self.transfers.stall(header.job_id, header.error):
+                log.warning("sync: hub cannot serve %s (%s); asking again after the next connect",
+                            header.job_id, header.error)
             return
         row = self.transfers.row(header.job_id)
         if row is None or header.total_bytes != row.total_bytes:

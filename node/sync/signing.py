@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -129,11 +130,11 @@ class Verifier:
         signature checks out, but the parsed body rides along on the exception so the node can
         report "job X rejected" to the hub.
         """
+        body_dict = _peek_envelope(payload)
         try:
             envelope = SignedEnvelope.model_validate_json(payload)
         except ValidationError as exc:
-            raise Rejected("unsigned", f"not a signed envelope ({exc.error_count()} errors)") from None
-        body_dict = _peek(envelope.signed)
+            raise Rejected("unsigned", f"not a signed envelope ({exc.error_count()} errors)", body_dict) from None
         try:
             sig = base64.b64decode(envelope.sig, validate=True)
         except (binascii.Error, ValueError):
@@ -161,11 +162,12 @@ class Verifier:
         return body
 
 
-def _peek(signed: str) -> dict | None:
-    import json
-
+def _peek_envelope(payload: bytes) -> dict | None:
+    """The (untrusted) body inside whatever envelope arrived, if it is a JSON object; else None."""
     try:
-        value = json.loads(signed)
-    except ValueError:
+        envelope = json.loads(payload)
+        value = json.loads(envelope["signed"]) if isinstance(envelope, dict) and \
+            isinstance(envelope.get("signed"), str) else None
+    except (ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) else None

@@ -35,6 +35,7 @@ class TransferPlan:
     next_offset: int = 0  # first byte never requested (since the last resume)
     in_flight: dict[int, tuple[str, float]] = field(default_factory=dict)  # offset -> (req_id, sent monotonic)
     arrived: dict[int, int] = field(default_factory=dict)  # offset -> length, beyond done_bytes
+    stalled: str | None = None  # the hub refused to serve: wait for the next connect before asking again
 
     def __post_init__(self) -> None:
         self.next_offset = max(self.next_offset, self.done_bytes)
@@ -46,12 +47,15 @@ class TransferPlan:
     def resume(self) -> None:
         """Forget requests in flight (after a reconnect): ask again from the done prefix."""
         self.in_flight.clear()
+        self.stalled = None
         self.arrived = {o: n for o, n in self.arrived.items() if o >= self.done_bytes}
         self.next_offset = self.done_bytes
 
     def requests(self, window: int, now_s: float, timeout_s: float) -> list[ChunkRequest]:
         """New requests to send: timed-out ones again, then fresh ranges up to ``window`` in flight."""
-        out = []
+        out: list[ChunkRequest] = []
+        if self.stalled:
+            return out
         for offset, (_, sent_s) in sorted(self.in_flight.items()):
             if now_s - sent_s >= timeout_s:
                 req = ChunkRequest(job_id=self.job_id, offset=offset,
@@ -169,6 +173,15 @@ class Transfers:
             if not plan.complete:
                 out.extend(plan.requests(self.window, now, self.timeout_s))
         return out
+
+    def stall(self, job_id: str, why: str) -> bool:
+        """The hub cannot serve this file now; True the first time (log it once)."""
+        plan = self.plans.get(job_id)
+        if plan is None or plan.stalled:
+            return False
+        plan.stalled = why
+        plan.in_flight.clear()
+        return True
 
     def resume_all(self) -> None:
         for plan in self.plans.values():
