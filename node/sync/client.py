@@ -36,13 +36,13 @@ from node.events import (
 )
 from node.jobs import ACTIVE_STATES, FINAL_STATES, JobState, Jobs, TransitionRefused
 from node.node import Component, Node
-from node.store import Store
+from node.store import Store, transaction
 from node.sync import protocol as p
 from node.sync.config import SyncSection
 from node.sync.discovery import discovery_messages
 from node.sync.inbox import Inbox
 from node.sync.mqtt import BrokerSettings, connect_async, make_client, publish_props
-from node.sync.outbox import Outbox, TelemetryBatcher
+from node.sync.outbox import Outbox, TelemetryBatcher, insert_report
 from node.sync.signing import Rejected, load_public
 from node.sync.transfer import Transfers
 
@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 OUTBOX_WINDOW = 100  # outbox messages published and not yet acked, at most
 TICK_S = 0.5  # real seconds between resend / re-request checks
 PROGRESS_REPORT_S = 60.0  # real seconds between durable progress reports of one job
+TRANSITIONS_MARK = "sync.transitions_reported"  # meta key: last job_transitions.id put in the outbox
 
 
 def capabilities_from_config(node: Node, materials: list[str]) -> p.PrinterCapabilities | None:
@@ -110,6 +111,7 @@ class Sync(Component):
         self._loop = asyncio.get_running_loop()
         self.capabilities = capabilities_from_config(self.node, self.config.materials)
         await self.transfers.load()
+        await self._report_transitions()  # catch up on transitions committed just before a kill
         active = await self.jobs.list(ACTIVE_STATES, limit=1)
         self._active_job = active[0].id if active else None
         for event, handler in (("job_state_changed", self._on_job_state), ("job_progress", self._on_progress),
@@ -520,27 +522,57 @@ class Sync(Component):
         log.info("sync: now trusting hub key %s", announcement.new_public_key[:16])
 
     # --- node events -> outbox / retained state -----------------------------------------------
+    async def _report_transitions(self) -> int:
+        """Put every committed job transition not yet reported into the outbox; return how many.
+
+        Reads ``job_transitions`` past a watermark kept in ``meta`` and writes the reports and the
+        new watermark in one transaction.  So a kill between a transition's commit and its event
+        loses nothing (the next call or the next start catches up), and nothing is reported twice.
+        """
+        energy = dict(self._energy_wh)
+        node_id = self.node_id
+
+        def _collect(conn: Any) -> tuple[int, list[str]]:
+            finished: list[str] = []
+            with transaction(conn):
+                mark = int(self.store.get_meta(conn, TRANSITIONS_MARK, "0") or 0)
+                rows = conn.execute(
+                    "SELECT t.id AS tid, t.job_id, t.to_state, t.reason, t.version, t.t_s, j.created_s, j.started_s,"
+                    " j.finished_s, j.file_sha256 FROM job_transitions t JOIN jobs j ON j.id = t.job_id"
+                    " WHERE t.id > ? ORDER BY t.id", (mark,)).fetchall()
+                for r in rows:
+                    state = JobState(r["to_state"])
+                    insert_report(conn, "job_state", p.JobStateReport(
+                        node_id=node_id, t_s=r["t_s"], job_id=r["job_id"], version=r["version"],
+                        node_state=state.value, wire_state=p.wire_state(state), reason=r["reason"]), r["t_s"])
+                    if state in FINAL_STATES or state == JobState.FAILED:
+                        started, ended = r["started_s"], r["t_s"]
+                        insert_report(conn, "job_record", p.JobRecord(
+                            node_id=node_id, t_s=r["t_s"], job_id=r["job_id"], outcome=p.wire_state(state),
+                            node_state=state.value, created_s=r["created_s"], started_s=started, finished_s=ended,
+                            duration_s=(ended - started) if started is not None else None,
+                            energy_wh=round(energy[r["job_id"]], 3) if r["job_id"] in energy else None,
+                            file_sha256=r["file_sha256"]), r["t_s"])
+                        finished.append(r["job_id"])
+                if rows:
+                    self.store.set_meta(conn, TRANSITIONS_MARK, str(rows[-1]["tid"]))
+            return len(rows), finished
+
+        count, finished = await self.store.run(_collect)
+        for job_id in finished:
+            self._energy_wh.pop(job_id, None)
+        if count:
+            self._outbox_dirty.set()
+        return count
+
     async def _on_job_state(self, event: JobStateChanged) -> None:
-        job = await self.jobs.get(event.job_id)
-        report = p.JobStateReport(node_id=self.node_id, t_s=event.t_s, job_id=event.job_id, version=event.version,
-                                  node_state=event.to_state, wire_state=p.wire_state(event.to_state),
-                                  reason=event.reason)
-        await self.outbox.put("job_state", report, event.t_s)
+        await self._report_transitions()
         to_state = JobState(event.to_state)
         if to_state in ACTIVE_STATES:
             self._active_job = event.job_id
         elif self._active_job == event.job_id:
             self._active_job = None
         if to_state in FINAL_STATES or to_state == JobState.FAILED:
-            if job is not None:
-                record = p.JobRecord(
-                    node_id=self.node_id, t_s=event.t_s, job_id=job.id, outcome=p.wire_state(to_state),
-                    node_state=to_state.value, created_s=job.created_s, started_s=job.started_s,
-                    finished_s=job.finished_s,
-                    duration_s=(job.finished_s - job.started_s) if job.finished_s and job.started_s else None,
-                    energy_wh=round(self._energy_wh.pop(job.id), 3) if job.id in self._energy_wh else None,
-                    file_sha256=job.file_sha256)
-                await self.outbox.put("job_record", record, event.t_s)
             self._progress_sent_s.pop(event.job_id, None)
         self._update_state("printer", p.PrinterStateDoc(
             t_s=event.t_s, printer=getattr(self._state_docs.get("printer"), "printer", "unknown"),

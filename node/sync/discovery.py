@@ -2,7 +2,9 @@
 
 Each sensor points at one of the node's plain-JSON retained state topics and picks a field with a
 ``value_template``; availability follows ``state/online`` (the last will).  Reference: Home
-Assistant, "MQTT Discovery" (``<discovery_prefix>/<component>/<object_id>/config``).
+Assistant, "MQTT Discovery" (``<discovery_prefix>/<component>/[<node_id>/]<object_id>/config``).
+We use the optional node-id level with our node id, so the broker ACL can give each node
+``homeassistant/sensor/%u/+/config`` (Mosquitto substitutes ``%u`` only as a whole level).
 """
 from __future__ import annotations
 
@@ -46,5 +48,5 @@ def discovery_messages(node_id: str) -> list[tuple[str, bytes]]:
             config["unit_of_measurement"] = unit
         if device_class:
             config["device_class"] = device_class
-        out.append((f"{DISCOVERY_PREFIX}/sensor/{object_id}/config", json.dumps(config).encode()))
+        out.append((f"{DISCOVERY_PREFIX}/sensor/{node_id}/{suffix}/config", json.dumps(config).encode()))
     return out

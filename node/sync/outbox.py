@@ -43,6 +43,11 @@ def _insert(conn: sqlite3.Connection, msg_id: str, kind: str, payload: bytes, cr
                  (msg_id, kind, coalesce_key, payload, len(payload), created_s, t0_s, samples, level))
 
 
+def insert_report(conn: sqlite3.Connection, kind: str, report: Report, created_s: float) -> None:
+    """Add a report inside the caller's transaction (to commit it with what it reports)."""
+    _insert(conn, report.id, kind, dumps_compact(report), created_s)
+
+
 def enforce_telemetry_budget(conn: sqlite3.Connection, budget_bytes: int) -> int:
     """Thin telemetry rows, oldest first, until their payload fits ``budget_bytes``; return steps taken.
 

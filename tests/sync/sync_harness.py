@@ -37,7 +37,7 @@ ACL_PATTERNS = """\
 pattern read printnode/v1/%u/down/#
 pattern write printnode/v1/%u/up/#
 pattern readwrite printnode/v1/%u/state/#
-pattern write homeassistant/sensor/printnode_%u_+/config
+pattern write homeassistant/sensor/%u/+/config
 user hub
 topic readwrite printnode/v1/#
 topic readwrite homeassistant/#
@@ -93,6 +93,8 @@ class Broker:
                  f"persistence_location {self.workdir}/", "autosave_interval 1",
                  f"log_dest file {self.workdir / 'mosquitto.log'}", "log_type error", "log_type warning",
                  "log_type notice", "log_type information", "max_queued_messages 10000"]
+        if os.geteuid() == 0:  # as root mosquitto would switch to user "mosquitto", who cannot read tmp_path
+            lines.append("user root")
         if self.tls is not None:
             lines += [f"cafile {self.tls.ca_cert}", f"certfile {self.tls.server_cert}",
                       f"keyfile {self.tls.server_key}", "require_certificate true", "use_identity_as_username true",

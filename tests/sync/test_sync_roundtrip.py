@@ -142,7 +142,7 @@ def test_retained_plain_json_state_is_readable_by_mosquitto_sub_under_mqtt_311(m
             online = await asyncio.to_thread(_sub_once, mosquitto, "printnode/v1/n1/state/online")
             power = await asyncio.to_thread(_sub_once, mosquitto, "printnode/v1/n1/state/power")
             plan = await asyncio.to_thread(_sub_once, mosquitto, "printnode/v1/n1/state/plan")
-            ha = await asyncio.to_thread(_sub_once, mosquitto, "homeassistant/sensor/printnode_n1_soc/config")
+            ha = await asyncio.to_thread(_sub_once, mosquitto, "homeassistant/sensor/n1/soc/config")
             assert online["online"] is True
             assert power["pv_w"] == 321.5 and power["soc_pct"] == 64.0
             assert plan["next_window_start_s"] == 1.8e9
