@@ -630,13 +630,18 @@ class Sync(Component):
         self._outbox_dirty.set()
 
     def _update_state(self, name: str, doc: BaseModel, force: bool = False) -> None:
-        """Keep the latest retained document; publish it at most every ``state_interval_s``."""
+        """Keep the latest retained document; publish it at most every ``state_interval_s`` of its own time.
+
+        The documents' ``t_s`` (sim time of the data) paces them, so a simulated day costs what a real
+        day would; a document older than the last one sent restarts the pacing (clock jump).
+        """
         self._state_docs[name] = doc
+        t_s = float(getattr(doc, "t_s", 0.0) or 0.0)
         last = self._state_sent_s.get(name)
-        if not force and last is not None and time.monotonic() - last < self.config.state_interval_s:
+        if not force and last is not None and 0 <= t_s - last < self.config.state_interval_s:
             return
         if self.connected.is_set():
-            self._state_sent_s[name] = time.monotonic()
+            self._state_sent_s[name] = t_s
             self._publish(p.state_topic(self.node_id, name), doc, qos=0, retain=True)
 
 
