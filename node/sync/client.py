@@ -164,7 +164,7 @@ class Sync(Component):
     def status(self) -> dict[str, Any]:
         return {"online_configured": self.config.online, "connected": self.connected.is_set(),
                 "connects": self.connects, "in_flight": len(self._sent),
-                "transfers": self.transfers.status(), **self.counters}
+                "transfers": self.transfers.status(), "chunk_retries": self.transfers.retries, **self.counters}
 
     # --- paho thread -> loop ------------------------------------------------------------------
     def _post(self, kind: str, data: Any) -> None:
@@ -192,7 +192,7 @@ class Sync(Component):
 
     # --- the loop side ----------------------------------------------------------------------
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             kind, data = await self._queue.get()
             try:
                 if kind == "message":
@@ -244,9 +244,12 @@ class Sync(Component):
 
     async def _tick(self) -> None:
         """Flush the outbox when told or every TICK_S; resend what the hub has not acked in time."""
-        while True:
+        while not self._stopping:
             try:
-                await asyncio.wait_for(self._outbox_dirty.wait(), TICK_S)
+                # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel that races the
+                # event (gh-86296), which left stop() waiting forever on this task
+                async with asyncio.timeout(TICK_S):
+                    await self._outbox_dirty.wait()
             except TimeoutError:
                 pass
             self._outbox_dirty.clear()

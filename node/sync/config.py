@@ -34,8 +34,8 @@ class SyncSection(BaseModel):
     telemetry_resolution_s: float = Field(60.0, gt=0, description="samples are averaged into buckets this long")
     telemetry_batch_s: float = Field(600.0, gt=0, description="sim seconds of telemetry per outbox message")
     telemetry_budget_mb: float = Field(16.0, gt=0, description="payload bytes the telemetry backlog may use")
-    state_interval_s: float = Field(300.0, ge=0, description="sim seconds between retained power/printer state updates"
-                                    " (state changes go at once); 300 s = 288 small messages a day")
+    state_interval_s: float = Field(600.0, ge=0, description="sim seconds between retained power/printer state updates"
+                                    " (state changes go at once); 600 s = 144 small messages a day")
     chunk_bytes: int = Field(128 * 1024, ge=1024, le=4 * 1024 * 1024)
     chunk_window: int = Field(4, ge=1, le=64, description="chunk requests in flight")
     chunk_timeout_s: float = Field(10.0, gt=0, description="real seconds before a chunk is requested again")

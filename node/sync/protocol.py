@@ -369,14 +369,26 @@ TELEMETRY_SCALE: dict[str, float] = {
 }
 
 
+#: zlib preset dictionary of protocol v1 (RFC 1950 FDICT): the keys and constants every batch
+#: repeats, so a 10-sample batch costs its numbers and its id, not its field names.  Changing it
+#: is a protocol change (both sides must use the same bytes).
+TELEMETRY_ZDICT = (
+    b'"level":1,"level":2,"scale":{"battery_a":0.01,"battery_v":0.01,"load_w":0.1,"printer_w":0.1,'
+    b'"pv_v":0.01,"pv_w":0.1,"soc_pct":0.1},"fields":{"battery_a":[,"battery_v":[,"load_w":[,'
+    b'"printer_w":[,"pv_v":[,"pv_w":[,"soc_pct":[null,0,0,0,1,1,1,1,1,1,1,1,1,-1,-1,-1],'
+    b'"step_s":60.0,"t_offsets":[0,1,1,1,1,1,1,1,1,1],{"id":"","node_id":"","t_s":17,"t0_s":17'
+)
+
+
 def encode_telemetry(batch: TelemetryBatch) -> bytes:
-    return zlib.compress(batch.model_dump_json().encode(), 9)
+    deflater = zlib.compressobj(9, zdict=TELEMETRY_ZDICT)
+    return deflater.compress(batch.model_dump_json().encode()) + deflater.flush()
 
 
 def decode_telemetry(payload: bytes) -> TelemetryBatch:
     """ValueError on a bad frame (zlib bomb guarded: at most 16 MiB inflated)."""
     try:
-        inflater = zlib.decompressobj()
+        inflater = zlib.decompressobj(zdict=TELEMETRY_ZDICT)
         raw = inflater.decompress(payload, 16 * 1024 * 1024)
         if inflater.unconsumed_tail:
             raise ValueError("telemetry batch inflates beyond 16 MiB")

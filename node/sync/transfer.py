@@ -129,6 +129,7 @@ class Transfers:
         self.timeout_s = timeout_s
         self.plans: dict[str, TransferPlan] = {}
         self._rows: dict[str, TransferRow] = {}
+        self.retries = 0  # requests sent again after chunk_timeout (lost request or reply)
 
     async def load(self) -> list[TransferRow]:
         """Read unfinished transfers (at start): they resume from their committed prefix."""
@@ -171,7 +172,10 @@ class Transfers:
         out: list[ChunkRequest] = []
         for plan in self.plans.values():
             if not plan.complete:
-                out.extend(plan.requests(self.window, now, self.timeout_s))
+                before = set(plan.in_flight)
+                fresh = plan.requests(self.window, now, self.timeout_s)
+                self.retries += sum(1 for r in fresh if r.offset in before)
+                out.extend(fresh)
         return out
 
     def stall(self, job_id: str, why: str) -> bool:
