@@ -51,12 +51,13 @@ def free_port() -> int:
 
 
 class Broker:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, nodelay: bool = True) -> None:
         self.port = free_port()
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        conf = workdir / "mosquitto.conf"
-        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true", "set_tcp_nodelay true",
-                 "max_queued_messages 100000"]
+        conf = workdir / f"mosquitto-{self.port}.conf"
+        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true", "max_queued_messages 100000"]
+        if nodelay:
+            lines.append("set_tcp_nodelay true")
         if os.geteuid() == 0:
             lines.append("user root")
         conf.write_text("\n".join(lines) + "\n")
@@ -74,9 +75,17 @@ class Broker:
         self.proc.wait(5)
 
 
-def make_hub(hub_dir: Path, port: int) -> Hub:
+def make_hub(hub_dir: Path, port: int, nodelay: bool = True) -> Hub:
     SigningKey.generate().save(hub_dir / "hub.key")
     hub = Hub(hub_dir, BrokerSettings(host="127.0.0.1", port=port, client_id="hub"))
+    if not nodelay:
+        original = hub.start
+
+        def start_with_nagle() -> None:
+            original()
+            assert hub.client is not None
+            hub.client.on_socket_open = None
+        hub.start = start_with_nagle  # type: ignore[method-assign]
     hub.start()
     if not hub.connected.wait(10):
         raise RuntimeError("hub did not connect")
@@ -105,7 +114,7 @@ def bench_latency(port: int, hub: Hub, job_id: str, rounds: int, nodelay: bool) 
         got.clear()
         req = p.ChunkRequest(job_id=job_id, offset=0, length=64, req_id=str(i)).model_dump_json()
         t0 = time.perf_counter()
-        client.publish(p.up_topic("lat", "chunk_req"), req, qos=0)
+        client.publish(p.up_topic("lat", "chunk_req"), req, qos=1)  # as the node sends it
         if not got.wait(5):
             raise RuntimeError("no reply")
         if i >= 20:  # warm-up excluded
@@ -269,8 +278,18 @@ async def main_async(args: argparse.Namespace) -> dict:
             results: dict = {}
             results["latency_nodelay"] = await asyncio.to_thread(bench_latency, broker.port, hub, lat_job,
                                                                  args.rounds, True)
-            results["latency_nagle_client"] = await asyncio.to_thread(bench_latency, broker.port, hub, lat_job,
-                                                                      min(args.rounds, 200), False)
+            # the same with Nagle's algorithm left on everywhere (broker without set_tcp_nodelay, clients
+            # without TCP_NODELAY): a request waits for the delayed ACK of the previous segment
+            nagle_broker = Broker(tmp, nodelay=False)
+            nagle_hub = make_hub(tmp / "hub-nagle", nagle_broker.port, nodelay=False)
+            try:
+                nagle_job = submit_job(nagle_hub.ledger, nagle_hub.files_dir, small, node_id="lat")
+                await asyncio.sleep(0.5)
+                results["latency_nagle"] = await asyncio.to_thread(bench_latency, nagle_broker.port, nagle_hub,
+                                                                   nagle_job, min(args.rounds, 200), False)
+            finally:
+                nagle_hub.stop()
+                nagle_broker.stop()
             results["transfer"] = [await bench_transfer(tmp, broker.port, hub, args.size_mb, chunk, window)
                                    for chunk, window in ((128, 4), (256, 8))]
             results["telemetry_day"] = await bench_day(tmp, broker.port, hub)
@@ -290,10 +309,10 @@ def main() -> int:
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
-    lat, nagle = results["latency_nodelay"], results["latency_nagle_client"]
+    lat, nagle = results["latency_nodelay"], results["latency_nagle"]
     print(f"request/response (64 B chunk, v5, loopback, TCP_NODELAY): median {lat['median_ms']} ms, "
           f"p99 {lat['p99_ms']} ms over {lat['rounds']}")
-    print(f"  same with Nagle left on in the client:                  median {nagle['median_ms']} ms, "
+    print(f"  same with Nagle on (broker and clients):                median {nagle['median_ms']} ms, "
           f"p99 {nagle['p99_ms']} ms")
     for t in results["transfer"]:
         print(f"transfer {t['bytes'] / 1e6:.1f} MB, {t['chunk_kib']} KiB x {t['window']} in flight: "
