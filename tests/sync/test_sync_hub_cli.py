@@ -1,0 +1,109 @@
+"""``printnode hub keygen | provision | submit | status | cancel`` and key rotation end to end."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tomllib
+from pathlib import Path
+
+import pytest
+from sync_harness import gcode_file, ledger_rows, make_hub, node_config, running_node, wait_for
+
+from node.commands import hub as hub_cli
+from node.hub.dispatcher import Candidate, choose_node
+from node.jobs import JobState
+from node.sync import protocol as p
+from node.sync.signing import SigningKey
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    parser = argparse.ArgumentParser(prog="printnode")
+    hub_cli.register(parser.add_subparsers())
+    args = parser.parse_args(["hub", *argv])
+    code = args.func(args)
+    return code, capsys.readouterr().out
+
+
+def test_keygen_provision_submit_status_cancel(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    hub_dir = str(tmp_path / "hub")
+    code, out = run_cli(capsys, "--dir", hub_dir, "keygen")
+    public = out.strip().splitlines()[-1]
+    assert code == 0 and len(public) == 64
+    assert run_cli(capsys, "--dir", hub_dir, "keygen")[0] == 1  # no silent overwrite
+    code, out = run_cli(capsys, "--dir", hub_dir, "provision", "farm-7", "--broker-host", "broker.example")
+    provisioned = tomllib.loads(out)
+    assert provisioned["node"]["id"] == "farm-7"
+    assert provisioned["sync"]["hub_public_keys"] == [public] and provisioned["sync"]["username"] == "farm-7"
+    from node.config import validate
+
+    validate(provisioned, "provisioned")  # a node accepts what provisioning prints
+    assert run_cli(capsys, "--dir", hub_dir, "provision", "Bad_Name")[0] == 2
+    gcode = gcode_file(tmp_path / "a.gcode", 3000)
+    code, out = run_cli(capsys, "--dir", hub_dir, "submit", str(gcode), "--node", "farm-7", "--material", "PETG",
+                        "--min-volume-mm", "100,100,50")
+    job_id = out.strip()
+    assert code == 0 and len(job_id) == 12
+    assert run_cli(capsys, "--dir", hub_dir, "submit", str(gcode), "--min-volume-mm", "1,2")[0] == 2
+    code, out = run_cli(capsys, "--dir", hub_dir, "status")
+    assert out.splitlines()[0].split()[:3] == ["NODE", "ONLINE", "SOC"]
+    assert "farm-7" in out
+    code, out = run_cli(capsys, "--dir", hub_dir, "status", "--json")
+    assert json.loads(out)[0]["node_id"] == "farm-7"
+    code, out = run_cli(capsys, "--dir", hub_dir, "cancel", job_id[:6])
+    assert code == 0 and json.loads(out)["result"] == "cancelled before assignment"
+    assert run_cli(capsys, "--dir", hub_dir, "cancel", job_id)[0] == 1  # already cancelled
+
+
+def test_dispatcher_prefers_the_earliest_window_then_online_then_short_queue():
+    caps = p.PrinterCapabilities(profile="x", build_volume_mm=(200, 200, 200), nozzle_mm=0.4, materials=["PLA"],
+                                 max_hotend_c=260, max_bed_c=100)
+    now = 1000.0
+    cands = [Candidate("a", caps, 5000.0, True, 0), Candidate("b", caps, 2000.0, False, 3),
+             Candidate("c", caps, None, True, 0), Candidate("d", None, 0.0, True, 0),
+             Candidate("e", caps.model_copy(update={"nozzle_mm": 0.6}), 0.0, True, 0)]
+    chosen, refused = choose_node(p.PrinterRequirements(nozzle_mm=0.4), cands, now)
+    assert chosen == "b" and set(refused) == {"d", "e"}
+    # windows already open count as now: then online wins, then the shorter queue
+    cands = [Candidate("x", caps, 10.0, False, 0), Candidate("y", caps, 500.0, True, 2),
+             Candidate("z", caps, 900.0, True, 1)]
+    assert choose_node(p.PrinterRequirements(), cands, now)[0] == "z"
+    assert choose_node(p.PrinterRequirements(material="ABS"), cands, now)[0] is None
+
+
+def test_key_rotation_announced_under_the_old_key(mosquitto, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    async def main() -> None:
+        hub = make_hub(tmp_path / "hub", mosquitto)
+        old_public = hub.key.public_hex
+        try:
+            async with running_node(node_config(tmp_path / "n1", mosquitto, "n1", [old_public])) as rn:
+                await wait_for(lambda: ledger_rows(hub, "SELECT 1 FROM nodes WHERE node_id = 'n1'"), what="hello")
+                code, out = await asyncio.to_thread(run_cli, capsys, "--dir", str(tmp_path / "hub"), "keygen",
+                                                    "--rotate")
+                new_public = out.strip().splitlines()[-1]
+                assert code == 0 and new_public != old_public
+
+                async def trusts_new():
+                    return await rn.sync.inbox.trusted_keys() == [new_public]
+                await wait_for(trusts_new, what="node trusts the new key only")
+                await wait_for(lambda: hub.key.public_hex == new_public, what="hub reloaded its key")
+                job_id = hub_cli_submit(hub, tmp_path)
+
+                async def queued():
+                    job = await rn.jobs.get(job_id)
+                    return job is not None and job.state == JobState.QUEUED
+                await wait_for(queued, what="job signed by the new key accepted")
+                # the old key is retired: a message it signs is now refused
+                old = SigningKey.load(next((tmp_path / "hub").glob("hub.*.key.old")))
+                verifier, seqs = await rn.sync.inbox.verifier()
+                assert old.key_id not in verifier.key_ids
+        finally:
+            hub.stop()
+
+    asyncio.run(main())
+
+
+def hub_cli_submit(hub, tmp_path: Path) -> str:  # noqa: ANN001
+    from node.hub.server import submit_job
+
+    return submit_job(hub.ledger, hub.files_dir, gcode_file(tmp_path / "after-rotation.gcode", 5000), node_id="n1")
