@@ -130,3 +130,44 @@ def test_node_sigkilled_at_random_points_loses_nothing_it_committed(mosquitto, t
             hub.stop()
 
     asyncio.run(main())
+
+
+def test_hub_sigkilled_while_reports_flow_files_each_exactly_once(mosquitto, tmp_path: Path):
+    """The hub commits before it acks: a kill between the two means a resend, which dedup absorbs."""
+    from node.sync.signing import SigningKey
+
+    async def main() -> None:
+        hub_dir = tmp_path / "hub"
+        SigningKey.generate().save(hub_dir / "hub.key")
+        script = Path(__file__).with_name("hub_proc.py")
+        rng = random.Random(11)
+        config = node_config(tmp_path / "n1", mosquitto, "n1", [], ack_timeout_s=1)
+        async with running_node(config) as rn:
+            await wait_for(lambda: rn.sync.connected.is_set(), what="node connected")
+            for _ in range(4):
+                hub_proc = subprocess.Popen([sys.executable, str(script), str(hub_dir), str(mosquitto.port)],
+                                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                assert hub_proc.stdout is not None
+                await asyncio.to_thread(hub_proc.stdout.readline)
+                deadline = time.monotonic() + rng.uniform(0.2, 0.6)
+                while time.monotonic() < deadline:  # reports flow while the hub dies
+                    job = await rn.jobs.create("local", "cli", state=JobState.QUEUED)
+                    await rn.jobs.transition(job.id, JobState.PRINTING, "start")
+                    await rn.jobs.transition(job.id, JobState.COMPLETED, "done")
+                hub_proc.send_signal(signal.SIGKILL)
+                await asyncio.to_thread(hub_proc.wait, 5)
+            hub = make_hub(hub_dir, mosquitto)  # the hub back for good
+            try:
+                async def drained():
+                    return (await rn.sync.outbox.stats())["messages"] == 0
+                await wait_for(drained, timeout_s=60, what="every report acked")
+                committed = await rn.store.run(lambda c: sorted(
+                    (r["job_id"], r["version"]) for r in c.execute("SELECT job_id, version FROM job_transitions")))
+                events = sorted((e["job_id"], e["version"]) for e in ledger_rows(hub, "SELECT job_id, version FROM job_events"))
+                assert events == committed
+                records = ledger_rows(hub, "SELECT COUNT(*) AS n FROM job_records")[0]["n"]
+                assert records == len({j for j, _ in committed})
+            finally:
+                hub.stop()
+
+    asyncio.run(main())
