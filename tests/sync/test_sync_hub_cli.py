@@ -107,3 +107,25 @@ def hub_cli_submit(hub, tmp_path: Path) -> str:  # noqa: ANN001
     from node.hub.server import submit_job
 
     return submit_job(hub.ledger, hub.files_dir, gcode_file(tmp_path / "after-rotation.gcode", 5000), node_id="n1")
+
+
+def test_a_job_no_node_took_before_its_expiry_times_out(tmp_path: Path):
+    from node.hub.server import Hub, submit_job
+    from node.sync.mqtt import BrokerSettings
+
+    SigningKey.generate().save(tmp_path / "hub" / "hub.key")
+    hub = Hub(tmp_path / "hub", BrokerSettings(host="127.0.0.1", port=1), clock=lambda: 2_000.0)
+    try:  # never started: pump() works on the ledger alone
+        late = submit_job(hub.ledger, hub.files_dir, gcode_file(tmp_path / "a.gcode", 100), node_id="n1",
+                          expires_s=1_000.0, now_s=900.0)
+        fresh = submit_job(hub.ledger, hub.files_dir, gcode_file(tmp_path / "b.gcode", 100), node_id="n1",
+                           expires_s=5_000.0, now_s=900.0)
+        hub.pump()
+        states = {r["job_id"]: (r["wire_state"], r["hub_state"]) for r in
+                  ledger_rows(hub, "SELECT job_id, wire_state, hub_state FROM jobs")}
+        assert states[late] == ("TIMED_OUT", "new") and states[fresh] == ("QUEUED", "sent")
+        manifest = ledger_rows(hub, "SELECT manifest FROM jobs WHERE job_id = ?", fresh)[0]["manifest"]
+        body = p.JobManifest.model_validate_json(p.SignedEnvelope.model_validate_json(manifest).signed)
+        assert body.seq == 1 and body.node_id == "n1" and body.hub_time_s == 2_000.0
+    finally:
+        hub.ledger.close()
