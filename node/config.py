@@ -20,6 +20,7 @@ from typing import Any, Literal
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from node.gcode.settings import AnalysisSection
 from node.sync.config import SyncSection
 
 OVERRIDES_FILE = "overrides.toml"
@@ -93,6 +94,11 @@ class ControlSection(Section):
     mode: int = Field(0o660, ge=0, le=0o777, description="socket permissions: the node's user and group")
 
 
+from node.power.battery import BatterySection  # noqa: E402  (pvlib-free)
+from node.power.settings import TelemetrySection  # noqa: E402
+from node.power.site import SiteSection  # noqa: E402
+
+
 class NodeConfig(Section):
     node: NodeSection = NodeSection()
     clock: ClockSection = ClockSection()
@@ -100,6 +106,10 @@ class NodeConfig(Section):
     jobs: JobsSection = JobsSection()
     store: StoreSection = StoreSection()
     control: ControlSection = ControlSection()
+    analysis: AnalysisSection = AnalysisSection()
+    telemetry: TelemetrySection = TelemetrySection()
+    battery: BatterySection = BatterySection()
+    site: SiteSection = SiteSection()
     sync: SyncSection = SyncSection()
 
     @property

@@ -92,6 +92,20 @@ class TelemetrySample(Event):
     stale: bool = False
 
 
+class BatteryLevelChanged(Event):
+    """Sent by ``telemetry`` when the battery crosses a threshold (see node/power/thresholds.py).
+
+    ``critical``: pause and power the printer off; ``node_lvd``: shut the node down cleanly;
+    ``below_reserve``: the planner should not start new work; ``ok``: all clear.
+    """
+
+    t_s: float
+    level: Literal["ok", "below_reserve", "critical", "node_lvd"]
+    previous: Literal["ok", "below_reserve", "critical", "node_lvd"]
+    soc_pct: float | None = Field(None, ge=0, le=100)
+    corrected_v: float | None = None
+
+
 class NodeLifecycle(Event):
     """The daemon started all components, or began shutting down."""
 
@@ -163,4 +177,5 @@ EVENT_CATALOGUE: dict[str, type[Event]] = {
     "cloud_forecast": CloudForecast,
     "config_change_requested": ConfigChangeRequested,
     "hub_time_observed": HubTimeObserved,
+    "battery_level_changed": BatteryLevelChanged,
 }

@@ -68,6 +68,8 @@ class MotionLimits(_Strict):
     retract_accel_mm_s2: float = Field(500.0, gt=0)
     travel_accel_mm_s2: float = Field(500.0, gt=0)
     junction_deviation_mm: float | None = Field(0.013, ge=0)
+    classic_jerk: bool = Field(False, description="firmware built with classic jerk (Prusa firmware, "
+                               "Marlin CLASSIC_JERK); a file's M205 X/Y also selects it")
     jerk_mm_s: tuple[float, float, float, float] = (10.0, 10.0, 0.4, 5.0)
     min_feedrate_mm_s: float = 0.0
     min_travel_feedrate_mm_s: float = 0.0

@@ -11,6 +11,9 @@ COMMAND_MODULES = [
     "run",
     "control",
     "configcheck",
+    "settings",
     "virtual",
+    "analyze",
+    "telemetry",
     "hub",
 ]

@@ -71,6 +71,14 @@ class BatteryParams(BaseModel):
     peukert_exponent: float = Field(1.03, ge=1.0, le=1.6, description="~1.03 LiFePO4, 1.1-1.3 lead-acid")
     max_charge_a: float = Field(50.0, gt=0)
     temperature_coeff_per_k: float = Field(0.005, ge=0, description="capacity loss per kelvin below 25 C")
+    # The charger's constant-voltage phases.  None (the default) keeps an ideal charger that
+    # pushes full current until the battery is full; set them to see absorption and float as a
+    # real MPPT charger produces them (the simulated controller and the SoC tests do).
+    absorption_v: float | None = Field(None, gt=0, description="charger's absorption (constant-voltage) setpoint")
+    float_v: float | None = Field(None, gt=0, description="charger's float setpoint, held once full")
+    acceptance_start_soc: float = Field(
+        0.95, ge=0.5, le=1.0,
+        description="with absorption_v set: SoC above which charge acceptance tapers (~0.8 lead-acid, ~0.95 LiFePO4)")
 
     @property
     def nominal_v(self) -> float:
@@ -89,6 +97,17 @@ class BatteryParams(BaseModel):
         if temperature_c < 25.0:
             cap *= max(0.5, 1.0 - self.temperature_coeff_per_k * (25.0 - temperature_c))
         return cap
+
+    def acceptance_a(self, soc: float) -> float:
+        """Largest charge current the battery takes at ``soc`` while the charger holds absorption.
+
+        Above ``acceptance_start_soc`` acceptance falls linearly to zero at full (lead-acid's
+        long absorption tail, LiFePO4's short one), floored at C/100 so "full" comes in finite time.
+        """
+        if self.absorption_v is None or soc <= self.acceptance_start_soc:
+            return self.max_charge_a
+        remaining = (1.0 - soc) / max(1e-9, 1.0 - self.acceptance_start_soc)
+        return max(self.capacity_ah / 100.0, self.max_charge_a * remaining)
 
 
 class BatteryState(BaseModel):
@@ -112,6 +131,8 @@ class PlantStep(BaseModel):
     load_w: float
     load_served_w: float
     empty: bool
+    #: what the charger is doing: "bulk", "absorption", "float" (charging side) or "discharge"
+    charge_phase: str = "bulk"
 
 
 def step_battery(params: BatteryParams, state: BatteryState, pv_available_w: float,
@@ -128,7 +149,14 @@ def step_battery(params: BatteryParams, state: BatteryState, pv_available_w: flo
     if net_w >= 0:
         headroom_ah = (1.0 - state.soc) * params.capacity_ah
         max_a = min(params.max_charge_a, headroom_ah * 3600.0 / dt_s / params.charge_efficiency) if dt_s > 0 else 0.0
-        current_a = min(net_w / max(ocv, 1e-6), max_a)
+        acceptance_a = params.acceptance_a(state.soc)
+        offered_a = net_w / max(ocv, 1e-6)
+        current_a = min(offered_a, max_a, acceptance_a)
+        # constant voltage: the battery (not the sun) limits the current, near full or by acceptance
+        limited_by_battery = params.absorption_v is not None and min(acceptance_a, max_a) < offered_a
+        phase = "absorption" if limited_by_battery else "bulk"
+        if state.soc >= 1.0 - 1e-9 or max_a <= 0:
+            phase = "float"
         stored_ah = current_a * params.charge_efficiency * dt_s / 3600.0
         soc = min(1.0, state.soc + stored_ah / params.capacity_ah)
         pv_used_w = load_w + current_a * ocv
@@ -145,9 +173,17 @@ def step_battery(params: BatteryParams, state: BatteryState, pv_available_w: flo
             soc, current_a = 0.0, -draw_a * fraction
             served_w, empty = pv_available_w + (-net_w) * fraction, True
         pv_used_w = pv_available_w
+        phase = "discharge"
     battery_v = ocv + current_a * params.internal_resistance_ohm
+    if params.absorption_v is not None and net_w >= 0:
+        if phase == "absorption":
+            battery_v = params.absorption_v
+        elif phase == "float" and params.float_v is not None:
+            battery_v = params.float_v
+        else:
+            battery_v = min(battery_v, params.absorption_v)
     new_state = BatteryState(soc=soc, temperature_c=state.temperature_c)
     return new_state, PlantStep(
         soc=soc, battery_v=battery_v, battery_a=current_a, pv_available_w=pv_available_w,
         pv_used_w=pv_used_w, pv_lost_w=max(0.0, pv_available_w - pv_used_w), load_w=load_w,
-        load_served_w=served_w, empty=empty)
+        load_served_w=served_w, empty=empty, charge_phase=phase)

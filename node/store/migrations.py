@@ -55,6 +55,86 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         """,
     ),
     (
+        2,
+        "G-code analysis cache by file sha256; measured vs estimated prints for the learned correction",
+        """
+        CREATE TABLE gcode_analysis (
+            file_sha256      TEXT NOT NULL,
+            profile_key      TEXT NOT NULL,
+            ambient_c        REAL NOT NULL,
+            analysis_version INTEGER NOT NULL,
+            created_s        REAL NOT NULL,
+            result_json      TEXT NOT NULL,
+            PRIMARY KEY (file_sha256, profile_key, ambient_c, analysis_version)
+        );
+        CREATE TABLE print_history (
+            id              INTEGER PRIMARY KEY,
+            job_id          TEXT,
+            printer_profile TEXT NOT NULL,
+            file_sha256     TEXT,
+            estimated_s     REAL NOT NULL,
+            measured_s      REAL NOT NULL,
+            estimated_wh    REAL,
+            measured_wh     REAL,
+            finished_s      REAL NOT NULL
+        );
+        CREATE INDEX print_history_by_profile ON print_history(printer_profile, finished_s);
+        """,
+    ),
+    (
+        3,
+        "power telemetry: raw samples (24 h), 1-minute means (30 days), 15-minute means (a year)",
+        """
+        CREATE TABLE telemetry_raw (
+            t_s           REAL NOT NULL,
+            source        TEXT NOT NULL,
+            pv_w          REAL,
+            pv_v          REAL,
+            battery_v     REAL,
+            battery_a     REAL,
+            load_w        REAL,
+            printer_w     REAL,
+            soc_pct       REAL,
+            charge_state  TEXT,
+            error         TEXT,
+            stale         INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX telemetry_raw_by_time ON telemetry_raw(t_s);
+        CREATE TABLE telemetry_1m (
+            t_s             REAL PRIMARY KEY,
+            samples         INTEGER NOT NULL,
+            pv_w            REAL,
+            pv_v            REAL,
+            battery_v       REAL,
+            battery_v_min   REAL,
+            battery_v_max   REAL,
+            battery_a       REAL,
+            load_w          REAL,
+            printer_w       REAL,
+            soc_pct         REAL,
+            pv_wh           REAL NOT NULL DEFAULT 0,
+            charge_wh       REAL NOT NULL DEFAULT 0,
+            discharge_wh    REAL NOT NULL DEFAULT 0
+        );
+        CREATE TABLE telemetry_15m (
+            t_s             REAL PRIMARY KEY,
+            samples         INTEGER NOT NULL,
+            pv_w            REAL,
+            pv_v            REAL,
+            battery_v       REAL,
+            battery_v_min   REAL,
+            battery_v_max   REAL,
+            battery_a       REAL,
+            load_w          REAL,
+            printer_w       REAL,
+            soc_pct         REAL,
+            pv_wh           REAL NOT NULL DEFAULT 0,
+            charge_wh       REAL NOT NULL DEFAULT 0,
+            discharge_wh    REAL NOT NULL DEFAULT 0
+        );
+        """,
+    ),
+    (
         4,
         "sync: outbox, inbox (dedup), accepted hub sequence numbers, hub keys, file transfers",
         """

@@ -1,0 +1,144 @@
+"""CLI commands that talk to the running daemon over its control socket."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from node.commands.common import add_config_arguments, config_from_args, print_json
+from node.control import ControlClient, ControlError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    status = subparsers.add_parser("status", help="what the node is doing")
+    _common(status, with_json=True)
+    status.set_defaults(func=cmd_status)
+
+    queue = subparsers.add_parser("queue", help="add, list or cancel queued jobs")
+    queue_sub = queue.add_subparsers(dest="queue_command", metavar="ACTION", required=True)
+    add = queue_sub.add_parser("add", help="queue a G-code file")
+    _common(add, with_json=True)
+    add.add_argument("file", type=Path)
+    add.add_argument("--priority", type=int, default=0, help="higher prints first (-100..100)")
+    add.add_argument("--name", default=None, help="job name (default: the file name)")
+    add.set_defaults(func=cmd_queue_add)
+    listing = queue_sub.add_parser("list", help="list pending jobs (--all: every job)")
+    _common(listing, with_json=True)
+    listing.add_argument("--all", action="store_true")
+    listing.set_defaults(func=cmd_queue_list)
+    qcancel = queue_sub.add_parser("cancel", help="cancel a job")
+    _common(qcancel, with_json=True)
+    qcancel.add_argument("job")
+    qcancel.set_defaults(func=lambda a: _job_command(a, "cancel"))
+
+    for verb, text in (("pause", "pause the current (or given) job"), ("resume", "resume a paused job"),
+                       ("cancel", "cancel the current (or given) job")):
+        parser = subparsers.add_parser(verb, help=text)
+        _common(parser, with_json=True)
+        parser.add_argument("job", nargs="?", default=None)
+        parser.set_defaults(func=lambda a, v=verb: _job_command(a, v))
+
+    show = subparsers.add_parser("job", help="one job with its full transition history")
+    _common(show, with_json=True)
+    show.add_argument("job")
+    show.set_defaults(func=cmd_job_show)
+
+    plate = subparsers.add_parser("plate-cleared", help="confirm the build plate is empty")
+    _common(plate, with_json=True)
+    plate.set_defaults(func=lambda a: _simple(a, {"cmd": "plate_cleared"}, "plate confirmed clear"))
+
+
+def _common(parser: argparse.ArgumentParser, with_json: bool) -> None:
+    add_config_arguments(parser)
+    parser.add_argument("--socket", type=Path, default=None, help="control socket (default: from the config)")
+    if with_json:
+        parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _client(args: argparse.Namespace) -> ControlClient:
+    path = args.socket or config_from_args(args).control_socket
+    return ControlClient(path)
+
+
+def _call(args: argparse.Namespace, payload: dict[str, Any], body: Path | None = None) -> Any:
+    try:
+        return _client(args).request(payload, body)
+    except ControlError as exc:
+        print(f"printnode: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def _job_line(job: dict[str, Any]) -> str:
+    state = job["state"] + (f" ({job['pause_reason']})" if job.get("pause_reason") else "")
+    return f"{job['id']}  {state:<22} p{job['priority']:<4} v{job['version']:<3} {job['name']}  {job['reason']}"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    report = _call(args, {"cmd": "status"})
+    if args.json:
+        print_json(report)
+        return 0
+    printer = report["components"].get("printer", {})
+    runner = report["components"].get("runner", {})
+    print(f"node {report['node_id']} (printnode {report['version']})  sim time {report['sim_time']}"
+          f"  x{report['time_scale']:g}")
+    temps = printer.get("temperatures")
+    temp_text = "" if not temps else (f"  hotend {temps['hotend_c']:.0f}/{temps['hotend_target_c']:.0f} C"
+                                      f"  bed {temps['bed_c']:.0f}/{temps['bed_target_c']:.0f} C")
+    print(f"printer: {printer.get('state', '?')}{temp_text}")
+    progress = printer.get("progress")
+    if runner.get("current_job") and progress:
+        print(f"printing {runner['current_job']}: {progress['percent']:.1f} %  ({progress['lines_sent']} lines)")
+    print(f"plate: {'clear' if runner.get('plate_clear') else 'occupied (run `printnode plate-cleared`)'}")
+    jobs = report["jobs"]
+    print(f"jobs pending: {len(jobs)}")
+    for job in jobs:
+        print("  " + _job_line(job))
+    return 0
+
+
+def cmd_queue_add(args: argparse.Namespace) -> int:
+    path: Path = args.file
+    if not path.is_file():
+        print(f"printnode: {path}: no such file", file=sys.stderr)
+        return 1
+    job = _call(args, {"cmd": "queue_add", "name": args.name or path.name, "size_bytes": path.stat().st_size,
+                       "priority": args.priority}, body=path)
+    print_json(job) if args.json else print(f"queued {job['id']}  {job['name']}")
+    return 0
+
+
+def cmd_queue_list(args: argparse.Namespace) -> int:
+    jobs = _call(args, {"cmd": "queue_list", "all": args.all})
+    if args.json:
+        print_json(jobs)
+    else:
+        for job in jobs:
+            print(_job_line(job))
+        if not jobs:
+            print("no jobs")
+    return 0
+
+
+def cmd_job_show(args: argparse.Namespace) -> int:
+    shown = _call(args, {"cmd": "job_show", "job": args.job})
+    if args.json:
+        print_json(shown)
+        return 0
+    print(_job_line(shown["job"]))
+    for t in shown["history"]:
+        print(f"  v{t['version']:<3} {t['from_state'] or '-':>14} -> {t['to_state']:<14} {t['reason']}")
+    return 0
+
+
+def _job_command(args: argparse.Namespace, verb: str) -> int:
+    job = _call(args, {"cmd": verb, "job": args.job})
+    print_json(job) if args.json else print(_job_line(job))
+    return 0
+
+
+def _simple(args: argparse.Namespace, payload: dict[str, Any], text: str) -> int:
+    result = _call(args, payload)
+    print_json(result) if args.json else print(text)
+    return 0

@@ -1,0 +1,24 @@
+"""``printnode run``: the daemon."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+
+from node.commands.common import add_config_arguments, config_from_args
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("run", help="run the node daemon")
+    add_config_arguments(parser)
+    parser.add_argument("--until-idle", action="store_true", help="exit 0 once no job is runnable or printing")
+    parser.add_argument("--timeout", type=float, default=None, help="give up (exit 3) after this many real seconds")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    logging.getLogger().setLevel(config.node.log_level.upper())
+    from node.daemon import run_daemon
+
+    return asyncio.run(run_daemon(config, until_idle=args.until_idle, timeout_s=args.timeout))

@@ -1,0 +1,67 @@
+"""``printnode virtual-printer``: a Marlin-like printer on a pseudo-terminal."""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from node.clock import Clock, ClockSpec
+from node.printer.virtual import VirtualPrinter, serve_pty
+from node.profile import load_profile
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("virtual-printer", help="run a Marlin-like printer on a pty and print its path")
+    parser.add_argument("--profile", default="ender3", help="printer profile name or TOML path")
+    parser.add_argument("--time-scale", type=float, default=None, help="sim seconds per real second (0 = instant)")
+    parser.add_argument("--clock", default=None, help="ClockSpec JSON shared with the daemon")
+    parser.add_argument("--ambient-c", type=float, default=22.0)
+    parser.add_argument("--planner-depth", type=int, default=None)
+    parser.add_argument("--port-file", type=Path, default=None, help="write the pty path here once ready")
+    parser.add_argument("--command-log", type=Path, default=None, help="append every executed command here")
+    parser.add_argument("--exit-with-parent", action="store_true",
+                        help="(used by the daemon) ignore Ctrl-C and exit when the parent process dies")
+    parser.set_defaults(func=run)
+
+
+def _die_with_parent() -> None:
+    """prctl(PR_SET_PDEATHSIG, SIGTERM): Linux only; elsewhere a no-op."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.clock:
+        clock = Clock.from_spec(ClockSpec.model_validate_json(args.clock))
+    else:
+        clock = Clock(time_scale=1.0 if args.time_scale is None else args.time_scale)
+    if args.time_scale is not None:
+        clock.time_scale = args.time_scale
+    profile = load_profile(args.profile)
+    stop = threading.Event()
+    path, _, _ = serve_pty(lambda write: VirtualPrinter(
+        profile, clock, write, ambient_c=args.ambient_c, planner_depth=args.planner_depth,
+        command_log=args.command_log), stop)
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if args.exit_with_parent:
+        # the daemon stops us in order; a terminal's Ctrl-C reaches the whole group, so ignore it,
+        # and let the kernel end us if the daemon is killed outright (kill -9, power-loss tests)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _die_with_parent()
+    else:
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+    if args.port_file:
+        tmp = args.port_file.with_suffix(".tmp")
+        tmp.write_text(path + "\n")
+        tmp.replace(args.port_file)
+    print(f"virtual printer ({profile.name}, time scale {clock.time_scale:g}) on {path}", flush=True)
+    sys.stdout.flush()
+    while not stop.wait(0.5):
+        pass
+    return 0

@@ -1,0 +1,267 @@
+"""The local control API: JSON lines over a Unix socket in the state directory.
+
+One request per connection.  A request is one JSON line (a :data:`Request`);
+``queue_add`` is followed by exactly ``size_bytes`` raw bytes of G-code, which
+the daemon stores under ``files/<sha256>.gcode`` before queuing, so the CLI
+never needs to share a filesystem view with the daemon (the systemd unit
+hides /home from it).  The reply is one JSON line (a :class:`Reply`).
+
+The socket is created with mode 0660 (the node's user and group).  The CLI
+never opens the printer's port: everything goes through here.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from node import __version__
+from node.config import OVERRIDES_FILE, ConfigError, NodeConfig, write_override
+from node.jobs import ACTIVE_STATES, RUNNABLE_STATES, Job, Jobs, TransitionRefused
+from node.node import Component, Node
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST_LINE = 64 * 1024
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StatusRequest(_Request):
+    cmd: Literal["status"]
+
+
+class QueueAddRequest(_Request):
+    cmd: Literal["queue_add"]
+    name: str = Field(min_length=1, max_length=255)
+    size_bytes: int = Field(ge=1)
+    priority: int = Field(0, ge=-100, le=100)
+
+
+class QueueListRequest(_Request):
+    cmd: Literal["queue_list"]
+    all: bool = False
+
+
+class JobCommandRequest(_Request):
+    cmd: Literal["pause", "resume", "cancel"]
+    job: str | None = Field(None, description="id or unique prefix; default: the current job")
+
+
+class JobShowRequest(_Request):
+    cmd: Literal["job_show"]
+    job: str
+
+
+class PlateClearedRequest(_Request):
+    cmd: Literal["plate_cleared"]
+
+
+class ConfigSetRequest(_Request):
+    """Persist ``key=value`` in the state directory's override file (applies at the next start)."""
+
+    cmd: Literal["config_set"]
+    assignment: str = Field(pattern=r"^[a-z_][a-z0-9_.]*=.*$")
+
+
+Request = Annotated[
+    StatusRequest | QueueAddRequest | QueueListRequest | JobCommandRequest | JobShowRequest | PlateClearedRequest
+    | ConfigSetRequest,
+    Field(discriminator="cmd"),
+]
+REQUEST_ADAPTER: TypeAdapter[Request] = TypeAdapter(Request)
+
+
+class Reply(BaseModel):
+    ok: bool
+    result: Any = None
+    error: str | None = None
+
+
+class ControlError(RuntimeError):
+    """The daemon refused the request (the message says why)."""
+
+
+def _job_view(job: Job) -> dict[str, Any]:
+    return job.model_dump(mode="json")
+
+
+class ControlServer(Component):
+    name = "control"
+
+    def __init__(self, node: Node, config: NodeConfig, jobs: Jobs) -> None:
+        super().__init__(node, config.control)
+        self.socket_path = config.control_socket
+        self.files_dir = config.state_dir / "files"
+        self.max_file_bytes = int(config.jobs.max_file_mb * 1024 * 1024)
+        self.jobs = jobs
+        self._server: asyncio.base_events.Server | None = None
+
+    async def start(self) -> None:
+        self.socket_path.parent.mkdir(parents=True, exist_ok=True)
+        self.files_dir.mkdir(parents=True, exist_ok=True)
+        if self.socket_path.exists():
+            if _socket_alive(self.socket_path):
+                raise RuntimeError(f"another printnode is already running on {self.socket_path}")
+            self.socket_path.unlink()
+        old_umask = os.umask(0o117)
+        try:
+            self._server = await asyncio.start_unix_server(self._serve, path=str(self.socket_path),
+                                                           limit=MAX_REQUEST_LINE)
+        finally:
+            os.umask(old_umask)
+        os.chmod(self.socket_path, self.config.mode)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        self.socket_path.unlink(missing_ok=True)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await reader.readline()
+            try:
+                request = REQUEST_ADAPTER.validate_json(line)
+                reply = Reply(ok=True, result=await self._dispatch(request, reader))
+            except ValidationError as exc:
+                problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'request'}: {e['msg']}" for e in exc.errors())
+                reply = Reply(ok=False, error=f"malformed request: {problems}")
+            except (ControlError, TransitionRefused, KeyError, ValueError) as exc:
+                reply = Reply(ok=False, error=str(exc).strip("'\""))
+            writer.write(reply.model_dump_json().encode() + b"\n")
+            await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError) as exc:
+            log.warning("control: client went away: %s", exc)
+        except Exception:
+            log.exception("control: request failed")
+        finally:
+            writer.close()
+
+    def _runner(self) -> Any:
+        return self.node.get("runner")
+
+    async def _dispatch(self, request: Request, reader: asyncio.StreamReader) -> Any:
+        runner = self._runner()
+        if isinstance(request, StatusRequest):
+            return await self.status_report()
+        if isinstance(request, QueueAddRequest):
+            return _job_view(await self._receive_file(request, reader))
+        if isinstance(request, QueueListRequest):
+            states = None if request.all else RUNNABLE_STATES | ACTIVE_STATES
+            return [_job_view(j) for j in await self.jobs.list(states)]
+        if isinstance(request, JobShowRequest):
+            job = await self.jobs.find(request.job)
+            history = await self.jobs.history(job.id)
+            return {"job": _job_view(job), "history": [t.model_dump(mode="json") for t in history]}
+        if isinstance(request, PlateClearedRequest):
+            await runner.set_plate_clear(True, source="cli")
+            return {"plate_clear": True}
+        if isinstance(request, ConfigSetRequest):
+            try:
+                write_override(self.node.config.state_dir, request.assignment)
+            except ConfigError as exc:
+                raise ControlError("; ".join(exc.problems)) from None
+            return {"saved": request.assignment, "file": str(self.node.config.state_dir / OVERRIDES_FILE),
+                    "restart_required": True}
+        if isinstance(request, JobCommandRequest):
+            job_ref = request.job or runner.current_job_id
+            if job_ref is None:
+                raise ControlError(f"no job given and nothing is printing to {request.cmd}")
+            if request.cmd == "pause":
+                return _job_view(await runner.pause(job_ref))
+            if request.cmd == "resume":
+                return _job_view(await runner.resume(job_ref))
+            return _job_view(await runner.cancel(job_ref))
+        raise ControlError(f"unhandled request {request!r}")
+
+    async def _receive_file(self, request: QueueAddRequest, reader: asyncio.StreamReader) -> Job:
+        if request.size_bytes > self.max_file_bytes:
+            raise ControlError(f"{request.name}: {request.size_bytes} bytes is over jobs.max_file_mb")
+        digest = hashlib.sha256()
+        tmp = self.files_dir / f".incoming-{os.getpid()}-{id(request)}"
+        remaining = request.size_bytes
+        try:
+            with tmp.open("wb") as handle:
+                while remaining:
+                    chunk = await reader.read(min(remaining, 256 * 1024))
+                    if not chunk:
+                        raise ControlError(f"{request.name}: the upload ended {remaining} bytes early")
+                    digest.update(chunk)
+                    handle.write(chunk)
+                    remaining -= len(chunk)
+                handle.flush()
+                os.fsync(handle.fileno())
+            sha = digest.hexdigest()
+            final = self.files_dir / f"{sha}.gcode"
+            os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return await self._runner().queue_file(request.name, final, sha, request.size_bytes,
+                                               priority=request.priority, source="cli")
+
+    async def status_report(self) -> dict[str, Any]:
+        pending = await self.jobs.list(RUNNABLE_STATES | ACTIVE_STATES)
+        return {
+            "node_id": self.node.config.node.id,
+            "version": __version__,
+            "sim_time": self.node.clock.now().isoformat(),
+            "time_scale": self.node.clock.time_scale,
+            "jobs": [_job_view(j) for j in pending],
+            "components": {c.name: c.status() for c in self.node.components},
+        }
+
+
+def _socket_alive(path: Path) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+class ControlClient:
+    """Blocking client for the CLI: one request per connection."""
+
+    def __init__(self, socket_path: Path, timeout_s: float = 60.0) -> None:
+        self.socket_path = socket_path
+        self.timeout_s = timeout_s
+
+    def request(self, payload: dict[str, Any], body_path: Path | None = None) -> Any:
+        REQUEST_ADAPTER.validate_python(payload)  # refuse a malformed request before sending it
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout_s)
+        try:
+            try:
+                sock.connect(str(self.socket_path))
+            except (FileNotFoundError, ConnectionRefusedError):
+                raise ControlError(f"no printnode daemon is listening on {self.socket_path} "
+                                   "(start it with `printnode run`)") from None
+            sock.sendall(json.dumps(payload).encode() + b"\n")
+            if body_path is not None:
+                with body_path.open("rb") as handle:
+                    sock.sendfile(handle)
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        finally:
+            sock.close()
+        reply = Reply.model_validate_json(data)
+        if not reply.ok:
+            raise ControlError(reply.error or "request refused")
+        return reply.result

@@ -1,0 +1,16 @@
+"""``[analysis]`` in node.toml: how the node analyses G-code (see ``node.gcode.service``)."""
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class AnalysisSection(BaseModel):
+    """Same rules as every config section: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    ambient_c: float = Field(22.0, ge=-40, le=60,
+                             description="room temperature for heat-up time and holding power, C "
+                                         "(until a sensor reports it)")
+    learn_from_prints: bool = Field(True, description="store each completed print's printing time beside "
+                                                      "its estimate; the bounded correction learns from it")

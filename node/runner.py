@@ -1,0 +1,237 @@
+"""The job runner: decides which job prints next and drives it through the state machine.
+
+One job owns the printer at a time.  Before a job starts it passes, in order:
+the plate gate (the plate must be confirmed clear after the previous print),
+then every registered *start gate* (the energy planner registers one: "not
+before 10:05, needs 310 Wh").  A gate that says no parks the job in
+``waiting_plate`` or ``waiting_energy`` with the gate's reason; the runner
+re-evaluates whenever the queue, the plate or a gate changes, and at least
+every ``recheck_s``.
+
+The runner never opens the port (the printer component does) and never
+changes a job except through :class:`node.jobs.Jobs`.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from node.config import NodeConfig
+from node.events import JobProgress, PlateCleared, PrinterState
+from node.jobs import ACTIVE_STATES, RUNNABLE_STATES, Job, Jobs, JobState, PauseReason, TransitionRefused
+from node.node import Component, Node
+from node.printer.printer import Printer
+from node.store import Store
+
+log = logging.getLogger(__name__)
+
+PLATE_KEY = "plate_clear"
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    allowed: bool
+    reason: str = ""
+
+
+StartGate = Callable[[Job], Awaitable[GateDecision]]
+
+
+class JobRunner(Component):
+    name = "runner"
+
+    def __init__(self, node: Node, config: NodeConfig, store: Store, jobs: Jobs, printer: Printer,
+                 files_dir: Path, recheck_s: float = 5.0) -> None:
+        super().__init__(node, config.jobs)
+        self.full_config = config
+        self.store = store
+        self.jobs = jobs
+        self.printer = printer
+        self.files_dir = files_dir
+        self.recheck_s = recheck_s
+        self.current_job_id: str | None = None
+        self.plate_clear = True
+        self._gates: list[tuple[str, StartGate]] = []
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._last_progress_log = 0.0
+
+    # --- seams for other components ---------------------------------------------------------
+    def add_start_gate(self, name: str, gate: StartGate) -> None:
+        """Register a check every job must pass before it starts (e.g. the energy planner)."""
+        self._gates.append((name, gate))
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    @property
+    def idle(self) -> asyncio.Event:
+        """Set while nothing is runnable and nothing owns the printer."""
+        return self._idle
+
+    # --- lifetime ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        self.files_dir.mkdir(parents=True, exist_ok=True)
+        self.plate_clear = await self.store.run(
+            lambda c: self.store.get_meta(c, PLATE_KEY, "1") == "1")
+        for job in await self.jobs.list(frozenset({JobState.PRINTING, JobState.PAUSED})):
+            await self.jobs.transition(job.id, JobState.INTERRUPTED, "the node restarted while the job owned the printer")
+        if self.config.queue_sample_when_empty and not await self.jobs.list(RUNNABLE_STATES | ACTIVE_STATES, limit=1):
+            await self.queue_sample()
+        for event in ("queue_changed", "plate_cleared"):
+            self.node.register_event_handler(event, lambda _payload: self.wake())
+        self.node.register_event_handler("printer_state", self._on_printer_state)
+        self.node.register_event_handler("job_progress", self._on_progress)
+        self.node.spawn(self._loop(), "job-runner")
+
+    def status(self) -> dict[str, Any]:
+        return {"current_job": self.current_job_id, "plate_clear": self.plate_clear,
+                "idle": self._idle.is_set(), "gates": [name for name, _ in self._gates]}
+
+    # --- queue operations (control API, sync) -----------------------------------------------
+    async def queue_file(self, name: str, source_path: Path, sha256: str, size_bytes: int,
+                         priority: int = 0, source: str = "cli") -> Job:
+        """Queue a file already stored under ``files_dir`` by its sha256."""
+        return await self.jobs.create(name, source, priority=priority, file_path=str(source_path),
+                                      file_sha256=sha256, file_bytes=size_bytes)
+
+    async def queue_sample(self) -> Job:
+        import hashlib
+
+        from node.gcode.sample import SAMPLE_NAME, sample_gcode
+        from node.profile import load_profile
+
+        data = sample_gcode(load_profile(self.full_config.printer.profile)).encode()
+        sha = hashlib.sha256(data).hexdigest()
+        path = self.files_dir / f"{sha}.gcode"
+        if not path.exists():
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(data)
+            tmp.replace(path)
+        job = await self.queue_file(SAMPLE_NAME, path, sha, len(data), source="sample")
+        log.info("queued the sample job %s (%d bytes)", job.id, len(data))
+        return job
+
+    async def set_plate_clear(self, clear: bool, source: str = "cli") -> None:
+        self.plate_clear = clear
+        await self.store.run(lambda c: self.store.set_meta(c, PLATE_KEY, "1" if clear else "0"))
+        if clear:
+            await self.node.send_event("plate_cleared", PlateCleared(t_s=self.node.clock.time(), source=source))  # type: ignore[arg-type]
+
+    async def pause(self, job_id: str, reason: PauseReason = PauseReason.USER) -> Job:
+        job = await self.jobs.find(job_id)
+        if job.state != JobState.PRINTING or job.id != self.current_job_id:
+            raise TransitionRefused(f"job {job.id} is {job.state}, not printing")
+        self.printer.pause()
+        return await self.jobs.transition(job.id, JobState.PAUSED, f"paused: {reason}", pause_reason=reason)
+
+    async def resume(self, job_id: str) -> Job:
+        job = await self.jobs.find(job_id)
+        if job.state != JobState.PAUSED or job.id != self.current_job_id:
+            raise TransitionRefused(f"job {job.id} is {job.state}; only a paused job of this run resumes")
+        moved = await self.jobs.transition(job.id, JobState.PRINTING, "resumed")
+        self.printer.resume()
+        return moved
+
+    async def cancel(self, job_id: str, reason: str = "cancelled by user") -> Job:
+        job = await self.jobs.find(job_id)
+        if job.id == self.current_job_id and job.state in (JobState.PRINTING, JobState.PAUSED):
+            self.printer.cancel()  # the print loop records the outcome
+            for _ in range(600):
+                await asyncio.sleep(0.05)
+                job = await self.jobs.find(job_id)
+                if job.state == JobState.CANCELLED:
+                    return job
+            raise TimeoutError(f"job {job.id} did not stop within 30 s")
+        return await self.jobs.transition(job.id, JobState.CANCELLED, reason)
+
+    # --- the loop ---------------------------------------------------------------------------
+    async def _on_printer_state(self, event: PrinterState) -> None:
+        self.wake()
+
+    async def _on_progress(self, event: JobProgress) -> None:
+        loop_now = asyncio.get_running_loop().time()
+        if loop_now - self._last_progress_log >= self.full_config.printer.progress_interval_s or event.percent >= 100:
+            self._last_progress_log = loop_now
+            log.info("job %s: %5.1f %% (%d lines, %s printing)", event.job_id, event.percent,
+                     event.lines_sent, _hms(event.elapsed_s))
+
+    async def _loop(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                started = await self._try_start_next()
+            except Exception:
+                log.exception("job runner: choosing the next job failed")
+                started = False
+            if started:
+                continue
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.recheck_s)
+            except TimeoutError:
+                pass
+
+    async def _try_start_next(self) -> bool:
+        runnable = await self.jobs.list(RUNNABLE_STATES)
+        active = await self.jobs.list(frozenset({JobState.PRINTING, JobState.PAUSED}))
+        if not runnable:
+            if not active:
+                self._idle.set()
+            return False
+        self._idle.clear()
+        if active or not self.printer.ready:
+            return False
+        job = runnable[0]
+        if not self.plate_clear:
+            if self.full_config.auto_plate_clear:
+                await self.set_plate_clear(True, source="simulation")
+            else:
+                await self._park(job, JobState.WAITING_PLATE, "waiting for the plate to be confirmed clear")
+                return False
+        for name, gate in self._gates:
+            decision = await gate(job)
+            if not decision.allowed:
+                await self._park(job, JobState.WAITING_ENERGY, f"{name}: {decision.reason}")
+                return False
+        await self._print(job)
+        return True
+
+    async def _park(self, job: Job, state: JobState, reason: str) -> None:
+        if job.state != state or job.reason != reason:
+            if job.state != state:
+                await self.jobs.transition(job.id, state, reason)
+            log.info("job %s waits: %s", job.id, reason)
+
+    async def _print(self, job: Job) -> None:
+        if job.file_path is None or not Path(job.file_path).exists():
+            await self.jobs.transition(job.id, JobState.PRINTING, "starting")
+            await self.jobs.transition(job.id, JobState.FAILED, "the job's file is missing from the store")
+            return
+        self.current_job_id = job.id
+        start_offset = 0  # resuming from a checkpoint belongs to the print path (power-loss resume)
+        await self.jobs.transition(job.id, JobState.PRINTING, "starting")
+        log.info("job %s (%s) started", job.id, job.name)
+        try:
+            outcome = await self.printer.print_job(job.id, Path(job.file_path), start_offset)
+        finally:
+            self.current_job_id = None
+        target = {"completed": JobState.COMPLETED, "cancelled": JobState.CANCELLED,
+                  "failed": JobState.FAILED, "interrupted": JobState.INTERRUPTED}[outcome.status]
+        current = await self.jobs.get(job.id)
+        assert current is not None
+        if current.state == JobState.PAUSED and target != JobState.CANCELLED:
+            await self.jobs.transition(job.id, JobState.PRINTING, "resumed to finish")
+        await self.jobs.transition(job.id, target, outcome.reason)
+        log.info("job %s %s: %s (%d lines, %d resends)", job.id, target, outcome.reason,
+                 outcome.lines_sent, outcome.resends)
+        if target == JobState.COMPLETED:
+            await self.set_plate_clear(False)
+
+
+def _hms(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600:d}:{s % 3600 // 60:02d}:{s % 60:02d}"

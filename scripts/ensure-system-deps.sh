@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Install what `make` needs from the distribution's packages, only if it is missing.
+#   build: Python >= 3.11 with venv and headers, a C compiler (for the Cython cores)
+#   test:  also the Mosquitto broker (the MQTT tests start their own on a free port)
+set -euo pipefail
+what=${1:-build}
+missing=()
+
+python3 - <<'PY' || { echo "printnode needs Python >= 3.11 (Debian 12 / Raspberry Pi OS bookworm or newer)" >&2; exit 1; }
+import sys
+sys.exit(0 if sys.version_info >= (3, 11) else 1)
+PY
+python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+python3 -c 'import sysconfig, os, sys; sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")) else 1)' \
+  || missing+=(python3-dev)
+command -v cc >/dev/null 2>&1 || missing+=(build-essential)
+if [ "$what" = test ]; then
+  command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+fi
+
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "installing from the distribution's packages: ${missing[*]}" >&2
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,116 @@
+"""Fixtures shared by the whole suite: real ptys, real daemons, real SQLite files."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from node.clock import Clock
+from node.control import ControlClient
+from node.printer.virtual import VirtualPrinter, serve_pty
+from node.profile import load_profile
+
+
+@dataclass
+class VirtualPort:
+    path: str
+    printer: VirtualPrinter
+    stop: threading.Event
+
+
+@pytest.fixture
+def virtual_port() -> Iterator[VirtualPort]:
+    """A virtual printer on a real pseudo-terminal, in this process (time scale 100)."""
+    stop = threading.Event()
+    path, printer, _ = serve_pty(lambda write: VirtualPrinter(load_profile("ender3"), Clock(100.0), write), stop)
+    yield VirtualPort(path, printer, stop)
+    stop.set()
+
+
+@dataclass
+class Daemon:
+    process: subprocess.Popen[bytes]
+    state_dir: Path
+    log_path: Path
+
+    @property
+    def client(self) -> ControlClient:
+        return ControlClient(self.state_dir / "control.sock", timeout_s=30)
+
+    def request(self, payload: dict[str, Any], body: Path | None = None) -> Any:
+        return self.client.request(payload, body)
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "node", *args, "--state-dir", str(self.state_dir)],
+                              capture_output=True, text=True, timeout=60)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_daemon(state_dir: Path, *sets: str, extra_args: tuple[str, ...] = ()) -> Daemon:
+    log_path = state_dir.parent / f"{state_dir.name}-daemon.log"
+    args = [sys.executable, "-m", "node", "run", "--state-dir", str(state_dir), *extra_args]
+    for item in sets:
+        args += ["--set", item]
+    process = subprocess.Popen(args, stdout=log_path.open("ab"), stderr=subprocess.STDOUT)
+    daemon = Daemon(process, state_dir, log_path)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"daemon exited early ({process.returncode}):\n{daemon.log()}")
+        try:
+            daemon.request({"cmd": "status"})
+            return daemon
+        except Exception:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"daemon did not answer on its socket:\n{daemon.log()}")
+
+
+def stop_daemon(daemon: Daemon) -> int:
+    if daemon.process.poll() is None:
+        daemon.process.send_signal(signal.SIGTERM)
+        try:
+            daemon.process.wait(20)
+        except subprocess.TimeoutExpired:
+            daemon.process.kill()
+            daemon.process.wait()
+    return daemon.process.returncode
+
+
+@pytest.fixture
+def daemon_factory(tmp_path: Path) -> Iterator[Any]:
+    """Start real ``printnode run`` daemons (virtual printer on a pty); all stopped at teardown."""
+    started: list[Daemon] = []
+
+    def factory(*sets: str, name: str = "state", extra_args: tuple[str, ...] = ()) -> Daemon:
+        daemon = start_daemon(tmp_path / name, *sets, extra_args=extra_args)
+        started.append(daemon)
+        return daemon
+
+    yield factory
+    for daemon in started:
+        stop_daemon(daemon)
+
+
+def wait_for(predicate: Any, timeout_s: float = 30.0, interval_s: float = 0.1, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+os.environ.setdefault("PYTHONUNBUFFERED", "1")

@@ -1,0 +1,114 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from node.config import OVERRIDES_FILE, ConfigError, NodeConfig, load_config, parse_set, write_override
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "node.toml"
+    path.write_text(text)
+    return path
+
+
+def test_embedded_defaults_are_a_simulated_offline_node() -> None:
+    config = NodeConfig()
+    assert config.printer.port == "virtual"
+    assert config.simulated and config.auto_plate_clear
+    assert config.state_dir == Path("var")
+
+
+@pytest.mark.parametrize("text, key, why", [
+    ("[printer]\nbaud = 'fast'\n", "printer.baud", "valid integer"),
+    ("[printer]\nbuad = 115200\n", "printer.buad", "unknown key"),
+    ("[clock]\ntime_scale = -1\n", "clock.time_scale", "greater than or equal to 0"),
+    ("[clock]\nstart = 'yesterday'\n", "clock.start", "ISO 8601"),
+    ("[node]\nid = 'Bad Id!'\n", "node.id", "pattern"),
+    ("[control]\nmode = 4096\n", "control.mode", "less than or equal"),
+    ("[jobz]\nx = 1\n", "jobz", "unknown key"),
+])
+def test_errors_name_the_key_and_why(tmp_path: Path, text: str, key: str, why: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    assert any(p.startswith(key + ":") and why in p for p in info.value.problems), info.value.problems
+
+
+def test_toml_syntax_error_is_reported(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(write(tmp_path, "[printer\nport = 1"))
+
+
+def test_check_config_cli_names_bad_key(tmp_path: Path) -> None:
+    path = write(tmp_path, "[printer]\nbaud = 'fast'\nprofile = 'ender3'\n")
+    result = subprocess.run([sys.executable, "-m", "node", "check-config", str(path)], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "printer.baud" in result.stderr and "fast" in result.stderr
+
+
+def test_check_config_cli_unknown_profile(tmp_path: Path) -> None:
+    path = write(tmp_path, "[printer]\nprofile = 'nope'\n")
+    result = subprocess.run([sys.executable, "-m", "node", "check-config", str(path)], capture_output=True, text=True)
+    assert result.returncode == 2 and "printer.profile" in result.stderr and "ender3" in result.stderr
+
+
+def test_example_config_is_valid_and_documents_every_key() -> None:
+    example = Path(__file__).parent.parent / "config" / "node.example.toml"
+    result = subprocess.run([sys.executable, "-m", "node", "check-config", str(example)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    text = example.read_text()
+
+    def keys(model: type, prefix: str = "") -> list[str]:
+        out = []
+        for name, field in model.model_fields.items():
+            annotation = field.annotation
+            if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
+                out += keys(annotation, prefix + name + ".")
+            else:
+                out.append(prefix + name)
+        return out
+
+    for dotted in keys(NodeConfig):
+        section, _, key = dotted.rpartition(".")
+        assert f"[{section}]" in text, f"section [{section}] missing from the example"
+        assert f"\n{key} =" in text or f"\n# {key} =" in text, f"{dotted} is not documented in the example"
+
+
+def test_set_and_overrides_layer_in_order(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    path = write(tmp_path, f"[node]\nstate_dir = '{state}'\n[printer]\nbaud = 250000\n")
+    assert load_config(path).printer.baud == 250000
+    write_override(state, "printer.baud=57600")
+    assert (state / OVERRIDES_FILE).exists()
+    assert load_config(path).printer.baud == 57600
+    assert load_config(path, sets=["printer.baud=9600"]).printer.baud == 9600
+    assert parse_set("printer.port=/dev/ttyACM0") == {"printer": {"port": "/dev/ttyACM0"}}
+
+
+def test_override_refuses_invalid_value_and_keeps_file(tmp_path: Path) -> None:
+    write_override(tmp_path, "printer.baud=57600")
+    before = (tmp_path / OVERRIDES_FILE).read_text()
+    with pytest.raises(ConfigError, match="printer.baud"):
+        write_override(tmp_path, "printer.baud='x'")
+    assert (tmp_path / OVERRIDES_FILE).read_text() == before
+
+
+def test_override_cannot_move_the_state_dir(tmp_path: Path) -> None:
+    (tmp_path / OVERRIDES_FILE).write_text("[node]\nstate_dir = '/tmp/elsewhere'\n")
+    with pytest.raises(ConfigError, match="node.state_dir"):
+        load_config(sets=[f"node.state_dir='{tmp_path}'"])
+
+
+def test_config_set_without_daemon_writes_the_override_and_show_reflects_it(tmp_path: Path) -> None:
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "node", "config", *args, "--state-dir", str(tmp_path)],
+                              capture_output=True, text=True)
+
+    assert cli("set", "printer.baud=250000").returncode == 0
+    bad = cli("set", "printer.baud=fast")
+    assert bad.returncode == 2 and "printer.baud" in bad.stderr
+    import json
+    shown = json.loads(cli("show", "--json").stdout)
+    assert shown["printer"]["baud"] == 250000

@@ -1,0 +1,73 @@
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from node.store import Store, transaction
+from node.store.migrations import MIGRATIONS
+
+
+def test_migrates_an_empty_store_to_the_newest_version(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite3").open()
+    try:
+        assert store.schema_version == MIGRATIONS[-1][0]
+        tables = store.run_sync(lambda c: {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")})
+        assert {"jobs", "job_transitions", "checkpoints", "meta"} <= tables
+        assert store.run_sync(lambda c: c.execute("PRAGMA journal_mode").fetchone()[0]) == "wal"
+        assert store.run_sync(lambda c: c.execute("PRAGMA synchronous").fetchone()[0]) == 2  # FULL
+    finally:
+        store.close()
+
+
+def test_reopen_is_idempotent_and_keeps_data(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    store = Store(path).open()
+    store.run_sync(lambda c: store.set_meta(c, "k", "v"))
+    store.close()
+    again = Store(path).open()
+    try:
+        assert again.run_sync(lambda c: again.get_meta(c, "k")) == "v"
+    finally:
+        again.close()
+
+
+def test_each_migration_applies_from_the_previous_one(tmp_path: Path) -> None:
+    """Replaying the list from 0 step by step reaches the same schema as one open."""
+    path = tmp_path / "s.sqlite3"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for version, _, sql in MIGRATIONS:
+        with transaction(conn):
+            for statement in sql.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {version}")
+    conn.close()
+    store = Store(path).open()
+    try:
+        assert store.schema_version == MIGRATIONS[-1][0]
+    finally:
+        store.close()
+
+
+def test_refuses_a_store_from_a_newer_printnode(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version = 9999")
+    conn.close()
+    with pytest.raises(RuntimeError, match="newer"):
+        Store(path).open()
+
+
+def test_failed_transaction_rolls_back(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite3").open()
+    try:
+        def boom(conn: sqlite3.Connection) -> None:
+            with transaction(conn):
+                store.set_meta(conn, "half", "written")
+                raise ValueError("no")
+
+        with pytest.raises(ValueError):
+            store.run_sync(boom)
+        assert store.run_sync(lambda c: store.get_meta(c, "half")) is None
+    finally:
+        store.close()
