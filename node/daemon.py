@@ -1,7 +1,7 @@
 """``printnode run``: assemble the Node from config and run it until told to stop.
 
 Start order (stop is the reverse): store, jobs, telemetry, [virtual printer], printer,
-runner, control API.  READY is announced to systemd once every component has
+runner, sync (offline unless ``sync.broker_host`` is set), control API.  READY is announced to systemd once every component has
 started.  SIGTERM and SIGINT stop cleanly: the current print is left
 ``interrupted`` with its checkpoint, never half-written.
 """
@@ -24,6 +24,7 @@ from node.printer.virtualproc import VirtualPrinterProcess
 from node.runner import JobRunner
 from node.sdnotify import notify
 from node.store import Store
+from node.sync.client import Sync
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ def build_node(config: NodeConfig, clock: Clock, store: Store) -> Node:
         node.add(VirtualPrinterProcess(node, config))
     printer = node.add(Printer(node, config.printer, store))
     node.add(JobRunner(node, config, store, jobs, printer, files_dir=config.state_dir / "files"))  # type: ignore[arg-type]
+    node.add(Sync(node, config.sync, store, jobs, files_dir=config.state_dir / "files"))  # type: ignore[arg-type]
     node.add(ControlServer(node, config, jobs))  # type: ignore[arg-type]
     return node
 
