@@ -459,8 +459,14 @@ class Sync(Component):
         self._outbox_dirty.set()
 
     async def _execute(self, args: Any) -> tuple[bool, str]:
-        """Turn a verified command into a job transition or an event; return (ok, detail)."""
+        """Turn a verified command into a call or an event; return (ok, detail).
+
+        With a job runner in the node (the daemon), cancel / pause / resume / plate cleared go through
+        its narrow methods, which also stop or hold the printer; without one (tests, tools), cancel is a
+        plain ``Jobs.transition`` and the rest become events (``node/events.py``).
+        """
         now_s = self.node.clock.time()
+        runner = self.node.lookup("runner")
         if isinstance(args, p.CancelArgs):
             for _ in range(3):  # cancel wins: retry if the job moved meanwhile
                 job = await self.jobs.get(args.job_id)
@@ -469,10 +475,15 @@ class Sync(Component):
                 if job.state in FINAL_STATES:
                     return False, f"job is already {job.state.value}"
                 try:
-                    moved = await self.jobs.transition(job.id, JobState.CANCELLED, "cancelled by hub",
-                                                       expected_version=job.version)
+                    if runner is not None and hasattr(runner, "cancel"):
+                        moved = await runner.cancel(job.id, "cancelled by hub")
+                    else:
+                        moved = await self.jobs.transition(job.id, JobState.CANCELLED, "cancelled by hub",
+                                                           expected_version=job.version)
                 except TransitionRefused:
                     continue
+                except TimeoutError as exc:
+                    return False, str(exc)
                 if self.transfers.row(job.id) is not None:
                     await self.transfers.drop(job.id)
                 return True, f"cancelled at version {moved.version}"
@@ -483,7 +494,15 @@ class Sync(Component):
                 return False, f"no job {args.job_id}"
             if job.version != args.expected_version:
                 return False, f"job is at version {job.version}, not {args.expected_version}"
-            if isinstance(args, p.PauseArgs):
+            pausing = isinstance(args, p.PauseArgs)
+            method = getattr(runner, "pause" if pausing else "resume", None) if runner is not None else None
+            if method is not None:
+                try:
+                    moved = await method(job.id)
+                except (TransitionRefused, KeyError) as exc:
+                    return False, str(exc)
+                return True, f"{args.kind}d at version {moved.version}"
+            if pausing:
                 await self.node.send_event("job_pause_requested", JobPauseRequested(
                     job_id=job.id, source="hub", expected_version=args.expected_version))
             else:
@@ -491,7 +510,10 @@ class Sync(Component):
                     job_id=job.id, source="hub", expected_version=args.expected_version))
             return True, f"{args.kind} requested"
         if isinstance(args, p.PlateClearedArgs):
-            await self.node.send_event("plate_cleared", PlateCleared(t_s=now_s, source="hub"))
+            if runner is not None and hasattr(runner, "set_plate_clear"):
+                await runner.set_plate_clear(True, source="hub")
+            else:
+                await self.node.send_event("plate_cleared", PlateCleared(t_s=now_s, source="hub"))
             return True, "plate cleared"
         if isinstance(args, p.CloudForecastArgs):
             await self.node.send_event("cloud_forecast", CloudForecast(

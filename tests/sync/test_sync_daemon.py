@@ -84,3 +84,33 @@ def test_job_submitted_while_offline_is_printed_once_the_node_connects_through_b
         if daemon is not None:
             stop_daemon(daemon)
         hub.stop()
+
+
+def test_hub_cancel_wins_over_a_print_in_progress(mosquitto, tmp_path: Path):
+    from node.hub.server import cancel_job, submit_job
+
+    hub = make_hub(tmp_path / "hub", mosquitto)
+    daemon = None
+    try:
+        source = printable_padded_gcode(tmp_path / "long.gcode", moves=3000, padding_bytes=0)
+        job_id = submit_job(hub.ledger, hub.files_dir, source, node_id="e2c")
+        daemon = start_daemon(tmp_path / "node", "node.id=e2c", "jobs.queue_sample_when_empty=false",
+                              "clock.time_scale=5", f"sync.broker_port={mosquitto.port}",
+                              "sync.broker_host=127.0.0.1", f'sync.hub_public_keys=["{hub.key.public_hex}"]')
+
+        def node_state() -> str | None:
+            rows = ledger_rows(hub, "SELECT node_state FROM jobs WHERE job_id = ?", job_id)
+            return rows[0]["node_state"] if rows else None
+        wait_for(lambda: node_state() == "printing", timeout_s=60, what="printing")
+        cancel_job(hub.ledger, job_id)
+        wait_for(lambda: node_state() == "cancelled", timeout_s=60, what="cancelled on the node")
+        wait_for(lambda: ledger_rows(hub, "SELECT 1 FROM commands WHERE answered_s IS NOT NULL"), what="result")
+        result = ledger_rows(hub, "SELECT ok, detail FROM commands WHERE kind = 'cancel'")[0]
+        assert result["ok"] == 1, result
+        status = daemon.request({"cmd": "status"})
+        assert status["components"]["printer"]["state"] != "printing"
+        assert status["components"]["runner"]["current_job"] is None
+    finally:
+        if daemon is not None:
+            stop_daemon(daemon)
+        hub.stop()
