@@ -121,3 +121,46 @@ def test_a_valid_signed_manifest_still_opens_after_the_fuzzing(fuzz_node):
     runner.run(rn.sync._handle_message(p.down_topic("n1", "job"), KEY.sign(m).model_dump_json().encode()))
     job = runner.run(rn.jobs.get("fz1"))
     assert job is not None and job.state == JobState.DOWNLOADING
+
+
+def test_tampered_unsigned_expired_and_replayed_commands_do_nothing(tmp_path: Path):
+    async def main() -> None:
+        rn = await start_node(node_config(tmp_path / "n1", None, "n1", [KEY.public_hex]))
+        try:
+            job = await rn.jobs.create("local", "cli", state=JobState.QUEUED)
+            now = rn.node.clock.time()
+
+            def command(seq: int, expires_s: float = now + 60, cid: str = "a" * 32) -> p.Command:
+                return p.Command(node_id="n1", seq=seq, issued_s=now, expires_s=expires_s, hub_time_s=now,
+                                 command_id=cid, args=p.CancelArgs(job_id=job.id))
+
+            good = KEY.sign(command(5))
+            tampered = good.model_copy(update={"signed": good.signed.replace('"seq":5', '"seq":6')})
+            bad = {
+                "bad signature": tampered.model_dump_json(),
+                "unsigned": json.dumps({"signed": command(7, cid="b" * 32).model_dump_json(), "key_id": KEY.key_id,
+                                        "sig": ""}),
+                "expired": KEY.sign(command(8, expires_s=now - 1, cid="c" * 32)).model_dump_json(),
+                "unknown key": SigningKey.generate().sign(command(9, cid="d" * 32)).model_dump_json(),
+                "wrong node": KEY.sign(command(10, cid="e" * 32).model_copy(update={"node_id": "n2"}))
+                .model_dump_json(),
+            }
+            for payload in bad.values():
+                await rn.sync._handle_message(p.down_topic("n1", "command"), payload.encode())
+            assert (await rn.jobs.get(job.id)).state == JobState.QUEUED
+            results = [p.CommandResult.model_validate_json(r.payload) for r in await rn.sync.outbox.pending(100)
+                       if r.kind == "command_result"]
+            assert all(not r.ok for r in results)
+            assert sorted(r.detail.split(":")[0] for r in results) == sorted(set(bad) - {"wrong node"})
+            await rn.sync._handle_message(p.down_topic("n1", "command"), good.model_dump_json().encode())
+            cancelled = await rn.jobs.get(job.id)
+            assert cancelled.state == JobState.CANCELLED
+            await rn.sync._handle_message(p.down_topic("n1", "command"), good.model_dump_json().encode())  # replay
+            assert (await rn.jobs.get(job.id)).version == cancelled.version  # not executed twice
+            answers = [p.CommandResult.model_validate_json(r.payload) for r in await rn.sync.outbox.pending(100)
+                       if r.kind == "command_result" and b'"ok":true' in r.payload]
+            assert len(answers) == 2 and answers[0].detail == answers[1].detail  # the replay got the same answer
+        finally:
+            await rn.stop()
+
+    asyncio.run(main())
