@@ -129,3 +129,26 @@ def test_a_job_no_node_took_before_its_expiry_times_out(tmp_path: Path):
         assert body.seq == 1 and body.node_id == "n1" and body.hub_time_s == 2_000.0
     finally:
         hub.ledger.close()
+
+
+def test_hub_serve_runs_as_a_command_and_stops_on_sigterm(mosquitto, tmp_path: Path):
+    import signal
+    import subprocess
+    import sys
+
+    hub_dir = tmp_path / "hub"
+    assert subprocess.run([sys.executable, "-m", "node", "hub", "--dir", str(hub_dir), "serve"],
+                          capture_output=True, text=True, timeout=30).returncode == 2  # no key yet
+    subprocess.run([sys.executable, "-m", "node", "hub", "--dir", str(hub_dir), "keygen"], check=True,
+                   capture_output=True, timeout=30)
+    proc = subprocess.Popen([sys.executable, "-m", "node", "hub", "--dir", str(hub_dir), "serve",
+                             "--broker-host", mosquitto.host, "--broker-port", str(mosquitto.port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("hub: serving")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
