@@ -572,11 +572,13 @@ class Sync(Component):
                         node_state=state.value, wire_state=p.wire_state(state), reason=r["reason"]), r["t_s"])
                     if state in FINAL_STATES or state == JobState.FAILED:
                         started, ended = r["started_s"], r["t_s"]
+                        filament_mm = _analysed_filament_mm(conn, r["file_sha256"])
                         insert_report(conn, "job_record", p.JobRecord(
                             node_id=node_id, t_s=r["t_s"], job_id=r["job_id"], outcome=p.wire_state(state),
                             node_state=state.value, created_s=r["created_s"], started_s=started, finished_s=ended,
                             duration_s=(ended - started) if started is not None else None,
                             energy_wh=round(energy[r["job_id"]], 3) if r["job_id"] in energy else None,
+                            filament_mm=filament_mm if state == JobState.COMPLETED else None,
                             file_sha256=r["file_sha256"]), r["t_s"])
                         finished.append(r["job_id"])
                 if rows:
@@ -668,6 +670,27 @@ class Sync(Component):
         if self.connected.is_set():
             self._state_sent_s[name] = t_s
             self._publish(p.state_topic(self.node_id, name), doc, qos=0, retain=True)
+
+
+def _analysed_filament_mm(conn: Any, file_sha256: str | None) -> float | None:
+    """Filament of the whole file from the G-code analysis cache (migration 2), if it was analysed.
+
+    A completed job used what its file pushes; for a failed or cancelled one the node does not know
+    how far it got in filament terms, so the record leaves it out.
+    """
+    if not file_sha256:
+        return None
+    try:
+        row = conn.execute("SELECT result_json FROM gcode_analysis WHERE file_sha256 = ? ORDER BY created_s DESC"
+                           " LIMIT 1", (file_sha256,)).fetchone()
+    except Exception:  # no analysis table in this store (older schema): nothing to say
+        return None
+    if row is None:
+        return None
+    try:
+        return round(float(sum(json.loads(row[0]).get("filament_mm") or [])), 1)
+    except (ValueError, TypeError):
+        return None
 
 
 def _wait_published(info: mqtt.MQTTMessageInfo, timeout_s: float) -> None:

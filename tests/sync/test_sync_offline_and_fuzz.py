@@ -24,7 +24,11 @@ def test_offline_node_records_every_report_in_the_outbox(tmp_path: Path):
         rn = await start_node(node_config(tmp_path / "n1", None, "n1", [KEY.public_hex], telemetry_batch_s=600))
         try:
             assert not rn.sync.config.online
-            job = await rn.jobs.create("local", "cli", state=JobState.QUEUED)
+            sha = "ab" * 32
+            await rn.store.run(lambda c: c.execute(
+                "INSERT INTO gcode_analysis(file_sha256, profile_key, ambient_c, analysis_version, created_s,"
+                " result_json) VALUES(?,?,?,?,?,?)", (sha, "ender3", 22.0, 1, 0.0, '{"filament_mm": [1200.5, 0.25]}')))
+            job = await rn.jobs.create("local", "cli", state=JobState.QUEUED, file_sha256=sha)
             await rn.jobs.transition(job.id, JobState.PRINTING, "start")
             t0 = 1_750_000_200.0
             for i in range(0, 1200, 30):
@@ -39,6 +43,7 @@ def test_offline_node_records_every_report_in_the_outbox(tmp_path: Path):
                           if r.kind == "job_record")
             assert record.outcome == p.WireState.SUCCEEDED
             assert record.energy_wh == pytest.approx(150.0 * 1170 / 3600, rel=1e-6)
+            assert record.filament_mm == pytest.approx(1200.8)  # from the analysis cache, both tools
         finally:
             await rn.stop()
 
