@@ -110,7 +110,7 @@ class Sync(Component):
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.capabilities = capabilities_from_config(self.node, self.config.materials)
-        await self.transfers.load()
+        await self._recover_transfers()
         await self._report_transitions()  # catch up on transitions committed just before a kill
         active = await self.jobs.list(ACTIVE_STATES, limit=1)
         self._active_job = active[0].id if active else None
@@ -124,6 +124,23 @@ class Sync(Component):
         await self._open_client("5" if self.config.protocol in ("auto", "5") else "3.1.1")
         self._tasks.append(asyncio.ensure_future(self._run()))
         self._tasks.append(asyncio.ensure_future(self._tick()))
+
+    async def _recover_transfers(self) -> None:
+        """Resume transfers after a restart; drop those whose job moved on; restart lost ones.
+
+        A kill between ``downloading`` and the transfer row leaves a job with no transfer: it is
+        begun again from its stored sha256 and size (the job row has both).
+        """
+        rows = {row.job_id: row for row in await self.transfers.load()}
+        for job_id in rows:
+            job = await self.jobs.get(job_id)
+            if job is None or job.state != JobState.DOWNLOADING:
+                await self.transfers.drop(job_id)
+        for job in await self.jobs.list(frozenset({JobState.DOWNLOADING})):
+            if job.id not in rows and job.file_sha256 and job.file_bytes and job.file_path:
+                log.info("sync: restarting the lost transfer of %s", job.id)
+                await self.transfers.begin(job.id, job.file_sha256, job.file_bytes, Path(job.file_path),
+                                           self.node.clock.time())
 
     async def _open_client(self, protocol: str) -> None:
         c = self.config
