@@ -206,8 +206,18 @@ def test_a_transfer_resumes_after_the_node_restarts_and_a_lost_one_begins_again(
             config = node_config(tmp_path / "n1", mosquitto, "n1", [hub.key.public_hex], chunk_bytes=8192,
                                  chunk_window=1)
             rn = await start_node(config)
-            await wait_for(lambda: rn.sync.transfers.status().get(job_id, {}).get("done_bytes", 0) > 100_000,
-                           what="a third of the file")
+            reached = asyncio.Event()
+            original = rn.sync.transfers.on_chunk
+
+            async def hold_after_a_quarter(*args):  # noqa: ANN002
+                complete = await original(*args)
+                if rn.sync.transfers.status().get(job_id, {}).get("done_bytes", 0) > 100_000:
+                    reached.set()
+                    await asyncio.Event().wait()  # hold the transfer here until the node stops
+                return complete
+
+            rn.sync.transfers.on_chunk = hold_after_a_quarter
+            await wait_for(reached.is_set, what="a quarter of the file")
             await rn.stop()  # stop mid-transfer (a clean stop; the SIGKILL case is in test_sync_faults)
             done_before = await asyncio.to_thread(_done_bytes, config.state_dir / "node.sqlite", job_id)
             assert 100_000 <= done_before < source.stat().st_size
