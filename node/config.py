@@ -18,18 +18,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from node.gcode.settings import AnalysisSection
+from node.power.battery import BatterySection
+from node.power.planconfig import ArraySection, ForecastSection, PlannerSection
+from node.power.settings import LowBatterySection, TelemetrySection
+from node.power.site import SiteSection
+from node.section import Section
+
+from node.fieldconfig import GpioSection, StorageSection, TimeSection, WatchdogSection
 from node.sync.config import SyncSection
 
 OVERRIDES_FILE = "overrides.toml"
-
-
-class Section(BaseModel):
-    """Base of every config section: unknown keys are errors, not silently ignored."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 def _default_node_id() -> str:
@@ -94,9 +95,6 @@ class ControlSection(Section):
     mode: int = Field(0o660, ge=0, le=0o777, description="socket permissions: the node's user and group")
 
 
-from node.power.battery import BatterySection  # noqa: E402  (pvlib-free)
-from node.power.settings import TelemetrySection  # noqa: E402
-from node.power.site import SiteSection  # noqa: E402
 
 
 class NodeConfig(Section):
@@ -109,7 +107,15 @@ class NodeConfig(Section):
     analysis: AnalysisSection = AnalysisSection()
     telemetry: TelemetrySection = TelemetrySection()
     battery: BatterySection = BatterySection()
+    low_battery: LowBatterySection = LowBatterySection()
     site: SiteSection = SiteSection()
+    array: ArraySection = ArraySection()
+    forecast: ForecastSection = ForecastSection()
+    planner: PlannerSection = PlannerSection()
+    watchdog: WatchdogSection = WatchdogSection()  # node/watchdog.py
+    gpio: GpioSection = GpioSection()  # node/hw/
+    time: TimeSection = TimeSection()  # node/timesync.py
+    storage: StorageSection = StorageSection()  # node/storecare.py (SD-card care)
     sync: SyncSection = SyncSection()
 
     @property

@@ -26,6 +26,7 @@ from node import __version__
 from node.config import OVERRIDES_FILE, ConfigError, NodeConfig, write_override
 from node.jobs import ACTIVE_STATES, RUNNABLE_STATES, Job, Jobs, TransitionRefused
 from node.node import Component, Node
+from node.store import StoreFull
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,12 @@ class PlateClearedRequest(_Request):
     cmd: Literal["plate_cleared"]
 
 
+class PlanRequest(_Request):
+    """The energy planner's last plan (summary and trajectories)."""
+
+    cmd: Literal["plan"]
+
+
 class ConfigSetRequest(_Request):
     """Persist ``key=value`` in the state directory's override file (applies at the next start)."""
 
@@ -75,7 +82,7 @@ class ConfigSetRequest(_Request):
 
 Request = Annotated[
     StatusRequest | QueueAddRequest | QueueListRequest | JobCommandRequest | JobShowRequest | PlateClearedRequest
-    | ConfigSetRequest,
+    | ConfigSetRequest | PlanRequest,
     Field(discriminator="cmd"),
 ]
 REQUEST_ADAPTER: TypeAdapter[Request] = TypeAdapter(Request)
@@ -138,6 +145,9 @@ class ControlServer(Component):
                 reply = Reply(ok=False, error=f"malformed request: {problems}")
             except (ControlError, TransitionRefused, KeyError, ValueError) as exc:
                 reply = Reply(ok=False, error=str(exc).strip("'\""))
+            except StoreFull as exc:  # nothing was written; everything already stored is intact
+                reply = Reply(ok=False, error=f"store full, request not saved: {exc} "
+                                              "(free disk space or raise storage.max_db_mb)")
             writer.write(reply.model_dump_json().encode() + b"\n")
             await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError) as exc:
@@ -166,6 +176,12 @@ class ControlServer(Component):
         if isinstance(request, PlateClearedRequest):
             await runner.set_plate_clear(True, source="cli")
             return {"plate_clear": True}
+        if isinstance(request, PlanRequest):
+            planner = self.node.lookup("planner")
+            snapshot = None if planner is None else planner.snapshot()  # type: ignore[attr-defined]
+            if snapshot is None:
+                raise ControlError("no plan yet (the planner is disabled or has not planned since start)")
+            return snapshot
         if isinstance(request, ConfigSetRequest):
             try:
                 write_override(self.node.config.state_dir, request.assignment)

@@ -1,6 +1,6 @@
 """``printnode run``: assemble the Node from config and run it until told to stop.
 
-Start order (stop is the reverse): store, jobs, telemetry, [virtual printer], printer,
+Start order (stop is the reverse): store, jobs, analysis, telemetry, planner, [virtual printer], printer,
 runner, sync (offline unless ``sync.broker_host`` is set), control API.  READY is announced to systemd once every component has
 started.  SIGTERM and SIGINT stop cleanly: the current print is left
 ``interrupted`` with its checkpoint, never half-written.
@@ -16,14 +16,22 @@ from node.clock import Clock
 from node.config import NodeConfig
 from node.control import ControlServer
 from node.events import NodeLifecycle
+from node.gcode.service import AnalysisService
+from node.hw import add_gpio_components
 from node.jobs import Jobs
 from node.node import Node
-from node.printer.printer import Printer
+from node.power.guard import PowerGuard
+from node.power.planning import Planner
 from node.power.telemetry import Telemetry
+from node.printer.printer import Printer
 from node.printer.virtualproc import VirtualPrinterProcess
+from node.profile import load_profile
 from node.runner import JobRunner
 from node.sdnotify import notify
 from node.store import Store
+from node.storecare import StoreCare
+from node.timesync import TimeSync, simulated_clock
+from node.watchdog import Watchdog
 from node.sync.client import Sync
 
 log = logging.getLogger(__name__)
@@ -37,14 +45,28 @@ def make_clock(config: NodeConfig) -> Clock:
 def build_node(config: NodeConfig, clock: Clock, store: Store) -> Node:
     """Wire the components in their start order."""
     node = Node(config, clock)
+    profile = load_profile(config.printer.profile)
+    node.add(StoreCare(node, config.storage, store))  # WAL checkpoints, size cap (first: before writers)
+    timesync = node.add(TimeSync(node, config.time, simulated_clock(config)))  # may the planner trust the clock?
     jobs = node.add(Jobs(node, store))
+    analysis = node.add(AnalysisService(node, config.analysis, store, profile, jobs=jobs))
     node.add(Telemetry(node, config.telemetry, store=store))
+    planner = node.add(Planner(node, config.planner, site=config.site, array=config.array,
+                               forecast=config.forecast, jobs=jobs, battery=config.battery.plant_params(),
+                               printer_profile=profile, energy_profile_for=analysis.energy_profile_for,
+                               clock_problem=lambda: None if timesync.clock_synchronized else timesync.reason))
     if config.simulated and config.printer.virtual.autostart:
         node.add(VirtualPrinterProcess(node, config))
     printer = node.add(Printer(node, config.printer, store))
-    node.add(JobRunner(node, config, store, jobs, printer, files_dir=config.state_dir / "files"))  # type: ignore[arg-type]
-    node.add(Sync(node, config.sync, store, jobs, files_dir=config.state_dir / "files"))  # type: ignore[arg-type]
-    node.add(ControlServer(node, config, jobs))  # type: ignore[arg-type]
+    runner = node.add(JobRunner(node, config, store, jobs, printer, files_dir=config.state_dir / "files"))
+    if config.planner.enabled:
+        runner.add_start_gate("energy", planner.start_gate)
+        runner.set_job_chooser(planner.next_job_id)
+    node.add(PowerGuard(node, config.low_battery, runner))
+    add_gpio_components(node, config, runner, printer)  # after every other start gate: the relay's must be last
+    node.add(Sync(node, config.sync, store, jobs, files_dir=config.state_dir / "files"))
+    node.add(ControlServer(node, config, jobs))
+    node.add(Watchdog(node, config.watchdog, store))  # last, so it pings only once all started
     return node
 
 

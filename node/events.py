@@ -113,15 +113,95 @@ class NodeLifecycle(Event):
     t_s: float
 
 
+class PlannedJobSummary(Event):
+    """One print in a plan: when it starts and ends, what it needs, and why then."""
+
+    job_id: str
+    name: str
+    start_s: float
+    end_s: float
+    energy_wh: float = Field(ge=0)
+    min_soc_pct: float
+    reason: str
+
+
+class WaitingJobSummary(Event):
+    """A queued job the plan could not place within its horizon, and why."""
+
+    job_id: str
+    name: str
+    energy_wh: float | None = None
+    reason: str
+
+
 class PlanSummary(Event):
-    """Sent by the planner after every re-plan: what sync reports to the hub (and its dispatcher reads)."""
+    """Sent by ``planner`` after every re-plan: the schedule and the numbers behind it."""
 
     t_s: float
-    next_window_start_s: float | None = None
-    next_window_end_s: float | None = None
-    energy_available_wh: float | None = None
-    queue_length: int = Field(0, ge=0)
-    soc_pct: float | None = Field(None, ge=0, le=100)
+    trigger: str
+    horizon_h: float
+    step_s: float
+    soc_pct: float = Field(ge=0, le=100)
+    reserve_pct: float
+    forecast_source: str
+    forecast_stale: bool
+    bias_factor: float
+    pv_forecast_wh: float
+    pv_lost_wh: float
+    min_soc_pct: float
+    planned: list[PlannedJobSummary] = []
+    waiting: list[WaitingJobSummary] = []
+    next_start_s: float | None = None
+
+
+class EnergyPauseRequested(Event):
+    """Sent by ``planner``: the running print can no longer finish above the reserve.
+
+    The streamer pauses at the next layer boundary (the job moves to
+    ``paused`` with reason ``energy``; bed kept warm, hotend off).  With
+    ``printer_off`` the pause has lasted too long or the warm bed itself would
+    cross the reserve: park and switch the printer off (``suspended``).
+    """
+
+    job_id: str
+    t_s: float
+    at: Literal["next_layer"] = "next_layer"
+    printer_off: bool = False
+    soc_pct: float
+    reserve_pct: float
+    reason: str
+
+
+class EnergyResumeAllowed(Event):
+    """Sent by ``planner``: the energy-paused print can go on (re-heat first if it was switched off)."""
+
+    job_id: str
+    t_s: float
+    soc_pct: float
+    reason: str
+
+
+class JobAnalysed(Event):
+    """Sent by ``analysis`` once a queued job's file is analysed (time, energy): the planner re-plans."""
+
+    job_id: str
+    estimated_s: float
+    energy_wh: float
+    peak_w: float
+class ClockSync(Event):
+    """The node's trust in its wall clock changed, or the clock stepped (node/timesync.py).
+
+    ``synchronized`` false: the planner must not plan (a stale boot clock would
+    put the sun at the wrong hour).  ``jump_s`` is set when the wall clock
+    stepped by more than ``time.jump_threshold_s``.
+    """
+
+    t_s: float
+    synchronized: bool
+    source: str
+    reason: str
+    offset_s: float | None = None
+    jump_s: float | None = None
 
 
 class JobPauseRequested(Event):
@@ -163,6 +243,7 @@ class HubTimeObserved(Event):
 
 
 EVENT_CATALOGUE: dict[str, type[Event]] = {
+    "job_analysed": JobAnalysed,
     "job_state_changed": JobStateChanged,
     "job_progress": JobProgress,
     "printer_state": PrinterState,
@@ -171,11 +252,14 @@ EVENT_CATALOGUE: dict[str, type[Event]] = {
     "queue_changed": QueueChanged,
     "telemetry_sample": TelemetrySample,
     "node_lifecycle": NodeLifecycle,
-    "plan_summary": PlanSummary,
     "job_pause_requested": JobPauseRequested,
     "job_resume_requested": JobResumeRequested,
     "cloud_forecast": CloudForecast,
     "config_change_requested": ConfigChangeRequested,
     "hub_time_observed": HubTimeObserved,
     "battery_level_changed": BatteryLevelChanged,
+    "plan_updated": PlanSummary,
+    "energy_pause_requested": EnergyPauseRequested,
+    "energy_resume_allowed": EnergyResumeAllowed,
+    "clock_sync": ClockSync,
 }

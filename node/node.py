@@ -64,7 +64,7 @@ class Node:
         self._tasks: set[asyncio.Task[None]] = set()
 
     # --- components -------------------------------------------------------------------------
-    def add(self, component: Component) -> Component:
+    def add(self, component: C) -> C:
         if component.name in self._components:
             raise ValueError(f"component {component.name!r} added twice")
         self._components[component.name] = component

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from node.config import NodeConfig
-from node.events import JobProgress, PlateCleared, PrinterState
+from node.events import EnergyPauseRequested, EnergyResumeAllowed, JobProgress, PlateCleared, PrinterState
 from node.jobs import ACTIVE_STATES, RUNNABLE_STATES, Job, Jobs, JobState, PauseReason, TransitionRefused
 from node.node import Component, Node
 from node.printer.printer import Printer
@@ -39,6 +39,8 @@ class GateDecision:
 
 
 StartGate = Callable[[Job], Awaitable[GateDecision]]
+#: given the runnable jobs (priority, then queue order), the id of the one to try first (or None: the head)
+JobChooser = Callable[[], str | None]
 
 
 class JobRunner(Component):
@@ -56,6 +58,7 @@ class JobRunner(Component):
         self.current_job_id: str | None = None
         self.plate_clear = True
         self._gates: list[tuple[str, StartGate]] = []
+        self._chooser: JobChooser | None = None
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._last_progress_log = 0.0
@@ -64,6 +67,10 @@ class JobRunner(Component):
     def add_start_gate(self, name: str, gate: StartGate) -> None:
         """Register a check every job must pass before it starts (e.g. the energy planner)."""
         self._gates.append((name, gate))
+
+    def set_job_chooser(self, chooser: JobChooser) -> None:
+        """Let a planner say which runnable job goes first (it may backfill past the queue's head)."""
+        self._chooser = chooser
 
     def wake(self) -> None:
         self._wake.set()
@@ -86,6 +93,8 @@ class JobRunner(Component):
             self.node.register_event_handler(event, lambda _payload: self.wake())
         self.node.register_event_handler("printer_state", self._on_printer_state)
         self.node.register_event_handler("job_progress", self._on_progress)
+        self.node.register_event_handler("energy_pause_requested", self._on_energy_pause)
+        self.node.register_event_handler("energy_resume_allowed", self._on_energy_resume)
         self.node.spawn(self._loop(), "job-runner")
 
     def status(self) -> dict[str, Any]:
@@ -160,6 +169,26 @@ class JobRunner(Component):
             log.info("job %s: %5.1f %% (%d lines, %s printing)", event.job_id, event.percent,
                      event.lines_sent, _hms(event.elapsed_s))
 
+    async def _on_energy_pause(self, event: EnergyPauseRequested) -> None:
+        """The planner says the running print cannot finish above the reserve: pause it."""
+        job = await self.jobs.get(event.job_id)
+        if job is None or job.id != self.current_job_id:
+            return
+        if job.state == JobState.PRINTING:
+            await self.pause(job.id, PauseReason.ENERGY)
+            log.warning("job %s paused: energy short (bed kept warm)", job.id)
+        if event.printer_off:
+            # suspending (park, heaters and printer off, resume through the power-loss path) belongs to
+            # the print path; until it lands the pause keeps the bed warm and says so
+            log.warning("job %s: energy pause is long or the battery too low for a warm bed; the printer "
+                        "stays paused with heaters as set (suspend needs the power-loss resume path)", job.id)
+
+    async def _on_energy_resume(self, event: EnergyResumeAllowed) -> None:
+        job = await self.jobs.get(event.job_id)
+        if job is not None and job.state == JobState.PAUSED and job.pause_reason == PauseReason.ENERGY:
+            log.info("job %s resumes: %s", job.id, event.reason)
+            await self.resume(job.id)
+
     async def _loop(self) -> None:
         while True:
             self._wake.clear()
@@ -183,9 +212,10 @@ class JobRunner(Component):
                 self._idle.set()
             return False
         self._idle.clear()
-        if active or not self.printer.ready:
+        if active:
             return False
-        job = runnable[0]
+        chosen = self._chooser() if self._chooser else None
+        job = next((j for j in runnable if j.id == chosen), runnable[0])
         if not self.plate_clear:
             if self.full_config.auto_plate_clear:
                 await self.set_plate_clear(True, source="simulation")
@@ -197,6 +227,9 @@ class JobRunner(Component):
             if not decision.allowed:
                 await self._park(job, JobState.WAITING_ENERGY, f"{name}: {decision.reason}")
                 return False
+        # after the gates: the last one (printer power, node/hw/relay.py) may switch the printer on
+        if not self.printer.ready:
+            return False
         await self._print(job)
         return True
 

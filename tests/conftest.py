@@ -103,6 +103,14 @@ def daemon_factory(tmp_path: Path) -> Iterator[Any]:
         stop_daemon(daemon)
 
 
+def moves_gcode(path: Path, moves: int, mm: float = 10.0, feed_mm_min: float = 600.0) -> Path:
+    """A job without heating: ``moves`` moves of ``mm`` each (1 s of sim time each at the default feed)."""
+    lines = ["G28", "G90", f"G1 X0 Y0 F{feed_mm_min:g}"]
+    lines += [f"G1 X{mm * ((i + 1) % 2):g} Y{i * 0.01:.2f}" for i in range(moves)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def wait_for(predicate: Any, timeout_s: float = 30.0, interval_s: float = 0.1, what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -114,3 +122,13 @@ def wait_for(predicate: Any, timeout_s: float = 30.0, interval_s: float = 0.1, w
 
 
 os.environ.setdefault("PYTHONUNBUFFERED", "1")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``@pytest.mark.slow`` soaks are skipped when CI=true; bench/ runs them (see docs/benchmarks.md)."""
+    if os.environ.get("CI", "").lower() != "true":
+        return
+    skip = pytest.mark.skip(reason="slow soak: skipped when CI=true; its bench in bench/ runs it")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

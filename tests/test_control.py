@@ -8,17 +8,10 @@ from pathlib import Path
 import pytest
 
 from node.control import ControlError
-from tests.conftest import stop_daemon, wait_for
+from tests.conftest import moves_gcode, stop_daemon, wait_for
 
-SLOW = ("jobs.queue_sample_when_empty=false", "clock.time_scale=20")
-
-
-def moves_gcode(path: Path, moves: int, mm: float = 10.0, feed_mm_min: float = 600.0) -> Path:
-    """A job without heating: ``moves`` moves of ``mm`` each (1 s of sim time each by default)."""
-    lines = ["G28", "G90", f"G1 X0 Y0 F{feed_mm_min:g}"]
-    lines += [f"G1 X{mm * ((i + 1) % 2):g} Y{i * 0.01:.2f}" for i in range(moves)]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+# the control API is under test here, not energy planning (tests/power cover the planner)
+SLOW = ("jobs.queue_sample_when_empty=false", "clock.time_scale=20", "planner.enabled=false")
 
 
 def job_state(daemon, job_id: str) -> str:
@@ -77,7 +70,8 @@ def test_pause_and_resume_a_print(daemon_factory, tmp_path: Path) -> None:
 
 
 def test_plate_gate_holds_the_next_job_until_cleared(daemon_factory, tmp_path: Path) -> None:
-    daemon = daemon_factory("jobs.queue_sample_when_empty=false", "clock.time_scale=200", "jobs.auto_plate_clear=false")
+    daemon = daemon_factory("jobs.queue_sample_when_empty=false", "clock.time_scale=200", "jobs.auto_plate_clear=false",
+                            "planner.enabled=false")
     a = json.loads(daemon.cli("queue", "add", str(moves_gcode(tmp_path / "a.gcode", 3)), "--json").stdout)
     b = json.loads(daemon.cli("queue", "add", str(moves_gcode(tmp_path / "b.gcode", 3)), "--json").stdout)
     wait_for(lambda: job_state(daemon, a["id"]) == "completed", what="first completed")

@@ -15,5 +15,8 @@ COMMAND_MODULES = [
     "virtual",
     "analyze",
     "telemetry",
+    "plan",
+    "simulate",
+    "doctor",
     "hub",
 ]

@@ -90,12 +90,30 @@ def cmd_status(args: argparse.Namespace) -> int:
     progress = printer.get("progress")
     if runner.get("current_job") and progress:
         print(f"printing {runner['current_job']}: {progress['percent']:.1f} %  ({progress['lines_sent']} lines)")
+    power = report["components"].get("telemetry", {})
+    sample = power.get("last_sample") or {}
+    if sample:
+        stale = "  (STALE: no fresh reading)" if sample.get("stale") else ""
+        print(f"power: PV {_num(sample.get('pv_w'), 'W')}  battery {_num(sample.get('battery_v'), 'V', 2)} "
+              f"{_num(sample.get('battery_a'), 'A', 1)}  SoC {_num(power.get('soc_pct'), '%')} "
+              f"({power.get('level', '?')})  printer {_num(sample.get('printer_w'), 'W')}"
+              f"  [{power.get('source', '?')}]{stale}")
+    planner = report["components"].get("planner")
+    if planner and planner.get("next_start_s"):
+        from datetime import UTC, datetime
+        when = datetime.fromtimestamp(planner["next_start_s"], tz=UTC).isoformat(timespec="minutes")
+        print(f"plan: next print window {when}; {planner.get('planned', 0)} planned, "
+              f"{planner.get('waiting', 0)} waiting (`printnode plan` says why)")
     print(f"plate: {'clear' if runner.get('plate_clear') else 'occupied (run `printnode plate-cleared`)'}")
     jobs = report["jobs"]
     print(f"jobs pending: {len(jobs)}")
     for job in jobs:
         print("  " + _job_line(job))
     return 0
+
+
+def _num(value: Any, unit: str, digits: int = 0) -> str:
+    return "?" if value is None else f"{value:.{digits}f} {unit}"
 
 
 def cmd_queue_add(args: argparse.Namespace) -> int:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 
 from node.commands.common import add_config_arguments, config_from_args
 
@@ -18,7 +17,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    logging.getLogger().setLevel(config.node.log_level.upper())
+    from node.journal import configure_daemon_logging
+
+    configure_daemon_logging(config.node.log_level)
     from node.daemon import run_daemon
 
     return asyncio.run(run_daemon(config, until_idle=args.until_idle, timeout_s=args.timeout))

@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     clock = Clock(config.clock.time_scale,
                   None if config.clock.start == "now" else _iso_to_s(config.clock.start))
     try:
-        source = make_source(telemetry, config.battery, config.site, clock.spec())
+        source = make_source(telemetry, config.battery, config.site, config.array, clock.spec())
         source.open()
     except (SourceError, ValueError) as exc:
         print(f"printnode telemetry: {exc}", file=sys.stderr)

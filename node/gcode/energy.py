@@ -63,6 +63,25 @@ def printer_w_from_pwm(profile: PrinterProfile, hotend_pwm: float, bed_pwm: floa
     return profile.electrical_w(hotend_pwm, bed_pwm, part_fan, steppers_on=steppers_on, hotend_fan_on=hotend_fan_on)
 
 
+def printer_w_from_report(profile: PrinterProfile, hotend_pwm: float | None, bed_pwm: float | None,
+                          hotend_target_c: float, bed_target_c: float, hotend_c: float, ambient_c: float) -> float:
+    """Wall power from one temperature report, when a heater's PWM may be missing.
+
+    Firmware that reports no ``@:``/``B@:`` still reports targets: a heater at
+    its target draws its holding power (the thermal model's loss at that
+    temperature), which is what it averages to once settled.
+    """
+    def duty(pwm: float | None, target_c: float, heater: HeaterModel) -> float:
+        if pwm is not None:
+            return pwm
+        return heater.holding_w(target_c, ambient_c) / heater.heater_w if target_c > 0 else 0.0
+
+    heating = hotend_target_c > 0 or bed_target_c > 0
+    return printer_w_from_pwm(profile, duty(hotend_pwm, hotend_target_c, profile.hotend),
+                              duty(bed_pwm, bed_target_c, profile.bed),
+                              steppers_on=heating, hotend_fan_on=hotend_c > HOTEND_FAN_ON_C)
+
+
 def standby_wall_w(profile: PrinterProfile) -> float:
     """Wall power of the printer switched on but idle (motors off, heaters off): between prints.
 

@@ -6,10 +6,11 @@ import logging
 import sqlite3
 from pathlib import Path
 
-from node.events import JobStateChanged
-from node.gcode.analysis import ANALYSIS_VERSION, Analysis, analyze_cached, profile_key
+from node.events import JobAnalysed, JobStateChanged, QueueChanged
+from node.gcode.analysis import ANALYSIS_VERSION, Analysis, GcodeError, analyze_cached, profile_key
 from node.gcode.correction import record_print
 from node.gcode.settings import AnalysisSection
+from node.jobs import RUNNABLE_STATES, Job, Jobs
 from node.node import Component, Node
 from node.profile import PrinterProfile
 from node.store.db import Store, transaction
@@ -45,16 +46,62 @@ class AnalysisService(Component):
 
     name = "analysis"
 
-    def __init__(self, node: Node, config: AnalysisSection, store: Store, profile: PrinterProfile) -> None:
+    def __init__(self, node: Node, config: AnalysisSection, store: Store, profile: PrinterProfile,
+                 jobs: Jobs | None = None) -> None:
         super().__init__(node, config)
         self.store = store
         self.profile = profile
+        self.jobs = jobs
         self.ambient_c = config.ambient_c
         self.recorded = 0
+        self._by_sha256: dict[str, Analysis] = {}
+        self._failed: dict[str, str] = {}
 
     async def start(self) -> None:
         if self.config.learn_from_prints:
             self.node.register_event_handler("job_state_changed", self._on_job_state)
+        if self.jobs is not None:
+            self.node.register_event_handler("queue_changed", self._on_queue_changed)
+            for job in await self.jobs.list(RUNNABLE_STATES):
+                self.node.spawn(self.analyze_job(job), f"analyse {job.id}")
+
+    # --- the queue's view ---------------------------------------------------------------------
+    def analysis_for(self, job: Job) -> Analysis | None:
+        """The analysis of a job's file if it is done (never blocks: the planner calls this)."""
+        return self._by_sha256.get(job.file_sha256 or "")
+
+    def energy_profile_for(self, job: Job) -> list[tuple[float, float]] | None:
+        """``[[t_s, W]]`` per minute for the planner, or None while not analysed (it assumes a typical draw)."""
+        analysis = self.analysis_for(job)
+        return None if analysis is None else analysis.power_profile
+
+    async def analyze_job(self, job: Job) -> Analysis | None:
+        """Analyse a job's file once (cached in the store by sha256) and announce it."""
+        if job.file_path is None or job.file_sha256 is None:
+            return None
+        cached = self._by_sha256.get(job.file_sha256)
+        if cached is None and job.file_sha256 not in self._failed:
+            try:
+                cached = await self.analyze(job.file_path)
+            except (GcodeError, OSError) as exc:
+                self._failed[job.file_sha256] = str(exc)
+                log.warning("analysis of job %s (%s) failed: %s; the planner assumes a typical draw",
+                            job.id, job.name, exc)
+                return None
+            self._by_sha256[job.file_sha256] = cached
+            log.info("job %s analysed: %.0f min, %.0f Wh (peak %.0f W), %d layers", job.id,
+                     cached.estimated_seconds / 60, cached.energy_wh, cached.peak_w, cached.layers)
+        if cached is not None:
+            await self.node.send_event("job_analysed", JobAnalysed(
+                job_id=job.id, estimated_s=cached.estimated_seconds, energy_wh=cached.energy_wh,
+                peak_w=cached.peak_w))
+        return cached
+
+    async def _on_queue_changed(self, event: QueueChanged) -> None:
+        if event.action == "added" and self.jobs is not None:
+            job = await self.jobs.get(event.job_id)
+            if job is not None:
+                self.node.spawn(self.analyze_job(job), f"analyse {job.id}")
 
     async def analyze(self, path: str | Path, ambient_c: float | None = None) -> Analysis:
         return await asyncio.to_thread(analyze_cached, self.store, path, self.profile,
@@ -92,4 +139,5 @@ class AnalysisService(Component):
                      event.job_id)
 
     def status(self) -> dict[str, object]:
-        return {"profile": self.profile.name, "ambient_c": self.ambient_c, "prints_recorded": self.recorded}
+        return {"profile": self.profile.name, "ambient_c": self.ambient_c, "prints_recorded": self.recorded,
+                "files_analysed": len(self._by_sha256), "files_failed": len(self._failed)}

@@ -1,13 +1,13 @@
 """``[analysis]`` in node.toml: how the node analyses G-code (see ``node.gcode.service``)."""
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from node.section import Section
 
 
-class AnalysisSection(BaseModel):
-    """Same rules as every config section: unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+class AnalysisSection(Section):
+    """How job files are analysed when they arrive."""
 
     ambient_c: float = Field(22.0, ge=-40, le=60,
                              description="room temperature for heat-up time and holding power, C "

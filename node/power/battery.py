@@ -36,6 +36,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from node.section import Section
+
 from node.power.plant import BatteryParams, Chemistry, open_circuit_v, soc_from_rest_v
 from node.power.thresholds import (
     Level,
@@ -57,14 +59,12 @@ _DEFAULT_CELLS = {"lifepo4": 4, "lead_acid": 6}
 _CHARGER_HOLDING = ("absorption", "float", "storage", "equalize")
 
 
-class BatterySection(BaseModel):
+class BatterySection(Section):
     """``[battery]``: the bank, the charger's setpoints, the SoC estimator and the thresholds.
 
     Keys left unset take the chemistry's default (voltages scaled to ``cells``).
     Default bank: 4S LiFePO4, 12.8 V x 94 Ah = 1.2 kWh.
     """
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     chemistry: Chemistry = "lifepo4"
     cells: int = Field(4, ge=1, le=32, description="cells in series (4 = 12 V LiFePO4, 6 = 12 V lead-acid)")

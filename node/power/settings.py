@@ -1,36 +1,26 @@
-"""``[telemetry]``: which power source the daemon reads, how often, and what is plausible.
+"""Config sections of the power side: ``[telemetry]`` (which source, how often, what is plausible)
+and ``[low_battery]`` (what the node does when the battery runs low: :mod:`node.power.guard`).
 
-pvlib-free (the daemon imports it).  The battery bank is ``[battery]``
-(:mod:`node.power.battery`), the site ``[site]`` (:mod:`node.power.site`).
+pvlib-free (the daemon imports it).  The battery bank is ``[battery]`` (:mod:`node.power.battery`),
+the site ``[site]`` (:mod:`node.power.site`).
 """
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from node.section import Section
 
 SourceName = Literal["simulated", "vedirect", "epever", "renogy", "ina219", "ina226"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class PvArraySection(_Strict):
-    """The simulated PV array (PVWatts-style DC model: Dobos, NREL/TP-6A20-62641, 2014)."""
-
-    peak_w: float = Field(400.0, gt=0, le=100_000, description="DC nameplate at 1000 W/m2, 25 C")
-    tilt_deg: float = Field(30.0, ge=0, le=90)
-    azimuth_deg: float = Field(180.0, ge=0, lt=360, description="180 = facing south")
-    temperature_coeff_per_k: float = Field(-0.0037, ge=-0.01, le=0)
-    losses_fraction: float = Field(0.14, ge=0, lt=1, description="soiling, wiring, mismatch, MPPT")
-    mpp_v: float = Field(37.0, gt=0, description="array MPP voltage at STC (two 18.5 V panels in series)")
+_Strict = Section
 
 
 class SimulatedControllerSection(_Strict):
-    """The simulated charge controller process (``source = "simulated"``)."""
+    """The simulated charge controller process (``source = "simulated"``); its PV array is ``[array]``."""
 
-    array: PvArraySection = PvArraySection()
     initial_soc: float = Field(0.8, ge=0, le=1)
     node_load_w: float = Field(5.0, ge=0, description="the Pi and friends, always on")
     weather_seed: int | None = Field(None, description="None: clear sky every day; else seeded daily clearness")
@@ -64,3 +54,18 @@ class TelemetrySection(_Strict):
     retry_max_s: float = Field(60.0, gt=0)
     store: bool = Field(True, description="keep the downsampled history in the store")
     simulated: SimulatedControllerSection = SimulatedControllerSection()
+
+
+class LowBatterySection(Section):
+    """``[low_battery]``: what the node does when the battery runs low."""
+
+    halt_at_node_lvd: bool = Field(True, description="power the Pi off at the node LVD, if a wake-up is certain")
+    wake: Literal["none", "load_output", "rtc"] = Field(
+        "none", description="what powers the Pi back on after a halt: 'load_output' (the controller's load "
+                            "output feeds the Pi and reconnects by itself), 'rtc' (Pi 5 wake alarm), 'none'")
+    rtc_wake_after_s: float = Field(3600.0, gt=60, description="with wake = 'rtc': wake up after this long")
+    rtc_wakealarm_path: str = Field("/sys/class/rtc/rtc0/wakealarm", description="the RTC's wake alarm file")
+    halt_command: list[str] = Field(["systemctl", "poweroff"], min_length=1,
+                                    description="how to halt (logind via polkit; see systemd/printnode-halt.rules)")
+    halt_delay_s: float = Field(30.0, ge=0, description="real seconds between the decision and the halt "
+                                                       "(checkpoint written, logs flushed)")

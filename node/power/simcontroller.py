@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict
 
 from node.clock import Clock, ClockSpec
 from node.power.battery import BatterySection
+from node.power.planconfig import ArraySection
 from node.power.plant import BatteryState, PlantStep, step_battery
 from node.power.settings import SimulatedControllerSection
 from node.power.site import SiteSection
@@ -53,6 +54,7 @@ class SimControllerArgs(BaseModel):
 
     clock: ClockSpec
     site: SiteSection = SiteSection()
+    array: ArraySection = ArraySection()
     battery: BatterySection = BatterySection()
     controller: SimulatedControllerSection = SimulatedControllerSection()
     printer_w_file: str | None = None
@@ -61,12 +63,12 @@ class SimControllerArgs(BaseModel):
 class PvModel:
     """Available PV power (W, at the MPPT output) and MPP voltage at given UTC times."""
 
-    def __init__(self, site: SiteSection, controller: SimulatedControllerSection) -> None:
+    def __init__(self, site: SiteSection, array: ArraySection, controller: SimulatedControllerSection) -> None:
         import pvlib  # only in this process
 
         self._pvlib = pvlib
         self.location = pvlib.location.Location(site.latitude, site.longitude, tz="UTC", altitude=site.altitude_m)
-        self.array = controller.array
+        self.array = array
         self.ambient_c = controller.ambient_c
         self.weather_seed = controller.weather_seed
 
@@ -94,8 +96,8 @@ class PvModel:
             irradiance = float(poa_w_m2) * self.clearness(day)
             cell_c = self.ambient_c + irradiance * 0.03  # ~30 K above air at 1000 W/m2 (NOCT-like)
             dc_w = (self.array.peak_w * irradiance / 1000.0
-                    * (1.0 + self.array.temperature_coeff_per_k * (cell_c - 25.0)))
-            pv_w = max(0.0, dc_w * (1.0 - self.array.losses_fraction))
+                    * (1.0 + self.array.gamma_pdc_per_c * (cell_c - 25.0)))
+            pv_w = max(0.0, dc_w * (1.0 - self.array.losses_pct / 100.0))
             mpp_v = 0.0
             if irradiance > 5.0:
                 mpp_v = self.array.mpp_v * (1.0 + 0.05 * math.log(irradiance / 1000.0)) * (
@@ -110,7 +112,7 @@ class SimulatedController:
     def __init__(self, args: SimControllerArgs) -> None:
         self.args = args
         self.clock = Clock.from_spec(args.clock)
-        self.pv = PvModel(args.site, args.controller)
+        self.pv = PvModel(args.site, args.array, args.controller)
         self.params = args.battery.plant_params()
         self.state = BatteryState(soc=args.controller.initial_soc)
         self.zone = ZoneInfo(args.site.timezone)

@@ -37,6 +37,7 @@ from node.events import BatteryLevelChanged, TelemetrySample, Temperatures
 from node.node import Component, Node
 from node.power.battery import BatterySection, SocEstimator
 from node.power.settings import TelemetrySection
+from node.gcode.energy import printer_w_from_report
 from node.power.sources import Reading, Source, SourceError
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,8 @@ class Telemetry(Component):
     def _default_factory(self) -> Source:
         from node.power.sources.factory import make_source
 
-        return make_source(self.settings, self.battery, self.node.config.site, self.node.clock.spec())
+        return make_source(self.settings, self.battery, self.node.config.site, self.node.config.array,
+                           self.node.clock.spec())
 
     # --- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -322,18 +324,9 @@ class Telemetry(Component):
         profile = self._profile
         if profile is None:
             return
-        ambient_c = self.node.config.printer.virtual.ambient_c
-        hotend_pwm = event.hotend_pwm
-        if hotend_pwm is None:
-            hotend_pwm = profile.hotend.holding_w(event.hotend_target_c, ambient_c) / profile.hotend.heater_w \
-                if event.hotend_target_c > 0 else 0.0
-        bed_pwm = event.bed_pwm
-        if bed_pwm is None:
-            bed_pwm = profile.bed.holding_w(event.bed_target_c, ambient_c) / profile.bed.heater_w \
-                if event.bed_target_c > 0 else 0.0
-        heating = event.hotend_target_c > 0 or event.bed_target_c > 0
-        self._printer_w_estimate = round(profile.electrical_w(hotend_pwm, bed_pwm, steppers_on=heating,
-                                                              hotend_fan_on=event.hotend_c > 50.0), 1)
+        self._printer_w_estimate = round(printer_w_from_report(
+            profile, event.hotend_pwm, event.bed_pwm, event.hotend_target_c, event.bed_target_c,
+            event.hotend_c, self.node.config.analysis.ambient_c), 1)
 
     # --- the store ----------------------------------------------------------------------------
     async def _restore_soc(self) -> None:

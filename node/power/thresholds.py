@@ -29,6 +29,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from node.section import Section
+
 Level = Literal["ok", "below_reserve", "critical", "node_lvd"]
 
 DEFAULTS: dict[str, dict[str, float]] = {
@@ -41,10 +43,8 @@ DEFAULTS: dict[str, dict[str, float]] = {
 DEFAULT_CELLS = {"lead_acid": 6, "lifepo4": 4}
 
 
-class ThresholdsSection(BaseModel):
+class ThresholdsSection(Section):
     """``[battery.thresholds]``: any key left out takes the chemistry's default, scaled to the cell count."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     reserve_soc_pct: float | None = Field(None, ge=0, le=100, description="planner keeps at least this")
     reserve_v: float | None = Field(None, gt=0, description="planner keeps the corrected voltage above this")

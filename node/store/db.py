@@ -39,7 +39,8 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     try:
         yield conn
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:  # SQLITE_FULL (and a few other errors) already rolled it back
+            conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
 
@@ -139,3 +140,23 @@ class Store:
     def set_meta(self, conn: sqlite3.Connection, key: str, value: str) -> None:
         conn.execute("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                      (key, value))
+
+
+def read_from_outside(path: Path, sql: str, args: tuple[object, ...] = ()) -> list[sqlite3.Row]:
+    """Query a store another process owns, read-only (WAL lets a second reader in): for
+    ``printnode doctor``, benchmarks and tests that inspect a running daemon's store."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    conn.row_factory = sqlite3.Row
+    try:
+        return conn.execute(sql, args).fetchall()
+    finally:
+        conn.close()
+
+
+def integrity_check(path: Path) -> str:
+    """SQLite's ``PRAGMA integrity_check`` of a store file: ``"ok"`` or the first problems found."""
+    conn = sqlite3.connect(path, timeout=30)
+    try:
+        return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
+    finally:
+        conn.close()

@@ -116,11 +116,12 @@ class Sync(Component):
         self._active_job = active[0].id if active else None
         for event, handler in (("job_state_changed", self._on_job_state), ("job_progress", self._on_progress),
                                ("telemetry_sample", self._on_telemetry), ("printer_state", self._on_printer),
-                               ("plan_summary", self._on_plan)):
+                               ("plan_updated", self._on_plan)):
             self.node.register_event_handler(event, handler)
         if not self.config.online:
             log.info("sync: no broker configured; offline, keeping the outbox")
             return
+        self._show_offline(True)  # until the first connect
         await self._open_client("5" if self.config.protocol in ("auto", "5") else "3.1.1")
         self._tasks.append(asyncio.ensure_future(self._run()))
         self._tasks.append(asyncio.ensure_future(self._tick()))
@@ -218,6 +219,7 @@ class Sync(Component):
                     await self._on_connected(data)
                 elif kind == "disconnected":
                     self.connected.clear()
+                    self._show_offline(True)
                     self._sent.clear()
                     log.info("sync: disconnected (%s)", data)
                 elif kind == "connect_failed":
@@ -237,9 +239,16 @@ class Sync(Component):
                 await asyncio.to_thread(old.loop_stop)
             await self._open_client("3.1.1")
 
+    def _show_offline(self, offline: bool) -> None:
+        """Tell the status LED, if the node has one (node/hw/led.py)."""
+        led = self.node.lookup("status_led")
+        if led is not None and hasattr(led, "set_sync_offline"):
+            led.set_sync_offline(offline)
+
     async def _on_connected(self, session_present: bool) -> None:
         self.connects += 1
         self.connected.set()
+        self._show_offline(False)
         self._sent.clear()
         log.info("sync: connected to %s:%s (session present: %s)", self.config.broker_host,
                  self.config.broker_port, session_present)
@@ -346,6 +355,9 @@ class Sync(Component):
             self.store.set_meta(conn, "sync.hub_time_at_node_s", repr(now_s))
 
         await self.store.run(_save)
+        timesync = self.node.lookup("timesync")
+        if timesync is not None and hasattr(timesync, "record_hub_time"):
+            timesync.record_hub_time(hub_time_s)  # the field issue's clock trust (node/timesync.py)
         await self.node.send_event("hub_time_observed", HubTimeObserved(hub_time_s=hub_time_s, node_t_s=now_s))
 
     async def _report_rejection(self, rejected: Rejected, what: str) -> None:
@@ -664,13 +676,11 @@ class Sync(Component):
             job_state=getattr(current, "job_state", None), percent=getattr(current, "percent", None)), force=True)
 
     async def _on_plan(self, plan: PlanSummary) -> None:
-        await self.outbox.put("plan", p.PlanSummaryReport(
-            node_id=self.node_id, t_s=plan.t_s, next_window_start_s=plan.next_window_start_s,
-            next_window_end_s=plan.next_window_end_s, energy_available_wh=plan.energy_available_wh,
-            queue_length=plan.queue_length, soc_pct=plan.soc_pct), plan.t_s, coalesce_key="plan")
-        self._update_state("plan", p.PlanState(t_s=plan.t_s, next_window_start_s=plan.next_window_start_s,
-                                               next_window_end_s=plan.next_window_end_s,
-                                               queue_length=plan.queue_length), force=True)
+        report = plan_report(self.node_id, plan)
+        await self.outbox.put("plan", report, plan.t_s, coalesce_key="plan")
+        self._update_state("plan", p.PlanState(t_s=plan.t_s, next_window_start_s=report.next_window_start_s,
+                                               next_window_end_s=report.next_window_end_s,
+                                               queue_length=report.queue_length), force=True)
         self._outbox_dirty.set()
 
     def _update_state(self, name: str, doc: BaseModel, force: bool = False) -> None:
@@ -687,6 +697,22 @@ class Sync(Component):
         if self.connected.is_set():
             self._state_sent_s[name] = t_s
             self._publish(p.state_topic(self.node_id, name), doc, qos=0, retain=True)
+
+
+def plan_report(node_id: str, plan: PlanSummary) -> p.PlanSummaryReport:
+    """The planner's ``plan_updated`` summary, reduced to what the hub uses (pure)."""
+    first = min(plan.planned, key=lambda j: j.start_s) if plan.planned else None
+    if first is not None:
+        start, end = first.start_s, first.end_s
+    elif not plan.waiting and plan.soc_pct > plan.reserve_pct:
+        start, end = plan.t_s, None  # idle with energy to spare: a new job could start now
+    else:
+        start = end = None
+    return p.PlanSummaryReport(node_id=node_id, t_s=plan.t_s, next_window_start_s=start, next_window_end_s=end,
+                               energy_available_wh=round(plan.pv_lost_wh, 1),
+                               pv_forecast_wh=round(plan.pv_forecast_wh, 1), horizon_h=plan.horizon_h,
+                               queue_length=len(plan.planned) + len(plan.waiting), waiting_jobs=len(plan.waiting),
+                               soc_pct=plan.soc_pct)
 
 
 def _analysed_filament_mm(conn: Any, file_sha256: str | None) -> float | None:

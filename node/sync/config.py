@@ -8,13 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from node.section import Section
 
 
-class SyncSection(BaseModel):
-    # the same rules as node.config.Section, restated so node.config can import this module
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
+class SyncSection(Section):
     broker_host: str | None = Field(None, description="MQTT broker host; none = offline (outbox only)")
     broker_port: int = Field(1883, ge=1, le=65535, description="8883 for TLS by convention")
     protocol: Literal["auto", "5", "3.1.1"] = Field("auto", description="auto: MQTT v5, falling back to 3.1.1")

@@ -183,10 +183,21 @@ class JobRecord(Report):
 
 
 class PlanSummaryReport(Report):
+    """The node's plan, as much as the hub's dispatcher and a fleet dashboard need.
+
+    ``next_window_start_s``: when the node expects to print next — its next planned start, or the
+    plan's own time when its queue is empty and its battery is above the reserve (it could start a
+    new job now); None when it cannot say.  ``energy_available_wh``: PV the plan expects to spill
+    (battery full) within its horizon — energy a new job would use at no cost.
+    """
+
     next_window_start_s: float | None = None
     next_window_end_s: float | None = None
     energy_available_wh: float | None = None
+    pv_forecast_wh: float | None = None
+    horizon_h: float | None = None
     queue_length: int = 0
+    waiting_jobs: int = 0
     soc_pct: float | None = None
 
 

@@ -230,7 +230,7 @@ def test_simulated_controller_follows_the_sun_and_the_printer(tmp_path: Path) ->
 
     config = load_config(None, [f'node.state_dir="{tmp_path}"'], use_overrides=False)
     noon_s = 1_750_532_400.0  # 2025-06-21 19:00 UTC = 12:00 in Arizona
-    source = SimulatedSource(Clock(600, noon_s).spec(), config.site, config.battery,
+    source = SimulatedSource(Clock(600, noon_s).spec(), config.site, config.array, config.battery,
                              config.telemetry.simulated.model_copy(update={"initial_soc": 0.5}))
     source.open()
     try:
@@ -241,7 +241,7 @@ def test_simulated_controller_follows_the_sun_and_the_printer(tmp_path: Path) ->
         source.close()
     assert day.pv_w > 250 and day.battery_a > 15 and day.charge_state == "bulk"
     assert readings[-1].load_w > 380 and readings[-1].battery_a < 0
-    midnight = SimulatedSource(Clock(1, noon_s + 12 * 3600).spec(), config.site, config.battery,
+    midnight = SimulatedSource(Clock(1, noon_s + 12 * 3600).spec(), config.site, config.array, config.battery,
                                config.telemetry.simulated)
     midnight.open()
     try:

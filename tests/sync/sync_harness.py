@@ -253,3 +253,17 @@ def gcode_file(path: Path, size_bytes: int, seed: int = 1) -> Path:
         total += len(line) + 1
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def plan_event(t_s: float, next_start_s: float | None, planned: int = 1, waiting: int = 0, soc_pct: float = 70.0):  # noqa: ANN201
+    """A planner ``plan_updated`` summary with ``planned`` prints, the first at ``next_start_s``."""
+    from node.events import PlanSummary, PlannedJobSummary, WaitingJobSummary
+
+    jobs = [PlannedJobSummary(job_id=f"p{i}", name="x", start_s=(next_start_s or t_s) + 3600 * i,
+                              end_s=(next_start_s or t_s) + 3600 * i + 1800, energy_wh=50.0, min_soc_pct=40.0,
+                              reason="sun") for i in range(planned)]
+    return PlanSummary(t_s=t_s, trigger="test", horizon_h=48.0, step_s=300.0, soc_pct=soc_pct, reserve_pct=25.0,
+                       forecast_source="clear-sky", forecast_stale=False, bias_factor=1.0, pv_forecast_wh=2500.0,
+                       pv_lost_wh=400.0, min_soc_pct=35.0, planned=jobs,
+                       waiting=[WaitingJobSummary(job_id=f"w{i}", name="y", reason="no window") for i in range(waiting)],
+                       next_start_s=next_start_s)

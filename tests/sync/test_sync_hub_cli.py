@@ -152,3 +152,19 @@ def test_hub_serve_runs_as_a_command_and_stops_on_sigterm(mosquitto, tmp_path: P
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_plan_report_reduces_the_planners_summary():
+    from sync_harness import plan_event
+
+    from node.sync.client import plan_report
+
+    busy = plan_report("n1", plan_event(1000.0, 5000.0, planned=2, waiting=1))
+    assert (busy.next_window_start_s, busy.next_window_end_s) == (5000.0, 6800.0)
+    assert busy.queue_length == 3 and busy.waiting_jobs == 1 and busy.energy_available_wh == 400.0
+    idle = plan_report("n1", plan_event(1000.0, None, planned=0))
+    assert idle.next_window_start_s == 1000.0  # nothing queued, above the reserve: could start now
+    low = plan_report("n1", plan_event(1000.0, None, planned=0, soc_pct=20.0))
+    assert low.next_window_start_s is None
+    stuck = plan_report("n1", plan_event(1000.0, None, planned=0, waiting=2))
+    assert stuck.next_window_start_s is None and stuck.queue_length == 2

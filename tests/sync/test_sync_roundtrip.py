@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-from sync_harness import gcode_file, ledger_rows, make_hub, node_config, running_node, start_node, wait_for
+from sync_harness import (gcode_file, ledger_rows, make_hub, node_config, plan_event, running_node, start_node,
+                          wait_for)
 
 from node.hub.server import cancel_job, submit_job
 from node.jobs import JobState
@@ -130,7 +131,7 @@ def _sub_once(broker, topic: str) -> dict:
 
 
 def test_retained_plain_json_state_is_readable_by_mosquitto_sub_under_mqtt_311(mosquitto, tmp_path: Path):
-    from node.events import PlanSummary, TelemetrySample
+    from node.events import TelemetrySample
 
     async def main() -> None:
         config = node_config(tmp_path / "n1", mosquitto, "n1", [], protocol="3.1.1", state_interval_s=0,
@@ -139,8 +140,7 @@ def test_retained_plain_json_state_is_readable_by_mosquitto_sub_under_mqtt_311(m
             await wait_for(lambda: rn.sync.connected.is_set(), what="node connected")
             await rn.node.send_event("telemetry_sample", TelemetrySample(t_s=time.time(), source="sim", pv_w=321.5,
                                                                          soc_pct=64.0, battery_v=13.1))
-            await rn.node.send_event("plan_summary", PlanSummary(t_s=time.time(), next_window_start_s=1.8e9,
-                                                                 queue_length=2))
+            await rn.node.send_event("plan_updated", plan_event(time.time(), 1.8e9, planned=2))
             online = await asyncio.to_thread(_sub_once, mosquitto, "printnode/v1/n1/state/online")
             power = await asyncio.to_thread(_sub_once, mosquitto, "printnode/v1/n1/state/power")
             plan = await asyncio.to_thread(_sub_once, mosquitto, "printnode/v1/n1/state/plan")
@@ -157,7 +157,6 @@ def test_retained_plain_json_state_is_readable_by_mosquitto_sub_under_mqtt_311(m
 
 
 def test_fleet_job_goes_to_the_capable_node_with_the_earliest_energy_window(mosquitto, tmp_path: Path):
-    from node.events import PlanSummary
     from node.sync import protocol as p
 
     async def main() -> None:
@@ -173,7 +172,7 @@ def test_fleet_job_goes_to_the_capable_node_with_the_earliest_energy_window(mosq
             for node_id, rn in nodes.items():
                 await wait_for(lambda rn=rn: rn.sync.connected.is_set(), what="connected")
                 start = {"early": now + 600, "mid": now + 3600, "late": now + 7200}[node_id]
-                await rn.node.send_event("plan_summary", PlanSummary(t_s=now, next_window_start_s=start))
+                await rn.node.send_event("plan_updated", plan_event(now, start))
             await wait_for(lambda: len(ledger_rows(hub, "SELECT 1 FROM nodes WHERE next_window_start_s IS NOT NULL"
                                                         " AND capabilities IS NOT NULL")) == 3, what="plans")
             source = gcode_file(tmp_path / "petg.gcode", 2000)

@@ -4,18 +4,19 @@ from __future__ import annotations
 from node.clock import ClockSpec
 from node.power.battery import BatterySection
 from node.power.settings import TelemetrySection
+from node.power.planconfig import ArraySection
 from node.power.site import SiteSection
 from node.power.sources import Source
 
 
-def make_source(telemetry: TelemetrySection, battery: BatterySection, site: SiteSection,
+def make_source(telemetry: TelemetrySection, battery: BatterySection, site: SiteSection, array: ArraySection,
                 clock_spec: ClockSpec) -> Source:
     """A closed source for ``telemetry.source``; ``ValueError`` names a missing setting."""
     kind = telemetry.source
     if kind == "simulated":
         from node.power.sources.simulated import SimulatedSource
 
-        return SimulatedSource(clock_spec, site, battery, telemetry.simulated)
+        return SimulatedSource(clock_spec, site, array, battery, telemetry.simulated)
     if kind in ("vedirect", "epever", "renogy") and not telemetry.port:
         raise ValueError(f"telemetry.port: required for source {kind!r} (e.g. /dev/ttyUSB0)")
     if kind == "vedirect":

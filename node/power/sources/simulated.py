@@ -17,6 +17,7 @@ from typing import IO
 from node.clock import ClockSpec
 from node.power.battery import BatterySection
 from node.power.settings import SimulatedControllerSection
+from node.power.planconfig import ArraySection
 from node.power.site import SiteSection
 from node.power.sources import Reading, SourceError
 from node.power.sources.vedirect import VEDirectSource
@@ -28,11 +29,11 @@ START_TIMEOUT_S = 60.0  # importing pvlib and pandas on a Pi Zero takes a while
 class SimulatedSource:
     name = "simulated"
 
-    def __init__(self, clock: ClockSpec, site: SiteSection, battery: BatterySection,
+    def __init__(self, clock: ClockSpec, site: SiteSection, array: ArraySection, battery: BatterySection,
                  controller: SimulatedControllerSection, printer_w_file: str | None = None) -> None:
         from node.power.simcontroller import SimControllerArgs  # pvlib-free at import
 
-        self.args = SimControllerArgs(clock=clock, site=site, battery=battery, controller=controller,
+        self.args = SimControllerArgs(clock=clock, site=site, array=array, battery=battery, controller=controller,
                                       printer_w_file=printer_w_file)
         self._process: subprocess.Popen[bytes] | None = None
         self._inner: VEDirectSource | None = None

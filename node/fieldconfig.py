@@ -1,0 +1,75 @@
+"""Config sections of the field components: watchdog, GPIO, time, storage (SD-card care).
+
+Kept in one small module that imports nothing but pydantic and
+:mod:`node.section`, so ``node/config.py`` imports it without a cycle.  Every
+key is documented in ``config/node.example.toml``.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from node.section import Section
+
+
+class WatchdogSection(Section):
+    probe_interval_s: float = Field(1.0, gt=0, le=60, description="real seconds between loop-lag probes")
+    max_loop_lag_s: float = Field(5.0, gt=0, description="a probe waking later than this marks the loop unhealthy")
+    store_timeout_s: float = Field(10.0, gt=0, description="the store thread must answer within this")
+    debug_block_loop_after_s: float | None = Field(
+        None, ge=0, description="TEST ONLY: block the event loop once, this many real seconds after start")
+    debug_block_loop_for_s: float = Field(0.0, ge=0, le=600, description="TEST ONLY: how long that block lasts")
+
+
+class OutputPin(Section):
+    """A digital output: BCM pin number and whether the device switches on at a low level."""
+
+    pin: int = Field(ge=0, le=53)
+    active_low: bool = False
+
+
+class InputPin(Section):
+    """A digital input: BCM pin, pull resistor, and the level that means "active" (pressed, runout, open)."""
+
+    pin: int = Field(ge=0, le=53)
+    pull: Literal["up", "down", "off"] = "up"
+    active_low: bool = Field(True, description="active when the pin reads 0 (a switch to ground with pull-up)")
+    debounce_s: float = Field(0.05, ge=0, le=5)
+
+
+class GpioSection(Section):
+    backend: Literal["simulated", "rpi"] = Field(
+        "simulated", description="'rpi' = RPi.GPIO API (rpi-lgpio on a Pi 5); 'simulated' off-Pi")
+    poll_interval_s: float = Field(0.02, gt=0, le=1, description="input sampling period for debouncing")
+    relay: OutputPin | None = Field(None, description="printer power relay; None = printer powered permanently")
+    relay_off_below_c: float = Field(50.0, ge=20, le=120, description="idle printer is switched off only below this hotend temperature")
+    relay_idle_off_s: float = Field(300.0, ge=0, description="real seconds idle (and cool) before the relay opens")
+    relay_on_timeout_s: float = Field(60.0, gt=0, description="real seconds for the printer to connect after power on")
+    led: OutputPin | None = Field(None, description="status LED")
+    plate_button: InputPin | None = Field(None, description="'plate cleared' push button")
+    runout_sensor: InputPin | None = Field(None, description="filament runout switch: pauses the print")
+    door_sensor: InputPin | None = Field(None, description="enclosure door switch: pauses the print when opened")
+
+
+class TimeSection(Section):
+    require_sync: bool | None = Field(None, description="planner refuses to plan until the clock is trusted; default: on a real clock only")
+    ntp: bool = Field(True, description="trust systemd-timesyncd / chrony (NTP) when they report sync")
+    hub_max_age_s: float = Field(6 * 3600, gt=0, description="hub time is trusted for this long after the last message")
+    hub_max_skew_s: float = Field(5.0, gt=0, description="larger differences to the hub's time are reported as offset")
+    rtc: bool = Field(True, description="trust a battery-backed RTC that set the clock at boot (Pi 5 with a cell)")
+    gpsd: str | None = Field(None, description="host:port of gpsd (e.g. '127.0.0.1:2947' in an RV); None = no GPS")
+    longitude_deg: float | None = Field(None, ge=-180, le=180, description="site longitude for the solar-noon check")
+    max_solar_noon_error_s: float = Field(1800.0, gt=0, description="PV solar noon further off than this flags the clock")
+    check_interval_s: float = Field(60.0, gt=0, description="real seconds between source checks")
+    jump_threshold_s: float = Field(2.0, gt=0, description="wall-clock steps larger than this are logged as jumps")
+
+
+class StorageSection(Section):
+    checkpoint_interval_s: float = Field(300.0, gt=0, description="real seconds between PRAGMA wal_checkpoint(PASSIVE)")
+    wal_autocheckpoint_pages: int = Field(1000, ge=0, description="SQLite's own checkpoint trigger (pages; 0 = off)")
+    journal_size_limit_mb: float = Field(4.0, ge=0, description="WAL file is truncated to this after a checkpoint")
+    max_db_mb: float | None = Field(None, gt=0, description="hard cap on the database size (PRAGMA max_page_count); None = the disk")
+    min_free_mb: float = Field(200.0, ge=0, description="warn (status, doctor) below this free space in state_dir")
+
+

@@ -1,0 +1,80 @@
+"""Config sections of the energy planner: ``[array]``, ``[forecast]``, ``[planner]``.
+
+Light on purpose (pydantic only): ``node.config`` imports this module, and the
+daemon must not pull numpy, let alone pvlib, in through its config.
+
+The default system (documented in ``config/node.example.toml``): 400 Wp of
+panels at latitude tilt facing south, a 1.2 kWh LiFePO4 bank (4S, ~94 Ah), an
+Ender-3-class printer, no other loads.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from node.section import Section
+
+
+#: the SAPM cell-temperature parameter sets pvlib ships (pvlib.temperature.TEMPERATURE_MODEL_PARAMETERS["sapm"])
+TemperatureModel = Literal["open_rack_glass_glass", "close_mount_glass_glass",
+                           "open_rack_glass_polymer", "insulated_back_glass_polymer"]
+
+
+class ArraySection(Section):
+    """The PV array: orientation, size and losses (PVWatts DC model)."""
+
+    tilt_deg: float = Field(30.0, ge=0, le=90, description="0 = flat (an RV roof), 90 = vertical")
+    azimuth_deg: float = Field(180.0, ge=0, lt=360, description="compass bearing the panels face; 180 = south")
+    peak_w: float = Field(400.0, gt=0, description="nameplate DC watts at STC (1000 W/m2, 25 C cell)")
+    gamma_pdc_per_c: float = Field(-0.0037, ge=-0.01, le=0, description="power temperature coefficient")
+    losses_pct: float = Field(14.0, ge=0, lt=100,
+                              description="wiring, soiling, mismatch and MPPT charger losses together")
+    temperature_model: TemperatureModel = "open_rack_glass_polymer"
+    mpp_v: float = Field(37.0, gt=0, description="array MPP voltage at STC (two 18.5 V panels in series); "
+                                                 "the simulated controller reports it as VPV")
+
+
+class ForecastSection(Section):
+    """Where cloud-cover forecasts come from, when they go stale, and how pessimistic to plan."""
+
+    source: Literal["clear_sky", "file", "hub"] = Field(
+        "clear_sky", description="clear_sky: no weather forecast (the sky is assumed clear, then the quantile)")
+    file: str | None = Field(None, description="a cloud-cover forecast JSON file when source = 'file'")
+    stale_after_h: float = Field(12.0, gt=0, description="a forecast issued longer ago is stale")
+    stale_cloud_cover_pct: float = Field(
+        70.0, ge=0, le=100,
+        description="the cloud cover assumed where the forecast is stale or missing (climatological pessimism)")
+    quantile: float = Field(0.2, gt=0, lt=1, description="the planner plans on this quantile of PV (0.2 = P80)")
+    error_sigma_0: float = Field(0.20, ge=0, le=2, description="relative PV forecast error sd at lead 0")
+    error_sigma_per_h: float = Field(0.006, ge=0, le=0.1, description="its growth per hour of lead time")
+    error_sigma_max: float = Field(0.6, ge=0, le=2)
+    bias_halflife_h: float = Field(48.0, gt=0, description="how fast the measured/forecast bias factor adapts")
+
+
+class PlannerSection(Section):
+    """The energy-aware scheduler and its pause policy."""
+
+    enabled: bool = True
+    reserve_pct: float = Field(30.0, ge=5, le=90, description="planning reserve: no print is planned across it")
+    horizon_h: float = Field(72.0, ge=24, le=168)
+    step_s: float = Field(300.0, ge=60, le=3600)
+    replan_interval_s: float = Field(3600.0, ge=60, description="re-plan cadence (also on queue changes)")
+    deviation_soc_pct: float = Field(3.0, gt=0, le=50,
+                                     description="re-plan when measured SoC departs this far from the plan")
+    plate_turnaround_s: float = Field(600.0, ge=0, description="assumed time to clear the plate between jobs")
+    warm_hold_max_s: float = Field(
+        3600.0, ge=0,
+        description="longest energy pause with the bed kept warm before the printer is switched off")
+    resume_margin_pct: float = Field(5.0, ge=0, le=50, description="SoC above the reserve needed to resume")
+    ambient_c: float = Field(20.0, ge=-30, le=50, description="room temperature for heat-loss estimates")
+    base_load_w: float = Field(4.0, ge=0, description="the node itself: Raspberry Pi + charge controller")
+    other_loads_w_by_hour: list[float] | None = Field(
+        None, min_length=24, max_length=24,
+        description="other loads on the battery: average W for each local hour 0..23 (an RV's fridge)")
+
+    @model_validator(mode="after")
+    def _horizon_in_steps(self) -> PlannerSection:
+        if self.horizon_h * 3600 < 10 * self.step_s:
+            raise ValueError("horizon_h must cover at least 10 steps")
+        return self

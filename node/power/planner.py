@@ -1,0 +1,399 @@
+"""The energy-aware scheduler: pure (no clock, no I/O), forecast in, plan out.
+
+Inputs: the pessimistic PV forecast at fixed steps (5 min), the battery as an
+:class:`~node.power.energysim.EnergyModel` and its energy now, the base load and
+other loads, the queued jobs with their energy profiles (``[t_s, watts]`` per
+minute), priorities and deadlines, the plate-clear gate, and the running print
+(committed: its remaining profile is drawn whatever happens, hub cancel aside).
+
+Method (list scheduling on a simulated state of charge):
+
+1. Simulate the battery over the horizon with no new print (``plancore.simulate``).
+2. Take the jobs by priority (higher first), then deadline (earlier first),
+   then queue order.  Each goes at the earliest step, after the previous job
+   ends plus the plate turnaround, at which the battery stays at or above the
+   planning reserve for the whole print (``plancore.earliest_start``); then the
+   battery is re-simulated with that print's load from its start on.  So no
+   planned print crosses the reserve on the forecast it was planned with, by
+   construction.
+3. The printer is kept busy when energy allows: if the next job must wait
+   for energy, another of the next ``lookahead`` jobs that can start sooner
+   goes first — among equal priorities the soonest start wins; a lower
+   priority only backfills, i.e. if it ends (plus turnaround) before the
+   higher-priority job could start and leaves that start feasible.  A small
+   print fits in a half-empty battery at night where a big one would cross
+   the reserve.
+4. Sunshine that would otherwise be lost is preferred: when the battery is
+   full and spilling PV at the moment a print can start, the hungriest of the
+   equal-priority jobs that can start then goes first, soaking up the surplus.
+   Starting each print as early as energy allows also drains the battery
+   before the next sunny spell, so less of it is spilled.
+
+Every job gets a reason a person can read ("needs 310 Wh; first window above
+the 30 % reserve is tomorrow 10:05").
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from node.native import load_core
+from node.power.energysim import EnergyModel
+
+_core = load_core("plancore")
+
+
+def profile_energy_wh(power_profile: Sequence[Sequence[float]]) -> float:
+    return float(profile_to_steps(power_profile, 60.0).sum() * 60.0 / 3600.0)
+
+
+def profile_duration_s(power_profile: Sequence[Sequence[float]]) -> float:
+    """Samples are ``[t_s, watts]``; each holds until the next, the last for the gap before it (60 s if alone)."""
+    if not power_profile:
+        return 0.0
+    last_t = float(power_profile[-1][0])
+    gap = last_t - float(power_profile[-2][0]) if len(power_profile) > 1 else 60.0
+    return last_t + (gap if gap > 0 else 60.0)
+
+
+def profile_to_steps(power_profile: Sequence[Sequence[float]], step_s: float) -> np.ndarray:
+    """Average watts in each planning step, energy preserved (the last step may be partial)."""
+    duration_s = profile_duration_s(power_profile)
+    n_steps = max(1, math.ceil(duration_s / step_s - 1e-9))
+    energy_ws = np.zeros(n_steps)
+    for i, (t_s, watts) in enumerate(power_profile):
+        seg_start = float(t_s)
+        seg_end = float(power_profile[i + 1][0]) if i + 1 < len(power_profile) else duration_s
+        if watts < 0:
+            raise ValueError(f"power_profile[{i}]: negative watts {watts}")
+        if seg_end < seg_start:
+            raise ValueError(f"power_profile[{i}]: times must increase")
+        while seg_start < seg_end - 1e-9:
+            k = min(int(seg_start // step_s), n_steps - 1)
+            bin_end = min(seg_end, (k + 1) * step_s)
+            energy_ws[k] += watts * (bin_end - seg_start)
+            seg_start = bin_end
+    return energy_ws / step_s
+
+
+@dataclass(frozen=True)
+class PlanJob:
+    """A queued job as the planner sees it."""
+
+    job_id: str
+    name: str
+    power_profile: Sequence[Sequence[float]]
+    priority: int = 0
+    deadline_s: float | None = None
+    queue_seq: int = 0
+
+    @cached_property
+    def energy_wh(self) -> float:
+        return profile_energy_wh(self.power_profile)
+
+    @cached_property
+    def duration_s(self) -> float:
+        return profile_duration_s(self.power_profile)
+
+
+@dataclass(frozen=True)
+class RunningPrint:
+    """The print on the printer: committed.  ``remaining_w`` is its draw per planning step from now."""
+
+    job_id: str
+    name: str
+    remaining_w: Sequence[float]
+    paused: bool = False
+
+
+@dataclass
+class PlanInputs:
+    t0_s: float
+    step_s: float
+    pv_w: Sequence[float]
+    energy: EnergyModel
+    energy_wh: float
+    reserve_frac: float
+    jobs: Sequence[PlanJob]
+    base_load_w: float = 4.0
+    other_loads_w: Sequence[float] | None = None
+    plate_clear: bool = True
+    plate_turnaround_s: float = 600.0
+    running: RunningPrint | None = None
+    timezone: str = "UTC"
+    lookahead: int = 8
+    guard_band_wh: float = 0.0   # planned prints keep this much above the reserve (the safety guard's band)
+
+
+@dataclass
+class PlannedJob:
+    job_id: str
+    name: str
+    start_s: float
+    end_s: float
+    energy_wh: float
+    min_soc_pct: float
+    reason: str
+
+
+@dataclass
+class WaitingJob:
+    job_id: str
+    name: str
+    energy_wh: float
+    reason: str
+
+
+@dataclass
+class Plan:
+    t0_s: float
+    step_s: float
+    reserve_pct: float
+    capacity_wh: float
+    planned: list[PlannedJob]
+    waiting: list[WaitingJob]
+    soc_pct: np.ndarray          # H + 1 values: at the start of each step and at the horizon's end
+    pv_w: np.ndarray             # H values: the forecast planned on
+    load_w: np.ndarray           # H values: base + other loads + prints
+    lost_w: np.ndarray           # H values: PV spilled with this plan
+    surplus_windows: list[tuple[float, float]] = field(default_factory=list)
+
+    @property
+    def horizon_s(self) -> float:
+        return len(self.pv_w) * self.step_s
+
+    @property
+    def pv_lost_wh(self) -> float:
+        return float(self.lost_w.sum() * self.step_s / 3600.0)
+
+    def start_of(self, job_id: str) -> float | None:
+        for job in self.planned:
+            if job.job_id == job_id:
+                return job.start_s
+        return None
+
+    def soc_pct_at(self, t_s: float) -> float:
+        k = round((t_s - self.t0_s) / self.step_s)
+        return float(self.soc_pct[min(max(k, 0), len(self.soc_pct) - 1)])
+
+
+# --- time words for reasons ----------------------------------------------------------------------
+def when_words(t_s: float, now_s: float, timezone: str) -> str:
+    """'today 14:05', 'tomorrow 10:05', 'Mon 09:30' in the site's local time."""
+    tz = ZoneInfo(timezone)
+    when = datetime.fromtimestamp(t_s, tz=UTC).astimezone(tz)
+    today = datetime.fromtimestamp(now_s, tz=UTC).astimezone(tz).date()
+    days = (when.date() - today).days
+    day = {0: "today", 1: "tomorrow"}.get(days, when.strftime("%a %d %b"))
+    return f"{day} {when:%H:%M}"
+
+
+# --- the scheduler -------------------------------------------------------------------------------
+@dataclass
+class _Trajectory:
+    net_w: np.ndarray
+    soc_wh: np.ndarray
+    lost_w: np.ndarray
+
+
+class _Scheduler:
+    def __init__(self, inp: PlanInputs) -> None:
+        self.inp = inp
+        self.model = inp.energy
+        self.dt_h = inp.step_s / 3600.0
+        self.reserve_wh = inp.reserve_frac * self.model.capacity_wh + max(0.0, inp.guard_band_wh)
+        self.n_steps = len(inp.pv_w)
+        self.turnaround_steps = math.ceil(inp.plate_turnaround_s / inp.step_s - 1e-9)
+        self.job_w = {job.job_id: profile_to_steps(job.power_profile, inp.step_s) for job in inp.jobs}
+        self.lookahead = inp.lookahead
+
+    def _params(self) -> tuple[float, float, float, float, float]:
+        m = self.model
+        return m.capacity_wh, m.charge_efficiency, m.discharge_factor, m.max_charge_w, self.dt_h
+
+    def simulate(self, traj: _Trajectory, from_k: int) -> float:
+        return _core.simulate(traj.net_w, traj.soc_wh, traj.lost_w, from_k, *self._params())
+
+    def earliest(self, traj: _Trajectory, job_w: np.ndarray, from_k: int, to_k: int | None = None) -> int:
+        if from_k > self.n_steps - len(job_w):
+            return -1
+        last = self.n_steps - len(job_w) if to_k is None else to_k
+        return _core.earliest_start(traj.soc_wh, traj.net_w, job_w, from_k, last, self.reserve_wh,
+                                    *self._params())
+
+    def place(self, traj: _Trajectory, job_w: np.ndarray, start_k: int) -> None:
+        traj.net_w[start_k:start_k + len(job_w)] -= job_w
+        self.simulate(traj, start_k)
+
+    def list_schedule(self, base: _Trajectory, order: Sequence[PlanJob], ready_k: int
+                      ) -> tuple[_Trajectory, list[_Placement]]:
+        """Place the jobs one after another (see the module docstring); -1 starts are unplaceable."""
+        traj = _Trajectory(base.net_w.copy(), base.soc_wh.copy(), base.lost_w.copy())
+        placements: list[_Placement] = []
+        remaining = list(order)
+        while remaining:
+            window = remaining[:self.lookahead]
+            head = window[0]
+            head_w = self.job_w[head.job_id]
+            head_k = self.earliest(traj, head_w, ready_k)
+            choice, choice_k, note = head, head_k, ""
+            if head_k != ready_k:
+                # the head must wait: a job that can start sooner goes first if it does not delay a
+                # higher-priority head (backfilling); among equals the soonest start wins
+                for job in window[1:]:
+                    job_w = self.job_w[job.job_id]
+                    limit = choice_k if choice_k >= 0 else None
+                    k = self.earliest(traj, job_w, ready_k, limit)
+                    if k < 0 or (choice_k >= 0 and k >= choice_k):
+                        continue
+                    if job.priority < head.priority and head_k >= 0:
+                        if k + len(job_w) + self.turnaround_steps > head_k:
+                            continue
+                        trial = _Trajectory(traj.net_w.copy(), traj.soc_wh.copy(), traj.lost_w.copy())
+                        self.place(trial, job_w, k)
+                        if self.earliest(trial, head_w, head_k, head_k) != head_k:
+                            continue
+                    choice, choice_k, note = job, k, f"goes before {head.name}, which must wait for energy"
+            elif traj.lost_w[ready_k] > 1.0:
+                # sunshine is being spilled right now: of the equal-priority jobs that can start now,
+                # the hungriest soaks up most of it
+                for job in window[1:]:
+                    if job.priority != head.priority or job.energy_wh <= choice.energy_wh:
+                        continue
+                    if self.earliest(traj, self.job_w[job.job_id], ready_k, ready_k) == ready_k:
+                        choice, note = job, "first: it uses most of the sunshine that would otherwise be lost"
+            placements.append(_Placement(choice, choice_k, ready_k, note))
+            remaining.remove(choice)
+            if choice_k >= 0:
+                job_w = self.job_w[choice.job_id]
+                self.place(traj, job_w, choice_k)
+                ready_k = choice_k + len(job_w) + self.turnaround_steps
+        return traj, placements
+
+
+@dataclass
+class _Placement:
+    job: PlanJob
+    start_k: int
+    ready_k: int
+    note: str
+
+
+def _order(jobs: Sequence[PlanJob]) -> list[PlanJob]:
+    return sorted(jobs, key=lambda j: (-j.priority, j.deadline_s if j.deadline_s is not None else math.inf,
+                                       j.queue_seq))
+
+
+def plan(inp: PlanInputs) -> Plan:
+    """Schedule the queue on the forecast; see the module docstring for the method."""
+    n_steps = len(inp.pv_w)
+    if n_steps < 1:
+        raise ValueError("the forecast is empty")
+    sched = _Scheduler(inp)
+    pv_w = np.asarray(inp.pv_w, dtype=np.float64)
+    fixed_load_w = np.full(n_steps, float(inp.base_load_w))
+    if inp.other_loads_w is not None:
+        if len(inp.other_loads_w) != n_steps:
+            raise ValueError("other_loads_w must have one value per forecast step")
+        fixed_load_w += np.asarray(inp.other_loads_w, dtype=np.float64)
+    base = _Trajectory(pv_w - fixed_load_w, np.empty(n_steps + 1), np.empty(n_steps))
+    base.soc_wh[0] = min(max(inp.energy_wh, 0.0), sched.model.capacity_wh)
+
+    order = _order(inp.jobs)
+    ready_k = 0
+    ready_reason = ""
+    running = inp.running
+    if running is not None and not running.paused:
+        remaining = np.asarray(running.remaining_w[:n_steps], dtype=np.float64)
+        base.net_w[:len(remaining)] -= remaining
+        ready_k = len(remaining) + sched.turnaround_steps
+        ready_reason = f"after {running.name} finishes and the plate is cleared"
+    elif running is not None and running.paused:
+        # a paused print resumes before anything else: it goes first, as a job
+        paused_job = PlanJob(running.job_id, running.name, [[i * inp.step_s, w] for i, w in enumerate(running.remaining_w)],
+                             priority=1 << 30)
+        sched.job_w[paused_job.job_id] = np.asarray(running.remaining_w, dtype=np.float64)
+        order = [paused_job, *order]
+    elif not inp.plate_clear:
+        ready_k = sched.turnaround_steps
+        ready_reason = "once the plate is cleared"
+    sched.simulate(base, 0)
+
+    traj, placements = sched.list_schedule(base, order, ready_k)
+
+    capacity_wh = sched.model.capacity_wh
+    reserve_pct = 100.0 * inp.reserve_frac
+    planned: list[PlannedJob] = []
+    waiting: list[WaitingJob] = []
+    previous_name = running.name if running is not None and not running.paused else None
+    for placement in placements:
+        job, start, ready = placement.job, placement.start_k, placement.ready_k
+        job_w = sched.job_w[job.job_id]
+        energy_wh = float(job_w.sum() * sched.dt_h)
+        if start < 0:
+            if ready + len(job_w) > n_steps:
+                why = (f"needs {energy_wh:.0f} Wh over {len(job_w) * inp.step_s / 3600:.1f} h; "
+                       f"the printer is booked until past the {n_steps * inp.step_s / 3600:.0f} h horizon")
+            else:
+                why = (f"needs {energy_wh:.0f} Wh; no window above the {reserve_pct:.0f} % reserve "
+                       f"within the {n_steps * inp.step_s / 3600:.0f} h horizon")
+            waiting.append(WaitingJob(job.job_id, job.name, energy_wh, why))
+            continue
+        start_s = inp.t0_s + start * inp.step_s
+        end_s = start_s + len(job_w) * inp.step_s
+        low_pct = 100.0 * _core.min_energy_during(traj.soc_wh, start, start + len(job_w)) / capacity_wh
+        if start == 0:
+            why = f"starts now: needs {energy_wh:.0f} Wh, lowest SoC during the print {low_pct:.0f} %"
+        elif start == ready:
+            after = ready_reason if not planned and ready_reason else f"after {previous_name} and the plate turnaround"
+            why = f"needs {energy_wh:.0f} Wh; starts {when_words(start_s, inp.t0_s, inp.timezone)} {after}"
+        else:
+            why = (f"needs {energy_wh:.0f} Wh; first window above the {reserve_pct:.0f} % reserve is "
+                   f"{when_words(start_s, inp.t0_s, inp.timezone)}")
+        if placement.note:
+            why += f"; {placement.note}"
+        if job.deadline_s is not None and end_s > job.deadline_s:
+            why += f" (misses its deadline {when_words(job.deadline_s, inp.t0_s, inp.timezone)})"
+        planned.append(PlannedJob(job.job_id, job.name, start_s, end_s, energy_wh, low_pct, why))
+        previous_name = job.name
+
+    load_w = pv_w - traj.net_w
+    return Plan(
+        t0_s=inp.t0_s, step_s=inp.step_s, reserve_pct=reserve_pct, capacity_wh=capacity_wh,
+        planned=planned, waiting=waiting, soc_pct=100.0 * traj.soc_wh / capacity_wh, pv_w=pv_w,
+        load_w=load_w, lost_w=traj.lost_w.copy(),
+        surplus_windows=_windows(traj.lost_w > 1.0, inp.t0_s, inp.step_s))
+
+
+def _windows(mask: np.ndarray, t0_s: float, step_s: float) -> list[tuple[float, float]]:
+    windows: list[tuple[float, float]] = []
+    start = None
+    for k, flag in enumerate(mask.tolist()):
+        if flag and start is None:
+            start = k
+        elif not flag and start is not None:
+            windows.append((t0_s + start * step_s, t0_s + k * step_s))
+            start = None
+    if start is not None:
+        windows.append((t0_s + start * step_s, t0_s + len(mask) * step_s))
+    return windows
+
+
+# --- the shared safety pause ----------------------------------------------------------------------
+def would_cross_reserve(energy_wh: float, reserve_wh: float, draw_w: float, pv_w: float, dt_s: float,
+                        model: EnergyModel) -> bool:
+    """Would one more ``dt_s`` at ``draw_w`` (with ``pv_w`` of sun) take the battery below the reserve?
+
+    The guard every policy shares: it is checked before each step of a print
+    and of a warm pause with the step's largest draw and a pessimistic PV, so
+    the print is paused (at the next layer boundary, seconds away) before the
+    battery can cross the reserve with the printer on.
+    """
+    after_wh, _ = model.step_wh(energy_wh, pv_w - draw_w, dt_s)
+    return after_wh < reserve_wh

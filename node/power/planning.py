@@ -1,0 +1,485 @@
+"""The Planner component: keeps the daemon's plan fresh and guards the running print's energy.
+
+It re-plans on a cadence (``planner.replan_interval_s``), when the queue or the
+plate changes, and when telemetry departs from the plan (measured SoC more
+than ``deviation_soc_pct`` away from the planned trajectory).  Each plan goes
+out as ``plan_updated`` (:class:`~node.events.PlanSummary`).
+
+The forecast comes from :func:`node.power.forecast.forecast_pv`, which runs
+pvlib in a spawned worker process; the daemon never imports pvlib, pandas or
+scipy.  It is refreshed at most hourly, and at once when the site moves
+(:meth:`Planner.set_site`) or a new cloud-cover forecast arrives
+(:meth:`Planner.set_cloud_forecast`).
+
+Energy guard (the same rule the year-long simulation runs for every policy):
+on each telemetry sample while a job prints, if two more planning steps at the
+printer's draw (with half the PV just measured) would take the battery below
+the reserve, it asks for a pause at the next layer boundary
+(``energy_pause_requested``): the bed stays warm (a part that cools on the
+plate may let go or warp; a warm bed keeps it stuck) while energy is short.
+If the warm bed itself would cross the reserve, or the warm pause lasts
+``warm_hold_max_s``, it asks again with ``printer_off`` (``suspended``: zero
+draw, but the part cools, and a part cold for hours often loses adhesion — the
+simulation counts more than 4 h cold as a failed print).  When the plan puts
+the paused print first and the guard passes with ``resume_margin_pct`` to
+spare, it sends ``energy_resume_allowed``.  The streamer owns the printer and
+does the pausing and resuming; the job state machine records the reasons.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel
+
+from node.events import (
+    EnergyPauseRequested,
+    EnergyResumeAllowed,
+    JobProgress,
+    JobStateChanged,
+    PlannedJobSummary,
+    PlanSummary,
+    PlateCleared,
+    QueueChanged,
+    TelemetrySample,
+    WaitingJobSummary,
+)
+from node.jobs import ACTIVE_STATES, RUNNABLE_STATES, Job, Jobs, JobState, PauseReason
+from node.node import Component, Node
+from node.power.energysim import EnergyModel, LoadModel, pause_hold_w
+from node.power.forecast import (
+    BiasTracker,
+    CloudCoverForecast,
+    PvForecast,
+    PvForecastRequest,
+    forecast_pv,
+    pessimistic_pv_w,
+)
+from node.power.planconfig import ArraySection, ForecastSection, PlannerSection
+from node.power.planner import (
+    Plan,
+    PlanInputs,
+    PlanJob,
+    RunningPrint,
+    WaitingJob,
+    plan,
+    profile_to_steps,
+    would_cross_reserve,
+)
+from node.power.plant import BatteryParams
+from node.power.site import SiteSection
+from node.profile import PrinterProfile
+from node.runner import GateDecision
+
+log = logging.getLogger(__name__)
+
+EnergyProfileSource = Callable[[Job], Sequence[Sequence[float]] | None]
+Forecaster = Callable[[PvForecastRequest], PvForecast]
+
+#: the guard's own margin and the typical print draw it keeps clear of (see node.power.simulate)
+GUARD_MARGIN_FRAC = 0.005
+TYPICAL_PRINT_W = 150.0
+
+
+def plan_summary(result: Plan, *, trigger: str, soc_pct: float, forecast_source: str, forecast_stale: bool,
+                 bias_factor: float, extra_waiting: Sequence[WaitingJob] = ()) -> PlanSummary:
+    """The event payload of a plan."""
+    dt_h = result.step_s / 3600.0
+    planned = [PlannedJobSummary(job_id=j.job_id, name=j.name, start_s=j.start_s, end_s=j.end_s,
+                                 energy_wh=j.energy_wh, min_soc_pct=j.min_soc_pct, reason=j.reason)
+               for j in result.planned]
+    waiting = [WaitingJobSummary(job_id=w.job_id, name=w.name, energy_wh=w.energy_wh, reason=w.reason)
+               for w in [*result.waiting, *extra_waiting]]
+    return PlanSummary(
+        t_s=result.t0_s, trigger=trigger, horizon_h=result.horizon_s / 3600.0, step_s=result.step_s,
+        soc_pct=min(100.0, max(0.0, soc_pct)), reserve_pct=result.reserve_pct, forecast_source=forecast_source,
+        forecast_stale=forecast_stale, bias_factor=bias_factor, pv_forecast_wh=float(result.pv_w.sum() * dt_h),
+        pv_lost_wh=result.pv_lost_wh, min_soc_pct=float(np.min(result.soc_pct)), planned=planned,
+        waiting=waiting, next_start_s=planned[0].start_s if planned else None)
+
+
+class Planner(Component):
+    """Re-plans the queue on the PV forecast and asks for energy pauses; see the module docstring."""
+
+    name = "planner"
+
+    def __init__(self, node: Node, config: PlannerSection, *, site: SiteSection, array: ArraySection,
+                 forecast: ForecastSection, jobs: Jobs, battery: BatteryParams, printer_profile: PrinterProfile,
+                 energy_profile_for: EnergyProfileSource, loads: LoadModel | None = None,
+                 forecaster: Forecaster = forecast_pv,
+                 clock_problem: Callable[[], str | None] | None = None) -> None:
+        super().__init__(node, config)
+        self.config: PlannerSection = config
+        self.site = site
+        self.array = array
+        self.forecast_config = forecast
+        self.jobs = jobs
+        self.battery = battery
+        self.profile = printer_profile
+        self.energy_profile_for = energy_profile_for
+        self.loads = loads or LoadModel(base_load_w=config.base_load_w,
+                                        other_loads_w_by_hour=config.other_loads_w_by_hour)
+        self.forecaster = forecaster
+        #: why the wall clock cannot be trusted (None: it can); plans made on a stale clock put
+        #: prints at the wrong hour of the sun, so the gate refuses to start any while it says so
+        self.clock_problem = clock_problem or (lambda: None)
+        self.model = EnergyModel.from_params(battery)
+        self.bias = BiasTracker(forecast.bias_halflife_h)
+        self.cloud_forecast: CloudCoverForecast | None = None
+        self.last_plan: Plan | None = None
+        self.last_summary: PlanSummary | None = None
+        self.soc_pct: float | None = None
+        self.pv_w = 0.0
+        self.printer_w: float | None = None
+        self.plate_clear = True
+        self.running_job_id: str | None = None
+        self.elapsed_s: dict[str, float] = {}
+        self.pause_requested: dict[str, str] = {}   # job id -> "warm" | "off"
+        self.paused_since_s: dict[str, float] = {}
+        self._forecast: PvForecast | None = None
+        self._forecast_key: tuple | None = None
+        self._forecast_stale = True
+        self._wake = asyncio.Event()
+        self._trigger = "start"
+        self._plan_lock = asyncio.Lock()
+        self._last_deviation_s = -1e18
+        for event, handler in (("telemetry_sample", self._on_telemetry), ("queue_changed", self._on_queue),
+                               ("job_state_changed", self._on_job_state), ("plate_cleared", self._on_plate),
+                               ("job_progress", self._on_progress),
+                               ("job_analysed", lambda _event: self.request_replan("job analysed"))):
+            node.register_event_handler(event, handler)
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self.config.enabled:
+            self.node.spawn(self._loop(), "planner.loop")
+
+    def status(self) -> dict[str, Any]:
+        summary = self.last_summary
+        return {"soc_pct": self.soc_pct, "bias_factor": round(self.bias.factor, 3),
+                "forecast_stale": self._forecast_stale,
+                "next_start_s": summary.next_start_s if summary else None,
+                "planned": len(summary.planned) if summary else 0,
+                "waiting": len(summary.waiting) if summary else 0,
+                "clock_problem": self.clock_problem()}
+
+    # --- inputs from outside ------------------------------------------------------------------
+    def set_site(self, site: SiteSection) -> None:
+        """The node moved (an RV): the next re-plan forecasts for the new place."""
+        self.site = site
+        self.request_replan("site moved")
+
+    def set_cloud_forecast(self, forecast: CloudCoverForecast) -> None:
+        self.cloud_forecast = forecast
+        self._forecast_key = None
+        self.request_replan("new cloud forecast")
+
+    def request_replan(self, trigger: str) -> None:
+        self._trigger = trigger
+        self._wake.set()
+
+    def snapshot(self) -> dict[str, Any] | None:
+        """The last plan as plain JSON: its summary, and the trajectories ``printnode plan --plot`` draws."""
+        plan, summary = self.last_plan, self.last_summary
+        if plan is None or summary is None:
+            return None
+        times = [plan.t0_s + (k + 0.5) * plan.step_s for k in range(len(plan.pv_w))]
+        expected = [self._raw_forecast_at(t) for t in times]
+        return {
+            "summary": summary.model_dump(mode="json"),
+            "trajectory": {
+                "t0_s": plan.t0_s, "step_s": plan.step_s, "reserve_pct": plan.reserve_pct,
+                "soc_pct": plan.soc_pct.tolist(), "pv_w": plan.pv_w.tolist(), "load_w": plan.load_w.tolist(),
+                "forecast_pv_w": [p if e is None else e for e, p in zip(expected, plan.pv_w.tolist(), strict=True)],
+                "surplus_windows": [list(w) for w in plan.surplus_windows],
+                "planned": [{"job_id": j.job_id, "name": j.name, "start_s": j.start_s, "end_s": j.end_s}
+                            for j in plan.planned],
+            },
+        }
+
+    # --- the runner's start gate ---------------------------------------------------------------
+    def next_job_id(self) -> str | None:
+        """The job the plan starts next (it may not be the queue's head: see planner backfilling)."""
+        return self.last_plan.planned[0].job_id if self.last_plan and self.last_plan.planned else None
+
+    async def start_gate(self, job: Job) -> GateDecision:
+        """For ``JobRunner.add_start_gate("energy", planner.start_gate)``: may ``job`` start now?"""
+        if not self.config.enabled:
+            return GateDecision(True)
+        problem = self.clock_problem()
+        if problem is not None:
+            return GateDecision(False, f"clock not synchronised ({problem}): no energy plan on a wrong clock")
+        if self.last_plan is None:
+            await self.replan("start gate")
+        current = self.last_plan
+        assert current is not None
+        now_s = self.node.clock.time()
+        for planned in current.planned:
+            if planned.job_id != job.id:
+                continue
+            if planned is current.planned[0] and planned.start_s <= now_s + self.config.step_s / 2:
+                margin_wh = self.config.resume_margin_pct / 100.0 * self.model.capacity_wh
+                if self._guard_ok(self._print_draw_w(job), margin_wh):
+                    return GateDecision(True, planned.reason)
+                return GateDecision(False, f"the battery is too close to the {self.config.reserve_pct:.0f} % reserve")
+            if planned is not current.planned[0]:
+                return GateDecision(False, f"the plan starts {current.planned[0].name} first; {planned.reason}")
+            return GateDecision(False, planned.reason)
+        for waiting in current.waiting:
+            if waiting.job_id == job.id:
+                return GateDecision(False, waiting.reason)
+        self.request_replan(f"job {job.id} not in the plan yet")
+        return GateDecision(False, "not planned yet: re-planning")
+
+    # --- event handlers -------------------------------------------------------------------------
+    async def _on_telemetry(self, sample: BaseModel) -> None:
+        assert isinstance(sample, TelemetrySample)
+        if sample.stale or sample.error:
+            return
+        if sample.soc_pct is not None:
+            self.soc_pct = sample.soc_pct
+        if sample.pv_w is not None:
+            self.pv_w = sample.pv_w
+            forecast_w = self._raw_forecast_at(sample.t_s)
+            if forecast_w is not None:
+                self.bias.add(sample.t_s, sample.pv_w, forecast_w, self.config.step_s)
+        if sample.printer_w is not None:
+            self.printer_w = sample.printer_w
+        await self._check_energy(sample.t_s)
+        self._check_deviation(sample)
+
+    def _check_deviation(self, sample: TelemetrySample) -> None:
+        """Re-plan when measured SoC or PV departs from what the plan expected (at most every 15 min)."""
+        current = self.last_plan
+        if current is None or sample.t_s - self._last_deviation_s < 900.0:
+            return
+        why = None
+        if self.soc_pct is not None:
+            planned_pct = current.soc_pct_at(sample.t_s)
+            if abs(planned_pct - self.soc_pct) > self.config.deviation_soc_pct:
+                why = f"SoC {self.soc_pct:.0f} % departs from the planned {planned_pct:.0f} %"
+        if why is None and sample.pv_w is not None:
+            k = int((sample.t_s - current.t0_s) // current.step_s)
+            if 0 <= k < len(current.pv_w):
+                expected_w = float(current.pv_w[k])
+                if abs(sample.pv_w - expected_w) > max(50.0, 0.25 * self.array.peak_w):
+                    why = f"PV {sample.pv_w:.0f} W departs from the {expected_w:.0f} W planned on"
+        if why is not None:
+            self._last_deviation_s = sample.t_s
+            self.request_replan(why)
+
+    async def _on_queue(self, event: BaseModel) -> None:
+        assert isinstance(event, QueueChanged)
+        self.request_replan(f"queue {event.action}")
+
+    async def _on_plate(self, event: BaseModel) -> None:
+        assert isinstance(event, PlateCleared)
+        self.plate_clear = True
+        self.request_replan("plate cleared")
+
+    async def _on_progress(self, event: BaseModel) -> None:
+        assert isinstance(event, JobProgress)
+        self.elapsed_s[event.job_id] = event.elapsed_s
+
+    async def _on_job_state(self, event: BaseModel) -> None:
+        assert isinstance(event, JobStateChanged)
+        to_state = JobState(event.to_state)
+        if to_state == JobState.PRINTING:
+            self.running_job_id = event.job_id
+            self.pause_requested.pop(event.job_id, None)
+            self.paused_since_s.pop(event.job_id, None)
+        elif to_state in (JobState.PAUSED, JobState.SUSPENDED):
+            self.paused_since_s.setdefault(event.job_id, event.t_s)
+        elif to_state in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED):
+            if event.from_state in {s.value for s in ACTIVE_STATES}:
+                self.plate_clear = False
+            if self.running_job_id == event.job_id:
+                self.running_job_id = None
+            self.pause_requested.pop(event.job_id, None)
+            self.paused_since_s.pop(event.job_id, None)
+            self.elapsed_s.pop(event.job_id, None)
+        self.request_replan(f"job {event.job_id} {event.to_state}")
+
+    # --- the energy guard ---------------------------------------------------------------------
+    def _energy_wh(self) -> float | None:
+        return None if self.soc_pct is None else self.soc_pct / 100.0 * self.model.capacity_wh
+
+    def _guard_ok(self, draw_w: float, margin_wh: float = 0.0) -> bool:
+        energy_wh = self._energy_wh()
+        if energy_wh is None:
+            return True
+        reserve_wh = self.config.reserve_pct / 100.0 * self.model.capacity_wh
+        margin_wh += GUARD_MARGIN_FRAC * self.model.capacity_wh
+        return not would_cross_reserve(energy_wh - margin_wh, reserve_wh, draw_w + self.loads.base_load_w,
+                                       0.5 * self.pv_w, 2 * self.config.step_s, self.model)
+
+    def _print_draw_w(self, job: Job) -> float:
+        if self.printer_w is not None and self.printer_w > 0:
+            return self.printer_w
+        profile = self.energy_profile_for(job)
+        if not profile:
+            return TYPICAL_PRINT_W
+        elapsed_s = self.elapsed_s.get(job.id, 0.0)
+        for t_s, watts in reversed(profile):
+            if t_s <= elapsed_s:
+                return float(watts)
+        return float(profile[0][1])
+
+    async def _check_energy(self, t_s: float) -> None:
+        """Pause a print that can no longer go on above the reserve; let an energy pause end."""
+        if self.soc_pct is None:
+            return
+        for job in await self.jobs.list(ACTIVE_STATES, limit=5):
+            if job.state == JobState.PRINTING:
+                if job.id not in self.pause_requested and not self._guard_ok(self._print_draw_w(job)):
+                    self.pause_requested[job.id] = "warm"
+                    await self.node.send_event("energy_pause_requested", EnergyPauseRequested(
+                        job_id=job.id, t_s=t_s, soc_pct=self.soc_pct, reserve_pct=self.config.reserve_pct,
+                        reason=f"SoC {self.soc_pct:.1f} %: printing on would cross the "
+                               f"{self.config.reserve_pct:.0f} % reserve; pause at the next layer, bed kept warm"))
+            elif job.state == JobState.PAUSED and job.pause_reason == PauseReason.ENERGY:
+                hold_w = pause_hold_w(self.profile, 60.0, self.config.ambient_c)
+                since_s = self.paused_since_s.setdefault(job.id, t_s)
+                too_long = t_s - since_s >= self.config.warm_hold_max_s
+                if self.pause_requested.get(job.id) != "off" and (too_long or not self._guard_ok(hold_w)):
+                    self.pause_requested[job.id] = "off"
+                    why = ("the warm pause has lasted the configured maximum" if too_long
+                           else "keeping the bed warm would cross the reserve")
+                    await self.node.send_event("energy_pause_requested", EnergyPauseRequested(
+                        job_id=job.id, t_s=t_s, printer_off=True, soc_pct=self.soc_pct,
+                        reserve_pct=self.config.reserve_pct, reason=f"{why}: switch the printer off"))
+                else:
+                    await self._maybe_resume(job, t_s)
+            elif job.state == JobState.SUSPENDED and job.id in self.pause_requested:
+                await self._maybe_resume(job, t_s)
+
+    async def _maybe_resume(self, job: Job, t_s: float) -> None:
+        plan_now = self.last_plan
+        if plan_now is None:
+            return
+        start_s = plan_now.start_of(job.id)
+        if start_s is None or start_s > t_s + self.config.step_s / 2:
+            return
+        margin_wh = self.config.resume_margin_pct / 100.0 * self.model.capacity_wh
+        if not self._guard_ok(self._print_draw_w(job), margin_wh):
+            return
+        self.pause_requested.pop(job.id, None)
+        await self.node.send_event("energy_resume_allowed", EnergyResumeAllowed(
+            job_id=job.id, t_s=t_s, soc_pct=self.soc_pct or 0.0,
+            reason=f"SoC {self.soc_pct:.1f} % and the plan can carry the rest of the print above the reserve"))
+
+    # --- planning -------------------------------------------------------------------------------
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.replan(self._trigger)
+            except Exception:  # a failed plan must not stop the next one
+                log.exception("re-plan failed")
+            self._wake.clear()
+            sleeper = asyncio.ensure_future(self.node.clock.sleep(self.config.replan_interval_s))
+            waker = asyncio.ensure_future(self._wake.wait())
+            done, pending = await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:
+                task.cancel()
+            if sleeper in done:
+                self._trigger = "cadence"
+
+    def _n_steps(self) -> int:
+        return round(self.config.horizon_h * 3600.0 / self.config.step_s)
+
+    def _raw_forecast_at(self, t_s: float) -> float | None:
+        fc = self._forecast
+        if fc is None:
+            return None
+        k = int((t_s - fc.start_s) // fc.step_s)
+        return fc.pv_w[k] if 0 <= k < len(fc.pv_w) else None
+
+    def _cloud_cover(self, start_s: float, now_s: float) -> tuple[list[float] | None, bool]:
+        section = self.forecast_config
+        if section.source == "clear_sky":
+            return None, False
+        forecast = self.cloud_forecast
+        if section.source == "file" and section.file:
+            try:
+                with open(section.file, encoding="utf-8") as handle:
+                    forecast = CloudCoverForecast.model_validate_json(handle.read())
+            except (OSError, ValueError) as exc:
+                log.warning("cloud forecast file %s unusable (%s): planning on %.0f %% cloud", section.file, exc,
+                            section.stale_cloud_cover_pct)
+                forecast = None
+        times = [start_s + (k + 0.5) * self.config.step_s for k in range(self._n_steps())]
+        if forecast is None:
+            return [section.stale_cloud_cover_pct] * len(times), True
+        stale = forecast.is_stale(now_s, section.stale_after_h)
+        return forecast.cloud_cover_at(times, now_s, section, self.site.latitude, self.site.longitude), stale
+
+    async def _get_forecast(self, start_s: float, now_s: float) -> PvForecast:
+        hour = int(start_s // 3600)
+        key = (hour, self.site, self.array, id(self.cloud_forecast), self.forecast_config.source)
+        if self._forecast is not None and self._forecast_key == key and self._forecast.start_s == start_s:
+            return self._forecast
+        cloud, stale = self._cloud_cover(start_s, now_s)
+        request = PvForecastRequest(site=self.site, array=self.array, start_s=start_s, step_s=self.config.step_s,
+                                    n_steps=self._n_steps(), cloud_cover_pct=cloud)
+        try:
+            self._forecast = await asyncio.to_thread(self.forecaster, request)
+        except Exception as exc:  # the worker died, pvlib missing, bad site...: plan on the battery alone
+            log.error("PV forecast failed (%r): planning with no sun until the next re-plan", exc)
+            zeros = [0.0] * request.n_steps
+            self._forecast_stale = True
+            self._forecast_key = None
+            return PvForecast(start_s=start_s, step_s=request.step_s, pv_w=zeros, clear_sky_pv_w=zeros,
+                              ghi_w_m2=zeros)
+        self._forecast_key = key
+        self._forecast_stale = stale
+        return self._forecast
+
+    async def replan(self, trigger: str = "manual") -> Plan:
+        async with self._plan_lock:
+            now_s = self.node.clock.time()
+            step_s = self.config.step_s
+            start_s = now_s // step_s * step_s
+            forecast = await self._get_forecast(start_s, now_s)
+            pv_w = [w * self.bias.factor for w in pessimistic_pv_w(forecast.pv_w, step_s, self.forecast_config)]
+            jobs, missing = [], []
+            for job in await self.jobs.list(RUNNABLE_STATES):
+                profile = self.energy_profile_for(job)
+                if not profile:
+                    missing.append(WaitingJob(job.id, job.name, 0.0, "no energy profile yet (analysis pending)"))
+                    continue
+                jobs.append(PlanJob(job.id, job.name, profile, job.priority, job.deadline_s, job.queue_seq))
+            running = None
+            for job in await self.jobs.list(ACTIVE_STATES, limit=1):
+                profile = self.energy_profile_for(job) or [[0.0, TYPICAL_PRINT_W], [3600.0, TYPICAL_PRINT_W]]
+                elapsed_s = self.elapsed_s.get(job.id, 0.0)
+                rest = [[t - elapsed_s, w] for t, w in profile if t + 60.0 > elapsed_s]
+                rest = [[max(0.0, t), w] for t, w in rest] or [[0.0, 0.0]]
+                remaining_w = list(profile_to_steps(rest, step_s))
+                running = RunningPrint(job.id, job.name, remaining_w, paused=job.state != JobState.PRINTING)
+            soc_pct = self.soc_pct if self.soc_pct is not None else self.config.reserve_pct
+            other = None
+            if self.loads.other_loads_w_by_hour is not None:
+                from datetime import UTC, datetime
+                from zoneinfo import ZoneInfo
+
+                tz = ZoneInfo(self.site.timezone)
+                other = [self.loads.other_w(datetime.fromtimestamp(start_s + k * step_s, tz=UTC).astimezone(tz).hour)
+                         for k in range(len(pv_w))]
+            inputs = PlanInputs(
+                t0_s=start_s, step_s=step_s, pv_w=pv_w, energy=self.model,
+                energy_wh=soc_pct / 100.0 * self.model.capacity_wh, reserve_frac=self.config.reserve_pct / 100.0,
+                jobs=jobs, base_load_w=self.loads.base_load_w, other_loads_w=other, plate_clear=self.plate_clear,
+                plate_turnaround_s=self.config.plate_turnaround_s, running=running, timezone=self.site.timezone,
+                guard_band_wh=GUARD_MARGIN_FRAC * self.model.capacity_wh + 2 * step_s / 3600.0 * TYPICAL_PRINT_W)
+            result = plan(inputs)
+            self.last_plan = result
+            self.last_summary = plan_summary(
+                result, trigger=trigger, soc_pct=soc_pct, forecast_source=self.forecast_config.source,
+                forecast_stale=self._forecast_stale, bias_factor=self.bias.factor, extra_waiting=missing)
+        await self.node.send_event("plan_updated", self.last_summary)
+        return result
+
+

@@ -1,0 +1,540 @@
+"""Year-long simulation: the real scheduler, plant and job stream against recorded weather.
+
+``printnode simulate --weather FILE --policy planner|greedy|threshold|oracle``
+
+The world (per 5-minute step):
+
+* **Sun**: the array's output from the weather file's measured irradiance
+  (pvlib chain in :func:`node.power.forecast.compute_weather_year`), hourly
+  averages interpolated linearly to 5 minutes.
+* **Battery**: :class:`node.power.energysim.PlantSim` (the one plant model).
+* **Jobs**: :class:`node.power.jobstream.JobStream` keeps ``queue_target`` jobs
+  queued.  After a print (or a failure) the plate must be cleared by a person:
+  at the earliest ``plate_clear_delay_s`` later, only between 07:00 and 22:00
+  local time.
+* **Printer**: draws its job's energy profile while printing; paused (bed kept
+  warm, hotend off, motors holding) it draws
+  :func:`~node.power.energysim.pause_hold_w`; suspended it is switched off.
+  Resuming from cold re-heats first.  A print suspended cold for more than 4 h
+  has lost adhesion: failed.
+
+What each policy sees (all share the same safety pause, below):
+
+* ``planner`` — the scheduler on a forecast made from the weather by a seeded
+  error model, never the truth: forecasts are "issued" every 6 h; each is the
+  effective cloud cover of the hours ahead plus a normal error whose standard
+  deviation grows with lead time (10 + 0.5 x lead_h percentage points, at most
+  40), correlated along lead time (AR(1), rho = 0.9); then through the same
+  pvlib chain as a live forecast (a per-hour table of PV by cloud cover,
+  computed once per file); then the bias factor tracked against measured PV
+  and the pessimistic quantile of ``[forecast]``.
+* ``oracle`` — the same scheduler fed the real future PV with no margin.
+* ``greedy`` — starts a queued job as soon as the plate is clear.
+* ``threshold`` — starts when the SoC is above 60 %.
+
+The shared safety pause: before each step, a print (or a warm pause) whose
+next step, at its draw and half the PV just measured, would take the battery
+below the planning reserve is paused at the next layer boundary (or switched
+off).  Nothing starts or resumes unless that guard passes with a
+``resume_margin_pct`` margin.  A paused print resumes when the guard allows
+(greedy, threshold) or when the plan schedules it (planner, oracle).
+
+Re-planning (planner, oracle): hourly, on every event (print finished, failed,
+paused, plate cleared, job queued) and when the measured SoC departs from the
+planned trajectory by more than ``deviation_soc_pct``.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from node.power.energysim import EnergyModel, EnergyThresholds, LoadModel, PlantSim, pause_hold_w, printer_standby_w
+from node.power.forecast import CLOUD_TABLE_PCT, BiasTracker, quantile_factors
+from node.power.jobstream import JobStream, SimJob
+from node.power.planconfig import ForecastSection, PlannerSection
+from node.power.planner import Plan, PlanInputs, PlanJob, RunningPrint, plan, profile_to_steps, would_cross_reserve
+from node.power.plant import BatteryParams
+from node.profile import PrinterProfile, load_profile
+
+Policy = Literal["planner", "greedy", "threshold", "oracle"]
+POLICIES: tuple[Policy, ...] = ("planner", "greedy", "threshold", "oracle")
+
+#: the default system of config/node.example.toml: 1.2 kWh LiFePO4, 4S, ~94 Ah
+DEFAULT_BATTERY = BatteryParams(chemistry="lifepo4", cells=4, capacity_ah=94.0, internal_resistance_ohm=0.02,
+                                charge_efficiency=0.97, peukert_exponent=1.03, max_charge_a=30.0)
+
+SUSPENDED_FAIL_S = 4 * 3600.0
+#: the guard's own margin: the planner's energy bucket and the plant differ by ~1 % of a step's energy
+GUARD_MARGIN_FRAC = 0.005
+TYPICAL_PRINT_W = 150.0
+THRESHOLD_START_SOC = 0.60
+FORECAST_ISSUE_EVERY_H = 6
+
+
+# --- weather and forecasts, computed once per file -------------------------------------------------
+@dataclass
+class WeatherYear:
+    """Everything pvlib said about one weather file, as numpy arrays (hourly), and the site."""
+
+    path: str
+    site: dict
+    start_s: float
+    pv_w: np.ndarray              # (hours,) truth
+    cloud_cover_pct: np.ndarray   # (hours,) effective
+    pv_by_cloud_w: np.ndarray     # (11, hours)
+    timezone: str
+
+    @classmethod
+    def load(cls, path: str, array: dict | None = None) -> WeatherYear:
+        from node.power.forecast import compute_weather_year, run_in_worker
+        from node.power.planconfig import ArraySection
+
+        raw = run_in_worker(compute_weather_year, path, array or ArraySection().model_dump(), timeout_s=600)
+        offset_h = raw["site"]["utc_offset_h"]
+        # TMY files carry a fixed UTC offset (no daylight saving): a fixed-offset zone
+        tz = f"Etc/GMT{'+' if offset_h <= 0 else '-'}{abs(int(offset_h))}" if offset_h else "UTC"
+        return cls(path=path, site=raw["site"], start_s=raw["start_s"], pv_w=np.asarray(raw["pv_w"]),
+                   cloud_cover_pct=np.asarray(raw["cloud_cover_pct"]),
+                   pv_by_cloud_w=np.asarray(raw["pv_by_cloud_w"]), timezone=tz)
+
+    @property
+    def hours(self) -> int:
+        return len(self.pv_w)
+
+    def truth_5min(self, step_s: float) -> np.ndarray:
+        """The hourly averages interpolated at step mid-points, over the year (wrapping)."""
+        n = int(self.hours * 3600 / step_s)
+        t_h = (np.arange(n) + 0.5) * step_s / 3600.0
+        hour_mid = np.arange(self.hours + 2) - 0.5  # hour h covers [h, h+1); wrap on both sides
+        values = np.concatenate([[self.pv_w[-1]], self.pv_w, [self.pv_w[0]]])
+        return np.interp(t_h, hour_mid, values)
+
+    def pv_from_cloud(self, hour_index: np.ndarray, cloud_pct: np.ndarray) -> np.ndarray:
+        """The forecast chain's PV at each (hour, cloud cover), interpolated in the table."""
+        position = np.clip(cloud_pct, 0.0, 100.0) / (CLOUD_TABLE_PCT[1] - CLOUD_TABLE_PCT[0])
+        lo = np.minimum(position.astype(int), len(CLOUD_TABLE_PCT) - 2)
+        frac = position - lo
+        h = hour_index % self.hours
+        return self.pv_by_cloud_w[lo, h] * (1.0 - frac) + self.pv_by_cloud_w[lo + 1, h] * frac
+
+
+@dataclass
+class ForecastArchive:
+    """Every forecast of the year, issued every 6 h, hourly values for ``lead_hours`` ahead."""
+
+    issue_every_h: int
+    lead_hours: int
+    pv_w: np.ndarray  # (issues, lead_hours)
+
+    @classmethod
+    def build(cls, weather: WeatherYear, seed: int, lead_hours: int = 80,
+              issue_every_h: int = FORECAST_ISSUE_EVERY_H) -> ForecastArchive:
+        rng = np.random.default_rng(seed)
+        issues = math.ceil(weather.hours / issue_every_h) + 1
+        lead = np.arange(lead_hours)
+        sigma = np.minimum(40.0, 10.0 + 0.5 * lead)
+        rho = 0.9
+        z = np.empty((issues, lead_hours))
+        z[:, 0] = rng.standard_normal(issues)
+        for j in range(1, lead_hours):
+            z[:, j] = rho * z[:, j - 1] + math.sqrt(1 - rho * rho) * rng.standard_normal(issues)
+        valid_hour = (np.arange(issues)[:, None] * issue_every_h + lead[None, :])
+        truth_cc = weather.cloud_cover_pct[valid_hour % weather.hours]
+        cc = np.clip(truth_cc + sigma[None, :] * z, 0.0, 100.0)
+        return cls(issue_every_h, lead_hours, weather.pv_from_cloud(valid_hour, cc))
+
+    def latest(self, hours_since_start: float) -> tuple[int, float]:
+        """The index of the latest issued forecast and its issue hour."""
+        issue = int(hours_since_start // self.issue_every_h)
+        return issue, issue * self.issue_every_h
+
+    def pv_steps(self, hours_since_start: float, n_steps: int, step_s: float) -> np.ndarray:
+        issue, issue_h = self.latest(hours_since_start)
+        t_h = hours_since_start - issue_h + (np.arange(n_steps) + 0.5) * step_s / 3600.0
+        lead_mid = np.arange(self.lead_hours) + 0.5
+        return np.interp(t_h, lead_mid, self.pv_w[issue])
+
+
+# --- the simulated world ---------------------------------------------------------------------------
+@dataclass
+class SimSettings:
+    days: int = 365
+    start_day: int = 0
+    step_s: float = 300.0
+    seed: int = 1
+    queue_target: int = 3
+    initial_soc: float = 0.8
+    plate_clear_delay_s: float = 600.0
+    attended_hours: tuple[int, int] = (7, 22)
+    cooldown_standby_s: float = 600.0
+    battery: BatteryParams = DEFAULT_BATTERY
+    thresholds: EnergyThresholds = field(default_factory=EnergyThresholds)
+    planner: PlannerSection = field(default_factory=PlannerSection)
+    forecast: ForecastSection = field(default_factory=ForecastSection)
+    loads: LoadModel = field(default_factory=LoadModel)
+    printer_profile: str = "ender3"
+
+
+@dataclass
+class ActivePrint:
+    job: SimJob
+    job_w: np.ndarray                  # per-step W of the whole profile
+    started_s: float
+    progress_s: float = 0.0            # seconds of the profile done
+    state: Literal["printing", "paused", "suspended"] = "printing"
+    paused_since_s: float = 0.0
+    suspended_since_s: float = 0.0
+    reheat_left_s: float = 0.0
+    pause_at_s: float | None = None    # profile seconds of the layer boundary a pending pause waits for
+    brownout: bool = False
+    pause_positions_s: list[float] = field(default_factory=list)
+
+    def draw_w(self, step_s: float) -> float:
+        if self.reheat_left_s > 0:
+            return self.job.heatup_w
+        k = min(int(self.progress_s // step_s), len(self.job_w) - 1)
+        return float(self.job_w[k])
+
+    def remaining_w(self, step_s: float) -> np.ndarray:
+        """Per-step draw from now to the end (re-heat first if cold)."""
+        k = min(int(self.progress_s // step_s), len(self.job_w))
+        rest = self.job_w[k:]
+        if self.state == "suspended":
+            reheat_steps = math.ceil(self.job.heatup_s / step_s)
+            rest = np.concatenate([np.full(reheat_steps, self.job.heatup_w), rest])
+        return rest
+
+    def next_layer_boundary_s(self) -> float:
+        """Profile seconds of the next layer boundary (heat-up counts as layer 0)."""
+        printed_s = self.progress_s - self.job.heatup_s
+        if printed_s <= 0:
+            return self.progress_s
+        layer_s = self.job.layer_s
+        return self.job.heatup_s + math.ceil(printed_s / layer_s - 1e-9) * layer_s
+
+
+@dataclass
+class SimResult:
+    policy: str
+    weather: str
+    site: str
+    days: int
+    prints_completed: int = 0
+    prints_failed: int = 0
+    brownouts: int = 0
+    pauses: int = 0
+    pause_hours: float = 0.0
+    pv_used_wh: float = 0.0
+    pv_lost_wh: float = 0.0
+    pv_available_wh: float = 0.0
+    print_energy_wh: float = 0.0
+    mean_wait_hours: float = 0.0
+    replans: int = 0
+    min_soc_pct_printing: float = 100.0
+    resumed_after_pause: int = 0
+    runtime_s: float = 0.0
+    events: list[tuple[float, str, str, float]] = field(default_factory=list)   # (t_s, kind, job id, SoC)
+    pauses_at: list[tuple[str, float, float, float]] = field(default_factory=list)  # job, at_s, heatup_s, layer_s
+
+    def as_json(self) -> dict:
+        keys = ["policy", "weather", "site", "days", "prints_completed", "prints_failed", "brownouts", "pauses",
+                "pause_hours", "pv_used_wh", "pv_lost_wh", "pv_available_wh", "print_energy_wh",
+                "mean_wait_hours", "replans", "min_soc_pct_printing", "resumed_after_pause", "runtime_s"]
+        out = {k: getattr(self, k) for k in keys}
+        for k, v in out.items():
+            if isinstance(v, float):
+                out[k] = round(v, 3)
+        return out
+
+
+class Simulation:
+    """One policy, one weather year, one seed."""
+
+    def __init__(self, weather: WeatherYear, policy: Policy, settings: SimSettings,
+                 archive: ForecastArchive | None = None, record_events: bool = False) -> None:
+        if policy not in POLICIES:
+            raise ValueError(f"unknown policy {policy!r} (one of {', '.join(POLICIES)})")
+        self.weather = weather
+        self.policy = policy
+        self.s = settings
+        self.profile: PrinterProfile = load_profile(settings.printer_profile)
+        self.archive = archive if archive is not None or policy != "planner" else ForecastArchive.build(
+            weather, settings.seed)
+        self.record_events = record_events
+        self.step_s = settings.step_s
+        self.truth_w = weather.truth_5min(self.step_s)
+        self.model = EnergyModel.from_params(settings.battery)
+        self.reserve_frac = settings.planner.reserve_pct / 100.0
+        self.reserve_wh = self.reserve_frac * self.model.capacity_wh
+        self.margin_wh = settings.planner.resume_margin_pct / 100.0 * self.model.capacity_wh
+        # plans keep clear of the safety guard: its margin plus two steps of a typical print's draw
+        self.guard_band_wh = (GUARD_MARGIN_FRAC * self.model.capacity_wh
+                              + 2 * self.step_s / 3600.0 * TYPICAL_PRINT_W)
+        self.low_battery = settings.thresholds.low_battery_pct / 100.0
+        self.horizon_steps = int(settings.planner.horizon_h * 3600 / self.step_s)
+        self.quantile = np.asarray(quantile_factors(self.horizon_steps, self.step_s, settings.forecast))
+        self.tz = ZoneInfo(weather.timezone)
+        self.standby_w = printer_standby_w(self.profile)
+
+    # --- helpers ------------------------------------------------------------------------------
+    def _local_hour(self, t_s: float) -> int:
+        return datetime.fromtimestamp(t_s, tz=UTC).astimezone(self.tz).hour
+
+    def _log(self, t_s: float, kind: str, detail: str) -> None:
+        if self.record_events:
+            self.result.events.append((t_s, kind, detail, self.plant.soc))
+
+    def _forecast(self, k: int, t_s: float) -> np.ndarray:
+        n = self.horizon_steps
+        if self.policy == "oracle":
+            idx = (k + np.arange(n)) % len(self.truth_w)
+            return self.truth_w[idx]
+        assert self.archive is not None
+        hours = (t_s - self.weather.start_s) / 3600.0
+        raw = self.archive.pv_steps(hours, n, self.step_s)
+        return raw * self.bias.factor * self.quantile
+
+    def _plan(self, k: int, t_s: float) -> Plan:
+        self.result.replans += 1
+        jobs = [PlanJob(j.job_id, j.name, j.power_profile, j.priority, j.deadline_s, j.queue_seq)
+                for j in self.queue]
+        running = None
+        if self.active is not None:
+            running = RunningPrint(self.active.job.job_id, self.active.job.name,
+                                   self.active.remaining_w(self.step_s), paused=self.active.state != "printing")
+        other = None
+        if self.s.loads.other_loads_w_by_hour is not None:
+            other = [self.s.loads.other_w(self._local_hour(t_s + i * self.step_s)) for i in range(self.horizon_steps)]
+        inputs = PlanInputs(
+            t0_s=t_s, step_s=self.step_s, pv_w=self._forecast(k, t_s), energy=self.model,
+            energy_wh=self.plant.soc * self.model.capacity_wh, reserve_frac=self.reserve_frac, jobs=jobs,
+            base_load_w=self.s.loads.base_load_w, other_loads_w=other, plate_clear=self.plate_clear,
+            plate_turnaround_s=self.s.planner.plate_turnaround_s, running=running,
+            timezone=self.weather.timezone, guard_band_wh=self.guard_band_wh)
+        return plan(inputs)
+
+    def _guard_ok(self, draw_w: float, margin_wh: float = 0.0, steps: int = 1) -> bool:
+        """The shared safety guard: ``steps`` more steps at ``draw_w`` stay above the reserve (+ margin).
+
+        A print is checked two steps ahead: a pause decided now still prints up to the next layer
+        boundary during the coming step, so the step after this one must be affordable too.
+        """
+        margin_wh += GUARD_MARGIN_FRAC * self.model.capacity_wh
+        return not would_cross_reserve(self.plant.soc * self.model.capacity_wh - margin_wh, self.reserve_wh,
+                                       draw_w + self.base_w, 0.5 * self.last_pv_w, self.step_s * steps,
+                                       self.model)
+
+    def _hold_w(self, job: SimJob) -> float:
+        return pause_hold_w(self.profile, job.bed_c, self.s.planner.ambient_c)
+
+    # --- the run --------------------------------------------------------------------------------
+    def run(self, on_step: Callable[[Simulation, int, float], None] | None = None) -> SimResult:
+        wall0 = time.perf_counter()
+        s = self.s
+        self.result = SimResult(self.policy, self.weather.path.rsplit("/", 1)[-1], self.weather.site["name"], s.days)
+        self.plant = PlantSim(s.battery, s.initial_soc)
+        self.stream = JobStream(self.profile, seed=s.seed, ambient_c=s.planner.ambient_c)
+        self.bias = BiasTracker(s.forecast.bias_halflife_h)
+        self.queue: list[SimJob] = []
+        self.active: ActivePrint | None = None
+        self.plate_clear = True
+        self.plate_dirty_since_s = 0.0
+        self.cooldown_until_s = 0.0
+        self.last_pv_w = 0.0
+        self.base_w = s.loads.base_load_w
+        current_plan: Plan | None = None
+        next_replan_s = -math.inf
+        waits_h: list[float] = []
+        steps_per_day = int(86400 / self.step_s)
+        k0 = s.start_day * steps_per_day
+        n_steps = s.days * steps_per_day
+        uses_plan = self.policy in ("planner", "oracle")
+        dt = self.step_s
+        pause_s_total = 0.0
+
+        for i in range(n_steps):
+            k = (k0 + i) % len(self.truth_w)
+            t_s = self.weather.start_s + (k0 + i) * dt
+            replan = False
+            # 1. the queue stays non-empty
+            while len(self.queue) < s.queue_target:
+                self.queue.append(self.stream.next_job(t_s))
+                replan = True
+            # 2. a person clears the plate (not at night)
+            if not self.plate_clear and t_s >= self.plate_dirty_since_s + s.plate_clear_delay_s:
+                hour = self._local_hour(t_s)
+                if s.attended_hours[0] <= hour < s.attended_hours[1]:
+                    self.plate_clear = True
+                    replan = True
+                    self._log(t_s, "plate_cleared", "")
+            # 3. plans
+            if uses_plan:
+                if current_plan is not None and self.active is None:
+                    deviation = abs(self.plant.soc * 100.0 - current_plan.soc_pct_at(t_s))
+                    replan = replan or deviation > s.planner.deviation_soc_pct
+                if replan or t_s >= next_replan_s:
+                    current_plan = self._plan(k, t_s)
+                    next_replan_s = t_s + s.planner.replan_interval_s
+            # 4. safety guard and resume for the active print
+            ap = self.active
+            if ap is not None:
+                if ap.state == "printing" and not self._guard_ok(ap.draw_w(dt), steps=2):
+                    ap.state = "paused"
+                    ap.paused_since_s = t_s
+                    ap.pause_at_s = ap.next_layer_boundary_s()
+                    ap.pause_positions_s.append(ap.pause_at_s)
+                    self.result.pauses_at.append((ap.job.job_id, ap.pause_at_s, ap.job.heatup_s, ap.job.layer_s))
+                    self.result.pauses += 1
+                    replan = True
+                    self._log(t_s, "pause", ap.job.job_id)
+                elif ap.state == "paused":
+                    hold_w = self._hold_w(ap.job)
+                    if not self._guard_ok(hold_w) or t_s - ap.paused_since_s >= s.planner.warm_hold_max_s:
+                        ap.state = "suspended"
+                        ap.suspended_since_s = t_s
+                        self._log(t_s, "suspend", ap.job.job_id)
+                if ap.state in ("paused", "suspended"):
+                    wants = (current_plan is not None and current_plan.start_of(ap.job.job_id) is not None
+                             and current_plan.start_of(ap.job.job_id) <= t_s + dt / 2) if uses_plan else True
+                    resume_w = ap.job.heatup_w if ap.state == "suspended" else ap.draw_w(dt)
+                    if wants and self._guard_ok(resume_w, self.margin_wh, steps=2):
+                        if ap.state == "suspended":
+                            ap.reheat_left_s = ap.job.heatup_s
+                        ap.state = "printing"
+                        ap.pause_at_s = None
+                        self.result.resumed_after_pause += 1
+                        self._log(t_s, "resume", ap.job.job_id)
+                    elif ap.state == "suspended" and t_s - ap.suspended_since_s >= SUSPENDED_FAIL_S:
+                        self._finish(ap, t_s, failed=True)
+                        replan = True
+            # 5. starting a job
+            if self.active is None and self.plate_clear and self.queue:
+                job = self._choose_start(current_plan, t_s)
+                if job is not None:
+                    job_w = profile_to_steps(job.power_profile, dt)
+                    if self._guard_ok(float(job_w[0]), self.margin_wh, steps=2):
+                        self.queue.remove(job)
+                        self.active = ActivePrint(job, job_w, started_s=t_s)
+                        waits_h.append((t_s - job.queued_s) / 3600.0)
+                        self._log(t_s, "start", job.job_id)
+                        replan = True
+            # 6. the step itself: loads, plant, progress
+            load_w = self.base_w + (s.loads.other_w(self._local_hour(t_s))
+                                    if s.loads.other_loads_w_by_hour is not None else 0.0)
+            printer_on = False
+            ap = self.active
+            print_w = 0.0
+            if ap is not None:
+                if ap.state == "printing":
+                    printer_on = True
+                    print_w = self._advance_print(ap, dt)
+                elif ap.state == "paused":
+                    printer_on = True
+                    print_w = self._finish_layer_then_hold(ap, dt)
+                    pause_s_total += dt
+                else:
+                    pause_s_total += dt
+            elif t_s < self.cooldown_until_s:
+                print_w = self.standby_w
+            pv_w = float(self.truth_w[k])
+            step = self.plant.step(pv_w, load_w + print_w, dt)
+            self.result.pv_available_wh += pv_w * dt / 3600.0
+            self.result.print_energy_wh += print_w * dt / 3600.0 if printer_on else 0.0
+            if uses_plan and self.policy == "planner":
+                self.bias.add(t_s, pv_w, float(self.archive.pv_steps((t_s - self.weather.start_s) / 3600.0, 1, dt)[0]), dt)
+            self.last_pv_w = pv_w
+            if ap is not None and printer_on:
+                self.result.min_soc_pct_printing = min(self.result.min_soc_pct_printing, 100.0 * step.soc)
+                if step.soc < self.reserve_frac - 1e-9 and not ap.brownout:
+                    ap.brownout = True
+                    self.result.brownouts += 1
+                    self._log(t_s, "brownout", ap.job.job_id)
+            if ap is not None and ap.state == "printing" and ap.progress_s >= ap.job.duration_s - 1e-6:
+                self._finish(ap, t_s + dt, failed=False)
+                replan = True
+            if replan and uses_plan:
+                next_replan_s = -math.inf
+            if on_step is not None:
+                on_step(self, i, t_s)
+
+        self.result.pv_used_wh = self.plant.pv_used_wh
+        self.result.pv_lost_wh = self.plant.pv_lost_wh
+        self.result.pause_hours = pause_s_total / 3600.0
+        self.result.mean_wait_hours = float(np.mean(waits_h)) if waits_h else 0.0
+        self.result.runtime_s = time.perf_counter() - wall0
+        return self.result
+
+    def _choose_start(self, current_plan: Plan | None, t_s: float) -> SimJob | None:
+        if self.policy == "greedy":
+            return self.queue[0]
+        if self.policy == "threshold":
+            return self.queue[0] if self.plant.soc > THRESHOLD_START_SOC else None
+        if current_plan is None or not current_plan.planned:
+            return None
+        first = current_plan.planned[0]
+        if first.start_s > t_s + self.step_s / 2:
+            return None
+        for job in self.queue:
+            if job.job_id == first.job_id:
+                return job
+        return None
+
+    def _advance_print(self, ap: ActivePrint, dt: float) -> float:
+        """Advance one step; return the average draw.  A pending pause lands on a layer boundary."""
+        energy_ws = 0.0
+        left = dt
+        if ap.reheat_left_s > 0:
+            used = min(left, ap.reheat_left_s)
+            energy_ws += used * ap.job.heatup_w
+            ap.reheat_left_s -= used
+            left -= used
+        while left > 1e-9 and ap.progress_s < ap.job.duration_s - 1e-9:
+            k = min(int(ap.progress_s // dt), len(ap.job_w) - 1)
+            chunk = min(left, (k + 1) * dt - ap.progress_s, ap.job.duration_s - ap.progress_s)
+            chunk = max(chunk, 1e-6)
+            energy_ws += chunk * float(ap.job_w[k])
+            ap.progress_s += chunk
+            left -= chunk
+        return energy_ws / dt
+
+    def _finish_layer_then_hold(self, ap: ActivePrint, dt: float) -> float:
+        """A pause lands on the next layer boundary: print up to it, hold the bed warm for the rest."""
+        printed_ws = 0.0
+        left = dt
+        if ap.pause_at_s is not None and ap.pause_at_s > ap.progress_s + 1e-9:
+            chunk = min(left, ap.pause_at_s - ap.progress_s)
+            printed_ws = chunk * ap.draw_w(dt)
+            ap.progress_s += chunk
+            left -= chunk
+        if ap.pause_at_s is not None and ap.progress_s >= ap.pause_at_s - 1e-9:
+            ap.pause_at_s = None
+        return (printed_ws + left * self._hold_w(ap.job)) / dt
+
+    def _finish(self, ap: ActivePrint, t_s: float, failed: bool) -> None:
+        if failed:
+            self.result.prints_failed += 1
+            self._log(t_s, "failed", ap.job.job_id)
+        else:
+            self.result.prints_completed += 1
+            self._log(t_s, "completed", ap.job.job_id)
+            self.cooldown_until_s = t_s + self.s.cooldown_standby_s
+        self.active = None
+        self.plate_clear = False
+        self.plate_dirty_since_s = t_s
+
+
+# --- several policies on one file ------------------------------------------------------------------
+def run_policies(weather_path: str, policies: tuple[Policy, ...] = POLICIES,
+                 settings: SimSettings | None = None) -> list[SimResult]:
+    """Compute the weather and the forecast archive once, then run each policy."""
+    settings = settings or SimSettings()
+    weather = WeatherYear.load(weather_path)
+    archive = ForecastArchive.build(weather, settings.seed) if "planner" in policies else None
+    return [Simulation(weather, policy, settings, archive).run() for policy in policies]

@@ -1,0 +1,64 @@
+"""Low-battery safety: the pure decision table, and the guard in a real daemon on a simulated battery."""
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from node.power.guard import decide
+from tests.conftest import wait_for
+
+NIGHT = "clock.start='2026-06-21T08:00:00+00:00'"  # 01:00 in Tucson: no sun to rescue the battery
+
+
+@pytest.mark.parametrize("level, previous, wake, pause, hold, resume, halt", [
+    ("critical", "below_reserve", "none", True, True, False, False),
+    ("node_lvd", "critical", "none", True, True, False, False),          # no certain wake-up: stay up
+    ("node_lvd", "critical", "load_output", True, True, False, True),
+    ("node_lvd", "critical", "rtc", True, True, False, True),
+    ("below_reserve", "critical", "none", False, True, False, False),    # better, not yet ok: still hold
+    ("ok", "critical", "none", False, False, True, False),
+    ("ok", "below_reserve", "none", False, False, False, False),
+    ("below_reserve", "ok", "none", False, False, False, False),          # the planner's business, not ours
+])
+def test_decisions(level, previous, wake, pause, hold, resume, halt) -> None:
+    action = decide(level, previous, wake, halt_enabled=True)
+    assert (action.pause_running, action.hold_starts, action.resume_paused, action.halt) == (pause, hold, resume, halt)
+
+
+def test_halt_disabled_never_halts() -> None:
+    assert not decide("node_lvd", "critical", "load_output", halt_enabled=False).halt
+
+
+def test_critical_battery_holds_the_queue(daemon_factory) -> None:
+    daemon = daemon_factory("clock.time_scale=60", NIGHT, "telemetry.simulated.initial_soc=0.08",
+                            "jobs.queue_sample_when_empty=true")
+
+    def guard_status():
+        status = daemon.request({"cmd": "status"})
+        return status if status["components"]["power_guard"]["level"] == "critical" else None
+
+    status = wait_for(guard_status, timeout_s=60, what="the guard to see a critical battery")
+    assert status["components"]["power_guard"]["holding_starts"]
+    time.sleep(2)
+    jobs = daemon.request({"cmd": "queue_list"})
+    assert jobs and all(j["state"] != "printing" for j in jobs)
+    assert any("battery critical" in j["reason"] or "reserve" in j["reason"] for j in jobs), jobs
+
+
+def test_node_lvd_halts_only_with_a_certain_wake_up(daemon_factory, tmp_path: Path) -> None:
+    marker = tmp_path / "halted"
+    daemon = daemon_factory("clock.time_scale=60", NIGHT, "telemetry.simulated.initial_soc=0.01",
+                            "jobs.queue_sample_when_empty=false", "low_battery.wake='load_output'",
+                            "low_battery.halt_delay_s=0", f"low_battery.halt_command={json.dumps(['touch', str(marker)])}")
+    wait_for(marker.exists, timeout_s=60, what="the halt command")
+    assert daemon.request({"cmd": "status"})["components"]["power_guard"]["halt_requested"]
+
+    quiet = tmp_path / "quiet"
+    other = daemon_factory("clock.time_scale=60", NIGHT, "telemetry.simulated.initial_soc=0.01",
+                           "jobs.queue_sample_when_empty=false", "low_battery.halt_delay_s=0",
+                           f"low_battery.halt_command={json.dumps(['touch', str(quiet)])}", name="nowake")
+    wait_for(lambda: other.request({"cmd": "status"})["components"]["power_guard"]["level"] == "node_lvd",
+             timeout_s=60, what="node LVD")
+    time.sleep(1)
+    assert not quiet.exists(), "halted without a certain way to wake up"

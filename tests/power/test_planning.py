@@ -1,0 +1,205 @@
+"""The Planner component on a real Node, store and job state machine, with the real pvlib worker."""
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from node.clock import ManualClock
+from node.config import NodeConfig
+from node.events import (EnergyPauseRequested, EnergyResumeAllowed, JobProgress, PlanSummary,
+                         TelemetrySample)
+from node.jobs import Jobs, JobState, PauseReason
+from node.node import Node
+from node.power.planning import Planner
+from node.power.simulate import DEFAULT_BATTERY
+from node.profile import load_profile
+from node.store import Store
+
+NIGHT_S = 1750500000.0  # 2025-06-21 03:00 in Tucson: no sun
+PROFILE = [[60.0 * m, 250.0 if m < 5 else 130.0] for m in range(120)]  # 2 h, ~270 Wh
+
+
+class FakeStreamer:
+    """Plays the streamer's part of the protocol: pause at the next layer boundary, resume on request."""
+
+    def __init__(self, node: Node, jobs: Jobs) -> None:
+        self.jobs = jobs
+        self.pending: EnergyPauseRequested | None = None
+        self.requests: list[EnergyPauseRequested] = []
+        self.resumes: list[EnergyResumeAllowed] = []
+        self.last_layer: dict[str, int] = {}
+        node.register_event_handler("energy_pause_requested", self.on_pause)
+        node.register_event_handler("energy_resume_allowed", self.on_resume)
+        node.register_event_handler("job_progress", self.on_progress)
+
+    async def on_pause(self, event: EnergyPauseRequested) -> None:
+        self.requests.append(event)
+        if event.printer_off:
+            await self.jobs.transition(event.job_id, JobState.SUSPENDED, event.reason)
+        else:
+            self.pending = event
+
+    async def on_progress(self, event: JobProgress) -> None:
+        previous = self.last_layer.get(event.job_id)
+        self.last_layer[event.job_id] = event.layer or 0
+        if self.pending is not None and previous is not None and (event.layer or 0) > previous:
+            request, self.pending = self.pending, None
+            await self.jobs.transition(request.job_id, JobState.PAUSED, request.reason,
+                                       pause_reason=PauseReason.ENERGY)
+
+    async def on_resume(self, event: EnergyResumeAllowed) -> None:
+        self.resumes.append(event)
+        await self.jobs.transition(event.job_id, JobState.PRINTING, event.reason)
+
+
+@pytest.fixture
+def world(tmp_path: Path):
+    config = NodeConfig()
+    node = Node(config, ManualClock(NIGHT_S))
+    store = Store(tmp_path / "node.db").open()
+    jobs = node.add(Jobs(node, store))
+    planner = node.add(Planner(node, config.planner, site=config.site, array=config.array,
+                               forecast=config.forecast, jobs=jobs, battery=DEFAULT_BATTERY,
+                               printer_profile=load_profile("ender3"),
+                               energy_profile_for=lambda job: PROFILE if job.name != "unknown" else None))
+    streamer = FakeStreamer(node, jobs)
+    plans: list[PlanSummary] = []
+    node.register_event_handler("plan_updated", plans.append)
+    yield node, jobs, planner, streamer, plans
+    store.close()
+
+
+def sample(t_s: float, soc: float, pv_w: float = 0.0) -> TelemetrySample:
+    return TelemetrySample(t_s=t_s, source="test", soc_pct=soc, pv_w=pv_w)
+
+
+def test_short_print_is_paused_at_a_layer_boundary_switched_off_and_resumed(world) -> None:
+    node, jobs, planner, streamer, plans = world
+
+    async def scenario() -> None:
+        job = await jobs.create("part", "test")
+        await jobs.transition(job.id, JobState.PRINTING, "started by the runner")
+        await node.send_event("job_progress", JobProgress(job_id=job.id, bytes_done=10, bytes_total=100,
+                                                          lines_sent=5, percent=10, layer=12, elapsed_s=1200))
+        # plenty of energy: no pause
+        await node.send_event("telemetry_sample", sample(NIGHT_S, 70.0))
+        assert streamer.requests == []
+        # the battery runs down at night: two more steps of printing would cross the 30 % reserve
+        await node.send_event("telemetry_sample", sample(NIGHT_S + 60, 31.0))
+        assert len(streamer.requests) == 1
+        request = streamer.requests[0]
+        assert request.at == "next_layer" and not request.printer_off and request.job_id == job.id
+        assert (await jobs.get(job.id)).state == JobState.PRINTING  # not yet: mid-layer
+        await node.send_event("job_progress", JobProgress(job_id=job.id, bytes_done=11, bytes_total=100,
+                                                          lines_sent=6, percent=11, layer=13, elapsed_s=1260))
+        paused = await jobs.get(job.id)
+        assert paused.state == JobState.PAUSED and paused.pause_reason == PauseReason.ENERGY
+        # a second low sample does not ask twice for the same warm pause
+        await node.send_event("telemetry_sample", sample(NIGHT_S + 90, 33.0))
+        assert len(streamer.requests) == 1
+        # keeping the bed warm would now cross the reserve: switch the printer off
+        await node.send_event("telemetry_sample", sample(NIGHT_S + 120, 30.6))
+        assert streamer.requests[-1].printer_off
+        assert (await jobs.get(job.id)).state == JobState.SUSPENDED
+        # the sun is back and the battery charged: the plan puts the print first, and it resumes
+        await node.clock.advance(6 * 3600)
+        now = node.clock.time()
+        await node.send_event("telemetry_sample", sample(now, 85.0, pv_w=300.0))
+        await planner.replan("test")
+        assert plans[-1].planned[0].job_id == job.id
+        await node.send_event("telemetry_sample", sample(now + 10, 85.0, pv_w=300.0))
+        assert len(streamer.resumes) == 1
+        assert (await jobs.get(job.id)).state == JobState.PRINTING
+
+    asyncio.run(scenario())
+
+
+def test_replan_sends_a_plan_summary_with_reasons(world) -> None:
+    node, jobs, planner, streamer, plans = world
+
+    async def scenario() -> None:
+        await jobs.create("part", "test")
+        await jobs.create("unknown", "test")
+        await node.send_event("telemetry_sample", sample(NIGHT_S, 35.0))
+        await planner.replan("test")
+
+    asyncio.run(scenario())
+    summary = plans[-1]
+    assert summary.trigger == "test"
+    assert summary.horizon_h == pytest.approx(72.0)
+    assert summary.reserve_pct == 30.0
+    # at 35 % at night the 270 Wh print waits for the sun, and says so
+    assert summary.planned and "first window above the 30 % reserve is" in summary.planned[0].reason
+    assert summary.next_start_s > NIGHT_S
+    assert any("no energy profile" in w.reason for w in summary.waiting)
+    assert planner.status()["planned"] == 1
+
+
+def test_moving_the_site_replans_for_the_new_place(world) -> None:
+    node, jobs, planner, streamer, plans = world
+
+    async def scenario() -> None:
+        await node.send_event("telemetry_sample", sample(NIGHT_S, 50.0))
+        await planner.replan("before")
+        before = plans[-1].pv_forecast_wh
+        planner.set_site(planner.site.model_copy(update={"latitude": 61.2, "longitude": -149.9,
+                                                         "timezone": "America/Anchorage"}))
+        await planner.replan("after")
+        assert plans[-1].pv_forecast_wh != pytest.approx(before, rel=0.01)
+
+    asyncio.run(scenario())
+
+
+def test_telemetry_departing_from_the_plan_asks_for_a_replan(world) -> None:
+    node, jobs, planner, streamer, plans = world
+
+    async def scenario() -> None:
+        await node.send_event("telemetry_sample", sample(NIGHT_S, 60.0))
+        await planner.replan("first")
+        planner._wake.clear()
+        await node.send_event("telemetry_sample", sample(NIGHT_S + 60, 60.5))
+        assert not planner._wake.is_set()  # within the deviation band
+        await node.send_event("telemetry_sample", sample(NIGHT_S + 120, 52.0))
+        assert planner._wake.is_set() and "departs from the planned" in planner._trigger
+        planner._wake.clear()
+        await node.send_event("telemetry_sample", sample(NIGHT_S + 3600, 59.8, pv_w=250.0))  # sun at night?
+        assert planner._wake.is_set() and "PV 250 W departs" in planner._trigger
+
+    asyncio.run(scenario())
+
+
+def test_start_gate_says_why_a_job_waits_and_lets_it_go_when_planned(world) -> None:
+    node, jobs, planner, streamer, plans = world
+
+    async def scenario() -> None:
+        job = await jobs.create("part", "test")
+        await node.send_event("telemetry_sample", sample(NIGHT_S, 35.0))
+        await planner.replan("test")
+        decision = await planner.start_gate(job)
+        assert not decision.allowed and "first window above the 30 % reserve" in decision.reason
+        await node.send_event("telemetry_sample", sample(NIGHT_S + 60, 90.0))
+        await planner.replan("charged")
+        decision = await planner.start_gate(job)
+        assert decision.allowed and planner.next_job_id() == job.id
+
+    asyncio.run(scenario())
+
+
+def test_a_failing_forecast_worker_plans_on_the_battery_alone(world, tmp_path: Path) -> None:
+    node, jobs, planner, streamer, plans = world
+
+    def broken(request):
+        raise RuntimeError("worker died")
+
+    planner.forecaster = broken
+
+    async def scenario() -> None:
+        await jobs.create("part", "test")
+        await node.send_event("telemetry_sample", sample(NIGHT_S, 90.0))
+        await planner.replan("test")
+
+    asyncio.run(scenario())
+    assert plans[-1].forecast_stale and plans[-1].pv_forecast_wh == 0.0
+    assert plans[-1].planned  # 90 % carries a 270 Wh print without sun
