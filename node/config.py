@@ -30,6 +30,7 @@ from node.printer.safety import SafetySection
 from node.section import Section
 
 from node.fieldconfig import GpioSection, StorageSection, TimeSection, WatchdogSection
+from node.sync.config import SyncSection
 
 OVERRIDES_FILE = "overrides.toml"
 
@@ -135,6 +136,7 @@ class NodeConfig(Section):
     time: TimeSection = TimeSection()  # node/timesync.py
     storage: StorageSection = StorageSection()  # node/storecare.py (SD-card care)
     safety: SafetySection = SafetySection()
+    sync: SyncSection = SyncSection()
 
     @property
     def state_dir(self) -> Path:

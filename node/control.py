@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from node import __version__
 from node.config import OVERRIDES_FILE, ConfigError, NodeConfig, write_override
+from node.events import ConfigChangeRequested
 from node.jobs import ACTIVE_STATES, RUNNABLE_STATES, Job, Jobs, TransitionRefused
 from node.node import Component, Node
 from node.store import StoreFull
@@ -127,6 +128,16 @@ class ControlServer(Component):
         finally:
             os.umask(old_umask)
         os.chmod(self.socket_path, self.config.mode)
+        self.node.register_event_handler("config_change_requested", self._apply_config_change)
+
+    async def _apply_config_change(self, event: ConfigChangeRequested) -> None:
+        """Run-time settings from the hub go where the CLI's go: the state directory's override file."""
+        for assignment in event.assignments:
+            try:
+                write_override(self.node.config.state_dir, assignment)
+                log.info("config: %s saved from the %s (applies at the next start)", assignment, event.source)
+            except ConfigError as exc:
+                log.warning("config: %s from the %s refused: %s", assignment, event.source, "; ".join(exc.problems))
 
     async def stop(self) -> None:
         if self._server is not None:

@@ -1,7 +1,7 @@
 """``printnode run``: assemble the Node from config and run it until told to stop.
 
 Start order (stop is the reverse): store, jobs, analysis, telemetry, planner, [virtual printer], printer,
-runner, control API.  READY is announced to systemd once every component has
+runner, sync (offline unless ``sync.broker_host`` is set), control API.  READY is announced to systemd once every component has
 started.  SIGTERM and SIGINT stop cleanly: the current print is left
 ``interrupted`` with its checkpoint, never half-written.
 """
@@ -33,6 +33,7 @@ from node.store import Store
 from node.storecare import StoreCare
 from node.timesync import TimeSync, simulated_clock
 from node.watchdog import Watchdog
+from node.sync.client import Sync
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ def build_node(config: NodeConfig, clock: Clock, store: Store) -> Node:
         runner.set_job_chooser(planner.next_job_id)
     node.add(PowerGuard(node, config.low_battery, runner))
     add_gpio_components(node, config, runner, printer)  # after every other start gate: the relay's must be last
+    node.add(Sync(node, config.sync, store, jobs, files_dir=config.state_dir / "files"))
     node.add(ControlServer(node, config, jobs))
     node.add(Watchdog(node, config.watchdog, store))  # last, so it pings only once all started
     return node

@@ -213,6 +213,44 @@ class PrinterEmergency(Event):
     reason: str
 
 
+class JobPauseRequested(Event):
+    """Someone (the hub, a person) asks to pause a job; the print runner decides and transitions."""
+
+    job_id: str
+    source: Literal["cli", "hub", "button"]
+    expected_version: int | None = None
+
+
+class JobResumeRequested(Event):
+    """Someone asks to resume a paused job; the print runner decides and transitions."""
+
+    job_id: str
+    source: Literal["cli", "hub", "button"]
+    expected_version: int | None = None
+
+
+class CloudForecast(Event):
+    """Cloud cover expected at the node (from the hub): the forecast may use it instead of its own."""
+
+    t_s: float
+    source: Literal["hub"]
+    points: list[tuple[float, float]] = Field(description="(t_s, cloud_pct 0..100)")
+
+
+class ConfigChangeRequested(Event):
+    """Run-time config assignments (``key=value``) from the hub; the daemon validates and persists them."""
+
+    assignments: list[str]
+    source: Literal["hub", "cli"]
+
+
+class HubTimeObserved(Event):
+    """A signed hub message told the hub's time; the node's clock read ``node_t_s`` then."""
+
+    hub_time_s: float
+    node_t_s: float
+
+
 EVENT_CATALOGUE: dict[str, type[Event]] = {
     "job_analysed": JobAnalysed,
     "job_state_changed": JobStateChanged,
@@ -223,6 +261,11 @@ EVENT_CATALOGUE: dict[str, type[Event]] = {
     "queue_changed": QueueChanged,
     "telemetry_sample": TelemetrySample,
     "node_lifecycle": NodeLifecycle,
+    "job_pause_requested": JobPauseRequested,
+    "job_resume_requested": JobResumeRequested,
+    "cloud_forecast": CloudForecast,
+    "config_change_requested": ConfigChangeRequested,
+    "hub_time_observed": HubTimeObserved,
     "battery_level_changed": BatteryLevelChanged,
     "plan_updated": PlanSummary,
     "energy_pause_requested": EnergyPauseRequested,

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what `make` needs from the distribution's packages, only if it is missing.
 #   build: Python >= 3.11 with venv and headers, a C compiler (for the Cython cores)
-#   test:  also the Mosquitto broker (the MQTT tests start their own on a free port)
+#   test:  also the Mosquitto broker (the MQTT tests start their own on a free port) and its clients
+#          (mosquitto_sub: the sync tests read the retained state topics the way people do)
 set -euo pipefail
 what=${1:-build}
 missing=()
@@ -16,6 +17,7 @@ python3 -c 'import sysconfig, os, sys; sys.exit(0 if os.path.exists(os.path.join
 command -v cc >/dev/null 2>&1 || missing+=(build-essential)
 if [ "$what" = test ]; then
   command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+  command -v mosquitto_sub >/dev/null 2>&1 || missing+=(mosquitto-clients)
 fi
 
 [ ${#missing[@]} -eq 0 ] && exit 0

@@ -112,3 +112,31 @@ def test_config_set_without_daemon_writes_the_override_and_show_reflects_it(tmp_
     import json
     shown = json.loads(cli("show", "--json").stdout)
     assert shown["printer"]["baud"] == 250000
+
+
+def test_hub_config_changes_go_to_the_override_file_and_bad_ones_are_refused(tmp_path: Path) -> None:
+    import asyncio
+
+    from node.clock import ManualClock
+    from node.control import ControlServer
+    from node.events import ConfigChangeRequested
+    from node.jobs import Jobs
+    from node.node import Node
+    from node.store import Store
+
+    async def scenario() -> None:
+        config = load_config(sets=[f"node.state_dir='{tmp_path}'"], use_overrides=False)
+        node = Node(config, ManualClock())
+        store = Store(tmp_path / "s.sqlite3").open()
+        server = ControlServer(node, config, Jobs(node, store))
+        await server.start()
+        try:
+            await node.send_event("config_change_requested", ConfigChangeRequested(
+                assignments=["printer.baud=250000", "printer.bogus=1"], source="hub"))
+        finally:
+            await server.stop()
+            store.close()
+
+    asyncio.run(scenario())
+    text = (tmp_path / OVERRIDES_FILE).read_text()
+    assert "baud = 250000" in text and "bogus" not in text

@@ -19,4 +19,5 @@ COMMAND_MODULES = [
     "simulate",
     "doctor",
     "print",
+    "hub",
 ]

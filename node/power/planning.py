@@ -53,6 +53,8 @@ from node.power.energysim import EnergyModel, LoadModel, pause_hold_w
 from node.power.forecast import (
     BiasTracker,
     CloudCoverForecast,
+    CloudCoverPoint,
+    ForecastSite,
     PvForecast,
     PvForecastRequest,
     forecast_pv,
@@ -149,7 +151,8 @@ class Planner(Component):
         for event, handler in (("telemetry_sample", self._on_telemetry), ("queue_changed", self._on_queue),
                                ("job_state_changed", self._on_job_state), ("plate_cleared", self._on_plate),
                                ("job_progress", self._on_progress),
-                               ("job_analysed", lambda _event: self.request_replan("job analysed"))):
+                               ("job_analysed", lambda _event: self.request_replan("job analysed")),
+                               ("cloud_forecast", self._on_cloud_forecast)):
             node.register_event_handler(event, handler)
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -233,6 +236,18 @@ class Planner(Component):
                 return GateDecision(False, waiting.reason)
         self.request_replan(f"job {job.id} not in the plan yet")
         return GateDecision(False, "not planned yet: re-planning")
+
+    async def _on_cloud_forecast(self, event: BaseModel) -> None:
+        """The hub's cloud cover for this node: taken as issued now, for the node's own site."""
+        from datetime import UTC, datetime
+
+        points = [CloudCoverPoint(t_utc=datetime.fromtimestamp(t_s, tz=UTC), cloud_cover_pct=pct)
+                  for t_s, pct in event.points]  # type: ignore[attr-defined]
+        if not points:
+            return
+        self.set_cloud_forecast(CloudCoverForecast(
+            issued_at=datetime.fromtimestamp(event.t_s, tz=UTC),  # type: ignore[attr-defined]
+            site=ForecastSite(latitude=self.site.latitude, longitude=self.site.longitude), points=points))
 
     # --- event handlers -------------------------------------------------------------------------
     async def _on_telemetry(self, sample: BaseModel) -> None:

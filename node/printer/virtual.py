@@ -724,6 +724,13 @@ def serve_pty(printer_factory: Callable[[Callable[[bytes], None]], VirtualPrinte
     def closer() -> None:
         stop.wait()
         printer.stop()
+        # Close the fds only once no thread can touch them: a closed fd number is reused by the next
+        # pty opened in this process, and a thread still running would read or write that one instead.
+        for thread in threads:
+            thread.join(5.0)
+        if any(thread.is_alive() for thread in threads):
+            log.error("virtual printer threads did not stop: leaving the pty open rather than risk fd reuse")
+            return
         for key in ("master", "slave"):
             try:
                 os.close(fds[key])

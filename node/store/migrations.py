@@ -134,4 +134,50 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        4,
+        "sync: outbox, inbox (dedup), accepted hub sequence numbers, hub keys, file transfers",
+        """
+        CREATE TABLE sync_outbox (
+            seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+            id           TEXT NOT NULL UNIQUE,
+            kind         TEXT NOT NULL,
+            coalesce_key TEXT,
+            payload      BLOB NOT NULL,
+            bytes        INTEGER NOT NULL,
+            created_s    REAL NOT NULL,
+            t0_s         REAL,
+            samples      INTEGER NOT NULL DEFAULT 0,
+            level        INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX sync_outbox_by_kind ON sync_outbox(kind, seq);
+        CREATE INDEX sync_outbox_by_coalesce ON sync_outbox(coalesce_key);
+        CREATE TABLE sync_inbox (
+            msg_id      TEXT PRIMARY KEY,
+            kind        TEXT NOT NULL,
+            received_s  REAL NOT NULL,
+            result      TEXT NOT NULL DEFAULT ''
+        );
+        CREATE TABLE sync_hub_seqs (
+            seq         INTEGER PRIMARY KEY
+        );
+        CREATE TABLE sync_hub_keys (
+            public_key  TEXT PRIMARY KEY,
+            key_id      TEXT NOT NULL,
+            added_s     REAL NOT NULL,
+            retired     INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE TABLE sync_transfers (
+            job_id       TEXT PRIMARY KEY,
+            file_sha256  TEXT NOT NULL,
+            total_bytes  INTEGER NOT NULL,
+            done_bytes   INTEGER NOT NULL DEFAULT 0,
+            part_path    TEXT NOT NULL,
+            final_path   TEXT NOT NULL,
+            attempts     INTEGER NOT NULL DEFAULT 1,
+            started_s    REAL NOT NULL,
+            updated_s    REAL NOT NULL
+        )
+        """,
+    ),
 ]

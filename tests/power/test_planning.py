@@ -203,3 +203,20 @@ def test_a_failing_forecast_worker_plans_on_the_battery_alone(world, tmp_path: P
     asyncio.run(scenario())
     assert plans[-1].forecast_stale and plans[-1].pv_forecast_wh == 0.0
     assert plans[-1].planned  # 90 % carries a 270 Wh print without sun
+
+
+def test_a_cloud_forecast_from_the_hub_reaches_the_planner(world) -> None:
+    from node.events import CloudForecast
+
+    node, planner = world[0], world[2]
+    now_s = node.clock.time()
+
+    async def scenario() -> None:
+        await node.send_event("cloud_forecast", CloudForecast(
+            t_s=now_s, source="hub", points=[(now_s + 3600 * h, 80.0) for h in range(6)]))
+
+    asyncio.run(scenario())
+    forecast = planner.cloud_forecast
+    assert forecast is not None and len(forecast.points) == 6
+    assert forecast.site.latitude == planner.site.latitude and forecast.issued_at.timestamp() == now_s
+    assert all(p.cloud_cover_pct == 80.0 for p in forecast.points)

@@ -1,0 +1,1 @@
+"""The reference hub: ledger, dispatcher, chunk server, provisioning (``printnode hub ...``)."""

@@ -1,0 +1,391 @@
+"""The reference hub: receives node reports, acks them after commit, assigns and signs jobs, serves chunks.
+
+Two threads touch the ledger (under its lock): paho's network thread, which handles each node
+message to the end (dedup, commit, then ack — the ack is the promise), and the pump thread, which
+every ``PUMP_S`` assigns new jobs, signs and sends manifests and commands the CLI queued in the
+ledger, and times out expired jobs.  The CLI (``submit``, ``cancel``) only writes rows; a running
+``hub serve`` picks them up, so nothing needs the broker but the server.
+
+Directory (``--dir``): ``hub.key`` (Ed25519 PEM), ``ledger.sqlite``, ``files/<sha256>.gcode``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from pydantic import ValidationError
+
+from node.hub.dispatcher import Candidate, choose_node
+from node.hub.ledger import Ledger
+from node.sync import protocol as p
+from node.sync.mqtt import BrokerSettings, connect_async, make_client, publish_props
+from node.sync.signing import SigningKey
+
+log = logging.getLogger(__name__)
+
+PUMP_S = 0.2
+KEY_FILE = "hub.key"
+LEDGER_FILE = "ledger.sqlite"
+DEFAULT_EXPIRY_S = 7 * 86400
+
+
+def hub_paths(hub_dir: Path) -> tuple[Path, Path, Path]:
+    return hub_dir / KEY_FILE, hub_dir / LEDGER_FILE, hub_dir / "files"
+
+
+class Hub:
+    def __init__(self, hub_dir: Path, broker: BrokerSettings, clock: Callable[[], float] = time.time,
+                 command_expiry_s: float = 3600.0) -> None:
+        self.hub_dir = Path(hub_dir)
+        self.broker = broker
+        self.clock = clock
+        self.command_expiry_s = command_expiry_s
+        key_path, ledger_path, self.files_dir = hub_paths(self.hub_dir)
+        self.key_path = key_path
+        self.key = SigningKey.load(key_path)
+        self._key_mtime = key_path.stat().st_mtime_ns
+        self.ledger = Ledger(ledger_path)
+        self.client: mqtt.Client | None = None
+        self.connected = threading.Event()
+        self._stop = threading.Event()
+        self._pump_thread: threading.Thread | None = None
+        self.counters = {"reports": 0, "duplicates": 0, "chunks_served": 0, "bad_input": 0}
+
+    # --- lifecycle --------------------------------------------------------------------------
+    def start(self) -> None:
+        client = make_client(self.broker)
+        client.on_connect = self._on_connect
+        client.on_disconnect = lambda *a: self.connected.clear()
+        client.on_message = self._on_message
+        self.client = client
+        connect_async(client, self.broker)
+        client.loop_start()
+        self._pump_thread = threading.Thread(target=self._pump_loop, name="hub-pump", daemon=True)
+        self._pump_thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._pump_thread is not None:
+            self._pump_thread.join(5)
+        if self.client is not None:
+            self.client.disconnect()
+            self.client.loop_stop()
+        self.ledger.close()
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, props: Any) -> None:
+        if reason_code.is_failure:
+            log.warning("hub: broker refused: %s", reason_code)
+            return
+        client.subscribe([(f"{p.TOPIC_ROOT}/+/up/#", 1), (f"{p.TOPIC_ROOT}/+/state/#", 1)])
+        self.connected.set()
+        log.info("hub: connected")
+
+    # --- inbound (paho thread) ----------------------------------------------------------------
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        parsed = p.parse_topic(message.topic)
+        if parsed is None:
+            return
+        node_id, direction, kind = parsed
+        try:
+            if direction == "state":
+                self._on_state(node_id, kind, bytes(message.payload))
+            elif direction == "up":
+                self._on_up(node_id, kind, bytes(message.payload))
+        except (ValidationError, ValueError, UnicodeDecodeError) as exc:
+            self.counters["bad_input"] += 1
+            log.warning("hub: bad %s from %s: %s", kind, node_id, str(exc).splitlines()[0])
+        except Exception:
+            self.counters["bad_input"] += 1
+            log.exception("hub: handling %s from %s failed", kind, node_id)
+
+    def _on_state(self, node_id: str, kind: str, payload: bytes) -> None:
+        if not payload:
+            return
+        now = self.clock()
+        with self.ledger.tx() as conn:
+            conn.execute("INSERT OR IGNORE INTO nodes(node_id) VALUES(?)", (node_id,))
+            if kind == "online":
+                doc = p.OnlineState.model_validate_json(payload)
+                conn.execute("UPDATE nodes SET online = ?, last_seen_s = ? WHERE node_id = ?",
+                             (int(doc.online), now, node_id))
+            elif kind == "power":
+                power = p.PowerState.model_validate_json(payload)
+                conn.execute("UPDATE nodes SET soc_pct = ?, pv_w = ?, last_seen_s = ? WHERE node_id = ?",
+                             (power.soc_pct, power.pv_w, now, node_id))
+            elif kind == "printer":
+                printer = p.PrinterStateDoc.model_validate_json(payload)
+                conn.execute("UPDATE nodes SET printer = ?, current_job = ?, percent = ?, last_seen_s = ?"
+                             " WHERE node_id = ?", (printer.printer, printer.job_id, printer.percent, now, node_id))
+            elif kind == "plan":
+                plan = p.PlanState.model_validate_json(payload)
+                conn.execute("UPDATE nodes SET next_window_start_s = ?, next_window_end_s = ?, queue_length = ?"
+                             " WHERE node_id = ?", (plan.next_window_start_s, plan.next_window_end_s,
+                                                    plan.queue_length, node_id))
+
+    def _on_up(self, node_id: str, kind: str, payload: bytes) -> None:
+        if kind == "hello":
+            self._on_hello(node_id, p.Hello.model_validate_json(payload))
+            return
+        if kind == "chunk_req":
+            self._serve_chunk(node_id, p.ChunkRequest.model_validate_json(payload))
+            return
+        if kind not in p.OUTBOX_KINDS:
+            raise ValueError(f"unknown up kind {kind!r}")
+        report: p.Report = (p.decode_telemetry(payload) if kind == "telemetry"
+                            else p.UP_MESSAGES[kind].model_validate_json(payload))  # type: ignore[assignment]
+        if report.node_id != node_id:
+            raise ValueError(f"report names node {report.node_id} on {node_id}'s topic")
+        now = self.clock()
+        with self.ledger.tx() as conn:
+            fresh = conn.execute("INSERT OR IGNORE INTO received(node_id, msg_id, kind, t_s) VALUES(?,?,?,?)",
+                                 (node_id, report.id, kind, now)).rowcount == 1
+            if fresh:
+                conn.execute("INSERT OR IGNORE INTO nodes(node_id) VALUES(?)", (node_id,))
+                conn.execute("UPDATE nodes SET last_seen_s = ? WHERE node_id = ?", (now, node_id))
+                getattr(self, f"_apply_{kind}")(conn, node_id, report)
+        self.counters["reports" if fresh else "duplicates"] += 1
+        self._publish(p.down_topic(node_id, "ack"), p.Ack(ids=[report.id], hub_time_s=now).model_dump_json())
+
+    def _apply_job_state(self, conn: Any, node_id: str, r: p.JobStateReport) -> None:
+        conn.execute("INSERT OR IGNORE INTO job_events(job_id, version, node_state, wire_state, reason, t_s, msg_id)"
+                     " VALUES(?,?,?,?,?,?,?)", (r.job_id, r.version, r.node_state, r.wire_state.value, r.reason,
+                                                r.t_s, r.id))
+        row = conn.execute("SELECT version, node_id FROM jobs WHERE job_id = ?", (r.job_id,)).fetchone()
+        if row is None or row["node_id"] != node_id:
+            return  # a job the node has on its own (local source) or another node's: history only
+        if r.version > row["version"] or (r.version == 0 and row["version"] == 0):
+            conn.execute("UPDATE jobs SET version = ?, node_state = ?, wire_state = ?, reason = ?, updated_s = ?"
+                         " WHERE job_id = ?", (r.version, r.node_state, r.wire_state.value, r.reason, self.clock(),
+                                               r.job_id))
+
+    def _apply_job_progress(self, conn: Any, node_id: str, r: p.JobProgressReport) -> None:
+        conn.execute("INSERT INTO progress(job_id, node_id, percent, t_s) VALUES(?,?,?,?) ON CONFLICT(job_id)"
+                     " DO UPDATE SET percent = excluded.percent, t_s = excluded.t_s WHERE excluded.t_s >= t_s",
+                     (r.job_id, node_id, r.percent, r.t_s))
+
+    def _apply_job_record(self, conn: Any, node_id: str, r: p.JobRecord) -> None:
+        conn.execute("INSERT OR REPLACE INTO job_records(job_id, node_id, outcome, record) VALUES(?,?,?,?)",
+                     (r.job_id, node_id, r.outcome.value, r.model_dump_json()))
+
+    def _apply_plan(self, conn: Any, node_id: str, r: p.PlanSummaryReport) -> None:
+        conn.execute("UPDATE nodes SET next_window_start_s = ?, next_window_end_s = ?, queue_length = ?,"
+                     " soc_pct = COALESCE(?, soc_pct) WHERE node_id = ?",
+                     (r.next_window_start_s, r.next_window_end_s, r.queue_length, r.soc_pct, node_id))
+
+    def _apply_telemetry(self, conn: Any, node_id: str, batch: p.TelemetryBatch) -> None:
+        for row in p.telemetry_rows(batch):
+            conn.execute("INSERT OR IGNORE INTO telemetry(node_id, t_s, pv_w, pv_v, battery_v, battery_a, load_w,"
+                         " printer_w, soc_pct, level) VALUES(?,?,?,?,?,?,?,?,?,?)",
+                         (node_id, row["t_s"], row.get("pv_w"), row.get("pv_v"), row.get("battery_v"),
+                          row.get("battery_a"), row.get("load_w"), row.get("printer_w"), row.get("soc_pct"),
+                          batch.level))
+
+    def _apply_command_result(self, conn: Any, node_id: str, r: p.CommandResult) -> None:
+        conn.execute("UPDATE commands SET ok = ?, detail = ?, answered_s = ? WHERE command_id = ? AND node_id = ?",
+                     (int(r.ok), r.detail, self.clock(), r.command_id, node_id))
+
+    def _on_hello(self, node_id: str, hello: p.Hello) -> None:
+        if hello.node_id != node_id:
+            raise ValueError(f"hello names {hello.node_id} on {node_id}'s topic")
+        now = self.clock()
+        with self.ledger.tx() as conn:
+            conn.execute("INSERT OR IGNORE INTO nodes(node_id) VALUES(?)", (node_id,))
+            conn.execute("UPDATE nodes SET online = 1, last_seen_s = ?, capabilities = COALESCE(?, capabilities)"
+                         " WHERE node_id = ?",
+                         (now, hello.capabilities.model_dump_json() if hello.capabilities else None, node_id))
+            manifests = [r["manifest"] for r in conn.execute(
+                "SELECT manifest FROM jobs WHERE node_id = ? AND manifest IS NOT NULL AND version = 0"
+                " AND wire_state NOT IN ('REJECTED', 'CANCELED', 'TIMED_OUT', 'SUCCEEDED')", (node_id,))]
+            commands = conn.execute("SELECT kind, signed FROM commands WHERE node_id = ? AND signed IS NOT NULL"
+                                    " AND answered_s IS NULL AND (expires_s IS NULL OR expires_s > ?)",
+                                    (node_id, now)).fetchall()
+        for manifest in manifests:
+            self._publish(p.down_topic(node_id, "job"), manifest)
+        for row in commands:
+            self._publish(p.down_topic(node_id, "key" if row["kind"] == "key" else "command"), row["signed"])
+
+    def _serve_chunk(self, node_id: str, req: p.ChunkRequest) -> None:
+        row = self.ledger.read(lambda c: c.execute(
+            "SELECT file_path, file_bytes FROM jobs WHERE job_id = ? AND node_id = ?",
+            (req.job_id, node_id)).fetchone())
+        header = p.ChunkReply(job_id=req.job_id, offset=req.offset, length=0, total_bytes=0, req_id=req.req_id)
+        data = b""
+        if row is None:
+            header.error = "no such job for this node"
+        elif req.offset >= row["file_bytes"]:
+            header.error = "offset beyond the end of the file"
+        else:
+            with open(row["file_path"], "rb") as fh:
+                fh.seek(req.offset)
+                data = fh.read(min(req.length, row["file_bytes"] - req.offset))
+            header.length, header.total_bytes = len(data), row["file_bytes"]
+        self.counters["chunks_served"] += 1
+        self._publish(p.down_topic(node_id, "chunk"), p.encode_chunk(header, data), qos=0,
+                      properties=publish_props(self.broker, 60))
+
+    def _publish(self, topic: str, payload: str | bytes, qos: int = 1, properties: Any = None) -> None:
+        if self.client is not None:
+            self.client.publish(topic, payload, qos=qos, properties=properties)
+
+    # --- pump thread --------------------------------------------------------------------------
+    def _pump_loop(self) -> None:
+        while not self._stop.wait(PUMP_S):
+            try:
+                self.pump()
+            except Exception:
+                log.exception("hub: pump failed")
+
+    def pump(self) -> None:
+        """Reload a rotated key; assign, sign and send new jobs and commands; time out expired jobs."""
+        mtime = self.key_path.stat().st_mtime_ns
+        if mtime != self._key_mtime:
+            self.key, self._key_mtime = SigningKey.load(self.key_path), mtime
+            log.info("hub: signing with key %s", self.key.key_id)
+        now = self.clock()
+        out: list[tuple[str, str]] = []
+        with self.ledger.tx() as conn:
+            conn.execute("UPDATE jobs SET wire_state = 'TIMED_OUT', reason = 'expired before the node took it',"
+                         " updated_s = ? WHERE expires_s < ? AND version = 0"
+                         " AND wire_state NOT IN ('REJECTED', 'CANCELED', 'TIMED_OUT', 'SUCCEEDED')", (now, now))
+            for job in conn.execute("SELECT * FROM jobs WHERE hub_state = 'new' AND wire_state = 'QUEUED'"
+                                    " ORDER BY priority DESC, created_s").fetchall():
+                node_id = job["requested_node"] or self._choose(conn, job, now)
+                if node_id is None:
+                    continue
+                manifest = p.JobManifest(
+                    node_id=node_id, seq=self.ledger.next_seq(conn, node_id), issued_s=now,
+                    expires_s=job["expires_s"], hub_time_s=now, job_id=job["job_id"], name=job["name"],
+                    file_sha256=job["file_sha256"], file_bytes=job["file_bytes"],
+                    requirements=p.PrinterRequirements.model_validate_json(job["requirements"]),
+                    priority=job["priority"], deadline_s=job["deadline_s"], energy_wh=job["energy_wh"])
+                signed = self.key.sign(manifest).model_dump_json()
+                conn.execute("UPDATE jobs SET node_id = ?, manifest = ?, hub_state = 'sent', updated_s = ?"
+                             " WHERE job_id = ?", (node_id, signed, now, job["job_id"]))
+                out.append((p.down_topic(node_id, "job"), signed))
+            for cmd in conn.execute("SELECT * FROM commands WHERE sent = 0").fetchall():
+                signed = cmd["signed"]
+                if signed is None:
+                    expires = now + self.command_expiry_s
+                    command = p.Command(node_id=cmd["node_id"], seq=self.ledger.next_seq(conn, cmd["node_id"]),
+                                        issued_s=now, expires_s=expires, hub_time_s=now,
+                                        command_id=cmd["command_id"], args=json.loads(cmd["args"]))
+                    signed = self.key.sign(command).model_dump_json()
+                    conn.execute("UPDATE commands SET signed = ?, expires_s = ? WHERE command_id = ?",
+                                 (signed, expires, cmd["command_id"]))
+                conn.execute("UPDATE commands SET sent = 1 WHERE command_id = ?", (cmd["command_id"],))
+                out.append((p.down_topic(cmd["node_id"], "key" if cmd["kind"] == "key" else "command"), signed))
+        for topic, payload in out:
+            self._publish(topic, payload)
+
+    def _choose(self, conn: Any, job: Any, now: float) -> str | None:
+        candidates = []
+        for n in conn.execute("SELECT * FROM nodes").fetchall():
+            caps = p.PrinterCapabilities.model_validate_json(n["capabilities"]) if n["capabilities"] else None
+            queue = conn.execute("SELECT COUNT(*) FROM jobs WHERE node_id = ? AND wire_state IN"
+                                 " ('QUEUED', 'IN_PROGRESS')", (n["node_id"],)).fetchone()[0]
+            candidates.append(Candidate(n["node_id"], caps, n["next_window_start_s"], bool(n["online"]), queue))
+        chosen, refused = choose_node(p.PrinterRequirements.model_validate_json(job["requirements"]),
+                                      candidates, now)
+        if chosen is None:
+            reason = "no eligible node: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in refused.items())
+            conn.execute("UPDATE jobs SET reason = ? WHERE job_id = ?", (reason[:500], job["job_id"]))
+        return chosen
+
+
+# --- ledger operations used by the CLI (no broker needed) --------------------------------------
+def submit_job(ledger: Ledger, files_dir: Path, source: Path, *, name: str | None = None,
+               node_id: str | None = None, requirements: p.PrinterRequirements | None = None,
+               priority: int = 0, deadline_s: float | None = None, expires_s: float | None = None,
+               energy_wh: float | None = None, now_s: float | None = None) -> str:
+    """Copy the file into the hub's store (named by sha256) and queue the job for the pump."""
+    import hashlib
+    import shutil
+
+    now = time.time() if now_s is None else now_s
+    digest = hashlib.sha256()
+    with open(source, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    sha = digest.hexdigest()
+    size = source.stat().st_size
+    if size == 0:
+        raise ValueError(f"{source}: empty file")
+    files_dir.mkdir(parents=True, exist_ok=True)
+    stored = files_dir / f"{sha}.gcode"
+    if not stored.exists():
+        tmp = stored.with_suffix(".tmp")
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, stored)
+    job_id = p.new_id()[:12]
+    with ledger.tx() as conn:
+        conn.execute("INSERT INTO jobs(job_id, name, requested_node, file_path, file_sha256, file_bytes, requirements,"
+                     " priority, deadline_s, expires_s, energy_wh, created_s, updated_s)"
+                     " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                     (job_id, name or source.stem, node_id, str(stored), sha, size,
+                      (requirements or p.PrinterRequirements()).model_dump_json(), priority, deadline_s,
+                      expires_s if expires_s is not None else now + DEFAULT_EXPIRY_S, energy_wh, now, now))
+    return job_id
+
+
+def queue_command(ledger: Ledger, node_id: str, args: dict[str, Any], now_s: float | None = None) -> str:
+    command_id = p.new_id()
+    with ledger.tx() as conn:
+        conn.execute("INSERT INTO commands(command_id, node_id, kind, args, created_s) VALUES(?,?,?,?,?)",
+                     (command_id, node_id, args["kind"], json.dumps(args), time.time() if now_s is None else now_s))
+    return command_id
+
+
+def cancel_job(ledger: Ledger, job_ref: str) -> tuple[str, str]:
+    """Cancel on the hub: an unassigned job at once; an assigned one by a signed command. Returns (job, how)."""
+    with ledger.tx() as conn:
+        rows = conn.execute("SELECT * FROM jobs WHERE job_id LIKE ? || '%'", (job_ref,)).fetchall()
+        if len(rows) != 1:
+            raise KeyError(f"no job {job_ref!r}" if not rows else f"{job_ref!r} matches {len(rows)} jobs")
+        job = rows[0]
+        if job["wire_state"] in ("SUCCEEDED", "REJECTED", "CANCELED", "TIMED_OUT"):
+            raise ValueError(f"job {job['job_id']} is already {job['wire_state']}")
+        if job["node_id"] is None:
+            conn.execute("UPDATE jobs SET wire_state = 'CANCELED', hub_state = 'cancelled',"
+                         " reason = 'cancelled on the hub before assignment' WHERE job_id = ?", (job["job_id"],))
+            return job["job_id"], "cancelled before assignment"
+    queue_command(ledger, job["node_id"], {"kind": "cancel", "job_id": job["job_id"]})
+    return job["job_id"], f"cancel sent to {job['node_id']}"
+
+
+def announce_key(ledger: Ledger, old_key: SigningKey, new_key: SigningKey, retire_old: bool = True,
+                 now_s: float | None = None, expiry_s: float = 30 * 86400) -> int:
+    """Queue, for every known node, the new key signed by the old one; returns how many."""
+    now = time.time() if now_s is None else now_s
+    count = 0
+    with ledger.tx() as conn:
+        for (node_id,) in conn.execute("SELECT node_id FROM nodes").fetchall():
+            body = p.KeyAnnouncement(node_id=node_id, seq=ledger.next_seq(conn, node_id), issued_s=now,
+                                     expires_s=now + expiry_s, hub_time_s=now, new_public_key=new_key.public_hex,
+                                     retire_key_ids=[old_key.key_id] if retire_old else [])
+            conn.execute("INSERT INTO commands(command_id, node_id, kind, args, signed, expires_s, created_s)"
+                         " VALUES(?,?,?,?,?,?,?)", (p.new_id(), node_id, "key", "{}",
+                                                    old_key.sign(body).model_dump_json(), now + expiry_s, now))
+            count += 1
+    return count
+
+
+def fleet_status(ledger: Ledger) -> list[dict[str, Any]]:
+    def _rows(conn: Any) -> list[dict[str, Any]]:
+        out = []
+        for n in conn.execute("SELECT * FROM nodes ORDER BY node_id").fetchall():
+            queue = conn.execute("SELECT COUNT(*) FROM jobs WHERE node_id = ? AND wire_state = 'QUEUED'",
+                                 (n["node_id"],)).fetchone()[0]
+            out.append({"node_id": n["node_id"], "online": bool(n["online"]), "soc_pct": n["soc_pct"],
+                        "pv_w": n["pv_w"], "queue": queue, "current_job": n["current_job"],
+                        "printer": n["printer"], "percent": n["percent"], "last_seen_s": n["last_seen_s"],
+                        "next_window_start_s": n["next_window_start_s"]})
+        return out
+
+    return ledger.read(_rows)
