@@ -139,7 +139,7 @@ def test_printer_unplugged_and_replugged_mid_print(daemon_factory, tmp_path: Pat
         _plug(link, pty)
         daemon = daemon_factory(*QUIET, f"printer.port='{link}'", "printer.connect_timeout_s=5", "clock.time_scale=50")
         wait_for(lambda: daemon.request({"cmd": "status"})["components"]["printer"]["state"] == "ready", what="ready")
-        gcode = moves_gcode(tmp_path / "long.gcode", 600)
+        gcode = moves_gcode(tmp_path / "long.gcode", 300)  # 15 s of moves on the 20x virtual printer
         job = daemon.request({"cmd": "queue_add", "name": "long", "size_bytes": gcode.stat().st_size}, gcode)
         wait_for(lambda: daemon.request({"cmd": "job_show", "job": job["id"]})["job"]["state"] == "printing",
                  what="printing")
