@@ -309,20 +309,22 @@ class JobRunner(Component):
         self.current_job_id = job.id
         try:
             outcome = await self.printer.print_job(job.id, Path(job.file_path), start_offset, prologue)
+            target = {"completed": JobState.COMPLETED, "cancelled": JobState.CANCELLED,
+                      "failed": JobState.FAILED, "interrupted": JobState.INTERRUPTED}[outcome.status]
+            current = await self.jobs.get(job.id)
+            assert current is not None
+            if current.state == JobState.PAUSED and target != JobState.CANCELLED:
+                await self.jobs.transition(job.id, JobState.PRINTING, "resumed to finish")
+            if target == JobState.COMPLETED:
+                # the plate is occupied before the job counts as done: a resumed print runs beside the
+                # runner's loop, which must never see "completed" with the plate still marked clear
+                await self.set_plate_clear(False)
+            await self.jobs.transition(job.id, target, outcome.reason)
+            log.info("job %s %s: %s (%d lines, %d resends)", job.id, target, outcome.reason,
+                     outcome.lines_sent, outcome.resends)
         finally:
             self.current_job_id = None
             self.wake()
-        target = {"completed": JobState.COMPLETED, "cancelled": JobState.CANCELLED,
-                  "failed": JobState.FAILED, "interrupted": JobState.INTERRUPTED}[outcome.status]
-        current = await self.jobs.get(job.id)
-        assert current is not None
-        if current.state == JobState.PAUSED and target != JobState.CANCELLED:
-            await self.jobs.transition(job.id, JobState.PRINTING, "resumed to finish")
-        await self.jobs.transition(job.id, target, outcome.reason)
-        log.info("job %s %s: %s (%d lines, %d resends)", job.id, target, outcome.reason,
-                 outcome.lines_sent, outcome.resends)
-        if target == JobState.COMPLETED:
-            await self.set_plate_clear(False)
 
 
 def _hms(seconds: float) -> str:
