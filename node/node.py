@@ -28,6 +28,21 @@ EventHandler = Callable[[BaseModel], Awaitable[None] | None]
 C = TypeVar("C", bound="Component")
 
 
+async def wait_until_set(event: asyncio.Event, timeout_s: float) -> bool:
+    """Wait for ``event`` at most ``timeout_s``; True if it was set.
+
+    Why not ``asyncio.wait_for(event.wait(), t)`` in a loop: on Python 3.11 it can swallow a
+    cancellation that arrives as the wait completes (CPython gh-86296), and a component's task
+    that never sees its cancel keeps the daemon from stopping.
+    """
+    try:
+        async with asyncio.timeout(timeout_s):
+            await event.wait()
+        return True
+    except TimeoutError:
+        return False
+
+
 class Component:
     """Base class of every long-lived part of the daemon.
 

@@ -23,7 +23,7 @@ from typing import Any
 from node.config import NodeConfig
 from node.events import EnergyPauseRequested, EnergyResumeAllowed, JobProgress, PlateCleared, PrinterState
 from node.jobs import ACTIVE_STATES, RUNNABLE_STATES, Job, Jobs, JobState, PauseReason, TransitionRefused
-from node.node import Component, Node
+from node.node import Component, Node, wait_until_set
 from node.printer.printer import Printer, clear_checkpoint, load_checkpoint
 from node.store import Store
 
@@ -237,10 +237,7 @@ class JobRunner(Component):
                 started = False
             if started:
                 continue
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.recheck_s)
-            except TimeoutError:
-                pass
+            await wait_until_set(self._wake, self.recheck_s)
 
     async def _try_start_next(self) -> bool:
         interrupted = await self.jobs.list(frozenset({JobState.INTERRUPTED, JobState.SUSPENDED}))

@@ -42,7 +42,7 @@ from typing import Any
 
 from node.events import ClockSync, TelemetrySample
 from node.fieldconfig import TimeSection
-from node.node import Component, Node
+from node.node import Component, Node, wait_until_set
 
 log = logging.getLogger(__name__)
 
@@ -249,10 +249,7 @@ class TimeSync(Component):
 
     async def _loop(self) -> None:
         while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.config.check_interval_s)
-            except TimeoutError:
-                pass
+            await wait_until_set(self._wake, self.config.check_interval_s)
             self._wake.clear()
             try:
                 await self.check()

@@ -67,3 +67,24 @@ def test_catalogue_models_are_frozen_pydantic_models() -> None:
     for name, model in EVENT_CATALOGUE.items():
         assert model.model_config.get("frozen"), name
         assert model.__doc__, f"event {name} needs a docstring saying who sends it"
+
+
+def test_wait_until_set_times_out_returns_and_lets_a_cancel_through() -> None:
+    from node.node import wait_until_set
+
+    async def scenario() -> tuple[bool, bool, bool]:
+        event = asyncio.Event()
+        timed_out = await wait_until_set(event, 0.01)
+        asyncio.get_running_loop().call_later(0.01, event.set)
+        was_set = await wait_until_set(event, 5)
+        waiter = asyncio.create_task(wait_until_set(asyncio.Event(), 60))
+        await asyncio.sleep(0.01)
+        waiter.cancel()
+        try:
+            await waiter
+            cancelled = False
+        except asyncio.CancelledError:
+            cancelled = True
+        return timed_out, was_set, cancelled
+
+    assert asyncio.run(scenario()) == (False, True, True)

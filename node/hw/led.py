@@ -22,7 +22,7 @@ from typing import Any, Literal
 from node.events import JobStateChanged, PlateCleared, PrinterState
 from node.fieldconfig import GpioSection
 from node.hw.gpio import Gpio
-from node.node import Component, Node
+from node.node import Component, Node, wait_until_set
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +153,4 @@ class StatusLed(Component):
                         break
 
     async def _wait_change(self, seconds: float) -> bool:
-        try:
-            await asyncio.wait_for(self._changed.wait(), seconds)
-            return True
-        except TimeoutError:
-            return False
+        return await wait_until_set(self._changed, seconds)

@@ -30,7 +30,7 @@ from node.events import JobStateChanged, PrinterState, Temperatures
 from node.fieldconfig import GpioSection
 from node.hw.gpio import Gpio
 from node.jobs import Job
-from node.node import Component, Node
+from node.node import Component, Node, wait_until_set
 from node.printer.printer import Printer
 from node.runner import GateDecision, JobRunner
 
@@ -185,7 +185,4 @@ class PrinterPower(Component):
         while True:
             self._check.clear()
             self.evaluate()
-            try:
-                await asyncio.wait_for(self._check.wait(), max(0.5, min(10.0, self.config.relay_idle_off_s / 4)))
-            except TimeoutError:
-                pass
+            await wait_until_set(self._check, max(0.5, min(10.0, self.config.relay_idle_off_s / 4)))
