@@ -391,6 +391,7 @@ cdef class Sender:
     cdef public long long replies
     cdef public long long bad_offset
     cdef public long long garbled_oks
+    cdef public bint hold_job_lines  # a pause: fill() sends resends and host commands, no new job line
 
     def __cinit__(self, int max_commands=4, int rx_buffer_bytes=128, Py_ssize_t ring_size=4096,
                   bint verify_resend=True):
@@ -418,6 +419,7 @@ cdef class Sender:
         self.planner_free = self.queue_free = -1
         self.bad_offset = -1
         self.garbled_oks = 0
+        self.hold_job_lines = False
         self.reset_numbering(0)
 
     def __dealloc__(self):
@@ -462,6 +464,11 @@ cdef class Sender:
     def pending(self):
         """Commands queued but never sent (job lines and injected ones)."""
         return len(self._pending) - self._pending_pos + len(self._injected)
+
+    @property
+    def injected_pending(self):
+        """Host commands queued but never sent."""
+        return len(self._injected)
 
     @property
     def inflight(self):
@@ -548,7 +555,7 @@ cdef class Sender:
                 if not self._fits(len(framed)):
                     break
                 framed = self._frame_new(self._injected.pop(0), -1)
-            elif self._pending_pos < len(self._pending):
+            elif not self.hold_job_lines and self._pending_pos < len(self._pending):
                 if self.sent_upto - self.acked >= self.max_commands:
                     break
                 item = self._pending[self._pending_pos]
