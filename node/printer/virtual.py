@@ -175,6 +175,11 @@ class VirtualPrinter:
     def _reply(self, text: str) -> None:
         self._write(text.encode() + b"\n")
 
+    def host_action(self, action: str) -> None:
+        """Ask the host something, as Marlin does with HOST_ACTION_COMMANDS (a runout sensor, the knob):
+        ``//action:pause``, ``//action:resume``, ``//action:cancel``."""
+        self._reply(f"//action:{action}")
+
     def _ok(self, number: int | None = None) -> None:
         """``ok``; with ADVANCED_OK ``N`` is the acknowledged command's own line number (Marlin's ok_to_send)."""
         if self.faults.drop_ok and self._rng.random() < self.faults.drop_ok:
@@ -470,11 +475,15 @@ class VirtualPrinter:
             self._pump_while_blocked()
             time.sleep(0.02)
 
-    def halt(self, why: str) -> None:
+    def halt(self, why: str, first: str | None = None) -> None:
+        """Stop like Marlin's kill(): heaters off, planner flushed, then the error lines (after the
+        state changed: whoever reads them may look at this printer at once)."""
         if self.halted:
             return
         self.halted = True
         self.hotend.target_c = self.bed.target_c = 0.0
+        if first:
+            self._reply(first)
         self._reply(f"Error:Printer halted. {why}")
         with self._planner_cv:
             self._planner.clear()
@@ -537,8 +546,7 @@ class VirtualPrinter:
                     heater.temp_c = model.step_c(heater.temp_c, effective_pwm, self.ambient_c, dt_s / steps)
         runaway_c = self.faults.runaway_at_c
         if runaway_c and self.hotend.target_c > 0 and self.hotend.temp_c >= runaway_c and not self.halted:
-            self._reply("Error:Thermal Runaway, system stopped! Heater_ID: 0")
-            self.halt("kill() called!")
+            self.halt("kill() called!", first="Error:Thermal Runaway, system stopped! Heater_ID: 0")
 
     def temperature_report(self) -> bytes:
         h, b = self.hotend, self.bed
