@@ -26,6 +26,7 @@ from node.power.battery import BatterySection
 from node.power.planconfig import ArraySection, ForecastSection, PlannerSection
 from node.power.settings import LowBatterySection, TelemetrySection
 from node.power.site import SiteSection
+from node.printer.pausing import PausePolicies
 from node.printer.safety import SafetySection
 from node.section import Section
 
@@ -95,6 +96,9 @@ class PrinterSection(Section):
     resume_rewind_moves: int = Field(24, ge=0, le=1000,
                                      description="acknowledged lines resent on resume: planner depth + queue + margin")
     auto_resume: bool = Field(False, description="resume an interrupted job on its own once the printer is back")
+    auto_resume_suspended: bool = Field(True, description="resume a job the node suspended (energy, battery) on "
+                                                          "its own once every start gate allows it")
+    pause: PausePolicies = PausePolicies()
     virtual: VirtualPrinterSection = VirtualPrinterSection()
 
 

@@ -21,6 +21,7 @@ from dataclasses import asdict
 from node.config import PrinterSection
 from node.events import JobProgress, PrinterEmergency, PrinterState, Temperatures
 from node.node import Component, Node
+from node.printer.pausing import HeaterPlan
 from node.printer.protocol import TemperatureReport
 from node.printer.safety import SafetySection
 from node.printer.worker import Checkpoint, PrinterWorker, PrintOutcome, PrintRequest, StreamSettings
@@ -97,6 +98,7 @@ class Printer(Component):
         sink = _LoopSink(asyncio.get_running_loop(), self._inbox)
         self.worker = PrinterWorker(self.port, self.config.baud, sink, settings=stream_settings(self.config),
                                     safety=self.safety, clock=self.node.clock,
+                                    action_pause=HeaterPlan.from_policy(self.config.pause.printer),
                                     rewind_moves=self.config.resume_rewind_moves)
         self.node.spawn(self._consume(), "printer-events")
         self.worker.start()
@@ -125,11 +127,20 @@ class Printer(Component):
         self.worker.submit(request)
         await asyncio.to_thread(request.done.wait)
         assert request.outcome is not None
+        # the worker's last reports (the final checkpoint above all) are queued before ``done``:
+        # let them be handled before the caller moves the job on (a resume reads that checkpoint)
+        handled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._inbox.put_nowait(("barrier", (handled,)))
+        await handled
         return request.outcome
 
-    def pause(self) -> None:
+    def pause(self, heaters: HeaterPlan | None = None) -> None:
         if self.worker is not None:
-            self.worker.pause()
+            self.worker.pause(heaters)
+
+    def suspend(self) -> None:
+        if self.worker is not None:
+            self.worker.suspend()
 
     def resume(self) -> None:
         if self.worker is not None:
@@ -159,7 +170,9 @@ class Printer(Component):
 
     async def _handle(self, kind: str, args: tuple[Any, ...]) -> None:
         clock = self.node.clock
-        if kind == "state":
+        if kind == "barrier":
+            args[0].set_result(None)
+        elif kind == "state":
             state, detail = args
             if (state, detail) != (self.state, self.state_detail):
                 self.state, self.state_detail = state, detail

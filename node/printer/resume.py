@@ -133,11 +133,13 @@ LIFT_MM = 2.0
 PRIME_MM = 4.0
 
 
-def resume_script(state: ModalState, hotend_c: float = 0.0, bed_c: float = 0.0) -> tuple[bytes, ...]:
+def resume_script(state: ModalState, hotend_c: float = 0.0, bed_c: float = 0.0,
+                  head_z_mm: float | None = None) -> tuple[bytes, ...]:
     """Heat, lift, home X/Y only (Z would crash into the part), restore Z by G92, prime, restore modes.
 
     ``hotend_c``/``bed_c`` from the checkpoint win when the file's own targets are zero at that point
-    (e.g. a resume point inside the start script).
+    (e.g. a resume point inside the start script).  ``head_z_mm``: where the nozzle is when it is
+    not at the file's Z (parked above a suspended print); None after a power cut mid-move.
     """
     hot = state.hotend_c or hotend_c
     bed = state.bed_c or bed_c
@@ -147,7 +149,7 @@ def resume_script(state: ModalState, hotend_c: float = 0.0, bed_c: float = 0.0) 
     if hot > 0:
         script.append(b"M109 S%.0f" % hot)
     script += [
-        b"G92 Z%.3f" % state.z,              # the printer forgot Z; the head did not move
+        b"G92 Z%.3f" % (state.z if head_z_mm is None else head_z_mm),  # the printer forgot Z; the head did not move
         b"G91", b"G1 Z%.2f F600" % LIFT_MM, b"G90",
         b"G28 X Y",                           # X/Y only: homing Z would drive the nozzle into the part
         b"G1 X%.3f Y%.3f F6000" % (state.x, state.y),

@@ -26,14 +26,14 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Protocol
 
 from node.clock import Clock
 from node.native import streamcore
 from node.printer.link import LinkClosed, SerialLink
+from node.printer.pausing import RETRACT_MM, HeaterPlan, Targets, park_script, reheat_script, suspend_script
 from node.printer.protocol import TemperatureReport
 from node.printer.resume import ModalState, state_at
 from node.printer.safety import SafetySection, ThermalViolation, ThermalWatchdog
@@ -92,6 +92,9 @@ class Checkpoint:
     hotend_target_c: float
     bed_target_c: float
     t_real_s: float
+    #: where the nozzle physically is when it is not at the file's Z (parked above a suspended
+    #: print); the resume tells the printer this Z, not the file's (docs/resume.md)
+    head_z_mm: float | None = None
 
 
 @dataclass
@@ -106,7 +109,7 @@ class PrintRequest:
 
 @dataclass(frozen=True)
 class PrintOutcome:
-    status: Literal["completed", "cancelled", "failed", "interrupted"]
+    status: Literal["completed", "cancelled", "failed", "interrupted", "suspended"]
     reason: str
     byte_offset: int
     lines_sent: int
@@ -133,8 +136,7 @@ CANCEL_SCRIPT = (b"M104 S0", b"M140 S0", b"M107", b"G91", b"G1 Z2 F600", b"G90",
 class PrinterWorker(threading.Thread):
     def __init__(self, port: str, baud: int, sink: WorkerSink, *, settings: StreamSettings | None = None,
                  safety: SafetySection | None = None, clock: Clock | None = None,
-                 pause_script: Callable[[str], list[bytes]] | None = None,
-                 rewind_moves: int = 20) -> None:
+                 action_pause: HeaterPlan | None = None, rewind_moves: int = 20) -> None:
         super().__init__(name="printer-worker", daemon=True)
         self.settings = settings or StreamSettings()
         self.link = SerialLink(port, baud)
@@ -151,7 +153,13 @@ class PrinterWorker(threading.Thread):
         self._requests: queue.Queue[PrintRequest] = queue.Queue()
         self._stopping = threading.Event()
         self._paused = threading.Event()
+        self._suspend = threading.Event()
         self._cancel = threading.Event()
+        self._pause_plan = HeaterPlan()
+        self._pause_targets = Targets()
+        self._parked_z: float | None = None
+        #: the heaters during a pause the firmware asked for (//action:pause)
+        self.action_pause = action_pause or HeaterPlan()
         self._collect: list[str] | None = None
         self._last_poll = 0.0
         self._last_rx = time.monotonic()
@@ -177,9 +185,18 @@ class PrinterWorker(threading.Thread):
     def submit(self, request: PrintRequest) -> None:
         self._cancel.clear()
         self._paused.clear()
+        self._suspend.clear()
         self._requests.put(request)
 
-    def pause(self) -> None:
+    def pause(self, heaters: HeaterPlan | None = None) -> None:
+        """Pause at the next safe point (the lines in flight done), heaters per ``heaters``."""
+        self._pause_plan = heaters or HeaterPlan()
+        self._paused.set()
+
+    def suspend(self) -> None:
+        """End a pause with heaters, fan and steppers off: the print returns as ``suspended``
+        with an exact checkpoint, to be resumed through the power-loss path."""
+        self._suspend.set()
         self._paused.set()
 
     def resume(self) -> None:
@@ -335,6 +352,8 @@ class PrinterWorker(threading.Thread):
     def _outcome(self, request: PrintRequest, status: Literal["completed", "cancelled", "failed", "interrupted"],
                  reason: str, started: float) -> PrintOutcome:
         checkpoint = self.checkpoint(request)
+        if status == "interrupted" and checkpoint is not None:
+            self.sink.on_checkpoint(request.job_id, checkpoint)  # fresher than the last periodic one
         return PrintOutcome(status, reason, checkpoint.byte_offset if checkpoint else request.start_offset,
                             self.engine.job_lines_acked, self.engine.resends, time.monotonic() - started, checkpoint)
 
@@ -352,7 +371,7 @@ class PrinterWorker(threading.Thread):
         """Send one host command and wait until the printer acknowledged it."""
         self.engine.inject(command)
         self._flush_out()
-        target = self.engine.last_sent + self.engine.pending
+        target = self.engine.last_sent + self.engine.injected_pending  # injected go before job lines
         while self.engine.last_acked < target:
             self._flush_out()
             self._pump(0.05)
@@ -430,7 +449,7 @@ class PrinterWorker(threading.Thread):
                 action = bytes(value).decode(errors="replace")  # type: ignore[arg-type]
                 log.info("printer asks: //action:%s", action)
                 if action == "pause":
-                    self._paused.set()
+                    self.pause(self.action_pause)
                 elif action == "resume":
                     self._paused.clear()
                 elif action == "cancel":
@@ -520,7 +539,8 @@ class PrinterWorker(threading.Thread):
                         engine.push(splitter.finish())
                         file_done = True
                 if self._paused.is_set() and not self._cancel.is_set():
-                    self._hold_while_paused(request, total)
+                    if self._hold_while_paused(request, total):
+                        return self._suspended(request, started, base_acked, base_resends)
                 if self._cancel.is_set() or self._stopping.is_set():
                     return self._stop_job(request, started, base_acked, base_resends)
                 if self._hold_until:
@@ -591,6 +611,8 @@ class PrinterWorker(threading.Thread):
                 self._check_timeouts(job_active=True)
         checkpoint = self.checkpoint(request)
         if self._stopping.is_set() and not self._cancel_requested_by_user():
+            if checkpoint is not None:
+                self.sink.on_checkpoint(request.job_id, checkpoint)
             return PrintOutcome("interrupted", "the node is stopping", checkpoint.byte_offset if checkpoint else 0,
                                 engine.job_lines_acked - base_acked, engine.resends - base_resends,
                                 time.monotonic() - started, checkpoint)
@@ -602,8 +624,17 @@ class PrinterWorker(threading.Thread):
     def _cancel_requested_by_user(self) -> bool:
         return self._cancel.is_set() and not self._stopping.is_set()
 
-    def _hold_while_paused(self, request: PrintRequest, total: int) -> None:
-        """Drain the window, run the pause script, send nothing of the job until resumed or cancelled."""
+    def _hold_while_paused(self, request: PrintRequest, total: int) -> bool:
+        """Drain the window, park, heaters per the pause's plan; send nothing of the job until
+        resumed, cancelled or suspended.  True when the pause ended in a suspension."""
+        engine = self.engine
+        engine.hold_job_lines = True  # the queued job lines wait: only those in flight finish
+        try:
+            return self._hold(request, total)
+        finally:
+            engine.hold_job_lines = False
+
+    def _hold(self, request: PrintRequest, total: int) -> bool:
         engine = self.engine
         while engine.inflight:
             self._flush_out()
@@ -612,15 +643,51 @@ class PrinterWorker(threading.Thread):
         checkpoint = self.checkpoint(request)
         self.sink.on_progress(request.job_id, checkpoint.byte_offset if checkpoint else request.start_offset,
                               total, engine.job_lines_acked)
+        plan = self._pause_plan
+        temps = self._last_temps
+        targets = Targets(hotend_c=temps.hotend_target_c if temps else 0.0,
+                          bed_c=temps.bed_target_c if temps else 0.0)
+        self._pause_targets = targets
         position = self._query_position()
         modes = _modes_after(request.path, checkpoint.byte_offset) if checkpoint else None
-        self._run_script(pause_script(position))
+        self._run_script(park_script(plan))
         self.sink.on_state("paused", request.job_id)
+        paused_at_s = self.clock.time()
+        hotend_on = not plan.hotend_off
         while self._paused.is_set() and not self._cancel.is_set() and not self._stopping.is_set():
+            if self._suspend.is_set():
+                self._parked_z = self._query_position().get("Z")
+                self._run_script(suspend_script())
+                return True
+            if hotend_on and plan.hotend_off_after_s and self.clock.time() - paused_at_s >= plan.hotend_off_after_s:
+                log.info("paused for %.0f s: hotend off (the filament must not cook in the heat break)",
+                         plan.hotend_off_after_s)
+                self.command(b"M104 S0")
+                hotend_on = False
             self._idle()
-        if not self._cancel.is_set() and not self._stopping.is_set():
-            self._run_script(unpause_script(position, self._last_temps, modes))
+        if self._cancel.is_set() or self._stopping.is_set():
+            return False
         self.sink.on_state("printing", request.job_id)
+        self._run_script(reheat_script(targets) + unpark_script(position, modes))
+        return False
+
+    def _suspended(self, request: PrintRequest, started: float, base_acked: int, base_resends: int) -> PrintOutcome:
+        """The print ends as ``suspended``.  Every acknowledged line was executed (the window was
+        drained and M400 waited for the moves), so the checkpoint resumes exactly after the last
+        one: no rewind, nothing repeated."""
+        engine = self.engine
+        engine.drop_pending()  # the rest of the file is read again on resume
+        checkpoint = self.checkpoint(request)
+        if checkpoint is not None:
+            targets = self._pause_targets  # the job's own, not the zeros the suspension set
+            checkpoint = replace(checkpoint, resume_offset=_line_end(request.path, checkpoint.byte_offset),
+                                 hotend_target_c=targets.hotend_c, bed_target_c=targets.bed_c,
+                                 head_z_mm=self._parked_z)
+            self.sink.on_checkpoint(request.job_id, checkpoint)
+        return PrintOutcome("suspended", "suspended: heaters and steppers off",
+                            checkpoint.byte_offset if checkpoint else request.start_offset,
+                            engine.job_lines_acked - base_acked, engine.resends - base_resends,
+                            time.monotonic() - started, checkpoint)
 
     def _query_position(self) -> dict[str, float]:
         """M400 then M114: where the head is, for the pause/resume moves."""
@@ -651,33 +718,23 @@ class PrinterWorker(threading.Thread):
         return position
 
 
-PARK_LIFT_MM = 10.0
-RETRACT_MM = 2.0
-
-
-def pause_script(position: dict[str, float]) -> list[bytes]:
-    """Retract, lift, park at the front left; steppers stay energised (M84 S0: no idle timeout)."""
-    return [b"M83", b"G1 E-%.2f F2400" % RETRACT_MM, b"G91", b"G1 Z%.2f F600" % PARK_LIFT_MM, b"G90",
-            b"G1 X0 Y0 F6000", b"M84 S0"]
-
-
 def _modes_after(path: Path, line_offset: int) -> ModalState:
     """The file's modes, feedrate and fan once the line at ``line_offset`` has run."""
+    return state_at(path, _line_end(path, line_offset))
+
+
+def _line_end(path: Path, line_offset: int) -> int:
+    """The offset just past the line that starts at ``line_offset``."""
     with path.open("rb") as handle:
         handle.seek(line_offset)
-        end = line_offset + len(handle.readline())
-    return state_at(path, end)
+        return line_offset + len(handle.readline())
 
 
-def unpause_script(position: dict[str, float], temps: TemperatureReport | None,
-                   modes: ModalState | None = None) -> list[bytes]:
+def unpark_script(position: dict[str, float], modes: ModalState | None = None) -> list[bytes]:
     """Back above the part, down, prime the retraction, restore E, then the job's own modes."""
-    script = []
-    if temps is not None and temps.hotend_target_c > 0:
-        script.append(b"M109 S%.0f" % temps.hotend_target_c)
     x, y, z, e = (position.get(k, 0.0) for k in ("X", "Y", "Z", "E"))
-    script += [b"G90", b"G1 X%.3f Y%.3f F6000" % (x, y), b"G1 Z%.3f F600" % z, b"M83",
-               b"G1 E%.2f F2400" % RETRACT_MM, b"G92 E%.5f" % e]
+    script = [b"G90", b"G1 X%.3f Y%.3f F6000" % (x, y), b"G1 Z%.3f F600" % z, b"M83",
+              b"G1 E%.2f F2400" % RETRACT_MM, b"G92 E%.5f" % e]
     if modes is not None:  # G90/G91 set E's mode too (Marlin 2): M82/M83 after them
         script += [b"G90" if modes.absolute_xyz else b"G91", b"M82" if modes.absolute_e else b"M83",
                    b"G1 F%.0f" % modes.feedrate_mm_min]
