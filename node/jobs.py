@@ -55,6 +55,7 @@ class PauseReason(StrEnum):
     RUNOUT = "runout"
     DOOR = "door"
     LOW_BATTERY = "low_battery"
+    PRINTER = "printer"  # the firmware asked (//action:pause: M600, its own runout sensor, a button)
 
 
 S = JobState
@@ -93,8 +94,9 @@ def check_transition(from_state: JobState | None, to_state: JobState,
                      pause_reason: PauseReason | None = None) -> None:
     """Raise :class:`TransitionRefused` unless ``from_state -> to_state`` is allowed.
 
-    Pure: the table above is the whole rule.  A pause needs its reason; no other
-    state takes one.
+    Pure: the table above is the whole rule.  A pause needs its reason; a
+    suspension may keep the reason of the pause it came from; no other state
+    takes one.
     """
     if from_state is None:
         if to_state not in (S.RECEIVED, S.QUEUED):
@@ -103,8 +105,8 @@ def check_transition(from_state: JobState | None, to_state: JobState,
         allowed = ", ".join(sorted(TRANSITIONS[from_state])) or "nothing (final state)"
         raise TransitionRefused(f"{from_state} -> {to_state} is not allowed (allowed: {allowed})")
     if to_state == S.PAUSED and pause_reason is None:
-        raise TransitionRefused("a pause needs a reason (user, energy, runout, door, low_battery)")
-    if to_state != S.PAUSED and pause_reason is not None:
+        raise TransitionRefused("a pause needs a reason (" + ", ".join(PauseReason) + ")")
+    if to_state not in (S.PAUSED, S.SUSPENDED) and pause_reason is not None:
         raise TransitionRefused(f"{to_state} takes no pause reason")
 
 

@@ -24,6 +24,7 @@ from node.config import NodeConfig
 from node.events import EnergyPauseRequested, EnergyResumeAllowed, JobProgress, PlateCleared, PrinterState
 from node.jobs import ACTIVE_STATES, RUNNABLE_STATES, Job, Jobs, JobState, PauseReason, TransitionRefused
 from node.node import Component, Node, wait_until_set
+from node.printer.pausing import HeaterPlan
 from node.printer.printer import Printer, clear_checkpoint, load_checkpoint
 from node.store import Store
 
@@ -60,6 +61,7 @@ class JobRunner(Component):
         self._gates: list[tuple[str, StartGate]] = []
         self._chooser: JobChooser | None = None
         self._waiting: dict[str, str] = {}  # job id -> why it waits now (the job tried first)
+        self._suspend_why: dict[str, tuple[PauseReason | None, str]] = {}
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._last_progress_log = 0.0
@@ -145,15 +147,51 @@ class JobRunner(Component):
             await self.node.send_event("plate_cleared", PlateCleared(t_s=self.node.clock.time(), source=source))  # type: ignore[arg-type]
 
     async def pause(self, job_id: str, reason: PauseReason = PauseReason.USER) -> Job:
+        """Pause at the next safe point; heaters and a later suspension per ``[printer.pause.<reason>]``."""
         job = await self.jobs.find(job_id)
         if job.state != JobState.PRINTING or job.id != self.current_job_id:
             raise TransitionRefused(f"job {job.id} is {job.state}, not printing")
-        self.printer.pause()
-        return await self.jobs.transition(job.id, JobState.PAUSED, f"paused: {reason}", pause_reason=reason)
+        policy = self.full_config.printer.pause.for_reason(reason)
+        self.printer.pause(HeaterPlan.from_policy(policy))
+        paused = await self.jobs.transition(job.id, JobState.PAUSED, f"paused: {reason}", pause_reason=reason)
+        self._schedule_suspend(paused, policy.suspend_after_s)
+        return paused
+
+    async def suspend(self, job_id: str, reason: PauseReason, why: str) -> Job:
+        """Pause (if printing), then end the print with the printer off: ``suspended``.  It comes
+        back through the power-loss resume path when every start gate allows (``_try_start_next``)."""
+        job = await self.jobs.find(job_id)
+        if job.id != self.current_job_id or job.state not in (JobState.PRINTING, JobState.PAUSED):
+            raise TransitionRefused(f"job {job.id} is {job.state}: only a print of this run is suspended")
+        if job.state == JobState.PRINTING:
+            self.printer.pause(HeaterPlan.from_policy(self.full_config.printer.pause.for_reason(reason)))
+            await self.jobs.transition(job.id, JobState.PAUSED, f"paused: {reason}", pause_reason=reason)
+        self._suspend_why[job.id] = (job.pause_reason or reason, why)
+        log.warning("job %s: suspending (%s)", job.id, why)
+        self.printer.suspend()  # the print loop records ``suspended`` once the printer is parked and cold
+        return await self.jobs.find(job.id)
+
+    def _schedule_suspend(self, paused: Job, after_s: float | None) -> None:
+        if after_s is None:
+            return
+
+        async def later() -> None:
+            if after_s > 0:
+                await self.node.clock.sleep(after_s)
+            current = await self.jobs.get(paused.id)
+            if current is not None and current.version == paused.version and self.current_job_id == paused.id:
+                await self.suspend(paused.id, paused.pause_reason or PauseReason.USER,
+                                   f"paused for {paused.pause_reason} {after_s:.0f} s: printer off")
+
+        self.node.spawn(later(), f"suspend-{paused.id}")
 
     async def resume(self, job_id: str) -> Job:
         job = await self.jobs.find(job_id)
         if job.state in (JobState.INTERRUPTED, JobState.SUSPENDED):
+            # a person's resume overrides the energy and battery gates, not the printer's power
+            decision = await self._run_gates(job, only=("printer_power",))
+            if not decision.allowed:
+                raise TransitionRefused(f"job {job.id}: {decision.reason}")
             return await self.resume_interrupted(job)
         if job.state != JobState.PAUSED or job.id != self.current_job_id:
             raise TransitionRefused(f"job {job.id} is {job.state}; only a paused job of this run resumes")
@@ -188,7 +226,8 @@ class JobRunner(Component):
         start_offset = checkpoint.resume_offset if checkpoint is not None else 0
         state = await asyncio.to_thread(state_at, path, start_offset)
         prologue = resume_script(state, checkpoint.hotend_target_c if checkpoint else 0.0,
-                                 checkpoint.bed_target_c if checkpoint else 0.0) if start_offset else ()
+                                 checkpoint.bed_target_c if checkpoint else 0.0,
+                                 checkpoint.head_z_mm if checkpoint else None) if start_offset else ()
         log.info("job %s resumes at byte %d (layer %d, Z %.2f, E %.3f)", job.id, start_offset, state.layer,
                  state.z, state.e)
         self.current_job_id = job.id
@@ -198,6 +237,16 @@ class JobRunner(Component):
 
     # --- the loop ---------------------------------------------------------------------------
     async def _on_printer_state(self, event: PrinterState) -> None:
+        """The firmware paused or resumed the print itself (``//action:pause|resume``): the job follows."""
+        job_id = self.current_job_id
+        if job_id is not None and event.detail == job_id and event.state in ("paused", "printing"):
+            job = await self.jobs.get(job_id)
+            if job is not None and event.state == "paused" and job.state == JobState.PRINTING:
+                await self.jobs.transition(job_id, JobState.PAUSED, "paused: the printer asked (//action:pause)",
+                                           pause_reason=PauseReason.PRINTER)
+            elif job is not None and event.state == "printing" and job.state == JobState.PAUSED:
+                # the person at the printer resumed it (the knob, or its own runout sensor cleared)
+                await self.jobs.transition(job_id, JobState.PRINTING, "resumed: the printer asked (//action:resume)")
         self.wake()
 
     async def _on_progress(self, event: JobProgress) -> None:
@@ -208,24 +257,24 @@ class JobRunner(Component):
                      event.lines_sent, _hms(event.elapsed_s))
 
     async def _on_energy_pause(self, event: EnergyPauseRequested) -> None:
-        """The planner says the running print cannot finish above the reserve: pause it."""
+        """The planner says the running print cannot finish above the reserve: pause it (heaters per
+        ``[printer.pause.energy]``), or with ``printer_off`` suspend it."""
         job = await self.jobs.get(event.job_id)
         if job is None or job.id != self.current_job_id:
             return
-        if job.state == JobState.PRINTING:
+        if event.printer_off and job.state in (JobState.PRINTING, JobState.PAUSED):
+            await self.suspend(job.id, PauseReason.ENERGY, event.reason)
+        elif job.state == JobState.PRINTING:
             await self.pause(job.id, PauseReason.ENERGY)
-            log.warning("job %s paused: energy short (bed kept warm)", job.id)
-        if event.printer_off:
-            # suspending (park, heaters and printer off, resume through the power-loss path) belongs to
-            # the print path; until it lands the pause keeps the bed warm and says so
-            log.warning("job %s: energy pause is long or the battery too low for a warm bed; the printer "
-                        "stays paused with heaters as set (suspend needs the power-loss resume path)", job.id)
+            log.warning("job %s paused: %s", job.id, event.reason)
 
     async def _on_energy_resume(self, event: EnergyResumeAllowed) -> None:
         job = await self.jobs.get(event.job_id)
         if job is not None and job.state == JobState.PAUSED and job.pause_reason == PauseReason.ENERGY:
             log.info("job %s resumes: %s", job.id, event.reason)
             await self.resume(job.id)
+        elif job is not None and job.state == JobState.SUSPENDED:
+            self.wake()  # the loop resumes it through the gates (the printer's power among them)
 
     async def _loop(self) -> None:
         while True:
@@ -240,14 +289,8 @@ class JobRunner(Component):
             await wait_until_set(self._wake, self.recheck_s)
 
     async def _try_start_next(self) -> bool:
-        interrupted = await self.jobs.list(frozenset({JobState.INTERRUPTED, JobState.SUSPENDED}))
-        if interrupted and self.full_config.printer.auto_resume and self.printer.ready \
-                and self.current_job_id is None:
-            try:
-                await self.resume_interrupted(interrupted[0])
-                return True
-            except TransitionRefused as exc:
-                log.warning("job %s: automatic resume refused: %s", interrupted[0].id, exc)
+        if self.current_job_id is None and await self._try_auto_resume():
+            return True
         runnable = await self.jobs.list(RUNNABLE_STATES)
         # an interrupted job still sits on the plate: nothing new starts until it is resumed or cancelled
         active = await self.jobs.list(frozenset({JobState.PRINTING, JobState.PAUSED, JobState.INTERRUPTED,
@@ -267,16 +310,54 @@ class JobRunner(Component):
             else:
                 await self._park(job, JobState.WAITING_PLATE, "waiting for the plate to be confirmed clear")
                 return False
-        for name, gate in self._gates:
-            decision = await gate(job)
-            if not decision.allowed:
-                await self._park(job, JobState.WAITING_ENERGY, f"{name}: {decision.reason}")
-                return False
+        decision = await self._run_gates(job)
+        if not decision.allowed:
+            await self._park(job, JobState.WAITING_ENERGY, decision.reason)
+            return False
         # after the gates: the last one (printer power, node/hw/relay.py) may switch the printer on
         if not self.printer.ready:
             return False
         await self._print(job)
         return True
+
+    async def _try_auto_resume(self) -> bool:
+        """Resume a suspended job (``auto_resume_suspended``) or an interrupted one (``auto_resume``)
+        once every start gate says yes: the battery, the energy plan, the printer's power.  The plate
+        gate does not apply: the part is still on it."""
+        printer = self.full_config.printer
+        wanted = frozenset(({JobState.SUSPENDED} if printer.auto_resume_suspended else set())
+                           | ({JobState.INTERRUPTED} if printer.auto_resume else set()))
+        if not wanted:
+            return False
+        held = await self.jobs.list(wanted, limit=1)
+        if not held:
+            return False
+        job = held[0]
+        decision = await self._run_gates(job)
+        if not decision.allowed:
+            self._note_waiting(job, decision.reason)
+            return False
+        try:
+            await self.resume_interrupted(job)
+            return True
+        except TransitionRefused as exc:
+            self._note_waiting(job, f"automatic resume refused: {exc}")
+            return False
+
+    async def _run_gates(self, job: Job, only: tuple[str, ...] | None = None) -> GateDecision:
+        """The start gates in order (all, or the ``only`` ones); the first refusal names itself."""
+        for name, gate in self._gates:
+            if only is not None and name not in only:
+                continue
+            decision = await gate(job)
+            if not decision.allowed:
+                return GateDecision(False, f"{name}: {decision.reason}")
+        return GateDecision(True)
+
+    def _note_waiting(self, job: Job, reason: str) -> None:
+        if self._waiting.get(job.id) != reason:
+            self._waiting = {job.id: reason}
+            log.info("job %s waits: %s", job.id, reason)
 
     async def _park(self, job: Job, state: JobState, reason: str) -> None:
         """Hold a job with the gate's reason: a transition when the state changes; the reason itself
@@ -284,9 +365,7 @@ class JobRunner(Component):
         changes, so a waiting node writes nothing to the SD card every recheck."""
         if job.state != state:
             await self.jobs.transition(job.id, state, reason)
-        if self._waiting.get(job.id) != reason:
-            self._waiting = {job.id: reason}
-            log.info("job %s waits: %s", job.id, reason)
+        self._note_waiting(job, reason)
 
     async def _print(self, job: Job) -> None:
         self._waiting = {}
@@ -307,9 +386,18 @@ class JobRunner(Component):
         try:
             outcome = await self.printer.print_job(job.id, Path(job.file_path), start_offset, prologue)
             target = {"completed": JobState.COMPLETED, "cancelled": JobState.CANCELLED,
-                      "failed": JobState.FAILED, "interrupted": JobState.INTERRUPTED}[outcome.status]
+                      "failed": JobState.FAILED, "interrupted": JobState.INTERRUPTED,
+                      "suspended": JobState.SUSPENDED}[outcome.status]
             current = await self.jobs.get(job.id)
             assert current is not None
+            if target == JobState.SUSPENDED:
+                reason, why = self._suspend_why.pop(job.id, (current.pause_reason, outcome.reason))
+                if current.state == JobState.PRINTING:  # resumed meanwhile: the pause it came from first
+                    await self.jobs.transition(job.id, JobState.PAUSED, "paused to suspend",
+                                               pause_reason=reason or PauseReason.USER)
+                await self.jobs.transition(job.id, JobState.SUSPENDED, f"suspended: {why}", pause_reason=reason)
+                log.warning("job %s suspended at byte %d: %s", job.id, outcome.byte_offset, why)
+                return
             if current.state == JobState.PAUSED and target != JobState.CANCELLED:
                 await self.jobs.transition(job.id, JobState.PRINTING, "resumed to finish")
             if target == JobState.COMPLETED:

@@ -27,11 +27,13 @@ def test_final_states_and_retry() -> None:
     assert JobState.QUEUED in TRANSITIONS[JobState.FAILED]  # a failed job may be retried
 
 
-def test_pause_needs_a_reason_and_nothing_else_takes_one() -> None:
+def test_pause_needs_a_reason_and_only_a_suspension_may_keep_it() -> None:
     with pytest.raises(TransitionRefused, match="needs a reason"):
         check_transition(JobState.PRINTING, JobState.PAUSED)
     with pytest.raises(TransitionRefused, match="takes no pause reason"):
         check_transition(JobState.PAUSED, JobState.PRINTING, PauseReason.USER)
+    check_transition(JobState.PAUSED, JobState.SUSPENDED, PauseReason.LOW_BATTERY)
+    check_transition(JobState.PAUSED, JobState.SUSPENDED)
 
 
 @pytest.fixture

@@ -103,9 +103,10 @@ def test_rpi_backend_without_the_library_says_what_to_install(monkeypatch) -> No
 class PluggablePrinter:
     """A virtual printer (its own process, like a board on USB) that exists only while the relay is closed."""
 
-    def __init__(self, link: Path, active_low: bool) -> None:
+    def __init__(self, link: Path, active_low: bool, command_log: Path | None = None) -> None:
         self.link = link
         self.active_low = active_low
+        self.command_log = command_log
         self.process: subprocess.Popen[bytes] | None = None
         self.boots = 0
 
@@ -114,8 +115,9 @@ class PluggablePrinter:
         if powered and self.process is None:
             self.boots += 1
             port_file = self.link.with_name(f"boot{self.boots}.port")
+            log = ["--command-log", str(self.command_log)] if self.command_log else []
             self.process = subprocess.Popen([sys.executable, "-m", "node", "virtual-printer", "--time-scale", "100",
-                                             "--port-file", str(port_file)], stdin=subprocess.DEVNULL)
+                                             "--port-file", str(port_file), *log], stdin=subprocess.DEVNULL)
             threading.Thread(target=self._plug_when_booted, args=(port_file,), daemon=True).start()
         elif not powered and self.process is not None:
             self.link.unlink(missing_ok=True)

@@ -11,23 +11,32 @@ from tests.conftest import wait_for
 NIGHT = "clock.start='2026-06-21T08:00:00+00:00'"  # 01:00 in Tucson: no sun to rescue the battery
 
 
-@pytest.mark.parametrize("level, previous, wake, pause, hold, resume, halt", [
-    ("critical", "below_reserve", "none", True, True, False, False),
-    ("node_lvd", "critical", "none", True, True, False, False),          # no certain wake-up: stay up
-    ("node_lvd", "critical", "load_output", True, True, False, True),
-    ("node_lvd", "critical", "rtc", True, True, False, True),
-    ("below_reserve", "critical", "none", False, True, False, False),    # better, not yet ok: still hold
-    ("ok", "critical", "none", False, False, True, False),
-    ("ok", "below_reserve", "none", False, False, False, False),
-    ("below_reserve", "ok", "none", False, False, False, False),          # the planner's business, not ours
+@pytest.mark.parametrize("level, held, wake, pause, hold, resume, halt", [
+    ("critical", False, "none", True, True, False, False),
+    ("node_lvd", True, "none", True, True, False, False),          # no certain wake-up: stay up
+    ("node_lvd", True, "load_output", True, True, False, True),
+    ("node_lvd", True, "rtc", True, True, False, True),
+    ("below_reserve", True, "none", False, True, False, False),    # better, not yet ok: still hold
+    ("ok", True, "none", False, False, True, False),
+    ("ok", False, "none", False, False, False, False),
+    ("below_reserve", False, "none", False, False, False, False),  # the planner's business, not ours
 ])
-def test_decisions(level, previous, wake, pause, hold, resume, halt) -> None:
-    action = decide(level, previous, wake, halt_enabled=True)
+def test_decisions(level, held, wake, pause, hold, resume, halt) -> None:
+    action = decide(level, held, wake, halt_enabled=True)
     assert (action.pause_running, action.hold_starts, action.resume_paused, action.halt) == (pause, hold, resume, halt)
 
 
+def test_critical_then_below_reserve_then_ok_releases_the_hold() -> None:
+    held = False
+    for level in ("critical", "below_reserve", "below_reserve"):
+        held = decide(level, held, "none", halt_enabled=True).hold_starts
+        assert held, level
+    final = decide("ok", held, "none", halt_enabled=True)
+    assert final.resume_paused and not final.hold_starts
+
+
 def test_halt_disabled_never_halts() -> None:
-    assert not decide("node_lvd", "critical", "load_output", halt_enabled=False).halt
+    assert not decide("node_lvd", True, "load_output", halt_enabled=False).halt
 
 
 def test_critical_battery_holds_the_queue(daemon_factory) -> None:
