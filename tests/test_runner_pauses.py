@@ -1,0 +1,92 @@
+"""The job follows every kind of pause, in a real node on a virtual printer over a pty: the firmware's
+own ``//action:pause|resume``; the planner's energy pause (hotend off, bed warm), its ``printer_off``
+(suspended, heaters off) and its resume, which brings the job back through the power-loss path with
+every move executed exactly once."""
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+from node.clock import Clock
+from node.config import NodeConfig
+from node.events import EnergyPauseRequested, EnergyResumeAllowed
+from node.jobs import Jobs, JobState
+from node.node import Node
+from node.printer.printer import Printer
+from node.printer.virtual import VirtualPrinter, serve_pty
+from node.profile import load_profile
+from node.runner import GateDecision, JobRunner
+from node.store import Store
+from tests.hw.test_gpio import _state_is, wait_until
+from tests.printer.helpers import write_job
+
+HEADER = "G28\nG90\nM82\nM140 S60\nM104 S200\nM190 S60\nM109 S200\nG92 E0\n"
+
+
+def test_firmware_pause_and_energy_suspension_move_the_job(tmp_path: Path) -> None:
+    asyncio.run(_scenario(tmp_path))
+
+
+async def _scenario(tmp_path: Path) -> None:
+    executed = tmp_path / "executed.log"
+    stop = threading.Event()
+    port, firmware, _ = serve_pty(lambda write: VirtualPrinter(load_profile("ender3"), Clock(100.0), write,
+                                                               command_log=executed), stop)
+    config = NodeConfig.model_validate({
+        "node": {"state_dir": str(tmp_path / "state")}, "printer": {"port": port},
+        "jobs": {"queue_sample_when_empty": False}})
+    store = Store(tmp_path / "state" / "printnode.sqlite3").open()
+    node = Node(config, Clock(100.0))
+    jobs = node.add(Jobs(node, store))
+    printer = node.add(Printer(node, config.printer, store))
+    runner = node.add(JobRunner(node, config, store, jobs, printer, files_dir=tmp_path / "files", recheck_s=0.5))
+    sun = {"enough": True}
+
+    async def energy_gate(_job: object) -> GateDecision:  # stands in for the planner's start gate
+        return GateDecision(sun["enough"], "" if sun["enough"] else "test: not enough sun")
+
+    runner.add_start_gate("energy", energy_gate)
+    await node.start()
+    try:
+        path = tmp_path / "job.gcode"
+        moves = [c for c in write_job(path, 3000, header=HEADER) if c.startswith(b"G1 X")]
+        job = await runner.queue_file("part", path, "e" * 64, path.stat().st_size)
+        await wait_until(lambda: printer.progress is not None and printer.progress.lines_sent > 200,
+                         timeout_s=60, what="200 lines printed")
+
+        firmware.host_action("pause")  # a runout sensor wired to the board, say
+        paused = await wait_until(lambda: _state_is(jobs, job.id, JobState.PAUSED), what="paused by the printer")
+        assert paused.pause_reason == "printer"
+        firmware.host_action("resume")  # the knob
+        await wait_until(lambda: _state_is(jobs, job.id, JobState.PRINTING), what="resumed by the printer")
+
+        t_s = node.clock.time()
+        await node.send_event("energy_pause_requested", EnergyPauseRequested(
+            job_id=job.id, t_s=t_s, soc_pct=31.0, reserve_pct=30.0, reason="test: energy short"))
+        paused = await wait_until(lambda: _state_is(jobs, job.id, JobState.PAUSED), what="energy pause")
+        assert paused.pause_reason == "energy"
+        await wait_until(lambda: firmware.hotend.target_c == 0.0, what="hotend off")
+        assert firmware.bed.target_c == 60.0  # the part stays stuck
+
+        sun["enough"] = False
+        await node.send_event("energy_pause_requested", EnergyPauseRequested(
+            job_id=job.id, t_s=t_s, printer_off=True, soc_pct=30.5, reserve_pct=30.0, reason="test: too long"))
+        suspended = await wait_until(lambda: _state_is(jobs, job.id, JobState.SUSPENDED), what="suspended")
+        assert suspended.pause_reason == "energy" and firmware.bed.target_c == 0.0
+        await asyncio.sleep(1.0)
+        assert (await jobs.get(job.id)).state == JobState.SUSPENDED  # type: ignore[union-attr]
+        assert "not enough sun" in runner.status()["waiting"][job.id]
+
+        sun["enough"] = True
+        await node.send_event("energy_resume_allowed", EnergyResumeAllowed(
+            job_id=job.id, t_s=node.clock.time(), soc_pct=45.0, reason="test: sun is back"))
+        await wait_until(lambda: _state_is(jobs, job.id, JobState.COMPLETED), timeout_s=120, what="completed")
+        done = [line for line in executed.read_bytes().splitlines() if line in set(moves)]
+        assert done == moves  # two pauses and a suspension: nothing lost, nothing repeated
+        reasons = [t.reason for t in await jobs.history(job.id)]
+        assert any("//action:pause" in r for r in reasons) and any(r.startswith("suspended") for r in reasons)
+    finally:
+        await node.stop()
+        store.close()
+        stop.set()
