@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from node.section import Section
 
@@ -18,12 +18,46 @@ SourceName = Literal["simulated", "vedirect", "epever", "renogy", "ina219", "ina
 _Strict = Section
 
 
+class CloudSpell(_Strict):
+    """A cloud that the forecast does not know about, every simulated day: what makes a plan wrong."""
+
+    start: str = Field(description="site-local start, 'HH:MM'")
+    hours: float = Field(gt=0, le=24)
+    clearness: float = Field(ge=0, le=1, description="share of the clear-sky irradiance that gets through")
+
+    @field_validator("start")
+    @classmethod
+    def _hh_mm(cls, value: str) -> str:
+        try:
+            hours, minutes = (int(part) for part in value.split(":"))
+        except ValueError:
+            raise ValueError(f"{value!r} is not HH:MM") from None
+        if not (0 <= hours < 24 and 0 <= minutes < 60):
+            raise ValueError(f"{value!r} is not a time of day")
+        return value
+
+    @property
+    def start_min(self) -> int:
+        hours, minutes = (int(part) for part in self.start.split(":"))
+        return hours * 60 + minutes
+
+
+def cloud_clearness(local_min: float, spells: list[CloudSpell]) -> float:
+    """The clearness at ``local_min`` minutes after local midnight: the darkest spell covering it."""
+    factor = 1.0
+    for spell in spells:
+        if (local_min - spell.start_min) % 1440 < spell.hours * 60:
+            factor = min(factor, spell.clearness)
+    return factor
+
+
 class SimulatedControllerSection(_Strict):
     """The simulated charge controller process (``source = "simulated"``); its PV array is ``[array]``."""
 
     initial_soc: float = Field(0.8, ge=0, le=1)
     node_load_w: float = Field(5.0, ge=0, description="the Pi and friends, always on")
     weather_seed: int | None = Field(None, description="None: clear sky every day; else seeded daily clearness")
+    clouds: list[CloudSpell] = Field([], description="passing clouds every day, unknown to the forecast")
     ambient_c: float = Field(22.0, ge=-40, le=60, description="mean air temperature (cell temperature model)")
 
 

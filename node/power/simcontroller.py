@@ -40,7 +40,7 @@ from node.clock import Clock, ClockSpec
 from node.power.battery import BatterySection
 from node.power.planconfig import ArraySection
 from node.power.plant import BatteryState, PlantStep, step_battery
-from node.power.settings import SimulatedControllerSection
+from node.power.settings import SimulatedControllerSection, cloud_clearness
 from node.power.site import SiteSection
 from node.power.sources.vedirect import encode_block
 
@@ -71,6 +71,8 @@ class PvModel:
         self.array = array
         self.ambient_c = controller.ambient_c
         self.weather_seed = controller.weather_seed
+        self.clouds = controller.clouds
+        self.zone = ZoneInfo(site.timezone)
 
     def clearness(self, day_ordinal: int) -> float:
         """Seeded per-day sky clearness (1 = clear); clear sky when no seed is set."""
@@ -94,6 +96,9 @@ class PvModel:
         for t_s, poa_w_m2 in zip(times_s, poa.to_numpy(), strict=True):
             day = datetime.fromtimestamp(t_s, tz=UTC).toordinal()
             irradiance = float(poa_w_m2) * self.clearness(day)
+            if self.clouds:
+                local = datetime.fromtimestamp(t_s, tz=self.zone)
+                irradiance *= cloud_clearness(local.hour * 60 + local.minute + local.second / 60, self.clouds)
             cell_c = self.ambient_c + irradiance * 0.03  # ~30 K above air at 1000 W/m2 (NOCT-like)
             dc_w = (self.array.peak_w * irradiance / 1000.0
                     * (1.0 + self.array.gamma_pdc_per_c * (cell_c - 25.0)))
