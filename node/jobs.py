@@ -11,7 +11,7 @@ Life of a job::
     received ─► downloading ─► queued ─► waiting_plate ─► waiting_energy ─► printing ─► completed
         │            │           ▲  │          │                 │            │  ▲
         └─► rejected ◄┘           │  └──────────┴─────────────────┴─► cancelled  ▼  │
-                                  │                            paused (user|energy|runout|door|low_battery)
+                                  │                            paused (user|energy|runout|door|low_battery|telemetry_lost)
                          failed ──┘ (retry)                        │         ▲
                                                                    ▼         │
                                   interrupted (reset, crash) ─► printing   suspended (printer off)
@@ -55,6 +55,7 @@ class PauseReason(StrEnum):
     RUNOUT = "runout"
     DOOR = "door"
     LOW_BATTERY = "low_battery"
+    TELEMETRY_LOST = "telemetry_lost"  # the battery guard went blind for too long (node/power/guard.py)
 
 
 S = JobState
@@ -103,7 +104,7 @@ def check_transition(from_state: JobState | None, to_state: JobState,
         allowed = ", ".join(sorted(TRANSITIONS[from_state])) or "nothing (final state)"
         raise TransitionRefused(f"{from_state} -> {to_state} is not allowed (allowed: {allowed})")
     if to_state == S.PAUSED and pause_reason is None:
-        raise TransitionRefused("a pause needs a reason (user, energy, runout, door, low_battery)")
+        raise TransitionRefused("a pause needs a reason (user, energy, runout, door, low_battery, telemetry_lost)")
     if to_state != S.PAUSED and pause_reason is not None:
         raise TransitionRefused(f"{to_state} takes no pause reason")
 
