@@ -1,5 +1,5 @@
 """The fast part of the fault suite: a full store, SIGKILL mid-print, printer unplugged, charge controller
-unplugged, clock jumps (the broker gone for hours: test_faults_broker.py).
+unplugged, the broker gone for hours, clock jumps (docs/field.md lists what each proves).
 
 The long part (100 SIGKILLs) is ``bench/soak.py``.
 """
@@ -304,4 +304,103 @@ def test_charge_controller_unplugged_idle_and_mid_print_and_plugged_back(daemon_
     assert log_text.count("vedirect LOST") == log_text.count("vedirect is back after") == final["counts"]["losses"]
     assert guard["blind_why"]
     db = daemon.state_dir / "printnode.sqlite3"
+    assert integrity(db) == "ok" and _transitions_contiguous(db)
+
+
+def test_broker_gone_for_hours_then_back_empty_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    """Node (the real daemon) and hub on a real Mosquitto without persistence; the broker is SIGKILLed
+    and stays away for more than three hours of node time (time scale 600) while jobs print and
+    complete and telemetry accumulates.  Meanwhile the daemon answers every status request, and the
+    outbox's telemetry stays within ``sync.telemetry_budget_mb`` (thinned oldest first), job reports
+    untouched.  The broker comes back empty (no session, no subscription): the node reconnects
+    within its bounded backoff, subscribes again and re-sends its outbox; the hub files every job
+    transition and record exactly once, and the outbox drains."""
+    from tests.sync.sync_harness import Broker, free_port, ledger_rows, make_hub
+
+    scale, away_s = 600.0, 3 * 3600.0
+    budget_mb = 0.0015
+    broker = Broker(tmp_path / "broker", free_port(), persistence=False)
+    broker.workdir.mkdir()
+    broker.start()
+    hub = make_hub(tmp_path / "hub", broker)
+    daemon = None
+    try:
+        daemon = start_daemon(tmp_path / "node", *QUIET, "node.id=far", f"clock.time_scale={scale:g}",
+                              "sync.broker_host=127.0.0.1", f"sync.broker_port={broker.port}",
+                              f'sync.hub_public_keys=["{hub.key.public_hex}"]', "sync.reconnect_min_s=1",
+                              "sync.reconnect_max_s=2", "sync.ack_timeout_s=3", f"sync.telemetry_budget_mb={budget_mb}")
+        db = daemon.state_dir / "printnode.sqlite3"
+        answers = 0
+
+        def status() -> dict:
+            nonlocal answers
+            report = daemon.request({"cmd": "status"})  # raises if the daemon is gone or blocked (30 s)
+            answers += 1
+            return report
+
+        def sim_s(report: dict) -> float:
+            return datetime.fromisoformat(report["sim_time"]).timestamp()
+
+        wait_for(lambda: status()["components"]["sync"]["connected"], timeout_s=30, what="sync connected")
+        gcode = moves_gcode(tmp_path / "part.gcode", 600)
+        first = daemon.request({"cmd": "queue_add", "name": "before", "size_bytes": gcode.stat().st_size}, gcode)
+        wait_for(lambda: ledger_rows(hub, "SELECT 1 FROM job_events WHERE job_id = ?", first["id"]),
+                 what="the hub hears of the first job")
+
+        broker.kill()  # gone, and with it every session and subscription
+        wait_for(lambda: not status()["components"]["sync"]["connected"], what="the node sees the broker gone")
+        killed_s = sim_s(status())
+        jobs = [first["id"]]
+        for i in range(3):
+            jobs.append(daemon.request({"cmd": "queue_add", "name": f"offline {i}",
+                                        "size_bytes": gcode.stat().st_size}, gcode)["id"])
+        peak = {"telemetry_bytes": 0, "level": 0}
+
+        def away_long_and_done() -> bool:
+            report = status()
+            assert daemon.process.poll() is None, "the daemon died"
+            assert not report["components"]["sync"]["connected"]
+            used = read_store(db, "SELECT COALESCE(SUM(bytes), 0) AS b, COALESCE(MAX(level), 0) AS l"
+                                  " FROM sync_outbox WHERE kind = 'telemetry'")[0]
+            assert used["b"] <= budget_mb * 1024 * 1024, f"telemetry backlog {used['b']} B over its budget"
+            peak["telemetry_bytes"] = max(peak["telemetry_bytes"], used["b"])
+            peak["level"] = max(peak["level"], used["l"])
+            states = {j["id"]: j["state"] for j in daemon.request({"cmd": "queue_list", "all": True})}
+            return sim_s(report) - killed_s >= away_s and all(states.get(j) == "completed" for j in jobs)
+        wait_for(away_long_and_done, timeout_s=60, interval_s=0.5, what="hours offline with every job completed")
+        offline_outbox = read_store(db, "SELECT kind, COUNT(*) AS n, SUM(bytes) AS b FROM sync_outbox GROUP BY kind")
+        assert peak["level"] > 0, "the telemetry backlog never needed thinning: the budget was not tested"
+        assert {r["kind"] for r in offline_outbox} >= {"job_state", "job_record", "telemetry"}
+
+        broker.start()  # same port, nothing remembered
+        wait_for(lambda: status()["components"]["sync"]["connects"] >= 2, timeout_s=30,
+                 what="the node reconnects within its bounded backoff")
+        wait_for(lambda: read_store(db, "SELECT COUNT(*) AS n FROM sync_outbox")[0]["n"] == 0, timeout_s=45,
+                 what="the outbox drained (every report acked by the hub)")
+        final = status()["components"]["sync"]
+        assert stop_daemon(daemon) == 0
+        node_transitions = sorted((r["job_id"], r["version"]) for r in read_store(
+            db, "SELECT job_id, version FROM job_transitions"))
+        hub_events = sorted((r["job_id"], r["version"]) for r in ledger_rows(
+            hub, "SELECT job_id, version FROM job_events"))
+        received = {r["kind"]: r["n"] for r in ledger_rows(
+            hub, "SELECT kind, COUNT(*) AS n FROM received GROUP BY kind")}
+        records = ledger_rows(hub, "SELECT job_id, outcome FROM job_records")
+        offline_t = [r["t_s"] for r in ledger_rows(hub, "SELECT t_s FROM telemetry WHERE node_id = 'far'"
+                                                        " AND t_s > ? AND t_s < ?", killed_s, killed_s + away_s)]
+        duplicates = hub.counters["duplicates"]
+    finally:
+        if daemon is not None:
+            stop_daemon(daemon)
+        hub.stop()
+        broker.stop()
+    assert hub_events == node_transitions, "a job transition is missing at the hub, or filed twice"
+    assert received["job_state"] == len(node_transitions)  # one report id per transition: none re-made
+    assert received["job_record"] == len(jobs)
+    assert sorted(r["job_id"] for r in records) == sorted(jobs) and {r["outcome"] for r in records} == {"SUCCEEDED"}
+    assert offline_t, "no telemetry of the outage reached the hub"
+    assert final["outbox"] is not None and answers > 20
+    print(f"offline outbox by kind: {[dict(r) for r in offline_outbox]}; telemetry peak {peak}; hub duplicates {duplicates};"
+          f" status answered {answers} times")
+    assert daemon.log().count("session present: False") >= 2  # the broker really came back without a session
     assert integrity(db) == "ok" and _transitions_contiguous(db)
