@@ -162,10 +162,10 @@ class PowerGuard(Component):
         telemetry = self.telemetry
         since = telemetry.lost_since_t_s
         when = "" if since is None else " since " + datetime.fromtimestamp(since, tz=UTC).strftime("%H:%M UTC")
-        error = f": {telemetry.last_error}" if telemetry.last_error else ""
-        return GateDecision(False, f"{telemetry.settings.source} charge controller lost{when} "
-                                   f"({duration_text(telemetry.lost_for_s() or 0.0)}{error}); no print starts on a "
-                                   f"stale battery estimate")
+        error = f" ({telemetry.last_error})" if telemetry.last_error else ""
+        # no running duration in the reason: it is logged whenever it changes (status has lost_for_s)
+        return GateDecision(False, f"{telemetry.settings.source} charge controller lost{when}{error}; no print "
+                                   f"starts on a stale battery estimate")
 
     async def _on_link(self, event: TelemetryLink) -> None:
         if event.state == "lost":
