@@ -63,7 +63,7 @@ def build_node(config: NodeConfig, clock: Clock, store: Store) -> Node:
     timesync = node.add(TimeSync(node, config.time, simulated_clock(config)))  # may the planner trust the clock?
     jobs = node.add(Jobs(node, store))
     analysis = node.add(AnalysisService(node, config.analysis, store, profile, jobs=jobs))
-    node.add(Telemetry(node, config.telemetry, store=store))
+    telemetry = node.add(Telemetry(node, config.telemetry, store=store))
     planner = node.add(Planner(node, config.planner, site=config.site, array=config.array,
                                forecast=config.forecast, jobs=jobs, battery=config.battery.plant_params(),
                                printer_profile=profile, energy_profile_for=analysis.energy_profile_for,
@@ -75,7 +75,7 @@ def build_node(config: NodeConfig, clock: Clock, store: Store) -> Node:
     if config.planner.enabled:
         runner.add_start_gate("energy", planner.start_gate)
         runner.set_job_chooser(planner.next_job_id)
-    node.add(PowerGuard(node, config.low_battery, runner))
+    node.add(PowerGuard(node, config.low_battery, runner, telemetry=telemetry))  # + the telemetry-lost policy
     add_gpio_components(node, config, runner, printer)  # after every other start gate: the relay's must be last
     node.add(Sync(node, config.sync, store, jobs, files_dir=config.state_dir / "files"))
     node.add(ControlServer(node, config, jobs))

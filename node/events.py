@@ -106,6 +106,19 @@ class BatteryLevelChanged(Event):
     corrected_v: float | None = None
 
 
+class TelemetryLink(Event):
+    """Sent by ``telemetry`` when the power source is lost (silent or failing for ``stale_after_s``)
+    or comes back.  ``since_t_s``: the last accepted reading (None: none since the node started).
+    power_guard acts on it: see node/power/guard.py (telemetry lost)."""
+
+    t_s: float
+    state: Literal["ok", "lost"]
+    since_t_s: float | None = None
+    lost_for_s: float = Field(0.0, ge=0, description="node seconds without a reading (at a return: the gap)")
+    reason: str = ""
+    soc_pct: float | None = Field(None, ge=0, le=100)
+
+
 class NodeLifecycle(Event):
     """The daemon started all components, or began shutting down."""
 
@@ -267,6 +280,7 @@ EVENT_CATALOGUE: dict[str, type[Event]] = {
     "config_change_requested": ConfigChangeRequested,
     "hub_time_observed": HubTimeObserved,
     "battery_level_changed": BatteryLevelChanged,
+    "telemetry_link": TelemetryLink,
     "plan_updated": PlanSummary,
     "energy_pause_requested": EnergyPauseRequested,
     "energy_resume_allowed": EnergyResumeAllowed,

@@ -11,7 +11,7 @@ Life of a job::
     received ─► downloading ─► queued ─► waiting_plate ─► waiting_energy ─► printing ─► completed
         │            │           ▲  │          │                 │            │  ▲
         └─► rejected ◄┘           │  └──────────┴─────────────────┴─► cancelled  ▼  │
-                                  │                            paused (user|energy|runout|door|low_battery)
+                                  │                            paused (user|energy|runout|door|low_battery|telemetry_lost)
                          failed ──┘ (retry)                        │         ▲
                                                                    ▼         │
                                   interrupted (reset, crash) ─► printing   suspended (printer off)
@@ -56,6 +56,7 @@ class PauseReason(StrEnum):
     DOOR = "door"
     LOW_BATTERY = "low_battery"
     PRINTER = "printer"  # the firmware asked (//action:pause: M600, its own runout sensor, a button)
+    TELEMETRY_LOST = "telemetry_lost"  # the battery guard went blind for too long (node/power/guard.py)
 
 
 S = JobState

@@ -92,6 +92,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"printing {runner['current_job']}: {progress['percent']:.1f} %  ({progress['lines_sent']} lines)")
     power = report["components"].get("telemetry", {})
     sample = power.get("last_sample") or {}
+    if power.get("link") == "lost":
+        from datetime import UTC, datetime
+
+        from node.power.telemetry import duration_text
+
+        since = power.get("lost_since_t_s")
+        when = "" if since is None else " since " + datetime.fromtimestamp(since, tz=UTC).isoformat(timespec="minutes")
+        print(f"telemetry: {power.get('source', '?')} charge controller LOST{when} "
+              f"({duration_text(power.get('lost_for_s') or 0.0)}): {power.get('last_error') or 'silent'}; "
+              f"SoC estimated without it (own draw out, no PV in)")
     if sample:
         stale = "  (STALE: no fresh reading)" if sample.get("stale") else ""
         print(f"power: PV {_num(sample.get('pv_w'), 'W')}  battery {_num(sample.get('battery_v'), 'V', 2)} "

@@ -20,6 +20,12 @@ Method (what Victron's BMV and most shunt monitors do, plus two learned correcti
   would move the estimate by tens of percent).
 - **Sag-corrected, filtered voltage.**  ``V - I * R_internal`` smoothed with a first-order
   filter: what the thresholds compare against.
+- **Gaps.**  Between two samples more than ``max_gap_s`` apart (the daemon was down) nothing is
+  counted: the SoC stays where it was.  While the daemon runs but telemetry is *lost* (the
+  controller unplugged), :meth:`SocEstimator.bridge` counts the node's own known draw out and no
+  PV in, so the estimate can only err towards empty; samples then continue from the bridged value.
+  The bridged gap also marks the estimate uncertain (until a resync at full or a rest
+  correction); either gap keeps the next resync from learning an offset.
 
 Accuracy (tests/power/test_battery.py, tests/power/week_sim.py): a capacity error is not
 observable between two "full" anchors, so the SoC error grows as ``capacity error x depth
@@ -166,6 +172,8 @@ class SocEstimator:
         self._rest_v_sum, self._rest_v_n = 0.0, 0
         self._ah_since_sync = 0.0     # rated-equivalent Ah counted since the last resync (0 = full)
         self._gap_since_sync = False  # an unintegrated gap makes the drift meaningless
+        self._bridged = False         # bridge() counted a blind gap: restart the voltage filter
+        self.bridged_s = 0.0          # node seconds counted blind (telemetry lost) since the last resync
 
     @property
     def corrected_v(self) -> float | None:
@@ -176,7 +184,7 @@ class SocEstimator:
     def state(self) -> dict[str, Any]:
         return {"soc": self.soc, "certain": self.certain, "offset_a": self.offset_a, "t_s": self._t_s,
                 "last_sync_t_s": self.last_sync_t_s, "ah_since_sync": self._ah_since_sync,
-                "gap_since_sync": self._gap_since_sync, "syncs": self.syncs}
+                "gap_since_sync": self._gap_since_sync, "syncs": self.syncs, "bridged_s": self.bridged_s}
 
     def restore(self, state: dict[str, Any]) -> None:
         self.soc = state.get("soc")
@@ -186,6 +194,7 @@ class SocEstimator:
         self._ah_since_sync = float(state.get("ah_since_sync") or 0.0)
         self._gap_since_sync = True  # the daemon was down: do not learn from this interval
         self.syncs = int(state.get("syncs") or 0)
+        self.bridged_s = float(state.get("bridged_s") or 0.0)
         self._t_s = state.get("t_s")
 
     # --- the estimator ------------------------------------------------------------------------
@@ -195,8 +204,9 @@ class SocEstimator:
         current_a = battery_a - self.offset_a
         sag_corrected_v = battery_v - battery_a * self.battery.internal_resistance_ohm
         dt_s = 0.0 if self._t_s is None else t_s - self._t_s
-        if self._filtered_v is None or dt_s > self.battery.max_gap_s or dt_s < 0:
+        if self._filtered_v is None or dt_s > self.battery.max_gap_s or dt_s < 0 or self._bridged:
             self._filtered_v = sag_corrected_v
+            self._bridged = False
         else:
             alpha = 1.0 - math.exp(-dt_s / self.battery.voltage_filter_s)
             self._filtered_v += alpha * (sag_corrected_v - self._filtered_v)
@@ -214,6 +224,35 @@ class SocEstimator:
         return SocEstimate(soc_pct=round(self.soc * 100.0, 3), corrected_v=round(self._filtered_v, 4),
                            level=level, full=full, resting_s=resting_s, offset_a=self.offset_a,
                            last_sync_t_s=self.last_sync_t_s, certain=self.certain)
+
+    def bridge(self, t_s: float, draw_w: float) -> float | None:
+        """Count a stretch without measurements (telemetry lost); return the SoC in % (None: unknown).
+
+        Pessimistic on purpose: the node's own known draw (``draw_w``: the printer's estimate from its
+        heater PWM plus the node's base load) is taken out of the bank and no PV is counted in, since
+        nothing says the sun is there.  When samples return the count goes on from this value, not
+        from the last measured one: the energy used meanwhile is not forgotten.  The gap also makes
+        the estimate uncertain (``certain`` = False until the next resync at full or, for lead-acid,
+        a rest correction), keeps the next resync from learning an offset, and restarts the voltage
+        filter at the first sample.  Only stretches after a sample of this run are counted (a restored
+        state's gap is not: see :meth:`restore`).
+        """
+        if self.soc is None or self._t_s is None:
+            return None
+        dt_s = t_s - self._t_s
+        if dt_s > 0:
+            volts = self._filtered_v or self.params.nominal_v
+            self._integrate(-max(0.0, draw_w) / volts, dt_s, 25.0)
+            self._t_s = t_s
+            self.bridged_s += dt_s
+        self._gap_since_sync = True
+        self._bridged = True
+        self.certain = False
+        self._full_since_s = None  # a stay at full or at rest cannot span what was not seen
+        self._rest_since_s = None
+        self._rest_corrected = False
+        self._rest_v_sum, self._rest_v_n = 0.0, 0
+        return round(self.soc * 100.0, 3)
 
     def _integrate(self, current_a: float, dt_s: float, temperature_c: float) -> None:
         assert self.soc is not None
@@ -255,6 +294,7 @@ class SocEstimator:
         self.last_sync_t_s = t_s
         self._ah_since_sync = 0.0
         self._gap_since_sync = False
+        self.bridged_s = 0.0
 
     def _check_hold(self, t_s: float, dt_s: float, current_a: float, charge_state: str | None) -> None:
         """While the charger floats the bank after a resync it stays full: pin SoC at 100 %.

@@ -87,6 +87,12 @@ class TelemetrySection(_Strict):
     retry_initial_s: float = Field(1.0, gt=0)
     retry_max_s: float = Field(60.0, gt=0)
     store: bool = Field(True, description="keep the downsampled history in the store")
+    lost_hold_starts_after_s: float = Field(
+        600.0, ge=0, description="node seconds since the last reading, once telemetry is lost, after which no "
+                                 "new print starts (the SoC is too old to plan a print on)")
+    lost_pause_after_s: float = Field(
+        1800.0, ge=0, description="node seconds since the last reading, once telemetry is lost, after which the "
+                                  "running print pauses at a safe point until telemetry returns")
     simulated: SimulatedControllerSection = SimulatedControllerSection()
 
 

@@ -10,7 +10,14 @@ Threads and tasks:
   ``telemetry_sample`` (and ``battery_level_changed`` when a threshold is crossed) and
   hands the sample to the store recorder;
 - a **stale watchdog** sends the last values flagged ``stale=True`` while the device is
-  silent for more than ``stale_after_s`` real seconds;
+  silent for more than ``stale_after_s`` real seconds, and keeps the **link state**: telemetry
+  is *lost* once no reading came for ``stale_after_s`` after one did (or after the source kept
+  failing from the start: a controller unplugged at boot).  Lost and back are logged once each,
+  sent as ``telemetry_link`` and shown in ``status`` (``link``, ``lost_since_t_s``,
+  ``lost_for_s``).  While lost the SoC estimator is bridged pessimistically
+  (:meth:`~node.power.battery.SocEstimator.bridge`: the node's own draw out, no PV in), so the
+  estimate never stays frozen at the last good value; power_guard holds new prints and, later,
+  pauses the running one (``lost_hold_starts_after_s``, ``lost_pause_after_s``);
 - a **store task** commits the recorder's rows in one transaction every
   ``store.batch_commit_s`` real seconds (see :mod:`node.store.telemetry`).
 
@@ -33,7 +40,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from node.events import BatteryLevelChanged, TelemetrySample, Temperatures
+from node.events import BatteryLevelChanged, TelemetryLink, TelemetrySample, Temperatures
 from node.node import Component, Node
 from node.power.battery import BatterySection, SocEstimator
 from node.power.settings import TelemetrySection
@@ -124,7 +131,15 @@ class Telemetry(Component):
         self.level = "ok"
         self.connected = False
         self.last_error: str | None = None
-        self.counts = {"samples": 0, "rejected": 0, "stale": 0, "retries": 0, "store_errors": 0}
+        self.counts = {"samples": 0, "rejected": 0, "stale": 0, "retries": 0, "store_errors": 0, "losses": 0}
+        #: "connecting" (no reading yet, no failure yet), "ok", or "lost" (see the module docstring)
+        self.link = "connecting"
+        self.last_good_t_s: float | None = None  # node time of the last accepted reading of this run
+        self.lost_since_t_s: float | None = None  # node time the loss counts from (last reading, or start)
+        self._started_t_s = 0.0
+        self._started_mono = 0.0
+        self._failed_since_mono: float | None = None  # the source thread's first failure since a reading
+        self._last_good_mono: float | None = None
         self._source_counters: dict[str, int] = {}
 
     def _default_factory(self) -> Source:
@@ -136,6 +151,8 @@ class Telemetry(Component):
     # --- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._started_t_s = self.node.clock.time()
+        self._started_mono = time.monotonic()
         self._queue = asyncio.Queue(maxsize=1000)
         try:
             from node.profile import load_profile
@@ -166,11 +183,20 @@ class Telemetry(Component):
         sample = self.last_sample
         return {
             "source": self.settings.source, "connected": self.connected, "last_error": self.last_error,
+            "link": self.link, "lost_since_t_s": self.lost_since_t_s, "lost_for_s": self.lost_for_s(),
+            "last_good_t_s": self.last_good_t_s,
             "level": self.level, "soc_pct": sample.soc_pct if sample else None,
+            "soc_certain": self.estimator.certain, "bridged_s": round(self.estimator.bridged_s, 1),
             "last_sample": sample.model_dump() if sample else None,
             "offset_a": self.estimator.offset_a, "syncs": self.estimator.syncs,
             "counts": dict(self.counts), "source_counters": dict(self._source_counters),
         }
+
+    def lost_for_s(self) -> float | None:
+        """Node seconds since the loss began (the last reading, or the start), or None while not lost."""
+        if self.link != "lost" or self.lost_since_t_s is None:
+            return None
+        return round(max(0.0, self.node.clock.time() - self.lost_since_t_s), 1)
 
     # --- the source thread --------------------------------------------------------------------
     def _source_thread(self) -> None:
@@ -202,9 +228,14 @@ class Telemetry(Component):
                         self._stop.wait(self.settings.poll_interval_s)
             except (SourceError, ValueError) as exc:
                 self.last_error = str(exc)
-                log.warning("telemetry: %s; retrying in %.1f s", exc, delay_s)
+                self._note_failure()
+                if self.link == "lost":  # said once at the loss; the retries are routine now
+                    log.debug("telemetry: %s; retrying in %.1f s", exc, delay_s)
+                else:
+                    log.warning("telemetry: %s; retrying in %.1f s", exc, delay_s)
             except Exception as exc:  # never let the thread die: the daemon keeps running
                 self.last_error = f"{type(exc).__name__}: {exc}"
+                self._note_failure()
                 log.exception("telemetry: source failed; retrying in %.1f s", delay_s)
             finally:
                 self.connected = False
@@ -216,6 +247,10 @@ class Telemetry(Component):
                 break
             self.counts["retries"] += 1
             delay_s = min(self.settings.retry_max_s, delay_s * 2)
+
+    def _note_failure(self) -> None:
+        if self._failed_since_mono is None:
+            self._failed_since_mono = time.monotonic()
 
     def _open_printer_shunt(self) -> Source | None:
         """The optional INA shunt on the printer's feed; a failure only loses the measurement."""
@@ -277,8 +312,59 @@ class Telemetry(Component):
         while True:
             reading = await self._queue.get()
             self._last_reading_mono = time.monotonic()
-            if await self.handle_reading(reading) is not None:
+            sample = await self.handle_reading(reading)
+            if sample is not None:
                 self._last_reading = reading  # stale samples repeat the last accepted values
+                self._last_good_mono, self._failed_since_mono = time.monotonic(), None
+                previous, self.last_good_t_s = self.last_good_t_s, sample.t_s
+                if self.link != "ok":
+                    await self._link_back(sample, previous)
+
+    async def _link_back(self, sample: TelemetrySample, previous_t_s: float | None) -> None:
+        was_lost, since_t_s = self.link == "lost", self.lost_since_t_s
+        self.link, self.lost_since_t_s = "ok", None
+        if not was_lost:
+            log.info("telemetry: %s reading (SoC %s %%)", self.settings.source, sample.soc_pct)
+            return
+        gap_s = max(0.0, sample.t_s - (since_t_s if since_t_s is not None else sample.t_s))
+        log.warning("telemetry: %s is back after %s without readings; SoC %s %% (counted on from the "
+                    "pessimistic estimate of the gap, uncertain until the next full charge)",
+                    self.settings.source, duration_text(gap_s), sample.soc_pct)
+        await self.node.send_event("telemetry_link", TelemetryLink(
+            t_s=sample.t_s, state="ok", since_t_s=previous_t_s, lost_for_s=gap_s,
+            reason=f"{self.settings.source} back", soc_pct=sample.soc_pct))
+
+    def _should_be_lost(self, now_mono: float) -> bool:
+        """Silent for ``stale_after_s`` after a reading, or failing that long with none since the start."""
+        period_s = self.settings.stale_after_s
+        if self._last_good_mono is not None:  # rejected readings do not count: nonsense is no telemetry
+            return now_mono - self._last_good_mono > period_s
+        failed = self._failed_since_mono
+        return failed is not None and now_mono - max(failed, self._started_mono) > period_s
+
+    async def _link_lost(self) -> None:
+        now_s = self.node.clock.time()
+        self.link = "lost"
+        self.counts["losses"] += 1
+        self.lost_since_t_s = self.last_good_t_s if self.last_good_t_s is not None else self._started_t_s
+        why = self.last_error or f"silent for {self.settings.stale_after_s:g} s"
+        since = "no reading since the node started" if self.last_good_t_s is None else \
+            f"last reading {duration_text(now_s - self.lost_since_t_s)} ago"
+        log.warning("telemetry: %s LOST (%s; %s): SoC estimated without it (own draw out, no PV in); no new "
+                    "print after %s, the running one pauses after %s unless it returns", self.settings.source,
+                    why, since, duration_text(self.settings.lost_hold_starts_after_s),
+                    duration_text(self.settings.lost_pause_after_s))
+        soc = self.estimator.soc
+        await self.node.send_event("telemetry_link", TelemetryLink(
+            t_s=now_s, state="lost", since_t_s=self.last_good_t_s, lost_for_s=max(0.0, now_s - self.lost_since_t_s),
+            reason=why, soc_pct=None if soc is None else min(100.0, max(0.0, round(soc * 100.0, 3)))))
+
+    def _bridge(self) -> None:
+        """While lost: count the node's own draw out of the estimate (see SocEstimator.bridge)."""
+        if self.last_good_t_s is None:
+            return  # nothing measured this run: the restored estimate is as old as it is
+        draw_w = (self.printer_w or 0.0) + self.node.config.planner.base_load_w
+        self.estimator.bridge(self.node.clock.time(), draw_w)
 
     async def handle_reading(self, reading: Reading, stale: bool = False) -> TelemetrySample | None:
         t_s = self.node.clock.time()
@@ -312,6 +398,10 @@ class Telemetry(Component):
         while True:
             await asyncio.sleep(min(1.0, period_s / 2))
             now = time.monotonic()
+            if self.link != "lost" and self._should_be_lost(now):
+                await self._link_lost()
+            if self.link == "lost":
+                self._bridge()
             last = self._last_reading_mono
             if last is None or now - last <= period_s or now - self._last_stale_mono < period_s:
                 continue
@@ -364,3 +454,12 @@ class Telemetry(Component):
         except Exception as exc:  # a full disk loses history, never the daemon
             self.counts["store_errors"] += 1
             log.error("telemetry: %d samples not stored: %s", len(batch.raw_rows), exc)
+
+
+def duration_text(seconds: float) -> str:
+    """``"42 s"``, ``"17 min"``, ``"3.5 h"``: for log lines and reasons a person reads."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -46,6 +46,8 @@ class PausePolicies(Section):
     printer: PausePolicy = PausePolicy(hotend_off_after_s=1800.0)
     energy: PausePolicy = PausePolicy(hotend="off")
     low_battery: PausePolicy = PausePolicy(hotend="off", bed="off", suspend_after_s=0.0)
+    #: blind: the battery guard cannot see the battery; most losses are a USB glitch of seconds
+    telemetry_lost: PausePolicy = PausePolicy(hotend="off", suspend_after_s=1800.0)
 
     def for_reason(self, reason: str) -> PausePolicy:
         return getattr(self, str(reason))

@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 OUTBOX_WINDOW = 100  # outbox messages published and not yet acked, at most
 TICK_S = 0.5  # real seconds between resend / re-request checks
+OUTBOX_STATS_S = 5.0  # real seconds between refreshes of the outbox size shown in status
 PROGRESS_REPORT_S = 60.0  # real seconds between durable progress reports of one job
 TRANSITIONS_MARK = "sync.transitions_reported"  # meta key: last job_transitions.id put in the outbox
 
@@ -105,6 +106,9 @@ class Sync(Component):
         self._last_power: tuple[float, float] | None = None  # (t_s, printer_w)
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+        #: what waits in the outbox (messages, bytes, telemetry_bytes), refreshed every OUTBOX_STATS_S
+        self.outbox_stats: dict[str, int] | None = None
+        self._stats_mono = -1e9
 
     # --- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -181,7 +185,7 @@ class Sync(Component):
 
     def status(self) -> dict[str, Any]:
         return {"online_configured": self.config.online, "connected": self.connected.is_set(),
-                "connects": self.connects, "in_flight": len(self._sent),
+                "connects": self.connects, "in_flight": len(self._sent), "outbox": self.outbox_stats,
                 "transfers": self.transfers.status(), "chunk_retries": self.transfers.retries, **self.counters}
 
     # --- paho thread -> loop ------------------------------------------------------------------
@@ -279,6 +283,12 @@ class Sync(Component):
             except TimeoutError:
                 pass
             self._outbox_dirty.clear()
+            if time.monotonic() - self._stats_mono >= OUTBOX_STATS_S:
+                self._stats_mono = time.monotonic()
+                try:
+                    self.outbox_stats = await self.outbox.stats()
+                except Exception as exc:  # a status figure: never worth stopping sync for
+                    log.warning("sync: outbox size unknown: %s", exc)
             if not self.connected.is_set():
                 continue
             try:

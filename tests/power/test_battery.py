@@ -165,3 +165,33 @@ def test_unknown_start_takes_the_voltage_curve() -> None:
     estimate = estimator.update(0.0, open_circuit_v("lead_acid", 0.5, 6), 0.0)
     assert estimate.soc_pct == pytest.approx(50.0, abs=0.5)
     assert estimate.certain is False
+
+
+def test_a_blind_gap_counts_the_nodes_own_draw_and_the_count_goes_on_from_there() -> None:
+    """Telemetry lost for two hours while a 150 W print and the 4 W node run: the estimate goes down by
+    that energy (no PV credited), turns uncertain, learns nothing across the gap, and the first sample
+    after it restarts the voltage filter and counts on from the bridged value."""
+    battery = BatterySection()
+    estimator = SocEstimator(battery, initial_soc=0.9)
+    estimator.update(0.0, 13.2, -5.0)
+    assert estimator.certain
+    before = estimator.soc
+    assert estimator.bridge(3600.0, 154.0) is not None
+    soc_pct = estimator.bridge(7200.0, 154.0)
+    assert soc_pct is not None
+    amps = 154.0 / (13.2 + 5.0 * battery.internal_resistance_ohm)  # the sag-corrected voltage before the gap
+    expected = before - amps * 2 / battery.plant_params().usable_capacity_ah(amps)
+    assert estimator.soc == pytest.approx(expected, abs=1e-4)
+    assert soc_pct == pytest.approx(expected * 100, abs=1e-2)
+    assert not estimator.certain and estimator.bridged_s == 7200.0
+    assert estimator.bridge(7000.0, 154.0) == soc_pct  # time going back: nothing counted
+    back = estimator.update(7201.0, 13.6, 0.0)
+    assert back.corrected_v == pytest.approx(13.6)  # the filter restarted at the first sample
+    assert estimator.soc == pytest.approx(expected, abs=1e-4)  # counted on, not reset to the old value
+    assert estimator.state()["gap_since_sync"] and estimator.state()["bridged_s"] == 7200.0
+
+
+def test_nothing_is_bridged_before_the_first_sample() -> None:
+    estimator = SocEstimator(BatterySection(), initial_soc=0.7)
+    assert estimator.bridge(1000.0, 100.0) is None
+    assert estimator.soc == 0.7 and estimator.bridged_s == 0.0

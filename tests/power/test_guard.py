@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from node.power.guard import decide
+from node.power.guard import decide, decide_blind
 from tests.conftest import wait_for
 
 NIGHT = "clock.start='2026-06-21T08:00:00+00:00'"  # 01:00 in Tucson: no sun to rescue the battery
@@ -71,3 +71,17 @@ def test_node_lvd_halts_only_with_a_certain_wake_up(daemon_factory, tmp_path: Pa
              timeout_s=60, what="node LVD")
     time.sleep(1)
     assert not quiet.exists(), "halted without a certain way to wake up"
+
+
+@pytest.mark.parametrize("lost_for_s, soc_pct, hold, pause", [
+    (None, 50.0, False, False),     # not lost
+    (30.0, 50.0, False, False),     # a reopen's worth: nothing changes, the print goes on
+    (600.0, 50.0, True, False),     # too old to start a print on, not yet to stop one
+    (1800.0, 50.0, True, True),     # blind too long: pause at a safe point
+    (60.0, 8.0, False, True),       # the pessimistic estimate is below critical: pause now
+    (60.0, None, False, False),     # nothing estimated: only time decides
+])
+def test_blind_decisions(lost_for_s, soc_pct, hold, pause) -> None:
+    action = decide_blind(lost_for_s, soc_pct, hold_after_s=600.0, pause_after_s=1800.0, critical_soc_pct=10.0)
+    assert (action.hold_starts, action.pause_running) == (hold, pause)
+    assert bool(action.why) == (lost_for_s is not None)

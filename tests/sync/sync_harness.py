@@ -78,6 +78,9 @@ class Broker:
     port: int
     tls: TlsFiles | None = None
     acl: bool = False
+    #: False: the broker keeps nothing across a restart (no sessions, no retained or queued messages),
+    #: the realistic case for a broker restarted from scratch or on a wiped SD card
+    persistence: bool = True
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
     extra: list[str] = field(default_factory=list)
@@ -89,10 +92,11 @@ class Broker:
         return self.workdir / "mosquitto.conf"
 
     def write_config(self) -> None:
-        lines = [f"listener {self.port} {self.host}", "set_tcp_nodelay true", "persistence true",
-                 f"persistence_location {self.workdir}/", "autosave_interval 1",
+        lines = [f"listener {self.port} {self.host}", "set_tcp_nodelay true",
                  f"log_dest file {self.workdir / 'mosquitto.log'}", "log_type error", "log_type warning",
                  "log_type notice", "log_type information", "max_queued_messages 10000"]
+        lines += ["persistence true", f"persistence_location {self.workdir}/", "autosave_interval 1"] \
+            if self.persistence else ["persistence false"]
         if os.geteuid() == 0:  # as root mosquitto would switch to user "mosquitto", who cannot read tmp_path
             lines.append("user root")
         if self.tls is not None:
