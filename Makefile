@@ -4,10 +4,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # make run: a simulated day at the default site, from before dawn, 2 simulated minutes a real second,
-# with four sample parts and the battery just above the planning reserve: the node waits for the sun,
-# then prints what the sun can carry (`printnode status` and `printnode plan --plot` work against it).
+# four sample parts, a small van-sized bank (40 Ah LiFePO4, 0.5 kWh) just above the planning reserve, and
+# a thick cloud from 09:25 to 11:55 that the forecast does not know about: the node waits for the sun,
+# prints, pauses the print the cloud catches (then switches the printer off: a warm bed would cross the
+# reserve), resumes it through the power-loss path once the sun is back, and prints the rest
+# (`printnode status` and `printnode plan --plot` work against it).
 RUN_ARGS ?= --set clock.time_scale=120 --set 'clock.start="05:00"' --set jobs.sample_jobs=4 \
-            --set telemetry.simulated.initial_soc=0.33
+            --set telemetry.simulated.initial_soc=0.33 --set battery.capacity_ah=40 \
+            --set 'telemetry.simulated.clouds=[{start="09:25", hours=2.5, clearness=0.05}]'
 
 .PHONY: build run test bench clean
 

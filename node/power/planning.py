@@ -225,7 +225,7 @@ class Planner(Component):
                 continue
             if planned is current.planned[0] and planned.start_s <= now_s + self.config.step_s / 2:
                 margin_wh = self.config.resume_margin_pct / 100.0 * self.model.capacity_wh
-                if self._guard_ok(self._print_draw_w(job), margin_wh):
+                if self._guard_ok(self._print_draw_w(job, measured=False), margin_wh):
                     return GateDecision(True, planned.reason)
                 return GateDecision(False, f"the battery is too close to the {self.config.reserve_pct:.0f} % reserve")
             if planned is not current.planned[0]:
@@ -331,8 +331,11 @@ class Planner(Component):
         return not would_cross_reserve(energy_wh - margin_wh, reserve_wh, draw_w + self.loads.base_load_w,
                                        0.5 * self.pv_w, 2 * self.config.step_s, self.model)
 
-    def _print_draw_w(self, job: Job) -> float:
-        if self.printer_w is not None and self.printer_w > 0:
+    def _print_draw_w(self, job: Job, measured: bool = True) -> float:
+        """The print's draw now: measured while it prints; from its energy profile (at the elapsed
+        time) before it starts or resumes, when the measured draw is that of an idle or paused
+        printer, far below what heating up takes."""
+        if measured and self.printer_w is not None and self.printer_w > 0:
             return self.printer_w
         profile = self.energy_profile_for(job)
         if not profile:
@@ -379,7 +382,7 @@ class Planner(Component):
         if start_s is None or start_s > t_s + self.config.step_s / 2:
             return
         margin_wh = self.config.resume_margin_pct / 100.0 * self.model.capacity_wh
-        if not self._guard_ok(self._print_draw_w(job), margin_wh):
+        if not self._guard_ok(self._print_draw_w(job, measured=False), margin_wh):
             return
         self.pause_requested.pop(job.id, None)
         await self.node.send_event("energy_resume_allowed", EnergyResumeAllowed(
