@@ -59,6 +59,7 @@ class JobRunner(Component):
         self.current_job_id: str | None = None
         self.plate_clear = True
         self._gates: list[tuple[str, StartGate]] = []
+        self._gate_order: dict[str, int] = {}
         self._chooser: JobChooser | None = None
         self._waiting: dict[str, str] = {}  # job id -> why it waits now (the job tried first)
         self._suspend_why: dict[str, tuple[PauseReason | None, str]] = {}
@@ -67,9 +68,15 @@ class JobRunner(Component):
         self._last_progress_log = 0.0
 
     # --- seams for other components ---------------------------------------------------------
-    def add_start_gate(self, name: str, gate: StartGate) -> None:
-        """Register a check every job must pass before it starts (e.g. the energy planner)."""
+    def add_start_gate(self, name: str, gate: StartGate, order: int = 50) -> None:
+        """Register a check every job must pass before it starts (e.g. the energy planner).
+
+        Gates run by ``order``, then registration: hard safety first (the battery guard, 10-20),
+        so a job's reason names the real obstacle; the energy plan (50); the printer's power last
+        (90), because that gate switches the printer on and may only run once the rest said yes."""
         self._gates.append((name, gate))
+        self._gate_order[name] = order
+        self._gates.sort(key=lambda entry: self._gate_order[entry[0]])  # stable: registration order kept
 
     def set_job_chooser(self, chooser: JobChooser) -> None:
         """Let a planner say which runnable job goes first (it may backfill past the queue's head)."""
@@ -93,7 +100,7 @@ class JobRunner(Component):
         if self.config.queue_sample_when_empty and not await self.jobs.list(RUNNABLE_STATES | ACTIVE_STATES, limit=1):
             for index in range(self.config.sample_jobs):
                 await self.queue_sample(index)
-        for event in ("queue_changed", "plate_cleared"):
+        for event in ("queue_changed", "plate_cleared", "plan_updated"):
             self.node.register_event_handler(event, lambda _payload: self.wake())
         self.node.register_event_handler("printer_state", self._on_printer_state)
         self.node.register_event_handler("job_progress", self._on_progress)

@@ -69,7 +69,7 @@ class GpioInputs(Component):
         for pin in self.inputs.values():
             backend.setup_input(pin.pin, pin.pull)
         if "runout" in self.inputs or "door" in self.inputs:
-            self.runner.add_start_gate("sensors", self.gate)
+            self.runner.add_start_gate("sensors", self.gate, order=30)
         self._task = self.node.spawn(self._poll(), "gpio-inputs")
 
     async def stop(self) -> None:

@@ -94,7 +94,7 @@ class PrinterPower(Component):
     async def start(self) -> None:
         self.gpio.backend.setup_output(self.pin, self._level(False))
         self.reason = "off at start"
-        self.runner.add_start_gate("printer_power", self.gate)
+        self.runner.add_start_gate("printer_power", self.gate, order=90)
         self.node.register_event_handler("job_state_changed", self._on_job)
         self.node.register_event_handler("temperatures", self._on_temperatures)
         self.node.register_event_handler("printer_state", self._on_printer_state)

@@ -137,10 +137,10 @@ class PowerGuard(Component):
 
     async def start(self) -> None:
         self.node.register_event_handler("battery_level_changed", self._on_level)
-        self.runner.add_start_gate("battery", self._gate)
+        self.runner.add_start_gate("battery", self._gate, order=10)
         if self.telemetry is not None:
             self.node.register_event_handler("telemetry_link", self._on_link)
-            self.runner.add_start_gate("telemetry", self._telemetry_gate)
+            self.runner.add_start_gate("telemetry", self._telemetry_gate, order=20)
             self.node.spawn(self._watch_blind(), "power_guard.blind")
 
     def status(self) -> dict[str, Any]:

@@ -215,6 +215,8 @@ class Planner(Component):
         problem = self.clock_problem()
         if problem is not None:
             return GateDecision(False, f"clock not synchronised ({problem}): no energy plan on a wrong clock")
+        if self.soc_pct is None:
+            return GateDecision(False, "no battery reading yet: a print starts only on a known state of charge")
         if self.last_plan is None:
             await self.replan("start gate")
         current = self.last_plan
@@ -255,6 +257,8 @@ class Planner(Component):
         if sample.stale or sample.error:
             return
         if sample.soc_pct is not None:
+            if self.soc_pct is None:
+                self.request_replan("first battery reading")
             self.soc_pct = sample.soc_pct
         if sample.pv_w is not None:
             self.pv_w = sample.pv_w
