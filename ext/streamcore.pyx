@@ -215,6 +215,10 @@ _FATAL[4] = b"maxtemp"
 _FATAL[5] = b"heating failed"
 _FATAL[6] = b"thermal malfunction"
 
+#: most lines in flight however large a command queue ADVANCED_OK reports (a resend or a pause has to
+#: wait for all of them)
+LINE_CAP = 32
+
 #: commands that legitimately keep the printer silent for minutes
 LONG_HEADS = (b"G28", b"G29", b"M109", b"M190", b"M400", b"G4", b"M600", b"M303", b"M191")
 
@@ -391,6 +395,14 @@ cdef class Sender:
     cdef public long long replies
     cdef public long long bad_offset
     cdef public long long garbled_oks
+    # ADVANCED_OK: the firmware's command queue, learned from B (see _on_ok)
+    cdef public bint use_reported_buffer   # let B grow the window (off for ping-pong)
+    cdef public int line_cap               # never more lines in flight than this, whatever B says
+    cdef public int firmware_bufsize       # largest B + 1 seen: a lower bound of BUFSIZE (0: none seen)
+    cdef public int max_inflight           # most lines ever in flight at once (a statistic)
+    cdef int* _sizes                       # framed size of each line in the ring
+    cdef long long _in_queue               # lines after `acked` known to sit in the firmware's queue
+    cdef long long _queue_bytes            # their framed bytes (not in the receive buffer any more)
 
     def __cinit__(self, int max_commands=4, int rx_buffer_bytes=128, Py_ssize_t ring_size=4096,
                   bint verify_resend=True):
@@ -400,7 +412,8 @@ cdef class Sender:
         self.ring_size = size
         self._offsets = <long long*>malloc(size * sizeof(long long))
         self._long = <unsigned char*>malloc(size)
-        if self._offsets == NULL or self._long == NULL:
+        self._sizes = <int*>malloc(size * sizeof(int))
+        if self._offsets == NULL or self._long == NULL or self._sizes == NULL:
             raise MemoryError()
 
     def __init__(self, int max_commands=4, int rx_buffer_bytes=128, Py_ssize_t ring_size=4096,
@@ -418,11 +431,16 @@ cdef class Sender:
         self.planner_free = self.queue_free = -1
         self.bad_offset = -1
         self.garbled_oks = 0
+        self.use_reported_buffer = max_commands > 1
+        self.line_cap = LINE_CAP
+        self.firmware_bufsize = 0
+        self.max_inflight = 0
         self.reset_numbering(0)
 
     def __dealloc__(self):
         free(self._offsets)
         free(self._long)
+        free(self._sizes)
 
     def reset_numbering(self, long long last_number):
         """After ``M110 N<last_number>``: nothing in flight, the next line is last+1."""
@@ -436,6 +454,8 @@ cdef class Sender:
         self._last_resend = -1
         self._stale_error = False
         self.probe_wanted = False
+        self._in_queue = 0
+        self._queue_bytes = 0
 
     # --- queueing ----------------------------------------------------------------------------
     def push(self, list batch):
@@ -514,12 +534,28 @@ cdef class Sender:
         return False
 
     # --- sending -----------------------------------------------------------------------------
+    cdef inline long long _window(self):
+        """Lines allowed in flight: the configured queue, or the firmware's own as ADVANCED_OK revealed it."""
+        if self.use_reported_buffer and self.firmware_bufsize > self.max_commands:
+            return min(self.firmware_bufsize, max(self.line_cap, self.max_commands))
+        return self.max_commands
+
+    @property
+    def window(self):
+        """Lines the window allows in flight now (see :meth:`_window`)."""
+        return self._window()
+
+    @property
+    def rx_bytes(self):
+        """Bytes in flight that may still sit in the firmware's receive buffer (or on the wire)."""
+        return self._inflight_bytes - self._queue_bytes
+
     cdef bint _fits(self, Py_ssize_t size):
-        if self.next_number - 1 - self.acked >= self.max_commands and self.sent_upto >= self.acked + self.max_commands:
+        if self.sent_upto - self.acked >= self._window():
             return False
-        if self.sent_upto - self.acked >= self.max_commands:
-            return False
-        return self._inflight_bytes + size <= self.rx_buffer_bytes or self.sent_upto == self.acked
+        # the receive buffer holds what is in flight minus the lines the firmware reported as moved
+        # into its command queue; the first line after a drained window always goes
+        return self._inflight_bytes - self._queue_bytes + size <= self.rx_buffer_bytes or self.sent_upto == self.acked
 
     cdef bytes _frame_new(self, bytes command, long long offset):
         cdef long long number = self.next_number
@@ -528,28 +564,33 @@ cdef class Sender:
         self._frames[slot] = framed
         self._offsets[slot] = offset
         self._long[slot] = _is_long(command)
+        self._sizes[slot] = <int>len(framed)
         self.next_number += 1
         return framed
 
     def fill(self):
         """The bytes to write now: resends first, then injected commands, then job lines."""
+        return self._fill()
+
+    cdef bytes _fill(self):
         cdef list out = []
         cdef bytes framed, command
         cdef object item
+        cdef long long window = self._window()
         while True:
             if self.sent_upto < self.next_number - 1:  # rewound: resend from the ring
                 framed = self._frames[(self.sent_upto + 1) & (self.ring_size - 1)]
                 if not self._fits(len(framed)):
                     break
             elif self._injected:
-                if self.sent_upto - self.acked >= self.max_commands:
+                if self.sent_upto - self.acked >= window:
                     break
                 framed = frame(self.next_number, self._injected[0])
                 if not self._fits(len(framed)):
                     break
                 framed = self._frame_new(self._injected.pop(0), -1)
             elif self._pending_pos < len(self._pending):
-                if self.sent_upto - self.acked >= self.max_commands:
+                if self.sent_upto - self.acked >= window:
                     break
                 item = self._pending[self._pending_pos]
                 if item[1] is None:  # an overlong line: the caller refuses the job by its offset
@@ -568,6 +609,10 @@ cdef class Sender:
             out.append(framed)
         if not out:
             return b""
+        if self.sent_upto - self.acked > self.max_inflight:
+            self.max_inflight = self.sent_upto - self.acked
+        if len(out) == 1:
+            return out[0]
         return b"".join(out)
 
     def probe(self):
@@ -585,13 +630,12 @@ cdef class Sender:
     # --- receiving ---------------------------------------------------------------------------
     cdef void _ack_to(self, long long number):
         cdef long long k
-        cdef object framed
+        cdef long long before = self.acked
         if number > self.sent_upto:
             number = self.sent_upto
         k = self.acked + 1
         while k <= number:
-            framed = self._frames[k & (self.ring_size - 1)]
-            self._inflight_bytes -= len(<bytes>framed)
+            self._inflight_bytes -= self._sizes[k & (self.ring_size - 1)]
             if self._offsets[k & (self.ring_size - 1)] >= 0:
                 self.job_lines_acked += 1
             self.lines_acked += 1
@@ -600,10 +644,25 @@ cdef class Sender:
             self.acked = number
         if self._inflight_bytes < 0 or self.acked == self.sent_upto:
             self._inflight_bytes = 0 if self.acked == self.sent_upto else max(self._inflight_bytes, 0)
+        if self.acked > before and self._in_queue:
+            # the acknowledged lines were the oldest of those known to be in the firmware's queue
+            self._set_in_queue(self._in_queue - (self.acked - before))
+
+    cdef void _set_in_queue(self, long long lines):
+        """``lines`` after the acknowledged one are in the firmware's command queue (no longer in its RX)."""
+        cdef long long k
+        if lines > self.sent_upto - self.acked:
+            lines = self.sent_upto - self.acked
+        if lines < 0:
+            lines = 0
+        self._in_queue = lines
+        self._queue_bytes = 0
+        for k in range(self.acked + 1, self.acked + 1 + lines):
+            self._queue_bytes += self._sizes[k & (self.ring_size - 1)]
 
     cdef void _on_ok(self, const unsigned char* p, Py_ssize_t n):
         cdef bint has_n = False, okp = False
-        cdef long long number = -1, value
+        cdef long long number = -1, value, free_slots = -1
         cdef Py_ssize_t i
         if self._swallow_ok:  # the ok that closes an Error/Resend pair
             self._swallow_ok = False
@@ -622,17 +681,32 @@ cdef class Sender:
                 value = _int_after(p, n, i + 2, &okp)
                 if okp:
                     self.queue_free = value
+                    free_slots = value
         if has_n and (number == self.acked + 1 or (self._jump >= 0 and number == self._jump + 1)) \
                 and number <= self.sent_upto:
             self._jump = -1
             self._ack_to(number)
-            return
-        if has_n and self.acked + 1 < number <= self.sent_upto:
-            self._jump = number  # a lost ok, or a garbled digit: confirmed by the next ok
-        elif has_n:
-            self._jump = -1
-        if self.acked < self.sent_upto:
-            self._ack_to(self.acked + 1)
+        else:
+            if has_n and self.acked + 1 < number <= self.sent_upto:
+                self._jump = number  # a lost ok, or a garbled digit: confirmed by the next ok
+            elif has_n:
+                self._jump = -1
+            if self.acked < self.sent_upto:
+                self._ack_to(self.acked + 1)
+        if free_slots >= 0 and has_n:
+            self._on_free_slots(free_slots)
+
+    cdef void _on_free_slots(self, long long free_slots):
+        """ADVANCED_OK's ``B``: Marlin's ``BUFSIZE - length`` while the acknowledged command still
+        holds its slot, so ``B + 1`` is a lower bound of BUFSIZE (exact when nothing else was queued,
+        as at the handshake) and ``BUFSIZE - B - 1`` lines after the acknowledged one had already left
+        the receive buffer for the command queue.  Both estimates err on the safe side: a BUFSIZE
+        learnt too small means fewer lines counted as queued, so more bytes counted as still in the
+        receive buffer.  A number far beyond any real firmware is ignored (a garbled digit)."""
+        if free_slots + 1 > self.firmware_bufsize and free_slots < 4096:
+            self.firmware_bufsize = <int>(free_slots + 1)
+        if self.use_reported_buffer and self.firmware_bufsize > 0:
+            self._set_in_queue(self.firmware_bufsize - free_slots - 1)
 
     cdef void _unack_to(self, long long number):
         """The firmware says it has only processed up to ``number``: take back the acks counted above it."""
@@ -643,6 +717,8 @@ cdef class Sender:
                 self.job_lines_acked -= 1
             k -= 1
         self.acked = number
+        self._in_queue = 0
+        self._queue_bytes = 0
 
     cdef object _on_resend(self, const unsigned char* p, Py_ssize_t n, Py_ssize_t digits_at):
         cdef bint okn = False
@@ -667,7 +743,7 @@ cdef class Sender:
             self.probe_wanted = True
             return None
         if number - 1 < self.acked:
-            if self.acked - (number - 1) > self.max_commands + 2:
+            if self.acked - (number - 1) > self._window() + 2:
                 # far more than a miscounted window: not a lost ok but a renumbered firmware
                 self.probe_wanted = True
                 return None
@@ -685,10 +761,15 @@ cdef class Sender:
         self.resends += 1
         self.sent_upto = number - 1
         self._inflight_bytes = 0
+        self._in_queue = 0
+        self._queue_bytes = 0
         return number
 
     def receive(self, bytes chunk):
         """Feed bytes read from the port; returns a list of ``(kind, line, value)`` events."""
+        return self._receive(chunk)
+
+    cdef list _receive(self, bytes chunk):
         cdef list events = []
         cdef bytearray rx = self._rx
         cdef const unsigned char* p
@@ -771,3 +852,4 @@ cdef class Sender:
                 events.append((EV_OTHER, data[i:end], None))
             start = nl + 1
         return events
+

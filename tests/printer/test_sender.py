@@ -1,6 +1,9 @@
 """The compiled sender, pure: window bounds, acknowledgements, resends, probes, reply parsing."""
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from node.native import streamcore as core
 
 LINES = [(i * 10, b"G1 X%d" % i) for i in range(40)]
@@ -93,3 +96,97 @@ def test_long_commands_are_flagged() -> None:
     assert s.long_in_flight()
     s.receive(b"ok\n")
     assert not s.long_in_flight()
+
+
+# --- ADVANCED_OK: B (free command slots) sizes the window ------------------------------------
+def test_advanced_ok_b_grows_the_window_and_frees_receive_buffer_bytes() -> None:
+    s = sender(4, 128)
+    s.fill()
+    assert s.window == 4 and s.inflight == 4
+    s.receive(b"ok N1 P15 B15\n")  # idle firmware: BUFSIZE = B + 1 = 16, nothing else queued
+    assert s.firmware_bufsize == 16 and s.window == 16
+    s.fill()
+    assert s.inflight > 4 and s.rx_bytes <= 128  # the byte bound still holds
+    s.receive(b"ok N2 P14 B10\n")  # 16 - 10 - 1 = 5 lines after N2 sit in the command queue
+    assert s.rx_bytes == s.inflight_bytes - sum(len(core.frame(n, LINES[n - 1][1])) for n in range(3, 8))
+    s.fill()
+    assert s.inflight <= 16 and s.rx_bytes <= 128
+    s.receive(b"ok N3 P0 B0\n")  # a full queue: 15 lines queued, only what follows them is in RX
+    assert s.rx_bytes == s.inflight_bytes - sum(len(core.frame(n, LINES[n - 1][1])) for n in range(4, 4 + min(15, s.inflight)))
+    assert s.max_inflight <= 16
+
+
+def test_reported_buffer_is_capped_and_garbage_ignored() -> None:
+    s = sender(4, 4096)
+    s.fill()
+    s.receive(b"ok N1 P15 B9999\n")  # a garbled digit: no firmware has that many slots
+    assert s.firmware_bufsize == 0 and s.window == 4
+    s.receive(b"ok N2 P15 B200\n")
+    assert s.firmware_bufsize == 201 and s.window == core.LINE_CAP
+
+
+def test_ping_pong_ignores_the_reported_buffer() -> None:
+    s = sender(1, 128)
+    s.fill()
+    s.receive(b"ok N1 P15 B15\n")
+    assert s.window == 1 and s.fill().count(b"\n") == 1
+
+
+def test_resend_forgets_what_the_queue_held() -> None:
+    s = sender(4, 128)
+    s.fill()
+    s.receive(b"ok N1 P15 B15\n")
+    s.fill()
+    s.receive(b"ok N2 P15 B12\n")
+    assert s.rx_bytes < s.inflight_bytes
+    s.receive(b"Error:checksum mismatch, Last Line: 2\nResend: 3\nok\n")
+    assert s.inflight_bytes == 0 and s.rx_bytes == 0
+    s.fill()
+    assert s.rx_bytes == s.inflight_bytes <= 128  # nothing after the resend is known to be queued
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(1, 24), st.integers(64, 512), st.booleans(),
+       st.lists(st.sampled_from(["take", "run", "reply", "host"]), min_size=50, max_size=400))
+def test_marlin_like_firmware_never_overflows_and_runs_every_line_once(bufsize: int, rx_size: int,
+                                                                        handshake: bool, steps: list[str]) -> None:
+    """A pure model of Marlin's receive buffer and command ring (B = BUFSIZE - length, the
+    acknowledged command still counted), driven in random orders: whatever B reports, the
+    host never sends more bytes than the receive buffer holds, and every line runs once, in order."""
+    lines = [(i * 20, b"G1 X%d Y%d E%d" % (i, i * 7 % 300, i * 13)) for i in range(120)]
+    s = core.Sender(4, rx_size)
+    rx = bytearray()
+    ring: list[bytes] = []
+    replies: list[bytes] = []
+    executed: list[bytes] = []
+    if handshake:  # M115 on an idle firmware: B + 1 is BUFSIZE exactly
+        s.inject(b"M115")
+        rx += s.fill()
+        ring.append(bytes(rx).rstrip(b"\n"))
+        rx.clear()
+    s.push(list(lines))
+
+    def run_one() -> None:
+        framed = ring[0]
+        number = int(framed.split(b" ", 1)[0][1:])
+        body = framed.rsplit(b"*", 1)[0].split(b" ", 1)[1]
+        if not body.startswith(b"M115"):
+            executed.append(body)
+        replies.append(b"ok N%d P15 B%d\n" % (number, bufsize - len(ring)))
+        ring.pop(0)
+
+    for step in steps + ["host", "take", "run", "reply"] * 400:
+        if step == "take" and len(ring) < bufsize and b"\n" in rx:
+            line, _, rest = bytes(rx).partition(b"\n")
+            ring.append(line)
+            rx[:] = rest
+        elif step == "run" and ring:
+            run_one()
+        elif step == "reply" and replies:
+            s.receive(replies.pop(0))
+        elif step == "host":
+            rx += s.fill()
+            assert len(rx) <= rx_size, "the host overran the firmware's receive buffer"
+            assert s.inflight <= max(4, min(bufsize, core.LINE_CAP))
+    assert executed == [c for _, c in lines]
+    assert s.firmware_bufsize <= bufsize
