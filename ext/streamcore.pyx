@@ -853,3 +853,184 @@ cdef class Sender:
             start = nl + 1
         return events
 
+# ---------------------------------------------------------------------------------------------
+# The pump: the streaming loop's inner part on the port's file descriptor.
+#
+# At an instant firmware the printer answers each line on its own and the host wakes once per
+# reply; with a Python loop around each wake-up the interpreter, not the link, was most of the CPU
+# per line.  The pump keeps the whole cycle (write what the window allows, block in read() for the
+# replies, feed them to the Sender) in C and returns to Python only when something needs it:
+# replies other than plain ``ok`` (events), a resend that needs a probe, the job's queued lines
+# running low, a silence, the window drained, or ``slice_s`` of real time (so that pause, cancel,
+# progress and checkpoints are looked at several times a second).  The GIL is released around every
+# system call, so the daemon's other threads run meanwhile.
+# ---------------------------------------------------------------------------------------------
+from posix.unistd cimport read as _c_read, write as _c_write
+from posix.time cimport clock_gettime, nanosleep, timespec, CLOCK_MONOTONIC
+from libc.errno cimport errno, EINTR, EAGAIN
+
+PUMP_IDLE = 0      # nothing in flight and nothing the window may send (all sent, or an overlong line)
+PUMP_EVENTS = 1    # replies for Python (temperatures, resend, errors, busy, actions, start...)
+PUMP_PROBE = 2     # the Sender wants a probe after a settle time (an unconfirmed resend)
+PUMP_REFILL = 3    # fewer than ``min_pending`` job lines queued: read more of the file
+PUMP_SLICE = 4     # ``slice_s`` passed: time for Python's periodic work
+PUMP_SILENT = 5    # a read timed out with nothing (the termios VTIME of the streaming mode)
+
+DEF PUMP_BUFFER = 65536
+DEF FAST_SPAN = 16
+
+#: acknowledged lines closer than this on average are "fast": 5000 lines/s, beyond any serial link
+#: below ~1.5 Mbaud (33-byte lines, 10 bits a byte); a planner-paced or link-paced firmware is slower
+FAST_LINE_S = 200e-6
+
+
+cdef inline double _monotonic() noexcept nogil:
+    """Seconds on CLOCK_MONOTONIC: the clock of Python's time.monotonic()."""
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return ts.tv_sec + ts.tv_nsec * 1e-9
+
+
+cdef class Pump:
+    """Drives a :class:`Sender` over a blocking file descriptor (the port in streaming mode).
+
+    When to refill the window adapts to how fast the firmware answers.  Slow replies (a link or a
+    planner that paces the lines: a few per millisecond at most) refill as soon as the receive buffer
+    is down to ``slow_low_water`` bytes, so the wire never idles.  Fast replies (lines acknowledged
+    less than ``fast_line_s`` apart on average over the last ``FAST_SPAN`` lines: no serial link below
+    ~1.5 Mbaud can carry that) wait until only ``fast_low_water`` bytes are left: one write carries
+    most of a window, and the replies have more time to arrive together.  The firmware idles at most
+    for one host round trip per window then, a few percent of a rate that fast.
+
+    ``nap_s`` (``printer.coalesce_s``): sleep that long before each read while two or more lines are
+    in flight; 0 = never (a timer wake-up costs about as much as the read it saves).
+
+    Counters (``reads``, ``writes``, ``naps``, ``fast_refills``) are for benchmarks and tests: CPU per
+    line is mostly system calls per line.
+    """
+
+    cdef Sender sender
+    cdef int fd
+    cdef char* _buffer
+    cdef Py_ssize_t slow_low_water
+    cdef Py_ssize_t fast_low_water
+    cdef double fast_line_s
+    cdef double nap_s
+    cdef bint _fast
+    cdef double _mark_t
+    cdef long long _mark_acked
+    cdef public long long reads
+    cdef public long long writes
+    cdef public long long naps
+    cdef public long long fast_refills
+    cdef public double last_rx
+
+    def __cinit__(self, *args, **kwargs):
+        self._buffer = <char*>malloc(PUMP_BUFFER)
+        if self._buffer == NULL:
+            raise MemoryError()
+
+    def __init__(self, Sender sender, int fd, Py_ssize_t slow_low_water, Py_ssize_t fast_low_water,
+                 double fast_line_s=FAST_LINE_S, double nap_s=0.0):
+        self.sender = sender
+        self.fd = fd
+        self.slow_low_water = slow_low_water
+        self.fast_low_water = fast_low_water
+        self.fast_line_s = fast_line_s
+        self.nap_s = nap_s
+        self._fast = False
+        self._mark_t = _monotonic()
+        self._mark_acked = sender.lines_acked
+        self.reads = self.writes = self.naps = self.fast_refills = 0
+        self.last_rx = 0.0
+
+    def __dealloc__(self):
+        free(self._buffer)
+
+    @property
+    def fast(self):
+        """The firmware answers faster than any serial link could pace it (see the class docstring)."""
+        return self._fast
+
+    cdef void _write_all(self, bytes data) except *:
+        cdef const char* p = data
+        cdef Py_ssize_t left = len(data)
+        cdef Py_ssize_t n
+        cdef int err = 0
+        while left > 0:
+            with nogil:
+                n = _c_write(self.fd, p, left)
+                if n < 0:
+                    err = errno
+            if n < 0:
+                if err == EINTR:
+                    continue
+                raise OSError(err, "write to the printer port failed")
+            p += n
+            left -= n
+        self.writes += 1
+
+    cdef inline void _pace(self, double now):
+        """Every FAST_SPAN acknowledged lines: fast or slow replies?"""
+        cdef long long acked = self.sender.lines_acked - self._mark_acked
+        if acked >= FAST_SPAN:
+            self._fast = now - self._mark_t < acked * self.fast_line_s
+            self._mark_t = now
+            self._mark_acked = self.sender.lines_acked
+        elif acked < 0:  # the Sender took acknowledgements back (a resend): start over
+            self._mark_t = now
+            self._mark_acked = self.sender.lines_acked
+
+    def run(self, double slice_s, Py_ssize_t min_pending):
+        """Stream until something needs Python; returns ``(status, events or None)``."""
+        cdef Sender s = self.sender
+        cdef double now = _monotonic()
+        cdef double deadline = now + slice_s
+        cdef bytes out
+        cdef list events
+        cdef Py_ssize_t n
+        cdef int err = 0
+        cdef timespec nap
+        if now - self._mark_t > 1.0:  # after a pause or a long command: measure afresh
+            self._mark_t = now
+            self._mark_acked = s.lines_acked
+            self._fast = False
+        while True:
+            if s.sent_upto == s.acked or s._inflight_bytes - s._queue_bytes <= \
+                    (self.fast_low_water if self._fast else self.slow_low_water):
+                out = s._fill()
+                if out:
+                    self._write_all(out)
+                    if self._fast:
+                        self.fast_refills += 1
+            if s.sent_upto == s.acked:
+                return (PUMP_IDLE, None)
+            if len(s._pending) - s._pending_pos < min_pending:
+                return (PUMP_REFILL, None)
+            if self.nap_s > 0 and s.sent_upto - s.acked > 1:
+                nap.tv_sec = <long>self.nap_s
+                nap.tv_nsec = <long>((self.nap_s - nap.tv_sec) * 1e9)
+                with nogil:
+                    nanosleep(&nap, NULL)
+                self.naps += 1
+            with nogil:
+                n = _c_read(self.fd, self._buffer, PUMP_BUFFER)
+                if n < 0:
+                    err = errno
+            if n < 0:
+                if err == EINTR or err == EAGAIN:
+                    continue
+                raise OSError(err, "read from the printer port failed")
+            if n == 0:
+                return (PUMP_SILENT, None)
+            self.reads += 1
+            now = _monotonic()
+            self.last_rx = now
+            events = s._receive(PyBytes_FromStringAndSize(self._buffer, n))
+            self._pace(now)
+            if events:
+                return (PUMP_EVENTS, events)
+            if s.probe_wanted:
+                return (PUMP_PROBE, None)
+            if now >= deadline:
+                return (PUMP_SLICE, None)
