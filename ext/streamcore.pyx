@@ -342,6 +342,25 @@ cpdef object parse_temperatures(bytes line):
     return (hot, hot_target, bed, bed_target, hot_pwm, bed_pwm)
 
 
+cdef bint _is_advanced_ok(const unsigned char* p, Py_ssize_t n):
+    """Exactly ``ok N<digits> P<digits> B<digits>`` (Marlin's ok_to_send with ADVANCED_OK)."""
+    cdef Py_ssize_t i = 2, start
+    cdef const char* letters = b"NPB"
+    cdef int k
+    if n < 2 or p[0] != 111 or p[1] != 107:
+        return False
+    for k in range(3):
+        if i + 1 >= n or p[i] != 32 or p[i + 1] != <unsigned char>letters[k]:
+            return False
+        i += 2
+        start = i
+        while i < n and 48 <= p[i] <= 57:
+            i += 1
+        if i == start or i - start > 9:
+            return False
+    return i == n
+
+
 cdef long long _int_after(const unsigned char* p, Py_ssize_t n, Py_ssize_t pos, bint* ok):
     cdef long long value = 0
     cdef Py_ssize_t i = pos, digits = 0
@@ -400,8 +419,10 @@ cdef class Sender:
     cdef public int line_cap               # never more lines in flight than this, whatever B says
     cdef public int firmware_bufsize       # largest B + 1 seen: a lower bound of BUFSIZE (0: none seen)
     cdef public int max_inflight           # most lines ever in flight at once (a statistic)
+    cdef public int queue_free_min         # fewest free command slots any ok reported (-1: none)
     cdef int* _sizes                       # framed size of each line in the ring
     cdef long long _in_queue               # lines after `acked` known to sit in the firmware's queue
+    cdef int _bufsize_said                 # B + 1 of the latest ok when it exceeded firmware_bufsize
     cdef long long _queue_bytes            # their framed bytes (not in the receive buffer any more)
 
     def __cinit__(self, int max_commands=4, int rx_buffer_bytes=128, Py_ssize_t ring_size=4096,
@@ -435,6 +456,7 @@ cdef class Sender:
         self.line_cap = LINE_CAP
         self.firmware_bufsize = 0
         self.max_inflight = 0
+        self.queue_free_min = -1
         self.reset_numbering(0)
 
     def __dealloc__(self):
@@ -456,6 +478,7 @@ cdef class Sender:
         self.probe_wanted = False
         self._in_queue = 0
         self._queue_bytes = 0
+        self._bufsize_said = 0
 
     # --- queueing ----------------------------------------------------------------------------
     def push(self, list batch):
@@ -535,9 +558,11 @@ cdef class Sender:
 
     # --- sending -----------------------------------------------------------------------------
     cdef inline long long _window(self):
-        """Lines allowed in flight: the configured queue, or the firmware's own as ADVANCED_OK revealed it."""
-        if self.use_reported_buffer and self.firmware_bufsize > self.max_commands:
-            return min(self.firmware_bufsize, max(self.line_cap, self.max_commands))
+        """Lines allowed in flight: the configured queue; or, once ADVANCED_OK has revealed the
+        firmware's own (B, see _on_free_slots), its command queue plus what fits in its receive
+        buffer (the byte bound decides that part), at most ``line_cap``."""
+        if self.use_reported_buffer and self.firmware_bufsize > 0:
+            return max(self.line_cap, self.max_commands)
         return self.max_commands
 
     @property
@@ -645,7 +670,8 @@ cdef class Sender:
         if self._inflight_bytes < 0 or self.acked == self.sent_upto:
             self._inflight_bytes = 0 if self.acked == self.sent_upto else max(self._inflight_bytes, 0)
         if self.acked > before and self._in_queue:
-            # the acknowledged lines were the oldest of those known to be in the firmware's queue
+            # the acknowledged lines were the oldest of those known to be in the firmware's queue;
+            # the others stay there until acknowledged in turn
             self._set_in_queue(self._in_queue - (self.acked - before))
 
     cdef void _set_in_queue(self, long long lines):
@@ -661,7 +687,7 @@ cdef class Sender:
             self._queue_bytes += self._sizes[k & (self.ring_size - 1)]
 
     cdef void _on_ok(self, const unsigned char* p, Py_ssize_t n):
-        cdef bint has_n = False, okp = False
+        cdef bint has_n = False, okp = False, in_order = False
         cdef long long number = -1, value, free_slots = -1
         cdef Py_ssize_t i
         if self._swallow_ok:  # the ok that closes an Error/Resend pair
@@ -684,6 +710,7 @@ cdef class Sender:
                     free_slots = value
         if has_n and (number == self.acked + 1 or (self._jump >= 0 and number == self._jump + 1)) \
                 and number <= self.sent_upto:
+            in_order = number == self.acked + 1 and self._jump < 0
             self._jump = -1
             self._ack_to(number)
         else:
@@ -693,18 +720,34 @@ cdef class Sender:
                 self._jump = -1
             if self.acked < self.sent_upto:
                 self._ack_to(self.acked + 1)
-        if free_slots >= 0 and has_n:
+        if free_slots >= 0 and in_order and _is_advanced_ok(p, n):
             self._on_free_slots(free_slots)
 
     cdef void _on_free_slots(self, long long free_slots):
         """ADVANCED_OK's ``B``: Marlin's ``BUFSIZE - length`` while the acknowledged command still
         holds its slot, so ``B + 1`` is a lower bound of BUFSIZE (exact when nothing else was queued,
         as at the handshake) and ``BUFSIZE - B - 1`` lines after the acknowledged one had already left
-        the receive buffer for the command queue.  Both estimates err on the safe side: a BUFSIZE
-        learnt too small means fewer lines counted as queued, so more bytes counted as still in the
-        receive buffer.  A number far beyond any real firmware is ignored (a garbled digit)."""
-        if free_slots + 1 > self.firmware_bufsize and free_slots < 4096:
-            self.firmware_bufsize = <int>(free_slots + 1)
+        the receive buffer for the command queue.  A BUFSIZE learnt too small errs on the safe side
+        (fewer lines counted as queued, more bytes counted as still in the receive buffer).
+
+        Replies carry no checksum.  Only an ``ok`` of exactly Marlin's form that acknowledges the
+        next line in order gets here (most garbled bytes break the form or the number), BUFSIZE grows
+        only when two such oks in a row say it is larger (to the smaller of the two), and a B that
+        would put more lines in the queue than are in flight is cut to those.  What remains is a digit
+        garbled into another digit: the queue is then believed fuller than it is until the next ok,
+        and the worst that follows is a receive buffer overrun that the firmware's checksum and
+        line-number check turn into a resend (docs/resume.md, "Flow control")."""
+        cdef long long said
+        if free_slots >= 4096:
+            return
+        if free_slots + 1 > self.firmware_bufsize:
+            if self._bufsize_said > self.firmware_bufsize:
+                self.firmware_bufsize = <int>min(free_slots + 1, self._bufsize_said)
+            self._bufsize_said = <int>(free_slots + 1)
+        else:
+            self._bufsize_said = 0
+        if self.queue_free_min < 0 or free_slots < self.queue_free_min:
+            self.queue_free_min = <int>free_slots
         if self.use_reported_buffer and self.firmware_bufsize > 0:
             self._set_in_queue(self.firmware_bufsize - free_slots - 1)
 

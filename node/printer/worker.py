@@ -204,7 +204,8 @@ class PrinterWorker(threading.Thread):
         return {"firmware": self.firmware, "advanced_ok": self.advanced_ok or engine.advanced_ok_seen,
                 "autoreport": self.autoreport, "lines_acked": engine.lines_acked, "resends": engine.resends,
                 "garbled_oks": engine.garbled_oks, "inflight": engine.inflight,
-                "planner_free": engine.planner_free, "queue_free": engine.queue_free}
+                "planner_free": engine.planner_free, "queue_free": engine.queue_free,
+                "window": engine.window, "firmware_bufsize": engine.firmware_bufsize}
 
     # --- thread -----------------------------------------------------------------------------
     def run(self) -> None:
