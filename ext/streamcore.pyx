@@ -1077,3 +1077,306 @@ cdef class Pump:
                 return (PUMP_PROBE, None)
             if now >= deadline:
                 return (PUMP_SLICE, None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Resume replay: the machine state at a file offset (node/printer/resume.py), natively.
+#
+# The same rules as resume.apply (the Python reference the tests compare against, line by line):
+# the head is the cleaned command up to its first space, upper-cased; the words are its
+# whitespace-separated tokens after the first, the letter upper-cased, the rest read as Python's
+# float() reads it (an empty rest is 0, an unreadable or non-finite one is skipped, the last
+# readable one of a letter wins).  Lines longer than max_line_bytes are skipped as LineSplitter
+# reports them; a layer is a line starting with ";LAYER_CHANGE" or ";LAYER:".
+# ---------------------------------------------------------------------------------------------
+from cpython.object cimport PyObject
+from libc.math cimport isfinite
+
+cdef extern from "Python.h":
+    # the parser behind float(): same digits, same double
+    double PyOS_string_to_double(const char* s, char** endptr, PyObject* overflow_exception) except? -1.0
+
+DEF W_X = 0
+DEF W_Y = 1
+DEF W_Z = 2
+DEF W_E = 3
+DEF W_F = 4
+DEF W_S = 5
+DEF W_R = 6
+DEF N_WORDS = 7
+
+cdef inline bint _space(unsigned char c) noexcept:
+    """bytes.split()'s whitespace."""
+    return c == 32 or c == 9 or c == 10 or c == 13 or c == 11 or c == 12
+
+
+cdef int _word_index(unsigned char c) noexcept:
+    if 97 <= c <= 122:
+        c -= 32
+    if c == 88:
+        return W_X
+    if c == 89:
+        return W_Y
+    if c == 90:
+        return W_Z
+    if c == 69:
+        return W_E
+    if c == 70:
+        return W_F
+    if c == 83:
+        return W_S
+    if c == 82:
+        return W_R
+    return -1
+
+
+cdef bint _read_float(const unsigned char* p, Py_ssize_t n, double* out) except -1:
+    """``float(p[:n])`` as Python reads it; False if Python would refuse it or it is not finite."""
+    cdef char buf[64]
+    cdef double value
+    cdef object parsed
+    if n == 0:
+        out[0] = 0.0
+        return True
+    if n < 64 and memchr(p, 0, n) == NULL and memchr(p, 95, n) == NULL:  # no NUL, no '_'
+        memcpy(buf, p, n)
+        buf[n] = 0
+        try:
+            value = PyOS_string_to_double(buf, NULL, NULL)
+        except ValueError:
+            return False
+    else:  # long, or with the underscores float() accepts: let Python decide
+        try:
+            parsed = float(PyBytes_FromStringAndSize(<const char*>p, n))
+        except ValueError:
+            return False
+        value = parsed
+    if not isfinite(value):
+        return False
+    out[0] = value
+    return True
+
+
+cdef class ModalScan:
+    """Feeds on a job file's bytes; holds the modal state after every complete line seen.
+
+    A line not yet ended by a newline is kept pending and never applied: the state is the one just
+    before the line that starts where the bytes stop.
+    """
+
+    cdef public bint absolute_xyz
+    cdef public bint absolute_e
+    cdef public double x, y, z, e
+    cdef public double feedrate_mm_min
+    cdef public double hotend_c, bed_c
+    cdef public long long fan_pwm, tool, layer
+    cdef Py_ssize_t max_line_bytes
+    cdef bytearray _pending
+    cdef bint _overlong
+    cdef bint _pending_marker
+
+    def __init__(self, Py_ssize_t max_line_bytes=4096):
+        self.absolute_xyz = self.absolute_e = True
+        self.x = self.y = self.z = self.e = 0.0
+        self.feedrate_mm_min = 1500.0
+        self.hotend_c = self.bed_c = 0.0
+        self.fan_pwm = self.tool = self.layer = 0
+        self.max_line_bytes = max_line_bytes
+        self._pending = bytearray()
+        self._overlong = False
+        self._pending_marker = False
+
+    def state(self):
+        """The fields of resume.ModalState."""
+        return {"absolute_xyz": self.absolute_xyz, "absolute_e": self.absolute_e, "x": self.x, "y": self.y,
+                "z": self.z, "e": self.e, "feedrate_mm_min": self.feedrate_mm_min, "hotend_c": self.hotend_c,
+                "bed_c": self.bed_c, "fan_pwm": self.fan_pwm, "tool": self.tool, "layer": self.layer}
+
+    def feed(self, bytes chunk):
+        cdef const unsigned char* p = chunk
+        cdef Py_ssize_t n = len(chunk), pos = 0, nl
+        cdef const void* hit
+        cdef bytes line
+        while pos < n:
+            hit = memchr(p + pos, 10, n - pos)
+            if hit == NULL:
+                self._hold(chunk, pos, n)
+                return
+            nl = <Py_ssize_t>(<const unsigned char*>hit - p)
+            if self._pending or self._overlong:
+                self._hold(chunk, pos, nl)
+                if self._overlong:
+                    if self._pending_marker:
+                        self.layer += 1
+                else:
+                    line = bytes(self._pending)
+                    self._line(line, len(line))
+                self._pending = bytearray()
+                self._overlong = False
+                self._pending_marker = False
+            else:
+                self._line(p + pos, nl - pos)
+            pos = nl + 1
+
+    cdef void _hold(self, bytes chunk, Py_ssize_t start, Py_ssize_t end) except *:
+        """Keep an unfinished line (or only whether it is a layer marker, once it is too long)."""
+        if self._overlong:
+            return
+        self._pending += chunk[start:end]
+        if len(self._pending) > self.max_line_bytes:
+            self._pending_marker = _is_layer_marker(self._pending, len(self._pending))
+            self._overlong = True
+            self._pending = bytearray()
+
+    cdef int _line(self, const unsigned char* p, Py_ssize_t n) except -1:
+        cdef Py_ssize_t start = 0, end, i, k, tok
+        cdef const void* semi
+        cdef unsigned char h0
+        cdef long long number, digits
+        cdef double words[N_WORDS]
+        cdef bint have[N_WORDS]
+        cdef double value
+        cdef int w
+        if _is_layer_marker(p, n):
+            self.layer += 1
+        if n > self.max_line_bytes:
+            return 0
+        semi = memchr(p, 59, n)
+        end = n if semi == NULL else <Py_ssize_t>(<const unsigned char*>semi - p)
+        while start < end and (p[start] == 32 or p[start] == 9 or p[start] == 13 or p[start] == 10):
+            start += 1
+        while end > start and (p[end - 1] == 32 or p[end - 1] == 9 or p[end - 1] == 13 or p[end - 1] == 10):
+            end -= 1
+        if end == start:
+            return 0
+        p += start
+        n = end - start
+        # the head: up to the first space
+        k = 0
+        while k < n and p[k] != 32:
+            k += 1
+        h0 = p[0] - 32 if 97 <= p[0] <= 122 else p[0]
+        if h0 == 84:  # 'T' and digits only: a tool change
+            if k < 2:
+                return 0
+            number = 0
+            for i in range(1, k):
+                if not 48 <= p[i] <= 57:
+                    return 0
+                number = number * 10 + (p[i] - 48)
+                if number > 255:
+                    return 0
+            self.tool = number
+            return 0
+        if h0 != 71 and h0 != 77:  # 'G' 'M'
+            return 0
+        if k < 2 or k > 4:
+            return 0
+        number = 0
+        for i in range(1, k):
+            if not 48 <= p[i] <= 57:
+                return 0
+            number = number * 10 + (p[i] - 48)
+        digits = k - 1
+        if digits > 1 and p[1] == 48:  # "G01": not the reference's "G1"
+            return 0
+        if h0 == 71:
+            if number == 90:
+                self.absolute_xyz = self.absolute_e = True
+                return 0
+            if number == 91:
+                self.absolute_xyz = self.absolute_e = False
+                return 0
+            if number == 28:
+                self._home(p, n)
+                return 0
+            if number > 3 and number != 92:
+                return 0
+        else:
+            if number == 82:
+                self.absolute_e = True
+                return 0
+            if number == 83:
+                self.absolute_e = False
+                return 0
+            if number == 107:
+                self.fan_pwm = 0
+                return 0
+            if number != 104 and number != 109 and number != 140 and number != 190 and number != 106:
+                return 0
+        # the words, after the first whitespace-separated token
+        for w in range(N_WORDS):
+            have[w] = False
+        i = 0
+        while i < n and not _space(p[i]):
+            i += 1
+        while i < n:
+            while i < n and _space(p[i]):
+                i += 1
+            if i >= n:
+                break
+            tok = i
+            while i < n and not _space(p[i]):
+                i += 1
+            w = _word_index(p[tok])
+            if w >= 0 and _read_float(p + tok + 1, i - tok - 1, &value):
+                words[w] = value
+                have[w] = True
+        if h0 == 71 and number <= 3:
+            if have[W_X]:
+                self.x = words[W_X] if self.absolute_xyz else self.x + words[W_X]
+            if have[W_Y]:
+                self.y = words[W_Y] if self.absolute_xyz else self.y + words[W_Y]
+            if have[W_Z]:
+                self.z = words[W_Z] if self.absolute_xyz else self.z + words[W_Z]
+            if have[W_E]:
+                self.e = words[W_E] if self.absolute_e else self.e + words[W_E]
+            if have[W_F] and words[W_F] > 0:
+                self.feedrate_mm_min = words[W_F]
+        elif h0 == 71:  # G92
+            if have[W_X]:
+                self.x = words[W_X]
+            if have[W_Y]:
+                self.y = words[W_Y]
+            if have[W_Z]:
+                self.z = words[W_Z]
+            if have[W_E]:
+                self.e = words[W_E]
+        elif number == 104 or number == 109:
+            if have[W_S]:
+                self.hotend_c = words[W_S]
+            elif have[W_R]:
+                self.hotend_c = words[W_R]
+        elif number == 140 or number == 190:
+            if have[W_S]:
+                self.bed_c = words[W_S]
+            elif have[W_R]:
+                self.bed_c = words[W_R]
+        else:  # M106
+            value = words[W_S] if have[W_S] else 255.0
+            self.fan_pwm = <long long>(255.0 if value > 255.0 else (0.0 if value < 0.0 else value))
+        return 0
+
+    cdef void _home(self, const unsigned char* p, Py_ssize_t n):
+        """G28: the axes named (" X" anywhere, upper-cased), or all three."""
+        cdef bint named[3]
+        cdef Py_ssize_t i
+        cdef unsigned char c
+        named[0] = named[1] = named[2] = False
+        for i in range(n - 1):
+            if p[i] == 32:
+                c = p[i + 1] - 32 if 97 <= p[i + 1] <= 122 else p[i + 1]
+                if 88 <= c <= 90:
+                    named[c - 88] = True
+        if not (named[0] or named[1] or named[2]):
+            named[0] = named[1] = named[2] = True
+        if named[0]:
+            self.x = 0.0
+        if named[1]:
+            self.y = 0.0
+        if named[2]:
+            self.z = 0.0
+
+
+cdef bint _is_layer_marker(const unsigned char* p, Py_ssize_t n) noexcept:
+    return (n >= 13 and memcmp(p, b";LAYER_CHANGE", 13) == 0) or (n >= 7 and memcmp(p, b";LAYER:", 7) == 0)
