@@ -10,7 +10,9 @@ fresh ``printnode virtual-printer`` process (instant mode, time scale 0) for eve
     prefix and on the whole file;
 (b) at emulated 115200 and 250000 baud, lines/s as a fraction of the link's line capacity
     (baud / 10 bytes per second over the mean framed line length), printcore beside it;
-(c) peak RSS of `printnode print` for a 1 MB file and a generated 200 MB file.
+(c) peak RSS of `printnode print` for a 1 MB file and a generated 200 MB file, and the time to
+    replay the 200 MB file's state up to its end for a resume (``resume.state_at``, native, against
+    the Python reference ``state_at_reference``).
 
 Results go to stdout as Markdown tables and to bench/out/stream.json.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -67,6 +70,7 @@ class VirtualPrinterProcess:
     def close(self) -> None:
         self.process.terminate()
         self.process.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> VirtualPrinterProcess:
         return self
@@ -208,11 +212,38 @@ def part_c(args: argparse.Namespace, files: list[Path], results: dict) -> None:
     print("| file | size MB | lines | peak RSS MB | lines/s |")
     print("|---|---:|---:|---:|---:|")
     small = next(p for p in sorted(GCODE_DIR.glob("*.gcode")) if 0.5e6 < p.stat().st_size < 1.5e6)
-    for path in (small, big_file(args.big_mb)):
+    big = big_file(args.big_mb)
+    for path in (small, big):
         ours = run_ours(path)
         results["rss"].append({"file": path.name, "bytes": path.stat().st_size, **ours})
         print(f"| {path.name} | {path.stat().st_size / 1e6:.1f} | {ours['lines']} | {ours['max_rss_mb']:.1f} "
               f"| {ours['lines_per_s']:.0f} |", flush=True)
+    resume_scan(big, results)
+
+
+def resume_scan(path: Path, results: dict) -> None:
+    """CPU seconds to replay the state at the end of ``path`` (what a resume does deep in a big file)."""
+    from node.printer.resume import state_at, state_at_reference
+
+    print("\n## (c) resume replay: `state_at` at the end of the file\n")
+    print("| file | size MB | native s (CPU) | Python reference s (CPU) | speed-up | same state |")
+    print("|---|---:|---:|---:|---:|---|")
+    size = path.stat().st_size
+    timings = {}
+    states = {}
+    for name, scan in (("native", state_at), ("reference", state_at_reference)):
+        best = None
+        for _ in range(1 if name == "reference" else 3):
+            before = time.process_time()
+            states[name] = scan(path, size)
+            spent = time.process_time() - before
+            best = spent if best is None else min(best, spent)
+        timings[name] = best
+    same = states["native"] == states["reference"]
+    results["resume_scan"] = {"file": path.name, "bytes": size, "native_s": timings["native"],
+                              "reference_s": timings["reference"], "same_state": same}
+    print(f"| {path.name} | {size / 1e6:.1f} | {timings['native']:.2f} | {timings['reference']:.1f} "
+          f"| {timings['reference'] / timings['native']:.0f}× | {'yes' if same else 'NO'} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -215,6 +215,10 @@ _FATAL[4] = b"maxtemp"
 _FATAL[5] = b"heating failed"
 _FATAL[6] = b"thermal malfunction"
 
+#: most lines in flight however large a command queue ADVANCED_OK reports (a resend or a pause has to
+#: wait for all of them)
+LINE_CAP = 32
+
 #: commands that legitimately keep the printer silent for minutes
 LONG_HEADS = (b"G28", b"G29", b"M109", b"M190", b"M400", b"G4", b"M600", b"M303", b"M191")
 
@@ -338,6 +342,25 @@ cpdef object parse_temperatures(bytes line):
     return (hot, hot_target, bed, bed_target, hot_pwm, bed_pwm)
 
 
+cdef bint _is_advanced_ok(const unsigned char* p, Py_ssize_t n):
+    """Exactly ``ok N<digits> P<digits> B<digits>`` (Marlin's ok_to_send with ADVANCED_OK)."""
+    cdef Py_ssize_t i = 2, start
+    cdef const char* letters = b"NPB"
+    cdef int k
+    if n < 2 or p[0] != 111 or p[1] != 107:
+        return False
+    for k in range(3):
+        if i + 1 >= n or p[i] != 32 or p[i + 1] != <unsigned char>letters[k]:
+            return False
+        i += 2
+        start = i
+        while i < n and 48 <= p[i] <= 57:
+            i += 1
+        if i == start or i - start > 9:
+            return False
+    return i == n
+
+
 cdef long long _int_after(const unsigned char* p, Py_ssize_t n, Py_ssize_t pos, bint* ok):
     cdef long long value = 0
     cdef Py_ssize_t i = pos, digits = 0
@@ -392,6 +415,16 @@ cdef class Sender:
     cdef public long long bad_offset
     cdef public long long garbled_oks
     cdef public bint hold_job_lines  # a pause: fill() sends resends and host commands, no new job line
+    # ADVANCED_OK: the firmware's command queue, learned from B (see _on_ok)
+    cdef public bint use_reported_buffer   # let B grow the window (off for ping-pong)
+    cdef public int line_cap               # never more lines in flight than this, whatever B says
+    cdef public int firmware_bufsize       # largest B + 1 seen: a lower bound of BUFSIZE (0: none seen)
+    cdef public int max_inflight           # most lines ever in flight at once (a statistic)
+    cdef public int queue_free_min         # fewest free command slots any ok reported (-1: none)
+    cdef int* _sizes                       # framed size of each line in the ring
+    cdef long long _in_queue               # lines after `acked` known to sit in the firmware's queue
+    cdef int _bufsize_said                 # B + 1 of the latest ok when it exceeded firmware_bufsize
+    cdef long long _queue_bytes            # their framed bytes (not in the receive buffer any more)
 
     def __cinit__(self, int max_commands=4, int rx_buffer_bytes=128, Py_ssize_t ring_size=4096,
                   bint verify_resend=True):
@@ -401,7 +434,8 @@ cdef class Sender:
         self.ring_size = size
         self._offsets = <long long*>malloc(size * sizeof(long long))
         self._long = <unsigned char*>malloc(size)
-        if self._offsets == NULL or self._long == NULL:
+        self._sizes = <int*>malloc(size * sizeof(int))
+        if self._offsets == NULL or self._long == NULL or self._sizes == NULL:
             raise MemoryError()
 
     def __init__(self, int max_commands=4, int rx_buffer_bytes=128, Py_ssize_t ring_size=4096,
@@ -420,11 +454,17 @@ cdef class Sender:
         self.bad_offset = -1
         self.garbled_oks = 0
         self.hold_job_lines = False
+        self.use_reported_buffer = max_commands > 1
+        self.line_cap = LINE_CAP
+        self.firmware_bufsize = 0
+        self.max_inflight = 0
+        self.queue_free_min = -1
         self.reset_numbering(0)
 
     def __dealloc__(self):
         free(self._offsets)
         free(self._long)
+        free(self._sizes)
 
     def reset_numbering(self, long long last_number):
         """After ``M110 N<last_number>``: nothing in flight, the next line is last+1."""
@@ -438,6 +478,9 @@ cdef class Sender:
         self._last_resend = -1
         self._stale_error = False
         self.probe_wanted = False
+        self._in_queue = 0
+        self._queue_bytes = 0
+        self._bufsize_said = 0
 
     # --- queueing ----------------------------------------------------------------------------
     def push(self, list batch):
@@ -521,12 +564,30 @@ cdef class Sender:
         return False
 
     # --- sending -----------------------------------------------------------------------------
+    cdef inline long long _window(self):
+        """Lines allowed in flight: the configured queue; or, once ADVANCED_OK has revealed the
+        firmware's own (B, see _on_free_slots), its command queue plus what fits in its receive
+        buffer (the byte bound decides that part), at most ``line_cap``."""
+        if self.use_reported_buffer and self.firmware_bufsize > 0:
+            return max(self.line_cap, self.max_commands)
+        return self.max_commands
+
+    @property
+    def window(self):
+        """Lines the window allows in flight now (see :meth:`_window`)."""
+        return self._window()
+
+    @property
+    def rx_bytes(self):
+        """Bytes in flight that may still sit in the firmware's receive buffer (or on the wire)."""
+        return self._inflight_bytes - self._queue_bytes
+
     cdef bint _fits(self, Py_ssize_t size):
-        if self.next_number - 1 - self.acked >= self.max_commands and self.sent_upto >= self.acked + self.max_commands:
+        if self.sent_upto - self.acked >= self._window():
             return False
-        if self.sent_upto - self.acked >= self.max_commands:
-            return False
-        return self._inflight_bytes + size <= self.rx_buffer_bytes or self.sent_upto == self.acked
+        # the receive buffer holds what is in flight minus the lines the firmware reported as moved
+        # into its command queue; the first line after a drained window always goes
+        return self._inflight_bytes - self._queue_bytes + size <= self.rx_buffer_bytes or self.sent_upto == self.acked
 
     cdef bytes _frame_new(self, bytes command, long long offset):
         cdef long long number = self.next_number
@@ -535,28 +596,33 @@ cdef class Sender:
         self._frames[slot] = framed
         self._offsets[slot] = offset
         self._long[slot] = _is_long(command)
+        self._sizes[slot] = <int>len(framed)
         self.next_number += 1
         return framed
 
     def fill(self):
         """The bytes to write now: resends first, then injected commands, then job lines."""
+        return self._fill()
+
+    cdef bytes _fill(self):
         cdef list out = []
         cdef bytes framed, command
         cdef object item
+        cdef long long window = self._window()
         while True:
             if self.sent_upto < self.next_number - 1:  # rewound: resend from the ring
                 framed = self._frames[(self.sent_upto + 1) & (self.ring_size - 1)]
                 if not self._fits(len(framed)):
                     break
             elif self._injected:
-                if self.sent_upto - self.acked >= self.max_commands:
+                if self.sent_upto - self.acked >= window:
                     break
                 framed = frame(self.next_number, self._injected[0])
                 if not self._fits(len(framed)):
                     break
                 framed = self._frame_new(self._injected.pop(0), -1)
             elif not self.hold_job_lines and self._pending_pos < len(self._pending):
-                if self.sent_upto - self.acked >= self.max_commands:
+                if self.sent_upto - self.acked >= window:
                     break
                 item = self._pending[self._pending_pos]
                 if item[1] is None:  # an overlong line: the caller refuses the job by its offset
@@ -575,6 +641,10 @@ cdef class Sender:
             out.append(framed)
         if not out:
             return b""
+        if self.sent_upto - self.acked > self.max_inflight:
+            self.max_inflight = self.sent_upto - self.acked
+        if len(out) == 1:
+            return out[0]
         return b"".join(out)
 
     def probe(self):
@@ -592,13 +662,12 @@ cdef class Sender:
     # --- receiving ---------------------------------------------------------------------------
     cdef void _ack_to(self, long long number):
         cdef long long k
-        cdef object framed
+        cdef long long before = self.acked
         if number > self.sent_upto:
             number = self.sent_upto
         k = self.acked + 1
         while k <= number:
-            framed = self._frames[k & (self.ring_size - 1)]
-            self._inflight_bytes -= len(<bytes>framed)
+            self._inflight_bytes -= self._sizes[k & (self.ring_size - 1)]
             if self._offsets[k & (self.ring_size - 1)] >= 0:
                 self.job_lines_acked += 1
             self.lines_acked += 1
@@ -607,10 +676,26 @@ cdef class Sender:
             self.acked = number
         if self._inflight_bytes < 0 or self.acked == self.sent_upto:
             self._inflight_bytes = 0 if self.acked == self.sent_upto else max(self._inflight_bytes, 0)
+        if self.acked > before and self._in_queue:
+            # the acknowledged lines were the oldest of those known to be in the firmware's queue;
+            # the others stay there until acknowledged in turn
+            self._set_in_queue(self._in_queue - (self.acked - before))
+
+    cdef void _set_in_queue(self, long long lines):
+        """``lines`` after the acknowledged one are in the firmware's command queue (no longer in its RX)."""
+        cdef long long k
+        if lines > self.sent_upto - self.acked:
+            lines = self.sent_upto - self.acked
+        if lines < 0:
+            lines = 0
+        self._in_queue = lines
+        self._queue_bytes = 0
+        for k in range(self.acked + 1, self.acked + 1 + lines):
+            self._queue_bytes += self._sizes[k & (self.ring_size - 1)]
 
     cdef void _on_ok(self, const unsigned char* p, Py_ssize_t n):
-        cdef bint has_n = False, okp = False
-        cdef long long number = -1, value
+        cdef bint has_n = False, okp = False, in_order = False
+        cdef long long number = -1, value, free_slots = -1
         cdef Py_ssize_t i
         if self._swallow_ok:  # the ok that closes an Error/Resend pair
             self._swallow_ok = False
@@ -629,17 +714,49 @@ cdef class Sender:
                 value = _int_after(p, n, i + 2, &okp)
                 if okp:
                     self.queue_free = value
+                    free_slots = value
         if has_n and (number == self.acked + 1 or (self._jump >= 0 and number == self._jump + 1)) \
                 and number <= self.sent_upto:
+            in_order = number == self.acked + 1 and self._jump < 0
             self._jump = -1
             self._ack_to(number)
+        else:
+            if has_n and self.acked + 1 < number <= self.sent_upto:
+                self._jump = number  # a lost ok, or a garbled digit: confirmed by the next ok
+            elif has_n:
+                self._jump = -1
+            if self.acked < self.sent_upto:
+                self._ack_to(self.acked + 1)
+        if free_slots >= 0 and in_order and _is_advanced_ok(p, n):
+            self._on_free_slots(free_slots)
+
+    cdef void _on_free_slots(self, long long free_slots):
+        """ADVANCED_OK's ``B``: Marlin's ``BUFSIZE - length`` while the acknowledged command still
+        holds its slot, so ``B + 1`` is a lower bound of BUFSIZE (exact when nothing else was queued,
+        as at the handshake) and ``BUFSIZE - B - 1`` lines after the acknowledged one had already left
+        the receive buffer for the command queue.  A BUFSIZE learnt too small errs on the safe side
+        (fewer lines counted as queued, more bytes counted as still in the receive buffer).
+
+        Replies carry no checksum.  Only an ``ok`` of exactly Marlin's form that acknowledges the
+        next line in order gets here (most garbled bytes break the form or the number), BUFSIZE grows
+        only when two such oks in a row say it is larger (to the smaller of the two), and a B that
+        would put more lines in the queue than are in flight is cut to those.  What remains is a digit
+        garbled into another digit: the queue is then believed fuller than it is until the next ok,
+        and the worst that follows is a receive buffer overrun that the firmware's checksum and
+        line-number check turn into a resend (docs/resume.md, "Flow control")."""
+        cdef long long said
+        if free_slots >= 4096:
             return
-        if has_n and self.acked + 1 < number <= self.sent_upto:
-            self._jump = number  # a lost ok, or a garbled digit: confirmed by the next ok
-        elif has_n:
-            self._jump = -1
-        if self.acked < self.sent_upto:
-            self._ack_to(self.acked + 1)
+        if free_slots + 1 > self.firmware_bufsize:
+            if self._bufsize_said > self.firmware_bufsize:
+                self.firmware_bufsize = <int>min(free_slots + 1, self._bufsize_said)
+            self._bufsize_said = <int>(free_slots + 1)
+        else:
+            self._bufsize_said = 0
+        if self.queue_free_min < 0 or free_slots < self.queue_free_min:
+            self.queue_free_min = <int>free_slots
+        if self.use_reported_buffer and self.firmware_bufsize > 0:
+            self._set_in_queue(self.firmware_bufsize - free_slots - 1)
 
     cdef void _unack_to(self, long long number):
         """The firmware says it has only processed up to ``number``: take back the acks counted above it."""
@@ -650,6 +767,8 @@ cdef class Sender:
                 self.job_lines_acked -= 1
             k -= 1
         self.acked = number
+        self._in_queue = 0
+        self._queue_bytes = 0
 
     cdef object _on_resend(self, const unsigned char* p, Py_ssize_t n, Py_ssize_t digits_at):
         cdef bint okn = False
@@ -674,7 +793,7 @@ cdef class Sender:
             self.probe_wanted = True
             return None
         if number - 1 < self.acked:
-            if self.acked - (number - 1) > self.max_commands + 2:
+            if self.acked - (number - 1) > self._window() + 2:
                 # far more than a miscounted window: not a lost ok but a renumbered firmware
                 self.probe_wanted = True
                 return None
@@ -692,10 +811,15 @@ cdef class Sender:
         self.resends += 1
         self.sent_upto = number - 1
         self._inflight_bytes = 0
+        self._in_queue = 0
+        self._queue_bytes = 0
         return number
 
     def receive(self, bytes chunk):
         """Feed bytes read from the port; returns a list of ``(kind, line, value)`` events."""
+        return self._receive(chunk)
+
+    cdef list _receive(self, bytes chunk):
         cdef list events = []
         cdef bytearray rx = self._rx
         cdef const unsigned char* p
@@ -778,3 +902,488 @@ cdef class Sender:
                 events.append((EV_OTHER, data[i:end], None))
             start = nl + 1
         return events
+
+# ---------------------------------------------------------------------------------------------
+# The pump: the streaming loop's inner part on the port's file descriptor.
+#
+# At an instant firmware the printer answers each line on its own and the host wakes once per
+# reply; with a Python loop around each wake-up the interpreter, not the link, was most of the CPU
+# per line.  The pump keeps the whole cycle (write what the window allows, block in read() for the
+# replies, feed them to the Sender) in C and returns to Python only when something needs it:
+# replies other than plain ``ok`` (events), a resend that needs a probe, the job's queued lines
+# running low, a silence, the window drained, or ``slice_s`` of real time (so that pause, cancel,
+# progress and checkpoints are looked at several times a second).  The GIL is released around every
+# system call, so the daemon's other threads run meanwhile.
+# ---------------------------------------------------------------------------------------------
+from posix.unistd cimport read as _c_read, write as _c_write
+from posix.time cimport clock_gettime, nanosleep, timespec, CLOCK_MONOTONIC
+from libc.errno cimport errno, EINTR, EAGAIN
+
+PUMP_IDLE = 0      # nothing in flight and nothing the window may send (all sent, or an overlong line)
+PUMP_EVENTS = 1    # replies for Python (temperatures, resend, errors, busy, actions, start...)
+PUMP_PROBE = 2     # the Sender wants a probe after a settle time (an unconfirmed resend)
+PUMP_REFILL = 3    # fewer than ``min_pending`` job lines queued: read more of the file
+PUMP_SLICE = 4     # ``slice_s`` passed: time for Python's periodic work
+PUMP_SILENT = 5    # a read timed out with nothing (the termios VTIME of the streaming mode)
+
+DEF PUMP_BUFFER = 65536
+DEF FAST_SPAN = 16
+
+#: acknowledged lines closer than this on average are "fast": 5000 lines/s, beyond any serial link
+#: below ~1.5 Mbaud (33-byte lines, 10 bits a byte); a planner-paced or link-paced firmware is slower
+FAST_LINE_S = 200e-6
+
+
+cdef inline double _monotonic() noexcept nogil:
+    """Seconds on CLOCK_MONOTONIC: the clock of Python's time.monotonic()."""
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return ts.tv_sec + ts.tv_nsec * 1e-9
+
+
+cdef class Pump:
+    """Drives a :class:`Sender` over a blocking file descriptor (the port in streaming mode).
+
+    When to refill the window adapts to how fast the firmware answers.  Slow replies (a link or a
+    planner that paces the lines: a few per millisecond at most) refill as soon as the receive buffer
+    is down to ``slow_low_water`` bytes, so the wire never idles.  Fast replies (lines acknowledged
+    less than ``fast_line_s`` apart on average over the last ``FAST_SPAN`` lines: no serial link below
+    ~1.5 Mbaud can carry that) wait until only ``fast_low_water`` bytes are left: one write carries
+    most of a window, and the replies have more time to arrive together.  The firmware idles at most
+    for one host round trip per window then, a few percent of a rate that fast.
+
+    ``nap_s`` (``printer.coalesce_s``): sleep that long before each read while two or more lines are
+    in flight; 0 = never (a timer wake-up costs about as much as the read it saves).
+
+    Counters (``reads``, ``writes``, ``naps``, ``fast_refills``) are for benchmarks and tests: CPU per
+    line is mostly system calls per line.
+    """
+
+    cdef Sender sender
+    cdef int fd
+    cdef char* _buffer
+    cdef Py_ssize_t slow_low_water
+    cdef Py_ssize_t fast_low_water
+    cdef double fast_line_s
+    cdef double nap_s
+    cdef bint _fast
+    cdef double _mark_t
+    cdef long long _mark_acked
+    cdef public long long reads
+    cdef public long long writes
+    cdef public long long naps
+    cdef public long long fast_refills
+    cdef public double last_rx
+
+    def __cinit__(self, *args, **kwargs):
+        self._buffer = <char*>malloc(PUMP_BUFFER)
+        if self._buffer == NULL:
+            raise MemoryError()
+
+    def __init__(self, Sender sender, int fd, Py_ssize_t slow_low_water, Py_ssize_t fast_low_water,
+                 double fast_line_s=FAST_LINE_S, double nap_s=0.0):
+        self.sender = sender
+        self.fd = fd
+        self.slow_low_water = slow_low_water
+        self.fast_low_water = fast_low_water
+        self.fast_line_s = fast_line_s
+        self.nap_s = nap_s
+        self._fast = False
+        self._mark_t = _monotonic()
+        self._mark_acked = sender.lines_acked
+        self.reads = self.writes = self.naps = self.fast_refills = 0
+        self.last_rx = 0.0
+
+    def __dealloc__(self):
+        free(self._buffer)
+
+    @property
+    def fast(self):
+        """The firmware answers faster than any serial link could pace it (see the class docstring)."""
+        return self._fast
+
+    cdef void _write_all(self, bytes data) except *:
+        cdef const char* p = data
+        cdef Py_ssize_t left = len(data)
+        cdef Py_ssize_t n
+        cdef int err = 0
+        while left > 0:
+            with nogil:
+                n = _c_write(self.fd, p, left)
+                if n < 0:
+                    err = errno
+            if n < 0:
+                if err == EINTR:
+                    continue
+                raise OSError(err, "write to the printer port failed")
+            p += n
+            left -= n
+        self.writes += 1
+
+    cdef inline void _pace(self, double now):
+        """Every FAST_SPAN acknowledged lines: fast or slow replies?"""
+        cdef long long acked = self.sender.lines_acked - self._mark_acked
+        if acked >= FAST_SPAN:
+            self._fast = now - self._mark_t < acked * self.fast_line_s
+            self._mark_t = now
+            self._mark_acked = self.sender.lines_acked
+        elif acked < 0:  # the Sender took acknowledgements back (a resend): start over
+            self._mark_t = now
+            self._mark_acked = self.sender.lines_acked
+
+    def run(self, double slice_s, Py_ssize_t min_pending):
+        """Stream until something needs Python; returns ``(status, events or None)``."""
+        cdef Sender s = self.sender
+        cdef double now = _monotonic()
+        cdef double deadline = now + slice_s
+        cdef bytes out
+        cdef list events
+        cdef Py_ssize_t n
+        cdef int err = 0
+        cdef timespec nap
+        if now - self._mark_t > 1.0:  # after a pause or a long command: measure afresh
+            self._mark_t = now
+            self._mark_acked = s.lines_acked
+            self._fast = False
+        while True:
+            if s.sent_upto == s.acked or s._inflight_bytes - s._queue_bytes <= \
+                    (self.fast_low_water if self._fast else self.slow_low_water):
+                out = s._fill()
+                if out:
+                    self._write_all(out)
+                    if self._fast:
+                        self.fast_refills += 1
+            if s.sent_upto == s.acked:
+                return (PUMP_IDLE, None)
+            if len(s._pending) - s._pending_pos < min_pending:
+                return (PUMP_REFILL, None)
+            if self.nap_s > 0 and s.sent_upto - s.acked > 1:
+                nap.tv_sec = <long>self.nap_s
+                nap.tv_nsec = <long>((self.nap_s - nap.tv_sec) * 1e9)
+                with nogil:
+                    nanosleep(&nap, NULL)
+                self.naps += 1
+            with nogil:
+                n = _c_read(self.fd, self._buffer, PUMP_BUFFER)
+                if n < 0:
+                    err = errno
+            if n < 0:
+                if err == EINTR or err == EAGAIN:
+                    continue
+                raise OSError(err, "read from the printer port failed")
+            if n == 0:
+                return (PUMP_SILENT, None)
+            self.reads += 1
+            now = _monotonic()
+            self.last_rx = now
+            events = s._receive(PyBytes_FromStringAndSize(self._buffer, n))
+            self._pace(now)
+            if events:
+                return (PUMP_EVENTS, events)
+            if s.probe_wanted:
+                return (PUMP_PROBE, None)
+            if now >= deadline:
+                return (PUMP_SLICE, None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Resume replay: the machine state at a file offset (node/printer/resume.py), natively.
+#
+# The same rules as resume.apply (the Python reference the tests compare against, line by line):
+# the head is the cleaned command up to its first space, upper-cased; the words are its
+# whitespace-separated tokens after the first, the letter upper-cased, the rest read as Python's
+# float() reads it (an empty rest is 0, an unreadable or non-finite one is skipped, the last
+# readable one of a letter wins).  Lines longer than max_line_bytes are skipped as LineSplitter
+# reports them; a layer is a line starting with ";LAYER_CHANGE" or ";LAYER:".
+# ---------------------------------------------------------------------------------------------
+from cpython.object cimport PyObject
+from libc.math cimport isfinite
+
+cdef extern from "Python.h":
+    # the parser behind float(): same digits, same double
+    double PyOS_string_to_double(const char* s, char** endptr, PyObject* overflow_exception) except? -1.0
+
+DEF W_X = 0
+DEF W_Y = 1
+DEF W_Z = 2
+DEF W_E = 3
+DEF W_F = 4
+DEF W_S = 5
+DEF W_R = 6
+DEF N_WORDS = 7
+
+cdef inline bint _space(unsigned char c) noexcept:
+    """bytes.split()'s whitespace."""
+    return c == 32 or c == 9 or c == 10 or c == 13 or c == 11 or c == 12
+
+
+cdef int _word_index(unsigned char c) noexcept:
+    if 97 <= c <= 122:
+        c -= 32
+    if c == 88:
+        return W_X
+    if c == 89:
+        return W_Y
+    if c == 90:
+        return W_Z
+    if c == 69:
+        return W_E
+    if c == 70:
+        return W_F
+    if c == 83:
+        return W_S
+    if c == 82:
+        return W_R
+    return -1
+
+
+cdef bint _read_float(const unsigned char* p, Py_ssize_t n, double* out) except -1:
+    """``float(p[:n])`` as Python reads it; False if Python would refuse it or it is not finite."""
+    cdef char buf[64]
+    cdef double value
+    cdef object parsed
+    if n == 0:
+        out[0] = 0.0
+        return True
+    if n < 64 and memchr(p, 0, n) == NULL and memchr(p, 95, n) == NULL:  # no NUL, no '_'
+        memcpy(buf, p, n)
+        buf[n] = 0
+        try:
+            value = PyOS_string_to_double(buf, NULL, NULL)
+        except ValueError:
+            return False
+    else:  # long, or with the underscores float() accepts: let Python decide
+        try:
+            parsed = float(PyBytes_FromStringAndSize(<const char*>p, n))
+        except ValueError:
+            return False
+        value = parsed
+    if not isfinite(value):
+        return False
+    out[0] = value
+    return True
+
+
+cdef class ModalScan:
+    """Feeds on a job file's bytes; holds the modal state after every complete line seen.
+
+    A line not yet ended by a newline is kept pending and never applied: the state is the one just
+    before the line that starts where the bytes stop.
+    """
+
+    cdef public bint absolute_xyz
+    cdef public bint absolute_e
+    cdef public double x, y, z, e
+    cdef public double feedrate_mm_min
+    cdef public double hotend_c, bed_c
+    cdef public long long fan_pwm, tool, layer
+    cdef Py_ssize_t max_line_bytes
+    cdef bytearray _pending
+    cdef bint _overlong
+    cdef bint _pending_marker
+
+    def __init__(self, Py_ssize_t max_line_bytes=4096):
+        self.absolute_xyz = self.absolute_e = True
+        self.x = self.y = self.z = self.e = 0.0
+        self.feedrate_mm_min = 1500.0
+        self.hotend_c = self.bed_c = 0.0
+        self.fan_pwm = self.tool = self.layer = 0
+        self.max_line_bytes = max_line_bytes
+        self._pending = bytearray()
+        self._overlong = False
+        self._pending_marker = False
+
+    def state(self):
+        """The fields of resume.ModalState."""
+        return {"absolute_xyz": self.absolute_xyz, "absolute_e": self.absolute_e, "x": self.x, "y": self.y,
+                "z": self.z, "e": self.e, "feedrate_mm_min": self.feedrate_mm_min, "hotend_c": self.hotend_c,
+                "bed_c": self.bed_c, "fan_pwm": self.fan_pwm, "tool": self.tool, "layer": self.layer}
+
+    def feed(self, bytes chunk):
+        cdef const unsigned char* p = chunk
+        cdef Py_ssize_t n = len(chunk), pos = 0, nl
+        cdef const void* hit
+        cdef bytes line
+        while pos < n:
+            hit = memchr(p + pos, 10, n - pos)
+            if hit == NULL:
+                self._hold(chunk, pos, n)
+                return
+            nl = <Py_ssize_t>(<const unsigned char*>hit - p)
+            if self._pending or self._overlong:
+                self._hold(chunk, pos, nl)
+                if self._overlong:
+                    if self._pending_marker:
+                        self.layer += 1
+                else:
+                    line = bytes(self._pending)
+                    self._line(line, len(line))
+                self._pending = bytearray()
+                self._overlong = False
+                self._pending_marker = False
+            else:
+                self._line(p + pos, nl - pos)
+            pos = nl + 1
+
+    cdef void _hold(self, bytes chunk, Py_ssize_t start, Py_ssize_t end) except *:
+        """Keep an unfinished line (or only whether it is a layer marker, once it is too long)."""
+        if self._overlong:
+            return
+        self._pending += chunk[start:end]
+        if len(self._pending) > self.max_line_bytes:
+            self._pending_marker = _is_layer_marker(self._pending, len(self._pending))
+            self._overlong = True
+            self._pending = bytearray()
+
+    cdef int _line(self, const unsigned char* p, Py_ssize_t n) except -1:
+        cdef Py_ssize_t start = 0, end, i, k, tok
+        cdef const void* semi
+        cdef unsigned char h0
+        cdef long long number, digits
+        cdef double words[N_WORDS]
+        cdef bint have[N_WORDS]
+        cdef double value
+        cdef int w
+        if _is_layer_marker(p, n):
+            self.layer += 1
+        if n > self.max_line_bytes:
+            return 0
+        semi = memchr(p, 59, n)
+        end = n if semi == NULL else <Py_ssize_t>(<const unsigned char*>semi - p)
+        while start < end and (p[start] == 32 or p[start] == 9 or p[start] == 13 or p[start] == 10):
+            start += 1
+        while end > start and (p[end - 1] == 32 or p[end - 1] == 9 or p[end - 1] == 13 or p[end - 1] == 10):
+            end -= 1
+        if end == start:
+            return 0
+        p += start
+        n = end - start
+        # the head: up to the first space
+        k = 0
+        while k < n and p[k] != 32:
+            k += 1
+        h0 = p[0] - 32 if 97 <= p[0] <= 122 else p[0]
+        if h0 == 84:  # 'T' and digits only: a tool change
+            if k < 2:
+                return 0
+            number = 0
+            for i in range(1, k):
+                if not 48 <= p[i] <= 57:
+                    return 0
+                number = number * 10 + (p[i] - 48)
+                if number > 255:
+                    return 0
+            self.tool = number
+            return 0
+        if h0 != 71 and h0 != 77:  # 'G' 'M'
+            return 0
+        if k < 2 or k > 4:
+            return 0
+        number = 0
+        for i in range(1, k):
+            if not 48 <= p[i] <= 57:
+                return 0
+            number = number * 10 + (p[i] - 48)
+        digits = k - 1
+        if digits > 1 and p[1] == 48:  # "G01": not the reference's "G1"
+            return 0
+        if h0 == 71:
+            if number == 90:
+                self.absolute_xyz = self.absolute_e = True
+                return 0
+            if number == 91:
+                self.absolute_xyz = self.absolute_e = False
+                return 0
+            if number == 28:
+                self._home(p, n)
+                return 0
+            if number > 3 and number != 92:
+                return 0
+        else:
+            if number == 82:
+                self.absolute_e = True
+                return 0
+            if number == 83:
+                self.absolute_e = False
+                return 0
+            if number == 107:
+                self.fan_pwm = 0
+                return 0
+            if number != 104 and number != 109 and number != 140 and number != 190 and number != 106:
+                return 0
+        # the words, after the first whitespace-separated token
+        for w in range(N_WORDS):
+            have[w] = False
+        i = 0
+        while i < n and not _space(p[i]):
+            i += 1
+        while i < n:
+            while i < n and _space(p[i]):
+                i += 1
+            if i >= n:
+                break
+            tok = i
+            while i < n and not _space(p[i]):
+                i += 1
+            w = _word_index(p[tok])
+            if w >= 0 and _read_float(p + tok + 1, i - tok - 1, &value):
+                words[w] = value
+                have[w] = True
+        if h0 == 71 and number <= 3:
+            if have[W_X]:
+                self.x = words[W_X] if self.absolute_xyz else self.x + words[W_X]
+            if have[W_Y]:
+                self.y = words[W_Y] if self.absolute_xyz else self.y + words[W_Y]
+            if have[W_Z]:
+                self.z = words[W_Z] if self.absolute_xyz else self.z + words[W_Z]
+            if have[W_E]:
+                self.e = words[W_E] if self.absolute_e else self.e + words[W_E]
+            if have[W_F] and words[W_F] > 0:
+                self.feedrate_mm_min = words[W_F]
+        elif h0 == 71:  # G92
+            if have[W_X]:
+                self.x = words[W_X]
+            if have[W_Y]:
+                self.y = words[W_Y]
+            if have[W_Z]:
+                self.z = words[W_Z]
+            if have[W_E]:
+                self.e = words[W_E]
+        elif number == 104 or number == 109:
+            if have[W_S]:
+                self.hotend_c = words[W_S]
+            elif have[W_R]:
+                self.hotend_c = words[W_R]
+        elif number == 140 or number == 190:
+            if have[W_S]:
+                self.bed_c = words[W_S]
+            elif have[W_R]:
+                self.bed_c = words[W_R]
+        else:  # M106
+            value = words[W_S] if have[W_S] else 255.0
+            self.fan_pwm = <long long>(255.0 if value > 255.0 else (0.0 if value < 0.0 else value))
+        return 0
+
+    cdef void _home(self, const unsigned char* p, Py_ssize_t n):
+        """G28: the axes named (" X" anywhere, upper-cased), or all three."""
+        cdef bint named[3]
+        cdef Py_ssize_t i
+        cdef unsigned char c
+        named[0] = named[1] = named[2] = False
+        for i in range(n - 1):
+            if p[i] == 32:
+                c = p[i + 1] - 32 if 97 <= p[i + 1] <= 122 else p[i + 1]
+                if 88 <= c <= 90:
+                    named[c - 88] = True
+        if not (named[0] or named[1] or named[2]):
+            named[0] = named[1] = named[2] = True
+        if named[0]:
+            self.x = 0.0
+        if named[1]:
+            self.y = 0.0
+        if named[2]:
+            self.z = 0.0
+
+
+cdef bint _is_layer_marker(const unsigned char* p, Py_ssize_t n) noexcept:
+    return (n >= 13 and memcmp(p, b";LAYER_CHANGE", 13) == 0) or (n >= 7 and memcmp(p, b";LAYER:", 7) == 0)

@@ -84,7 +84,7 @@ class PrinterSection(Section):
     max_commands: int = Field(4, ge=1, le=64, description="lines in flight: the firmware's command queue (BUFSIZE)")
     rx_buffer_bytes: int = Field(128, ge=32, le=65536, description="bytes in flight: the firmware's RX buffer")
     coalesce_s: float = Field(0.0, ge=0, le=0.05,
-                              description="pause after a reply with lines in flight, so replies are read in batches")
+                              description="sleep before each read while 2+ lines are in flight, so replies are read in batches")
     ping_pong: bool = Field(False, description="one line in flight (for firmware that mishandles a window)")
     resend_has_ok: bool = Field(True, description="the firmware follows 'Resend:' with 'ok' (Marlin does)")
     tickle_s: float = Field(3.0, gt=0, description="silence with lines in flight before the oldest is probed")

@@ -99,6 +99,11 @@ def run(args: argparse.Namespace) -> int:
         "seconds": round(wall_s, 4), "lines_per_s": round(lines / wall_s, 1) if wall_s > 0 else None,
         "cpu_s": round(cpu_s, 4), "cpu_us_per_line": round(1e6 * cpu_s / lines, 2) if lines else None,
         "max_rss_mb": round(usage_after.ru_maxrss / 1024, 1), "advanced_ok": worker.advanced_ok,
+        "user_s": round(usage_after.ru_utime - usage_before.ru_utime, 4),
+        "sys_s": round(usage_after.ru_stime - usage_before.ru_stime, 4),
+        "waits": usage_after.ru_nvcsw - usage_before.ru_nvcsw,
+        "reads": worker.pump.reads if worker.pump else None, "writes": worker.pump.writes if worker.pump else None,
+        "fast_refills": worker.pump.fast_refills if worker.pump else None,
         "firmware": worker.firmware,
     }
     if args.json:

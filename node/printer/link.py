@@ -203,13 +203,21 @@ class StreamingReads:
         except OSError as exc:
             raise LinkClosed(f"read from {self.link.port} failed: {exc}") from exc
         if not data:
-            ready, _, _ = select.select([self.fd], [], [], 0)
-            if ready:
-                try:
-                    if not os.read(self.fd, 65536):
-                        raise LinkClosed(f"{self.link.port} closed (end of file)")
-                except OSError as exc:
-                    raise LinkClosed(f"read from {self.link.port} failed: {exc}") from exc
+            data = self.check_hangup()
+        return data
+
+    def check_hangup(self) -> bytes:
+        """After a read that returned nothing: a port that is readable yet gives no bytes hung up
+        (LinkClosed); bytes that arrived just now are returned, not lost."""
+        ready, _, _ = select.select([self.fd], [], [], 0)
+        if not ready:
+            return b""
+        try:
+            data = os.read(self.fd, 65536)
+        except OSError as exc:
+            raise LinkClosed(f"read from {self.link.port} failed: {exc}") from exc
+        if not data:
+            raise LinkClosed(f"{self.link.port} closed (end of file)")
         return data
 
     def __exit__(self, *exc: object) -> None:

@@ -6,9 +6,15 @@ M82/M83), position (including G92 shifts), feedrate, temperatures, fan, tool and
 layer the next line expects, with no per-line bookkeeping while streaming.  The
 checkpoint stores the offsets (and the temperatures last reported) so the scan
 knows where to stop.  See docs/resume.md for the whole argument.
+
+:func:`state_at` runs the scan natively (``streamcore.ModalScan``: deep in a
+200 MB file the Python scan took most of a minute on a Pi-class CPU);
+:func:`apply` and :func:`state_at_reference` are the same rules in Python, kept as
+the reference the tests compare the native scan against.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -35,15 +41,18 @@ class ModalState:
 
 
 def _words(command: bytes) -> dict[str, float]:
+    """Letter -> value of the words after the head; unreadable and non-finite values are skipped."""
     words: dict[str, float] = {}
     for part in command.split()[1:]:
         if not part:
             continue
         letter = chr(part[0]).upper()
         try:
-            words[letter] = float(part[1:]) if len(part) > 1 else 0.0
+            value = float(part[1:]) if len(part) > 1 else 0.0
         except ValueError:
             continue
+        if math.isfinite(value):
+            words[letter] = value
     return words
 
 
@@ -79,20 +88,40 @@ def apply(state: ModalState, command: bytes) -> None:
     elif head in (b"M140", b"M190"):
         w = _words(command)
         state.bed_c = w.get("S", w.get("R", state.bed_c))
-    elif head == b"M106":
-        state.fan_pwm = int(_words(command).get("S", 255))
+    elif head == b"M106":  # Marlin clamps S to 0..255
+        state.fan_pwm = int(min(max(_words(command).get("S", 255.0), 0.0), 255.0))
     elif head == b"M107":
         state.fan_pwm = 0
     elif head == b"G28":
         named = [a for a in ("X", "Y", "Z") if f" {a}".encode() in command.upper()]
         for axis in named or ["X", "Y", "Z"]:
             setattr(state, axis.lower(), 0.0)
-    elif len(head) >= 2 and head[:1] == b"T" and head[1:].isdigit():
+    elif len(head) >= 2 and head[:1] == b"T" and head[1:].isdigit() and int(head[1:]) < 256:
         state.tool = int(head[1:])
 
 
-def state_at(path: Path, end_offset: int, chunk_bytes: int = 64 * 1024) -> ModalState:
-    """The machine state just before the line starting at ``end_offset`` runs (streamed: flat memory)."""
+def state_at(path: Path, end_offset: int, chunk_bytes: int = 1 << 20) -> ModalState:
+    """The machine state just before the line starting at ``end_offset`` runs (streamed: flat memory).
+
+    A line cut by ``end_offset`` has not run: the scan keeps it pending and never applies it.
+    """
+    scan = streamcore.ModalScan()
+    remaining = end_offset
+    with path.open("rb") as handle:
+        while remaining > 0:
+            chunk = handle.read(min(chunk_bytes, remaining))
+            if not chunk:
+                break
+            remaining -= len(chunk)
+            scan.feed(chunk)
+    return ModalState(**scan.state())
+
+
+LAYER_MARKERS = (b";LAYER_CHANGE", b";LAYER:")  # PrusaSlicer/Bambu/Orca, Cura
+
+
+def state_at_reference(path: Path, end_offset: int, chunk_bytes: int = 64 * 1024) -> ModalState:
+    """:func:`state_at` in Python (LineSplitter + :func:`apply`): the reference for the native scan."""
     state = ModalState()
     splitter = streamcore.LineSplitter()
     remaining = end_offset
@@ -106,13 +135,12 @@ def state_at(path: Path, end_offset: int, chunk_bytes: int = 64 * 1024) -> Modal
                 if command is not None:
                     apply(state, command)
         # a line cut by end_offset has not run; the splitter keeps it pending and we drop it
-    _count_layers(path, end_offset, state)
+    state.layer = _count_layers(path, end_offset)
     return state
 
 
-def _count_layers(path: Path, end_offset: int, state: ModalState) -> None:
-    """Layer number from the slicers' layer-change comments before the offset (for reports)."""
-    markers = (b";LAYER_CHANGE", b";LAYER:", b"; layer ", b";Z:")
+def _count_layers(path: Path, end_offset: int) -> int:
+    """Layer number: the complete lines before the offset that start with a slicer's layer marker."""
     count = 0
     with path.open("rb") as handle:
         remaining = end_offset
@@ -122,11 +150,9 @@ def _count_layers(path: Path, end_offset: int, state: ModalState) -> None:
             if not chunk:
                 break
             remaining -= len(chunk)
-            data = carry + chunk
-            cut = data.rfind(b"\n") + 1
-            body, carry = data[:cut], data[cut:]
-            count += sum(body.count(b"\n" + m) for m in markers[:2])
-    state.layer = count
+            *lines, carry = (carry + chunk).split(b"\n")
+            count += sum(1 for line in lines if line.startswith(LAYER_MARKERS))
+    return count
 
 
 LIFT_MM = 2.0

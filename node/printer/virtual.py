@@ -114,6 +114,7 @@ class Counters:
     oks_dropped: int = 0
     corrupted_in: int = 0
     corrupted_out: int = 0
+    max_queue: int = 0               # most commands ever waiting in the command queue at once
     extra: dict[str, int] = field(default_factory=dict)
 
 
@@ -181,13 +182,18 @@ class VirtualPrinter:
         self._reply(f"//action:{action}")
 
     def _ok(self, number: int | None = None) -> None:
-        """``ok``; with ADVANCED_OK ``N`` is the acknowledged command's own line number (Marlin's ok_to_send)."""
+        """``ok``; with ADVANCED_OK as Marlin's ``ok_to_send``: ``N`` is the acknowledged command's own
+        line number, ``P`` the free planner blocks, ``B`` = BUFSIZE minus the commands queued, the
+        acknowledged one still counted (it leaves its slot only after the ok): an idle firmware says
+        ``B<BUFSIZE-1>``.  The ``ok`` that closes a resend request (``number=-1``) acknowledges no
+        queued command."""
         if self.faults.drop_ok and self._rng.random() < self.faults.drop_ok:
             self.counters.oks_dropped += 1
             return
         if self.advanced_ok:
             free_planner = self.planner_depth - len(self._planner)
-            free_queue = self.command_queue - len(self._queue)
+            holding = 0 if number == -1 else 1
+            free_queue = self.command_queue - len(self._queue) - holding
             number = self._current_number if number is None else number
             if number >= 0:
                 self._write(b"ok N%d P%d B%d\n" % (number, free_planner, free_queue))
@@ -256,6 +262,8 @@ class VirtualPrinter:
                 command = self._check_line(raw)
                 if command is not None:
                     self._queue.append((self.last_line if numbered else -1, command))
+                    if len(self._queue) > self.counters.max_queue:
+                        self.counters.max_queue = len(self._queue)
 
     def _check_line(self, raw: bytes) -> bytes | None:
         """Line number and checksum checks; the command, or None after an error reply."""

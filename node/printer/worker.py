@@ -2,12 +2,14 @@
 
 It connects (boot banner or probe, ``M110``, ``M115``, ``M155`` autoreport when
 offered, else M105 polling) and streams a job through the compiled
-:class:`~node._streamcore.Sender`: Python reads the file and the port in
-chunks and hands them to the core, which frames lines, keeps the send window
-full (bounded by the firmware's command queue and receive buffer, or one line
-with ``ping_pong``), handles resends from its ring and parses the replies.
-Python sees only the replies worth attention (temperatures, errors, resets,
-actions) and the counters.
+:class:`~node._streamcore.Sender`: Python reads the file in chunks and hands
+them to the core, which frames lines, keeps the send window full (bounded by
+the firmware's command queue and receive buffer, grown by ADVANCED_OK's ``B``,
+or one line with ``ping_pong``), handles resends from its ring and parses the
+replies.  The write/wait/read cycle itself runs natively
+(:class:`~node._streamcore.Pump`, GIL released in the system calls); Python
+sees only the replies worth attention (temperatures, errors, resets, actions),
+the counters, and a turn at least every ``SLICE_S`` while replies flow.
 
 Timeouts: a silence of ``tickle_s`` with lines in flight sends the oldest
 unacknowledged line again (a probe: the firmware's answer says exactly where
@@ -42,6 +44,8 @@ log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 64 * 1024
 REFILL_BELOW_LINES = 1024
+SLICE_S = 0.05  # the native pump hands back at least this often while replies flow (pause, cancel, progress)
+PUMP_IDLE, PUMP_SILENT = streamcore.PUMP_IDLE, streamcore.PUMP_SILENT
 PWM_MAX = 127.0
 EV = streamcore
 
@@ -175,6 +179,7 @@ class PrinterWorker(threading.Thread):
         # worth of wire time, at least 20 ms) before resending, or the resent lines are flushed too
         self._settle_s = max(0.02, 2 * self.settings.rx_buffer_bytes * 10 / max(baud, 1200))
         self.stop_after_one_job = False
+        self.pump: streamcore.Pump | None = None  # the last job's (its counters: reads, writes, naps)
 
     def _new_engine(self) -> streamcore.Sender:
         s = self.settings
@@ -216,7 +221,8 @@ class PrinterWorker(threading.Thread):
         return {"firmware": self.firmware, "advanced_ok": self.advanced_ok or engine.advanced_ok_seen,
                 "autoreport": self.autoreport, "lines_acked": engine.lines_acked, "resends": engine.resends,
                 "garbled_oks": engine.garbled_oks, "inflight": engine.inflight,
-                "planner_free": engine.planner_free, "queue_free": engine.queue_free}
+                "planner_free": engine.planner_free, "queue_free": engine.queue_free,
+                "window": engine.window, "firmware_bufsize": engine.firmware_bufsize}
 
     # --- thread -----------------------------------------------------------------------------
     def run(self) -> None:
@@ -392,6 +398,11 @@ class PrinterWorker(threading.Thread):
         chunk = self.link.read_chunk(timeout_s)
         if not chunk:
             return False
+        self._take(chunk)
+        return True
+
+    def _take(self, chunk: bytes) -> None:
+        """Replies read from the port: to the core, and what it reports to the handlers."""
         self._last_rx = time.monotonic()
         self._probes = 0
         events = self.engine.receive(chunk)
@@ -400,7 +411,6 @@ class PrinterWorker(threading.Thread):
         if self.engine.probe_wanted:
             self._hold_until = time.monotonic() + self._settle_s
             self._probe_after_hold = True
-        return True
 
     def _end_hold(self) -> None:
         self._hold_until = 0.0
@@ -522,12 +532,15 @@ class PrinterWorker(threading.Thread):
         total = request.path.stat().st_size
         splitter = streamcore.LineSplitter(request.start_offset)
         last_checkpoint = last_progress = time.monotonic()
-        tickle_s = self.settings.tickle_s
-        coalesce_s = self.settings.coalesce_s
-        low_water_bytes = 0 if self.settings.ping_pong else self.settings.rx_buffer_bytes * 3 // 4
-        sleep = time.sleep
+        # refill the window once the receive buffer is down to 3/4 (the wire never idles), or, when the
+        # firmware answers faster than any link could pace it, to a quarter (several lines per write
+        # instead of one per reply; each write and each wake-up is a system call): see Pump
+        rx = self.settings.rx_buffer_bytes
+        slow_low_water, fast_low_water = (0, 0) if self.settings.ping_pong else (rx * 3 // 4, rx // 4)
         link = self.link
         with request.path.open("rb") as handle, link.streaming_mode(0.1) as reads:
+            pump = self.pump = streamcore.Pump(engine, reads.fd, slow_low_water, fast_low_water,
+                                               nap_s=self.settings.coalesce_s)
             handle.seek(request.start_offset)
             file_done = False
             while True:
@@ -548,37 +561,35 @@ class PrinterWorker(threading.Thread):
                         self._pump(0.005)
                         continue
                     self._end_hold()
-                # refill once half the window is free: two lines per write instead of one (each
-                # write to the port is the costliest call of the loop); the other half keeps the
-                # firmware busy meanwhile
-                out = engine.fill() if engine.inflight_bytes <= low_water_bytes else b""
-                if out:
-                    link.write_all(out)
-                elif engine.bad_offset >= 0 and engine.inflight == 0:
-                    bad = engine.bad_offset
-                    engine.drop_pending()
-                    self._run_script(CANCEL_SCRIPT)
-                    return PrintOutcome("failed", f"line at byte {bad} is longer than 4096 bytes", bad,
-                                        engine.job_lines_acked - base_acked, engine.resends - base_resends,
-                                        time.monotonic() - started, self.checkpoint(request))
-                if file_done and engine.pending == 0 and engine.inflight == 0:
-                    break
-                data = reads.read()  # blocks in the kernel until bytes arrive or 0.1 s passes
-                if data:
-                    self._last_rx = time.monotonic()
+                # the native pump writes, waits and parses until something needs Python (see Pump)
+                try:
+                    status, events = pump.run(SLICE_S, 0 if file_done else REFILL_BELOW_LINES)
+                except OSError as exc:
+                    raise LinkClosed(f"{link.port}: {exc.strerror or exc}") from exc
+                if pump.last_rx > self._last_rx:
+                    self._last_rx = pump.last_rx
                     self._probes = 0
-                    events = engine.receive(data)
-                    if events:
-                        self._handle(events)
-                    if engine.probe_wanted:
-                        self._hold_until = time.monotonic() + self._settle_s
-                        self._probe_after_hold = True
-                else:
-                    self._check_timeouts(job_active=True)
-                if coalesce_s and engine.inflight > 1:
-                    # let a few more replies gather: one wake-up per several lines instead of per line
-                    # (the window in flight keeps the firmware busy meanwhile)
-                    sleep(coalesce_s)
+                if events:
+                    self._handle(events)
+                if engine.probe_wanted:
+                    self._hold_until = time.monotonic() + self._settle_s
+                    self._probe_after_hold = True
+                if status == PUMP_IDLE and engine.inflight == 0:
+                    if engine.bad_offset >= 0:
+                        bad = engine.bad_offset
+                        engine.drop_pending()
+                        self._run_script(CANCEL_SCRIPT)
+                        return PrintOutcome("failed", f"line at byte {bad} is longer than 4096 bytes", bad,
+                                            engine.job_lines_acked - base_acked, engine.resends - base_resends,
+                                            time.monotonic() - started, self.checkpoint(request))
+                    if file_done and engine.pending == 0:
+                        break
+                elif status == PUMP_SILENT:
+                    late = reads.check_hangup()
+                    if late:
+                        self._take(late)
+                    else:
+                        self._check_timeouts(job_active=True)
                 now = time.monotonic()
                 if now - last_progress >= 0.5:
                     last_progress = now

@@ -1,6 +1,9 @@
 """The compiled sender, pure: window bounds, acknowledgements, resends, probes, reply parsing."""
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from node.native import streamcore as core
 
 LINES = [(i * 10, b"G1 X%d" % i) for i in range(40)]
@@ -93,3 +96,133 @@ def test_long_commands_are_flagged() -> None:
     assert s.long_in_flight()
     s.receive(b"ok\n")
     assert not s.long_in_flight()
+
+
+# --- ADVANCED_OK: B (free command slots) sizes the window ------------------------------------
+def framed_bytes(first: int, count: int) -> int:
+    return sum(len(core.frame(n, LINES[n - 1][1])) for n in range(first, first + count))
+
+
+def test_advanced_ok_b_grows_the_window_and_frees_receive_buffer_bytes() -> None:
+    s = sender(4, 128)
+    s.fill()
+    assert s.window == 4 and s.inflight == 4
+    s.receive(b"ok N1 P15 B15\n")  # BUFSIZE is at least B + 1 = 16: believed once a second ok agrees
+    assert s.window == 4
+    s.receive(b"ok N2 P15 B15\n")
+    assert s.firmware_bufsize == 16 and s.window == core.LINE_CAP
+    s.fill()
+    assert s.rx_bytes <= 128  # nothing is known to be queued yet: the byte bound alone
+    s.receive(b"ok N3 P14 B10\n")  # 16 - 10 - 1 = 5 lines after N3 sit in the command queue
+    assert s.rx_bytes == s.inflight_bytes - framed_bytes(4, 5)
+    s.fill()
+    assert s.rx_bytes <= 128 and s.inflight > 4  # more lines in flight than the configured window
+    s.receive(b"ok N4 P0 B0\n")  # a full queue: 15 lines after N4 queued, only what follows is in RX
+    queued = min(15, s.inflight)
+    assert s.rx_bytes == s.inflight_bytes - framed_bytes(5, queued)
+    s.fill()
+    assert s.rx_bytes <= 128 and s.queue_free_min == 0
+    s.receive(b"ok N5 P0 B1\nok\n")  # an ok without B: the lines queued stay queued until acknowledged
+    assert s.rx_bytes == s.inflight_bytes - framed_bytes(7, min(13, s.inflight))
+
+
+def test_only_a_well_formed_in_order_ok_is_believed() -> None:
+    s = sender(4, 4096)
+    s.fill()
+    s.receive(b"ok N1 P15 B9999\n")  # no firmware has that many slots
+    assert s.firmware_bufsize == 0 and s.window == 4
+    s.receive(b"ok N2 P15 B93\n")  # 'B3' with one byte flipped into a digit: not believed alone
+    assert s.firmware_bufsize == 0 and s.window == 4
+    s.receive(b"ok N3 P15 B3\n")  # the next ok says 4: the smaller of the two
+    assert s.firmware_bufsize == 4
+    s2 = sender(4, 128)
+    s2.fill()
+    s2.receive(b"ok N1 P15 B15\nok N2 P15 B15\n")
+    s2.fill()
+    for garbled in (b"ok N3 P15 B1\x8a", b"ok N3 P15 \xc2B1", b"ok N3 P1\xb55 B1", b"ok N3 P15 B1 x"):
+        s3 = sender(4, 128)
+        s3.fill()
+        s3.receive(b"ok N1 P15 B15\nok N2 P15 B15\n")
+        s3.fill()
+        s3.receive(garbled + b"\n")
+        assert s3.last_acked == 3 and s3.rx_bytes == s3.inflight_bytes, garbled  # acknowledged, B ignored
+    s2.receive(b"ok N4 P15 B1\n")  # out of order (the ok for 3 was lost): acknowledged, B not trusted
+    assert s2.rx_bytes == s2.inflight_bytes
+
+
+def test_reported_buffer_cannot_claim_more_queued_lines_than_are_in_flight() -> None:
+    s = sender(4, 128)
+    s.fill()
+    s.receive(b"ok N1 P15 B31\nok N2 P15 B31\n")  # BUFSIZE 32
+    s.receive(b"ok N3 P15 B0\n")  # says 31 queued; only what was sent can be
+    assert s.rx_bytes == 0 and s.inflight_bytes > 0
+
+
+def test_ping_pong_ignores_the_reported_buffer() -> None:
+    s = sender(1, 128)
+    s.fill()
+    s.receive(b"ok N1 P15 B15\n")
+    s.fill()
+    s.receive(b"ok N2 P15 B15\n")
+    assert s.window == 1 and s.fill().count(b"\n") == 1
+
+
+def test_resend_forgets_what_the_queue_held() -> None:
+    s = sender(4, 128)
+    s.fill()
+    s.receive(b"ok N1 P15 B15\nok N2 P15 B15\n")
+    s.fill()
+    s.receive(b"ok N3 P15 B12\n")
+    assert s.rx_bytes < s.inflight_bytes
+    s.receive(b"Error:checksum mismatch, Last Line: 3\nResend: 4\nok\n")
+    assert s.inflight_bytes == 0 and s.rx_bytes == 0
+    s.fill()
+    assert s.rx_bytes == s.inflight_bytes <= 128  # nothing after the resend is known to be queued
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(1, 24), st.integers(64, 512), st.booleans(),
+       st.lists(st.sampled_from(["take", "run", "reply", "host"]), min_size=50, max_size=400))
+def test_marlin_like_firmware_never_overflows_and_runs_every_line_once(
+        bufsize: int, rx_size: int, handshake: bool, steps: list[str]) -> None:
+    """A pure model of Marlin's receive buffer and command ring (B = BUFSIZE - length, the
+    acknowledged command still counted), driven in random orders: the host never sends more bytes
+    than the receive buffer holds, and every line runs once, in order."""
+    lines = [(i * 20, b"G1 X%d Y%d E%d" % (i, i * 7 % 300, i * 13)) for i in range(120)]
+    s = core.Sender(4, rx_size)
+    rx = bytearray()
+    ring: list[bytes] = []
+    replies: list[bytes] = []
+    executed: list[bytes] = []
+    if handshake:  # M115 on an idle firmware: B + 1 is BUFSIZE exactly
+        s.inject(b"M115")
+        rx += s.fill()
+        ring.append(bytes(rx).rstrip(b"\n"))
+        rx.clear()
+    s.push(list(lines))
+
+
+    def run_one() -> None:
+        framed = ring[0]
+        number = int(framed.split(b" ", 1)[0][1:])
+        body = framed.rsplit(b"*", 1)[0].split(b" ", 1)[1]
+        if not body.startswith(b"M115"):
+            executed.append(body)
+        replies.append(b"ok N%d P15 B%d\n" % (number, bufsize - len(ring)))
+        ring.pop(0)
+
+    for step in steps + ["host", "take", "run", "reply"] * 400:
+        if step == "take" and len(ring) < bufsize and b"\n" in rx:
+            line, _, rest = bytes(rx).partition(b"\n")
+            ring.append(line)
+            rx[:] = rest
+        elif step == "run" and ring:
+            run_one()
+        elif step == "reply" and replies:
+            s.receive(replies.pop(0))
+        elif step == "host":
+            rx += s.fill()
+            assert len(rx) <= rx_size, "the host overran the firmware's receive buffer"
+            assert s.inflight <= core.LINE_CAP
+    assert executed == [c for _, c in lines]
+    assert s.firmware_bufsize <= bufsize
