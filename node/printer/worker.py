@@ -34,6 +34,7 @@ from typing import Literal, Protocol
 
 from node.clock import Clock
 from node.native import streamcore
+from node.printer.layers import LayerMarks
 from node.printer.link import LinkClosed, SerialLink
 from node.printer.pausing import RETRACT_MM, HeaterPlan, Targets, park_script, reheat_script, suspend_script
 from node.printer.protocol import TemperatureReport
@@ -43,6 +44,9 @@ from node.printer.safety import SafetySection, ThermalViolation, ThermalWatchdog
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 64 * 1024
+#: a layer change checkpoints at once, but at most this often (real seconds): tiny layers must not
+#: turn the checkpoint into a write per layer (docs/resume.md: the bound on writes a minute)
+LAYER_CHECKPOINT_MIN_S = 2.0
 REFILL_BELOW_LINES = 1024
 SLICE_S = 0.05  # the native pump hands back at least this often while replies flow (pause, cancel, progress)
 PUMP_IDLE, PUMP_SILENT = streamcore.PUMP_IDLE, streamcore.PUMP_SILENT
@@ -531,6 +535,7 @@ class PrinterWorker(threading.Thread):
         base_acked, base_resends = engine.job_lines_acked, engine.resends
         total = request.path.stat().st_size
         splitter = streamcore.LineSplitter(request.start_offset)
+        layers = LayerMarks(request.start_offset)
         last_checkpoint = last_progress = time.monotonic()
         # refill the window once the receive buffer is down to 3/4 (the wire never idles), or, when the
         # firmware answers faster than any link could pace it, to a quarter (several lines per write
@@ -548,6 +553,7 @@ class PrinterWorker(threading.Thread):
                     chunk = handle.read(CHUNK_BYTES)
                     if chunk:
                         engine.push(splitter.feed(chunk))
+                        layers.feed(chunk)
                     else:
                         engine.push(splitter.finish())
                         file_done = True
@@ -600,7 +606,9 @@ class PrinterWorker(threading.Thread):
                     if not self.autoreport and now - self._last_poll >= self.settings.poll_interval_s:
                         self._last_poll = now
                         engine.inject(b"M105")
-                    if checkpoint is not None and now - last_checkpoint >= self.settings.checkpoint_interval_s:
+                    new_layer = layers.passed(done_offset) > 0 and now - last_checkpoint >= LAYER_CHECKPOINT_MIN_S
+                    if checkpoint is not None and (new_layer or
+                                                   now - last_checkpoint >= self.settings.checkpoint_interval_s):
                         last_checkpoint = now
                         self.sink.on_checkpoint(request.job_id, checkpoint)
         final = self.checkpoint(request)
