@@ -170,8 +170,9 @@ def main() -> int:
 def part_a(args: argparse.Namespace, files: list[Path], peer: Path, results: dict) -> None:
     print("## (a) instant mode: virtual printer at time scale 0, Marlin buffers (BUFSIZE 4, RX 128 B)\n")
     print("| file | lines | printcore lines/s | printcore µs/line | ours lines/s (same lines) | ours µs/line "
-          "| speed-up | CPU ratio | ours lines/s (whole file) | ours µs/line (whole file) |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| speed-up | CPU ratio | ours lines per read / per write | ours lines/s (whole file) "
+          "| ours µs/line (whole file) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for path in files:
         head = prefix_file(path, args.peer_lines)
         theirs = run_printcore(peer, head)
@@ -183,8 +184,8 @@ def part_a(args: argparse.Namespace, files: list[Path], peer: Path, results: dic
               f"| {ours['lines_per_s']:.0f} | {ours['cpu_us_per_line']:.1f} "
               f"| {ours['lines_per_s'] / theirs['lines_per_s']:.1f}× "
               f"| 1/{theirs['cpu_us_per_line'] / ours['cpu_us_per_line']:.0f} "
+              f"| {ours['lines'] / max(ours['reads'], 1):.1f} / {ours['lines'] / max(ours['writes'], 1):.1f} "
               f"| {whole['lines_per_s']:.0f} | {whole['cpu_us_per_line']:.1f} |", flush=True)
-
 
 
 def part_b(args: argparse.Namespace, files: list[Path], peer: Path, results: dict) -> None:

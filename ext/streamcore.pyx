@@ -589,9 +589,9 @@ cdef class Sender:
         # into its command queue; the first line after a drained window always goes
         return self._inflight_bytes - self._queue_bytes + size <= self.rx_buffer_bytes or self.sent_upto == self.acked
 
-    cdef bytes _frame_new(self, bytes command, long long offset):
+    cdef bytes _frame_new(self, bytes command, bytes framed, long long offset):
+        """Put a line just framed as number ``next_number`` into the ring."""
         cdef long long number = self.next_number
-        cdef bytes framed = frame(number, command)
         cdef Py_ssize_t slot = number & (self.ring_size - 1)
         self._frames[slot] = framed
         self._offsets[slot] = offset
@@ -620,7 +620,7 @@ cdef class Sender:
                 framed = frame(self.next_number, self._injected[0])
                 if not self._fits(len(framed)):
                     break
-                framed = self._frame_new(self._injected.pop(0), -1)
+                framed = self._frame_new(self._injected.pop(0), framed, -1)
             elif not self.hold_job_lines and self._pending_pos < len(self._pending):
                 if self.sent_upto - self.acked >= window:
                     break
@@ -633,7 +633,7 @@ cdef class Sender:
                 if not self._fits(len(framed)):
                     break
                 self._pending_pos += 1
-                framed = self._frame_new(command, item[0])
+                framed = self._frame_new(command, framed, item[0])
             else:
                 break
             self.sent_upto += 1
@@ -1068,8 +1068,10 @@ cdef class Pump:
                 if n < 0:
                     err = errno
             if n < 0:
-                if err == EINTR or err == EAGAIN:
+                if err == EINTR:
                     continue
+                if err == EAGAIN:  # a non-blocking descriptor: nothing there, as after a timeout
+                    return (PUMP_SILENT, None)
                 raise OSError(err, "read from the printer port failed")
             if n == 0:
                 return (PUMP_SILENT, None)

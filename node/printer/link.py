@@ -130,8 +130,8 @@ class SerialLink:
         return data
 
     def streaming_mode(self, timeout_s: float) -> StreamingReads:
-        """Reads that block in the kernel for up to ``timeout_s`` (termios VMIN 0 / VTIME): select and
-        read in one system call, the streaming loop's cheapest way to wait for the printer."""
+        """The fd blocking, reads returning after at most ``timeout_s`` (termios VMIN 0 / VTIME): select
+        and read in one system call, the streaming pump's cheapest way to wait for the printer."""
         return StreamingReads(self, timeout_s)
 
     def write_all(self, data: bytes) -> None:
@@ -195,16 +195,6 @@ class StreamingReads:
         except (OSError, termios.error) as exc:
             raise LinkClosed(f"cannot configure {self.link.port}: {exc}") from exc
         return self
-
-    def read(self) -> bytes:
-        """Whatever arrived, or b'' after the timeout with nothing (a hang-up raises LinkClosed)."""
-        try:
-            data = os.read(self.fd, 65536)
-        except OSError as exc:
-            raise LinkClosed(f"read from {self.link.port} failed: {exc}") from exc
-        if not data:
-            data = self.check_hangup()
-        return data
 
     def check_hangup(self) -> bytes:
         """After a read that returned nothing: a port that is readable yet gives no bytes hung up
