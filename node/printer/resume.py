@@ -15,6 +15,7 @@ the reference the tests compare the native scan against.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -100,20 +101,26 @@ def apply(state: ModalState, command: bytes) -> None:
         state.tool = int(head[1:])
 
 
+def _prefix_chunks(path: Path, end_offset: int, chunk_bytes: int) -> Iterator[bytes]:
+    """The file's bytes before ``end_offset``, in chunks of at most ``chunk_bytes`` (flat memory)."""
+    remaining = end_offset
+    with path.open("rb") as handle:
+        while remaining > 0:
+            chunk = handle.read(min(chunk_bytes, remaining))
+            if not chunk:
+                return
+            remaining -= len(chunk)
+            yield chunk
+
+
 def state_at(path: Path, end_offset: int, chunk_bytes: int = 1 << 20) -> ModalState:
     """The machine state just before the line starting at ``end_offset`` runs (streamed: flat memory).
 
     A line cut by ``end_offset`` has not run: the scan keeps it pending and never applies it.
     """
     scan = streamcore.ModalScan()
-    remaining = end_offset
-    with path.open("rb") as handle:
-        while remaining > 0:
-            chunk = handle.read(min(chunk_bytes, remaining))
-            if not chunk:
-                break
-            remaining -= len(chunk)
-            scan.feed(chunk)
+    for chunk in _prefix_chunks(path, end_offset, chunk_bytes):
+        scan.feed(chunk)
     return ModalState(**scan.state())
 
 
@@ -124,17 +131,11 @@ def state_at_reference(path: Path, end_offset: int, chunk_bytes: int = 64 * 1024
     """:func:`state_at` in Python (LineSplitter + :func:`apply`): the reference for the native scan."""
     state = ModalState()
     splitter = streamcore.LineSplitter()
-    remaining = end_offset
-    with path.open("rb") as handle:
-        while remaining > 0:
-            chunk = handle.read(min(chunk_bytes, remaining))
-            if not chunk:
-                break
-            remaining -= len(chunk)
-            for _, command in splitter.feed(chunk):
-                if command is not None:
-                    apply(state, command)
-        # a line cut by end_offset has not run; the splitter keeps it pending and we drop it
+    for chunk in _prefix_chunks(path, end_offset, chunk_bytes):
+        for _, command in splitter.feed(chunk):
+            if command is not None:
+                apply(state, command)
+    # a line cut by end_offset has not run; the splitter keeps it pending and we drop it
     state.layer = _count_layers(path, end_offset)
     return state
 
@@ -142,16 +143,10 @@ def state_at_reference(path: Path, end_offset: int, chunk_bytes: int = 64 * 1024
 def _count_layers(path: Path, end_offset: int) -> int:
     """Layer number: the complete lines before the offset that start with a slicer's layer marker."""
     count = 0
-    with path.open("rb") as handle:
-        remaining = end_offset
-        carry = b""
-        while remaining > 0:
-            chunk = handle.read(min(1 << 16, remaining))
-            if not chunk:
-                break
-            remaining -= len(chunk)
-            *lines, carry = (carry + chunk).split(b"\n")
-            count += sum(1 for line in lines if line.startswith(LAYER_MARKERS))
+    carry = b""
+    for chunk in _prefix_chunks(path, end_offset, 1 << 16):
+        *lines, carry = (carry + chunk).split(b"\n")
+        count += sum(1 for line in lines if line.startswith(LAYER_MARKERS))
     return count
 
 
