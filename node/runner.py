@@ -158,11 +158,13 @@ class JobRunner(Component):
         job = await self.jobs.find(job_id)
         if job.state != JobState.PRINTING or job.id != self.current_job_id:
             raise TransitionRefused(f"job {job.id} is {job.state}, not printing")
-        policy = self.full_config.printer.pause.for_reason(reason)
-        self.printer.pause(HeaterPlan.from_policy(policy))
-        paused = await self.jobs.transition(job.id, JobState.PAUSED, f"paused: {reason}", pause_reason=reason)
-        self._schedule_suspend(paused, policy.suspend_after_s)
+        paused = await self._pause(job, reason)
+        self._schedule_suspend(paused, self.full_config.printer.pause.for_reason(reason).suspend_after_s)
         return paused
+
+    async def _pause(self, job: Job, reason: PauseReason) -> Job:
+        self.printer.pause(HeaterPlan.from_policy(self.full_config.printer.pause.for_reason(reason)))
+        return await self.jobs.transition(job.id, JobState.PAUSED, f"paused: {reason}", pause_reason=reason)
 
     async def suspend(self, job_id: str, reason: PauseReason, why: str) -> Job:
         """Pause (if printing), then end the print with the printer off: ``suspended``.  It comes
@@ -171,8 +173,7 @@ class JobRunner(Component):
         if job.id != self.current_job_id or job.state not in (JobState.PRINTING, JobState.PAUSED):
             raise TransitionRefused(f"job {job.id} is {job.state}: only a print of this run is suspended")
         if job.state == JobState.PRINTING:
-            self.printer.pause(HeaterPlan.from_policy(self.full_config.printer.pause.for_reason(reason)))
-            await self.jobs.transition(job.id, JobState.PAUSED, f"paused: {reason}", pause_reason=reason)
+            await self._pause(job, reason)
         self._suspend_why[job.id] = (job.pause_reason or reason, why)
         log.warning("job %s: suspending (%s)", job.id, why)
         self.printer.suspend()  # the print loop records ``suspended`` once the printer is parked and cold
