@@ -71,7 +71,7 @@ OCTOPRINT_WORKER = textwrap.dedent("""
 OURS_WORKER = textwrap.dedent("""
     import json, resource, sys, time
     from node.gcode.analysis import analyze_file
-    from node.profile import load_profile
+    from node.printer.profile import load_profile
     repeat = int(sys.argv[1])
     out = {"files": {}}
     for arg in sys.argv[2:]:

@@ -1,12 +1,12 @@
 """Derive the default simulation job mix from the real slicer files in /work/shared/gcode.
 
-Run:  .venv/bin/python bench/derive_jobstream.py [/work/shared/gcode]  > node/power/jobstream_data.py
+Run:  .venv/bin/python bench/derive_jobstream.py [/work/shared/gcode]  > node/study/jobstream_data.py
 
 For every file it reads the slicer's own print-time estimate (each slicer's
 comment format), the bed and hotend targets (the largest S of M140/M190 and
 M104/M109) and the layer count (distinct Z heights of extruding moves).  Files
 without a slicer estimate are left out (said in the output).  The energy
-profile itself is not stored: node/power/jobstream.py builds it from these
+profile itself is not stored: node/study/jobstream.py builds it from these
 numbers and the printer profile's thermal and power model, so a better
 printer model changes the energy without re-reading the files.
 

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pvlib  # noqa: E402
 
-from node.power.simulate import POLICIES, SimSettings, run_policies  # noqa: E402
+from node.study.year import POLICIES, SimSettings, run_policies  # noqa: E402
 
 FILES = ["723170TYA.CSV", "703165TY.csv", "12839.tm2"]
 COLUMNS = ["prints_completed", "prints_failed", "brownouts", "pauses", "pause_hours", "pv_used_wh", "pv_lost_wh",

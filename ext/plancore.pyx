@@ -1,7 +1,7 @@
 # cython: language_level=3
 """The planner's inner loops: the battery as an energy bucket, stepped natively.
 
-One step of the bucket (the same rule as ``node.power.energysim.EnergyModel.step_wh``):
+One step of the bucket (the same rule as ``node.plan.energymodel.EnergyModel.step_wh``):
 a positive net power charges the battery through the charger's limit and the
 coulombic efficiency, and whatever does not fit (over the limit, or over full)
 is sunshine lost; a negative net power discharges it, derated by the Peukert

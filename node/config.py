@@ -21,16 +21,16 @@ from typing import Any, Literal
 import tomli_w
 from pydantic import Field, ValidationError, field_validator
 
-from node.gcode.settings import AnalysisSection
+from node.gcode.config import AnalysisSection
 from node.power.battery import BatterySection
-from node.power.planconfig import ArraySection, ForecastSection, PlannerSection
-from node.power.settings import LowBatterySection, TelemetrySection
+from node.plan.config import ArraySection, ForecastSection, PlannerSection
+from node.power.config import LowBatterySection, TelemetrySection
 from node.power.site import SiteSection
 from node.printer.pausing import PausePolicies
 from node.printer.safety import SafetySection
 from node.section import Section
 
-from node.fieldconfig import GpioSection, StorageSection, TimeSection, WatchdogSection
+from node.field.config import GpioSection, StorageSection, TimeSection, WatchdogSection
 from node.sync.config import SyncSection
 
 OVERRIDES_FILE = "overrides.toml"
@@ -135,10 +135,10 @@ class NodeConfig(Section):
     array: ArraySection = ArraySection()
     forecast: ForecastSection = ForecastSection()
     planner: PlannerSection = PlannerSection()
-    watchdog: WatchdogSection = WatchdogSection()  # node/watchdog.py
+    watchdog: WatchdogSection = WatchdogSection()  # node/field/watchdog.py
     gpio: GpioSection = GpioSection()  # node/hw/
-    time: TimeSection = TimeSection()  # node/timesync.py
-    storage: StorageSection = StorageSection()  # node/storecare.py (SD-card care)
+    time: TimeSection = TimeSection()  # node/field/timesync.py
+    storage: StorageSection = StorageSection()  # node/field/storage.py (SD-card care)
     safety: SafetySection = SafetySection()
     sync: SyncSection = SyncSection()
 

@@ -21,18 +21,18 @@ from node.gcode.service import AnalysisService
 from node.hw import add_gpio_components
 from node.jobs import Jobs
 from node.node import Node
-from node.power.guard import PowerGuard
-from node.power.planning import Planner
+from node.power.power_guard import PowerGuard
+from node.plan.planner import Planner
 from node.power.telemetry import Telemetry
 from node.printer.printer import Printer
 from node.printer.virtualproc import VirtualPrinterProcess
-from node.profile import load_profile
+from node.printer.profile import load_profile
 from node.runner import JobRunner
-from node.sdnotify import notify
+from node.field.sdnotify import notify
 from node.store import Store
-from node.storecare import StoreCare
-from node.timesync import TimeSync, simulated_clock
-from node.watchdog import Watchdog
+from node.field.storage import StoreCare
+from node.field.timesync import TimeSync, simulated_clock
+from node.field.watchdog import Watchdog
 from node.sync.client import Sync
 
 log = logging.getLogger(__name__)

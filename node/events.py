@@ -109,7 +109,7 @@ class BatteryLevelChanged(Event):
 class TelemetryLink(Event):
     """Sent by ``telemetry`` when the power source is lost (silent or failing for ``stale_after_s``)
     or comes back.  ``since_t_s``: the last accepted reading (None: none since the node started).
-    power_guard acts on it: see node/power/guard.py (telemetry lost)."""
+    power_guard acts on it: see node/power/power_guard.py (telemetry lost)."""
 
     t_s: float
     state: Literal["ok", "lost"]
@@ -204,7 +204,7 @@ class JobAnalysed(Event):
 
 
 class ClockSync(Event):
-    """The node's trust in its wall clock changed, or the clock stepped (node/timesync.py).
+    """The node's trust in its wall clock changed, or the clock stepped (node/field/timesync.py).
 
     ``synchronized`` false: the planner must not plan (a stale boot clock would
     put the sun at the wrong hour).  ``jump_s`` is set when the wall clock

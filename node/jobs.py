@@ -56,7 +56,7 @@ class PauseReason(StrEnum):
     DOOR = "door"
     LOW_BATTERY = "low_battery"
     PRINTER = "printer"  # the firmware asked (//action:pause: M600, its own runout sensor, a button)
-    TELEMETRY_LOST = "telemetry_lost"  # the battery guard went blind for too long (node/power/guard.py)
+    TELEMETRY_LOST = "telemetry_lost"  # the battery guard went blind for too long (node/power/power_guard.py)
 
 
 S = JobState

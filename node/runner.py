@@ -133,7 +133,7 @@ class JobRunner(Component):
         import hashlib
 
         from node.gcode.sample import sample_job
-        from node.profile import load_profile
+        from node.printer.profile import load_profile
 
         name, text = sample_job(load_profile(self.full_config.printer.profile), index)
         data = text.encode()

@@ -1,7 +1,7 @@
 """The base of every config section, in a module of its own.
 
 ``node.config`` assembles ``NodeConfig`` from sections that live beside their
-components (``node.power.battery``, ``node.gcode.settings``, …); those modules
+components (``node.power.battery``, ``node.gcode.config``, …); those modules
 import ``Section`` from here, so nothing imports ``node.config`` back.
 """
 from pydantic import BaseModel, ConfigDict

@@ -109,7 +109,7 @@ TOML
 fi
 
 echo "== systemd unit $UNIT"
-UNIT_TEXT="$("$VENV/bin/python" -c "import sys; from pathlib import Path; from node.service import render_unit; \
+UNIT_TEXT="$("$VENV/bin/python" -c "import sys; from pathlib import Path; from node.field.service import render_unit; \
 sys.stdout.write(render_unit(Path(sys.argv[1]), user=sys.argv[2]))" "$VENV" "$SERVICE_USER" 2>/dev/null \
     || sed "s#/opt/printnode/.venv#$VENV#g; s#=printnode\$#=$SERVICE_USER#" "$PREFIX/systemd/printnode.service")"
 printf '%s\n' "$UNIT_TEXT" | write_file "$UNIT" 0644

@@ -15,7 +15,7 @@ from node.jobs import Jobs, JobState
 from node.node import Node
 from node.printer.printer import Printer
 from node.printer.virtual import VirtualPrinter, serve_pty
-from node.profile import load_profile
+from node.printer.profile import load_profile
 from node.runner import GateDecision, JobRunner
 from node.store import Store
 from tests.hw.test_gpio import _state_is, wait_until

@@ -3,7 +3,7 @@ from pathlib import Path
 
 from node.gcode.analysis import analyze_file
 from node.gcode.sample import SAMPLE_NAME, sample_job
-from node.profile import load_profile
+from node.printer.profile import load_profile
 
 
 def test_sample_parts_grow_and_fit_the_bed(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from node.gcode.analysis import GcodeError, analyze_file, summary_text, to_json
-    from node.profile import load_profile
+    from node.printer.profile import load_profile
 
     try:
         profile = load_profile(args.printer)

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from node.config import ConfigError, load_config
-from node.profile import load_profile
+from node.printer.profile import load_profile
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

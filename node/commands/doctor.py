@@ -178,7 +178,7 @@ def check_broker(address: str | None, timeout_s: float = 3.0) -> Check:
 
 
 def check_clock(daemon_status: dict[str, Any] | None) -> Check:
-    from node.timesync import ntp_synchronized, rtc_set_clock_at_boot
+    from node.field.timesync import ntp_synchronized, rtc_set_clock_at_boot
 
     timesync = (daemon_status or {}).get("components", {}).get("timesync")
     if timesync is not None:

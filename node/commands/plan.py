@@ -38,11 +38,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _load_jobs(path: Path | None, printer_profile: str) -> list[Any]:
-    from node.power.planner import PlanJob
+    from node.plan.schedule import PlanJob
 
     if path is None:
-        from node.power.jobstream import JobStream
-        from node.profile import load_profile
+        from node.study.jobstream import JobStream
+        from node.printer.profile import load_profile
 
         stream = JobStream(load_profile(printer_profile), seed=1)
         return [PlanJob(j.job_id, j.name, j.power_profile, queue_seq=j.queue_seq)
@@ -64,10 +64,10 @@ def _load_jobs(path: Path | None, printer_profile: str) -> list[Any]:
 def build_plan(config: Any, soc_pct: float, jobs: list[Any], now_s: float,
                cloud_cover_pct: float | None = None) -> tuple[Any, Any, Any]:
     """The plan, its summary and the forecast, as the daemon's Planner would make them."""
-    from node.power.energysim import EnergyModel
-    from node.power.forecast import PvForecastRequest, forecast_pv, pessimistic_pv_w
-    from node.power.planner import PlanInputs, plan
-    from node.power.planning import GUARD_MARGIN_FRAC, TYPICAL_PRINT_W, plan_summary
+    from node.plan.energymodel import EnergyModel
+    from node.plan.forecast import PvForecastRequest, forecast_pv, pessimistic_pv_w
+    from node.plan.schedule import PlanInputs, plan
+    from node.plan.planner import GUARD_MARGIN_FRAC, TYPICAL_PRINT_W, plan_summary
 
     section = config.planner
     step_s = section.step_s
@@ -77,7 +77,7 @@ def build_plan(config: Any, soc_pct: float, jobs: list[Any], now_s: float,
     source = "cloud cover given" if cloud is not None else "clear sky"
     stale = False
     if cloud is None and config.forecast.source == "file" and config.forecast.file:
-        from node.power.forecast import load_cloud_forecast
+        from node.plan.forecast import load_cloud_forecast
 
         try:
             cloud_forecast = load_cloud_forecast(Path(config.forecast.file).read_text())
@@ -200,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(summary.model_dump())
         return 0
-    from node.power.planner import when_words
+    from node.plan.schedule import when_words
 
     print(f"SoC {summary.soc_pct:.0f} %, reserve {summary.reserve_pct:.0f} %, "
           f"PV planned on {summary.pv_forecast_wh / 1000:.2f} kWh over {summary.horizon_h:.0f} h "

@@ -17,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    from node.journal import configure_daemon_logging
+    from node.field.journal import configure_daemon_logging
 
     configure_daemon_logging(config.node.log_level)
     from node.daemon import run_daemon

@@ -1,6 +1,6 @@
 """``printnode simulate --weather FILE --policy P``: a year (or ``--days``) of printing on recorded weather.
 
-See :mod:`node.power.simulate` for the world, the policies and the forecast
+See :mod:`node.study.year` for the world, the policies and the forecast
 error model.  ``--weather`` takes a TMY3 (.csv), TMY2 (.tm2) or PVGIS TMY
 (.json, or a name containing "pvgis") file; pvlib ships three real ones in
 ``pvlib/data`` (723170TYA.CSV, 703165TY.csv, 12839.tm2).  ``--policy all``
@@ -42,7 +42,7 @@ def resolve_weather(name: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from node.power.simulate import POLICIES, SimSettings, run_policies
+    from node.study.year import POLICIES, SimSettings, run_policies
 
     if args.days < 1:
         raise SystemExit("printnode simulate: --days must be at least 1")

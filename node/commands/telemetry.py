@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from node.clock import Clock
     from node.power.battery import SocEstimator
-    from node.power.settings import TelemetrySection
+    from node.power.config import TelemetrySection
     from node.power.sources import SourceError
     from node.power.sources.factory import make_source
     from node.power.telemetry import ReadingRejected, to_sample

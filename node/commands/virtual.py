@@ -10,7 +10,7 @@ from pathlib import Path
 
 from node.clock import Clock, ClockSpec
 from node.printer.virtual import Faults, VirtualPrinter, serve_pty
-from node.profile import load_profile
+from node.printer.profile import load_profile
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

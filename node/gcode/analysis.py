@@ -27,7 +27,7 @@ from node.gcode import energy
 from node.gcode.correction import load_correction
 from node.gcode import metadata
 from node.native import load_core
-from node.profile import PrinterProfile
+from node.printer.profile import PrinterProfile
 
 if TYPE_CHECKING:
     from node.store.db import Store

@@ -1,6 +1,6 @@
 """The printer's electrical power: from a G-code timeline (planning) or heater PWM (run time).
 
-Power model (per printer profile, ``node/profile.py``)::
+Power model (per printer profile, ``node/printer/profile.py``)::
 
     dc_w   = electronics_w + sum(heater_w * pwm) + part_fan_w * fan
              + steppers_w (motors enabled) + hotend_fan_w (hotend above 50 C)
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from node.profile import HeaterModel, PrinterProfile
+from node.printer.profile import HeaterModel, PrinterProfile
 
 class TimelineTooLong(ValueError):
     """The heat-up waits push the print past ``PowerIntegrator.MAX_TOTAL_S``."""

@@ -6,7 +6,7 @@ purge line, ``layers`` layers of two perimeters, and an end script.
 """
 from __future__ import annotations
 
-from node.profile import PrinterProfile
+from node.printer.profile import PrinterProfile
 
 SAMPLE_NAME = "sample-square-tube.gcode"
 

@@ -9,10 +9,10 @@ from pathlib import Path
 from node.events import JobAnalysed, JobStateChanged, QueueChanged
 from node.gcode.analysis import ANALYSIS_VERSION, Analysis, GcodeError, analyze_cached, profile_key
 from node.gcode.correction import record_print
-from node.gcode.settings import AnalysisSection
+from node.gcode.config import AnalysisSection
 from node.jobs import RUNNABLE_STATES, Job, Jobs
 from node.node import Component, Node
-from node.profile import PrinterProfile
+from node.printer.profile import PrinterProfile
 from node.store.db import Store, transaction
 
 log = logging.getLogger(__name__)

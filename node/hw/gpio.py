@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
-from node.fieldconfig import GpioSection
+from node.field.config import GpioSection
 from node.node import Component, Node
 
 log = logging.getLogger(__name__)

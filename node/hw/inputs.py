@@ -18,7 +18,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from node.fieldconfig import GpioSection, InputPin
+from node.field.config import GpioSection, InputPin
 from node.hw.gpio import Gpio
 from node.jobs import Job, PauseReason, TransitionRefused
 from node.node import Component, Node

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from node.events import JobStateChanged, PlateCleared, PrinterState
-from node.fieldconfig import GpioSection
+from node.field.config import GpioSection
 from node.hw.gpio import Gpio
 from node.node import Component, Node, wait_until_set
 

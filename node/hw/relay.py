@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from node.events import JobStateChanged, PrinterState, Temperatures
-from node.fieldconfig import GpioSection
+from node.field.config import GpioSection
 from node.hw.gpio import Gpio
 from node.jobs import Job
 from node.node import Component, Node, wait_until_set

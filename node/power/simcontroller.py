@@ -38,9 +38,9 @@ from pydantic import BaseModel, ConfigDict
 
 from node.clock import Clock, ClockSpec
 from node.power.battery import BatterySection
-from node.power.planconfig import ArraySection
+from node.plan.config import ArraySection
 from node.power.plant import BatteryState, PlantStep, step_battery
-from node.power.settings import SimulatedControllerSection, cloud_clearness
+from node.power.config import SimulatedControllerSection, cloud_clearness
 from node.power.site import SiteSection
 from node.power.sources.vedirect import encode_block
 

@@ -43,7 +43,7 @@ from typing import Any
 from node.events import BatteryLevelChanged, TelemetryLink, TelemetrySample, Temperatures
 from node.node import Component, Node
 from node.power.battery import BatterySection, SocEstimator
-from node.power.settings import TelemetrySection
+from node.power.config import TelemetrySection
 from node.gcode.energy import printer_w_from_report
 from node.power.sources import Reading, Source, SourceError
 
@@ -155,7 +155,7 @@ class Telemetry(Component):
         self._started_mono = time.monotonic()
         self._queue = asyncio.Queue(maxsize=1000)
         try:
-            from node.profile import load_profile
+            from node.printer.profile import load_profile
 
             self._profile = load_profile(self.node.config.printer.profile)
         except Exception as exc:  # a bad profile must not stop power telemetry

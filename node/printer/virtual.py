@@ -45,7 +45,7 @@ from pathlib import Path
 
 from node.clock import Clock
 from node.native import streamcore
-from node.profile import PrinterProfile
+from node.printer.profile import PrinterProfile
 
 log = logging.getLogger(__name__)
 

@@ -58,7 +58,7 @@ TRANSITIONS_MARK = "sync.transitions_reported"  # meta key: last job_transitions
 def capabilities_from_config(node: Node, materials: list[str]) -> p.PrinterCapabilities | None:
     """What the node's printer profile offers (None if the profile cannot be loaded)."""
     try:
-        from node.profile import load_profile
+        from node.printer.profile import load_profile
 
         prof = load_profile(node.config.printer.profile)
     except Exception as exc:  # a broken profile must not keep sync down
@@ -367,7 +367,7 @@ class Sync(Component):
         await self.store.run(_save)
         timesync = self.node.lookup("timesync")
         if timesync is not None and hasattr(timesync, "record_hub_time"):
-            timesync.record_hub_time(hub_time_s)  # the field issue's clock trust (node/timesync.py)
+            timesync.record_hub_time(hub_time_s)  # the field issue's clock trust (node/field/timesync.py)
         await self.node.send_event("hub_time_observed", HubTimeObserved(hub_time_s=hub_time_s, node_t_s=now_s))
 
     async def _report_rejection(self, rejected: Rejected, what: str) -> None:

@@ -42,7 +42,7 @@ def start_sim_controller(clock: ClockSpec, initial_soc: float = 0.8,
     """A simulated charge controller process (pvlib, VE.Direct on a pty) of its own, as a USB device
     would be: the daemon reads it through ``telemetry.source = "vedirect"``.  Returns the process and
     its pty; SIGKILL it to pull the cable (the pty vanishes with it)."""
-    from node.power.settings import SimulatedControllerSection
+    from node.power.config import SimulatedControllerSection
     from node.power.simcontroller import SimControllerArgs
     from node.power.sources.simulated import _read_line
 

@@ -11,12 +11,12 @@ import pytest
 
 from node.clock import ManualClock
 from node.config import NodeConfig
-from node.fieldconfig import StorageSection
+from node.field.config import StorageSection
 from node.jobs import Jobs
-from node.journal import JOB_ID, RateLimitFilter, component_of, encode_field, job_context, job_id_of, journal_fields
+from node.field.journal import JOB_ID, RateLimitFilter, component_of, encode_field, job_context, job_id_of, journal_fields
 from node.node import Node
 from node.store import Store, StoreFull
-from node.storecare import StoreCare, process_write_bytes
+from node.field.storage import StoreCare, process_write_bytes
 
 
 def record(msg: str, *args: object, name: str = "node.printer.worker", level: int = logging.INFO,
@@ -37,6 +37,7 @@ def test_native_protocol_fields() -> None:
 
 def test_component_and_job_id_sources() -> None:
     assert component_of("node.hw.relay") == "hw" and component_of("node.daemon") == "daemon"
+    assert component_of("node.field.timesync") == "timesync"
     assert component_of("paho.mqtt") == "paho.mqtt"
     assert job_id_of(record("x", job_id="abc")) == "abc"
     assert job_id_of(record("job %s started", "0123456789ab")) == "0123456789ab"

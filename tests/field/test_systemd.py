@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from node.service import render_unit
+from node.field.service import render_unit
 from tests.conftest import start_daemon, stop_daemon, wait_for
 
 
@@ -105,7 +105,7 @@ def test_no_pings_for_another_pid_and_status_reports_the_probe(daemon_factory, t
 
 
 def test_health_needs_a_recent_on_time_probe_and_a_store_answer() -> None:
-    from node.watchdog import assess, watchdog_interval_s
+    from node.field.watchdog import assess, watchdog_interval_s
 
     assert assess(100.0, 99.0, 98.0, loop_window_s=2.0, store_window_s=5.0).healthy
     assert assess(100.0, 97.0, 99.0, loop_window_s=2.0, store_window_s=5.0).reason == "event loop lagging"

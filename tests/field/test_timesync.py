@@ -12,10 +12,10 @@ import pytest
 
 from node.clock import ManualClock
 from node.config import NodeConfig
-from node.fieldconfig import TimeSection
+from node.field.config import TimeSection
 from node.events import TelemetrySample
 from node.node import Node
-from node.timesync import (TimeSync, estimate_clock_offset_s, gpsd_time_s, rtc_set_clock_at_boot,
+from node.field.timesync import (TimeSync, estimate_clock_offset_s, gpsd_time_s, rtc_set_clock_at_boot,
                            solar_noon_utc_s)
 
 BERLIN = (52.52, 13.40)

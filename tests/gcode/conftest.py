@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from node.profile import PrinterProfile, load_profile
+from node.printer.profile import PrinterProfile, load_profile
 
 
 def square_layers(n_layers: int, size_mm: float = 20.0, feed_mm_min: float = 1800.0, layer_mm: float = 0.2,

@@ -8,7 +8,7 @@ import pytest
 from node.clock import ManualClock
 from node.config import NodeConfig
 from node.gcode.service import AnalysisService
-from node.gcode.settings import AnalysisSection
+from node.gcode.config import AnalysisSection
 from node.jobs import Jobs, JobState, PauseReason
 from node.node import Node
 from node.store.db import Store

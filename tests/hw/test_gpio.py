@@ -18,7 +18,7 @@ import pytest
 from node.clock import Clock
 from node.config import NodeConfig
 from node.events import PrinterState
-from node.fieldconfig import GpioSection, InputPin, OutputPin
+from node.field.config import GpioSection, InputPin, OutputPin
 from node.hw.gpio import Gpio, GpioError, RpiGpio, SimulatedGpio
 from node.hw.inputs import Debouncer, GpioInputs
 from node.hw.led import PATTERNS, LedInputs, StatusLed, choose_pattern

@@ -15,7 +15,7 @@ from node.hw.gpio import Gpio, SimulatedGpio
 from node.hw.relay import PrinterPower
 from node.jobs import Jobs, JobState
 from node.node import Node
-from node.power.guard import PowerGuard
+from node.power.power_guard import PowerGuard
 from node.printer.printer import Printer, load_checkpoint
 from node.runner import JobRunner
 from node.store import Store

@@ -7,8 +7,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from pydantic import ValidationError
 
-from node.power.planconfig import ArraySection
-from node.power.settings import CloudSpell, SimulatedControllerSection, cloud_clearness
+from node.plan.config import ArraySection
+from node.power.config import CloudSpell, SimulatedControllerSection, cloud_clearness
 from node.power.simcontroller import PvModel
 from node.power.site import SiteSection
 

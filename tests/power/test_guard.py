@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from node.power.guard import decide, decide_blind
+from node.power.power_guard import decide, decide_blind
 from tests.conftest import wait_for
 
 NIGHT = "clock.start='2026-06-21T08:00:00+00:00'"  # 01:00 in Tucson: no sun to rescue the battery

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from node.power.settings import InaSection
+from node.power.config import InaSection
 from node.power.sources import SourceError
 from node.power.sources.ina import (
     REG_CALIBRATION,

@@ -22,7 +22,7 @@ from node.power.battery import BatterySection, SocEstimator
 from node.power.sources import Reading
 from node.power.sources.vedirect import encode_block
 from node.power.telemetry import ReadingRejected, Telemetry, to_sample
-from node.profile import load_profile
+from node.printer.profile import load_profile
 from node.store import Store
 from node.store.telemetry import TelemetryRecorder, history, write_batch
 

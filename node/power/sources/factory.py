@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from node.clock import ClockSpec
 from node.power.battery import BatterySection
-from node.power.settings import TelemetrySection
-from node.power.planconfig import ArraySection
+from node.power.config import TelemetrySection
+from node.plan.config import ArraySection
 from node.power.site import SiteSection
 from node.power.sources import Source
 

@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable
 from typing import Literal, Protocol
 
-from node.power.settings import InaSection
+from node.power.config import InaSection
 from node.power.sources import Reading, SourceError
 
 log = logging.getLogger(__name__)

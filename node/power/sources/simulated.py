@@ -16,8 +16,8 @@ from typing import IO
 
 from node.clock import ClockSpec
 from node.power.battery import BatterySection
-from node.power.settings import SimulatedControllerSection
-from node.power.planconfig import ArraySection
+from node.power.config import SimulatedControllerSection
+from node.plan.config import ArraySection
 from node.power.site import SiteSection
 from node.power.sources import Reading, SourceError
 from node.power.sources.vedirect import VEDirectSource

@@ -51,7 +51,7 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-from node.power.planconfig import ArraySection, ForecastSection
+from node.plan.config import ArraySection, ForecastSection
 from node.power.site import SiteSection
 
 # --- the cloud-cover forecast, as it arrives on the wire or in a file ------------------------------

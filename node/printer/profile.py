@@ -1,7 +1,7 @@
 """The printer profile: one description of a printer shared by the virtual
 printer, the G-code analysis and the energy planner.
 
-Built-in profiles live in ``node/profiles/<name>.toml``; a config can name one
+Built-in profiles live in ``node/printer/profiles/<name>.toml``; a config can name one
 of them or give a path to its own TOML file with the same keys.
 
 Heater thermal model (first order, lumped capacitance)::
@@ -133,7 +133,7 @@ class PrinterProfile(_Strict):
 
 
 def builtin_profile_names() -> list[str]:
-    folder = resources.files("node") / "profiles"
+    folder = resources.files("node.printer") / "profiles"
     return sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml"))
 
 
@@ -143,7 +143,7 @@ def load_profile(name_or_path: str) -> PrinterProfile:
     if path.suffix == ".toml" and path.exists():
         data = tomllib.loads(path.read_text())
     else:
-        resource = resources.files("node") / "profiles" / f"{name_or_path}.toml"
+        resource = resources.files("node.printer") / "profiles" / f"{name_or_path}.toml"
         if not resource.is_file():
             known = ", ".join(builtin_profile_names())
             raise ValueError(f"unknown printer profile {name_or_path!r} (built in: {known}; or a path to a .toml)")

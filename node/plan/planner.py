@@ -5,7 +5,7 @@ plate changes, and when telemetry departs from the plan (measured SoC more
 than ``deviation_soc_pct`` away from the planned trajectory).  Each plan goes
 out as ``plan_updated`` (:class:`~node.events.PlanSummary`).
 
-The forecast comes from :func:`node.power.forecast.forecast_pv`, which runs
+The forecast comes from :func:`node.plan.forecast.forecast_pv`, which runs
 pvlib in a spawned worker process; the daemon never imports pvlib, pandas or
 scipy.  It is refreshed at most hourly, and at once when the site moves
 (:meth:`Planner.set_site`) or a new cloud-cover forecast arrives
@@ -49,8 +49,8 @@ from node.events import (
 )
 from node.jobs import ACTIVE_STATES, RUNNABLE_STATES, Job, Jobs, JobState, PauseReason
 from node.node import Component, Node
-from node.power.energysim import EnergyModel, LoadModel, pause_hold_w
-from node.power.forecast import (
+from node.plan.energymodel import EnergyModel, LoadModel, pause_hold_w
+from node.plan.forecast import (
     BiasTracker,
     CloudCoverForecast,
     CloudCoverPoint,
@@ -60,8 +60,8 @@ from node.power.forecast import (
     forecast_pv,
     pessimistic_pv_w,
 )
-from node.power.planconfig import ArraySection, ForecastSection, PlannerSection
-from node.power.planner import (
+from node.plan.config import ArraySection, ForecastSection, PlannerSection
+from node.plan.schedule import (
     Plan,
     PlanInputs,
     PlanJob,
@@ -73,7 +73,7 @@ from node.power.planner import (
 )
 from node.power.plant import BatteryParams
 from node.power.site import SiteSection
-from node.profile import PrinterProfile
+from node.printer.profile import PrinterProfile
 from node.runner import GateDecision
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ log = logging.getLogger(__name__)
 EnergyProfileSource = Callable[[Job], Sequence[Sequence[float]] | None]
 Forecaster = Callable[[PvForecastRequest], PvForecast]
 
-#: the guard's own margin and the typical print draw it keeps clear of (see node.power.simulate)
+#: the guard's own margin and the typical print draw it keeps clear of (see node.study.year)
 GUARD_MARGIN_FRAC = 0.005
 TYPICAL_PRINT_W = 150.0
 

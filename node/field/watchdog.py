@@ -27,9 +27,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from node.fieldconfig import WatchdogSection
+from node.field.config import WatchdogSection
 from node.node import Component, Node
-from node.sdnotify import notify
+from node.field.sdnotify import notify
 from node.store import Store
 
 log = logging.getLogger(__name__)

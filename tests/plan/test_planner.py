@@ -12,9 +12,9 @@ from node.events import (EnergyPauseRequested, EnergyResumeAllowed, JobProgress,
                          TelemetrySample)
 from node.jobs import Jobs, JobState, PauseReason
 from node.node import Node
-from node.power.planning import Planner
-from node.power.simulate import DEFAULT_BATTERY
-from node.profile import load_profile
+from node.plan.planner import Planner
+from node.study.year import DEFAULT_BATTERY
+from node.printer.profile import load_profile
 from node.store import Store
 
 NIGHT_S = 1750500000.0  # 2025-06-21 03:00 in Tucson: no sun

@@ -1,9 +1,9 @@
 """The default job stream of ``printnode simulate``: real prints, their energy profiles, a seeded order.
 
 Each job is one of the real slicer files analysed by ``bench/derive_jobstream.py``
-(numbers in :mod:`node.power.jobstream_data`).  Its energy profile is built from
+(numbers in :mod:`node.study.jobstream_data`).  Its energy profile is built from
 those numbers and the printer profile's thermal and power model
-(:mod:`node.profile`):
+(:mod:`node.printer.profile`):
 
 1. heat the bed from ambient to its target at full power (``M190``), then the
    hotend (``M109``) with the bed holding — times from the first-order
@@ -24,8 +24,8 @@ import math
 import random
 from dataclasses import dataclass
 
-from node.power.jobstream_data import DERIVED_JOBS
-from node.profile import PrinterProfile
+from node.study.jobstream_data import DERIVED_JOBS
+from node.printer.profile import PrinterProfile
 
 
 @dataclass(frozen=True)

@@ -61,8 +61,13 @@ def journal_stream_is_stderr() -> bool:
 
 
 def component_of(logger_name: str) -> str:
-    """``node.printer.worker`` -> ``printer``; ``node.daemon`` -> ``daemon``; others unchanged."""
+    """``node.printer.worker`` -> ``printer``; ``node.daemon`` -> ``daemon``; others unchanged.
+
+    The Pi's operations in ``node.field`` are each a component of their own:
+    ``node.field.timesync`` -> ``timesync``."""
     parts = logger_name.split(".")
+    if parts[0] == "node" and len(parts) > 2 and parts[1] == "field":
+        return parts[2]
     if parts[0] == "node" and len(parts) > 1:
         return parts[1]
     return logger_name

@@ -5,16 +5,16 @@
 The world (per 5-minute step):
 
 * **Sun**: the array's output from the weather file's measured irradiance
-  (pvlib chain in :func:`node.power.forecast.compute_weather_year`), hourly
+  (pvlib chain in :func:`node.plan.forecast.compute_weather_year`), hourly
   averages interpolated linearly to 5 minutes.
-* **Battery**: :class:`node.power.energysim.PlantSim` (the one plant model).
-* **Jobs**: :class:`node.power.jobstream.JobStream` keeps ``queue_target`` jobs
+* **Battery**: :class:`node.plan.energymodel.PlantSim` (the one plant model).
+* **Jobs**: :class:`node.study.jobstream.JobStream` keeps ``queue_target`` jobs
   queued.  After a print (or a failure) the plate must be cleared by a person:
   at the earliest ``plate_clear_delay_s`` later, only between 07:00 and 22:00
   local time.
 * **Printer**: draws its job's energy profile while printing; paused (bed kept
   warm, hotend off, motors holding) it draws
-  :func:`~node.power.energysim.pause_hold_w`; suspended it is switched off.
+  :func:`~node.plan.energymodel.pause_hold_w`; suspended it is switched off.
   Resuming from cold re-heats first.  A print suspended cold for more than 4 h
   has lost adhesion: failed.
 
@@ -55,13 +55,13 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from node.power.energysim import EnergyModel, EnergyThresholds, LoadModel, PlantSim, pause_hold_w, printer_standby_w
-from node.power.forecast import CLOUD_TABLE_PCT, BiasTracker, quantile_factors
-from node.power.jobstream import JobStream, SimJob
-from node.power.planconfig import ForecastSection, PlannerSection
-from node.power.planner import Plan, PlanInputs, PlanJob, RunningPrint, plan, profile_to_steps, would_cross_reserve
+from node.plan.energymodel import EnergyModel, EnergyThresholds, LoadModel, PlantSim, pause_hold_w, printer_standby_w
+from node.plan.forecast import CLOUD_TABLE_PCT, BiasTracker, quantile_factors
+from node.study.jobstream import JobStream, SimJob
+from node.plan.config import ForecastSection, PlannerSection
+from node.plan.schedule import Plan, PlanInputs, PlanJob, RunningPrint, plan, profile_to_steps, would_cross_reserve
 from node.power.plant import BatteryParams
-from node.profile import PrinterProfile, load_profile
+from node.printer.profile import PrinterProfile, load_profile
 
 Policy = Literal["planner", "greedy", "threshold", "oracle"]
 POLICIES: tuple[Policy, ...] = ("planner", "greedy", "threshold", "oracle")
@@ -93,8 +93,8 @@ class WeatherYear:
 
     @classmethod
     def load(cls, path: str, array: dict | None = None) -> WeatherYear:
-        from node.power.forecast import compute_weather_year, run_in_worker
-        from node.power.planconfig import ArraySection
+        from node.plan.forecast import compute_weather_year, run_in_worker
+        from node.plan.config import ArraySection
 
         raw = run_in_worker(compute_weather_year, path, array or ArraySection().model_dump(), timeout_s=600)
         offset_h = raw["site"]["utc_offset_h"]

@@ -1,7 +1,7 @@
 """The energy-aware scheduler: pure (no clock, no I/O), forecast in, plan out.
 
 Inputs: the pessimistic PV forecast at fixed steps (5 min), the battery as an
-:class:`~node.power.energysim.EnergyModel` and its energy now, the base load and
+:class:`~node.plan.energymodel.EnergyModel` and its energy now, the base load and
 other loads, the queued jobs with their energy profiles (``[t_s, watts]`` per
 minute), priorities and deadlines, the plate-clear gate, and the running print
 (committed: its remaining profile is drawn whatever happens, hub cancel aside).
@@ -44,7 +44,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from node.native import load_core
-from node.power.energysim import EnergyModel
+from node.plan.energymodel import EnergyModel
 
 _core = load_core("plancore")
 

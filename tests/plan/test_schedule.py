@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from node.power.energysim import EnergyModel
-from node.power.planner import (
+from node.plan.energymodel import EnergyModel
+from node.plan.schedule import (
     PlanInputs,
     PlanJob,
     RunningPrint,

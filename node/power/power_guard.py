@@ -57,7 +57,7 @@ from typing import Any, Literal
 from node.events import BatteryLevelChanged, TelemetryLink
 from node.jobs import Job, JobState, PauseReason, TransitionRefused
 from node.node import Component, Node
-from node.power.settings import LowBatterySection
+from node.power.config import LowBatterySection
 from node.power.telemetry import duration_text
 
 log = logging.getLogger(__name__)

@@ -1,5 +1,5 @@
 """Config sections of the power side: ``[telemetry]`` (which source, how often, what is plausible)
-and ``[low_battery]`` (what the node does when the battery runs low: :mod:`node.power.guard`).
+and ``[low_battery]`` (what the node does when the battery runs low: :mod:`node.power.power_guard`).
 
 pvlib-free (the daemon imports it).  The battery bank is ``[battery]`` (:mod:`node.power.battery`),
 the site ``[site]`` (:mod:`node.power.site`).

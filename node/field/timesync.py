@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from node.events import ClockSync, TelemetrySample
-from node.fieldconfig import TimeSection
+from node.field.config import TimeSection
 from node.node import Component, Node, wait_until_set
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
-from node.power.forecast import (
+from node.plan.forecast import (
     BiasTracker,
     CloudCoverForecast,
     PvForecastRequest,
@@ -18,7 +18,7 @@ from node.power.forecast import (
     load_cloud_forecast,
     pessimistic_pv_w,
 )
-from node.power.planconfig import ArraySection, ForecastSection
+from node.plan.config import ArraySection, ForecastSection
 from node.power.site import SiteSection
 
 TUCSON = SiteSection()
@@ -141,9 +141,9 @@ from node.clock import ManualClock
 from node.config import load_config
 from node.jobs import Jobs
 from node.node import Node
-from node.power.planning import Planner
-from node.power.simulate import DEFAULT_BATTERY
-from node.profile import load_profile
+from node.plan.planner import Planner
+from node.study.year import DEFAULT_BATTERY
+from node.printer.profile import load_profile
 from node.store import Store
 from node.events import TelemetrySample
 

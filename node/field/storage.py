@@ -28,7 +28,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from node.fieldconfig import StorageSection
+from node.field.config import StorageSection
 from node.node import Component, Node
 from node.store import Store
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pvlib
 import pytest
 
-from node.power.simulate import POLICIES, ForecastArchive, SimSettings, Simulation, WeatherYear
+from node.study.year import POLICIES, ForecastArchive, SimSettings, Simulation, WeatherYear
 
 DATA = Path(pvlib.__file__).parent / "data"
 TMY_FILES = ["723170TYA.CSV", "703165TY.csv", "12839.tm2"]
@@ -135,7 +135,7 @@ def test_full_year(weather, name) -> None:
 def test_an_rv_fridge_on_the_same_battery_costs_prints_but_no_brownouts(weather, slice_results) -> None:
     from dataclasses import replace
 
-    from node.power.energysim import LoadModel
+    from node.plan.energymodel import LoadModel
 
     fridge = replace(SLICE, loads=LoadModel(other_loads_w_by_hour=[45.0] * 24))
     year = weather["723170TYA.CSV"]

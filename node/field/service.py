@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-UNIT_TEMPLATE = Path(__file__).resolve().parent.parent / "systemd" / "printnode.service"
+UNIT_TEMPLATE = Path(__file__).resolve().parents[2] / "systemd" / "printnode.service"
 DEFAULT_EXEC = "/opt/printnode/.venv/bin/printnode"
 DEFAULT_CONFIG = "/etc/printnode/node.toml"
 DEFAULT_STATE_DIR = "/var/lib/printnode"
