@@ -19,14 +19,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from node.plan.config import ForecastSection
 from node.plan.energymodel import EnergyModel  # noqa: E402
 from node.plan.forecast import PvForecastRequest, forecast_pv, pessimistic_pv_w  # noqa: E402
-from node.study.jobstream import JobStream  # noqa: E402
-from node.plan.config import ArraySection, ForecastSection  # noqa: E402
 from node.plan.schedule import PlanInputs, PlanJob, plan  # noqa: E402
-from node.study.year import DEFAULT_BATTERY  # noqa: E402
-from node.power.site import SiteSection  # noqa: E402
+from node.power.config import ArraySection, SiteSection
 from node.printer.profile import load_profile  # noqa: E402
+from node.study.jobstream import JobStream  # noqa: E402
+from node.study.year import DEFAULT_BATTERY  # noqa: E402
 
 LIMIT_MS = 100.0
 

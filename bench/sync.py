@@ -35,8 +35,9 @@ from node.clock import Clock  # noqa: E402
 from node.config import NodeConfig  # noqa: E402
 from node.events import TelemetrySample  # noqa: E402
 from node.hub.server import Hub, submit_job  # noqa: E402
-from node.jobs import JobState, Jobs  # noqa: E402
+from node.jobs import Jobs, JobState  # noqa: E402
 from node.node import Node  # noqa: E402
+from node.printer.profile import load_profile
 from node.store import Store  # noqa: E402
 from node.sync import protocol as p  # noqa: E402
 from node.sync.client import Sync  # noqa: E402
@@ -132,10 +133,11 @@ async def start_node(state_dir: Path, port: int, hub_key: str, **sync: object) -
                                         "sync": {"broker_host": "127.0.0.1", "broker_port": port,
                                                  "hub_public_keys": [hub_key], **sync}})
     store = await asyncio.to_thread(lambda: Store(state_dir / "node.sqlite").open())
-    node = Node(config, Clock())
+    node = Node(config.node, Clock())
     jobs = Jobs(node, store)
     node.add(jobs)
-    sync_component = Sync(node, config.sync, store, jobs)
+    sync_component = Sync(node, config.sync, store, jobs, files_dir=config.state_dir / "files",
+                printer_profile=load_profile(config.printer.profile))
     node.add(sync_component)
     await node.start()
     return node, store, jobs, sync_component

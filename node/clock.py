@@ -17,11 +17,44 @@ wall time it corresponds to, and the scale.
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 from datetime import UTC, datetime
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
+
+from node.section import Section
+
+
+class ClockSection(Section):
+    """``[clock]``: how fast sim time runs and where it starts (``make run`` starts a day at 05:00)."""
+
+    time_scale: float = Field(1.0, ge=0, le=100_000, description="sim seconds per real second; 0 = instant")
+    start: str = Field("now", description="'now', an ISO 8601 time, or 'HH:MM': today at that local time at [site]")
+
+    @field_validator("start")
+    @classmethod
+    def _iso_or_now(cls, value: str) -> str:
+        if value != "now" and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
+            try:
+                datetime.fromisoformat(value)
+            except ValueError as exc:
+                raise ValueError(f"not 'now', 'HH:MM' nor an ISO 8601 time: {exc}") from None
+        return value
+
+
+def clock_start_s(section: ClockSection, timezone: str, now_s: float) -> float | None:
+    """``clock.start`` as POSIX seconds: None for 'now'; 'HH:MM' is today at that local time in ``timezone``."""
+    value = section.start
+    if value == "now":
+        return None
+    if len(value) == 5 and value[2] == ":":
+        from zoneinfo import ZoneInfo
+
+        local = datetime.fromtimestamp(now_s, tz=ZoneInfo(timezone))
+        return local.replace(hour=int(value[:2]), minute=int(value[3:]), second=0, microsecond=0).timestamp()
+    return datetime.fromisoformat(value).timestamp()
 
 
 class ClockSpec(BaseModel):

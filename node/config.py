@@ -1,4 +1,4 @@
-"""node.toml: one pydantic model per component section, validated at load.
+"""node.toml: assembled from the sections that live beside their owners, layered and validated.
 
 Layers, later ones winning: the embedded defaults (the models below: a virtual
 printer, simulated sun and battery, offline), the config file (``/etc/printnode/
@@ -12,115 +12,40 @@ Every error names the dotted key and why, e.g.
 from __future__ import annotations
 
 import os
-import re
-import socket
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import tomli_w
-from pydantic import Field, ValidationError, field_validator
+from pydantic import ValidationError
 
+from node.clock import ClockSection
+from node.control import ControlSection
+from node.field.config import StorageSection, TimeSection, WatchdogSection
 from node.gcode.config import AnalysisSection
-from node.power.battery import BatterySection
-from node.plan.config import ArraySection, ForecastSection, PlannerSection
-from node.power.config import LowBatterySection, TelemetrySection
-from node.power.site import SiteSection
-from node.printer.pausing import PausePolicies
-from node.printer.safety import SafetySection
-from node.section import Section
-
-from node.field.config import GpioSection, StorageSection, TimeSection, WatchdogSection
+from node.hw.config import GpioSection
+from node.node import NodeSection
+from node.plan.config import ForecastSection, PlannerSection
+from node.power.config import (
+    ArraySection,
+    BatterySection,
+    LowBatterySection,
+    SiteSection,
+    TelemetrySection,
+)
+from node.printer.config import PrinterSection, SafetySection
+from node.runner import JobsSection
+from node.section import ConfigError, Section
+from node.store.config import StoreSection
 from node.sync.config import SyncSection
 
 OVERRIDES_FILE = "overrides.toml"
 
 
-def _default_node_id() -> str:
-    host = socket.gethostname().split(".")[0].lower()
-    return "".join(ch if ch.isalnum() or ch == "-" else "-" for ch in host) or "node"
-
-
-class NodeSection(Section):
-    id: str = Field(default_factory=_default_node_id, pattern=r"^[a-z0-9][a-z0-9-]{0,62}$",
-                    description="node id: MQTT topics, hub ledger, logs")
-    state_dir: Path = Field(Path("var"), description="store, files, control socket, overrides")
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-
-
-class ClockSection(Section):
-    time_scale: float = Field(1.0, ge=0, le=100_000, description="sim seconds per real second; 0 = instant")
-    start: str = Field("now", description="'now', an ISO 8601 time, or 'HH:MM': today at that local time at [site]")
-
-    @field_validator("start")
-    @classmethod
-    def _iso_or_now(cls, value: str) -> str:
-        if value != "now" and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
-            from datetime import datetime
-
-            try:
-                datetime.fromisoformat(value)
-            except ValueError as exc:
-                raise ValueError(f"not 'now', 'HH:MM' nor an ISO 8601 time: {exc}") from None
-        return value
-
-
-class VirtualPrinterSection(Section):
-    """The Marlin-like printer on a pseudo-terminal that stands in for hardware."""
-
-    ambient_c: float = Field(22.0, ge=-30, le=60)
-    planner_depth: int | None = Field(None, ge=1, le=64, description="default: the profile's")
-    autostart: bool = Field(True, description="the daemon starts it when printer.port = 'virtual'")
-
-
-class PrinterSection(Section):
-    port: str = Field("virtual", description="'virtual', 'auto' (first /dev/serial/by-id), or a device path")
-    baud: int = Field(115200, gt=0)
-    profile: str = Field("ender3", description="built-in profile name or path to a profile TOML")
-    connect_timeout_s: float = Field(20.0, gt=0)
-    boot_wait_s: float = Field(2.0, ge=0, le=30, description="after opening: wait this long for a reset-on-open banner")
-    reply_timeout_s: float = Field(30.0, gt=0, description="longest silence for an ordinary command")
-    progress_interval_s: float = Field(2.0, gt=0, description="real seconds between progress logs")
-    max_commands: int = Field(4, ge=1, le=64, description="lines in flight: the firmware's command queue (BUFSIZE)")
-    rx_buffer_bytes: int = Field(128, ge=32, le=65536, description="bytes in flight: the firmware's RX buffer")
-    coalesce_s: float = Field(0.0, ge=0, le=0.05,
-                              description="sleep before each read while 2+ lines are in flight, so replies are read in batches")
-    ping_pong: bool = Field(False, description="one line in flight (for firmware that mishandles a window)")
-    resend_has_ok: bool = Field(True, description="the firmware follows 'Resend:' with 'ok' (Marlin does)")
-    tickle_s: float = Field(3.0, gt=0, description="silence with lines in flight before the oldest is probed")
-    max_probes: int = Field(5, ge=1, le=100, description="unanswered probes before the job fails")
-    long_timeout_s: float = Field(900.0, gt=0, description="longest silence for G28/G29/M109/M190/M400/G4/M600")
-    max_consecutive_resends: int = Field(25, ge=1, description="refusals of one line before the job fails")
-    poll_interval_s: float = Field(2.0, gt=0, description="M105 polling when the firmware has no autoreport")
-    checkpoint_interval_s: float = Field(5.0, gt=0, description="real seconds between checkpoints while printing")
-    resume_rewind_moves: int = Field(24, ge=0, le=1000,
-                                     description="acknowledged lines resent on resume: planner depth + queue + margin")
-    auto_resume: bool = Field(False, description="resume an interrupted job on its own once the printer is back")
-    auto_resume_suspended: bool = Field(True, description="resume a job the node suspended (energy, battery) on "
-                                                          "its own once every start gate allows it")
-    pause: PausePolicies = PausePolicies()
-    virtual: VirtualPrinterSection = VirtualPrinterSection()
-
-
-class JobsSection(Section):
-    queue_sample_when_empty: bool = Field(True, description="queue the built-in sample jobs at start if nothing is pending")
-    sample_jobs: int = Field(1, ge=1, le=20, description="how many (parts of growing size: a day's work for make run)")
-    auto_plate_clear: bool | None = Field(None, description="confirm the plate clear by itself; default: only with the virtual printer")
-    max_file_mb: float = Field(512.0, gt=0)
-
-
-class StoreSection(Section):
-    batch_commit_s: float = Field(5.0, gt=0, description="real seconds high-rate rows wait before one commit")
-
-
-class ControlSection(Section):
-    socket: str = Field("control.sock", description="path, relative to state_dir unless absolute")
-    mode: int = Field(0o660, ge=0, le=0o777, description="socket permissions: the node's user and group")
-
-
-
-
 class NodeConfig(Section):
+    """The whole node.toml: each field one section, defined beside the component that reads it
+    (the table in ARCHITECTURE.md names the owner of each)."""
+
     node: NodeSection = NodeSection()
     clock: ClockSection = ClockSection()
     printer: PrinterSection = PrinterSection()
@@ -135,10 +60,10 @@ class NodeConfig(Section):
     array: ArraySection = ArraySection()
     forecast: ForecastSection = ForecastSection()
     planner: PlannerSection = PlannerSection()
-    watchdog: WatchdogSection = WatchdogSection()  # node/field/watchdog.py
-    gpio: GpioSection = GpioSection()  # node/hw/
-    time: TimeSection = TimeSection()  # node/field/timesync.py
-    storage: StorageSection = StorageSection()  # node/field/storage.py (SD-card care)
+    watchdog: WatchdogSection = WatchdogSection()
+    gpio: GpioSection = GpioSection()
+    time: TimeSection = TimeSection()
+    storage: StorageSection = StorageSection()
     safety: SafetySection = SafetySection()
     sync: SyncSection = SyncSection()
 
@@ -156,17 +81,13 @@ class NodeConfig(Section):
         return self.printer.port == "virtual"
 
     @property
+    def simulated_clock(self) -> bool:
+        """A scaled or shifted sim clock (or a simulated printer) needs no time source."""
+        return self.clock.time_scale != 1.0 or self.clock.start != "now" or self.simulated
+
+    @property
     def auto_plate_clear(self) -> bool:
         return self.simulated if self.jobs.auto_plate_clear is None else self.jobs.auto_plate_clear
-
-
-class ConfigError(ValueError):
-    """A config that cannot be used; ``problems`` lists ``key: why`` lines."""
-
-    def __init__(self, source: str, problems: list[str]) -> None:
-        self.source = source
-        self.problems = problems
-        super().__init__(f"{source}: " + "; ".join(problems))
 
 
 def _format_validation(exc: ValidationError) -> list[str]:

@@ -18,20 +18,28 @@ import logging
 import os
 import socket
 from pathlib import Path
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from node import __version__
-from node.config import OVERRIDES_FILE, ConfigError, NodeConfig, write_override
 from node.events import ConfigChangeRequested
+from node.jobcontrol import run_job_command
 from node.jobs import ACTIVE_STATES, RUNNABLE_STATES, Job, Jobs, TransitionRefused
 from node.node import Component, Node
+from node.section import ConfigError, Section
+from node.runner import JobRunner
 from node.store import StoreFull
 
 log = logging.getLogger(__name__)
 
 MAX_REQUEST_LINE = 64 * 1024
+
+
+class ControlSection(Section):
+    socket: str = Field("control.sock", description="path, relative to state_dir unless absolute")
+    mode: int = Field(0o660, ge=0, le=0o777, description="socket permissions: the node's user and group")
 
 
 class _Request(BaseModel):
@@ -95,6 +103,10 @@ class Reply(BaseModel):
     error: str | None = None
 
 
+#: persists one run-time ``key=value`` and returns the file it went to; raises ConfigError if refused
+SettingSaver = Callable[[str], Path]
+
+
 class ControlError(RuntimeError):
     """The daemon refused the request (the message says why)."""
 
@@ -105,13 +117,21 @@ def _job_view(job: Job) -> dict[str, Any]:
 
 class ControlServer(Component):
     name = "control"
+    section = "control"
 
-    def __init__(self, node: Node, config: NodeConfig, jobs: Jobs) -> None:
-        super().__init__(node, config.control)
-        self.socket_path = config.control_socket
-        self.files_dir = config.state_dir / "files"
-        self.max_file_bytes = int(config.jobs.max_file_mb * 1024 * 1024)
+    def __init__(self, node: Node, config: ControlSection, *, jobs: Jobs, runner: JobRunner, socket_path: Path,
+                 files_dir: Path, max_file_bytes: int, save_setting: SettingSaver,
+                 plan_snapshot: Callable[[], dict[str, Any] | None] | None = None) -> None:
+        super().__init__(node, config)
+        self.config: ControlSection = config
+        self.socket_path = socket_path
+        self.files_dir = files_dir
+        self.max_file_bytes = max_file_bytes
         self.jobs = jobs
+        self.runner = runner
+        #: persists a run-time ``key=value`` (the state directory's overrides.toml); ConfigError if refused
+        self.save_setting = save_setting
+        self.plan_snapshot = plan_snapshot or (lambda: None)
         self._server: asyncio.base_events.Server | None = None
 
     async def start(self) -> None:
@@ -134,7 +154,7 @@ class ControlServer(Component):
         """Run-time settings from the hub go where the CLI's go: the state directory's override file."""
         for assignment in event.assignments:
             try:
-                write_override(self.node.config.state_dir, assignment)
+                self.save_setting(assignment)
                 log.info("config: %s saved from the %s (applies at the next start)", assignment, event.source)
             except ConfigError as exc:
                 log.warning("config: %s from the %s refused: %s", assignment, event.source, "; ".join(exc.problems))
@@ -154,7 +174,7 @@ class ControlServer(Component):
             except ValidationError as exc:
                 problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'request'}: {e['msg']}" for e in exc.errors())
                 reply = Reply(ok=False, error=f"malformed request: {problems}")
-            except (ControlError, TransitionRefused, KeyError, ValueError) as exc:
+            except (ControlError, TransitionRefused, KeyError, ValueError, TimeoutError) as exc:
                 reply = Reply(ok=False, error=str(exc).strip("'\""))
             except StoreFull as exc:  # nothing was written; everything already stored is intact
                 reply = Reply(ok=False, error=f"store full, request not saved: {exc} "
@@ -168,11 +188,8 @@ class ControlServer(Component):
         finally:
             writer.close()
 
-    def _runner(self) -> Any:
-        return self.node.get("runner")
-
     async def _dispatch(self, request: Request, reader: asyncio.StreamReader) -> Any:
-        runner = self._runner()
+        runner = self.runner
         if isinstance(request, StatusRequest):
             return await self.status_report()
         if isinstance(request, QueueAddRequest):
@@ -188,27 +205,21 @@ class ControlServer(Component):
             await runner.set_plate_clear(True, source="cli")
             return {"plate_clear": True}
         if isinstance(request, PlanRequest):
-            planner = self.node.lookup("planner")
-            snapshot = None if planner is None else planner.snapshot()  # type: ignore[attr-defined]
+            snapshot = self.plan_snapshot()
             if snapshot is None:
                 raise ControlError("no plan yet (the planner is disabled or has not planned since start)")
             return snapshot
         if isinstance(request, ConfigSetRequest):
             try:
-                write_override(self.node.config.state_dir, request.assignment)
+                saved_in = self.save_setting(request.assignment)
             except ConfigError as exc:
                 raise ControlError("; ".join(exc.problems)) from None
-            return {"saved": request.assignment, "file": str(self.node.config.state_dir / OVERRIDES_FILE),
-                    "restart_required": True}
+            return {"saved": request.assignment, "file": str(saved_in), "restart_required": True}
         if isinstance(request, JobCommandRequest):
             job_ref = request.job or runner.current_job_id
             if job_ref is None:
                 raise ControlError(f"no job given and nothing is printing to {request.cmd}")
-            if request.cmd == "pause":
-                return _job_view(await runner.pause(job_ref))
-            if request.cmd == "resume":
-                return _job_view(await runner.resume(job_ref))
-            return _job_view(await runner.cancel(job_ref))
+            return _job_view(await run_job_command(runner, self.jobs, request.cmd, job_ref, source="user"))
         raise ControlError(f"unhandled request {request!r}")
 
     async def _receive_file(self, request: QueueAddRequest, reader: asyncio.StreamReader) -> Job:
@@ -233,13 +244,13 @@ class ControlServer(Component):
             os.replace(tmp, final)
         finally:
             tmp.unlink(missing_ok=True)
-        return await self._runner().queue_file(request.name, final, sha, request.size_bytes,
+        return await self.runner.queue_file(request.name, final, sha, request.size_bytes,
                                                priority=request.priority, source="cli")
 
     async def status_report(self) -> dict[str, Any]:
         pending = await self.jobs.list(RUNNABLE_STATES | ACTIVE_STATES)
         return {
-            "node_id": self.node.config.node.id,
+            "node_id": self.node.id,
             "version": __version__,
             "sim_time": self.node.clock.now().isoformat(),
             "time_scale": self.node.clock.time_scale,

@@ -1,9 +1,10 @@
 """``printnode run``: assemble the Node from config and run it until told to stop.
 
-Start order (stop is the reverse): store, jobs, analysis, telemetry, planner, [virtual printer], printer,
-runner, sync (offline unless ``sync.broker_host`` is set), control API.  READY is announced to systemd once every component has
-started.  SIGTERM and SIGINT stop cleanly: the current print is left
-``interrupted`` with its checkpoint, never half-written.
+This is the one place that reads the whole config: each component gets its own section and its
+named collaborators (ARCHITECTURE.md, "Components and events").  Start order is the order of
+``build_node`` (stop is the reverse).  READY is announced to systemd once every component has
+started.  SIGTERM and SIGINT stop cleanly: the current print is left ``interrupted`` with its
+checkpoint, never half-written.
 """
 from __future__ import annotations
 
@@ -11,76 +12,96 @@ import asyncio
 import logging
 import signal
 import time
-from datetime import datetime
+from pathlib import Path
 
-from node.clock import Clock
-from node.config import NodeConfig
+from node.clock import Clock, clock_start_s
+from node.config import OVERRIDES_FILE, NodeConfig, write_override
 from node.control import ControlServer
 from node.events import NodeLifecycle
+from node.field.sdnotify import notify
+from node.field.storage import StorageCare
+from node.field.timesync import TimeSync
+from node.field.watchdog import Watchdog
 from node.gcode.service import AnalysisService
 from node.hw import add_gpio_components
 from node.jobs import Jobs
 from node.node import Node
-from node.power.power_guard import PowerGuard
 from node.plan.planner import Planner
+from node.power.power_guard import PowerGuard
 from node.power.telemetry import Telemetry
 from node.printer.printer import Printer
+from node.printer.profile import PrinterProfile, load_profile
 from node.printer.virtualproc import VirtualPrinterProcess
-from node.printer.profile import load_profile
 from node.runner import JobRunner
-from node.field.sdnotify import notify
 from node.store import Store
-from node.field.storage import StoreCare
-from node.field.timesync import TimeSync, simulated_clock
-from node.field.watchdog import Watchdog
 from node.sync.client import Sync
 
 log = logging.getLogger(__name__)
 
 
-def clock_start_s(config: NodeConfig, now_s: float) -> float | None:
-    """``clock.start`` as POSIX seconds: None for 'now'; 'HH:MM' is today at that local time at [site]."""
-    value = config.clock.start
-    if value == "now":
-        return None
-    if len(value) == 5 and value[2] == ":":
-        from zoneinfo import ZoneInfo
-
-        local = datetime.fromtimestamp(now_s, tz=ZoneInfo(config.site.timezone))
-        return local.replace(hour=int(value[:2]), minute=int(value[3:]), second=0, microsecond=0).timestamp()
-    return datetime.fromisoformat(value).timestamp()
-
-
 def make_clock(config: NodeConfig) -> Clock:
-    return Clock(time_scale=config.clock.time_scale, sim_start_s=clock_start_s(config, time.time()))
+    start_s = clock_start_s(config.clock, config.site.timezone, time.time())
+    return Clock(time_scale=config.clock.time_scale, sim_start_s=start_s)
 
 
 def build_node(config: NodeConfig, clock: Clock, store: Store) -> Node:
     """Wire the components in their start order."""
-    node = Node(config, clock)
+    node = Node(config.node, clock)
     profile = load_profile(config.printer.profile)
-    node.add(StoreCare(node, config.storage, store))  # WAL checkpoints, size cap (first: before writers)
-    timesync = node.add(TimeSync(node, config.time, simulated_clock(config)))  # may the planner trust the clock?
+    files_dir = config.state_dir / "files"
+    max_file_bytes = int(config.jobs.max_file_mb * 1024 * 1024)
+    node.add(StorageCare(node, config.storage, store))  # WAL checkpoints, size cap (first: before writers)
+    timesync = node.add(TimeSync(node, config.time, config.simulated_clock))  # may the planner trust the clock?
     jobs = node.add(Jobs(node, store))
     analysis = node.add(AnalysisService(node, config.analysis, store, profile, jobs=jobs))
-    telemetry = node.add(Telemetry(node, config.telemetry, store=store))
+    telemetry = node.add(make_telemetry(node, config, store, profile))
     planner = node.add(Planner(node, config.planner, site=config.site, array=config.array,
                                forecast=config.forecast, jobs=jobs, battery=config.battery.plant_params(),
                                printer_profile=profile, energy_profile_for=analysis.energy_profile_for,
                                clock_problem=lambda: None if timesync.clock_synchronized else timesync.reason))
+    virtual = None
     if config.simulated and config.printer.virtual.autostart:
-        node.add(VirtualPrinterProcess(node, config))
-    printer = node.add(Printer(node, config.printer, store, config.safety))
-    runner = node.add(JobRunner(node, config, store, jobs, printer, files_dir=config.state_dir / "files"))
+        virtual = node.add(VirtualPrinterProcess(node, config.printer.virtual, profile=config.printer.profile,
+                                                 port_file=config.state_dir / "virtual-printer.port"))
+    printer = node.add(Printer(node, config.printer, store, config.safety, virtual=virtual))
+    runner = node.add(make_runner(node, config, store, jobs, printer, profile))
     if config.planner.enabled:
         runner.add_start_gate("energy", planner.start_gate)
         runner.set_job_chooser(planner.next_job_id)
     node.add(PowerGuard(node, config.low_battery, runner, telemetry=telemetry))  # + the telemetry-lost policy
-    add_gpio_components(node, config, runner, printer)  # after every other start gate: the relay's must be last
-    node.add(Sync(node, config.sync, store, jobs, files_dir=config.state_dir / "files"))
-    node.add(ControlServer(node, config, jobs))
+    add_gpio_components(node, config.gpio, runner, printer)  # after every other start gate: the relay's must be last
+    node.add(Sync(node, config.sync, store, jobs, files_dir=files_dir, job_control=runner,
+                  printer_profile=profile, max_file_bytes=max_file_bytes))
+    node.add(ControlServer(node, config.control, jobs=jobs, runner=runner, socket_path=config.control_socket,
+                           files_dir=files_dir, max_file_bytes=max_file_bytes,
+                           save_setting=lambda assignment: save_setting(config.state_dir, assignment),
+                           plan_snapshot=planner.snapshot))
     node.add(Watchdog(node, config.watchdog, store))  # last, so it pings only once all started
     return node
+
+
+def make_telemetry(node: Node, config: NodeConfig, store: Store | None,
+                   profile: PrinterProfile | None = None) -> Telemetry:
+    """The Telemetry component with what it reads of the other sections (tests build it this way too)."""
+    return Telemetry(node, config.telemetry, battery=config.battery, site=config.site, array=config.array,
+                     printer_profile=profile or load_profile(config.printer.profile),
+                     base_load_w=config.planner.base_load_w, ambient_c=config.analysis.ambient_c,
+                     batch_commit_s=config.store.batch_commit_s, store=store)
+
+
+def make_runner(node: Node, config: NodeConfig, store: Store, jobs: Jobs, printer: Printer,
+                profile: PrinterProfile | None = None, recheck_s: float = 5.0) -> JobRunner:
+    """The JobRunner with the sections it reads (tests build it this way too)."""
+    return JobRunner(node, config.jobs, printer_config=config.printer, safety=config.safety,
+                     profile=profile or load_profile(config.printer.profile),
+                     auto_plate_clear=config.auto_plate_clear, store=store, jobs=jobs, printer=printer,
+                     files_dir=config.state_dir / "files", recheck_s=recheck_s)
+
+
+def save_setting(state_dir: Path, assignment: str) -> Path:
+    """A run-time setting goes to the state directory's override file (applies at the next start)."""
+    write_override(state_dir, assignment)
+    return state_dir / OVERRIDES_FILE
 
 
 async def run_daemon(config: NodeConfig, until_idle: bool = False, timeout_s: float | None = None) -> int:

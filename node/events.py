@@ -264,6 +264,13 @@ class HubTimeObserved(Event):
     node_t_s: float
 
 
+class SyncLink(Event):
+    """Sent by ``sync`` when the hub became reachable or unreachable (the status LED shows it)."""
+
+    t_s: float
+    online: bool
+
+
 EVENT_CATALOGUE: dict[str, type[Event]] = {
     "job_analysed": JobAnalysed,
     "job_state_changed": JobStateChanged,
@@ -279,6 +286,7 @@ EVENT_CATALOGUE: dict[str, type[Event]] = {
     "cloud_forecast": CloudForecast,
     "config_change_requested": ConfigChangeRequested,
     "hub_time_observed": HubTimeObserved,
+    "sync_link": SyncLink,
     "battery_level_changed": BatteryLevelChanged,
     "telemetry_link": TelemetryLink,
     "plan_updated": PlanSummary,

@@ -12,20 +12,36 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from node.clock import Clock
-from node.config import NodeConfig
 from node.events import EVENT_CATALOGUE
+from node.section import Section
 
 log = logging.getLogger(__name__)
 
 EventHandler = Callable[[BaseModel], Awaitable[None] | None]
 C = TypeVar("C", bound="Component")
+
+
+def _default_node_id() -> str:
+    host = socket.gethostname().split(".")[0].lower()
+    return "".join(ch if ch.isalnum() or ch == "-" else "-" for ch in host) or "node"
+
+
+class NodeSection(Section):
+    """``[node]``: who this node is and where it keeps its state."""
+
+    id: str = Field(default_factory=_default_node_id, pattern=r"^[a-z0-9][a-z0-9-]{0,62}$",
+                    description="node id: MQTT topics, hub ledger, logs")
+    state_dir: Path = Field(Path("var"), description="store, files, control socket, overrides")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
 async def wait_until_set(event: asyncio.Event, timeout_s: float) -> bool:
@@ -46,14 +62,17 @@ async def wait_until_set(event: asyncio.Event, timeout_s: float) -> bool:
 class Component:
     """Base class of every long-lived part of the daemon.
 
-    Subclasses set ``name``, take ``(node, config_section)`` in ``__init__``
-    (no I/O there), open their resources in ``start()`` and release them in
-    ``stop()``.  ``status()`` returns a JSON-able summary for ``printnode status``.
+    Subclasses set ``name`` (also their key in ``printnode status``) and ``section`` (the
+    node.toml table they read, or None), take ``(node, their section, collaborators...)`` in
+    ``__init__`` (no I/O there; never the whole config), open their resources in ``start()``
+    and release them in ``stop()``.  ``status()`` returns a JSON-able summary.
     """
 
     name: str = "component"
+    #: the node.toml table this component reads (its ``config``); None: it reads none
+    section: str | None = None
 
-    def __init__(self, node: Node, config: Any = None) -> None:
+    def __init__(self, node: Node, config: Section | None = None) -> None:
         self.node = node
         self.config = config
 
@@ -70,13 +89,18 @@ class Component:
 class Node:
     """Holds the components, the clock and the event hub of one running daemon."""
 
-    def __init__(self, config: NodeConfig, clock: Clock) -> None:
-        self.config = config
+    def __init__(self, identity: NodeSection, clock: Clock) -> None:
+        self.identity = identity
         self.clock = clock
         self._components: dict[str, Component] = {}
         self._handlers: dict[str, list[EventHandler]] = defaultdict(list)
         self._started: list[Component] = []
         self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def id(self) -> str:
+        """The node's id ([node] id): MQTT topics, the hub's ledger, logs."""
+        return self.identity.id
 
     # --- components -------------------------------------------------------------------------
     def add(self, component: C) -> C:

@@ -20,12 +20,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from node.config import NodeConfig
-from node.events import EnergyPauseRequested, EnergyResumeAllowed, JobProgress, PlateCleared, PrinterState
-from node.jobs import ACTIVE_STATES, RUNNABLE_STATES, Job, Jobs, JobState, PauseReason, TransitionRefused
+from pydantic import Field
+
+from node.events import (
+    EnergyPauseRequested,
+    EnergyResumeAllowed,
+    JobProgress,
+    PlateCleared,
+    PrinterState,
+)
+from node.jobs import (
+    ACTIVE_STATES,
+    RUNNABLE_STATES,
+    Job,
+    Jobs,
+    JobState,
+    PauseReason,
+    TransitionRefused,
+)
 from node.node import Component, Node, wait_until_set
+from node.printer.config import PrinterSection, SafetySection
 from node.printer.pausing import HeaterPlan
 from node.printer.printer import Printer, clear_checkpoint, load_checkpoint
+from node.printer.profile import PrinterProfile
+from node.section import Section
 from node.store import Store
 
 log = logging.getLogger(__name__)
@@ -44,13 +62,29 @@ StartGate = Callable[[Job], Awaitable[GateDecision]]
 JobChooser = Callable[[], str | None]
 
 
-class JobRunner(Component):
-    name = "runner"
+class JobsSection(Section):
+    queue_sample_when_empty: bool = Field(True, description="queue the built-in sample jobs at start if nothing is pending")
+    sample_jobs: int = Field(1, ge=1, le=20, description="how many (parts of growing size: a day's work for make run)")
+    auto_plate_clear: bool | None = Field(None, description="confirm the plate clear by itself; default: only with the virtual printer")
+    max_file_mb: float = Field(512.0, gt=0)
 
-    def __init__(self, node: Node, config: NodeConfig, store: Store, jobs: Jobs, printer: Printer,
-                 files_dir: Path, recheck_s: float = 5.0) -> None:
-        super().__init__(node, config.jobs)
-        self.full_config = config
+
+class JobRunner(Component):
+    """Reads ``[jobs]`` (the queue's settings); the printer's pause policies and resume switches
+    come with ``printer_config``, the G-code policy with ``safety``."""
+
+    name = "runner"
+    section = "jobs"
+
+    def __init__(self, node: Node, config: JobsSection, *, printer_config: PrinterSection,
+                 safety: SafetySection, profile: PrinterProfile, auto_plate_clear: bool, store: Store,
+                 jobs: Jobs, printer: Printer, files_dir: Path, recheck_s: float = 5.0) -> None:
+        super().__init__(node, config)
+        self.config: JobsSection = config
+        self.printer_config = printer_config
+        self.safety = safety
+        self.profile = profile
+        self.auto_plate_clear = auto_plate_clear
         self.store = store
         self.jobs = jobs
         self.printer = printer
@@ -119,7 +153,7 @@ class JobRunner(Component):
         from node.printer.safety import PolicyViolation, check_file
 
         try:
-            await asyncio.to_thread(check_file, source_path, self.full_config.safety)
+            await asyncio.to_thread(check_file, source_path, self.safety)
         except PolicyViolation as exc:
             job = await self.jobs.create(name, source, state=JobState.RECEIVED, priority=priority,
                                          file_path=str(source_path), file_sha256=sha256, file_bytes=size_bytes)
@@ -133,9 +167,7 @@ class JobRunner(Component):
         import hashlib
 
         from node.gcode.sample import sample_job
-        from node.printer.profile import load_profile
-
-        name, text = sample_job(load_profile(self.full_config.printer.profile), index)
+        name, text = sample_job(self.profile, index)
         data = text.encode()
         sha = hashlib.sha256(data).hexdigest()
         path = self.files_dir / f"{sha}.gcode"
@@ -159,11 +191,11 @@ class JobRunner(Component):
         if job.state != JobState.PRINTING or job.id != self.current_job_id:
             raise TransitionRefused(f"job {job.id} is {job.state}, not printing")
         paused = await self._pause(job, reason)
-        self._schedule_suspend(paused, self.full_config.printer.pause.for_reason(reason).suspend_after_s)
+        self._schedule_suspend(paused, self.printer_config.pause.for_reason(reason).suspend_after_s)
         return paused
 
     async def _pause(self, job: Job, reason: PauseReason) -> Job:
-        self.printer.pause(HeaterPlan.from_policy(self.full_config.printer.pause.for_reason(reason)))
+        self.printer.pause(HeaterPlan.from_policy(self.printer_config.pause.for_reason(reason)))
         return await self.jobs.transition(job.id, JobState.PAUSED, f"paused: {reason}", pause_reason=reason)
 
     async def suspend(self, job_id: str, reason: PauseReason, why: str) -> Job:
@@ -259,7 +291,7 @@ class JobRunner(Component):
 
     async def _on_progress(self, event: JobProgress) -> None:
         loop_now = asyncio.get_running_loop().time()
-        if loop_now - self._last_progress_log >= self.full_config.printer.progress_interval_s or event.percent >= 100:
+        if loop_now - self._last_progress_log >= self.printer_config.progress_interval_s or event.percent >= 100:
             self._last_progress_log = loop_now
             log.info("job %s: %5.1f %% (%d lines, %s printing)", event.job_id, event.percent,
                      event.lines_sent, _hms(event.elapsed_s))
@@ -313,7 +345,7 @@ class JobRunner(Component):
         chosen = self._chooser() if self._chooser else None
         job = next((j for j in runnable if j.id == chosen), runnable[0])
         if not self.plate_clear:
-            if self.full_config.auto_plate_clear:
+            if self.auto_plate_clear:
                 await self.set_plate_clear(True, source="simulation")
             else:
                 await self._park(job, JobState.WAITING_PLATE, "waiting for the plate to be confirmed clear")
@@ -332,7 +364,7 @@ class JobRunner(Component):
         """Resume a suspended job (``auto_resume_suspended``) or an interrupted one (``auto_resume``)
         once every start gate says yes: the battery, the energy plan, the printer's power.  The plate
         gate does not apply: the part is still on it."""
-        printer = self.full_config.printer
+        printer = self.printer_config
         wanted = frozenset(({JobState.SUSPENDED} if printer.auto_resume_suspended else set())
                            | ({JobState.INTERRUPTED} if printer.auto_resume else set()))
         if not wanted:

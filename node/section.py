@@ -11,3 +11,12 @@ class Section(BaseModel):
     """Unknown keys are errors (a misspelt key must not be silently ignored); assignments validate."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; ``problems`` lists ``key: why`` lines."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: " + "; ".join(problems))

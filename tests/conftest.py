@@ -16,8 +16,8 @@ import pytest
 
 from node.clock import Clock
 from node.control import ControlClient
-from node.printer.virtual import VirtualPrinter, serve_pty
 from node.printer.profile import load_profile
+from node.printer.virtual import VirtualPrinter, serve_pty
 
 
 @dataclass

@@ -63,11 +63,11 @@ def test_clock_start_local_hh_mm_is_today_at_the_site() -> None:
     from zoneinfo import ZoneInfo
 
     from node.config import load_config
-    from node.daemon import clock_start_s
+    from node.clock import clock_start_s
 
     config = load_config(sets=["clock.start='05:00'", "site.timezone='America/Phoenix'"], use_overrides=False)
     now_s = datetime(2026, 6, 21, 20, 0, tzinfo=ZoneInfo("UTC")).timestamp()  # 13:00 in Phoenix
-    start = datetime.fromtimestamp(clock_start_s(config, now_s), tz=ZoneInfo("America/Phoenix"))
+    start = datetime.fromtimestamp(clock_start_s(config.clock, config.site.timezone, now_s), tz=ZoneInfo("America/Phoenix"))
     assert (start.date().isoformat(), start.hour, start.minute) == ("2026-06-21", 5, 0)
     with pytest.raises(Exception, match="clock.start"):
         load_config(sets=["clock.start='25:00'"], use_overrides=False)

@@ -4,7 +4,14 @@ from pathlib import Path
 
 import pytest
 
-from node.config import OVERRIDES_FILE, ConfigError, NodeConfig, load_config, parse_set, write_override
+from node.config import (
+    OVERRIDES_FILE,
+    ConfigError,
+    NodeConfig,
+    load_config,
+    parse_set,
+    write_override,
+)
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -119,6 +126,7 @@ def test_hub_config_changes_go_to_the_override_file_and_bad_ones_are_refused(tmp
 
     from node.clock import ManualClock
     from node.control import ControlServer
+    from node.daemon import save_setting
     from node.events import ConfigChangeRequested
     from node.jobs import Jobs
     from node.node import Node
@@ -126,9 +134,12 @@ def test_hub_config_changes_go_to_the_override_file_and_bad_ones_are_refused(tmp
 
     async def scenario() -> None:
         config = load_config(sets=[f"node.state_dir='{tmp_path}'"], use_overrides=False)
-        node = Node(config, ManualClock())
+        node = Node(config.node, ManualClock())
         store = Store(tmp_path / "s.sqlite3").open()
-        server = ControlServer(node, config, Jobs(node, store))
+        jobs = Jobs(node, store)
+        server = ControlServer(node, config.control, jobs=jobs, runner=None,  # type: ignore[arg-type]
+                               socket_path=config.control_socket, files_dir=tmp_path / "files",
+                               max_file_bytes=1024, save_setting=lambda a: save_setting(config.state_dir, a))
         await server.start()
         try:
             await node.send_event("config_change_requested", ConfigChangeRequested(

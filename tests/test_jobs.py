@@ -4,9 +4,16 @@ from pathlib import Path
 import pytest
 
 from node.clock import ManualClock
-from node.config import NodeConfig
-from node.jobs import FINAL_STATES, TRANSITIONS, Jobs, JobState, PauseReason, TransitionRefused, check_transition
-from node.node import Node
+from node.jobs import (
+    FINAL_STATES,
+    TRANSITIONS,
+    Jobs,
+    JobState,
+    PauseReason,
+    TransitionRefused,
+    check_transition,
+)
+from node.node import NodeSection, Node
 from node.store import Store
 
 ALL_PAIRS = [(a, b) for a in JobState for b in JobState]
@@ -39,7 +46,7 @@ def test_pause_needs_a_reason_and_only_a_suspension_may_keep_it() -> None:
 @pytest.fixture
 def jobs(tmp_path: Path):
     store = Store(tmp_path / "s.sqlite3").open()
-    node = Node(NodeConfig(), ManualClock(start_s=1_800_000_000))
+    node = Node(NodeSection(), ManualClock(start_s=1_800_000_000))
     seen = []
     node.register_event_handler("job_state_changed", seen.append)
     yield Jobs(node, store), node, seen

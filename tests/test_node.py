@@ -3,9 +3,8 @@ import asyncio
 import pytest
 
 from node.clock import ManualClock
-from node.config import NodeConfig
 from node.events import EVENT_CATALOGUE, PlateCleared, QueueChanged
-from node.node import Component, Node
+from node.node import NodeSection, Component, Node
 
 
 class Recorder(Component):
@@ -26,7 +25,7 @@ class Recorder(Component):
 
 def test_components_start_in_order_and_stop_in_reverse_even_if_one_fails() -> None:
     log: list[str] = []
-    node = Node(NodeConfig(), ManualClock())
+    node = Node(NodeSection(), ManualClock())
     for name, fail in (("store", False), ("printer", True), ("control", False)):
         node.add(Recorder(node, name, log, fail_stop=fail))
 
@@ -36,14 +35,14 @@ def test_components_start_in_order_and_stop_in_reverse_even_if_one_fails() -> No
 
 
 def test_duplicate_component_refused() -> None:
-    node = Node(NodeConfig(), ManualClock())
+    node = Node(NodeSection(), ManualClock())
     node.add(Recorder(node, "a", []))
     with pytest.raises(ValueError):
         node.add(Recorder(node, "a", []))
 
 
 def test_events_are_checked_against_the_catalogue_and_handlers_are_isolated() -> None:
-    node = Node(NodeConfig(), ManualClock())
+    node = Node(NodeSection(), ManualClock())
     got: list[object] = []
 
     def broken(_payload: object) -> None:

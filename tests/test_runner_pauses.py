@@ -14,9 +14,10 @@ from node.events import EnergyPauseRequested, EnergyResumeAllowed
 from node.jobs import Jobs, JobState
 from node.node import Node
 from node.printer.printer import Printer
-from node.printer.virtual import VirtualPrinter, serve_pty
 from node.printer.profile import load_profile
-from node.runner import GateDecision, JobRunner
+from node.printer.virtual import VirtualPrinter, serve_pty
+from node.daemon import make_runner
+from node.runner import GateDecision
 from node.store import Store
 from tests.hw.test_gpio import _state_is, wait_until
 from tests.printer.helpers import write_job
@@ -37,10 +38,10 @@ async def _scenario(tmp_path: Path) -> None:
         "node": {"state_dir": str(tmp_path / "state")}, "printer": {"port": port},
         "jobs": {"queue_sample_when_empty": False}})
     store = Store(tmp_path / "state" / "printnode.sqlite3").open()
-    node = Node(config, Clock(100.0))
+    node = Node(config.node, Clock(100.0))
     jobs = node.add(Jobs(node, store))
     printer = node.add(Printer(node, config.printer, store))
-    runner = node.add(JobRunner(node, config, store, jobs, printer, files_dir=tmp_path / "files", recheck_s=0.5))
+    runner = node.add(make_runner(node, config, store, jobs, printer, recheck_s=0.5))
     sun = {"enough": True}
 
     async def energy_gate(_job: object) -> GateDecision:  # stands in for the planner's start gate

@@ -41,8 +41,8 @@ def _load_jobs(path: Path | None, printer_profile: str) -> list[Any]:
     from node.plan.schedule import PlanJob
 
     if path is None:
-        from node.study.jobstream import JobStream
         from node.printer.profile import load_profile
+        from node.study.jobstream import JobStream
 
         stream = JobStream(load_profile(printer_profile), seed=1)
         return [PlanJob(j.job_id, j.name, j.power_profile, queue_seq=j.queue_seq)
@@ -66,8 +66,8 @@ def build_plan(config: Any, soc_pct: float, jobs: list[Any], now_s: float,
     """The plan, its summary and the forecast, as the daemon's Planner would make them."""
     from node.plan.energymodel import EnergyModel
     from node.plan.forecast import PvForecastRequest, forecast_pv, pessimistic_pv_w
-    from node.plan.schedule import PlanInputs, plan
     from node.plan.planner import GUARD_MARGIN_FRAC, TYPICAL_PRINT_W, plan_summary
+    from node.plan.schedule import PlanInputs, plan
 
     section = config.planner
     step_s = section.step_s

@@ -9,8 +9,8 @@ import threading
 from pathlib import Path
 
 from node.clock import Clock, ClockSpec
-from node.printer.virtual import Faults, VirtualPrinter, serve_pty
 from node.printer.profile import load_profile
+from node.printer.virtual import Faults, VirtualPrinter, serve_pty
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

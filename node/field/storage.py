@@ -60,8 +60,9 @@ def free_mb(path: Path) -> float:
     return shutil.disk_usage(path).free / (1024 * 1024)
 
 
-class StoreCare(Component):
+class StorageCare(Component):
     name = "storage"
+    section = "storage"
 
     def __init__(self, node: Node, config: StorageSection, store: Store) -> None:
         super().__init__(node, config)

@@ -10,8 +10,8 @@ the night.  Sources, in order of trust:
    kernel's ``adjtimex`` state (``STA_UNSYNC`` clear; adjtimex(2)).  Under the
    unit's ProtectClock= the syscall may be filtered: then this source is
    simply unknown.
-2. The hub: the sync component calls :meth:`TimeSync.record_hub_time` with the
-   time carried by each hub message; trusted for ``hub_max_age_s``.
+2. The hub: each verified hub message's time (the ``hub_time_observed`` event that sync
+   sends) goes to :meth:`TimeSync.record_hub_time`; trusted for ``hub_max_age_s``.
 3. An RTC that set the clock at boot (``/sys/class/rtc/rtc0/hctosys``), or
    gpsd (``?WATCH`` TPV reports, https://gpsd.gitlab.io/gpsd/gpsd_json.html).
 
@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from node.events import ClockSync, TelemetrySample
+from node.events import ClockSync, HubTimeObserved, TelemetrySample
 from node.field.config import TimeSection
 from node.node import Component, Node, wait_until_set
 
@@ -201,6 +201,7 @@ class SyncState:
 
 class TimeSync(Component):
     name = "timesync"
+    section = "time"
 
     def __init__(self, node: Node, config: TimeSection, simulated_clock: bool) -> None:
         super().__init__(node, config)
@@ -226,14 +227,19 @@ class TimeSync(Component):
     def reason(self) -> str:
         return self.state.reason
 
-    def record_hub_time(self, hub_t_s: float) -> None:
-        """Called by sync with the time stamped on a hub message as it arrives."""
-        self._hub = (time.monotonic(), hub_t_s - self.node.clock.time())
+    def record_hub_time(self, hub_t_s: float, node_t_s: float | None = None) -> None:
+        """The time stamped on a hub message, and the node's clock when it arrived (default: now)."""
+        arrived_t_s = self.node.clock.time() if node_t_s is None else node_t_s
+        self._hub = (time.monotonic(), hub_t_s - arrived_t_s)
         self._wake.set()
+
+    def _on_hub_time(self, event: HubTimeObserved) -> None:
+        self.record_hub_time(event.hub_time_s, event.node_t_s)
 
     # --- lifetime ----------------------------------------------------------------------------
     async def start(self) -> None:
         self.node.register_event_handler("telemetry_sample", self._on_telemetry)
+        self.node.register_event_handler("hub_time_observed", self._on_hub_time)
         await self.check()
         self._task = self.node.spawn(self._loop(), "timesync")
 
@@ -320,9 +326,5 @@ class TimeSync(Component):
                 reason=state.reason, offset_s=state.offset_s, jump_s=jump))
         return state
 
-
-def simulated_clock(config: Any) -> bool:
-    """A scaled or shifted sim clock needs no time source (``NodeConfig``)."""
-    return config.clock.time_scale != 1.0 or config.clock.start != "now" or config.simulated
 
 

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from node.field.config import WatchdogSection
-from node.node import Component, Node
 from node.field.sdnotify import notify
+from node.node import Component, Node
 from node.store import Store
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,7 @@ def assess(now_s: float, last_probe_ok_s: float | None, last_store_ok_s: float |
 
 class Watchdog(Component):
     name = "watchdog"
+    section = "watchdog"
 
     def __init__(self, node: Node, config: WatchdogSection, store: Store | None) -> None:
         super().__init__(node, config)

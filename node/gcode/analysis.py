@@ -23,9 +23,8 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from node.gcode import energy
+from node.gcode import energy, metadata
 from node.gcode.correction import load_correction
-from node.gcode import metadata
 from node.native import load_core
 from node.printer.profile import PrinterProfile
 

@@ -25,13 +25,14 @@ Mass Transfer*, ch. 5; Marlin ``M109``/``M190`` (``Temperature::wait_for_hotend`
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from node.printer.profile import HeaterModel, PrinterProfile
+
 
 class TimelineTooLong(ValueError):
     """The heat-up waits push the print past ``PowerIntegrator.MAX_TOTAL_S``."""

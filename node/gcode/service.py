@@ -7,9 +7,15 @@ import sqlite3
 from pathlib import Path
 
 from node.events import JobAnalysed, JobStateChanged, QueueChanged
-from node.gcode.analysis import ANALYSIS_VERSION, Analysis, GcodeError, analyze_cached, profile_key
-from node.gcode.correction import record_print
+from node.gcode.analysis import (
+    ANALYSIS_VERSION,
+    Analysis,
+    GcodeError,
+    analyze_cached,
+    profile_key,
+)
 from node.gcode.config import AnalysisSection
+from node.gcode.correction import record_print
 from node.jobs import RUNNABLE_STATES, Job, Jobs
 from node.node import Component, Node
 from node.printer.profile import PrinterProfile
@@ -45,6 +51,7 @@ class AnalysisService(Component):
     """
 
     name = "analysis"
+    section = "analysis"
 
     def __init__(self, node: Node, config: AnalysisSection, store: Store, profile: PrinterProfile,
                  jobs: Jobs | None = None) -> None:

@@ -9,20 +9,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from node.config import NodeConfig
+    from node.hw.config import GpioSection
     from node.node import Node
     from node.printer.printer import Printer
     from node.runner import JobRunner
 
 
-def add_gpio_components(node: Node, config: NodeConfig, runner: JobRunner, printer: Printer) -> None:
+def add_gpio_components(node: Node, gpio_config: GpioSection, runner: JobRunner, printer: Printer) -> None:
     """Add the GPIO owner and each configured device (relay, LED, inputs); nothing when none is configured.
 
     Add after the runner *and after any component that registers a start gate
     (the planner)*: the relay's gate must be the last one, so the printer is
     powered only once every other gate said yes.
     """
-    gpio_config = config.gpio
     if not any((gpio_config.relay, gpio_config.led, gpio_config.plate_button,
                 gpio_config.runout_sensor, gpio_config.door_sensor)):
         return
@@ -36,6 +35,6 @@ def add_gpio_components(node: Node, config: NodeConfig, runner: JobRunner, print
         node.add(GpioInputs(node, gpio_config, gpio, runner))  # its "sensors" gate before the relay's
     power = None
     if gpio_config.relay is not None:
-        power = node.add(PrinterPower(node, gpio_config, gpio, runner, printer))  # type: ignore[arg-type]
+        power = node.add(PrinterPower(node, gpio_config, gpio, runner, printer))
     if gpio_config.led is not None:
-        node.add(StatusLed(node, gpio_config, gpio, power))  # type: ignore[arg-type]
+        node.add(StatusLed(node, gpio_config, gpio, power))

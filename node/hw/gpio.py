@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
-from node.field.config import GpioSection
+from node.hw.config import GpioSection
 from node.node import Component, Node
 
 log = logging.getLogger(__name__)
@@ -152,6 +152,7 @@ class Gpio(Component):
     """Owns the backend: opened at start (devices start after it), closed at stop."""
 
     name = "gpio"
+    section = "gpio"
 
     def __init__(self, node: Node, config: GpioSection, backend: GpioBackend | None = None) -> None:
         super().__init__(node, config)

@@ -18,7 +18,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from node.field.config import GpioSection, InputPin
+from node.hw.config import GpioSection, InputPin
 from node.hw.gpio import Gpio
 from node.jobs import Job, PauseReason, TransitionRefused
 from node.node import Component, Node
@@ -51,6 +51,7 @@ class Debouncer:
 
 class GpioInputs(Component):
     name = "gpio_inputs"
+    section = "gpio"
 
     def __init__(self, node: Node, config: GpioSection, gpio: Gpio, runner: JobRunner) -> None:
         super().__init__(node, config)

@@ -19,9 +19,10 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from node.events import JobStateChanged, PlateCleared, PrinterState
-from node.field.config import GpioSection
+from node.events import JobStateChanged, PlateCleared, PrinterState, SyncLink
+from node.hw.config import GpioSection
 from node.hw.gpio import Gpio
+from node.hw.relay import PrinterPower
 from node.node import Component, Node, wait_until_set
 
 log = logging.getLogger(__name__)
@@ -66,8 +67,9 @@ def choose_pattern(inputs: LedInputs) -> Pattern:
 
 class StatusLed(Component):
     name = "status_led"
+    section = "gpio"
 
-    def __init__(self, node: Node, config: GpioSection, gpio: Gpio, power: Any = None) -> None:
+    def __init__(self, node: Node, config: GpioSection, gpio: Gpio, power: PrinterPower | None = None) -> None:
         super().__init__(node, config)
         self._task: asyncio.Task[None] | None = None
         assert config.led is not None, "StatusLed needs gpio.led"
@@ -87,6 +89,7 @@ class StatusLed(Component):
         self.node.register_event_handler("job_state_changed", self._on_job)
         self.node.register_event_handler("printer_state", self._on_printer)
         self.node.register_event_handler("plate_cleared", self._on_plate)
+        self.node.register_event_handler("sync_link", self._on_sync_link)
         self._task = self.node.spawn(self._blink(), "status-led")
 
     async def stop(self) -> None:
@@ -98,13 +101,16 @@ class StatusLed(Component):
         return {"pattern": self.pattern, "pin": self.pin}
 
     def set_sync_offline(self, offline: bool) -> None:
-        """For the sync component: the hub is unreachable."""
+        """The hub is unreachable (the ``sync_link`` event, or a test)."""
         self.sync_offline = offline
         self._update()
 
+    def _on_sync_link(self, event: SyncLink) -> None:
+        self.set_sync_offline(not event.online)
+
     def inputs(self) -> LedInputs:
         states = set(self._job_states.values())
-        expected = self.power is None or bool(getattr(self.power, "on", True))
+        expected = self.power is None or self.power.on
         return LedInputs(printer_state=self._printer_state, printer_expected=expected,
                          printing="printing" in states, paused=bool(states & {"paused", "suspended"}),
                          waiting_energy="waiting_energy" in states, failed_unacknowledged=self._failed,

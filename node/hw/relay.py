@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from node.events import JobStateChanged, PrinterState, Temperatures
-from node.field.config import GpioSection
+from node.hw.config import GpioSection
 from node.hw.gpio import Gpio
 from node.jobs import Job
 from node.node import Component, Node, wait_until_set
@@ -67,6 +67,7 @@ def is_fatal_printer_error(event: PrinterState) -> bool:
 
 class PrinterPower(Component):
     name = "printer_power"
+    section = "gpio"
 
     def __init__(self, node: Node, config: GpioSection, gpio: Gpio, runner: JobRunner, printer: Printer) -> None:
         super().__init__(node, config)

@@ -16,25 +16,6 @@ from pydantic import Field, model_validator
 from node.section import Section
 
 
-#: the SAPM cell-temperature parameter sets pvlib ships (pvlib.temperature.TEMPERATURE_MODEL_PARAMETERS["sapm"])
-TemperatureModel = Literal["open_rack_glass_glass", "close_mount_glass_glass",
-                           "open_rack_glass_polymer", "insulated_back_glass_polymer"]
-
-
-class ArraySection(Section):
-    """The PV array: orientation, size and losses (PVWatts DC model)."""
-
-    tilt_deg: float = Field(30.0, ge=0, le=90, description="0 = flat (an RV roof), 90 = vertical")
-    azimuth_deg: float = Field(180.0, ge=0, lt=360, description="compass bearing the panels face; 180 = south")
-    peak_w: float = Field(400.0, gt=0, description="nameplate DC watts at STC (1000 W/m2, 25 C cell)")
-    gamma_pdc_per_c: float = Field(-0.0037, ge=-0.01, le=0, description="power temperature coefficient")
-    losses_pct: float = Field(14.0, ge=0, lt=100,
-                              description="wiring, soiling, mismatch and MPPT charger losses together")
-    temperature_model: TemperatureModel = "open_rack_glass_polymer"
-    mpp_v: float = Field(37.0, gt=0, description="array MPP voltage at STC (two 18.5 V panels in series); "
-                                                 "the simulated controller reports it as VPV")
-
-
 class ForecastSection(Section):
     """Where cloud-cover forecasts come from, when they go stale, and how pessimistic to plan."""
 

@@ -51,8 +51,8 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-from node.plan.config import ArraySection, ForecastSection
-from node.power.site import SiteSection
+from node.plan.config import ForecastSection
+from node.power.config import ArraySection, SiteSection
 
 # --- the cloud-cover forecast, as it arrives on the wire or in a file ------------------------------
 

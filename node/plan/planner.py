@@ -49,6 +49,7 @@ from node.events import (
 )
 from node.jobs import ACTIVE_STATES, RUNNABLE_STATES, Job, Jobs, JobState, PauseReason
 from node.node import Component, Node
+from node.plan.config import ForecastSection, PlannerSection
 from node.plan.energymodel import EnergyModel, LoadModel, pause_hold_w
 from node.plan.forecast import (
     BiasTracker,
@@ -60,7 +61,6 @@ from node.plan.forecast import (
     forecast_pv,
     pessimistic_pv_w,
 )
-from node.plan.config import ArraySection, ForecastSection, PlannerSection
 from node.plan.schedule import (
     Plan,
     PlanInputs,
@@ -71,8 +71,8 @@ from node.plan.schedule import (
     profile_to_steps,
     would_cross_reserve,
 )
+from node.power.config import ArraySection, SiteSection
 from node.power.plant import BatteryParams
-from node.power.site import SiteSection
 from node.printer.profile import PrinterProfile
 from node.runner import GateDecision
 
@@ -107,6 +107,7 @@ class Planner(Component):
     """Re-plans the queue on the PV forecast and asks for energy pauses; see the module docstring."""
 
     name = "planner"
+    section = "planner"
 
     def __init__(self, node: Node, config: PlannerSection, *, site: SiteSection, array: ArraySection,
                  forecast: ForecastSection, jobs: Jobs, battery: BatteryParams, printer_profile: PrinterProfile,

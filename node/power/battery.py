@@ -40,93 +40,19 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from node.section import Section
-
-from node.power.plant import BatteryParams, Chemistry, open_circuit_v, soc_from_rest_v
+from node.power.config import BatterySection
+from node.power.plant import open_circuit_v, soc_from_rest_v
 from node.power.thresholds import (
     Level,
     ThresholdMonitor,
-    Thresholds,
-    ThresholdsSection,
-    resolve_thresholds,
 )
 
-# chemistry-dependent defaults (12 V banks; voltages scale with the cell count)
-_CHEMISTRY_DEFAULTS: dict[str, dict[str, float]] = {
-    "lifepo4": {"peukert_exponent": 1.05, "charge_efficiency": 0.98, "absorption_v": 14.2, "float_v": 13.5,
-                "charged_v": 13.9, "acceptance_start_soc": 0.95},
-    "lead_acid": {"peukert_exponent": 1.25, "charge_efficiency": 0.90, "absorption_v": 14.4, "float_v": 13.5,
-                  "charged_v": 13.2, "acceptance_start_soc": 0.80},
-}
-_DEFAULT_CELLS = {"lifepo4": 4, "lead_acid": 6}
 #: controller states in which the charger, not the battery, sets the voltage
 _CHARGER_HOLDING = ("absorption", "float", "storage", "equalize")
 
 
-class BatterySection(Section):
-    """``[battery]``: the bank, the charger's setpoints, the SoC estimator and the thresholds.
-
-    Keys left unset take the chemistry's default (voltages scaled to ``cells``).
-    Default bank: 4S LiFePO4, 12.8 V x 94 Ah = 1.2 kWh.
-    """
-
-    chemistry: Chemistry = "lifepo4"
-    cells: int = Field(4, ge=1, le=32, description="cells in series (4 = 12 V LiFePO4, 6 = 12 V lead-acid)")
-    capacity_ah: float = Field(94.0, gt=0, description="rated capacity at the 20-hour rate")
-    internal_resistance_ohm: float = Field(0.02, ge=0, le=1, description="bank + wiring, for sag correction")
-    peukert_exponent: float | None = Field(None, ge=1.0, le=1.6, description="default 1.05 LiFePO4, 1.25 lead-acid")
-    charge_efficiency: float | None = Field(None, gt=0.5, le=1.0, description="coulombic; default 0.98 / 0.90")
-    temperature_coeff_per_k: float = Field(0.005, ge=0, le=0.05, description="capacity loss per K below 25 C")
-    max_charge_a: float = Field(50.0, gt=0, description="charger / battery current limit")
-    absorption_v: float | None = Field(None, gt=0, description="charger absorption setpoint; default 14.2 / 14.4")
-    float_v: float | None = Field(None, gt=0, description="charger float setpoint; default 13.5")
-    charged_v: float | None = Field(None, gt=0, description="full when at least this ... default 13.9 / 13.2")
-    tail_current_pct: float = Field(4.0, gt=0, le=20, description="... and current below this % of capacity ...")
-    charged_dwell_s: float = Field(180.0, ge=0, description="... for this long")
-    rest_current_pct: float = Field(1.0, gt=0, le=5, description="|I| below this % of capacity counts as rest")
-    rest_min_s: float = Field(3 * 3600.0, ge=600, description="rest this long before trusting rest voltage")
-    voltage_filter_s: float = Field(30.0, gt=0, description="time constant of the voltage filter")
-    max_gap_s: float = Field(900.0, gt=0, description="longer gaps (sim s) between samples are not integrated")
-    learn_offset: bool = Field(True, description="learn the current sensor's offset from resync drift")
-    max_offset_a: float = Field(0.5, ge=0, description="bound on the learned offset")
-    float_current_is_offset: bool | None = Field(
-        None, description="learn the offset from the current while the charger floats a full bank; "
-                          "default True for LiFePO4 (no float current), False for lead-acid (real float current)")
-    thresholds: ThresholdsSection = ThresholdsSection()
-
-    def _default(self, key: str) -> float:
-        value = _CHEMISTRY_DEFAULTS[self.chemistry][key]
-        if key.endswith("_v"):
-            value = round(value * self.cells / _DEFAULT_CELLS[self.chemistry], 3)
-        return value
-
-    def value(self, key: str) -> float:
-        given = getattr(self, key)
-        return given if given is not None else self._default(key)
-
-    def resolved_thresholds(self) -> Thresholds:
-        return resolve_thresholds(self.thresholds, self.chemistry, self.cells)
-
-    @model_validator(mode="after")
-    def _check(self) -> BatterySection:
-        self.resolved_thresholds()  # raises naming the keys out of order
-        if not self.value("absorption_v") > self.value("float_v"):
-            raise ValueError("absorption_v must be above float_v")
-        if not self.value("charged_v") > self.resolved_thresholds().reserve_v:
-            raise ValueError("charged_v must be above thresholds.reserve_v")
-        return self
-
-    def plant_params(self) -> BatteryParams:
-        """The same bank as :mod:`node.power.plant` models it (simulated controller, planner)."""
-        return BatteryParams(
-            chemistry=self.chemistry, cells=self.cells, capacity_ah=self.capacity_ah,
-            internal_resistance_ohm=self.internal_resistance_ohm,
-            charge_efficiency=self.value("charge_efficiency"), peukert_exponent=self.value("peukert_exponent"),
-            max_charge_a=self.max_charge_a, temperature_coeff_per_k=self.temperature_coeff_per_k,
-            absorption_v=self.value("absorption_v"), float_v=self.value("float_v"),
-            acceptance_start_soc=_CHEMISTRY_DEFAULTS[self.chemistry]["acceptance_start_soc"])
 
 
 class SocEstimate(BaseModel):

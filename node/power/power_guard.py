@@ -58,7 +58,8 @@ from node.events import BatteryLevelChanged, TelemetryLink
 from node.jobs import Job, JobState, PauseReason, TransitionRefused
 from node.node import Component, Node
 from node.power.config import LowBatterySection
-from node.power.telemetry import duration_text
+from node.power.telemetry import Telemetry, duration_text
+from node.runner import JobRunner
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +122,10 @@ def decide_blind(lost_for_s: float | None, estimated_soc_pct: float | None, hold
 
 class PowerGuard(Component):
     name = "power_guard"
+    section = "low_battery"
 
-    def __init__(self, node: Node, config: LowBatterySection, runner: Any, telemetry: Any = None) -> None:
+    def __init__(self, node: Node, config: LowBatterySection, runner: JobRunner,
+                 telemetry: Telemetry | None = None) -> None:
         super().__init__(node, config)
         self.config: LowBatterySection = config
         self.runner = runner

@@ -37,11 +37,14 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ConfigDict
 
 from node.clock import Clock, ClockSpec
-from node.power.battery import BatterySection
-from node.plan.config import ArraySection
+from node.power.config import (
+    ArraySection,
+    BatterySection,
+    SimulatedControllerSection,
+    SiteSection,
+    cloud_clearness,
+)
 from node.power.plant import BatteryState, PlantStep, step_battery
-from node.power.config import SimulatedControllerSection, cloud_clearness
-from node.power.site import SiteSection
 from node.power.sources.vedirect import encode_block
 
 MAX_SUBSTEP_S = 60.0

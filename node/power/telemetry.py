@@ -21,7 +21,8 @@ Threads and tasks:
 - a **store task** commits the recorder's rows in one transaction every
   ``store.batch_commit_s`` real seconds (see :mod:`node.store.telemetry`).
 
-Wiring: ``node.add(Telemetry(node, config.telemetry, store=store))``.  It listens to
+Wiring: ``node.add(Telemetry(node, config.telemetry, battery=..., site=..., array=..., store=store))``
+(node/daemon.py).  It listens to
 ``temperatures`` to estimate the printer's draw (heater PWM and the printer profile)
 when no shunt measures it, and passes that draw to the simulated controller.
 
@@ -38,14 +39,23 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from node.events import BatteryLevelChanged, TelemetryLink, TelemetrySample, Temperatures
-from node.node import Component, Node
-from node.power.battery import BatterySection, SocEstimator
-from node.power.config import TelemetrySection
+from node.events import (
+    BatteryLevelChanged,
+    TelemetryLink,
+    TelemetrySample,
+    Temperatures,
+)
 from node.gcode.energy import printer_w_from_report
+from node.node import Component, Node
+from node.power.battery import SocEstimator
+from node.power.config import ArraySection, BatterySection, SiteSection, TelemetrySection
 from node.power.sources import Reading, Source, SourceError
+
+if TYPE_CHECKING:
+    from node.printer.profile import PrinterProfile
+    from node.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -105,13 +115,25 @@ def to_sample(reading: Reading, t_s: float, estimator: SocEstimator, battery: Ba
 
 
 class Telemetry(Component):
-    name = "telemetry"
+    """Reads ``[telemetry]``; the bank (``battery``), the plant the simulated controller models
+    (``site``, ``array``), the printer's profile (its draw from heater PWM), the node's own draw
+    (``base_load_w``), the room (``ambient_c``) and the store's batching come as arguments."""
 
-    def __init__(self, node: Node, config: TelemetrySection | None = None, *, store: Any = None,
+    name = "telemetry"
+    section = "telemetry"
+
+    def __init__(self, node: Node, config: TelemetrySection, *, battery: BatterySection, site: SiteSection,
+                 array: ArraySection, printer_profile: PrinterProfile | None = None, base_load_w: float = 0.0,
+                 ambient_c: float = 22.0, batch_commit_s: float = 5.0, store: Store | None = None,
                  source_factory: Callable[[], Source] | None = None) -> None:
-        super().__init__(node, config if config is not None else node.config.telemetry)
-        self.settings: TelemetrySection = self.config
-        self.battery: BatterySection = node.config.battery
+        super().__init__(node, config)
+        self.settings: TelemetrySection = config
+        self.battery = battery
+        self.site = site
+        self.array = array
+        self.base_load_w = base_load_w
+        self.ambient_c = ambient_c
+        self.batch_commit_s = batch_commit_s
         self.store = store
         self.estimator = SocEstimator(self.battery)
         self._source_factory = source_factory or self._default_factory
@@ -126,7 +148,7 @@ class Telemetry(Component):
         self._printer_w_estimate: float | None = None
         self._printer_w_measured: float | None = None
         self._printer_w_sent: float | None = None
-        self._profile: Any = None
+        self._profile = printer_profile
         self.last_sample: TelemetrySample | None = None
         self.level = "ok"
         self.connected = False
@@ -145,7 +167,7 @@ class Telemetry(Component):
     def _default_factory(self) -> Source:
         from node.power.sources.factory import make_source
 
-        return make_source(self.settings, self.battery, self.node.config.site, self.node.config.array,
+        return make_source(self.settings, self.battery, self.site, self.array,
                            self.node.clock.spec())
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -154,12 +176,8 @@ class Telemetry(Component):
         self._started_t_s = self.node.clock.time()
         self._started_mono = time.monotonic()
         self._queue = asyncio.Queue(maxsize=1000)
-        try:
-            from node.printer.profile import load_profile
-
-            self._profile = load_profile(self.node.config.printer.profile)
-        except Exception as exc:  # a bad profile must not stop power telemetry
-            log.warning("telemetry: no printer profile (%s): printer_w will not be estimated", exc)
+        if self._profile is None:
+            log.warning("telemetry: no printer profile: printer_w will not be estimated")
         self.node.register_event_handler("temperatures", self._on_temperatures)
         if self.store is not None and self.settings.store:
             from node.store.telemetry import TelemetryRecorder
@@ -363,7 +381,7 @@ class Telemetry(Component):
         """While lost: count the node's own draw out of the estimate (see SocEstimator.bridge)."""
         if self.last_good_t_s is None:
             return  # nothing measured this run: the restored estimate is as old as it is
-        draw_w = (self.printer_w or 0.0) + self.node.config.planner.base_load_w
+        draw_w = (self.printer_w or 0.0) + self.base_load_w
         self.estimator.bridge(self.node.clock.time(), draw_w)
 
     async def handle_reading(self, reading: Reading, stale: bool = False) -> TelemetrySample | None:
@@ -416,7 +434,7 @@ class Telemetry(Component):
             return
         self._printer_w_estimate = round(printer_w_from_report(
             profile, event.hotend_pwm, event.bed_pwm, event.hotend_target_c, event.bed_target_c,
-            event.hotend_c, self.node.config.analysis.ambient_c), 1)
+            event.hotend_c, self.ambient_c), 1)
 
     # --- the store ----------------------------------------------------------------------------
     async def _restore_soc(self) -> None:
@@ -428,7 +446,7 @@ class Telemetry(Component):
             log.warning("telemetry: SoC state not restored: %s", exc)
 
     async def _store_loop(self) -> None:
-        every_s = self.node.config.store.batch_commit_s
+        every_s = self.batch_commit_s
         saves = 0
         while True:
             await asyncio.sleep(every_s)

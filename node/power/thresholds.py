@@ -25,11 +25,12 @@ Defaults (common practice):
 from __future__ import annotations
 
 from itertools import pairwise
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
-from node.section import Section
+if TYPE_CHECKING:
+    from node.power.config import ThresholdsSection
 
 Level = Literal["ok", "below_reserve", "critical", "node_lvd"]
 
@@ -43,16 +44,6 @@ DEFAULTS: dict[str, dict[str, float]] = {
 DEFAULT_CELLS = {"lead_acid": 6, "lifepo4": 4}
 
 
-class ThresholdsSection(Section):
-    """``[battery.thresholds]``: any key left out takes the chemistry's default, scaled to the cell count."""
-
-    reserve_soc_pct: float | None = Field(None, ge=0, le=100, description="planner keeps at least this")
-    reserve_v: float | None = Field(None, gt=0, description="planner keeps the corrected voltage above this")
-    critical_soc_pct: float | None = Field(None, ge=0, le=100, description="pause and power the printer off")
-    critical_v: float | None = Field(None, gt=0)
-    node_lvd_v: float | None = Field(None, gt=0, description="the node shuts down cleanly below this")
-    node_reconnect_v: float | None = Field(None, gt=0, description="the node resumes above this")
-    controller_lvd_v: float | None = Field(None, gt=0, description="the charge controller's own load disconnect")
 
 
 class Thresholds(BaseModel):

@@ -10,9 +10,9 @@ import logging
 import os
 import select
 import time
+from termios import error as termios_error
 
 import serial
-from termios import error as termios_error
 
 log = logging.getLogger(__name__)
 

@@ -15,42 +15,15 @@ pure and build the G-code the printer worker sends.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
-from pydantic import Field
-
-from node.section import Section
-
-Heater = Literal["keep", "off"]
+from node.printer.config import PausePolicy
 
 PARK_LIFT_MM = 10.0
 RETRACT_MM = 2.0
 
 
-class PausePolicy(Section):
-    hotend: Heater = Field("keep", description="the hotend's target while paused: kept, or off")
-    bed: Heater = Field("keep", description="the bed's target while paused: kept (part stays stuck), or off")
-    hotend_off_after_s: float = Field(0.0, ge=0, description="a kept hotend goes off after this long paused "
-                                                             "(node seconds; 0 = never)")
-    suspend_after_s: float | None = Field(None, ge=0, description="cut the printer's power and suspend the "
-                                                                  "job after this long paused (0 = at once; "
-                                                                  "unset = never)")
 
 
-class PausePolicies(Section):
-    """One policy per pause reason (node.jobs.PauseReason)."""
-
-    user: PausePolicy = PausePolicy(hotend_off_after_s=1800.0)
-    runout: PausePolicy = PausePolicy(hotend_off_after_s=1800.0)
-    door: PausePolicy = PausePolicy(hotend_off_after_s=1800.0)
-    printer: PausePolicy = PausePolicy(hotend_off_after_s=1800.0)
-    energy: PausePolicy = PausePolicy(hotend="off")
-    low_battery: PausePolicy = PausePolicy(hotend="off", bed="off", suspend_after_s=0.0)
-    #: blind: the battery guard cannot see the battery; most losses are a USB glitch of seconds
-    telemetry_lost: PausePolicy = PausePolicy(hotend="off", suspend_after_s=1800.0)
-
-    def for_reason(self, reason: str) -> PausePolicy:
-        return getattr(self, str(reason))
 
 
 @dataclass(frozen=True)

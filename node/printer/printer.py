@@ -9,22 +9,27 @@ It never decides *when* to print: that is the job runner's job.
 from __future__ import annotations
 
 import asyncio
-import logging
-from pathlib import Path
-from typing import Any
-
 import json
+import logging
 import shlex
 import subprocess
 from dataclasses import asdict
+from pathlib import Path
+from typing import Any
 
-from node.config import PrinterSection
 from node.events import JobProgress, PrinterEmergency, PrinterState, Temperatures
 from node.node import Component, Node
+from node.printer.config import PrinterSection, SafetySection
 from node.printer.pausing import HeaterPlan
 from node.printer.protocol import TemperatureReport
-from node.printer.safety import SafetySection
-from node.printer.worker import Checkpoint, PrinterWorker, PrintOutcome, PrintRequest, StreamSettings
+from node.printer.virtualproc import VirtualPrinterProcess
+from node.printer.worker import (
+    Checkpoint,
+    PrinterWorker,
+    PrintOutcome,
+    PrintRequest,
+    StreamSettings,
+)
 from node.store import Store, transaction
 
 
@@ -70,12 +75,14 @@ class _LoopSink:
 
 class Printer(Component):
     name = "printer"
+    section = "printer"
 
     def __init__(self, node: Node, config: PrinterSection, store: Store,
-                 safety: SafetySection | None = None) -> None:
+                 safety: SafetySection | None = None, virtual: VirtualPrinterProcess | None = None) -> None:
         super().__init__(node, config)
         self.config: PrinterSection = config
         self.safety = safety or SafetySection()
+        self.virtual = virtual
         self.store = store
         self.worker: PrinterWorker | None = None
         self.state = "disconnected"
@@ -88,10 +95,9 @@ class Printer(Component):
     @property
     def port(self) -> str:
         if self.config.port == "virtual":
-            virtual = self.node.lookup("virtual_printer")
-            if virtual is None:
+            if self.virtual is None:
                 raise RuntimeError("printer.port is 'virtual' but no virtual printer is running")
-            return virtual.port  # type: ignore[attr-defined]
+            return self.virtual.port
         return self.config.port
 
     async def start(self) -> None:

@@ -17,31 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import Field
-
 from node.native import streamcore
-from node.section import Section
-
-
-class SafetySection(Section):
-    """``[safety]``: limits the host enforces whatever the firmware does."""
-
-    max_hotend_c: float = Field(275.0, gt=0, le=500, description="highest hotend temperature a job may set or reach")
-    max_bed_c: float = Field(110.0, gt=0, le=200, description="highest bed temperature a job may set or reach")
-    overshoot_c: float = Field(15.0, ge=0, le=100, description="reported temperature above max (or target) that trips")
-    heating_check_s: float = Field(60.0, gt=0, description="sim seconds at full power that must bring a rise")
-    heating_min_rise_c: float = Field(2.0, gt=0, description="rise expected within heating_check_s at full power")
-    full_power_fraction: float = Field(0.95, gt=0, le=1, description="PWM fraction counted as full power")
-    report_timeout_s: float = Field(15.0, gt=0, description="real seconds without a report while a heater is on")
-    confirmations: int = Field(2, ge=1, le=10,
-                               description="consecutive over-temperature reports needed (a garbled digit is not a fire)")
-    forbidden_commands: list[str] = Field(
-        default_factory=lambda: ["M997", "M500", "M501", "M502", "M504", "M928", "M30", "M112", "M999",
-                                 "M0", "M1", "M303"],
-        description="commands a job may never contain")
-    extra_forbidden_commands: list[str] = Field(default_factory=list, description="added to forbidden_commands")
-    allowed_commands: list[str] = Field(default_factory=list, description="exceptions removed from the forbidden list")
-    relay_off_command: str = Field("", description="shell command run after M112 to cut printer power ('' = none)")
+from node.printer.config import SafetySection
 
 
 @dataclass(frozen=True)

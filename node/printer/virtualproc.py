@@ -8,35 +8,36 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from pathlib import Path
 
-from node.config import NodeConfig
+from node.child import python_module_command
 from node.node import Component, Node
+from node.printer.config import VirtualPrinterSection
 
 log = logging.getLogger(__name__)
 
 
 class VirtualPrinterProcess(Component):
     name = "virtual_printer"
+    section = "printer.virtual"
 
-    def __init__(self, node: Node, config: NodeConfig) -> None:
-        super().__init__(node, config.printer.virtual)
-        self.full_config = config
-        self.port_file = config.state_dir / "virtual-printer.port"
+    def __init__(self, node: Node, config: VirtualPrinterSection, *, profile: str, port_file: Path) -> None:
+        super().__init__(node, config)
+        self.config: VirtualPrinterSection = config
+        self.profile = profile
+        self.port_file = port_file
         self.process: asyncio.subprocess.Process | None = None
         self.port = ""
 
     async def start(self) -> None:
         self.port_file.unlink(missing_ok=True)
-        printer = self.full_config.printer
-        args = [sys.executable, "-m", "node", "virtual-printer",
-                "--profile", printer.profile,
+        args = [*python_module_command("node"), "virtual-printer",
+                "--profile", self.profile,
                 "--clock", self.node.clock.spec().model_dump_json(),
-                "--ambient-c", str(printer.virtual.ambient_c),
+                "--ambient-c", str(self.config.ambient_c),
                 "--port-file", str(self.port_file), "--exit-with-parent"]
-        if printer.virtual.planner_depth:
-            args += ["--planner-depth", str(printer.virtual.planner_depth)]
+        if self.config.planner_depth:
+            args += ["--planner-depth", str(self.config.planner_depth)]
         self.process = await asyncio.create_subprocess_exec(*args, stdin=asyncio.subprocess.DEVNULL)
         for _ in range(200):
             if self.port_file.exists() and self.port_file.read_text().strip():

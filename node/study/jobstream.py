@@ -24,8 +24,8 @@ import math
 import random
 from dataclasses import dataclass
 
-from node.study.jobstream_data import DERIVED_JOBS
 from node.printer.profile import PrinterProfile
+from node.study.jobstream_data import DERIVED_JOBS
 
 
 @dataclass(frozen=True)

@@ -55,13 +55,28 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from node.plan.energymodel import EnergyModel, EnergyThresholds, LoadModel, PlantSim, pause_hold_w, printer_standby_w
-from node.plan.forecast import CLOUD_TABLE_PCT, BiasTracker, quantile_factors
-from node.study.jobstream import JobStream, SimJob
 from node.plan.config import ForecastSection, PlannerSection
-from node.plan.schedule import Plan, PlanInputs, PlanJob, RunningPrint, plan, profile_to_steps, would_cross_reserve
+from node.plan.energymodel import (
+    EnergyModel,
+    EnergyThresholds,
+    LoadModel,
+    PlantSim,
+    pause_hold_w,
+    printer_standby_w,
+)
+from node.plan.forecast import CLOUD_TABLE_PCT, BiasTracker, quantile_factors
+from node.plan.schedule import (
+    Plan,
+    PlanInputs,
+    PlanJob,
+    RunningPrint,
+    plan,
+    profile_to_steps,
+    would_cross_reserve,
+)
 from node.power.plant import BatteryParams
 from node.printer.profile import PrinterProfile, load_profile
+from node.study.jobstream import JobStream, SimJob
 
 Policy = Literal["planner", "greedy", "threshold", "oracle"]
 POLICIES: tuple[Policy, ...] = ("planner", "greedy", "threshold", "oracle")
@@ -94,7 +109,7 @@ class WeatherYear:
     @classmethod
     def load(cls, path: str, array: dict | None = None) -> WeatherYear:
         from node.plan.forecast import compute_weather_year, run_in_worker
-        from node.plan.config import ArraySection
+        from node.power.config import ArraySection
 
         raw = run_in_worker(compute_weather_year, path, array or ArraySection().model_dump(), timeout_s=600)
         offset_h = raw["site"]["utc_offset_h"]

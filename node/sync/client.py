@@ -15,7 +15,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
 from pydantic import BaseModel, ValidationError
@@ -25,16 +25,15 @@ from node.events import (
     CloudForecast,
     ConfigChangeRequested,
     HubTimeObserved,
-    JobPauseRequested,
     JobProgress,
-    JobResumeRequested,
     JobStateChanged,
     PlanSummary,
-    PlateCleared,
     PrinterState,
+    SyncLink,
     TelemetrySample,
 )
-from node.jobs import ACTIVE_STATES, FINAL_STATES, JobState, Jobs, TransitionRefused
+from node.jobcontrol import JobControl, JobVerb, StateOnlyJobControl, run_job_command
+from node.jobs import ACTIVE_STATES, FINAL_STATES, Jobs, JobState, TransitionRefused
 from node.node import Component, Node
 from node.store import Store, transaction
 from node.sync import protocol as p
@@ -46,6 +45,9 @@ from node.sync.outbox import Outbox, TelemetryBatcher, insert_report
 from node.sync.signing import Rejected, load_public
 from node.sync.transfer import Transfers
 
+if TYPE_CHECKING:
+    from node.printer.profile import PrinterProfile
+
 log = logging.getLogger(__name__)
 
 OUTBOX_WINDOW = 100  # outbox messages published and not yet acked, at most
@@ -55,14 +57,9 @@ PROGRESS_REPORT_S = 60.0  # real seconds between durable progress reports of one
 TRANSITIONS_MARK = "sync.transitions_reported"  # meta key: last job_transitions.id put in the outbox
 
 
-def capabilities_from_config(node: Node, materials: list[str]) -> p.PrinterCapabilities | None:
-    """What the node's printer profile offers (None if the profile cannot be loaded)."""
-    try:
-        from node.printer.profile import load_profile
-
-        prof = load_profile(node.config.printer.profile)
-    except Exception as exc:  # a broken profile must not keep sync down
-        log.warning("sync: printer profile unavailable for capabilities: %s", exc)
+def printer_capabilities(prof: PrinterProfile | None, materials: list[str]) -> p.PrinterCapabilities | None:
+    """What the node's printer profile offers (None without a profile)."""
+    if prof is None:
         return None
     return p.PrinterCapabilities(profile=prof.name, build_volume_mm=(prof.bed_x_mm, prof.bed_y_mm, prof.max_z_mm),
                                  nozzle_mm=prof.nozzle_mm, materials=materials,
@@ -73,15 +70,21 @@ class Sync(Component):
     """Node ⇄ hub over MQTT: outbox out, signed jobs/commands and file chunks in."""
 
     name = "sync"
+    section = "sync"
 
-    def __init__(self, node: Node, config: SyncSection, store: Store, jobs: Jobs,
-                 files_dir: Path | None = None) -> None:
+    def __init__(self, node: Node, config: SyncSection, store: Store, jobs: Jobs, *, files_dir: Path,
+                 job_control: JobControl | None = None, printer_profile: PrinterProfile | None = None,
+                 max_file_bytes: int = 512 * 1024 * 1024) -> None:
         super().__init__(node, config)
         self.config: SyncSection = config
         self.store = store
         self.jobs = jobs
-        self.node_id = node.config.node.id
-        self.files_dir = files_dir or node.config.state_dir / "files"
+        #: the runner in the daemon; a node without one (tools, tests) moves states and sends events
+        self.job_control: JobControl = job_control or StateOnlyJobControl(node, jobs)
+        self.printer_profile = printer_profile
+        self.max_file_bytes = max_file_bytes
+        self.node_id = node.id
+        self.files_dir = files_dir
         self.outbox = Outbox(store, int(config.telemetry_budget_mb * 1024 * 1024))
         self.inbox = Inbox(store, self.node_id, config.hub_public_keys)
         self.transfers = Transfers(store, self.files_dir, config.chunk_bytes, config.chunk_window,
@@ -113,7 +116,7 @@ class Sync(Component):
     # --- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self.capabilities = capabilities_from_config(self.node, self.config.materials)
+        self.capabilities = printer_capabilities(self.printer_profile, self.config.materials)
         await self._recover_transfers()
         await self._report_transitions()  # catch up on transitions committed just before a kill
         active = await self.jobs.list(ACTIVE_STATES, limit=1)
@@ -125,7 +128,7 @@ class Sync(Component):
         if not self.config.online:
             log.info("sync: no broker configured; offline, keeping the outbox")
             return
-        self._show_offline(True)  # until the first connect
+        await self._show_offline(True)  # until the first connect
         await self._open_client("5" if self.config.protocol in ("auto", "5") else "3.1.1")
         self._tasks.append(asyncio.ensure_future(self._run()))
         self._tasks.append(asyncio.ensure_future(self._tick()))
@@ -223,7 +226,7 @@ class Sync(Component):
                     await self._on_connected(data)
                 elif kind == "disconnected":
                     self.connected.clear()
-                    self._show_offline(True)
+                    await self._show_offline(True)
                     self._sent.clear()
                     log.info("sync: disconnected (%s)", data)
                 elif kind == "connect_failed":
@@ -243,16 +246,14 @@ class Sync(Component):
                 await asyncio.to_thread(old.loop_stop)
             await self._open_client("3.1.1")
 
-    def _show_offline(self, offline: bool) -> None:
-        """Tell the status LED, if the node has one (node/hw/led.py)."""
-        led = self.node.lookup("status_led")
-        if led is not None and hasattr(led, "set_sync_offline"):
-            led.set_sync_offline(offline)
+    async def _show_offline(self, offline: bool) -> None:
+        """Tell whoever shows it (the status LED, node/hw/led.py) that the hub is (un)reachable."""
+        await self.node.send_event("sync_link", SyncLink(t_s=self.node.clock.time(), online=not offline))
 
     async def _on_connected(self, session_present: bool) -> None:
         self.connects += 1
         self.connected.set()
-        self._show_offline(False)
+        await self._show_offline(False)
         self._sent.clear()
         log.info("sync: connected to %s:%s (session present: %s)", self.config.broker_host,
                  self.config.broker_port, session_present)
@@ -365,9 +366,6 @@ class Sync(Component):
             self.store.set_meta(conn, "sync.hub_time_at_node_s", repr(now_s))
 
         await self.store.run(_save)
-        timesync = self.node.lookup("timesync")
-        if timesync is not None and hasattr(timesync, "record_hub_time"):
-            timesync.record_hub_time(hub_time_s)  # the field issue's clock trust (node/field/timesync.py)
         await self.node.send_event("hub_time_observed", HubTimeObserved(hub_time_s=hub_time_s, node_t_s=now_s))
 
     async def _report_rejection(self, rejected: Rejected, what: str) -> None:
@@ -427,7 +425,7 @@ class Sync(Component):
                                      job_id=manifest.job_id, reason="manifest from hub")
         await self.inbox.record(manifest.job_id, "job", manifest.seq, "accepted", now_s)
         unmet = manifest.requirements.unmet_by(self.capabilities) if self.capabilities else []
-        if manifest.file_bytes > self.node.config.jobs.max_file_mb * 1024 * 1024:
+        if manifest.file_bytes > self.max_file_bytes:
             unmet.append(f"file of {manifest.file_bytes} bytes exceeds jobs.max_file_mb")
         if unmet:
             await self.jobs.transition(job.id, JobState.REJECTED, "requirements: " + "; ".join(unmet),
@@ -500,59 +498,28 @@ class Sync(Component):
     async def _execute(self, args: Any) -> tuple[bool, str]:
         """Turn a verified command into a call or an event; return (ok, detail).
 
-        With a job runner in the node (the daemon), cancel / pause / resume / plate cleared go through
-        its narrow methods, which also stop or hold the printer; without one (tests, tools), cancel is a
-        plain ``Jobs.transition`` and the rest become events (``node/events.py``).
+        Cancel, pause, resume and plate cleared go through :mod:`node.jobcontrol`, the same dispatch
+        as the CLI's; the hub names jobs by their exact id.
         """
         now_s = self.node.clock.time()
-        runner = self.node.lookup("runner")
-        if isinstance(args, p.CancelArgs):
-            for _ in range(3):  # cancel wins: retry if the job moved meanwhile
-                job = await self.jobs.get(args.job_id)
-                if job is None:
-                    return False, f"no job {args.job_id}"
-                if job.state in FINAL_STATES:
-                    return False, f"job is already {job.state.value}"
-                try:
-                    if runner is not None and hasattr(runner, "cancel"):
-                        moved = await runner.cancel(job.id, "cancelled by hub")
-                    else:
-                        moved = await self.jobs.transition(job.id, JobState.CANCELLED, "cancelled by hub",
-                                                           expected_version=job.version)
-                except TransitionRefused:
-                    continue
-                except TimeoutError as exc:
-                    return False, str(exc)
-                if self.transfers.row(job.id) is not None:
-                    await self.transfers.drop(job.id)
-                return True, f"cancelled at version {moved.version}"
-            return False, "job kept changing; cancel not applied"
-        if isinstance(args, (p.PauseArgs, p.ResumeArgs)):
-            job = await self.jobs.get(args.job_id)
-            if job is None:
+        if isinstance(args, (p.CancelArgs, p.PauseArgs, p.ResumeArgs)):
+            verb: JobVerb = "cancel" if isinstance(args, p.CancelArgs) else (
+                "pause" if isinstance(args, p.PauseArgs) else "resume")
+            before = await self.jobs.get(args.job_id)
+            if before is None:
                 return False, f"no job {args.job_id}"
-            if job.version != args.expected_version:
-                return False, f"job is at version {job.version}, not {args.expected_version}"
-            pausing = isinstance(args, p.PauseArgs)
-            method = getattr(runner, "pause" if pausing else "resume", None) if runner is not None else None
-            if method is not None:
-                try:
-                    moved = await method(job.id)
-                except (TransitionRefused, KeyError) as exc:
-                    return False, str(exc)
-                return True, f"{args.kind}d at version {moved.version}"
-            if pausing:
-                await self.node.send_event("job_pause_requested", JobPauseRequested(
-                    job_id=job.id, source="hub", expected_version=args.expected_version))
-            else:
-                await self.node.send_event("job_resume_requested", JobResumeRequested(
-                    job_id=job.id, source="hub", expected_version=args.expected_version))
-            return True, f"{args.kind} requested"
+            try:
+                moved = await run_job_command(self.job_control, self.jobs, verb, before.id, source="hub",
+                                              expected_version=getattr(args, "expected_version", None))
+            except (TransitionRefused, KeyError, TimeoutError) as exc:
+                return False, str(exc).strip("'\"")
+            if verb == "cancel" and self.transfers.row(moved.id) is not None:
+                await self.transfers.drop(moved.id)
+            if moved.version == before.version:  # no runner here: the command went out as an event
+                return True, f"{verb} requested"
+            return True, f"{args.kind}{'led' if verb == 'cancel' else 'd'} at version {moved.version}"
         if isinstance(args, p.PlateClearedArgs):
-            if runner is not None and hasattr(runner, "set_plate_clear"):
-                await runner.set_plate_clear(True, source="hub")
-            else:
-                await self.node.send_event("plate_cleared", PlateCleared(t_s=now_s, source="hub"))
+            await self.job_control.set_plate_clear(True, source="hub")
             return True, "plate cleared"
         if isinstance(args, p.CloudForecastArgs):
             await self.node.send_event("cloud_forecast", CloudForecast(

@@ -16,10 +16,9 @@ from pathlib import Path
 import pytest
 
 from node.clock import ManualClock
-from node.config import NodeConfig
 from node.control import ControlError
 from node.jobs import Jobs, JobState
-from node.node import Node
+from node.node import NodeSection, Node
 from node.store import Store
 from node.store.db import integrity_check as integrity
 from node.store.db import read_from_outside as read_store
@@ -176,7 +175,7 @@ def test_clock_jumps_forward_and_back_keep_job_history_in_order(tmp_path: Path) 
 async def _clock_jumps(tmp_path: Path) -> None:
     clock = ManualClock(start_s=1_800_000_000)
     store = Store(tmp_path / "s.sqlite3").open()
-    node = Node(NodeConfig(), clock)
+    node = Node(NodeSection(), clock)
     jobs = node.add(Jobs(node, store))
     await node.start()
     try:

@@ -10,13 +10,20 @@ from pathlib import Path
 import pytest
 
 from node.clock import ManualClock
-from node.config import NodeConfig
 from node.field.config import StorageSection
+from node.field.journal import (
+    JOB_ID,
+    RateLimitFilter,
+    component_of,
+    encode_field,
+    job_context,
+    job_id_of,
+    journal_fields,
+)
+from node.field.storage import StorageCare, process_write_bytes
 from node.jobs import Jobs
-from node.field.journal import JOB_ID, RateLimitFilter, component_of, encode_field, job_context, job_id_of, journal_fields
-from node.node import Node
+from node.node import NodeSection, Node
 from node.store import Store, StoreFull
-from node.field.storage import StoreCare, process_write_bytes
 
 
 def record(msg: str, *args: object, name: str = "node.printer.worker", level: int = logging.INFO,
@@ -62,8 +69,8 @@ def test_rate_limit_per_call_site_and_summary() -> None:
 def test_checkpoint_truncates_the_wal_and_the_cap_refuses_writes(tmp_path: Path) -> None:
     async def scenario() -> None:
         store = Store(tmp_path / "s.sqlite3").open()
-        node = Node(NodeConfig(), ManualClock())
-        care = node.add(StoreCare(node, StorageSection(journal_size_limit_mb=0.0, max_db_mb=0.2,
+        node = Node(NodeSection(), ManualClock())
+        care = node.add(StorageCare(node, StorageSection(journal_size_limit_mb=0.0, max_db_mb=0.2,
                                                        wal_autocheckpoint_pages=0), store))
         jobs = node.add(Jobs(node, store))
         await node.start()

@@ -11,12 +11,16 @@ import pvlib
 import pytest
 
 from node.clock import ManualClock
-from node.config import NodeConfig
-from node.field.config import TimeSection
 from node.events import TelemetrySample
-from node.node import Node
-from node.field.timesync import (TimeSync, estimate_clock_offset_s, gpsd_time_s, rtc_set_clock_at_boot,
-                           solar_noon_utc_s)
+from node.field.config import TimeSection
+from node.field.timesync import (
+    TimeSync,
+    estimate_clock_offset_s,
+    gpsd_time_s,
+    rtc_set_clock_at_boot,
+    solar_noon_utc_s,
+)
+from node.node import NodeSection, Node
 
 BERLIN = (52.52, 13.40)
 QUITO = (-0.18, -78.47)
@@ -99,7 +103,7 @@ def test_gpsd_time_from_a_tpv_report() -> None:
 
 def _component(**time_config) -> tuple[TimeSync, Node, list]:
     clock = ManualClock(start_s=time.time())
-    node = Node(NodeConfig(), clock)
+    node = Node(NodeSection(), clock)
     sync = node.add(TimeSync(node, TimeSection(**{"ntp": False, "rtc": False, **time_config}), simulated_clock=False))
     events: list = []
     node.register_event_handler("clock_sync", events.append)
@@ -134,7 +138,7 @@ def test_hub_time_expires() -> None:
 
 
 def test_simulated_clock_needs_no_source_and_requirement_can_be_forced() -> None:
-    node = Node(NodeConfig(), ManualClock())
+    node = Node(NodeSection(), ManualClock())
     assert TimeSync(node, TimeSection(), simulated_clock=True).required is False
     forced = TimeSync(node, TimeSection(require_sync=True, ntp=False, rtc=False), simulated_clock=True)
     assert forced.required is True

@@ -7,7 +7,6 @@ import json
 import pytest
 
 from node.commands import analyze
-
 from tests.gcode.conftest import square_layers
 
 REQUIRED = {"estimated_seconds", "motion_seconds", "heatup_seconds", "slicer_estimated_seconds", "layers",

@@ -6,7 +6,6 @@ import math
 import pytest
 
 from node.gcode.analysis import analyze_file
-
 from tests.gcode.conftest import square_layers
 
 MIN_PLANNER_SPEED = 0.05

@@ -6,20 +6,18 @@ import asyncio
 import pytest
 
 from node.clock import ManualClock
-from node.config import NodeConfig
-from node.gcode.service import AnalysisService
 from node.gcode.config import AnalysisSection
+from node.gcode.service import AnalysisService
 from node.jobs import Jobs, JobState, PauseReason
-from node.node import Node
+from node.node import NodeSection, Node
 from node.store.db import Store
-
 from tests.gcode.conftest import square_layers
 
 
 def test_completed_job_is_recorded_with_its_printing_time(tmp_path, write, ender3):
     async def scenario() -> tuple[list, dict]:
         clock = ManualClock()
-        node = Node(NodeConfig(), clock)
+        node = Node(NodeSection(), clock)
         store = Store(tmp_path / "node.db").open()
         try:
             jobs = node.add(Jobs(node, store))

@@ -18,15 +18,20 @@ import pytest
 from node.clock import Clock
 from node.config import NodeConfig
 from node.events import PrinterState
-from node.field.config import GpioSection, InputPin, OutputPin
+from node.hw.config import GpioSection, InputPin, OutputPin
 from node.hw.gpio import Gpio, GpioError, RpiGpio, SimulatedGpio
 from node.hw.inputs import Debouncer, GpioInputs
 from node.hw.led import PATTERNS, LedInputs, StatusLed, choose_pattern
-from node.hw.relay import PowerInputs, PrinterPower, idle_off_reason, is_fatal_printer_error
+from node.hw.relay import (
+    PowerInputs,
+    PrinterPower,
+    idle_off_reason,
+    is_fatal_printer_error,
+)
 from node.jobs import Jobs, JobState
 from node.node import Node
 from node.printer.printer import Printer
-from node.runner import JobRunner
+from node.daemon import make_runner
 from node.store import Store
 from tests.conftest import moves_gcode
 
@@ -172,11 +177,10 @@ async def _node_scenario(tmp_path: Path) -> None:
     printer_hw = PluggablePrinter(link, active_low=True)
     backend.on_output(17, printer_hw.on_relay)
     store = Store(tmp_path / "state" / "printnode.sqlite3").open()
-    node = Node(config, Clock(100.0))
+    node = Node(config.node, Clock(100.0))
     jobs = node.add(Jobs(node, store))
     printer = node.add(Printer(node, config.printer, store))
-    runner = node.add(JobRunner(node, config, store, jobs, printer, files_dir=tmp_path / "state" / "files",
-                                recheck_s=0.5))
+    runner = node.add(make_runner(node, config, store, jobs, printer, recheck_s=0.5))
     gpio = node.add(Gpio(node, config.gpio, backend))
     inputs = node.add(GpioInputs(node, config.gpio, gpio, runner))
     power = node.add(PrinterPower(node, config.gpio, gpio, runner, printer))  # the last start gate
@@ -244,10 +248,10 @@ def test_relay_gate_accepts_a_printer_whose_port_never_went_away(virtual_port, t
             "jobs": {"queue_sample_when_empty": False},
             "gpio": {"relay": {"pin": 5}, "relay_idle_off_s": 3600}})
         store = Store(tmp_path / "state" / "printnode.sqlite3").open()
-        node = Node(config, Clock(100.0))
+        node = Node(config.node, Clock(100.0))
         jobs = node.add(Jobs(node, store))
         printer = node.add(Printer(node, config.printer, store))
-        runner = node.add(JobRunner(node, config, store, jobs, printer, files_dir=tmp_path / "files", recheck_s=0.5))
+        runner = node.add(make_runner(node, config, store, jobs, printer, recheck_s=0.5))
         gpio = node.add(Gpio(node, config.gpio, SimulatedGpio()))
         power = node.add(PrinterPower(node, config.gpio, gpio, runner, printer))
         await node.start()

@@ -17,7 +17,7 @@ from node.jobs import Jobs, JobState
 from node.node import Node
 from node.power.power_guard import PowerGuard
 from node.printer.printer import Printer, load_checkpoint
-from node.runner import JobRunner
+from node.daemon import make_runner
 from node.store import Store
 from tests.hw.test_gpio import PluggablePrinter, _state_is, wait_until
 from tests.printer.helpers import write_job
@@ -46,11 +46,10 @@ async def _scenario(tmp_path: Path) -> None:
     printer_hw = PluggablePrinter(link, active_low=True, command_log=executed)
     backend.on_output(17, printer_hw.on_relay)
     store = Store(tmp_path / "state" / "printnode.sqlite3").open()
-    node = Node(config, Clock(100.0))
+    node = Node(config.node, Clock(100.0))
     jobs = node.add(Jobs(node, store))
     printer = node.add(Printer(node, config.printer, store))
-    runner = node.add(JobRunner(node, config, store, jobs, printer, files_dir=tmp_path / "state" / "files",
-                                recheck_s=0.5))
+    runner = node.add(make_runner(node, config, store, jobs, printer, recheck_s=0.5))
     node.add(PowerGuard(node, config.low_battery, runner))
     gpio = node.add(Gpio(node, config.gpio, backend))
     power = node.add(PrinterPower(node, config.gpio, gpio, runner, printer))  # the last start gate

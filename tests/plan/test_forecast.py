@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
+from node.plan.config import ForecastSection
 from node.plan.forecast import (
     BiasTracker,
     CloudCoverForecast,
@@ -18,8 +19,7 @@ from node.plan.forecast import (
     load_cloud_forecast,
     pessimistic_pv_w,
 )
-from node.plan.config import ArraySection, ForecastSection
-from node.power.site import SiteSection
+from node.power.config import ArraySection, SiteSection
 
 TUCSON = SiteSection()
 NOON_JUNE_S = datetime(2025, 6, 21, 19, 0, tzinfo=UTC).timestamp()  # ~solar noon in Tucson
@@ -149,7 +149,7 @@ from node.events import TelemetrySample
 
 async def main():
     config = load_config(None)
-    node = Node(config, ManualClock(1750500000.0))
+    node = Node(config.node, ManualClock(1750500000.0))
     store = Store(Path(tempfile.mkdtemp()) / "node.db").open()
     jobs = node.add(Jobs(node, store))
     planner = node.add(Planner(node, config.planner, site=config.site, array=config.array,

@@ -8,14 +8,19 @@ import pytest
 
 from node.clock import ManualClock
 from node.config import NodeConfig
-from node.events import (EnergyPauseRequested, EnergyResumeAllowed, JobProgress, PlanSummary,
-                         TelemetrySample)
+from node.events import (
+    EnergyPauseRequested,
+    EnergyResumeAllowed,
+    JobProgress,
+    PlanSummary,
+    TelemetrySample,
+)
 from node.jobs import Jobs, JobState, PauseReason
 from node.node import Node
 from node.plan.planner import Planner
-from node.study.year import DEFAULT_BATTERY
 from node.printer.profile import load_profile
 from node.store import Store
+from node.study.year import DEFAULT_BATTERY
 
 NIGHT_S = 1750500000.0  # 2025-06-21 03:00 in Tucson: no sun
 PROFILE = [[60.0 * m, 250.0 if m < 5 else 130.0] for m in range(120)]  # 2 h, ~270 Wh
@@ -57,7 +62,7 @@ class FakeStreamer:
 @pytest.fixture
 def world(tmp_path: Path):
     config = NodeConfig()
-    node = Node(config, ManualClock(NIGHT_S))
+    node = Node(config.node, ManualClock(NIGHT_S))
     store = Store(tmp_path / "node.db").open()
     jobs = node.add(Jobs(node, store))
     planner = node.add(Planner(node, config.planner, site=config.site, array=config.array,

@@ -6,7 +6,8 @@ from itertools import pairwise
 import pytest
 from pydantic import ValidationError
 
-from node.power.battery import BatterySection, SocEstimator
+from node.power.battery import SocEstimator
+from node.power.config import BatterySection
 from node.power.plant import open_circuit_v
 from node.power.thresholds import ThresholdMonitor
 from tests.power.week_sim import DAY_S, simulate_week

@@ -7,10 +7,14 @@ from zoneinfo import ZoneInfo
 import pytest
 from pydantic import ValidationError
 
-from node.plan.config import ArraySection
-from node.power.config import CloudSpell, SimulatedControllerSection, cloud_clearness
+from node.power.config import (
+    ArraySection,
+    CloudSpell,
+    SimulatedControllerSection,
+    SiteSection,
+    cloud_clearness,
+)
 from node.power.simcontroller import PvModel
-from node.power.site import SiteSection
 
 
 def test_spells_cover_their_window_and_wrap_midnight() -> None:

@@ -16,12 +16,14 @@ import pytest
 
 from node.clock import Clock, ManualClock
 from node.config import load_config
+from node.daemon import make_telemetry
 from node.events import TelemetrySample, Temperatures
 from node.node import Node
-from node.power.battery import BatterySection, SocEstimator
+from node.power.battery import SocEstimator
+from node.power.config import BatterySection
 from node.power.sources import Reading
 from node.power.sources.vedirect import encode_block
-from node.power.telemetry import ReadingRejected, Telemetry, to_sample
+from node.power.telemetry import ReadingRejected, to_sample
 from node.printer.profile import load_profile
 from node.store import Store
 from node.store.telemetry import TelemetryRecorder, history, write_batch
@@ -49,7 +51,7 @@ def test_daemon_side_never_imports_pvlib_pandas_scipy(tmp_path: Path) -> None:
         from node.clock import Clock
         from node.config import load_config
         from node.node import Node
-        from node.power.telemetry import Telemetry
+        from node.daemon import make_telemetry
         from node.store import Store
         from node.store.telemetry import history
 
@@ -57,8 +59,8 @@ def test_daemon_side_never_imports_pvlib_pandas_scipy(tmp_path: Path) -> None:
             config = load_config(None, ['node.state_dir="{tmp_path}"', "clock.time_scale=60",
                                         "store.batch_commit_s=0.2"], use_overrides=False)
             store = Store(config.state_dir / "db.sqlite3").open()
-            node = Node(config, Clock(60))
-            telemetry = node.add(Telemetry(node, config.telemetry, store=store))
+            node = Node(config.node, Clock(60))
+            telemetry = node.add(make_telemetry(node, config, store))
             samples = []
             node.register_event_handler("telemetry_sample", samples.append)
             await node.start()
@@ -123,8 +125,8 @@ def vedirect_node(tmp_path: Path, pty_pair):
         "telemetry.stale_after_s=0.3", "telemetry.read_timeout_s=0.1", "telemetry.retry_initial_s=0.05",
         "telemetry.retry_max_s=0.2", "store.batch_commit_s=0.1"], use_overrides=False)
     store = Store(tmp_path / "db.sqlite3").open()
-    node = Node(config, ManualClock(1_750_000_000.0))
-    telemetry = node.add(Telemetry(node, config.telemetry, store=store))
+    node = Node(config.node, ManualClock(1_750_000_000.0))
+    telemetry = node.add(make_telemetry(node, config, store))
     yield node, telemetry, store, pty_pair
     store.close()
 
@@ -157,7 +159,7 @@ async def _stale_rejected_retry_and_printer_estimate(vedirect_node, caplog) -> N
         await wait_for(lambda: len([s for s in samples if not s.stale]) >= 2)
         assert telemetry.counts["rejected"] == 2
         assert "battery_v 48.00 V is impossible" in caplog.text
-        profile = load_profile(node.config.printer.profile)
+        profile = load_profile("ender3")  # the default profile
         assert samples[-1].printer_w == pytest.approx(profile.electrical_w(0.4, 0.5), abs=0.1)
 
         # the device fell silent: the last values go on, flagged stale
@@ -257,8 +259,8 @@ def test_printer_shunt_measures_printer_w(tmp_path: Path, pty_pair) -> None:
         "telemetry.read_timeout_s=0.1",
         'telemetry.printer_shunt={chip="ina219", shunt_ohm=0.01, max_current_a=20.0, backend="simulated"}'],
         use_overrides=False)
-    node = Node(config, ManualClock(1_750_000_000.0))
-    telemetry = node.add(Telemetry(node, config.telemetry))
+    node = Node(config.node, ManualClock(1_750_000_000.0))
+    telemetry = node.add(make_telemetry(node, config, None))
     samples: list[TelemetrySample] = []
     node.register_event_handler("telemetry_sample", samples.append)
 

@@ -11,7 +11,8 @@ import math
 import random
 from dataclasses import dataclass, field
 
-from node.power.battery import BatterySection, SocEstimator
+from node.power.battery import SocEstimator
+from node.power.config import BatterySection
 from node.power.plant import BatteryState, step_battery
 
 DAY_S = 86400.0

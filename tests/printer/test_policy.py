@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from node.printer.safety import PolicyViolation, SafetySection, check_file
+from node.printer.config import SafetySection
+from node.printer.safety import PolicyViolation, check_file
 
 
 @pytest.mark.parametrize("line, reason", [

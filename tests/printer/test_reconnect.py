@@ -6,9 +6,9 @@ import threading
 from pathlib import Path
 
 from node.clock import Clock
+from node.printer.profile import load_profile
 from node.printer.virtual import Faults, VirtualPrinter, serve_pty
 from node.printer.worker import PrinterWorker, PrintRequest
-from node.printer.profile import load_profile
 from tests.conftest import wait_for
 from tests.printer.helpers import FAST, RecordingSink, write_job
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from node.printer.safety import SafetySection, ThermalWatchdog
+from node.printer.config import SafetySection
+from node.printer.safety import ThermalWatchdog
 from node.printer.virtual import Faults
 from node.printer.worker import PrinterFault
 from tests.conftest import wait_for

@@ -15,7 +15,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +28,7 @@ from node.hub.certs import issue_cert, make_ca, write_pair
 from node.hub.server import Hub
 from node.jobs import Jobs
 from node.node import Node
+from node.printer.profile import load_profile
 from node.store import Store
 from node.sync.client import Sync
 from node.sync.mqtt import BrokerSettings
@@ -222,10 +223,11 @@ class RunningNode:
 
 async def start_node(config: NodeConfig, clock: Clock | None = None) -> RunningNode:
     store = await asyncio.to_thread(lambda: Store(config.state_dir / "node.sqlite").open())
-    node = Node(config, clock or Clock())
+    node = Node(config.node, clock or Clock())
     jobs = Jobs(node, store)
     node.add(jobs)
-    sync = Sync(node, config.sync, store, jobs)
+    sync = Sync(node, config.sync, store, jobs, files_dir=config.state_dir / "files",
+                printer_profile=load_profile(config.printer.profile))
     node.add(sync)
     await node.start()
     return RunningNode(node, store, jobs, sync)
@@ -261,7 +263,7 @@ def gcode_file(path: Path, size_bytes: int, seed: int = 1) -> Path:
 
 def plan_event(t_s: float, next_start_s: float | None, planned: int = 1, waiting: int = 0, soc_pct: float = 70.0):  # noqa: ANN201
     """A planner ``plan_updated`` summary with ``planned`` prints, the first at ``next_start_s``."""
-    from node.events import PlanSummary, PlannedJobSummary, WaitingJobSummary
+    from node.events import PlannedJobSummary, PlanSummary, WaitingJobSummary
 
     jobs = [PlannedJobSummary(job_id=f"p{i}", name="x", start_s=(next_start_s or t_s) + 3600 * i,
                               end_s=(next_start_s or t_s) + 3600 * i + 1800, energy_wh=50.0, min_soc_pct=40.0,

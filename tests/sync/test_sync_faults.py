@@ -6,7 +6,6 @@ exactly once (job events keyed by job and version; telemetry by sample time; mes
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import signal
 import sqlite3
@@ -15,11 +14,18 @@ import sys
 import time
 from pathlib import Path
 
-from sync_harness import gcode_file, ledger_rows, make_hub, node_config, running_node, wait_for
+from sync_harness import (
+    gcode_file,
+    ledger_rows,
+    make_hub,
+    node_config,
+    running_node,
+    wait_for,
+)
 
 from node.events import TelemetrySample
-from node.jobs import JobState
 from node.hub.server import submit_job
+from node.jobs import JobState
 
 
 def test_broker_killed_and_restarted_during_transfer_and_telemetry_loses_and_duplicates_nothing(mosquitto,

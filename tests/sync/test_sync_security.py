@@ -6,8 +6,14 @@ import threading
 import time
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
-from sync_harness import gcode_file, ledger_rows, make_hub, node_config, running_node, wait_for
+from sync_harness import (
+    gcode_file,
+    ledger_rows,
+    make_hub,
+    node_config,
+    running_node,
+    wait_for,
+)
 
 from node.hub.server import submit_job
 from node.jobs import JobState

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 from node.clock import ClockSpec
-from node.power.battery import BatterySection
-from node.power.config import TelemetrySection
-from node.plan.config import ArraySection
-from node.power.site import SiteSection
+from node.power.config import (
+    ArraySection,
+    BatterySection,
+    SiteSection,
+    TelemetrySection,
+)
 from node.power.sources import Source
 
 

@@ -10,15 +10,17 @@ import logging
 import os
 import select
 import subprocess
-import sys
 import time
 from typing import IO
 
+from node.child import python_module_command
 from node.clock import ClockSpec
-from node.power.battery import BatterySection
-from node.power.config import SimulatedControllerSection
-from node.plan.config import ArraySection
-from node.power.site import SiteSection
+from node.power.config import (
+    ArraySection,
+    BatterySection,
+    SimulatedControllerSection,
+    SiteSection,
+)
 from node.power.sources import Reading, SourceError
 from node.power.sources.vedirect import VEDirectSource
 
@@ -43,7 +45,7 @@ class SimulatedSource:
     def open(self) -> None:
         self.close()
         process = subprocess.Popen(
-            [sys.executable, "-m", "node.power.simcontroller"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            python_module_command("node.power.simcontroller"), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=None, close_fds=True)
         self._process = process
         assert process.stdin is not None and process.stdout is not None
