@@ -21,12 +21,12 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, ValidationError
 
 from node import __version__
 from node.events import ConfigChangeRequested
 from node.jobcontrol import run_job_command
-from node.jobs import ACTIVE_STATES, RUNNABLE_STATES, Job, Jobs, TransitionRefused
+from node.jobs import ACTIVE_STATES, RUNNABLE_STATES, Job, Jobs, Transition, TransitionRefused
 from node.node import Component, Node
 from node.section import ConfigError, Section
 from node.runner import JobRunner
@@ -97,9 +97,44 @@ Request = Annotated[
 REQUEST_ADAPTER: TypeAdapter[Request] = TypeAdapter(Request)
 
 
+class StatusReport(BaseModel):
+    """``status``: the node, its pending jobs, and each component's own summary under its name."""
+
+    node_id: str
+    version: str
+    sim_time: str
+    time_scale: float
+    jobs: list[Job]
+    components: dict[str, dict[str, Any]]  # each component's status(), JSON-able by contract
+
+
+class JobHistory(BaseModel):
+    """``job_show``: a job and every transition it went through."""
+
+    job: Job
+    history: list[Transition]
+
+
+class PlateClearedReply(BaseModel):
+    plate_clear: bool
+
+
+class SettingSaved(BaseModel):
+    """``config_set``: where the setting went; it applies at the next start."""
+
+    saved: str
+    file: str
+    restart_required: bool = True
+
+
+#: what a request answers (the plan is the planner's own JSON snapshot)
+ReplyResult = Job | list[Job] | JobHistory | StatusReport | PlateClearedReply | SettingSaved | dict[str, Any]
+RESULT_ADAPTER: TypeAdapter[ReplyResult] = TypeAdapter(ReplyResult)
+
+
 class Reply(BaseModel):
     ok: bool
-    result: Any = None
+    result: JsonValue = None
     error: str | None = None
 
 
@@ -109,10 +144,6 @@ SettingSaver = Callable[[str], Path]
 
 class ControlError(RuntimeError):
     """The daemon refused the request (the message says why)."""
-
-
-def _job_view(job: Job) -> dict[str, Any]:
-    return job.model_dump(mode="json")
 
 
 class ControlServer(Component):
@@ -170,7 +201,8 @@ class ControlServer(Component):
             line = await reader.readline()
             try:
                 request = REQUEST_ADAPTER.validate_json(line)
-                reply = Reply(ok=True, result=await self._dispatch(request, reader))
+                result = await self._dispatch(request, reader)
+                reply = Reply(ok=True, result=RESULT_ADAPTER.dump_python(result, mode="json"))
             except ValidationError as exc:
                 problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'request'}: {e['msg']}" for e in exc.errors())
                 reply = Reply(ok=False, error=f"malformed request: {problems}")
@@ -188,22 +220,21 @@ class ControlServer(Component):
         finally:
             writer.close()
 
-    async def _dispatch(self, request: Request, reader: asyncio.StreamReader) -> Any:
+    async def _dispatch(self, request: Request, reader: asyncio.StreamReader) -> ReplyResult:
         runner = self.runner
         if isinstance(request, StatusRequest):
             return await self.status_report()
         if isinstance(request, QueueAddRequest):
-            return _job_view(await self._receive_file(request, reader))
+            return await self._receive_file(request, reader)
         if isinstance(request, QueueListRequest):
             states = None if request.all else RUNNABLE_STATES | ACTIVE_STATES
-            return [_job_view(j) for j in await self.jobs.list(states)]
+            return await self.jobs.list(states)
         if isinstance(request, JobShowRequest):
             job = await self.jobs.find(request.job)
-            history = await self.jobs.history(job.id)
-            return {"job": _job_view(job), "history": [t.model_dump(mode="json") for t in history]}
+            return JobHistory(job=job, history=await self.jobs.history(job.id))
         if isinstance(request, PlateClearedRequest):
             await runner.set_plate_clear(True, source="cli")
-            return {"plate_clear": True}
+            return PlateClearedReply(plate_clear=True)
         if isinstance(request, PlanRequest):
             snapshot = self.plan_snapshot()
             if snapshot is None:
@@ -214,12 +245,12 @@ class ControlServer(Component):
                 saved_in = self.save_setting(request.assignment)
             except ConfigError as exc:
                 raise ControlError("; ".join(exc.problems)) from None
-            return {"saved": request.assignment, "file": str(saved_in), "restart_required": True}
+            return SettingSaved(saved=request.assignment, file=str(saved_in))
         if isinstance(request, JobCommandRequest):
             job_ref = request.job or runner.current_job_id
             if job_ref is None:
                 raise ControlError(f"no job given and nothing is printing to {request.cmd}")
-            return _job_view(await run_job_command(runner, self.jobs, request.cmd, job_ref, source="user"))
+            return await run_job_command(runner, self.jobs, request.cmd, job_ref, source="user")
         raise ControlError(f"unhandled request {request!r}")
 
     async def _receive_file(self, request: QueueAddRequest, reader: asyncio.StreamReader) -> Job:
@@ -247,16 +278,11 @@ class ControlServer(Component):
         return await self.runner.queue_file(request.name, final, sha, request.size_bytes,
                                                priority=request.priority, source="cli")
 
-    async def status_report(self) -> dict[str, Any]:
-        pending = await self.jobs.list(RUNNABLE_STATES | ACTIVE_STATES)
-        return {
-            "node_id": self.node.id,
-            "version": __version__,
-            "sim_time": self.node.clock.now().isoformat(),
-            "time_scale": self.node.clock.time_scale,
-            "jobs": [_job_view(j) for j in pending],
-            "components": {c.name: c.status() for c in self.node.components},
-        }
+    async def status_report(self) -> StatusReport:
+        return StatusReport(node_id=self.node.id, version=__version__, sim_time=self.node.clock.now().isoformat(),
+                            time_scale=self.node.clock.time_scale,
+                            jobs=await self.jobs.list(RUNNABLE_STATES | ACTIVE_STATES),
+                            components={c.name: c.status() for c in self.node.components})
 
 
 def _socket_alive(path: Path) -> bool:
@@ -277,7 +303,7 @@ class ControlClient:
         self.socket_path = socket_path
         self.timeout_s = timeout_s
 
-    def request(self, payload: dict[str, Any], body_path: Path | None = None) -> Any:
+    def request(self, payload: dict[str, Any], body_path: Path | None = None) -> JsonValue:
         REQUEST_ADAPTER.validate_python(payload)  # refuse a malformed request before sending it
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout_s)

@@ -1,8 +1,9 @@
-"""The base of every config section, in a module of its own.
+"""The base of every config section, and the error a config that cannot be used raises.
 
-``node.config`` assembles ``NodeConfig`` from sections that live beside their
-components (``node.power.battery``, ``node.gcode.config``, …); those modules
-import ``Section`` from here, so nothing imports ``node.config`` back.
+``node.config`` assembles ``NodeConfig`` from sections that live beside their owners (each
+feature package's ``config.py``; ``[node]``, ``[clock]``, ``[jobs]``, ``[control]`` in the
+owner's module); they import ``Section`` from here, so only the outer doors import
+``node.config`` (tests/test_layers.py keeps it so).
 """
 from pydantic import BaseModel, ConfigDict
 

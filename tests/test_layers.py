@@ -245,11 +245,23 @@ def test_every_section_lives_in_its_packages_config_or_beside_its_owner() -> Non
 DOC_FILES = [ROOT / "README.md", ROOT / "ARCHITECTURE.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
+def _current_text(doc: Path) -> str:
+    """The doc without the old paths of ARCHITECTURE.md's "Where things moved" table (its left column)."""
+    lines, in_map = [], False
+    for line in doc.read_text().splitlines():
+        if line.startswith("#"):
+            in_map = line.startswith("### Where things moved")
+        if in_map and line.startswith("|"):
+            line = line.rstrip("|").rsplit("|", 1)[-1]
+        lines.append(line)
+    return "\n".join(lines)
+
+
 def test_every_node_path_the_docs_name_exists() -> None:
     """``node/...`` paths and ``node.x.y`` module names in README, ARCHITECTURE and docs/."""
     missing = []
     for doc in DOC_FILES:
-        text = doc.read_text()
+        text = _current_text(doc)
         for match in re.finditer(r"(?<![\w./-])(node/[\w./-]*\w)", text):
             path = match.group(1)
             if not (ROOT / path).exists() and not (ROOT / (path + ".py")).exists():

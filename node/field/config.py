@@ -1,8 +1,7 @@
-"""Config sections of the field components: watchdog, GPIO, time, storage (SD-card care).
+"""Config sections of the Pi's operations: ``[watchdog]``, ``[time]``, ``[storage]`` (SD-card care).
 
-Kept in one small module that imports nothing but pydantic and
-:mod:`node.section`, so ``node/config.py`` imports it without a cycle.  Every
-key is documented in ``config/node.example.toml``.
+pydantic only, so loading a config costs nothing more.  Every key is documented in
+``config/node.example.toml``; ``[gpio]`` is in :mod:`node.hw.config`.
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Config sections of the energy planner: ``[array]``, ``[forecast]``, ``[planner]``.
+"""Config sections of the energy planner: ``[forecast]``, ``[planner]`` (the PV array, ``[array]``,
+is the plant's: :mod:`node.power.config`).
 
 Light on purpose (pydantic only): ``node.config`` imports this module, and the
 daemon must not pull numpy, let alone pvlib, in through its config.

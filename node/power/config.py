@@ -1,8 +1,12 @@
-"""Config sections of the power side: ``[telemetry]`` (which source, how often, what is plausible)
-and ``[low_battery]`` (what the node does when the battery runs low: :mod:`node.power.power_guard`).
+"""Config sections of the plant: ``[telemetry]`` (which source, how often, what is plausible),
+``[low_battery]`` (what the node does when the battery runs low: :mod:`node.power.power_guard`),
+``[battery]`` with ``[battery.thresholds]`` (the bank, the charger's setpoints, the SoC estimator's
+settings: :mod:`node.power.battery`, :mod:`node.power.thresholds`), ``[site]`` (where the node
+stands) and ``[array]`` (the PV array).
 
-pvlib-free (the daemon imports it).  The battery bank is ``[battery]`` (:mod:`node.power.battery`),
-the site ``[site]`` (:mod:`node.power.site`).
+pvlib-free (the daemon imports it).  ``[site]``'s default is Tucson, Arizona — a sunny desert site
+without daylight saving, so ``make run`` shows the sun doing something; the site can move (an RV):
+every forecast request carries the site it is for.
 """
 from __future__ import annotations
 
