@@ -26,13 +26,7 @@ from node.gcode.config import AnalysisSection
 from node.hw.config import GpioSection
 from node.node import NodeSection
 from node.plan.config import ForecastSection, PlannerSection
-from node.power.config import (
-    ArraySection,
-    BatterySection,
-    LowBatterySection,
-    SiteSection,
-    TelemetrySection,
-)
+from node.power.config import ArraySection, BatterySection, LowBatterySection, SiteSection, TelemetrySection
 from node.printer.config import PrinterSection, SafetySection
 from node.runner import JobsSection
 from node.section import ConfigError, Section

@@ -17,8 +17,8 @@ import json
 import logging
 import os
 import socket
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, ValidationError
@@ -28,8 +28,8 @@ from node.events import ConfigChangeRequested
 from node.jobcontrol import run_job_command
 from node.jobs import ACTIVE_STATES, RUNNABLE_STATES, Job, Jobs, Transition, TransitionRefused
 from node.node import Component, Node
-from node.section import ConfigError, Section
 from node.runner import JobRunner
+from node.section import ConfigError, Section
 from node.store import StoreFull
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,8 @@ MAX_REQUEST_LINE = 64 * 1024
 
 
 class ControlSection(Section):
+    """``[control]``: where the control socket lives and who may use it."""
+
     socket: str = Field("control.sock", description="path, relative to state_dir unless absolute")
     mode: int = Field(0o660, ge=0, le=0o777, description="socket permissions: the node's user and group")
 

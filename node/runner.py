@@ -22,22 +22,8 @@ from typing import Any
 
 from pydantic import Field
 
-from node.events import (
-    EnergyPauseRequested,
-    EnergyResumeAllowed,
-    JobProgress,
-    PlateCleared,
-    PrinterState,
-)
-from node.jobs import (
-    ACTIVE_STATES,
-    RUNNABLE_STATES,
-    Job,
-    Jobs,
-    JobState,
-    PauseReason,
-    TransitionRefused,
-)
+from node.events import EnergyPauseRequested, EnergyResumeAllowed, JobProgress, PlateCleared, PrinterState
+from node.jobs import ACTIVE_STATES, RUNNABLE_STATES, Job, Jobs, JobState, PauseReason, TransitionRefused
 from node.node import Component, Node, wait_until_set
 from node.printer.config import PrinterSection, SafetySection
 from node.printer.pausing import HeaterPlan
@@ -63,6 +49,8 @@ JobChooser = Callable[[], str | None]
 
 
 class JobsSection(Section):
+    """``[jobs]``: the queue — sample parts, the plate gate's automatic confirmation, file size."""
+
     queue_sample_when_empty: bool = Field(True, description="queue the built-in sample jobs at start if nothing is pending")
     sample_jobs: int = Field(1, ge=1, le=20, description="how many (parts of growing size: a day's work for make run)")
     auto_plate_clear: bool | None = Field(None, description="confirm the plate clear by itself; default: only with the virtual printer")

@@ -62,8 +62,8 @@ def test_clock_start_local_hh_mm_is_today_at_the_site() -> None:
     from datetime import datetime
     from zoneinfo import ZoneInfo
 
-    from node.config import load_config
     from node.clock import clock_start_s
+    from node.config import load_config
 
     config = load_config(sets=["clock.start='05:00'", "site.timezone='America/Phoenix'"], use_overrides=False)
     now_s = datetime(2026, 6, 21, 20, 0, tzinfo=ZoneInfo("UTC")).timestamp()  # 13:00 in Phoenix

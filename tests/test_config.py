@@ -4,14 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from node.config import (
-    OVERRIDES_FILE,
-    ConfigError,
-    NodeConfig,
-    load_config,
-    parse_set,
-    write_override,
-)
+from node.config import OVERRIDES_FILE, ConfigError, NodeConfig, load_config, parse_set, write_override
 
 
 def write(tmp_path: Path, text: str) -> Path:

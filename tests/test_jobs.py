@@ -4,16 +4,8 @@ from pathlib import Path
 import pytest
 
 from node.clock import ManualClock
-from node.jobs import (
-    FINAL_STATES,
-    TRANSITIONS,
-    Jobs,
-    JobState,
-    PauseReason,
-    TransitionRefused,
-    check_transition,
-)
-from node.node import NodeSection, Node
+from node.jobs import FINAL_STATES, TRANSITIONS, Jobs, JobState, PauseReason, TransitionRefused, check_transition
+from node.node import Node, NodeSection
 from node.store import Store
 
 ALL_PAIRS = [(a, b) for a in JobState for b in JobState]

@@ -4,7 +4,7 @@ import pytest
 
 from node.clock import ManualClock
 from node.events import EVENT_CATALOGUE, PlateCleared, QueueChanged
-from node.node import NodeSection, Component, Node
+from node.node import Component, Node, NodeSection
 
 
 class Recorder(Component):

@@ -10,13 +10,13 @@ from pathlib import Path
 
 from node.clock import Clock
 from node.config import NodeConfig
+from node.daemon import make_runner
 from node.events import EnergyPauseRequested, EnergyResumeAllowed
 from node.jobs import Jobs, JobState
 from node.node import Node
 from node.printer.printer import Printer
 from node.printer.profile import load_profile
 from node.printer.virtual import VirtualPrinter, serve_pty
-from node.daemon import make_runner
 from node.runner import GateDecision
 from node.store import Store
 from tests.hw.test_gpio import _state_is, wait_until

@@ -60,12 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from node.printer.link import LinkClosed
     from node.printer.printer import stream_settings
     from node.printer.safety import PolicyViolation, check_file
-    from node.printer.worker import (
-        FirmwareReset,
-        PrinterFault,
-        PrinterWorker,
-        PrintRequest,
-    )
+    from node.printer.worker import FirmwareReset, PrinterFault, PrinterWorker, PrintRequest
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     config = config_from_args(args)

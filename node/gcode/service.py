@@ -7,13 +7,7 @@ import sqlite3
 from pathlib import Path
 
 from node.events import JobAnalysed, JobStateChanged, QueueChanged
-from node.gcode.analysis import (
-    ANALYSIS_VERSION,
-    Analysis,
-    GcodeError,
-    analyze_cached,
-    profile_key,
-)
+from node.gcode.analysis import ANALYSIS_VERSION, Analysis, GcodeError, analyze_cached, profile_key
 from node.gcode.config import AnalysisSection
 from node.gcode.correction import record_print
 from node.jobs import RUNNABLE_STATES, Job, Jobs

@@ -30,13 +30,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from node.power.plant import (
-    BatteryParams,
-    BatteryState,
-    PlantStep,
-    open_circuit_v,
-    step_battery,
-)
+from node.power.plant import BatteryParams, BatteryState, PlantStep, open_circuit_v, step_battery
 from node.printer.profile import PrinterProfile
 
 

@@ -44,10 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from node.power.config import BatterySection
 from node.power.plant import open_circuit_v, soc_from_rest_v
-from node.power.thresholds import (
-    Level,
-    ThresholdMonitor,
-)
+from node.power.thresholds import Level, ThresholdMonitor
 
 #: controller states in which the charger, not the battery, sets the voltage
 _CHARGER_HOLDING = ("absorption", "float", "storage", "equalize")

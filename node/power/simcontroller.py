@@ -37,13 +37,7 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ConfigDict
 
 from node.clock import Clock, ClockSpec
-from node.power.config import (
-    ArraySection,
-    BatterySection,
-    SimulatedControllerSection,
-    SiteSection,
-    cloud_clearness,
-)
+from node.power.config import ArraySection, BatterySection, SimulatedControllerSection, SiteSection, cloud_clearness
 from node.power.plant import BatteryState, PlantStep, step_battery
 from node.power.sources.vedirect import encode_block
 

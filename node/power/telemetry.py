@@ -41,12 +41,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from node.events import (
-    BatteryLevelChanged,
-    TelemetryLink,
-    TelemetrySample,
-    Temperatures,
-)
+from node.events import BatteryLevelChanged, TelemetryLink, TelemetrySample, Temperatures
 from node.gcode.energy import printer_w_from_report
 from node.node import Component, Node
 from node.power.battery import SocEstimator

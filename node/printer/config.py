@@ -17,6 +17,8 @@ Heater = Literal["keep", "off"]
 
 
 class PausePolicy(Section):
+    """``[printer.pause.<reason>]``: the heaters while paused for that reason, and when to suspend."""
+
     hotend: Heater = Field("keep", description="the hotend's target while paused: kept, or off")
     bed: Heater = Field("keep", description="the bed's target while paused: kept (part stays stuck), or off")
     hotend_off_after_s: float = Field(0.0, ge=0, description="a kept hotend goes off after this long paused "
@@ -72,6 +74,8 @@ class VirtualPrinterSection(Section):
 
 
 class PrinterSection(Section):
+    """``[printer]``: the port, the link's window and timeouts, checkpoints and resume."""
+
     port: str = Field("virtual", description="'virtual', 'auto' (first /dev/serial/by-id), or a device path")
     baud: int = Field(115200, gt=0)
     profile: str = Field("ender3", description="built-in profile name or path to a profile TOML")

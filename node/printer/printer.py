@@ -23,13 +23,7 @@ from node.printer.config import PrinterSection, SafetySection
 from node.printer.pausing import HeaterPlan
 from node.printer.protocol import TemperatureReport
 from node.printer.virtualproc import VirtualPrinterProcess
-from node.printer.worker import (
-    Checkpoint,
-    PrinterWorker,
-    PrintOutcome,
-    PrintRequest,
-    StreamSettings,
-)
+from node.printer.worker import Checkpoint, PrinterWorker, PrintOutcome, PrintRequest, StreamSettings
 from node.store import Store, transaction
 
 

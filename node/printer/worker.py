@@ -37,14 +37,7 @@ from node.native import streamcore
 from node.printer.config import SafetySection
 from node.printer.layers import LayerMarks
 from node.printer.link import LinkClosed, SerialLink
-from node.printer.pausing import (
-    RETRACT_MM,
-    HeaterPlan,
-    Targets,
-    park_script,
-    reheat_script,
-    suspend_script,
-)
+from node.printer.pausing import RETRACT_MM, HeaterPlan, Targets, park_script, reheat_script, suspend_script
 from node.printer.protocol import TemperatureReport
 from node.printer.resume import ModalState, state_at
 from node.printer.safety import ThermalViolation, ThermalWatchdog

@@ -7,4 +7,6 @@ from node.section import Section
 
 
 class StoreSection(Section):
+    """``[store]``: write batching of the SQLite store."""
+
     batch_commit_s: float = Field(5.0, gt=0, description="real seconds high-rate rows wait before one commit")

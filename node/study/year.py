@@ -56,24 +56,9 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from node.plan.config import ForecastSection, PlannerSection
-from node.plan.energymodel import (
-    EnergyModel,
-    EnergyThresholds,
-    LoadModel,
-    PlantSim,
-    pause_hold_w,
-    printer_standby_w,
-)
+from node.plan.energymodel import EnergyModel, EnergyThresholds, LoadModel, PlantSim, pause_hold_w, printer_standby_w
 from node.plan.forecast import CLOUD_TABLE_PCT, BiasTracker, quantile_factors
-from node.plan.schedule import (
-    Plan,
-    PlanInputs,
-    PlanJob,
-    RunningPrint,
-    plan,
-    profile_to_steps,
-    would_cross_reserve,
-)
+from node.plan.schedule import Plan, PlanInputs, PlanJob, RunningPrint, plan, profile_to_steps, would_cross_reserve
 from node.power.plant import BatteryParams
 from node.printer.profile import PrinterProfile, load_profile
 from node.study.jobstream import JobStream, SimJob

@@ -18,7 +18,7 @@ import pytest
 from node.clock import ManualClock
 from node.control import ControlError
 from node.jobs import Jobs, JobState
-from node.node import NodeSection, Node
+from node.node import Node, NodeSection
 from node.store import Store
 from node.store.db import integrity_check as integrity
 from node.store.db import read_from_outside as read_store

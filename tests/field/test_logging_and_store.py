@@ -22,7 +22,7 @@ from node.field.journal import (
 )
 from node.field.storage import StorageCare, process_write_bytes
 from node.jobs import Jobs
-from node.node import NodeSection, Node
+from node.node import Node, NodeSection
 from node.store import Store, StoreFull
 
 

@@ -13,14 +13,8 @@ import pytest
 from node.clock import ManualClock
 from node.events import TelemetrySample
 from node.field.config import TimeSection
-from node.field.timesync import (
-    TimeSync,
-    estimate_clock_offset_s,
-    gpsd_time_s,
-    rtc_set_clock_at_boot,
-    solar_noon_utc_s,
-)
-from node.node import NodeSection, Node
+from node.field.timesync import TimeSync, estimate_clock_offset_s, gpsd_time_s, rtc_set_clock_at_boot, solar_noon_utc_s
+from node.node import Node, NodeSection
 
 BERLIN = (52.52, 13.40)
 QUITO = (-0.18, -78.47)

@@ -9,13 +9,7 @@ import pytest
 
 from node.gcode import analysis
 from node.gcode.analysis import analyze_cached
-from node.gcode.correction import (
-    F_MAX,
-    F_MIN,
-    correction_factor,
-    load_correction,
-    record_print,
-)
+from node.gcode.correction import F_MAX, F_MIN, correction_factor, load_correction, record_print
 from node.printer.profile import load_profile
 from node.store.db import Store, transaction
 from tests.gcode.conftest import square_layers

@@ -6,13 +6,7 @@ import random
 import pytest
 
 from node.gcode.analysis import analyze_file
-from node.gcode.energy import (
-    PowerSample,
-    calibrate,
-    marlin_pwm_fraction,
-    printer_w_from_pwm,
-    standby_wall_w,
-)
+from node.gcode.energy import PowerSample, calibrate, marlin_pwm_fraction, printer_w_from_pwm, standby_wall_w
 from tests.gcode.conftest import square_layers
 
 

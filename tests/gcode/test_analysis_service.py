@@ -9,7 +9,7 @@ from node.clock import ManualClock
 from node.gcode.config import AnalysisSection
 from node.gcode.service import AnalysisService
 from node.jobs import Jobs, JobState, PauseReason
-from node.node import NodeSection, Node
+from node.node import Node, NodeSection
 from node.store.db import Store
 from tests.gcode.conftest import square_layers
 

@@ -17,21 +17,16 @@ import pytest
 
 from node.clock import Clock
 from node.config import NodeConfig
+from node.daemon import make_runner
 from node.events import PrinterState
 from node.hw.config import GpioSection, InputPin, OutputPin
 from node.hw.gpio import Gpio, GpioError, RpiGpio, SimulatedGpio
 from node.hw.inputs import Debouncer, GpioInputs
 from node.hw.led import PATTERNS, LedInputs, StatusLed, choose_pattern
-from node.hw.relay import (
-    PowerInputs,
-    PrinterPower,
-    idle_off_reason,
-    is_fatal_printer_error,
-)
+from node.hw.relay import PowerInputs, PrinterPower, idle_off_reason, is_fatal_printer_error
 from node.jobs import Jobs, JobState
 from node.node import Node
 from node.printer.printer import Printer
-from node.daemon import make_runner
 from node.store import Store
 from tests.conftest import moves_gcode
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from node.clock import Clock
 from node.config import NodeConfig
+from node.daemon import make_runner
 from node.events import BatteryLevelChanged
 from node.hw.gpio import Gpio, SimulatedGpio
 from node.hw.relay import PrinterPower
@@ -17,7 +18,6 @@ from node.jobs import Jobs, JobState
 from node.node import Node
 from node.power.power_guard import PowerGuard
 from node.printer.printer import Printer, load_checkpoint
-from node.daemon import make_runner
 from node.store import Store
 from tests.hw.test_gpio import PluggablePrinter, _state_is, wait_until
 from tests.printer.helpers import write_job

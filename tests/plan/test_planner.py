@@ -8,13 +8,7 @@ import pytest
 
 from node.clock import ManualClock
 from node.config import NodeConfig
-from node.events import (
-    EnergyPauseRequested,
-    EnergyResumeAllowed,
-    JobProgress,
-    PlanSummary,
-    TelemetrySample,
-)
+from node.events import EnergyPauseRequested, EnergyResumeAllowed, JobProgress, PlanSummary, TelemetrySample
 from node.jobs import Jobs, JobState, PauseReason
 from node.node import Node
 from node.plan.planner import Planner

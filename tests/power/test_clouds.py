@@ -7,13 +7,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from pydantic import ValidationError
 
-from node.power.config import (
-    ArraySection,
-    CloudSpell,
-    SimulatedControllerSection,
-    SiteSection,
-    cloud_clearness,
-)
+from node.power.config import ArraySection, CloudSpell, SimulatedControllerSection, SiteSection, cloud_clearness
 from node.power.simcontroller import PvModel
 
 

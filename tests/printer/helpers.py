@@ -11,13 +11,7 @@ from node.clock import Clock
 from node.printer.profile import load_profile
 from node.printer.protocol import TemperatureReport
 from node.printer.virtual import Faults, VirtualPrinter, serve_pty
-from node.printer.worker import (
-    Checkpoint,
-    PrinterWorker,
-    PrintOutcome,
-    PrintRequest,
-    StreamSettings,
-)
+from node.printer.worker import Checkpoint, PrinterWorker, PrintOutcome, PrintRequest, StreamSettings
 
 
 def write_job(path: Path, moves: int, header: str = "G28\nG90\nM82\nG92 E0\n") -> list[bytes]:

@@ -6,13 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from node.printer.virtual import Faults
-from tests.printer.helpers import (
-    FAST,
-    job_lines,
-    print_once,
-    virtual_printer,
-    write_job,
-)
+from tests.printer.helpers import FAST, job_lines, print_once, virtual_printer, write_job
 
 
 def moves(job: list[bytes]) -> list[bytes]:

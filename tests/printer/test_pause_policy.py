@@ -12,13 +12,7 @@ from node.printer.pausing import HeaterPlan
 from node.printer.resume import resume_script, state_at
 from node.printer.worker import PrinterWorker, PrintOutcome, PrintRequest
 from tests.conftest import wait_for
-from tests.printer.helpers import (
-    FAST,
-    RecordingSink,
-    job_lines,
-    virtual_printer,
-    write_job,
-)
+from tests.printer.helpers import FAST, RecordingSink, job_lines, virtual_printer, write_job
 
 HEADER = "G28\nG90\nM82\nM140 S60\nM104 S200\nM190 S60\nM109 S200\nG92 E0\n"
 

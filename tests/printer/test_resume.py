@@ -10,13 +10,7 @@ from node.printer.resume import resume_script, state_at
 from node.printer.virtual import Faults
 from node.printer.worker import FirmwareReset, PrinterWorker, PrintRequest
 from tests.conftest import wait_for
-from tests.printer.helpers import (
-    FAST,
-    RecordingSink,
-    job_lines,
-    virtual_printer,
-    write_job,
-)
+from tests.printer.helpers import FAST, RecordingSink, job_lines, virtual_printer, write_job
 
 REWIND = 24
 

@@ -8,13 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node.native import streamcore
-from node.printer.resume import (
-    LAYER_MARKERS,
-    ModalState,
-    apply,
-    state_at,
-    state_at_reference,
-)
+from node.printer.resume import LAYER_MARKERS, ModalState, apply, state_at, state_at_reference
 
 NUMBERS = st.one_of(
     st.floats(-500, 500, allow_nan=False).map(lambda v: f"{v:.{abs(hash(v)) % 6}f}"),

@@ -7,13 +7,7 @@ from pathlib import Path
 import pytest
 
 from node.printer.virtual import Faults
-from tests.printer.helpers import (
-    FAST,
-    job_lines,
-    print_once,
-    virtual_printer,
-    write_job,
-)
+from tests.printer.helpers import FAST, job_lines, print_once, virtual_printer, write_job
 
 CASES = {
     "clean window": (Faults(), {}, {}),

@@ -9,13 +9,7 @@ from pathlib import Path
 import pvlib
 import pytest
 
-from node.study.year import (
-    POLICIES,
-    ForecastArchive,
-    SimSettings,
-    Simulation,
-    WeatherYear,
-)
+from node.study.year import POLICIES, ForecastArchive, SimSettings, Simulation, WeatherYear
 
 DATA = Path(pvlib.__file__).parent / "data"
 TMY_FILES = ["723170TYA.CSV", "703165TY.csv", "12839.tm2"]

@@ -14,14 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from sync_harness import (
-    gcode_file,
-    ledger_rows,
-    make_hub,
-    node_config,
-    running_node,
-    wait_for,
-)
+from sync_harness import gcode_file, ledger_rows, make_hub, node_config, running_node, wait_for
 
 from node.events import TelemetrySample
 from node.hub.server import submit_job

@@ -8,14 +8,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from sync_harness import (
-    gcode_file,
-    ledger_rows,
-    make_hub,
-    node_config,
-    running_node,
-    wait_for,
-)
+from sync_harness import gcode_file, ledger_rows, make_hub, node_config, running_node, wait_for
 
 from node.commands import hub as hub_cli
 from node.hub.dispatcher import Candidate, choose_node

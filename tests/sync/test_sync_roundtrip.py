@@ -9,16 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sync_harness import (
-    gcode_file,
-    ledger_rows,
-    make_hub,
-    node_config,
-    plan_event,
-    running_node,
-    start_node,
-    wait_for,
-)
+from sync_harness import gcode_file, ledger_rows, make_hub, node_config, plan_event, running_node, start_node, wait_for
 
 from node.hub.server import cancel_job, submit_job
 from node.jobs import JobState

@@ -6,14 +6,7 @@ import threading
 import time
 from pathlib import Path
 
-from sync_harness import (
-    gcode_file,
-    ledger_rows,
-    make_hub,
-    node_config,
-    running_node,
-    wait_for,
-)
+from sync_harness import gcode_file, ledger_rows, make_hub, node_config, running_node, wait_for
 
 from node.hub.server import submit_job
 from node.jobs import JobState

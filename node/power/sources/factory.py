@@ -2,12 +2,7 @@
 from __future__ import annotations
 
 from node.clock import ClockSpec
-from node.power.config import (
-    ArraySection,
-    BatterySection,
-    SiteSection,
-    TelemetrySection,
-)
+from node.power.config import ArraySection, BatterySection, SiteSection, TelemetrySection
 from node.power.sources import Source
 
 

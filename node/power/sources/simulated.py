@@ -15,12 +15,7 @@ from typing import IO
 
 from node.child import python_module_command
 from node.clock import ClockSpec
-from node.power.config import (
-    ArraySection,
-    BatterySection,
-    SimulatedControllerSection,
-    SiteSection,
-)
+from node.power.config import ArraySection, BatterySection, SimulatedControllerSection, SiteSection
 from node.power.sources import Reading, SourceError
 from node.power.sources.vedirect import VEDirectSource
 
