@@ -19,7 +19,7 @@ import os
 import socket
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, ValidationError
 
@@ -28,9 +28,11 @@ from node.events import ConfigChangeRequested
 from node.jobcontrol import run_job_command
 from node.jobs import ACTIVE_STATES, RUNNABLE_STATES, Job, Jobs, Transition, TransitionRefused
 from node.node import Component, Node
-from node.runner import JobRunner
 from node.section import ConfigError, Section
 from node.store import StoreFull
+
+if TYPE_CHECKING:  # the CLI imports this module for ControlClient: keep the runner's stack out of it
+    from node.runner import JobRunner
 
 log = logging.getLogger(__name__)
 

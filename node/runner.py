@@ -18,7 +18,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
@@ -27,10 +27,12 @@ from node.jobs import ACTIVE_STATES, RUNNABLE_STATES, Job, Jobs, JobState, Pause
 from node.node import Component, Node, wait_until_set
 from node.printer.config import PrinterSection, SafetySection
 from node.printer.pausing import HeaterPlan
-from node.printer.printer import Printer, clear_checkpoint, load_checkpoint
 from node.printer.profile import PrinterProfile
 from node.section import Section
 from node.store import Store
+
+if TYPE_CHECKING:  # the printer stack loads with the daemon, not with node.config (which reads [jobs] here)
+    from node.printer.printer import Printer
 
 log = logging.getLogger(__name__)
 
@@ -249,6 +251,8 @@ class JobRunner(Component):
             raise TransitionRefused(f"the printer is {self.printer.state}, not ready: resume when it is back")
         if job.file_path is None or not Path(job.file_path).exists():
             raise TransitionRefused(f"job {job.id}: its file is missing")
+        from node.printer.printer import load_checkpoint
+
         checkpoint = await self.store.run(lambda c: load_checkpoint(c, job.id))
         path = Path(job.file_path)
         start_offset = checkpoint.resume_offset if checkpoint is not None else 0
@@ -402,6 +406,8 @@ class JobRunner(Component):
             await self.jobs.transition(job.id, JobState.FAILED, "the job's file is missing from the store")
             return
         self.current_job_id = job.id
+        from node.printer.printer import clear_checkpoint
+
         await self.store.run(lambda conn: clear_checkpoint(conn, job.id))
         await self.jobs.transition(job.id, JobState.PRINTING, "starting")
         log.info("job %s (%s) started", job.id, job.name)
