@@ -137,7 +137,7 @@ async def start_node(state_dir: Path, port: int, hub_key: str, **sync: object) -
     jobs = Jobs(node, store)
     node.add(jobs)
     sync_component = Sync(node, config.sync, store, jobs, files_dir=config.state_dir / "files",
-                printer_profile=load_profile(config.printer.profile))
+                          max_file_bytes=config.jobs.max_file_bytes, printer_profile=load_profile(config.printer.profile))
     node.add(sync_component)
     await node.start()
     return node, store, jobs, sync_component

@@ -49,7 +49,6 @@ def build_node(config: NodeConfig, clock: Clock, store: Store) -> Node:
     node = Node(config.node, clock)
     profile = load_profile(config.printer.profile)
     files_dir = config.state_dir / "files"
-    max_file_bytes = int(config.jobs.max_file_mb * 1024 * 1024)
     node.add(StorageCare(node, config.storage, store))  # WAL checkpoints, size cap (first: before writers)
     timesync = node.add(TimeSync(node, config.time, config.simulated_clock))  # may the planner trust the clock?
     jobs = node.add(Jobs(node, store))
@@ -70,10 +69,10 @@ def build_node(config: NodeConfig, clock: Clock, store: Store) -> Node:
         runner.set_job_chooser(planner.next_job_id)
     node.add(PowerGuard(node, config.low_battery, runner, telemetry=telemetry))  # + the telemetry-lost policy
     add_gpio_components(node, config.gpio, runner, printer)  # after every other start gate: the relay's must be last
-    node.add(Sync(node, config.sync, store, jobs, files_dir=files_dir, job_control=runner,
-                  printer_profile=profile, max_file_bytes=max_file_bytes))
+    node.add(Sync(node, config.sync, store, jobs, files_dir=files_dir, max_file_bytes=config.jobs.max_file_bytes,
+                  job_control=runner, printer_profile=profile))
     node.add(ControlServer(node, config.control, jobs=jobs, runner=runner, socket_path=config.control_socket,
-                           files_dir=files_dir, max_file_bytes=max_file_bytes,
+                           files_dir=files_dir, max_file_bytes=config.jobs.max_file_bytes,
                            save_setting=lambda assignment: save_setting(config.state_dir, assignment),
                            plan_snapshot=planner.snapshot))
     node.add(Watchdog(node, config.watchdog, store))  # last, so it pings only once all started

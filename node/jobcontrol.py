@@ -30,22 +30,25 @@ class JobControl(Protocol):
 
 
 class StateOnlyJobControl:
-    """A node without a job runner: the state machine for cancel, events for the rest."""
+    """A node without a job runner: the state machine for cancel, events for the rest.
 
-    def __init__(self, node: Node, jobs: Jobs) -> None:
+    ``source`` is who the commands come from (the events name it): in such a node, the hub."""
+
+    def __init__(self, node: Node, jobs: Jobs, source: Literal["hub", "cli"] = "hub") -> None:
         self.node = node
         self.jobs = jobs
+        self.source = source
 
     async def pause(self, job_id: str) -> Job:
         job = await self.jobs.find(job_id)
         await self.node.send_event("job_pause_requested", JobPauseRequested(
-            job_id=job.id, source="hub", expected_version=job.version))
+            job_id=job.id, source=self.source, expected_version=job.version))
         return job
 
     async def resume(self, job_id: str) -> Job:
         job = await self.jobs.find(job_id)
         await self.node.send_event("job_resume_requested", JobResumeRequested(
-            job_id=job.id, source="hub", expected_version=job.version))
+            job_id=job.id, source=self.source, expected_version=job.version))
         return job
 
     async def cancel(self, job_id: str, reason: str = "cancelled by user") -> Job:

@@ -58,6 +58,10 @@ class JobsSection(Section):
     auto_plate_clear: bool | None = Field(None, description="confirm the plate clear by itself; default: only with the virtual printer")
     max_file_mb: float = Field(512.0, gt=0)
 
+    @property
+    def max_file_bytes(self) -> int:
+        return int(self.max_file_mb * 1024 * 1024)
+
 
 class JobRunner(Component):
     """Reads ``[jobs]`` (the queue's settings); the printer's pause policies and resume switches

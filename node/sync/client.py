@@ -73,8 +73,8 @@ class Sync(Component):
     section = "sync"
 
     def __init__(self, node: Node, config: SyncSection, store: Store, jobs: Jobs, *, files_dir: Path,
-                 job_control: JobControl | None = None, printer_profile: PrinterProfile | None = None,
-                 max_file_bytes: int = 512 * 1024 * 1024) -> None:
+                 max_file_bytes: int, job_control: JobControl | None = None,
+                 printer_profile: PrinterProfile | None = None) -> None:
         super().__init__(node, config)
         self.config: SyncSection = config
         self.store = store

@@ -227,7 +227,7 @@ async def start_node(config: NodeConfig, clock: Clock | None = None) -> RunningN
     jobs = Jobs(node, store)
     node.add(jobs)
     sync = Sync(node, config.sync, store, jobs, files_dir=config.state_dir / "files",
-                printer_profile=load_profile(config.printer.profile))
+                max_file_bytes=config.jobs.max_file_bytes, printer_profile=load_profile(config.printer.profile))
     node.add(sync)
     await node.start()
     return RunningNode(node, store, jobs, sync)
