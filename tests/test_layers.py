@@ -242,6 +242,7 @@ def test_every_section_lives_in_its_packages_config_or_beside_its_owner() -> Non
     assert not wrong, "\n".join(wrong)
 
 
+FEATURE_PACKAGES = sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists())
 DOC_FILES = [ROOT / "README.md", ROOT / "ARCHITECTURE.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
@@ -266,6 +267,9 @@ def test_every_node_path_the_docs_name_exists() -> None:
             path = match.group(1)
             if not (ROOT / path).exists() and not (ROOT / (path + ".py")).exists():
                 missing.append(f"{doc.name}: {path}")
+        for match in re.finditer(r"(?<![\w./-])((?:" + "|".join(FEATURE_PACKAGES) + r")/[\w/]*\w\.py)\b", text):
+            if not (PACKAGE / match.group(1)).exists():  # a package-relative path: printer/worker.py
+                missing.append(f"{doc.name}: {match.group(1)}")
         for match in re.finditer(r"(?<![\w./-])(node(?:\.[a-z_]\w*)+)", text):
             dotted = match.group(1)
             parts = dotted.split(".")
