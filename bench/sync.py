@@ -136,7 +136,7 @@ async def start_node(state_dir: Path, port: int, hub_key: str, **sync: object) -
     node = Node(config.node, Clock())
     jobs = Jobs(node, store)
     node.add(jobs)
-    sync_component = Sync(node, config.sync, store, jobs, files_dir=config.state_dir / "files",
+    sync_component = Sync(node, config.sync, store, jobs, files_dir=config.files_dir,
                           max_file_bytes=config.jobs.max_file_bytes, printer_profile=load_profile(config.printer.profile))
     node.add(sync_component)
     await node.start()

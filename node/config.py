@@ -71,6 +71,11 @@ class NodeConfig(Section):
         return path if path.is_absolute() else self.state_dir / path
 
     @property
+    def files_dir(self) -> Path:
+        """Job files, stored by sha256 (control uploads, hub transfers, the runner)."""
+        return self.state_dir / "files"
+
+    @property
     def simulated(self) -> bool:
         return self.printer.port == "virtual"
 
@@ -159,8 +164,9 @@ def load_config(path: Path | None = None, sets: list[str] | None = None,
     return first
 
 
-def write_override(state_dir: Path, assignment: str) -> NodeConfig:
-    """Persist a run-time setting in the override file, refusing one that would not validate."""
+def write_override(state_dir: Path, assignment: str) -> Path:
+    """Persist a run-time setting in the override file, refusing one that would not validate;
+    return the file it went to."""
     overrides_path = state_dir / OVERRIDES_FILE
     current = _read_toml(overrides_path) if overrides_path.exists() else {}
     merged = _merge(current, parse_set(assignment))
@@ -168,4 +174,4 @@ def write_override(state_dir: Path, assignment: str) -> NodeConfig:
     tmp = overrides_path.with_suffix(".tmp")
     tmp.write_text(tomli_w.dumps(merged))
     os.replace(tmp, overrides_path)
-    return validate(_merge({"node": {"state_dir": str(state_dir)}}, merged), str(overrides_path))
+    return overrides_path

@@ -9,13 +9,13 @@ checkpoint, never half-written.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 import time
-from pathlib import Path
 
 from node.clock import Clock, clock_start_s
-from node.config import OVERRIDES_FILE, NodeConfig, write_override
+from node.config import NodeConfig, write_override
 from node.control import ControlServer
 from node.events import NodeLifecycle
 from node.field.sdnotify import notify
@@ -48,7 +48,6 @@ def build_node(config: NodeConfig, clock: Clock, store: Store) -> Node:
     """Wire the components in their start order."""
     node = Node(config.node, clock)
     profile = load_profile(config.printer.profile)
-    files_dir = config.state_dir / "files"
     node.add(StorageCare(node, config.storage, store))  # WAL checkpoints, size cap (first: before writers)
     timesync = node.add(TimeSync(node, config.time, config.simulated_clock))  # may the planner trust the clock?
     jobs = node.add(Jobs(node, store))
@@ -69,11 +68,11 @@ def build_node(config: NodeConfig, clock: Clock, store: Store) -> Node:
         runner.set_job_chooser(planner.next_job_id)
     node.add(PowerGuard(node, config.low_battery, runner, telemetry=telemetry))  # + the telemetry-lost policy
     add_gpio_components(node, config.gpio, runner, printer)  # after every other start gate: the relay's must be last
-    node.add(Sync(node, config.sync, store, jobs, files_dir=files_dir, max_file_bytes=config.jobs.max_file_bytes,
+    node.add(Sync(node, config.sync, store, jobs, files_dir=config.files_dir, max_file_bytes=config.jobs.max_file_bytes,
                   job_control=runner, printer_profile=profile))
     node.add(ControlServer(node, config.control, jobs=jobs, runner=runner, socket_path=config.control_socket,
-                           files_dir=files_dir, max_file_bytes=config.jobs.max_file_bytes,
-                           save_setting=lambda assignment: save_setting(config.state_dir, assignment),
+                           files_dir=config.files_dir, max_file_bytes=config.jobs.max_file_bytes,
+                           save_setting=functools.partial(write_override, config.state_dir),
                            plan_snapshot=planner.snapshot))
     node.add(Watchdog(node, config.watchdog, store))  # last, so it pings only once all started
     return node
@@ -94,13 +93,7 @@ def make_runner(node: Node, config: NodeConfig, store: Store, jobs: Jobs, printe
     return JobRunner(node, config.jobs, printer_config=config.printer, safety=config.safety,
                      profile=profile or load_profile(config.printer.profile),
                      auto_plate_clear=config.auto_plate_clear, store=store, jobs=jobs, printer=printer,
-                     files_dir=config.state_dir / "files", recheck_s=recheck_s)
-
-
-def save_setting(state_dir: Path, assignment: str) -> Path:
-    """A run-time setting goes to the state directory's override file (applies at the next start)."""
-    write_override(state_dir, assignment)
-    return state_dir / OVERRIDES_FILE
+                     files_dir=config.files_dir, recheck_s=recheck_s)
 
 
 async def run_daemon(config: NodeConfig, until_idle: bool = False, timeout_s: float | None = None) -> int:

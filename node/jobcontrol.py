@@ -68,7 +68,8 @@ async def run_job_command(control: JobControl, jobs: Jobs, verb: JobVerb, job_re
     TimeoutError (a running print did not stop).  ``expected_version`` makes the command
     conditional, as the hub's versioned commands are.
     """
-    for attempt in range(CANCEL_ATTEMPTS):
+    attempt = 1
+    while True:
         job = await jobs.find(job_ref)
         if expected_version is not None and job.version != expected_version:
             raise TransitionRefused(f"job {job.id} is at version {job.version}, not {expected_version}")
@@ -81,6 +82,6 @@ async def run_job_command(control: JobControl, jobs: Jobs, verb: JobVerb, job_re
         try:
             return await control.cancel(job.id, f"cancelled by {source}")
         except TransitionRefused:
-            if attempt == CANCEL_ATTEMPTS - 1:
+            if attempt == CANCEL_ATTEMPTS:
                 raise
-    raise AssertionError("unreachable")
+            attempt += 1  # the job moved meanwhile: read it again and cancel again

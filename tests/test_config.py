@@ -119,7 +119,6 @@ def test_hub_config_changes_go_to_the_override_file_and_bad_ones_are_refused(tmp
 
     from node.clock import ManualClock
     from node.control import ControlServer
-    from node.daemon import save_setting
     from node.events import ConfigChangeRequested
     from node.jobs import Jobs
     from node.node import Node
@@ -132,7 +131,7 @@ def test_hub_config_changes_go_to_the_override_file_and_bad_ones_are_refused(tmp
         jobs = Jobs(node, store)
         server = ControlServer(node, config.control, jobs=jobs, runner=None,  # type: ignore[arg-type]
                                socket_path=config.control_socket, files_dir=tmp_path / "files",
-                               max_file_bytes=1024, save_setting=lambda a: save_setting(config.state_dir, a))
+                               max_file_bytes=1024, save_setting=lambda a: write_override(config.state_dir, a))
         await server.start()
         try:
             await node.send_event("config_change_requested", ConfigChangeRequested(

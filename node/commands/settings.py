@@ -12,7 +12,7 @@ import sys
 import tomli_w
 
 from node.commands.common import add_config_arguments, config_from_args, print_json
-from node.config import OVERRIDES_FILE, ConfigError, write_override
+from node.config import ConfigError, write_override
 from node.control import ControlClient, ControlError
 
 
@@ -47,9 +47,9 @@ def cmd_set(args: argparse.Namespace) -> int:
             print(f"printnode: {exc}", file=sys.stderr)
             return 2
     try:
-        write_override(config.state_dir, args.assignment)
+        saved_in = write_override(config.state_dir, args.assignment)
     except ConfigError as exc:
         print(f"printnode: {'; '.join(exc.problems)}", file=sys.stderr)
         return 2
-    print(f"saved {args.assignment} in {config.state_dir / OVERRIDES_FILE} (applies at the next start)")
+    print(f"saved {args.assignment} in {saved_in} (applies at the next start)")
     return 0

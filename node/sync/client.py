@@ -510,7 +510,7 @@ class Sync(Component):
                 return False, f"no job {args.job_id}"
             try:
                 moved = await run_job_command(self.job_control, self.jobs, verb, before.id, source="hub",
-                                              expected_version=getattr(args, "expected_version", None))
+                                              expected_version=None if verb == "cancel" else args.expected_version)
             except (TransitionRefused, KeyError, TimeoutError) as exc:
                 return False, str(exc).strip("'\"")
             if verb == "cancel" and self.transfers.row(moved.id) is not None:

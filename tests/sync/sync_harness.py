@@ -226,7 +226,7 @@ async def start_node(config: NodeConfig, clock: Clock | None = None) -> RunningN
     node = Node(config.node, clock or Clock())
     jobs = Jobs(node, store)
     node.add(jobs)
-    sync = Sync(node, config.sync, store, jobs, files_dir=config.state_dir / "files",
+    sync = Sync(node, config.sync, store, jobs, files_dir=config.files_dir,
                 max_file_bytes=config.jobs.max_file_bytes, printer_profile=load_profile(config.printer.profile))
     node.add(sync)
     await node.start()
