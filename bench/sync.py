@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from node.clock import Clock  # noqa: E402
 from node.config import NodeConfig  # noqa: E402
+from node.daemon import make_gate  # noqa: E402
 from node.events import TelemetrySample  # noqa: E402
 from node.hub.server import Hub, submit_job  # noqa: E402
 from node.jobs import Jobs, JobState  # noqa: E402
@@ -137,7 +138,8 @@ async def start_node(state_dir: Path, port: int, hub_key: str, **sync: object) -
     jobs = Jobs(node, store)
     node.add(jobs)
     sync_component = Sync(node, config.sync, store, jobs, files_dir=config.files_dir,
-                          max_file_bytes=config.jobs.max_file_bytes, printer_profile=load_profile(config.printer.profile))
+                          max_file_bytes=config.jobs.max_file_bytes, gate=make_gate(config),
+                printer_profile=load_profile(config.printer.profile))
     node.add(sync_component)
     await node.start()
     return node, store, jobs, sync_component

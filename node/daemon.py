@@ -22,6 +22,7 @@ from node.field.sdnotify import notify
 from node.field.storage import StorageCare
 from node.field.timesync import TimeSync
 from node.field.watchdog import Watchdog
+from node.gate import JobGate
 from node.gcode.service import AnalysisService
 from node.hw import add_gpio_components
 from node.jobs import Jobs
@@ -62,14 +63,15 @@ def build_node(config: NodeConfig, clock: Clock, store: Store) -> Node:
         virtual = node.add(VirtualPrinterProcess(node, config.printer.virtual, profile=config.printer.profile,
                                                  port_file=config.state_dir / "virtual-printer.port"))
     printer = node.add(Printer(node, config.printer, store, config.safety, virtual=virtual))
-    runner = node.add(make_runner(node, config, store, jobs, printer, profile))
+    gate = make_gate(config, profile)  # the one gate: the runner's queue and resume paths, and the hub's jobs
+    runner = node.add(make_runner(node, config, store, jobs, printer, profile, gate=gate))
     if config.planner.enabled:
         runner.add_start_gate("energy", planner.start_gate)
         runner.set_job_chooser(planner.next_job_id)
     node.add(PowerGuard(node, config.low_battery, runner, telemetry=telemetry))  # + the telemetry-lost policy
     add_gpio_components(node, config.gpio, runner, printer)  # after every other start gate: the relay's must be last
     node.add(Sync(node, config.sync, store, jobs, files_dir=config.files_dir, max_file_bytes=config.jobs.max_file_bytes,
-                  job_control=runner, printer_profile=profile))
+                  gate=gate, job_control=runner, printer_profile=profile))
     node.add(ControlServer(node, config.control, jobs=jobs, runner=runner, socket_path=config.control_socket,
                            files_dir=config.files_dir, max_file_bytes=config.jobs.max_file_bytes,
                            save_setting=functools.partial(write_override, config.state_dir),
@@ -87,11 +89,19 @@ def make_telemetry(node: Node, config: NodeConfig, store: Store | None,
                      batch_commit_s=config.store.batch_commit_s, store=store)
 
 
+def make_gate(config: NodeConfig, profile: PrinterProfile | None = None) -> JobGate:
+    """The gate every job passes, from ``[safety]`` and the printer's receive buffer."""
+    profile = profile or load_profile(config.printer.profile)
+    return JobGate.for_printer(config.safety, config.printer, profile.rx_buffer_bytes)
+
+
 def make_runner(node: Node, config: NodeConfig, store: Store, jobs: Jobs, printer: Printer,
-                profile: PrinterProfile | None = None, recheck_s: float = 5.0) -> JobRunner:
+                profile: PrinterProfile | None = None, recheck_s: float = 5.0,
+                gate: JobGate | None = None) -> JobRunner:
     """The JobRunner with the sections it reads (tests build it this way too)."""
-    return JobRunner(node, config.jobs, printer_config=config.printer, safety=config.safety,
-                     profile=profile or load_profile(config.printer.profile),
+    profile = profile or load_profile(config.printer.profile)
+    return JobRunner(node, config.jobs, printer_config=config.printer, gate=gate or make_gate(config, profile),
+                     profile=profile,
                      auto_plate_clear=config.auto_plate_clear, store=store, jobs=jobs, printer=printer,
                      files_dir=config.files_dir, recheck_s=recheck_s)
 

@@ -25,13 +25,14 @@ from pydantic import Field
 from node.events import EnergyPauseRequested, EnergyResumeAllowed, JobProgress, PlateCleared, PrinterState
 from node.jobs import ACTIVE_STATES, RUNNABLE_STATES, Job, Jobs, JobState, PauseReason, TransitionRefused
 from node.node import Component, Node, wait_until_set
-from node.printer.config import PrinterSection, SafetySection
+from node.printer.config import PrinterSection
 from node.printer.pausing import HeaterPlan
 from node.printer.profile import PrinterProfile
 from node.section import Section
 from node.store import Store
 
 if TYPE_CHECKING:  # the printer stack loads with the daemon, not with node.config (which reads [jobs] here)
+    from node.gate import JobGate
     from node.printer.printer import Printer
 
 log = logging.getLogger(__name__)
@@ -65,18 +66,19 @@ class JobsSection(Section):
 
 class JobRunner(Component):
     """Reads ``[jobs]`` (the queue's settings); the printer's pause policies and resume switches
-    come with ``printer_config``, the G-code policy with ``safety``."""
+    come with ``printer_config``; every file passes ``gate`` (:mod:`node.gate`) before it is
+    queued or resumed."""
 
     name = "runner"
     section = "jobs"
 
     def __init__(self, node: Node, config: JobsSection, *, printer_config: PrinterSection,
-                 safety: SafetySection, profile: PrinterProfile, auto_plate_clear: bool, store: Store,
+                 gate: JobGate, profile: PrinterProfile, auto_plate_clear: bool, store: Store,
                  jobs: Jobs, printer: Printer, files_dir: Path, recheck_s: float = 5.0) -> None:
         super().__init__(node, config)
         self.config: JobsSection = config
         self.printer_config = printer_config
-        self.safety = safety
+        self.gate = gate
         self.profile = profile
         self.auto_plate_clear = auto_plate_clear
         self.store = store
@@ -94,6 +96,8 @@ class JobRunner(Component):
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._last_progress_log = 0.0
+        #: byte offset of the running job's first extruding line (None: it never extrudes)
+        self._first_extrusion: dict[str, int | None] = {}
 
     # --- seams for other components ---------------------------------------------------------
     def add_start_gate(self, name: str, gate: StartGate, order: int = 50) -> None:
@@ -124,6 +128,8 @@ class JobRunner(Component):
         self.plate_clear = await self.store.run(
             lambda c: self.store.get_meta(c, PLATE_KEY, "1") == "1")
         for job in await self.jobs.list(frozenset({JobState.PRINTING, JobState.PAUSED})):
+            if await self._extruded_before(job):
+                await self.set_plate_clear(False)
             await self.jobs.transition(job.id, JobState.INTERRUPTED, "the node restarted while the job owned the printer")
         if self.config.queue_sample_when_empty and not await self.jobs.list(RUNNABLE_STATES | ACTIVE_STATES, limit=1):
             for index in range(self.config.sample_jobs):
@@ -143,16 +149,14 @@ class JobRunner(Component):
     # --- queue operations (control API, sync) -----------------------------------------------
     async def queue_file(self, name: str, source_path: Path, sha256: str, size_bytes: int,
                          priority: int = 0, source: str = "cli") -> Job:
-        """Queue a file already stored under ``files_dir`` by its sha256, or reject it by the safety policy."""
-        from node.printer.safety import PolicyViolation, check_file
-
-        try:
-            await asyncio.to_thread(check_file, source_path, self.safety)
-        except PolicyViolation as exc:
+        """Queue a file already stored under ``files_dir`` by its sha256, or reject it at the gate
+        (the job is kept, ``rejected``, with the line and the reason)."""
+        refusal = await self.gate.refusal(source_path)
+        if refusal is not None:
             job = await self.jobs.create(name, source, state=JobState.RECEIVED, priority=priority,
                                          file_path=str(source_path), file_sha256=sha256, file_bytes=size_bytes)
-            log.warning("job %s (%s) rejected by the safety policy: %s", job.id, name, exc)
-            return await self.jobs.transition(job.id, JobState.REJECTED, f"safety policy: {exc}")
+            log.warning("job %s (%s) rejected: %s", job.id, name, refusal)
+            return await self.jobs.transition(job.id, JobState.REJECTED, refusal)
         return await self.jobs.create(name, source, priority=priority, file_path=str(source_path),
                                       file_sha256=sha256, file_bytes=size_bytes)
 
@@ -174,6 +178,10 @@ class JobRunner(Component):
         return job
 
     async def set_plate_clear(self, clear: bool, source: str = "cli") -> None:
+        """Record the plate's state; a person (or the hub) may confirm it clear only while no job
+        is on the printer."""
+        if clear and self.current_job_id is not None:
+            raise TransitionRefused(f"job {self.current_job_id} is on the printer: the plate cannot be clear yet")
         self.plate_clear = clear
         await self.store.run(lambda c: self.store.set_meta(c, PLATE_KEY, "1" if clear else "0"))
         if clear:
@@ -255,6 +263,9 @@ class JobRunner(Component):
             raise TransitionRefused(f"the printer is {self.printer.state}, not ready: resume when it is back")
         if job.file_path is None or not Path(job.file_path).exists():
             raise TransitionRefused(f"job {job.id}: its file is missing")
+        refusal = await self.gate.refusal(Path(job.file_path))
+        if refusal is not None:
+            raise TransitionRefused(f"job {job.id} may not resume: {refusal}")
         from node.printer.printer import load_checkpoint
 
         checkpoint = await self.store.run(lambda c: load_checkpoint(c, job.id))
@@ -286,6 +297,8 @@ class JobRunner(Component):
         self.wake()
 
     async def _on_progress(self, event: JobProgress) -> None:
+        if event.job_id == self.current_job_id and self.plate_clear and self._extruded(event.job_id, event.bytes_done):
+            await self.set_plate_clear(False)  # plastic is on the plate from now on, whatever happens next
         loop_now = asyncio.get_running_loop().time()
         if loop_now - self._last_progress_log >= self.printer_config.progress_interval_s or event.percent >= 100:
             self._last_progress_log = loop_now
@@ -421,6 +434,9 @@ class JobRunner(Component):
         """Stream the job (already ``printing``) and record how it ended."""
         assert job.file_path is not None
         self.current_job_id = job.id
+        from node.gcode.extrusion import first_extrusion_offset
+
+        self._first_extrusion[job.id] = await asyncio.to_thread(first_extrusion_offset, Path(job.file_path))
         try:
             outcome = await self.printer.print_job(job.id, Path(job.file_path), start_offset, prologue)
             target = {"completed": JobState.COMPLETED, "cancelled": JobState.CANCELLED,
@@ -428,6 +444,10 @@ class JobRunner(Component):
                       "suspended": JobState.SUSPENDED}[outcome.status]
             current = await self.jobs.get(job.id)
             assert current is not None
+            if self.plate_clear and (target == JobState.COMPLETED or self._extruded(job.id, outcome.byte_offset)):
+                # before the outcome is recorded: a resumed print runs beside the runner's loop,
+                # which must never see the job ended with the plate still marked clear
+                await self.set_plate_clear(False)
             if target == JobState.SUSPENDED:
                 reason, why = self._suspend_why.pop(job.id, (current.pause_reason, outcome.reason))
                 if current.state == JobState.PRINTING:  # resumed meanwhile: the pause it came from first
@@ -438,16 +458,29 @@ class JobRunner(Component):
                 return
             if current.state == JobState.PAUSED and target != JobState.CANCELLED:
                 await self.jobs.transition(job.id, JobState.PRINTING, "resumed to finish")
-            if target == JobState.COMPLETED:
-                # the plate is occupied before the job counts as done: a resumed print runs beside the
-                # runner's loop, which must never see "completed" with the plate still marked clear
-                await self.set_plate_clear(False)
             await self.jobs.transition(job.id, target, outcome.reason)
             log.info("job %s %s: %s (%d lines, %d resends)", job.id, target, outcome.reason,
                      outcome.lines_sent, outcome.resends)
         finally:
+            self._first_extrusion.pop(job.id, None)
             self.current_job_id = None
             self.wake()
+
+    def _extruded(self, job_id: str, acked_offset: int) -> bool:
+        """Has the line at ``acked_offset`` (the last acknowledged) reached the job's first extrusion?"""
+        first = self._first_extrusion.get(job_id)
+        return first is not None and acked_offset >= first
+
+    async def _extruded_before(self, job: Job) -> bool:
+        """For a job the node lost mid-print: did its last checkpoint pass its first extrusion?"""
+        from node.gcode.extrusion import first_extrusion_offset
+        from node.printer.printer import load_checkpoint
+
+        checkpoint = await self.store.run(lambda c: load_checkpoint(c, job.id))
+        if checkpoint is None or job.file_path is None or not Path(job.file_path).is_file():
+            return checkpoint is not None  # no file to read: assume the worst
+        first = await asyncio.to_thread(first_extrusion_offset, Path(job.file_path))
+        return first is not None and checkpoint.byte_offset >= first
 
 
 def _hms(seconds: float) -> str:

@@ -59,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     from node.commands.common import config_from_args
     from node.printer.link import LinkClosed
     from node.printer.printer import stream_settings
-    from node.printer.safety import PolicyViolation, check_file
+    from node.daemon import make_gate
+    from node.printer.policy import PolicyViolation
     from node.printer.worker import FirmwareReset, PrinterFault, PrinterWorker, PrintRequest
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -69,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if not args.no_safety_check:
         try:
-            check_file(args.file, config.safety)
+            make_gate(config).check(args.file)
         except PolicyViolation as exc:
             print(f"printnode print: refused by the safety policy: {exc}", file=sys.stderr)
             return 3

@@ -46,6 +46,7 @@ from node.sync.signing import Rejected, load_public
 from node.sync.transfer import Transfers
 
 if TYPE_CHECKING:
+    from node.gate import JobGate
     from node.printer.profile import PrinterProfile
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ class Sync(Component):
     section = "sync"
 
     def __init__(self, node: Node, config: SyncSection, store: Store, jobs: Jobs, *, files_dir: Path,
-                 max_file_bytes: int, job_control: JobControl | None = None,
+                 max_file_bytes: int, gate: JobGate, job_control: JobControl | None = None,
                  printer_profile: PrinterProfile | None = None) -> None:
         super().__init__(node, config)
         self.config: SyncSection = config
@@ -83,6 +84,8 @@ class Sync(Component):
         self.job_control: JobControl = job_control or StateOnlyJobControl(node, jobs)
         self.printer_profile = printer_profile
         self.max_file_bytes = max_file_bytes
+        #: the one gate (node.gate): a hub's job is checked like any other before it is queued
+        self.gate = gate
         self.node_id = node.id
         self.files_dir = files_dir
         self.outbox = Outbox(store, int(config.telemetry_budget_mb * 1024 * 1024))
@@ -463,7 +466,12 @@ class Sync(Component):
             return
         if ok:
             await self.transfers.drop(job_id)
-            await self.jobs.transition(job_id, JobState.QUEUED, "file verified (sha256)",
+            refusal = await self.gate.refusal(Path(row.final_path))
+            if refusal is not None:
+                log.warning("sync: hub job %s rejected: %s", job_id, refusal)
+                await self.jobs.transition(job_id, JobState.REJECTED, refusal, expected_version=job.version)
+                return
+            await self.jobs.transition(job_id, JobState.QUEUED, "file verified (sha256) and passed the safety gate",
                                        expected_version=job.version)
         elif row.attempts < 2:
             log.warning("sync: %s sha256 %s != manifest %s; pulling it again", job_id, actual, row.file_sha256)

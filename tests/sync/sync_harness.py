@@ -24,6 +24,7 @@ import pytest
 
 from node.clock import Clock
 from node.config import NodeConfig
+from node.daemon import make_gate
 from node.hub.certs import issue_cert, make_ca, write_pair
 from node.hub.server import Hub
 from node.jobs import Jobs
@@ -227,7 +228,8 @@ async def start_node(config: NodeConfig, clock: Clock | None = None) -> RunningN
     jobs = Jobs(node, store)
     node.add(jobs)
     sync = Sync(node, config.sync, store, jobs, files_dir=config.files_dir,
-                max_file_bytes=config.jobs.max_file_bytes, printer_profile=load_profile(config.printer.profile))
+                max_file_bytes=config.jobs.max_file_bytes, gate=make_gate(config),
+                printer_profile=load_profile(config.printer.profile))
     node.add(sync)
     await node.start()
     return RunningNode(node, store, jobs, sync)
