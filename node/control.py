@@ -110,6 +110,7 @@ class StatusReport(BaseModel):
     time_scale: float
     jobs: list[Job]
     components: dict[str, dict[str, Any]]  # each component's status(), JSON-able by contract
+    problems: list[str] = []  # what the node started with anyway (an override file set aside)
 
 
 class JobHistory(BaseModel):
@@ -142,8 +143,9 @@ class Reply(BaseModel):
     error: str | None = None
 
 
-#: persists one run-time ``key=value`` and returns the file it went to; raises ConfigError if refused
-SettingSaver = Callable[[str], Path]
+#: persists one run-time ``key=value`` from a source ("cli" or "hub") and returns the file it went
+#: to; raises ConfigError if refused
+SettingSaver = Callable[[str, str], Path]
 
 
 class ControlError(RuntimeError):
@@ -189,7 +191,7 @@ class ControlServer(Component):
         """Run-time settings from the hub go where the CLI's go: the state directory's override file."""
         for assignment in event.assignments:
             try:
-                self.save_setting(assignment)
+                self.save_setting(assignment, event.source)
                 log.info("config: %s saved from the %s (applies at the next start)", assignment, event.source)
             except ConfigError as exc:
                 log.warning("config: %s from the %s refused: %s", assignment, event.source, "; ".join(exc.problems))
@@ -246,7 +248,7 @@ class ControlServer(Component):
             return snapshot
         if isinstance(request, ConfigSetRequest):
             try:
-                saved_in = self.save_setting(request.assignment)
+                saved_in = self.save_setting(request.assignment, "cli")
             except ConfigError as exc:
                 raise ControlError("; ".join(exc.problems)) from None
             return SettingSaved(saved=request.assignment, file=str(saved_in))
@@ -286,7 +288,8 @@ class ControlServer(Component):
         return StatusReport(node_id=self.node.id, version=__version__, sim_time=self.node.clock.now().isoformat(),
                             time_scale=self.node.clock.time_scale,
                             jobs=await self.jobs.list(RUNNABLE_STATES | ACTIVE_STATES),
-                            components={c.name: c.status() for c in self.node.components})
+                            components={c.name: c.status() for c in self.node.components},
+                            problems=list(self.node.problems))
 
 
 def _socket_alive(path: Path) -> bool:

@@ -48,6 +48,8 @@ def make_clock(config: NodeConfig) -> Clock:
 def build_node(config: NodeConfig, clock: Clock, store: Store) -> Node:
     """Wire the components in their start order."""
     node = Node(config.node, clock)
+    if config.overrides_problem:
+        node.problems.append(config.overrides_problem)
     profile = load_profile(config.printer.profile)
     node.add(StorageCare(node, config.storage, store))  # WAL checkpoints, size cap (first: before writers)
     timesync = node.add(TimeSync(node, config.time, config.simulated_clock))  # may the planner trust the clock?
@@ -74,7 +76,7 @@ def build_node(config: NodeConfig, clock: Clock, store: Store) -> Node:
                   gate=gate, job_control=runner, printer_profile=profile))
     node.add(ControlServer(node, config.control, jobs=jobs, runner=runner, socket_path=config.control_socket,
                            files_dir=config.files_dir, max_file_bytes=config.jobs.max_file_bytes,
-                           save_setting=functools.partial(write_override, config.state_dir),
+                           save_setting=functools.partial(write_override, config),
                            plan_snapshot=planner.snapshot))
     node.add(Watchdog(node, config.watchdog, store))  # last, so it pings only once all started
     return node

@@ -96,6 +96,9 @@ class Node:
         self._handlers: dict[str, list[EventHandler]] = defaultdict(list)
         self._started: list[Component] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        #: problems the node started with anyway, in plain words (an override file set aside):
+        #: shown by ``status`` and sent to the hub in the hello
+        self.problems: list[str] = []
 
     @property
     def id(self) -> str:

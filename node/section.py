@@ -9,9 +9,10 @@ from pydantic import BaseModel, ConfigDict
 
 
 class Section(BaseModel):
-    """Unknown keys are errors (a misspelt key must not be silently ignored); assignments validate."""
+    """Unknown keys are errors (a misspelt key must not be silently ignored); assignments validate;
+    no number is infinite or NaN (``battery.capacity_ah = inf`` would make every plan look fine)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ConfigError(ValueError):

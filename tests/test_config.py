@@ -80,7 +80,7 @@ def test_set_and_overrides_layer_in_order(tmp_path: Path) -> None:
     state.mkdir()
     path = write(tmp_path, f"[node]\nstate_dir = '{state}'\n[printer]\nbaud = 250000\n")
     assert load_config(path).printer.baud == 250000
-    write_override(state, "printer.baud=57600")
+    write_override(load_config(path), "printer.baud=57600")
     assert (state / OVERRIDES_FILE).exists()
     assert load_config(path).printer.baud == 57600
     assert load_config(path, sets=["printer.baud=9600"]).printer.baud == 9600
@@ -88,10 +88,11 @@ def test_set_and_overrides_layer_in_order(tmp_path: Path) -> None:
 
 
 def test_override_refuses_invalid_value_and_keeps_file(tmp_path: Path) -> None:
-    write_override(tmp_path, "printer.baud=57600")
+    config = load_config(sets=[f"node.state_dir='{tmp_path}'"])
+    write_override(config, "printer.baud=57600")
     before = (tmp_path / OVERRIDES_FILE).read_text()
     with pytest.raises(ConfigError, match="printer.baud"):
-        write_override(tmp_path, "printer.baud='x'")
+        write_override(config, "printer.baud='x'")
     assert (tmp_path / OVERRIDES_FILE).read_text() == before
 
 
@@ -131,7 +132,7 @@ def test_hub_config_changes_go_to_the_override_file_and_bad_ones_are_refused(tmp
         jobs = Jobs(node, store)
         server = ControlServer(node, config.control, jobs=jobs, runner=None,  # type: ignore[arg-type]
                                socket_path=config.control_socket, files_dir=tmp_path / "files",
-                               max_file_bytes=1024, save_setting=lambda a: write_override(config.state_dir, a))
+                               max_file_bytes=1024, save_setting=lambda a, source: write_override(config, a, source))
         await server.start()
         try:
             await node.send_event("config_change_requested", ConfigChangeRequested(
@@ -143,3 +144,54 @@ def test_hub_config_changes_go_to_the_override_file_and_bad_ones_are_refused(tmp
     asyncio.run(scenario())
     text = (tmp_path / OVERRIDES_FILE).read_text()
     assert "baud = 250000" in text and "bogus" not in text
+
+
+# --- issue #14, finding 4 and 10: settings that cannot brick a node ---------------------------
+def test_a_setting_is_checked_against_this_nodes_config_not_the_defaults(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    path = write(tmp_path, f"[node]\nstate_dir = '{state}'\n[battery]\ncells = 8\n")
+    config = load_config(path)
+    with pytest.raises(ConfigError, match="absorption_v|float_v"):
+        write_override(config, "battery.absorption_v=15")
+    assert not (state / OVERRIDES_FILE).exists()
+    load_config(path)  # the next start still works
+
+
+@pytest.mark.parametrize("assignment", ["node.state_dir='/'", "node.id='other'", "control.socket='/tmp/x.sock'",
+                                        "store.batch_commit_s=1"])
+def test_identity_and_place_are_never_set_at_run_time(tmp_path: Path, assignment: str) -> None:
+    config = load_config(sets=[f"node.state_dir='{tmp_path}'"])
+    with pytest.raises(ConfigError, match="cannot be set at run time"):
+        write_override(config, assignment)
+
+
+@pytest.mark.parametrize("assignment", ["safety.allowed_commands=['M997']", "sync.hub_public_keys=['00']",
+                                        "printer.port='/dev/ttyS0'", "safety.max_hotend_c=400"])
+def test_trust_safety_and_devices_are_never_set_from_the_hub(tmp_path: Path, assignment: str) -> None:
+    config = load_config(sets=[f"node.state_dir='{tmp_path}'"])
+    with pytest.raises(ConfigError, match="from the hub"):
+        write_override(config, assignment, "hub")
+
+
+def test_a_bad_override_file_is_set_aside_and_the_node_starts(tmp_path: Path) -> None:
+    (tmp_path / OVERRIDES_FILE).write_text("[battery]\nabsorption_v = 3\n")
+    with pytest.raises(ConfigError):  # a tool reading the config hears about it
+        load_config(sets=[f"node.state_dir='{tmp_path}'"])
+    config = load_config(sets=[f"node.state_dir='{tmp_path}'"], set_aside_bad_overrides=True)
+    assert config.overrides_problem is not None and "set aside" in config.overrides_problem
+    assert not (tmp_path / OVERRIDES_FILE).exists()
+    assert [p.name for p in tmp_path.glob(f"{OVERRIDES_FILE}.bad-*")]
+
+
+def test_a_binary_config_file_is_named_as_such(tmp_path: Path) -> None:
+    path = tmp_path / "node.toml"
+    path.write_bytes(bytes(range(256)))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.source == str(path) and "not a text file" in caught.value.problems[0]
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
+def test_no_number_in_the_config_is_infinite(value: str) -> None:
+    with pytest.raises(ConfigError, match="battery.capacity_ah"):
+        load_config(sets=[f"battery.capacity_ah={value}"])

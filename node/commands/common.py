@@ -18,13 +18,14 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state-dir", type=Path, default=None, help="shorthand for --set node.state_dir=DIR")
 
 
-def config_from_args(args: argparse.Namespace) -> NodeConfig:
-    """Load the config named by the common arguments, or exit 2 naming the bad key."""
+def config_from_args(args: argparse.Namespace, set_aside_bad_overrides: bool = False) -> NodeConfig:
+    """Load the config named by the common arguments, or exit 2 naming the bad key (the daemon
+    sets a bad override file aside instead: see node.config)."""
     sets = list(args.sets)
     if args.state_dir is not None:
         sets.append(f"node.state_dir={json.dumps(str(args.state_dir))}")
     try:
-        return load_config(args.config, sets)
+        return load_config(args.config, sets, set_aside_bad_overrides=set_aside_bad_overrides)
     except ConfigError as exc:
         print(f"printnode: config error in {exc.source}:", file=sys.stderr)
         for problem in exc.problems:

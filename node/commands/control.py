@@ -114,6 +114,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         when = datetime.fromtimestamp(planner["next_start_s"], tz=UTC).isoformat(timespec="minutes")
         print(f"plan: next print window {when}; {planner.get('planned', 0)} planned, "
               f"{planner.get('waiting', 0)} waiting (`printnode plan` says why)")
+    for problem in report.get("problems") or []:
+        print(f"PROBLEM: {problem}")
     print(f"plate: {'clear' if runner.get('plate_clear') else 'occupied (run `printnode plate-cleared`)'}")
     jobs = report["jobs"]
     print(f"jobs pending: {len(jobs)}")

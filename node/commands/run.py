@@ -16,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = config_from_args(args)
+    config = config_from_args(args, set_aside_bad_overrides=True)  # an unattended node always comes up
     from node.field.journal import configure_daemon_logging
 
     configure_daemon_logging(config.node.log_level)

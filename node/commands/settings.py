@@ -47,7 +47,7 @@ def cmd_set(args: argparse.Namespace) -> int:
             print(f"printnode: {exc}", file=sys.stderr)
             return 2
     try:
-        saved_in = write_override(config.state_dir, args.assignment)
+        saved_in = write_override(config, args.assignment)
     except ConfigError as exc:
         print(f"printnode: {'; '.join(exc.problems)}", file=sys.stderr)
         return 2

@@ -194,6 +194,8 @@ class Hub:
     def _on_hello(self, node_id: str, hello: p.Hello) -> None:
         if hello.node_id != node_id:
             raise ValueError(f"hello names {hello.node_id} on {node_id}'s topic")
+        for problem in hello.problems:
+            log.warning("hub: node %s started with a problem: %s", node_id, problem)
         now = self.clock()
         with self.ledger.tx() as conn:
             conn.execute("INSERT OR IGNORE INTO nodes(node_id) VALUES(?)", (node_id,))

@@ -271,7 +271,8 @@ class Sync(Component):
         jobs = [p.JobVersion(job_id=j.id, version=j.version) for j in await self.jobs.list()
                 if j.source == "hub" and j.state not in FINAL_STATES]
         self._publish(p.up_topic(self.node_id, "hello"),
-                      p.Hello(node_id=self.node_id, t_s=now_s, jobs=jobs, capabilities=self.capabilities), qos=1)
+                      p.Hello(node_id=self.node_id, t_s=now_s, jobs=jobs, capabilities=self.capabilities,
+                              problems=list(self.node.problems)), qos=1)
         self.transfers.resume_all()
         self._request_chunks()
         self._outbox_dirty.set()

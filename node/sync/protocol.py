@@ -140,6 +140,8 @@ class Hello(Wire):
     t_s: float
     protocol: int = PROTOCOL_VERSION
     jobs: list[JobVersion] = []
+    #: problems the node started with anyway, in plain words (an override file it set aside)
+    problems: list[str] = []
     capabilities: PrinterCapabilities | None = None
 
 
