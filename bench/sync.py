@@ -138,7 +138,7 @@ async def start_node(state_dir: Path, port: int, hub_key: str, **sync: object) -
     jobs = Jobs(node, store)
     node.add(jobs)
     sync_component = Sync(node, config.sync, store, jobs, files_dir=config.files_dir,
-                          max_file_bytes=config.jobs.max_file_bytes, gate=make_gate(config),
+                          max_file_bytes=config.jobs.max_file_bytes, reserve_bytes=0, gate=make_gate(config),
                 printer_profile=load_profile(config.printer.profile))
     node.add(sync_component)
     await node.start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from node import __version__
@@ -35,3 +36,22 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `printnode queue list | head`
+        return 0
+    except Exception as exc:  # a person never reads a traceback: a sentence, and the details in the log
+        # the daemon's journal keeps the traceback for whoever debugs it; a person at a prompt gets the sentence
+        logging.getLogger("printnode").log(logging.ERROR if args.command == "run" else logging.DEBUG,
+                                           "%s failed", args.command, exc_info=True)
+        print(f"printnode {args.command}: failed: {_sentence(exc)} (run with PRINTNODE_DEBUG=1 for details)",
+              file=sys.stderr)
+        if os.environ.get("PRINTNODE_DEBUG"):
+            raise
+        return 1
+
+
+def _sentence(exc: BaseException) -> str:
+    """One line for an error a command did not expect: its message, not its class path."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, OSError) and exc.strerror:
+        text = f"{exc.strerror}" + (f": {exc.filename}" if exc.filename else "")
+    return text[:300]

@@ -1,6 +1,7 @@
 """The local control API: JSON lines over a Unix socket in the state directory.
 
-One request per connection.  A request is one JSON line (a :data:`Request`);
+One request per connection.  A request is one JSON line (a :data:`Request`) of at most
+``MAX_REQUEST_LINE`` bytes;
 ``queue_add`` is followed by exactly ``size_bytes`` raw bytes of G-code, which
 the daemon stores under ``files/<sha256>.gcode`` before queuing, so the CLI
 never needs to share a filesystem view with the daemon (the systemd unit
@@ -8,6 +9,11 @@ hides /home from it).  The reply is one JSON line (a :class:`Reply`).
 
 The socket is created with mode 0660 (the node's user and group).  The CLI
 never opens the printer's port: everything goes through here.
+
+Nobody can lock it: each connection has ``[control] read_timeout_s`` to send its request (and
+each piece of an upload), at most ``[control] max_connections`` are served at once (the next
+ones get a "busy" answer at once), a request line over the limit is answered with an error,
+and every request gets exactly one answer, whatever went wrong.
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ import json
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -26,10 +33,12 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, Valid
 from node import __version__
 from node.events import ConfigChangeRequested
 from node.jobcontrol import run_job_command
-from node.jobs import ACTIVE_STATES, RUNNABLE_STATES, Job, Jobs, Transition, TransitionRefused
+from node.jobs import ACTIVE_STATES, RUNNABLE_STATES, Job, Jobs, JobState, Transition, TransitionRefused, error_text
 from node.node import Component, Node
 from node.section import ConfigError, Section
 from node.store import StoreFull
+from node.store.space import disk_error as _disk_error
+from node.store.space import no_room_reason
 
 if TYPE_CHECKING:  # the CLI imports this module for ControlClient: keep the runner's stack out of it
     from node.runner import JobRunner
@@ -37,6 +46,10 @@ if TYPE_CHECKING:  # the CLI imports this module for ControlClient: keep the run
 log = logging.getLogger(__name__)
 
 MAX_REQUEST_LINE = 64 * 1024
+LISTEN_BACKLOG = 512
+#: how a "busy" answer starts on the wire (the client waits and asks again)
+BUSY_PREFIX = b'{"ok":false,"result":null,"error":"busy:'
+REJECTED_SHOWN_S = 24 * 3600.0  # `queue list` shows jobs refused this recently (node seconds)
 
 
 class ControlSection(Section):
@@ -44,6 +57,9 @@ class ControlSection(Section):
 
     socket: str = Field("control.sock", description="path, relative to state_dir unless absolute")
     mode: int = Field(0o660, ge=0, le=0o777, description="socket permissions: the node's user and group")
+    read_timeout_s: float = Field(10.0, gt=0, le=600, description="a client has this long to send its request "
+                                                                 "(and each piece of an upload)")
+    max_connections: int = Field(32, ge=1, le=1000, description="connections served at once; more get 'busy'")
 
 
 class _Request(BaseModel):
@@ -157,19 +173,23 @@ class ControlServer(Component):
     section = "control"
 
     def __init__(self, node: Node, config: ControlSection, *, jobs: Jobs, runner: JobRunner, socket_path: Path,
-                 files_dir: Path, max_file_bytes: int, save_setting: SettingSaver,
+                 files_dir: Path, max_file_bytes: int, reserve_bytes: int, save_setting: SettingSaver,
                  plan_snapshot: Callable[[], dict[str, Any] | None] | None = None) -> None:
         super().__init__(node, config)
         self.config: ControlSection = config
         self.socket_path = socket_path
         self.files_dir = files_dir
         self.max_file_bytes = max_file_bytes
+        #: free space an upload must leave, so a print's outcome can always be recorded
+        self.reserve_bytes = reserve_bytes
         self.jobs = jobs
         self.runner = runner
         #: persists a run-time ``key=value`` (the state directory's overrides.toml); ConfigError if refused
         self.save_setting = save_setting
         self.plan_snapshot = plan_snapshot or (lambda: None)
         self._server: asyncio.base_events.Server | None = None
+        self._open_connections = 0
+        self.counters = {"served": 0, "busy": 0, "timed_out": 0, "malformed": 0}
 
     async def start(self) -> None:
         self.socket_path.parent.mkdir(parents=True, exist_ok=True)
@@ -181,10 +201,13 @@ class ControlServer(Component):
         old_umask = os.umask(0o117)
         try:
             self._server = await asyncio.start_unix_server(self._serve, path=str(self.socket_path),
-                                                           limit=MAX_REQUEST_LINE)
+                                                           limit=MAX_REQUEST_LINE, backlog=LISTEN_BACKLOG)
         finally:
             os.umask(old_umask)
         os.chmod(self.socket_path, self.config.mode)
+        for orphan in self.files_dir.glob(".incoming-*"):  # uploads a killed daemon never finished
+            log.warning("control: removing the unfinished upload %s (%d bytes)", orphan.name, orphan.stat().st_size)
+            orphan.unlink(missing_ok=True)
         self.node.register_event_handler("config_change_requested", self._apply_config_change)
 
     async def _apply_config_change(self, event: ConfigChangeRequested) -> None:
@@ -202,27 +225,63 @@ class ControlServer(Component):
             await self._server.wait_closed()
         self.socket_path.unlink(missing_ok=True)
 
+    def status(self) -> dict[str, Any]:
+        return {"connections": self._open_connections, **self.counters}
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._open_connections >= self.config.max_connections:
+            self.counters["busy"] += 1
+            await self._answer(writer, Reply(ok=False, error=f"busy: {self._open_connections} requests are being "
+                                                             "served; try again in a moment"))  # BUSY_PREFIX
+            return
+        self._open_connections += 1
         try:
-            line = await reader.readline()
+            await self._answer(writer, await self._handle(reader))
+        finally:
+            self._open_connections -= 1
+
+    async def _handle(self, reader: asyncio.StreamReader) -> Reply:
+        """The one answer to one request, whatever happens while reading or serving it."""
+        try:
             try:
-                request = REQUEST_ADAPTER.validate_json(line)
-                result = await self._dispatch(request, reader)
-                reply = Reply(ok=True, result=RESULT_ADAPTER.dump_python(result, mode="json"))
-            except ValidationError as exc:
-                problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'request'}: {e['msg']}" for e in exc.errors())
-                reply = Reply(ok=False, error=f"malformed request: {problems}")
-            except (ControlError, TransitionRefused, KeyError, ValueError, TimeoutError) as exc:
-                reply = Reply(ok=False, error=str(exc).strip("'\""))
-            except StoreFull as exc:  # nothing was written; everything already stored is intact
-                reply = Reply(ok=False, error=f"store full, request not saved: {exc} "
-                                              "(free disk space or raise storage.max_db_mb)")
-            writer.write(reply.model_dump_json().encode() + b"\n")
-            await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError) as exc:
-            log.warning("control: client went away: %s", exc)
-        except Exception:
+                line = await asyncio.wait_for(reader.readline(), self.config.read_timeout_s)
+            except ValueError:  # StreamReader's way of saying the line overran its limit
+                self.counters["malformed"] += 1
+                return Reply(ok=False, error=f"request too long (a request line is at most {MAX_REQUEST_LINE} bytes)")
+            except TimeoutError:
+                self.counters["timed_out"] += 1
+                return Reply(ok=False, error=f"no complete request within {self.config.read_timeout_s:g} s")
+            if not line.endswith(b"\n"):
+                raise ControlError("incomplete request: a request is one JSON line ending in a newline")
+            request = REQUEST_ADAPTER.validate_json(line)
+            result = await self._dispatch(request, reader)
+            self.counters["served"] += 1
+            return Reply(ok=True, result=RESULT_ADAPTER.dump_python(result, mode="json"))
+        except ValidationError as exc:
+            self.counters["malformed"] += 1
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'request'}: {e['msg']}" for e in exc.errors())
+            return Reply(ok=False, error=f"malformed request: {problems}")
+        except (ControlError, ValueError, TransitionRefused, KeyError, TimeoutError) as exc:
+            return Reply(ok=False, error=error_text(exc))
+        except StoreFull as exc:  # nothing was written; everything already stored is intact
+            return Reply(ok=False, error=f"store full, request not saved: {exc} "
+                                         "(free disk space or raise storage.max_db_mb)")
+        except OSError as exc:
+            return Reply(ok=False, error=_disk_error(exc))
+        except asyncio.IncompleteReadError as exc:
+            return Reply(ok=False, error=f"the request ended early ({len(exc.partial)} bytes)")
+        except Exception as exc:  # a bug: logged with its traceback; the client still gets a sentence
             log.exception("control: request failed")
+            return Reply(ok=False, error=f"internal error ({type(exc).__name__}); the daemon keeps running, "
+                                         "details are in its log")
+
+    @staticmethod
+    async def _answer(writer: asyncio.StreamWriter, reply: Reply) -> None:
+        try:
+            writer.write(reply.model_dump_json().encode() + b"\n")
+            await asyncio.wait_for(writer.drain(), 5.0)
+        except (ConnectionError, TimeoutError) as exc:
+            log.info("control: client went away before its answer: %s", exc or type(exc).__name__)
         finally:
             writer.close()
 
@@ -233,8 +292,12 @@ class ControlServer(Component):
         if isinstance(request, QueueAddRequest):
             return await self._receive_file(request, reader)
         if isinstance(request, QueueListRequest):
-            states = None if request.all else RUNNABLE_STATES | ACTIVE_STATES
-            return await self.jobs.list(states)
+            if request.all:
+                return await self.jobs.list()
+            # pending and active jobs, and those refused in the last day (a refusal must be seen)
+            recent_s = self.node.clock.time() - REJECTED_SHOWN_S
+            rejected = [j for j in await self.jobs.list(frozenset({JobState.REJECTED})) if j.updated_s >= recent_s]
+            return await self.jobs.list(RUNNABLE_STATES | ACTIVE_STATES) + rejected
         if isinstance(request, JobShowRequest):
             job = await self.jobs.find(request.job)
             return JobHistory(job=job, history=await self.jobs.history(job.id))
@@ -262,13 +325,21 @@ class ControlServer(Component):
     async def _receive_file(self, request: QueueAddRequest, reader: asyncio.StreamReader) -> Job:
         if request.size_bytes > self.max_file_bytes:
             raise ControlError(f"{request.name}: {request.size_bytes} bytes is over jobs.max_file_mb")
+        room = no_room_reason(self.files_dir, request.size_bytes, self.reserve_bytes)
+        if room is not None:
+            raise ControlError(f"{request.name}: {room}")
         digest = hashlib.sha256()
         tmp = self.files_dir / f".incoming-{os.getpid()}-{id(request)}"
         remaining = request.size_bytes
         try:
             with tmp.open("wb") as handle:
                 while remaining:
-                    chunk = await reader.read(min(remaining, 256 * 1024))
+                    try:
+                        chunk = await asyncio.wait_for(reader.read(min(remaining, 256 * 1024)),
+                                                       self.config.read_timeout_s)
+                    except TimeoutError:
+                        raise ControlError(f"{request.name}: the upload stalled ({remaining} bytes missing "
+                                           f"after {self.config.read_timeout_s:g} s of silence)") from None
                     if not chunk:
                         raise ControlError(f"{request.name}: the upload ended {remaining} bytes early")
                     digest.update(chunk)
@@ -311,28 +382,77 @@ class ControlClient:
         self.timeout_s = timeout_s
 
     def request(self, payload: dict[str, Any], body_path: Path | None = None) -> JsonValue:
-        REQUEST_ADAPTER.validate_python(payload)  # refuse a malformed request before sending it
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout_s)
+        """Send one request (and the file, for ``queue_add``); return its result or raise
+        :class:`ControlError` with a sentence: never a socket or JSON error."""
         try:
-            try:
-                sock.connect(str(self.socket_path))
-            except (FileNotFoundError, ConnectionRefusedError):
-                raise ControlError(f"no printnode daemon is listening on {self.socket_path} "
-                                   "(start it with `printnode run`)") from None
-            sock.sendall(json.dumps(payload).encode() + b"\n")
-            if body_path is not None:
-                with body_path.open("rb") as handle:
-                    sock.sendfile(handle)
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = sock.recv(65536)
-                if not chunk:
+            REQUEST_ADAPTER.validate_python(payload)  # refuse a malformed request before sending it
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'request'}: {e['msg']}" for e in exc.errors())
+            raise ControlError(f"malformed request: {problems}") from None
+        deadline = time.monotonic() + self.timeout_s
+        try:
+            while True:
+                data = self._exchange(payload, body_path)
+                if not data.startswith(BUSY_PREFIX) or time.monotonic() > deadline:
                     break
-                data += chunk
-        finally:
-            sock.close()
-        reply = Reply.model_validate_json(data)
+                time.sleep(0.05)  # every slot taken: a slot frees within read_timeout_s
+        except TimeoutError:
+            raise ControlError(f"the daemon did not answer within {self.timeout_s:g} s (it may be busy or stuck; "
+                               "`printnode doctor` checks it)") from None
+        except OSError as exc:
+            raise ControlError(f"cannot talk to the daemon on {self.socket_path}: {exc.strerror or exc}") from None
+        try:
+            reply = Reply.model_validate_json(data)
+        except ValidationError:
+            raise ControlError("the daemon closed the connection without an answer "
+                               f"({len(data)} bytes received; see its log)") from None
         if not reply.ok:
             raise ControlError(reply.error or "request refused")
         return reply.result
+
+    def _exchange(self, payload: dict[str, Any], body_path: Path | None) -> bytes:
+        sock = self._connect()
+        try:
+            try:
+                sock.sendall(json.dumps(payload).encode() + b"\n")
+                if body_path is not None:
+                    with body_path.open("rb") as handle:
+                        sock.sendfile(handle)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the daemon refused mid-upload (store full, too big): its answer is waiting
+            data = b""
+            while not data.endswith(b"\n"):
+                try:
+                    chunk = sock.recv(65536)
+                except ConnectionResetError:
+                    break
+                if not chunk:
+                    break
+                data += chunk
+            return data
+        finally:
+            sock.close()
+
+    def _connect(self) -> socket.socket:
+        """Connect, waiting out a full listen queue (EAGAIN) until the timeout."""
+        deadline = time.monotonic() + self.timeout_s
+        delay_s = 0.01
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(self.timeout_s)
+            try:
+                sock.connect(str(self.socket_path))
+                return sock
+            except (FileNotFoundError, ConnectionRefusedError):
+                sock.close()
+                raise ControlError(f"no printnode daemon is listening on {self.socket_path} "
+                                   "(start it with `printnode run`)") from None
+            except BlockingIOError:
+                sock.close()
+                if time.monotonic() + delay_s > deadline:
+                    raise TimeoutError from None
+                time.sleep(delay_s)
+                delay_s = min(delay_s * 2, 0.5)
+            except BaseException:
+                sock.close()
+                raise

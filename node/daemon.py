@@ -73,9 +73,10 @@ def build_node(config: NodeConfig, clock: Clock, store: Store) -> Node:
     node.add(PowerGuard(node, config.low_battery, runner, telemetry=telemetry))  # + the telemetry-lost policy
     add_gpio_components(node, config.gpio, runner, printer)  # after every other start gate: the relay's must be last
     node.add(Sync(node, config.sync, store, jobs, files_dir=config.files_dir, max_file_bytes=config.jobs.max_file_bytes,
-                  gate=gate, job_control=runner, printer_profile=profile))
+                  reserve_bytes=config.jobs.reserve_bytes, gate=gate, job_control=runner, printer_profile=profile))
     node.add(ControlServer(node, config.control, jobs=jobs, runner=runner, socket_path=config.control_socket,
                            files_dir=config.files_dir, max_file_bytes=config.jobs.max_file_bytes,
+                           reserve_bytes=config.jobs.reserve_bytes,
                            save_setting=functools.partial(write_override, config),
                            plan_snapshot=planner.snapshot))
     node.add(Watchdog(node, config.watchdog, store))  # last, so it pings only once all started

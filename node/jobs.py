@@ -170,8 +170,9 @@ class Jobs(Component):
     async def find(self, job_ref: str) -> Job:
         """A job by id or unique id prefix (what a person types)."""
         def _find(conn: sqlite3.Connection) -> list[Job]:
-            rows = conn.execute("SELECT * FROM jobs WHERE id LIKE ? || '%' ORDER BY queue_seq",
-                                (job_ref,)).fetchall()
+            # a prefix compare, not LIKE: '%' and '_' in what a person types are just characters
+            rows = conn.execute("SELECT * FROM jobs WHERE substr(id, 1, ?) = ? ORDER BY queue_seq",
+                                (len(job_ref), job_ref)).fetchall()
             return [Job.from_row(r) for r in rows]
 
         matches = await self.store.run(_find)
@@ -276,3 +277,11 @@ class Jobs(Component):
             await self.node.send_event("queue_changed", QueueChanged(
                 job_id=job_id, action="added" if is_runnable else "removed"))
         return after
+
+
+def error_text(exc: BaseException) -> str:
+    """An error's message for a person: a KeyError's own text (``str`` of a KeyError is its repr,
+    which quotes it and garbles a job reference that holds quotes)."""
+    if isinstance(exc, KeyError) and exc.args:
+        return str(exc.args[0])
+    return str(exc)

@@ -58,10 +58,16 @@ class JobsSection(Section):
     sample_jobs: int = Field(1, ge=1, le=20, description="how many (parts of growing size: a day's work for make run)")
     auto_plate_clear: bool | None = Field(None, description="confirm the plate clear by itself; default: only with the virtual printer")
     max_file_mb: float = Field(512.0, gt=0)
+    reserve_mb: float = Field(64.0, ge=0, description="free space uploads and hub downloads must leave, so the "
+                                                      "outcome of a print can always be recorded")
 
     @property
     def max_file_bytes(self) -> int:
         return int(self.max_file_mb * 1024 * 1024)
+
+    @property
+    def reserve_bytes(self) -> int:
+        return int(self.reserve_mb * 1024 * 1024)
 
 
 class JobRunner(Component):

@@ -69,9 +69,16 @@ def _call(args: argparse.Namespace, payload: dict[str, Any], body: Path | None =
         raise SystemExit(1) from None
 
 
+def printable(text: str) -> str:
+    """A name or reason as a terminal may show it: control characters (newlines, ANSI escapes)
+    written as escapes, so a job name cannot forge lines or colours."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _job_line(job: dict[str, Any]) -> str:
     state = job["state"] + (f" ({job['pause_reason']})" if job.get("pause_reason") else "")
-    return f"{job['id']}  {state:<22} p{job['priority']:<4} v{job['version']:<3} {job['name']}  {job['reason']}"
+    return (f"{job['id']}  {state:<22} p{job['priority']:<4} v{job['version']:<3} {printable(job['name'])}  "
+            f"{printable(job['reason'])}")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -123,7 +130,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     for job in jobs:
         print("  " + _job_line(job))
         if job["id"] in waiting:
-            print(f"      waits: {waiting[job['id']]}")
+            print(f"      waits: {printable(waiting[job['id']])}")
     return 0
 
 
@@ -136,10 +143,19 @@ def cmd_queue_add(args: argparse.Namespace) -> int:
     if not path.is_file():
         print(f"printnode: {path}: no such file", file=sys.stderr)
         return 1
+    if path.stat().st_size == 0:
+        print(f"printnode: {path}: the file is empty", file=sys.stderr)
+        return 1
     job = _call(args, {"cmd": "queue_add", "name": args.name or path.name, "size_bytes": path.stat().st_size,
                        "priority": args.priority}, body=path)
-    print_json(job) if args.json else print(f"queued {job['id']}  {job['name']}")
-    return 0
+    rejected = job["state"] == "rejected"
+    if args.json:
+        print_json(job)
+    elif rejected:
+        print(f"printnode: REJECTED {job['id']}  {printable(job['name'])}: {printable(job['reason'])}", file=sys.stderr)
+    else:
+        print(f"queued {job['id']}  {printable(job['name'])}")
+    return 3 if rejected else 0
 
 
 def cmd_queue_list(args: argparse.Namespace) -> int:
@@ -161,7 +177,7 @@ def cmd_job_show(args: argparse.Namespace) -> int:
         return 0
     print(_job_line(shown["job"]))
     for t in shown["history"]:
-        print(f"  v{t['version']:<3} {t['from_state'] or '-':>14} -> {t['to_state']:<14} {t['reason']}")
+        print(f"  v{t['version']:<3} {t['from_state'] or '-':>14} -> {t['to_state']:<14} {printable(t['reason'])}")
     return 0
 
 

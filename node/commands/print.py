@@ -57,10 +57,10 @@ class _CliSink:
 
 def run(args: argparse.Namespace) -> int:
     from node.commands.common import config_from_args
-    from node.printer.link import LinkClosed
-    from node.printer.printer import stream_settings
     from node.daemon import make_gate
+    from node.printer.link import LinkClosed
     from node.printer.policy import PolicyViolation
+    from node.printer.printer import stream_settings
     from node.printer.worker import FirmwareReset, PrinterFault, PrinterWorker, PrintRequest
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -33,9 +33,10 @@ from node.events import (
     TelemetrySample,
 )
 from node.jobcontrol import JobControl, JobVerb, StateOnlyJobControl, run_job_command
-from node.jobs import ACTIVE_STATES, FINAL_STATES, Jobs, JobState, TransitionRefused
+from node.jobs import ACTIVE_STATES, FINAL_STATES, Jobs, JobState, TransitionRefused, error_text
 from node.node import Component, Node
 from node.store import Store, transaction
+from node.store.space import no_room_reason
 from node.sync import protocol as p
 from node.sync.config import SyncSection
 from node.sync.discovery import discovery_messages
@@ -74,7 +75,7 @@ class Sync(Component):
     section = "sync"
 
     def __init__(self, node: Node, config: SyncSection, store: Store, jobs: Jobs, *, files_dir: Path,
-                 max_file_bytes: int, gate: JobGate, job_control: JobControl | None = None,
+                 max_file_bytes: int, reserve_bytes: int, gate: JobGate, job_control: JobControl | None = None,
                  printer_profile: PrinterProfile | None = None) -> None:
         super().__init__(node, config)
         self.config: SyncSection = config
@@ -84,6 +85,7 @@ class Sync(Component):
         self.job_control: JobControl = job_control or StateOnlyJobControl(node, jobs)
         self.printer_profile = printer_profile
         self.max_file_bytes = max_file_bytes
+        self.reserve_bytes = reserve_bytes  # free space a download must leave (node.store.space)
         #: the one gate (node.gate): a hub's job is checked like any other before it is queued
         self.gate = gate
         self.node_id = node.id
@@ -431,6 +433,8 @@ class Sync(Component):
         unmet = manifest.requirements.unmet_by(self.capabilities) if self.capabilities else []
         if manifest.file_bytes > self.max_file_bytes:
             unmet.append(f"file of {manifest.file_bytes} bytes exceeds jobs.max_file_mb")
+        elif (room := no_room_reason(self.files_dir, manifest.file_bytes, self.reserve_bytes)) is not None:
+            unmet.append(room)
         if unmet:
             await self.jobs.transition(job.id, JobState.REJECTED, "requirements: " + "; ".join(unmet),
                                        expected_version=job.version)
@@ -521,7 +525,7 @@ class Sync(Component):
                 moved = await run_job_command(self.job_control, self.jobs, verb, before.id, source="hub",
                                               expected_version=None if verb == "cancel" else args.expected_version)
             except (TransitionRefused, KeyError, TimeoutError) as exc:
-                return False, str(exc).strip("'\"")
+                return False, error_text(exc)
             if verb == "cancel" and self.transfers.row(moved.id) is not None:
                 await self.transfers.drop(moved.id)
             if moved.version == before.version:  # no runner here: the command went out as an event
