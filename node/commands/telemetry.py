@@ -60,9 +60,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"printnode telemetry: {exc}", file=sys.stderr)
         return 1
     estimator = SocEstimator(config.battery)
-    printed, silent_since = 0, time.monotonic()
+    printed, rejected, silent_since = 0, 0, time.monotonic()
     try:
-        while args.samples <= 0 or printed < args.samples:
+        # --samples N counts readings, accepted or rejected: a source whose every reading is
+        # implausible must end the check (it said why, line by line), not hang it
+        while args.samples <= 0 or printed + rejected < args.samples:
             try:
                 reading = source.read(telemetry.read_timeout_s)
             except SourceError as exc:
@@ -79,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
                 sample = to_sample(reading, clock.time(), estimator, config.battery)
             except ReadingRejected as exc:
                 print(f"printnode telemetry: reading rejected: {exc}", file=sys.stderr)
+                rejected += 1
                 continue
             if args.json:
                 print_json(sample.model_dump())
@@ -90,6 +93,9 @@ def run(args: argparse.Namespace) -> int:
                 time.sleep(telemetry.poll_interval_s)
     finally:
         source.close()
+    if rejected and not printed:
+        print(f"printnode telemetry: all {rejected} readings were rejected (see why above)", file=sys.stderr)
+        return 1
     return 0
 
 

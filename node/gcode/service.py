@@ -125,10 +125,11 @@ class AnalysisService(Component):
                 return False
             raw = Analysis.model_validate_json(row[0])
             measured_s = printing_seconds(conn, event.job_id, event.t_s)
-            if measured_s <= 0:
+            estimated_s = raw.motion_seconds + raw.heatup_seconds
+            if measured_s <= 0 or estimated_s <= 0:  # a job with nothing to time (no moves, no heating) teaches nothing
                 return False
             with transaction(conn):
-                record_print(conn, printer_profile=profile.name, estimated_s=raw.motion_seconds + raw.heatup_seconds,
+                record_print(conn, printer_profile=profile.name, estimated_s=estimated_s,
                              measured_s=measured_s, finished_s=event.t_s, job_id=event.job_id,
                              file_sha256=job[0], estimated_wh=raw.energy_wh)
             return True

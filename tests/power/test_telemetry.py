@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -277,3 +278,27 @@ def test_printer_shunt_measures_printer_w(tmp_path: Path, pty_pair) -> None:
     asyncio.run(scenario())
     # the simulated chip measures a feed cycling within +-4 A at ~13.1 V (ina.demo_battery_state)
     assert samples[0].printer_w is not None and 0.0 <= samples[0].printer_w <= 4.0 * 13.2
+
+
+def test_cli_samples_ends_when_every_reading_is_rejected(tmp_path: Path, pty_pair) -> None:
+    """Issue #14: ``--samples N`` never ended when the controller sent only implausible values."""
+    from node.power.sources.vedirect import encode_block
+    from tests.power.test_vedirect import mppt_fields
+
+    block = encode_block(mppt_fields(battery_mv=99_000, yield_total=1234))  # 99 V on a 12 V bank
+    stop = threading.Event()
+
+    def controller() -> None:  # a block a second, as a Victron sends them (faster here)
+        while not stop.wait(0.1):
+            os.write(pty_pair.master_fd, block)
+
+    threading.Thread(target=controller, daemon=True).start()
+    try:
+        result = subprocess.run([sys.executable, "-m", "node", "telemetry", "--source", "vedirect", "--port",
+                                 pty_pair.slave_name, "--samples", "3", "--state-dir", str(tmp_path)],
+                                capture_output=True, text=True, timeout=60, cwd=REPO)
+    finally:
+        stop.set()
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.count("reading rejected: battery_v 99.00 V") == 3
+    assert "all 3 readings were rejected" in result.stderr
