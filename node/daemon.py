@@ -34,7 +34,7 @@ from node.printer.printer import Printer
 from node.printer.profile import PrinterProfile, load_profile
 from node.printer.virtualproc import VirtualPrinterProcess
 from node.runner import JobRunner
-from node.store import Store
+from node.store import Store, StoreUnusable
 from node.sync.client import Sync
 
 log = logging.getLogger(__name__)
@@ -110,9 +110,13 @@ def make_runner(node: Node, config: NodeConfig, store: Store, jobs: Jobs, printe
 
 
 async def run_daemon(config: NodeConfig, until_idle: bool = False, timeout_s: float | None = None) -> int:
-    config.state_dir.mkdir(parents=True, exist_ok=True)
     clock = make_clock(config)
-    store = Store(config.state_dir / "printnode.sqlite3").open()
+    try:
+        store = Store(config.state_dir / "printnode.sqlite3").open()
+    except StoreUnusable as exc:  # stop with the file and the fix: never start on an empty store
+        log.error("%s", exc)
+        notify(f"STATUS=store unusable: {exc}")
+        return 2
     node = build_node(config, clock, store)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

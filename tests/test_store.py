@@ -71,3 +71,57 @@ def test_failed_transaction_rolls_back(tmp_path: Path) -> None:
         assert store.run_sync(lambda c: store.get_meta(c, "half")) is None
     finally:
         store.close()
+
+
+# --- issue #14, finding 9: a damaged or lost store is never silently reset ---------------------
+def test_an_empty_or_damaged_database_stops_with_its_path_and_the_fix(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from node.store import StoreUnusable
+
+    empty = tmp_path / "empty.sqlite3"
+    empty.write_bytes(b"")
+    with pytest.raises(StoreUnusable, match=r"empty \(0 bytes\).*mv "):
+        Store(empty).open()
+    assert empty.stat().st_size == 0  # left as found: the operator decides
+    damaged = tmp_path / "state" / "printnode.sqlite3"
+    damaged.parent.mkdir()
+    damaged.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreUnusable, match="damaged"):
+        Store(damaged).open()
+    result = subprocess.run([sys.executable, "-m", "node", "run", "--state-dir", str(damaged.parent)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and str(damaged) in result.stderr and "Traceback" not in result.stderr
+    assert damaged.read_bytes().startswith(b"this is not")
+
+
+def test_a_new_store_appears_whole_or_not_at_all(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite3").open()
+    try:
+        assert store.schema_version > 0
+    finally:
+        store.close()
+    assert not list(tmp_path.glob("*.new*"))
+
+
+def test_replay_protection_survives_the_loss_of_the_database(tmp_path: Path) -> None:
+    import asyncio
+
+    from node.sync.inbox import Inbox
+
+    async def accept_then_forget() -> list[int]:
+        store = Store(tmp_path / "node.sqlite3").open()
+        await Inbox(store, "n1", []).record("m1", "job", 41, "accepted", 1.0)
+        await Inbox(store, "n1", []).record("m2", "job", 42, "accepted", 2.0)
+        store.close()
+        for path in tmp_path.glob("node.sqlite3*"):
+            path.unlink()  # the card lost the database; the operator started afresh
+        fresh = Store(tmp_path / "node.sqlite3").open()
+        try:
+            _, seqs = await Inbox(fresh, "n1", []).verifier()
+            return seqs
+        finally:
+            fresh.close()
+
+    assert {41, 42} <= set(asyncio.run(accept_then_forget()))

@@ -1,4 +1,4 @@
 """SQLite persistence: one database file in the state directory, one thread that touches it."""
-from node.store.db import Store, StoreFull, transaction
+from node.store.db import Store, StoreFull, StoreUnusable, transaction
 
-__all__ = ["Store", "StoreFull", "transaction"]
+__all__ = ["Store", "StoreFull", "StoreUnusable", "transaction"]

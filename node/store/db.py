@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -30,6 +31,13 @@ T = TypeVar("T")
 
 class StoreFull(RuntimeError):
     """The disk (or the configured page budget) is full: the write was not made."""
+
+
+class StoreUnusable(RuntimeError):
+    """The database cannot be opened or trusted; the message names the file and the fix.
+
+    The node stops rather than start on an empty store: that would silently forget its jobs
+    and history (the hub's replay protection survives in ``hub-seqs.json`` beside it)."""
 
 
 @contextmanager
@@ -87,15 +95,57 @@ class Store:
         return self.run_sync(lambda c: c.execute("PRAGMA user_version").fetchone()[0])
 
     def open(self) -> Store:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-
-        def _open() -> None:
-            self._thread_id = threading.get_ident()
-            self._conn = _connect(self.path)
-            migrate(self._conn)
-
-        self._executor.submit(_open).result()
+        """Open (or create) the database; :class:`StoreUnusable` names the file and the fix."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.path.exists() and self.path.stat().st_size == 0:
+                raise StoreUnusable(
+                    f"{self.path} is empty (0 bytes): it was truncated (a copy cut short, a failing card). "
+                    f"Fix: move it aside (mv {self.path} {self.path}.empty) and start again; the node then starts "
+                    "with no job history but keeps the hub's replay protection")
+            if not self.path.exists():
+                self._create()
+            self._executor.submit(self._open).result()
+        except sqlite3.DatabaseError as exc:
+            self._close_quietly()
+            if _is_unwritable(exc):
+                raise StoreUnusable(_unwritable_message(self.path, str(exc))) from None
+            raise StoreUnusable(
+                f"{self.path} cannot be read ({exc}): the file is damaged. Fix: stop the node, keep the file "
+                f"(mv {self.path} {self.path}.damaged) and start again; `printnode doctor` checks a store") from None
+        except PermissionError as exc:
+            raise StoreUnusable(_unwritable_message(self.path, exc.strerror or str(exc))) from None
+        except OSError as exc:
+            raise StoreUnusable(f"{self.path}: {exc.strerror or exc} (is the card full or read-only?)") from None
         return self
+
+    def _open(self) -> None:
+        self._thread_id = threading.get_ident()
+        self._conn = _connect(self.path)
+        migrate(self._conn)
+
+    def _create(self) -> None:
+        """A new store is built beside its place and renamed in, so a file of 0 bytes at the
+        store's path can only mean damage, never a creation cut short."""
+        tmp = self.path.with_name(self.path.name + ".new")
+        for leftover in (tmp, tmp.with_name(tmp.name + "-wal"), tmp.with_name(tmp.name + "-shm")):
+            leftover.unlink(missing_ok=True)
+        conn = _connect(tmp)
+        try:
+            migrate(conn)
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            conn.close()
+        os.replace(tmp, self.path)
+        _fsync_dir(self.path.parent)
+
+    def _close_quietly(self) -> None:
+        def _close() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        self._executor.submit(_close).result()
 
     def close(self) -> None:
         def _close() -> None:
@@ -140,6 +190,24 @@ class Store:
     def set_meta(self, conn: sqlite3.Connection, key: str, value: str) -> None:
         conn.execute("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                      (key, value))
+
+
+def _is_unwritable(exc: sqlite3.DatabaseError) -> bool:
+    text = str(exc).lower()
+    return "readonly" in text or "read-only" in text or "unable to open" in text
+
+
+def _unwritable_message(path: Path, why: str) -> str:
+    return (f"cannot write the store {path} ({why}). Fix: make {path.parent} writable by the node's user "
+            f"(sudo chown -R $(id -un): {path.parent}) or remount the card read-write")
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def read_from_outside(path: Path, sql: str, args: tuple[object, ...] = ()) -> list[sqlite3.Row]:

@@ -4,15 +4,27 @@ Three durable facts (migration 4): message ids already handled with the answer g
 (``sync_inbox``: a resent command is answered again, not executed again), hub sequence numbers
 accepted (``sync_hub_seqs``: the replay window), and hub keys announced or retired
 (``sync_hub_keys``: key rotation survives a restart).
+
+The accepted sequence numbers are also kept in ``hub-seqs.json`` beside the database, written
+and fsync'd after each acceptance: if the database is lost (a damaged card, a store moved aside
+by its operator), the window is restored from there, so an old signed job cannot be replayed
+into a node that forgot it.  No protocol change: the hub never knows.
 """
 from __future__ import annotations
 
+import json
+import logging
+import os
 import sqlite3
 from collections.abc import Iterable
+from pathlib import Path
 
 from node.store import Store, transaction
 from node.sync.protocol import REPLAY_WINDOW
 from node.sync.signing import Verifier, key_id
+
+log = logging.getLogger(__name__)
+SEQS_FILE = "hub-seqs.json"
 
 
 class Inbox:
@@ -20,6 +32,7 @@ class Inbox:
         self.store = store
         self.node_id = node_id
         self.configured_keys = list(configured_keys)
+        self.seqs_path = store.path.with_name(SEQS_FILE)
 
     # --- keys -------------------------------------------------------------------------------
     def _trusted(self, conn: sqlite3.Connection) -> list[str]:
@@ -31,8 +44,8 @@ class Inbox:
     async def verifier(self) -> tuple[Verifier, list[int]]:
         """A verifier over the currently trusted keys, and the accepted sequence numbers."""
         def _load(conn: sqlite3.Connection) -> tuple[list[str], list[int]]:
-            seqs = [r[0] for r in conn.execute("SELECT seq FROM sync_hub_seqs")]
-            return self._trusted(conn), seqs
+            seqs = {r[0] for r in conn.execute("SELECT seq FROM sync_hub_seqs")} | set(read_seqs(self.seqs_path))
+            return self._trusted(conn), sorted(seqs)
 
         keys, seqs = await self.store.run(_load)
         return Verifier(self.node_id, keys), seqs
@@ -73,8 +86,40 @@ class Inbox:
                                  " ON CONFLICT(msg_id) DO UPDATE SET result = excluded.result",
                                  (msg_id, kind, now_s, result))
                 if seq is not None:
+                    for kept in read_seqs(self.seqs_path):  # a store that lost its window gets it back
+                        conn.execute("INSERT OR IGNORE INTO sync_hub_seqs(seq) VALUES(?)", (kept,))
                     conn.execute("INSERT OR IGNORE INTO sync_hub_seqs(seq) VALUES(?)", (seq,))
                     highest = conn.execute("SELECT MAX(seq) FROM sync_hub_seqs").fetchone()[0]
                     conn.execute("DELETE FROM sync_hub_seqs WHERE seq <= ?", (highest - REPLAY_WINDOW,))
+            if seq is not None:
+                write_seqs(self.seqs_path, [r[0] for r in conn.execute("SELECT seq FROM sync_hub_seqs")])
 
         await self.store.run(_record)
+
+
+def read_seqs(path: Path) -> list[int]:
+    """The sequence numbers kept beside the database ([] if there is no file or it is unreadable:
+    the database's own window still applies)."""
+    try:
+        data = json.loads(path.read_text())
+        return [int(seq) for seq in data["accepted_seqs"]]
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("sync: %s is unreadable (%s); using the database's replay window only", path, exc)
+        return []
+
+
+def write_seqs(path: Path, seqs: list[int]) -> None:
+    """Write the window atomically and durably: temp file, fsync, rename, fsync the directory."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w") as handle:
+        json.dump({"accepted_seqs": sorted(seqs)}, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
