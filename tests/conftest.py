@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from node.clock import Clock
 from node.control import ControlClient
@@ -139,3 +140,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+# fuzz suites are reproducible: the same examples in every run (bench/fuzz.py runs more)
+settings.register_profile("printnode", derandomize=True, deadline=None)
+settings.load_profile("printnode")

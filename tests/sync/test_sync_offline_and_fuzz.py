@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 from pathlib import Path
 
@@ -108,9 +109,11 @@ payloads = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=int(os.environ.get("PRINTNODE_FUZZ_EXAMPLES", "300")), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(kind=st.sampled_from(["ack", "job", "command", "key", "chunk", "bogus"]), payload=payloads)
 def test_fuzzed_hub_payloads_never_crash_the_node(fuzz_node, kind: str, payload: bytes):
+    """Nothing unsigned acts: whatever arrives, only what the hub's key signed creates or moves a job."""
     runner, rn = fuzz_node
     runner.run(rn.sync._handle_message(p.down_topic("n1", kind), payload))
     # the node still works: its store answers, every job it holds is a sane one, its own key still opens
