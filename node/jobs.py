@@ -21,6 +21,7 @@ and ``rejected`` are final.
 """
 from __future__ import annotations
 
+import logging
 import sqlite3
 import uuid
 from enum import StrEnum
@@ -30,8 +31,9 @@ from pydantic import BaseModel, ConfigDict
 
 from node.events import JobStateChanged, QueueChanged
 from node.node import Component, Node
-from node.store import Store, transaction
+from node.store import Store, StoreFull, transaction
 
+log = logging.getLogger(__name__)
 
 class JobState(StrEnum):
     RECEIVED = "received"
@@ -268,7 +270,14 @@ class Jobs(Component):
             assert moved is not None
             return job, moved
 
-        before, after = await self.store.run(_move)
+        try:
+            before, after = await self.store.run(_move)
+        except StoreFull:
+            # how a job ended outranks everything else the store keeps: make room, then record it
+            freed = await self.store.run(make_room_for_jobs)
+            log.warning("store full while recording job %s -> %s: dropped %d oldest telemetry rows to record it",
+                        job_id, to_state.value, freed)
+            before, after = await self.store.run(_move)
         await self.node.send_event("job_state_changed", JobStateChanged(
             job_id=job_id, from_state=before.state, to_state=after.state, reason=reason,
             version=after.version, t_s=now_s))
@@ -285,3 +294,20 @@ def error_text(exc: BaseException) -> str:
     if isinstance(exc, KeyError) and exc.args:
         return str(exc.args[0])
     return str(exc)
+
+
+#: telemetry tables, oldest rows first to go when a job's record needs the room
+_EXPENDABLE = ("telemetry_raw", "telemetry_1m", "telemetry_15m")
+
+
+def make_room_for_jobs(conn: sqlite3.Connection, fraction: float = 0.25) -> int:
+    """Delete the oldest ``fraction`` of each telemetry table (re-sampled history, reported to the
+    hub long ago or never needed); return the rows deleted.  Freed pages are reused by SQLite."""
+    deleted = 0
+    with transaction(conn):
+        for table in _EXPENDABLE:
+            count = conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+            if count:
+                deleted += conn.execute(f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} "
+                                        f"ORDER BY t_s LIMIT ?)", (max(1, int(count * fraction)),)).rowcount
+    return deleted

@@ -125,3 +125,44 @@ def test_replay_protection_survives_the_loss_of_the_database(tmp_path: Path) -> 
             fresh.close()
 
     assert {41, 42} <= set(asyncio.run(accept_then_forget()))
+
+
+def test_a_jobs_outcome_is_recorded_even_when_the_store_is_full(tmp_path: Path) -> None:
+    """Issue #14, finding 7: a finished print showed ``interrupted`` after a restart because its
+    completion could not be saved; the oldest telemetry now makes room for it."""
+    import asyncio
+
+    from node.clock import ManualClock
+    from node.field.config import StorageSection
+    from node.field.storage import apply_pragmas
+    from node.jobs import Jobs, JobState
+    from node.node import Node, NodeSection
+    from node.store import StoreFull
+
+    async def scenario() -> None:
+        store = Store(tmp_path / "s.sqlite3").open()
+        jobs = Jobs(Node(NodeSection(id="t", state_dir=tmp_path), ManualClock()), store)
+        job = await jobs.create("part", "cli")
+        job = await jobs.transition(job.id, JobState.PRINTING, "starting")
+        await store.run(lambda c: apply_pragmas(c, StorageSection(max_db_mb=0.25, journal_size_limit_mb=0.0)))
+
+        def fill(conn: sqlite3.Connection) -> None:
+            try:
+                for i in range(100_000):
+                    conn.execute("INSERT INTO telemetry_raw(t_s, source) VALUES(?, 'sim')", (float(i),))
+            except sqlite3.OperationalError as exc:
+                assert "full" in str(exc)
+
+        await store.run(fill)
+        with pytest.raises(StoreFull):  # the store really is full
+            await store.run(lambda c: c.execute("INSERT INTO telemetry_raw(t_s, source) VALUES(1e12, 'x')"))
+        done = await jobs.transition(job.id, JobState.COMPLETED, "all lines executed")
+        assert done.state == JobState.COMPLETED
+        store.close()
+        reopened = Store(tmp_path / "s.sqlite3").open()
+        try:
+            assert reopened.run_sync(lambda c: c.execute("SELECT state FROM jobs").fetchone()[0]) == "completed"
+        finally:
+            reopened.close()
+
+    asyncio.run(scenario())
