@@ -72,7 +72,7 @@ def test_nothing_forbidden_passes_under_any_spelling(line: bytes) -> None:
 def hot(draw: st.DrawFn) -> bytes:
     head = draw(st.sampled_from(["M104", "M109", "m104", "M 104", "M0104", "M140", "M190"]))
     limit = SAFETY.max_bed_c if "14" in head.replace("104", "") or "19" in head else SAFETY.max_hotend_c
-    value = draw(st.floats(limit + 0.5, 5000, allow_nan=False))
+    value = draw(st.floats(limit + 1.0, 5000, allow_nan=False))  # over the limit in every spelling below
     spelled_value = draw(st.sampled_from([f"{value:.1f}", f"{value:.0f}", f"+{value:.2f}", f"0{value:.1f}"]))
     return f"{head} {draw(st.sampled_from(['S', 's', 'R', 'S ']))}{spelled_value}".encode()
 
@@ -122,10 +122,14 @@ def _strtod(raw: bytes) -> float:
 
 
 def _commands_seen(piece: bytes) -> tuple[str | None, list[tuple[str, float]]]:
-    """Every letter with the value a lenient, strtod-reading firmware would give it; the head is
-    the first letter with its integer part."""
+    """The head command (letter and integer) and every later letter with the value a lenient,
+    strtod-reading firmware would give it."""
     words: list[tuple[str, float | None]] = []
-    pos = 0
+    head = re.match(rb"([A-Za-z]) *([0-9]+)", piece)  # a command number is read as an integer, never strtod
+    if head is None:
+        return None, []
+    words.append((head.group(1).upper().decode(), float(head.group(2))))
+    pos = head.end()
     while (letter := _WORD.search(piece, pos)) is not None:
         number = _STRTOD.match(piece, letter.end())
         value = None
@@ -136,8 +140,6 @@ def _commands_seen(piece: bytes) -> tuple[str | None, list[tuple[str, float]]]:
                 value = None
         words.append((letter.group(1).upper().decode(), value))
         pos = number.end() if number is not None and number.end() > letter.end() else letter.end()
-    if not words or words[0][1] is None or not math.isfinite(words[0][1]):
-        return None, [(w, v) for w, v in words if v is not None]
     return f"{words[0][0]}{int(words[0][1])}", [(w, v) for w, v in words[1:] if v is not None]
 
 
