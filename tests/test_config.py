@@ -195,3 +195,11 @@ def test_a_binary_config_file_is_named_as_such(tmp_path: Path) -> None:
 def test_no_number_in_the_config_is_infinite(value: str) -> None:
     with pytest.raises(ConfigError, match="battery.capacity_ah"):
         load_config(sets=[f"battery.capacity_ah={value}"])
+
+
+def test_a_binary_profile_is_named_as_the_file_it_is(tmp_path: Path) -> None:
+    profile = tmp_path / "mine.toml"
+    profile.write_bytes(bytes(range(256)))
+    path = write(tmp_path, f"[printer]\nprofile = '{profile}'\n")
+    result = subprocess.run([sys.executable, "-m", "node", "check-config", str(path)], capture_output=True, text=True)
+    assert result.returncode == 2 and f"{profile} is not a text file" in result.stderr + result.stdout

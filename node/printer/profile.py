@@ -141,7 +141,12 @@ def load_profile(name_or_path: str) -> PrinterProfile:
     """Load a built-in profile by name, or a profile TOML file by path."""
     path = Path(name_or_path)
     if path.suffix == ".toml" and path.exists():
-        data = tomllib.loads(path.read_text())
+        try:
+            data = tomllib.loads(path.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{path} is not a text file (byte {exc.start} is not UTF-8): is it a profile?") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"{path} is not valid TOML: {exc}") from None
     else:
         resource = resources.files("node.printer") / "profiles" / f"{name_or_path}.toml"
         if not resource.is_file():
