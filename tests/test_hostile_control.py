@@ -108,3 +108,51 @@ def test_store_full_is_said_in_words_and_orphaned_uploads_go_at_start(daemon_fac
     result = daemon.cli("queue", "add", str(job))
     assert result.returncode == 1 and "store full" in result.stderr and "Traceback" not in result.stderr
     assert daemon.request({"cmd": "status"})["node_id"]
+
+
+def test_the_cli_says_a_sentence_when_the_daemon_answers_nothing_or_too_late(tmp_path: Path) -> None:
+    """Issue #14, finding 10: a cancel that timed out, or a daemon that closed the connection,
+    ended in a pydantic traceback ("Invalid JSON") in the CLI."""
+    import subprocess
+    import sys
+    import time
+
+    from node.control import ControlError
+
+    path = tmp_path / "control.sock"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    server.listen(8)
+    stop = threading.Event()
+
+    def serve() -> None:  # a daemon that reads the request, then either hangs up or says nothing
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            request = conn.recv(65536)
+            if b"status" in request:
+                conn.close()
+            else:
+                time.sleep(3)
+                conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        try:
+            ControlClient(path, timeout_s=5).request({"cmd": "status"})
+            raise AssertionError("no error")
+        except ControlError as exc:
+            assert "without an answer" in str(exc)
+        try:
+            ControlClient(path, timeout_s=1).request({"cmd": "cancel", "job": "abc"})
+            raise AssertionError("no error")
+        except ControlError as exc:
+            assert "did not answer within 1 s" in str(exc)
+        cli = subprocess.run([sys.executable, "-m", "node", "status", "--socket", str(path)], capture_output=True,
+                             text=True, timeout=60)
+        assert cli.returncode == 1 and "without an answer" in cli.stderr and "Traceback" not in cli.stderr
+    finally:
+        stop.set()
+        server.close()

@@ -51,3 +51,30 @@ def test_completed_job_is_recorded_with_its_printing_time(tmp_path, write, ender
     assert rows[0]["estimated_s"] == pytest.approx(info["estimate"])
     assert rows[0]["printer_profile"] == "ender3"
     assert info["status"]["prints_recorded"] == 1
+
+
+def test_a_job_with_nothing_to_time_completes_without_an_error(tmp_path, write, ender3, caplog):
+    """Issue #14, finding 10: a job whose estimate is zero (no moves, no heating) raised
+    ValueError when it completed."""
+    async def scenario() -> int:
+        clock = ManualClock()
+        node = Node(NodeSection(), clock)
+        store = Store(tmp_path / "node.db").open()
+        try:
+            jobs = node.add(Jobs(node, store))
+            service = node.add(AnalysisService(node, AnalysisSection(), store, ender3))
+            await node.start()
+            path = write("M117 nothing to do\nM107\n")
+            result = await service.analyze(path)
+            assert result.motion_seconds + result.heatup_seconds == 0
+            job = await jobs.create("noop", "cli", file_path=str(path), file_sha256=result.file_sha256)
+            await jobs.transition(job.id, JobState.PRINTING, "start")
+            await clock.advance(5)
+            await jobs.transition(job.id, JobState.COMPLETED, "done")
+            await node.stop()
+            return service.status()["prints_recorded"]
+        finally:
+            store.close()
+
+    assert asyncio.run(scenario()) == 0
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], [r.getMessage() for r in caplog.records]
