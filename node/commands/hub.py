@@ -94,7 +94,7 @@ def _ledger_location(args: argparse.Namespace) -> str | Path:
 
 
 def _ledger(args: argparse.Namespace):  # noqa: ANN202
-    from node.hub.ledger import open_ledger
+    from node.hub.backends import open_ledger
 
     return open_ledger(_ledger_location(args))
 

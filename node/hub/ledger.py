@@ -7,16 +7,14 @@ highest version only; every version is filed once in ``job_events``.  Telemetry 
 
 The hub's SQL is written once, in the subset both databases speak (``INSERT ... ON CONFLICT``,
 ``RETURNING``, ``?`` placeholders, which the PostgreSQL backend spells ``%s``); rows answer by
-column name and by position on both.  :func:`open_ledger` picks the backend from a location:
-a path (SQLite, one hub process) or a ``postgresql://`` URL (several ``hub serve`` workers, on one
-machine or several).  The schema lives in ``node/hub/migrations.py``.
+column name and by position on both.  ``node/hub/backends.py`` opens the backend a location names;
+the schema lives in ``node/hub/migrations.py``.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
@@ -81,18 +79,3 @@ class Ledger(ABC):
     def release_lease(self, name: str, holder: str) -> None:
         with self.tx() as conn:
             conn.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder))
-
-
-def is_postgres_url(location: str | Path) -> bool:
-    return isinstance(location, str) and location.startswith(("postgresql://", "postgres://"))
-
-
-def open_ledger(location: str | Path) -> Ledger:
-    """A ``postgresql://`` URL opens the PostgreSQL backend (psycopg 3); anything else is a SQLite file path."""
-    if is_postgres_url(location):
-        from node.hub.ledger_postgres import PostgresLedger
-
-        return PostgresLedger(str(location))
-    from node.hub.ledger_sqlite import SqliteLedger
-
-    return SqliteLedger(Path(location))

@@ -33,8 +33,9 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from pydantic import ValidationError
 
+from node.hub.backends import open_ledger
 from node.hub.dispatcher import Candidate, choose_node
-from node.hub.ledger import Ledger, open_ledger
+from node.hub.ledger import Ledger
 from node.sync import protocol as p
 from node.sync.mqtt import BrokerSettings, connect_async, make_client, publish_props
 from node.sync.signing import SigningKey

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from node.hub.ledger import open_ledger
+from node.hub.backends import open_ledger
 from node.hub.migrations import SCHEMA_VERSION, statements
 from node.hub.server import Hub, announce_key, cancel_job, fleet_status, queue_command, submit_job
 from node.sync import protocol as p
