@@ -690,7 +690,8 @@ def verify(ledger: Any, fleet: Fleet, submitted: list[str]) -> dict[str, Any]:
     assigned = sum(1 for j in submitted if jobs.get(j, (None, "new"))[1] == "sent")
     checks = {
         "reports_made": len(made), "received_rows": len(stored),
-        "missing": len(made - stored_set), "extra": len(stored_set - made), "duplicate_rows": len(stored) - len(stored_set),
+        "missing": len(made - stored_set), "extra": len(stored_set - made),
+        "duplicate_rows": len(stored) - len(stored_set),
         "telemetry_samples_made": fleet.telemetry_samples, "telemetry_rows": telemetry_rows,
         "job_states_made": fleet.job_states, "job_event_rows": job_events,
         "jobs_submitted": len(submitted), "jobs_signed": assigned, "manifests_seen_by_nodes": len(fleet.manifests),

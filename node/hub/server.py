@@ -189,8 +189,8 @@ class Hub:
 
     def _apply_job_state(self, conn: Any, node_id: str, r: p.JobStateReport) -> None:
         conn.execute("INSERT INTO job_events(job_id, version, node_state, wire_state, reason, t_s, msg_id)"
-                     " VALUES(?,?,?,?,?,?,?) ON CONFLICT DO NOTHING", (r.job_id, r.version, r.node_state, r.wire_state.value, r.reason,
-                                                r.t_s, r.id))
+                     " VALUES(?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+                     (r.job_id, r.version, r.node_state, r.wire_state.value, r.reason, r.t_s, r.id))
         row = conn.execute("SELECT version, node_id FROM jobs WHERE job_id = ?", (r.job_id,)).fetchone()
         if row is None or row["node_id"] != node_id:
             return  # a job the node has on its own (local source) or another node's: history only
