@@ -43,8 +43,13 @@ class Ledger(ABC):
     location: str
 
     @abstractmethod
-    def tx(self) -> AbstractContextManager[LedgerConn]:
-        """One write transaction: commit at the end of the block, roll back on an exception."""
+    def tx(self, durable: bool = True) -> AbstractContextManager[LedgerConn]:
+        """One write transaction: commit at the end of the block, roll back on an exception.
+
+        ``durable=False`` for what no ack promises (retained state documents, hellos): the backend
+        may commit without waiting for the disk (PostgreSQL ``synchronous_commit = off``: a crash can
+        lose the last such commits, never an acked report's).
+        """
 
     @abstractmethod
     def read(self, fn: Callable[[LedgerConn], T]) -> T:
@@ -68,7 +73,7 @@ class Ledger(ABC):
         One statement, so two workers cannot both win: the insert or the conditional update either
         changes the row or it does not (PostgreSQL locks the row, SQLite the file).
         """
-        with self.tx() as conn:
+        with self.tx(durable=False) as conn:  # renewed every round; the per-job claim guards what it protects
             cur = conn.execute(
                 "INSERT INTO leases(name, holder, expires_s) VALUES(?,?,?) ON CONFLICT(name) DO UPDATE"
                 " SET holder = excluded.holder, expires_s = excluded.expires_s"

@@ -100,12 +100,15 @@ class PostgresLedger(Ledger):
         return self.read(lambda c: c.execute("SELECT version FROM ledger_schema").fetchone()[0])
 
     @contextmanager
-    def tx(self) -> Iterator[_Conn]:
+    def tx(self, durable: bool = True) -> Iterator[_Conn]:
         with self._lock:
             if self._conn.closed or self._conn.broken:
                 self._conn = self._connect()
             with self._conn.transaction():
-                yield _Conn(self._conn)
+                conn = _Conn(self._conn)
+                if not durable:
+                    conn.execute("SET LOCAL synchronous_commit TO OFF")
+                yield conn
 
     def read(self, fn: Callable[[_Conn], T]) -> T:
         with self.tx() as conn:

@@ -45,8 +45,8 @@ class SqliteLedger(Ledger):
         return self.read(lambda c: c.execute("PRAGMA user_version").fetchone()[0])
 
     @contextmanager
-    def tx(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT under the lock (ROLLBACK on error)."""
+    def tx(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT under the lock (ROLLBACK on error); always synchronous=FULL."""
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:

@@ -143,7 +143,7 @@ class Hub:
         if not payload:
             return
         now = self.clock()
-        with self.ledger.tx() as conn:
+        with self.ledger.tx(durable=False) as conn:  # a retained document: the broker has it again
             conn.execute("INSERT INTO nodes(node_id) VALUES(?) ON CONFLICT DO NOTHING", (node_id,))
             if kind == "online":
                 doc = p.OnlineState.model_validate_json(payload)
@@ -230,7 +230,7 @@ class Hub:
         if hello.node_id != node_id:
             raise ValueError(f"hello names {hello.node_id} on {node_id}'s topic")
         now = self.clock()
-        with self.ledger.tx() as conn:
+        with self.ledger.tx(durable=False) as conn:  # the node says hello again after every connect
             conn.execute("INSERT INTO nodes(node_id) VALUES(?) ON CONFLICT DO NOTHING", (node_id,))
             conn.execute("UPDATE nodes SET online = 1, last_seen_s = ?, capabilities = COALESCE(?, capabilities)"
                          " WHERE node_id = ?",
