@@ -219,6 +219,8 @@ class Fleet:
         self.msgs_up = 0
         self.msgs_down = 0
         self.resends = 0
+        self.resend_minutes: dict[int, int] = {}  # minute of the run -> resends in it
+        self.t0 = time.monotonic()
         self.reports: dict[str, dict[str, str]] = {}  # node -> report id -> kind
         self.telemetry_samples = 0
         self.job_states = 0
@@ -334,6 +336,8 @@ class SimNode:
                 continue
             if entry.sends:
                 self.fleet.resends += 1
+                minute = int((now - self.fleet.t0) // 60)
+                self.fleet.resend_minutes[minute] = self.fleet.resend_minutes.get(minute, 0) + 1
             if entry.first_sent is None:
                 entry.first_sent = now
             entry.last_sent = now
@@ -544,7 +548,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         events: list[str] = []
         submitted: list[str] = []
         cancelled: list[str] = []
-        t0 = time.monotonic()
+        t0 = fleet.t0 = time.monotonic()
         duration = args.minutes * 60
         job_rate = args.jobs_per_node_hour * args.nodes / 3600
         next_job = t0 + rng.expovariate(job_rate) if job_rate > 0 else math.inf
@@ -637,6 +641,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "nodes": args.nodes, "workers": args.workers, "minutes": args.minutes, "run_s": round(run_s, 1),
             "drain_s": round(drain_s, 1), "left_in_outboxes": left_in_outboxes, "events": events,
             "reports": sum(len(r) for r in fleet.reports.values()), "resends": fleet.resends,
+            "resends_by_minute": {str(k): v for k, v in sorted(fleet.resend_minutes.items())},
             "telemetry_samples": fleet.telemetry_samples, "job_states": fleet.job_states,
             "jobs_submitted": len(submitted), "connects": fleet.connects, "rejected": fleet.rejected,
             "ack_latency_connected_ms": {"p50": _ms(percentile(fleet.latency_clean, 0.5)),
