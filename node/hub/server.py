@@ -191,13 +191,12 @@ class Hub:
         conn.execute("INSERT INTO job_events(job_id, version, node_state, wire_state, reason, t_s, msg_id)"
                      " VALUES(?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
                      (r.job_id, r.version, r.node_state, r.wire_state.value, r.reason, r.t_s, r.id))
-        row = conn.execute("SELECT version, node_id FROM jobs WHERE job_id = ?", (r.job_id,)).fetchone()
-        if row is None or row["node_id"] != node_id:
-            return  # a job the node has on its own (local source) or another node's: history only
-        if r.version > row["version"] or (r.version == 0 and row["version"] == 0):
-            conn.execute("UPDATE jobs SET version = ?, node_state = ?, wire_state = ?, reason = ?, updated_s = ?"
-                         " WHERE job_id = ?", (r.version, r.node_state, r.wire_state.value, r.reason, self.clock(),
-                                               r.job_id))
+        # one conditional statement, not read-then-write: two workers filing versions 2 and 3 at once must
+        # leave 3 (PostgreSQL re-checks the WHERE on the row the other transaction committed)
+        conn.execute("UPDATE jobs SET version = ?, node_state = ?, wire_state = ?, reason = ?, updated_s = ?"
+                     " WHERE job_id = ? AND node_id = ? AND (version < ? OR (version = 0 AND ? = 0))",
+                     (r.version, r.node_state, r.wire_state.value, r.reason, self.clock(), r.job_id, node_id,
+                      r.version, r.version))
 
     def _apply_job_progress(self, conn: Any, node_id: str, r: p.JobProgressReport) -> None:
         conn.execute("INSERT INTO progress(job_id, node_id, percent, t_s) VALUES(?,?,?,?) ON CONFLICT(job_id)"

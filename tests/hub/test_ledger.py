@@ -261,3 +261,34 @@ def test_cli_operations_submit_cancel_commands_keys_and_status(ledger_location: 
         assert [(s["node_id"], s["online"], s["queue"]) for s in status] == [("n1", True, 1)]
     finally:
         hub.ledger.close()
+
+
+def test_job_versions_filed_by_two_workers_at_once_leave_the_highest(ledger_location: str | Path, tmp_path: Path):
+    """Worker 0 files version 3 and has not committed when worker 1 files version 2 of the same job.
+
+    PostgreSQL lets worker 1 read the committed version 1 meanwhile; a read-then-write would then
+    overwrite 3 with 2 once worker 0 commits.  The update is one conditional statement instead,
+    which PostgreSQL re-checks on the row worker 0 committed.  (SQLite: worker 1 waits for the file.)
+    """
+    hubs = make_hubs(tmp_path / "hub", ledger_location, 2)
+    try:
+        job_id = submit_job(hubs[0].ledger, hubs[0].files_dir, _gcode(tmp_path), node_id="n1")
+        hubs[0].pump()
+
+        def report(version: int, state: str) -> p.JobStateReport:
+            return p.JobStateReport(node_id="n1", t_s=1000 + version, job_id=job_id, version=version,
+                                    node_state=state, wire_state=p.wire_state(state))
+
+        hubs[0]._on_up("n1", "job_state", report(1, "received").model_dump_json().encode())
+        late = threading.Thread(target=hubs[1]._on_up,
+                                args=("n1", "job_state", report(2, "downloading").model_dump_json().encode()))
+        with hubs[0].ledger.tx() as conn:
+            hubs[0]._apply_job_state(conn, "n1", report(3, "queued"))
+            late.start()
+            late.join(1.0)  # worker 1 is now waiting for worker 0's lock (or, on a slow day, about to)
+        late.join()
+        assert rows(hubs[0], "SELECT version, node_state FROM jobs") == [{"version": 3, "node_state": "queued"}]
+        assert rows(hubs[0], "SELECT COUNT(*) AS n FROM job_events")[0]["n"] == 3  # v2 kept as history
+    finally:
+        for hub in hubs:
+            hub.ledger.close()
