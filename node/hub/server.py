@@ -79,6 +79,7 @@ class Hub:
         self.connected = threading.Event()
         self._stop = threading.Event()
         self._pump_thread: threading.Thread | None = None
+        self._lease_renew_at = 0.0
         self.counters = {"reports": 0, "duplicates": 0, "chunks_served": 0, "bad_input": 0, "messages": 0,
                          "published": 0, "manifests": 0}
 
@@ -290,8 +291,10 @@ class Hub:
             self.key, self._key_mtime = SigningKey.load(self.key_path), mtime
             log.info("hub: signing with key %s", self.key.key_id)
         now = self.clock()
-        if not self.ledger.try_lease("pump", self.worker_id, now, PUMP_LEASE_S):
-            return
+        if now >= self._lease_renew_at:  # renewed at half its life, not every round: a commit each time
+            if not self.ledger.try_lease("pump", self.worker_id, now, PUMP_LEASE_S):
+                return
+            self._lease_renew_at = now + PUMP_LEASE_S / 2
         lock_rows = " FOR UPDATE SKIP LOCKED" if self.ledger.dialect == "postgresql" else ""
         out: list[tuple[str, str]] = []
         with self.ledger.tx() as conn:
