@@ -2,7 +2,7 @@
 # Install what `make` needs from the distribution's packages, only if it is missing.
 #   build: Python >= 3.11 with venv and headers, a C compiler (for the Cython cores)
 #   test:  also the Mosquitto broker (the MQTT tests start their own on a free port) and its clients
-#          (mosquitto_sub: the sync tests read the retained state topics the way people do)
+#          (mosquitto_sub: the sync tests read the retained state topics the way people do), PostgreSQL
 set -euo pipefail
 what=${1:-build}
 missing=()
@@ -18,6 +18,9 @@ command -v cc >/dev/null 2>&1 || missing+=(build-essential)
 if [ "$what" = test ]; then
   command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
   command -v mosquitto_sub >/dev/null 2>&1 || missing+=(mosquitto-clients)
+  # the hub's ledger tests start their own PostgreSQL (initdb in a temp dir, a free port); Debian keeps the
+  # binaries in /usr/lib/postgresql/<version>/bin, off PATH
+  command -v initdb >/dev/null 2>&1 || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 fi
 
 [ ${#missing[@]} -eq 0 ] && exit 0
