@@ -3,6 +3,7 @@
 #   build: Python >= 3.11 with venv and headers, a C compiler (for the Cython cores)
 #   test:  also the Mosquitto broker (the MQTT tests start their own on a free port) and its clients
 #          (mosquitto_sub: the sync tests read the retained state topics the way people do)
+#   marlin: socat (bench/marlin.py puts the firmware's stdin/stdout on a pseudo-terminal with it)
 set -euo pipefail
 what=${1:-build}
 missing=()
@@ -18,6 +19,11 @@ command -v cc >/dev/null 2>&1 || missing+=(build-essential)
 if [ "$what" = test ]; then
   command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
   command -v mosquitto_sub >/dev/null 2>&1 || missing+=(mosquitto-clients)
+fi
+
+if [ "$what" = marlin ]; then
+  command -v socat >/dev/null 2>&1 || missing+=(socat)
+  command -v stdbuf >/dev/null 2>&1 || missing+=(coreutils)
 fi
 
 [ ${#missing[@]} -eq 0 ] && exit 0
