@@ -119,7 +119,7 @@ def write_check_file(path: Path, blocks: int, moves_per_block: int = 8, tamper: 
             feed = 3000 + 600 * ((block + i) % 10)
             lines.append(f"G1 X{dx:.2f} Y{dy:.2f} E{de:.2f} F{feed}")
             x, y, e = x + dx, y + dy, e + de
-        dz = sign * (block % 4 + 1) * QUARTER_MM
+        dz = sign * (block // 2 % 4 + 1) * QUARTER_MM  # up in one block, the same down in the next
         lines.append(f"G1 Z{dz:.2f} F300")
         z += dz
         lines.append("M114")
