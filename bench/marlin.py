@@ -220,8 +220,12 @@ class MarlinOnPty:
                 raise RuntimeError(f"the firmware did not start (see {workdir}/socat.log and firmware.log)")
             time.sleep(0.05)
 
-    def heaters_off(self, timeout_s: float = 10.0) -> bool:
-        """Send M104 S0 / M140 S0 (unnumbered: accepted whatever the line number) and read the targets."""
+    def heaters_off(self, timeout_s: float = 60.0) -> bool:
+        """Send M104 S0 / M140 S0 (unnumbered: accepted whatever the line number) and read the targets.
+
+        They queue behind whatever the sender left in the firmware's command buffer (a G28 runs to its
+        end first), hence the minute. A firmware that halted (M112, kill()) has switched them off.
+        """
         import serial
 
         with serial.Serial(str(self.port), BAUD, timeout=0.2, exclusive=True) as port:
@@ -237,7 +241,9 @@ class MarlinOnPty:
                 for match in TEMPS.finditer(seen):
                     if float(match.group(2)) == 0.0 and float(match.group(4)) == 0.0:
                         return True
-        return False
+                if b"kill() called" in seen or b"Printer halted" in seen:
+                    return True
+        return b"kill() called" in self.log.read_bytes()
 
     def close(self) -> None:
         """End the whole process group (socat, the shell, the firmware, tee)."""
