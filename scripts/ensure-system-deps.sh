@@ -3,6 +3,7 @@
 #   build: Python >= 3.11 with venv and headers, a C compiler (for the Cython cores)
 #   test:  also the Mosquitto broker (the MQTT tests start their own on a free port) and its clients
 #          (mosquitto_sub: the sync tests read the retained state topics the way people do), PostgreSQL
+#   marlin: socat (bench/marlin.py puts the firmware's stdin/stdout on a pseudo-terminal with it)
 set -euo pipefail
 what=${1:-build}
 missing=()
@@ -21,6 +22,11 @@ if [ "$what" = test ]; then
   # the hub's ledger tests start their own PostgreSQL (initdb in a temp dir, a free port); Debian keeps the
   # binaries in /usr/lib/postgresql/<version>/bin, off PATH
   command -v initdb >/dev/null 2>&1 || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
+fi
+
+if [ "$what" = marlin ]; then
+  command -v socat >/dev/null 2>&1 || missing+=(socat)
+  command -v stdbuf >/dev/null 2>&1 || missing+=(coreutils)
 fi
 
 [ ${#missing[@]} -eq 0 ] && exit 0
