@@ -101,15 +101,15 @@ class _CliSink:
 
 
 def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def run(args: argparse.Namespace) -> int:
     from node.commands.common import config_from_args
     from node.printer.link import LinkClosed
-    from node.printer.profile import load_profile
     from node.printer.printer import stream_settings
+    from node.printer.profile import load_profile
     from node.printer.safety import PolicyViolation, check_file
     from node.printer.worker import FirmwareReset, PrinterFault, PrinterWorker, PrintRequest
 

@@ -43,7 +43,7 @@ from node.native import streamcore
 from node.printer.config import SafetySection
 from node.printer.layers import LayerMarks
 from node.printer.link import LinkClosed, SerialLink
-from node.printer.liveness import Phase, head_of, phase_of
+from node.printer.liveness import Phase, phase_of
 from node.printer.pausing import RETRACT_MM, HeaterPlan, Targets, park_script, reheat_script, suspend_script
 from node.printer.profile import PrinterProfile
 from node.printer.protocol import TemperatureReport

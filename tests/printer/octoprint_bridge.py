@@ -110,7 +110,7 @@ def main() -> int:
     reset_on_connect = bool(overrides.pop("resetOnConnect", False))
     folder = tempfile.mkdtemp(prefix="octoprint-vp-")
     virtual.plugin_manager = NoPlugins  # the emulator calls plugin_manager().get_hooks(...)
-    log = open(command_log, "w", buffering=1)
+    log = open(command_log, "w", buffering=1)  # noqa: SIM115 (open for the life of the process)
     virtual.VirtualPrinter.command_regex = RecordingMatcher(virtual.VirtualPrinter.command_regex, log)
     printer = virtual.VirtualPrinter(Settings(overrides, folder), None, folder, read_timeout=0.1,
                                      write_timeout=3600.0)
