@@ -785,10 +785,12 @@ class PrinterWorker(threading.Thread):
 
     def _hold(self, request: PrintRequest, total: int) -> bool:
         engine = self.engine
-        while engine.inflight:
+        while engine.inflight:  # the lines in flight finish first, within their phase's bound
+            if self._cancel.is_set() or self._stopping.is_set():
+                return False  # the stream loop ends the job (_stop_job)
             self._flush_out()
-            if not self._pump(self.settings.tickle_s):
-                self._check_timeouts(job_active=True)
+            self._pump(0.1)
+            self._check_timeouts(job_active=True)
         checkpoint = self.checkpoint(request)
         self.sink.on_progress(request.job_id, checkpoint.byte_offset if checkpoint else request.start_offset,
                               total, engine.job_lines_acked)
