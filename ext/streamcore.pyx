@@ -843,6 +843,13 @@ cdef class Sender:
             number = self.acked + 1
             error_line = -1
         if error_line == number - 1:
+            if 0 < got < number and number - 1 >= self.acked:
+                # a copy of a line it already has (a probe, a resend that crossed the original): the
+                # firmware lost nothing, and what was sent after that copy is still coming, in order
+                if number - 1 > self.acked:
+                    self._ack_to(number - 1)
+                self._jump = -1
+                return None
             if number - 1 < self.acked:
                 if self.acked - (number - 1) > self._window() + 2:
                     # far more than a miscounted window: not a lost ok but a renumbered firmware
@@ -852,11 +859,6 @@ cdef class Sender:
             elif number - 1 > self.acked:
                 self._ack_to(number - 1)
             target = number
-            if 0 < got < number:
-                # a copy of a line it already has (a probe, a resend that crossed the original): the
-                # firmware lost nothing, and what was sent after that copy is still coming, in order
-                self._jump = -1
-                return None
         elif number <= self.acked + 1 and self.acked - (number - 1) <= self._window() + 2:
             if number - 1 < self.acked:
                 self._unack_to(number - 1)

@@ -262,3 +262,17 @@ def test_rs_and_skip_wordings() -> None:
     s.fill()
     s.receive(b"skip 1\nok\n")  # Repetier: line 1 was already there
     assert s.last_acked == 1 and s.job_lines_acked == 1
+
+
+def test_a_refused_copy_rewinds_nothing_unless_acknowledgements_ran_ahead() -> None:
+    s = sender()
+    s.fill()  # N1..N4
+    s.receive(b"ok\n")
+    assert s.probe().startswith(b"N2 ")  # a probe: the oldest unacknowledged line again
+    events = s.receive(b"ok\nError: expected line 3 got 2\nResend:3\nok\n")  # 2 done; the probe's copy refused
+    assert events[1][2] is None and s.last_acked == 2 and s.resends == 0  # 3 and 4 are still coming
+    t = sender()
+    t.fill()
+    t.receive(b"ok\nok\nok\n")  # three oks counted, but the firmware has only line 1
+    events = t.receive(b"Error: expected line 2 got 1\nResend:2\nok\n")
+    assert events[1][2] == 2 and t.last_acked == 1 and t.fill().startswith(b"N2 ")
