@@ -62,6 +62,7 @@ from node.plan.learned import LearnedForecast, fallback_factors
 from node.plan.schedule import Plan, PlanInputs, PlanJob, RunningPrint, plan, profile_to_steps, would_cross_reserve
 from node.power.plant import BatteryParams
 from node.printer.profile import PrinterProfile, load_profile
+from node.study.bound import Bound, upper_bound
 from node.study.jobstream import JobStream, SimJob
 from node.study.world import HARDER, SocEstimator, World, downscale, hub_forecast_cloud_pct
 
@@ -299,8 +300,7 @@ class Simulation:
         self.record_events = record_events
         self.step_s = settings.step_s
         self.clear_w = weather.clear_5min(self.step_s)
-        self.truth_w = downscale(weather.pv_w, weather.clear_pv_w, self.step_s, settings.world, settings.seed,
-                                 weather.truth_5min(self.step_s))
+        self.truth_w = true_pv_steps(weather, settings)
         self.model = EnergyModel.from_params(settings.battery)
         self.reserve_frac = settings.planner.reserve_pct / 100.0
         self.cutoff_frac = settings.thresholds.cutoff_pct / 100.0
@@ -632,6 +632,32 @@ class Simulation:
         self.active = None
         self.plate_clear = False
         self.plate_dirty_since_s = t_s
+
+
+def true_pv_steps(weather: WeatherYear, settings: SimSettings) -> np.ndarray:
+    """The PV the plant gets per step over the whole file: hourly values downscaled by the world."""
+    return downscale(weather.pv_w, weather.clear_pv_w, settings.step_s, settings.world, settings.seed,
+                     weather.truth_5min(settings.step_s))
+
+
+def bound_for(weather: WeatherYear, settings: SimSettings, failed: int, resumed: int) -> Bound:
+    """The LP upper bound (:mod:`node.study.bound`) on prints completed in this run by a policy that failed
+    at most ``failed`` prints and resumed at most ``resumed`` paused ones."""
+    steps_per_hour = round(3600 / settings.step_s)
+    truth = true_pv_steps(weather, settings)
+    k0 = settings.start_day * 24 * steps_per_hour
+    n = settings.days * 24 * steps_per_hour
+    run = truth[(k0 + np.arange(n)) % len(truth)]
+    pv_hourly_wh = run.reshape(-1, steps_per_hour).sum(axis=1) * settings.step_s / 3600.0
+    start_s = weather.start_s + k0 * settings.step_s
+    offset_s = float(weather.site.get("utc_offset_h", 0.0)) * 3600.0
+    local_hours = ((start_s + np.arange(settings.days * 24) * 3600.0 + offset_s) % 86400.0 // 3600.0).astype(int)
+    base_wh = np.array([settings.loads.base_load_w + settings.loads.other_w(int(h)) for h in local_hours])
+    return upper_bound(pv_hourly_wh, base_wh, start_s, offset_s, settings.battery, settings.initial_soc,
+                       seed=settings.seed, queue_target=settings.queue_target, failed=failed, resumed=resumed,
+                       start_step_s=settings.step_s,
+                       attended=settings.attended_hours, plate_clear_delay_s=settings.plate_clear_delay_s,
+                       printer_profile=settings.printer_profile, ambient_c=settings.planner.ambient_c)
 
 
 # --- several policies on one file ------------------------------------------------------------------
