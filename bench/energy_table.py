@@ -28,6 +28,8 @@ sys.path.insert(0, str(ROOT))
 CACHE = ROOT / "bench" / ".cache"
 SDIST_FILES = {"NLD_Amsterdam062400_IWEC.epw": "EPW", "tmy_45.000_8.000_2005_2023.csv": "PVGIS CSV"}
 BATTERIES_AH = (20.0, 40.0, 94.0)
+#: the policies whose bound is computed with their own (few) failures and resumes
+CAREFUL = ("planner", "planner-learned", "planner-clearsky", "fit-greedy", "oracle")
 
 
 def weather_files() -> list[Path]:
@@ -56,10 +58,21 @@ def run_one(job: tuple[str, float, int, int]) -> dict:
     settings = SimSettings(days=days, seed=seed, battery=battery_of(battery_ah))
     archive = ForecastArchive.build(weather, seed, world=settings.world)
     results = {p: Simulation(weather, p, settings, archive).run() for p in POLICIES}
-    bound = bound_for(weather, settings, failed=max(r.prints_failed for r in results.values()))
-    return {"file": Path(path).name, "site": weather.site["name"], "battery_ah": battery_ah, "seed": seed,
-            "plant": results["planner"].plant, "bound": bound.prints, "bound_s": bound.solve_s,
-            "results": {p: r.as_json() for p, r in results.items()}}
+    # the bound depends on how many prints a policy failed and resumed (see node.study.bound): one for the
+    # policies that rarely fail, one valid for all
+    bounds, key_of = {}, {}
+    for group in (CAREFUL, POLICIES):
+        key = (max(results[p].prints_failed for p in group), max(results[p].resumed_after_pause for p in group))
+        if key not in bounds:
+            bounds[key] = bound_for(weather, settings, failed=key[0], resumed=key[1])
+        for p in group:
+            key_of.setdefault(p, key)
+    out = {"file": Path(path).name, "site": weather.site["name"], "battery_ah": battery_ah, "seed": seed,
+           "plant": results["planner"].plant, "bound_s": sum(b.solve_s for b in bounds.values()),
+           "results": {p: r.as_json() | {"bound": bounds[key_of[p]].prints} for p, r in results.items()}}
+    out["bound"] = max(b.prints for b in bounds.values())
+    out["bound_careful"] = bounds[next(iter(bounds))].prints
+    return out
 
 
 def main() -> int:
@@ -83,17 +96,19 @@ def main() -> int:
     for f in dict.fromkeys(r["file"] for r in runs):
         for ah in BATTERIES_AH:
             group = [r for r in runs if r["file"] == f and r["battery_ah"] == ah]
-            bound = statistics.mean(r["bound"] for r in group)
+            bound = statistics.mean(r["bound_careful"] for r in group)
             cells = []
             for p in POLICIES:
                 done = statistics.mean(r["results"][p]["prints_completed"] for r in group)
-                ratio = min(r["results"][p]["prints_completed"] / r["bound"] for r in group)
+                ratio = min(r["results"][p]["prints_completed"] / r["results"][p]["bound"] for r in group)
                 cells.append(f"{done:.0f} ({100 * ratio:.0f} %)")
-                if any(r["results"][p]["prints_completed"] > r["bound"] + 1e-6 for r in group):
+                if any(r["results"][p]["prints_completed"] > r["results"][p]["bound"] + 1e-6 for r in group):
                     ok = False
                     print(f"FAILED: {p} beats the bound on {f} {ah} Ah", file=sys.stderr)
             print(f"| {group[0]['site']} ({f}) | {ah:.0f} Ah | {bound:.0f} | " + " | ".join(cells) + " |")
-    print("\n(prints completed, mean over seeds; in brackets the lowest ratio to the bound over seeds)\n")
+    print("\n(prints completed, mean over seeds; in brackets the lowest ratio over seeds to the bound valid for the"
+          " policy: the bound column is the one for the careful policies, computed with their failures; greedy and"
+          " threshold fail more and get a bound with theirs)\n")
     print("| site | battery | policy | completed | failed | pauses | switched off | brownouts (cutoff) |"
           " reserve crossings | wait p95 h | worst wait h | never started | PV used kWh | PV spilled kWh |")
     print("|---|---:|---|" + "---:|" * 11)

@@ -147,3 +147,30 @@ def daily_energy_error(forecast_w: np.ndarray, truth_w: np.ndarray, step_s: floa
     f = forecast_w[:days * per_day].reshape(days, per_day).sum(axis=1) * step_s / 3600.0
     t = truth_w[:days * per_day].reshape(days, per_day).sum(axis=1) * step_s / 3600.0
     return float(np.sqrt(np.mean((f - t) ** 2)))
+
+
+def day_ahead_errors(measured_w: np.ndarray, clear_w: np.ndarray, months: np.ndarray, hours: np.ndarray,
+                     step_s: float, bias_halflife_h: float = 48.0) -> dict[str, float]:
+    """RMSE of daily PV energy (Wh) of forecasts issued at local midnight for the day ahead, over whole days of
+    per-step series starting at local midnight: the learned forecast, bare clear sky, and clear sky times the
+    bias factor the shipped ``clear_sky`` source applies (:class:`node.plan.forecast.BiasTracker`)."""
+    from node.plan.forecast import BiasTracker
+
+    per_day = int(round(86400 / step_s))
+    days = len(measured_w) // per_day
+    learned = LearnedForecast(step_s, 0.5, [1.0])
+    bias = BiasTracker(bias_halflife_h)
+    lead_h = (np.arange(per_day) + 0.5) * step_s / 3600.0
+    out: dict[str, list[float]] = {"learned": [], "clear_sky": [], "clear_sky_bias": [], "measured": []}
+    for d in range(days):
+        day = slice(d * per_day, (d + 1) * per_day)
+        if d > 0:   # the first day has no history at all: not scored
+            out["learned"].append(float(learned.expected_w(clear_w[day], months[day], hours[day], lead_h).sum()))
+            out["clear_sky"].append(float(clear_w[day].sum()))
+            out["clear_sky_bias"].append(float(clear_w[day].sum() * bias.factor))
+            out["measured"].append(float(measured_w[day].sum()))
+        for k in range(day.start, day.stop):
+            learned.observe(int(months[k]), int(hours[k]), float(measured_w[k]), float(clear_w[k]), True)
+            bias.add(k * step_s, float(measured_w[k]), float(clear_w[k]), step_s)
+    truth = np.asarray(out.pop("measured")) * step_s / 3600.0
+    return {name: float(np.sqrt(np.mean((np.asarray(v) * step_s / 3600.0 - truth) ** 2))) for name, v in out.items()}

@@ -640,7 +640,7 @@ def true_pv_steps(weather: WeatherYear, settings: SimSettings) -> np.ndarray:
                      weather.truth_5min(settings.step_s))
 
 
-def bound_for(weather: WeatherYear, settings: SimSettings, failed: int, resumed: int) -> Bound:
+def bound_for(weather: WeatherYear, settings: SimSettings, failed: int, resumed: int, tight_passes: int = 0) -> Bound:
     """The LP upper bound (:mod:`node.study.bound`) on prints completed in this run by a policy that failed
     at most ``failed`` prints and resumed at most ``resumed`` paused ones."""
     steps_per_hour = round(3600 / settings.step_s)
@@ -657,7 +657,8 @@ def bound_for(weather: WeatherYear, settings: SimSettings, failed: int, resumed:
                        seed=settings.seed, queue_target=settings.queue_target, failed=failed, resumed=resumed,
                        start_step_s=settings.step_s,
                        attended=settings.attended_hours, plate_clear_delay_s=settings.plate_clear_delay_s,
-                       printer_profile=settings.printer_profile, ambient_c=settings.planner.ambient_c)
+                       printer_profile=settings.printer_profile, ambient_c=settings.planner.ambient_c,
+                       tight_passes=tight_passes)
 
 
 # --- several policies on one file ------------------------------------------------------------------
