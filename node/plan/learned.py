@@ -51,8 +51,9 @@ class LearnedForecast:
         self.quantile = quantile
         self.fallback = list(fallback_factor_by_day)
         self.persistence_tau_h = persistence_tau_h
-        self.recent_decay = 0.5 ** (step_s / 3600.0 / recent_halflife_h)
-        self.climate_decay = 0.5 ** (step_s / 86400.0 / climate_halflife_days)
+        self.recent_halflife_h = recent_halflife_h
+        self.climate_halflife_days = climate_halflife_days
+        self.daylight_s_seen = 0.0
         dt_h = step_s / 3600.0
         # climatology: decayed measured and clear-sky energy per (month 1..12, hour 0..23), with a prior
         self.clim_measured = np.full((13, 24), prior_kc * prior_weight_h * 300.0 * dt_h)
@@ -63,23 +64,35 @@ class LearnedForecast:
         self._issues: dict[int, np.ndarray] = {}     # day index -> expected W per step for 3 days
 
     # --- learning ---------------------------------------------------------------------------------
-    def observe(self, month: int, hour: int, measured_w: float, clear_w: float, valid: bool) -> None:
-        """One telemetry step.  ``valid``: the charger was not throttling (battery not full)."""
+    def observe(self, month: int, hour: int, measured_w: float, clear_w: float, valid: bool,
+                dt_s: float | None = None) -> None:
+        """One telemetry reading standing for ``dt_s`` (default: one step).  ``valid``: the charger was not
+        throttling (battery not full)."""
         if clear_w < self.MIN_CLEAR_W:
             return
-        self.recent_measured *= self.recent_decay
-        self.recent_clear *= self.recent_decay
+        dt_s = self.step_s if dt_s is None else dt_s
+        recent_decay = 0.5 ** (dt_s / 3600.0 / self.recent_halflife_h)
+        self.recent_measured *= recent_decay
+        self.recent_clear *= recent_decay
         if not valid:
             return
-        self.recent_measured += measured_w
-        self.recent_clear += clear_w
-        self.clim_measured *= self.climate_decay
-        self.clim_clear *= self.climate_decay
-        self.clim_measured[month, hour] += measured_w * self.step_s / 3600.0
-        self.clim_clear[month, hour] += clear_w * self.step_s / 3600.0
+        dt_h = dt_s / 3600.0
+        self.daylight_s_seen += dt_s
+        self.recent_measured += measured_w * dt_h
+        self.recent_clear += clear_w * dt_h
+        climate_decay = 0.5 ** (dt_s / 86400.0 / self.climate_halflife_days)
+        self.clim_measured *= climate_decay
+        self.clim_clear *= climate_decay
+        self.clim_measured[month, hour] += measured_w * dt_h
+        self.clim_clear[month, hour] += clear_w * dt_h
+
+    @property
+    def history_days(self) -> float:
+        """Days of valid daylight history (12 daylight hours = a day)."""
+        return self.daylight_s_seen / (12 * 3600.0)
 
     def recent_kc(self) -> float | None:
-        if self.recent_clear < 3.0 * self.MIN_CLEAR_W:
+        if self.recent_clear < 3.0 * self.MIN_CLEAR_W * self.step_s / 3600.0:
             return None
         return min(1.2, self.recent_measured / self.recent_clear)
 
