@@ -143,7 +143,7 @@ class LearnedForecast:
 
 def fallback_factors(quantile_by_step: Sequence[float], step_s: float) -> list[float]:
     """The normal-model quantile factor at the middle of each lead day (before the node has its own errors)."""
-    per_day = int(round(86400 / step_s))
+    per_day = round(86400 / step_s)
     out = []
     for d in range(LEAD_DAYS):
         k = min(len(quantile_by_step) - 1, d * per_day + per_day // 2)
@@ -153,7 +153,7 @@ def fallback_factors(quantile_by_step: Sequence[float], step_s: float) -> list[f
 
 def daily_energy_error(forecast_w: np.ndarray, truth_w: np.ndarray, step_s: float) -> float:
     """Root-mean-square error of daily energy (Wh) between two per-step series of whole days."""
-    per_day = int(round(86400 / step_s))
+    per_day = round(86400 / step_s)
     days = min(len(forecast_w), len(truth_w)) // per_day
     if days == 0:
         return math.nan
@@ -169,7 +169,7 @@ def day_ahead_errors(measured_w: np.ndarray, clear_w: np.ndarray, months: np.nda
     bias factor the shipped ``clear_sky`` source applies (:class:`node.plan.forecast.BiasTracker`)."""
     from node.plan.forecast import BiasTracker
 
-    per_day = int(round(86400 / step_s))
+    per_day = round(86400 / step_s)
     days = len(measured_w) // per_day
     learned = LearnedForecast(step_s, 0.5, [1.0])
     bias = BiasTracker(bias_halflife_h)

@@ -62,7 +62,6 @@ from node.plan.config import ForecastSection, PlannerSection
 from node.plan.energymodel import EnergyModel, LoadModel, pause_hold_w
 from node.plan.forecast import (
     BiasTracker,
-    quantile_factors,
     CloudCoverForecast,
     CloudCoverPoint,
     ForecastSite,
@@ -70,6 +69,7 @@ from node.plan.forecast import (
     PvForecastRequest,
     forecast_pv,
     pessimistic_pv_w,
+    quantile_factors,
 )
 from node.plan.learned import LearnedForecast, fallback_factors
 from node.plan.schedule import (

@@ -40,6 +40,7 @@ relaxation again).
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -77,7 +78,7 @@ def upper_hull_lines(counts: np.ndarray) -> list[tuple[float, float]]:
                 break
         hull.append((m, value))
     lines = []
-    for (x1, y1), (x2, y2) in zip(hull, hull[1:], strict=False):
+    for (x1, y1), (x2, y2) in itertools.pairwise(hull):
         slope = (y2 - y1) / (x2 - x1)
         lines.append((slope, y1 - slope * x1))
     return lines
@@ -222,7 +223,7 @@ def upper_bound(pv_hourly_wh: np.ndarray, base_hourly_wh: np.ndarray, start_s: f
                            kinds_seen[:m_max], extra, resumed if tight else None, attended, plate_clear_delay_s)
             gain = (best - value) / max(1.0, value) if math.isfinite(best) else 1.0
             best = min(best, value)
-            next_max = min(m_max, int(math.floor(best + 1e-6)) + extra)
+            next_max = min(m_max, math.floor(best + 1e-6) + extra)
             if next_max == m_max or (not tight and gain < STOP_GAIN):
                 break
             m_max = next_max

@@ -108,7 +108,7 @@ def downscale(hourly_w: np.ndarray, clear_hourly_w: np.ndarray, step_s: float, w
     renormalised so each hour keeps its energy; never above 1.3x clear sky (cloud-edge enhancement)."""
     if world.variability <= 0:
         return smooth_5min_w
-    per_h = int(round(3600 / step_s))
+    per_h = round(3600 / step_s)
     n = len(smooth_5min_w)
     rng = np.random.default_rng([seed, 51])
     with np.errstate(divide="ignore", invalid="ignore"):

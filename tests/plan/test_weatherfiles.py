@@ -26,8 +26,8 @@ def greensboro():
 
 def write_epw(path: Path, data, meta) -> None:
     """EnergyPlus weather: 8 header lines, then 35 comma-separated fields per hour (hour 1..24, hour ending)."""
-    lines = [f"LOCATION,GREENSBORO,NC,USA,TMY3,723170,{meta['latitude']},{meta['longitude']},{meta['TZ']},"
-             f"{meta['altitude']}",
+    location = f"LOCATION,GREENSBORO,NC,USA,TMY3,723170,{meta['latitude']},{meta['longitude']},{meta['TZ']},"
+    lines = [location + f"{meta['altitude']}",
              "DESIGN CONDITIONS,0", "TYPICAL/EXTREME PERIODS,0", "GROUND TEMPERATURES,0",
              "HOLIDAYS/DAYLIGHT SAVINGS,No,0,0,0", "COMMENTS 1,written by the test from pvlib's 723170TYA.CSV",
              "COMMENTS 2,", "DATA PERIODS,1,1,Data,Sunday, 1/ 1,12/31"]

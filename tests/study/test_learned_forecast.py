@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from node.plan.learned import LearnedForecast, day_ahead_errors
+
 TMY_FILES = ["723170TYA.CSV", "703165TY.csv", "12839.tm2"]
 
 
