@@ -1,17 +1,20 @@
 """Year-long simulation: the real scheduler, plant and job stream against recorded weather.
 
-``printnode simulate --weather FILE --policy planner|greedy|threshold|oracle``
+``printnode simulate --weather FILE --policy POLICY [--battery-ah A --array-w W]``
 
-The world (per 5-minute step):
+The world (per 5-minute step; what the hourly file does not say is :mod:`node.study.world`):
 
 * **Sun**: the array's output from the weather file's measured irradiance
-  (pvlib chain in :func:`node.plan.forecast.compute_weather_year`), hourly
-  averages interpolated linearly to 5 minutes.
-* **Battery**: :class:`node.plan.energymodel.PlantSim` (the one plant model).
+  (pvlib chain in :func:`node.plan.forecast.compute_weather_year`; TMY3, TMY2,
+  EPW, PVGIS), hourly averages downscaled to 5 minutes with intra-hour
+  variability (each hour's energy kept).
+* **Battery**: :class:`node.plan.energymodel.PlantSim` (the one plant model);
+  policies read it through a drifting SoC estimator; brownouts are counted on
+  the true SoC against the cutoff, reserve crossings separately.
 * **Jobs**: :class:`node.study.jobstream.JobStream` keeps ``queue_target`` jobs
   queued.  After a print (or a failure) the plate must be cleared by a person:
   at the earliest ``plate_clear_delay_s`` later, only between 07:00 and 22:00
-  local time.
+  local time.  Waits count every job queued, started or not.
 * **Printer**: draws its job's energy profile while printing; paused (bed kept
   warm, hotend off, motors holding) it draws
   :func:`~node.plan.energymodel.pause_hold_w`; suspended it is switched off.
@@ -20,28 +23,32 @@ The world (per 5-minute step):
 
 What each policy sees (all share the same safety pause, below):
 
-* ``planner`` — the scheduler on a forecast made from the weather by a seeded
-  error model, never the truth: forecasts are "issued" every 6 h; each is the
-  effective cloud cover of the hours ahead plus a normal error whose standard
-  deviation grows with lead time (10 + 0.5 x lead_h percentage points, at most
-  40), correlated along lead time (AR(1), rho = 0.9); then through the same
-  pvlib chain as a live forecast (a per-hour table of PV by cloud cover,
-  computed once per file); then the bias factor tracked against measured PV
-  and the pessimistic quantile of ``[forecast]``.
-* ``oracle`` — the same scheduler fed the real future PV with no margin.
-* ``greedy`` — starts a queued job as soon as the plate is clear.
-* ``threshold`` — starts when the SoC is above 60 %.
+* ``planner`` — the scheduler on the hub-fed forecast: issued every 6 h from
+  the file's effective cloud cover with the world's structured errors (bias,
+  timing, errors shared between issues, growth with lead), through the
+  forecast chain (a per-hour table of PV by cloud cover, at 20 C and 1 m/s like
+  the live node), times the bias factor tracked against measured PV (hours with
+  a full battery left out), at the pessimistic quantile of ``[forecast]``;
+* ``planner-learned`` — on the forecast learnt from the node's own measured PV
+  (:mod:`node.plan.learned`), its quantile calibrated on its own errors;
+* ``planner-clearsky`` — on clear sky times the bias factor and the quantile;
+* ``fit-greedy`` — starts the first queued job whose energy fits in the
+  battery above the reserve (no forecast);
+* ``greedy`` — starts a queued job as soon as the plate is clear;
+* ``threshold`` — starts when the SoC is above 60 %;
+* ``oracle`` — the same scheduler fed the real future PV with no margin (not
+  a bound: :mod:`node.study.bound` is, see :func:`bound_for`).
 
 The shared safety pause: before each step, a print (or a warm pause) whose
 next step, at its draw and half the PV just measured, would take the battery
 below the planning reserve is paused at the next layer boundary (or switched
 off).  Nothing starts or resumes unless that guard passes with a
 ``resume_margin_pct`` margin.  A paused print resumes when the guard allows
-(greedy, threshold) or when the plan schedules it (planner, oracle).
+(baselines) or when the plan schedules it (the scheduler's policies).
 
-Re-planning (planner, oracle): hourly, on every event (print finished, failed,
-paused, plate cleared, job queued) and when the measured SoC departs from the
-planned trajectory by more than ``deviation_soc_pct``.
+Re-planning: hourly, on every event (print finished, failed, paused, plate
+cleared, job queued) and when the estimated SoC departs from the planned
+trajectory by more than ``deviation_soc_pct``.
 """
 from __future__ import annotations
 
@@ -414,9 +421,8 @@ class Simulation:
         dt = self.step_s
         pause_s_total = 0.0
         queued_at: dict[str, float] = {}
-        steps_per_day_local = steps_per_day
-        day_measured = np.zeros(steps_per_day_local)
-        day_valid = np.zeros(steps_per_day_local, dtype=bool)
+        day_measured = np.zeros(steps_per_day)
+        day_valid = np.zeros(steps_per_day, dtype=bool)
         learned = self.policy == "planner-learned"
 
         for i in range(n_steps):
@@ -429,7 +435,7 @@ class Simulation:
                 day = int((t_s + self.utc_offset_s) // 86400.0)
                 if i > 0:
                     self.learned.close_day(day - 1, day_measured, day_valid)
-                n_issue = 3 * steps_per_day_local
+                n_issue = 3 * steps_per_day
                 idx = (k + np.arange(n_issue)) % len(self.truth_w)
                 months, hours = self._month_hour(t_s + np.arange(n_issue) * dt)
                 self.learned.issue(day, self.learned.expected_w(self.clear_w[idx], months, hours,
