@@ -50,12 +50,13 @@ def weather_files() -> list[Path]:
     return files + [target / name for name in SDIST_FILES]
 
 
-def run_one(job: tuple[str, float, int, int]) -> dict:
+def run_one(job: tuple[str, float, int, int, int]) -> dict:
     from node.study.year import POLICIES, ForecastArchive, SimSettings, Simulation, WeatherYear, battery_of, bound_for
 
-    path, battery_ah, seed, days = job
+    path, battery_ah, seed, days, start_day = job
+    wall0 = time.perf_counter()
     weather = WeatherYear.load(path)
-    settings = SimSettings(days=days, seed=seed, battery=battery_of(battery_ah))
+    settings = SimSettings(days=days, start_day=start_day, seed=seed, battery=battery_of(battery_ah))
     archive = ForecastArchive.build(weather, seed, world=settings.world)
     results = {p: Simulation(weather, p, settings, archive).run() for p in POLICIES}
     # the bound depends on how many prints a policy failed and resumed (see node.study.bound): one for the
@@ -72,6 +73,8 @@ def run_one(job: tuple[str, float, int, int]) -> dict:
            "results": {p: r.as_json() | {"bound": bounds[key_of[p]].prints} for p, r in results.items()}}
     out["bound"] = max(b.prints for b in bounds.values())
     out["bound_careful"] = bounds[next(iter(bounds))].prints
+    print(f"  {out['file']} {battery_ah:.0f} Ah seed {seed}: {time.perf_counter() - wall0:.0f} s "
+          f"(bound {out['bound_s']:.0f} s)", file=sys.stderr, flush=True)
     return out
 
 
@@ -80,13 +83,14 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--start-day", type=int, default=0, help="first day of the runs (0 = 1 January)")
     args = parser.parse_args()
     from node.study.world import HARDER
     from node.study.year import POLICIES
 
     print(f"world (fixed before tuning): {HARDER.describe()}")
     wall0 = time.perf_counter()
-    jobs = [(str(f), ah, seed, args.days) for f in weather_files() for ah in BATTERIES_AH
+    jobs = [(str(f), ah, seed, args.days, args.start_day) for f in weather_files() for ah in BATTERIES_AH
             for seed in range(1, args.seeds + 1)]
     with ProcessPoolExecutor(max_workers=args.processes) as pool:
         runs = list(pool.map(run_one, jobs))
@@ -131,7 +135,7 @@ def main() -> int:
             print(f"plant: {r['plant']}")
     wall_s = time.perf_counter() - wall0
     print(f"\nwhole table: {wall_s:.0f} s wall, {len(runs)} runs x {len(POLICIES)} policies + bound, "
-          f"{args.days} days, seeds 1..{args.seeds}, {args.processes} processes")
+          f"{args.days} days from day {args.start_day}, seeds 1..{args.seeds}, {args.processes} processes")
     return 0 if ok else 1
 
 
