@@ -483,8 +483,9 @@ class PrinterWorker(threading.Thread):
         """The phase the lines in flight put the printer in, with its bound (liveness.py)."""
         temps = self._last_temps
         known = {} if temps is None else {"hotend": temps.hotend_c, "bed": temps.bed_c}
-        return phase_of(_commands_of(self.engine.unacked_commands()), reply_timeout_s=self.settings.reply_timeout_s, long_timeout_s=self.settings.long_timeout_s,
-                        profile=self.profile, temperatures=known, user_wait=self._user_wait)
+        return phase_of(_commands_of(self.engine.unacked_commands()), reply_timeout_s=self.settings.reply_timeout_s,
+                        long_timeout_s=self.settings.long_timeout_s, profile=self.profile, temperatures=known,
+                        user_wait=self._user_wait)
 
     def _check_timeouts(self, job_active: bool) -> None:
         now = time.monotonic()
@@ -522,7 +523,11 @@ class PrinterWorker(threading.Thread):
         else:
             self._last_progress = now
             self._probes = 0
-        violation = self.watchdog.check_silence(now)
+        # without autoreport the M105 polls queue behind a long command (G28, G29, a heating wait): no
+        # temperature comes until it ends, and the phase's bound above, not the report silence, decides
+        long_without_reports = not self.autoreport and self._phase is not None and self._phase.name != "streaming" \
+            and engine.inflight
+        violation = None if long_without_reports else self.watchdog.check_silence(now)
         if violation is not None:
             self._emergency_stop(violation)
 
