@@ -336,11 +336,15 @@ def run_one(binary: Path, name: str, path: Path, commands: int, bound: float,
 
 
 def _last_json(stdout: bytes | None) -> dict | None:
+    """``printnode print --json``'s summary line (progress lines come before it; a print that failed
+    before its end writes none, and the caller reads the reason from stderr)."""
     for line in reversed((stdout or b"").decode(errors="replace").strip().splitlines()):
         try:
-            return json.loads(line)
+            value = json.loads(line)
         except ValueError:
             continue
+        if isinstance(value, dict) and value.get("type", "summary") == "summary":
+            return value
     return None
 
 

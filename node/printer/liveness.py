@@ -6,8 +6,8 @@ reaches its target), so they say nothing about the job.  What the lines in fligh
 how long their acknowledgement may take:
 
 * **heating** (M109, M190, M191): the profile's first-order thermal model from the last reported
-  temperature to the target, times 1.5, plus the ordinary bound as a margin; without a profile, or
-  for a target the model cannot reach, ``long_timeout_s``;
+  temperature to the target, times 2, plus the ordinary bound as a margin; without a profile, for a
+  target the model cannot reach, or for an ``R`` wait that must cool first, ``long_timeout_s``;
 * **long** (G28, G29, M400, M303, G4 without a time): ``long_timeout_s``; ``G4 P<ms>``/``S<s>``: its
   dwell plus the ordinary bound;
 * **waiting for the user** (M0, M1, M600, or the firmware saying ``paused for user`` or
@@ -28,8 +28,9 @@ from node.printer.profile import PrinterProfile
 HEATING = {b"M109": "hotend", b"M190": "bed", b"M191": "chamber"}
 LONG = (b"G28", b"G29", b"M400", b"M303", b"G4")
 USER = (b"M0", b"M1", b"M600")
-#: the thermal model's estimate times this, plus the ordinary bound: a margin for a tired heater
-HEATING_FACTOR = 1.5
+#: the thermal model's estimate times this, plus the ordinary bound: a margin for a tired heater, a
+#: generic profile, and an off-grid supply sagging under load (heater power goes with the voltage squared)
+HEATING_FACTOR = 2.0
 #: the ambient the model assumes when it has no better figure (a cool room heats slower: the safe side)
 MODEL_AMBIENT_C = 15.0
 
@@ -98,10 +99,13 @@ def _heating_bound_s(command: bytes, heater: str, reply_timeout_s: float, long_t
     if profile is None or heater == "chamber":
         return long_timeout_s
     target = _param(command, b"S")
+    waits_both_ways = target is None
     if target is None:
         target = _param(command, b"R")
     if target is None:
         return long_timeout_s
+    if waits_both_ways and temperatures.get(heater, MODEL_AMBIENT_C) > target + 1.0:
+        return long_timeout_s  # R waits for cooling too, which the heating model cannot time (fans, room)
     model = profile.hotend if heater == "hotend" else profile.bed
     start_c = min(temperatures.get(heater, MODEL_AMBIENT_C), target)
     seconds = model.heatup_s(start_c, target, MODEL_AMBIENT_C)

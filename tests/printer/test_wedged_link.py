@@ -148,3 +148,14 @@ def test_cancel_wins_within_5_s_whatever_the_link_does(tmp_path: Path, phase: st
         assert rig.printer.hotend.target_c == 0 and rig.printer.bed.target_c == 0
     assert took_s < 5.0 and CANCEL_WITHIN_S < 5.0
     assert "M112" in outcome.reason or outcome.reason == "cancelled"
+
+
+def test_a_wait_that_must_cool_gets_the_long_bound_not_the_heating_model() -> None:
+    """Real Marlin (bench/marlin.py, benchy): ``M109 R170`` with the hotend at 200 °C waits for it to
+    cool, which the heating model cannot time; it got a 45 s bound and failed a healthy print."""
+    profile = load_profile("ender3")
+    cooling = phase_of([b"M109 R170"], reply_timeout_s=30.0, long_timeout_s=900.0, profile=profile,
+                       temperatures={"hotend": 200.0})
+    heating = phase_of([b"M109 R170"], reply_timeout_s=30.0, long_timeout_s=900.0, profile=profile,
+                       temperatures={"hotend": 25.0})
+    assert cooling.bound_s == 900.0 and 30.0 < heating.bound_s < 900.0
