@@ -49,7 +49,7 @@ OVERRIDES_FILE = "overrides.toml"
 NEVER_AT_RUN_TIME = ("node.", "control.", "store.")
 #: also never from the hub: who the node trusts, what a job may do, which devices it opens
 NEVER_FROM_THE_HUB = (*NEVER_AT_RUN_TIME, "sync.", "safety.", "storage.", "printer.port", "printer.profile",
-                      "printer.virtual.", "telemetry.", "gpio.", "watchdog.")
+                      "printer.virtual.", "telemetry.", "gpio.", "watchdog.", "web.")
 SettingSource = Literal["cli", "hub"]
 
 

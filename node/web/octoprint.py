@@ -82,6 +82,7 @@ class OctoPrintApi:
         if select:
             self.library.selected = entry.name
         self._save_library()
+        self.server.mark_dirty()
         for old in dropped:  # its file goes too, unless a job or another entry uses it
             users = {f.sha256 for f in files} | {j.file_sha256 for j in await self.server.jobs.list(limit=100000)}
             if old.sha256 not in users:
@@ -106,6 +107,7 @@ class OctoPrintApi:
         if self.library.selected == name:
             self.library.selected = None
         self._save_library()
+        self.server.mark_dirty()
         return job, when
 
     # --- routes -----------------------------------------------------------------------------

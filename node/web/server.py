@@ -326,6 +326,10 @@ class WebServer(Component):
             self._plan_seen.set()
         self._dirty.set()
 
+    def mark_dirty(self) -> None:
+        """Something the page shows changed outside the events (the library of uploads)."""
+        self._dirty.set()
+
     async def _on_emergency(self, payload: Any) -> None:
         stamp = time.strftime("%H:%M", time.localtime())
         self._alerts = (self._alerts + [f"thermal emergency at {stamp}: {payload.reason} (printer stopped)"])[-5:]
@@ -381,7 +385,7 @@ class WebServer(Component):
                 if principal.session is not None and principal.session.expires_s < time.monotonic():
                     await response.write(b"event: logout\ndata: {}\n\n")
                     break
-                if self._state_version == seen:
+                if self._state_version == seen or not self._state_bytes:
                     async with self._state_changed:
                         try:
                             async with asyncio.timeout(KEEPALIVE_S):
@@ -399,12 +403,14 @@ class WebServer(Component):
                 self._has_subscribers.clear()
         return response
 
-    async def plan_news_for(self, job_id: str, timeout_s: float = 3.0) -> str:
-        """When the plan expects ``job_id`` to start, or why it waits, in words; waits for a re-plan
-        that includes it at most ``timeout_s`` (the reply to an upload says when it prints)."""
+    async def plan_news_for(self, job_id: str, timeout_s: float = 5.0) -> str:
+        """When the plan expects ``job_id`` to start, or why it waits, in words; waits at most
+        ``timeout_s`` for a plan that places it (the reply to an upload says when it prints; a fresh
+        job first waits for its analysis, then the planner re-plans with its energy profile)."""
         from node.web.view import local_time
 
         deadline = time.monotonic() + timeout_s
+        waits: str | None = None
         while True:
             snapshot = self.plan_snapshot()
             summary = (snapshot or {}).get("summary") or {}
@@ -412,19 +418,17 @@ class WebServer(Component):
                 if planned["job_id"] == job_id:
                     return (f"queued to print when the energy plan allows: expected to start "
                             f"{local_time(planned['start_s'], self.tz, self.node.clock.time())} ({planned['reason']})")
-            for waiting in summary.get("waiting", []):
-                if waiting["job_id"] == job_id:
-                    return f"queued; it waits: {waiting['reason']}"
+            waits = next((w["reason"] for w in summary.get("waiting", []) if w["job_id"] == job_id), waits)
             left = deadline - time.monotonic()
             if left <= 0:
+                if waits is not None:
+                    return f"queued; the energy plan cannot place it yet: {waits}"
                 why = (self.runner.status().get("waiting") or {}).get(job_id)
-                return "queued to print when the energy plan allows" + (f"; now: {why}" if why else
-                                                                        " (the plan is being updated; the page says when)")
+                return "queued to print when the energy plan allows" + (
+                    f"; now: {why}" if why else " (the plan is being updated; the page says when)")
             self._plan_seen.clear()
             try:
                 async with asyncio.timeout(left):
                     await self._plan_seen.wait()
             except TimeoutError:
                 pass
-
-#END

@@ -112,7 +112,9 @@
     $("current").replaceChildren();
     $("current-buttons").replaceChildren();
     if (current) {
-      $("current").append(jobItem(current, false));
+      const list = el("ul", "jobs");
+      list.append(jobItem(current, false));
+      $("current").append(list);
       $("current-buttons").append(jobButtons(current));
       $("bar-box").hidden = current.percent === null;
       $("bar").style.width = (current.percent || 0) + "%";
@@ -177,14 +179,14 @@
       nodes.push(svg("line", { class: "grid", x1: left, x2: W - right, y1: y(pct), y2: y(pct) }));
       nodes.push(svg("text", { x: 2, y: y(pct) + 4 }, pct + "%"));
     }
-    const hour = new Intl.DateTimeFormat([], { hour: "2-digit", timeZone: state ? state.timezone : undefined });
+    const hour = new Intl.DateTimeFormat([], { hour: "2-digit", hourCycle: "h23", timeZone: state ? state.timezone : undefined });
     const firstHour = Math.ceil(t0 / 3600) * 3600;
     const every = (t1 - t0) > 30 * 3600 ? 6 : 3;
     for (let ts = firstHour; ts < t1; ts += 3600) {
       const label = hour.format(new Date(ts * 1000));
       if (parseInt(label, 10) % every !== 0) continue;
       nodes.push(svg("line", { class: "grid", x1: x(ts), x2: x(ts), y1: top, y2: H - bottom }));
-      nodes.push(svg("text", { x: x(ts) - 8, y: H - 8 }, label + "h"));
+      nodes.push(svg("text", { x: x(ts) - 8, y: H - 8 }, label + ":00"));
     }
     for (const job of t.planned) {
       nodes.push(svg("rect", { class: "window", x: x(job.start_s), y: top, width: Math.max(1, x(job.end_s) - x(job.start_s)),
