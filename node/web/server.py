@@ -309,7 +309,7 @@ class WebServer(Component):
                                            "details are in its log")
         if not response.prepared:
             response.headers.setdefault("X-Content-Type-Options", "nosniff")
-            response.headers.setdefault("Referrer-Policy", "no-referrer")
+            response.headers.setdefault("Referrer-Policy", "same-origin")  # "no-referrer" makes a browser send Origin: null
             response.headers.setdefault("X-Frame-Options", "DENY")
             response.headers.setdefault("Content-Security-Policy",
                                         "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; "
@@ -407,7 +407,7 @@ class WebServer(Component):
         """When the plan expects ``job_id`` to start, or why it waits, in words; waits at most
         ``timeout_s`` for a plan that places it (the reply to an upload says when it prints; a fresh
         job first waits for its analysis, then the planner re-plans with its energy profile)."""
-        from node.web.view import local_time
+        from node.web.view import start_words
 
         deadline = time.monotonic() + timeout_s
         waits: str | None = None
@@ -417,7 +417,7 @@ class WebServer(Component):
             for planned in summary.get("planned", []):
                 if planned["job_id"] == job_id:
                     return (f"queued to print when the energy plan allows: expected to start "
-                            f"{local_time(planned['start_s'], self.tz, self.node.clock.time())} ({planned['reason']})")
+                            f"{start_words(planned['start_s'], self.tz, self.node.clock.time())} ({planned['reason']})")
             waits = next((w["reason"] for w in summary.get("waiting", []) if w["job_id"] == job_id), waits)
             left = deadline - time.monotonic()
             if left <= 0:

@@ -98,6 +98,11 @@ def local_time(t_s: float, tz: tzinfo, now_s: float | None = None) -> str:
     return when.strftime("%a %d %b ") + text
 
 
+def start_words(t_s: float, tz: tzinfo, now_s: float) -> str:
+    """A planned start: ``now`` once its time has come (a plan made a moment ago), else when."""
+    return "now" if t_s <= now_s + 60 else local_time(t_s, tz, now_s)
+
+
 def duration_words(seconds: float) -> str:
     minutes = max(0, round(seconds / 60))
     hours, minutes = divmod(minutes, 60)
@@ -128,7 +133,7 @@ def job_view(job: Job, *, runner: dict[str, Any], printer: dict[str, Any], expec
                    waits=(runner.get("waiting") or {}).get(job.id),
                    actions=job_actions(job, runner.get("current_job")))
     if job.id in expected and job.state not in ACTIVE_STATES:
-        view.expected = f"expected to start {local_time(expected[job.id], tz, now_s)}"
+        view.expected = f"expected to start {start_words(expected[job.id], tz, now_s)}"
     progress = printer.get("progress")
     if progress and progress.get("job_id") == job.id:
         view.percent = round(progress["percent"], 1)
@@ -174,7 +179,7 @@ def page_state(report: Any, plan: dict[str, Any] | None, history: list[Job], *, 
         plan_version = summary["t_s"]
         expected = {p["job_id"]: p["start_s"] for p in summary.get("planned", [])}
         if summary.get("next_start_s"):
-            plan_text = (f"next print window {local_time(summary['next_start_s'], tz, now_s)}; "
+            plan_text = (f"next print window {start_words(summary['next_start_s'], tz, now_s)}; "
                          f"{len(summary.get('planned', []))} planned, {len(summary.get('waiting', []))} waiting")
         elif summary.get("waiting"):
             plan_text = f"no window in the next {summary['horizon_h']:.0f} h: {summary['waiting'][0]['reason']}"

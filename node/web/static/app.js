@@ -5,6 +5,14 @@
   let csrf = null;
   let planVersion = null;
   let lastState = null;
+  const drawn = {};  // what each list shows now: rebuilt only when it changes, so a button is not swapped under a finger
+
+  function once(key, value, build) {
+    const text = JSON.stringify(value);
+    if (drawn[key] === text) return;
+    drawn[key] = text;
+    build();
+  }
   const $ = (id) => document.getElementById(id);
 
   function say(text, isError) {
@@ -109,33 +117,40 @@
     $("alerts").hidden = state.alerts.length === 0;
 
     const current = state.current;
-    $("current").replaceChildren();
-    $("current-buttons").replaceChildren();
-    if (current) {
-      const list = el("ul", "jobs");
-      list.append(jobItem(current, false));
-      $("current").append(list);
-      $("current-buttons").append(jobButtons(current));
-      $("bar-box").hidden = current.percent === null;
-      $("bar").style.width = (current.percent || 0) + "%";
-    } else {
-      $("current").textContent = "Nothing is printing.";
-      $("bar-box").hidden = true;
-    }
+    once("current", current, () => {
+      $("current").replaceChildren();
+      if (current) {
+        const list = el("ul", "jobs");
+        list.append(jobItem(current, false));
+        $("current").append(list);
+      } else {
+        $("current").textContent = "Nothing is printing.";
+      }
+    });
+    once("current-buttons", current && [current.id, current.actions], () => {
+      $("current-buttons").replaceChildren(...(current ? [jobButtons(current)] : []));
+    });
+    $("bar-box").hidden = !current || current.percent === null;
+    $("bar").style.width = ((current && current.percent) || 0) + "%";
     const pending = state.jobs.filter((job) => !current || job.id !== current.id);
-    $("jobs").replaceChildren(...(pending.length ? pending.map((job) => jobItem(job, true)) : [el("li", "state", "No job is waiting.")]));
-    $("history").replaceChildren(...(state.history.length ? state.history.map((job) => jobItem(job, false)) : [el("li", "state", "No finished job yet.")]));
-
+    once("jobs", pending, () => {
+      $("jobs").replaceChildren(...(pending.length ? pending.map((job) => jobItem(job, true)) : [el("li", "state", "No job is waiting.")]));
+    });
+    once("history", state.history, () => {
+      $("history").replaceChildren(...(state.history.length ? state.history.map((job) => jobItem(job, false)) : [el("li", "state", "No finished job yet.")]));
+    });
     $("uploaded-box").hidden = state.uploaded.length === 0;
-    $("uploaded").replaceChildren(...state.uploaded.map((name) => {
-      const li = el("li");
-      li.append(el("div", "name", name));
-      const box = el("div", "buttons");
-      box.append(button("Print", "secondary", () => act("POST", "/api/files/local/" + encodeURIComponent(name),
-        { command: "select", print: true }, (data) => name + ": " + data.printnode.when)));
-      li.append(box);
-      return li;
-    }));
+    once("uploaded", state.uploaded, () => {
+      $("uploaded").replaceChildren(...state.uploaded.map((name) => {
+        const li = el("li");
+        li.append(el("div", "name", name));
+        const box = el("div", "buttons");
+        box.append(button("Print", "secondary", () => act("POST", "/api/files/local/" + encodeURIComponent(name),
+          { command: "select", print: true }, (data) => name + ": " + data.printnode.when)));
+        li.append(box);
+        return li;
+      }));
+    });
     $("footer").textContent = "printnode " + state.version;
     if (state.plan_version !== planVersion) {
       planVersion = state.plan_version;
