@@ -169,7 +169,8 @@ def main() -> int:
     result = {"bench": "web", "minutes": args.minutes, "api_calls": calls, "api_failures": failures,
               "page_live_at_end": live, "page_clock_values_seen": len(clocks),
               "rss_off_mb": round(off_mb, 1), "rss_on_mb": round(on_mb, 1), "rss_delta_mb": round(on_mb - off_mb, 1),
-              "rss_off_max_mb": round(max(s[1] for s in samples), 1), "rss_on_max_mb": round(max(s[2] for s in samples), 1),
+              "rss_off_max_mb": round(max(s[1] for s in samples), 1),
+              "rss_on_max_mb": round(max(s[2] for s in samples), 1),
               "budget_mb": BUDGET_MB, "web_status": web_status}
     print(json.dumps(result))
     return 0 if live and failures == 0 and on_mb - off_mb <= BUDGET_MB else 1

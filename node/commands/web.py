@@ -116,5 +116,6 @@ def cmd_url(args: argparse.Namespace) -> int:
         return _fail(web["problem"])
     print(web.get("url"))
     if config.web.bind in ("0.0.0.0", "::"):
-        print(f"from another device: {config.web.scheme}://<this machine's address>:{web.get('url', '').rsplit(':', 1)[-1]}")
+        port = str(web.get("url", "")).rstrip("/").rsplit(":", 1)[-1]
+        print(f"from another device: {config.web.scheme}://<this machine's address>:{port}/")
     return 0

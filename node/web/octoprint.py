@@ -259,7 +259,8 @@ class OctoPrintApi:
             "job": {"file": {"name": job.name if job else selected, "path": job.name if job else selected,
                              "origin": "local" if (job or selected) else None,
                              "size": job.file_bytes if job else None, "date": int(job.created_s) if job else None},
-                    "estimatedPrintTime": None, "lastPrintTime": None, "filament": None, "user": job.source if job else None},
+                    "estimatedPrintTime": None, "lastPrintTime": None, "filament": None,
+                    "user": job.source if job else None},
             "progress": {"completion": percent, "filepos": progress.get("bytes_done") if mine else None,
                          "printTime": int(elapsed) if elapsed is not None else None,
                          "printTimeLeft": int(left) if left is not None else None, "printTimeLeftOrigin": "linear"},
@@ -290,7 +291,8 @@ class OctoPrintApi:
                 raise TransitionRefused("nothing to pause: no job is printing")
             action = body.get("action", "toggle")
             if action == "toggle":
-                action = "resume" if job.state in (JobState.PAUSED, JobState.SUSPENDED, JobState.INTERRUPTED) else "pause"
+                stopped = job.state in (JobState.PAUSED, JobState.SUSPENDED, JobState.INTERRUPTED)
+                action = "resume" if stopped else "pause"
             if action not in ("pause", "resume"):
                 raise ControlError("action: pause, resume or toggle")
             await run_job_command(runner, jobs, action, job.id, source="web")

@@ -31,7 +31,7 @@ from node.jobs import FINAL_STATES, Job, Jobs, JobState, TransitionRefused, erro
 from node.node import Component, Node
 from node.web import api, pages
 from node.web import credentials as creds
-from node.web.common import CSRF_HEADER, SESSION_COOKIE, HttpError, Principal, Session, LoginTries, json_error
+from node.web.common import CSRF_HEADER, SESSION_COOKIE, HttpError, LoginTries, Principal, Session, json_error
 from node.web.config import WebSection
 from node.web.octoprint import OctoPrintApi
 from node.web.view import PageState, page_state, zone
@@ -309,7 +309,8 @@ class WebServer(Component):
                                            "details are in its log")
         if not response.prepared:
             response.headers.setdefault("X-Content-Type-Options", "nosniff")
-            response.headers.setdefault("Referrer-Policy", "same-origin")  # "no-referrer" makes a browser send Origin: null
+            # not "no-referrer": with it a browser sends "Origin: null" with the login form
+            response.headers.setdefault("Referrer-Policy", "same-origin")
             response.headers.setdefault("X-Frame-Options", "DENY")
             response.headers.setdefault("Content-Security-Policy",
                                         "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; "

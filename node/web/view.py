@@ -31,7 +31,8 @@ STATE_WORDS = {
 }
 PAUSE_WORDS = {
     "user": "by a person", "energy": "to save energy", "runout": "filament ran out", "door": "the door is open",
-    "low_battery": "the battery is low", "printer": "the printer asked", "telemetry_lost": "the battery reading is lost",
+    "low_battery": "the battery is low", "printer": "the printer asked",
+    "telemetry_lost": "the battery reading is lost",
 }
 LEVEL_WORDS = {"ok": "fine", "below_reserve": "below the planning reserve", "critical": "CRITICAL: prints pause",
                "node_lvd": "EMPTY: the node is shutting down"}
@@ -166,7 +167,8 @@ def page_state(report: Any, plan: dict[str, Any] | None, history: list[Job], *, 
     power_text = battery_text = None
     if sample:
         power_text = f"sun {_num(sample.get('pv_w'), 'W')}, printer {_num(sample.get('printer_w'), 'W')}"
-        battery_text = (f"{_num(power.get('soc_pct'), '%')} charged ({LEVEL_WORDS.get(power.get('level'), power.get('level'))}),"
+        level = LEVEL_WORDS.get(power.get("level"), power.get("level"))
+        battery_text = (f"{_num(power.get('soc_pct'), '%')} charged ({level}),"
                         f" {_num(sample.get('battery_v'), 'V', 2)}, {_num(sample.get('battery_a'), 'A', 1)}")
         if sample.get("stale"):
             battery_text += " (no fresh reading)"
@@ -204,7 +206,8 @@ def page_state(report: Any, plan: dict[str, Any] | None, history: list[Job], *, 
         alerts.append(f"clock not trusted: {planner['clock_problem']}")
 
     return PageState(
-        node_id=report.node_id, version=report.version, now=local_time(now_s, tz), now_s=now_s, timezone=str(tz), time_scale=report.time_scale,
+        node_id=report.node_id, version=report.version, now=local_time(now_s, tz), now_s=now_s, timezone=str(tz),
+        time_scale=report.time_scale,
         printer=printer_text, temperatures=temperatures, power=power_text, soc_pct=power.get("soc_pct"),
         pv_w=sample.get("pv_w") if sample else None, battery=battery_text, plan=plan_text,
         plate_clear=plate_clear,

@@ -3,7 +3,6 @@ urllib for the JSON routes; access (401/403 as JSON, never a page), CSRF, and th
 from __future__ import annotations
 
 import typing
-import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -157,7 +156,8 @@ def test_every_control_command_has_an_http_route_that_does_it(web_node: WebNode,
     assert resumed.status == 200 and resumed.json()["state"] == "printing", resumed.body
     assert web_node.call("POST", "/api/node/cancel").json()["state"] == "cancelled"  # the current job
     shown = web_node.call("GET", f"/api/node/jobs/{job_id[:8]}").json()
-    assert [h["to_state"] for h in shown["history"]][-4:] == ["printing", "paused", "printing", "cancelled"], [(h["to_state"], h["pause_reason"], h["reason"]) for h in shown["history"]]
+    steps = [(h["to_state"], h["pause_reason"], h["reason"]) for h in shown["history"]]
+    assert [step[0] for step in steps][-4:] == ["printing", "paused", "printing", "cancelled"], steps
     assert "summary" in web_node.call("GET", "/api/node/plan").json()
     saved = web_node.call("POST", "/api/node/config", {"assignment": "analysis.ambient_c=25"})
     assert saved.status == 200 and saved.json()["restart_required"] is True
@@ -185,7 +185,6 @@ def test_the_page_logs_in_with_the_password_and_needs_its_csrf_token(web_node: W
             return answer.code, answer.headers.get("Location", ""), answer.headers.get("Set-Cookie", "")
         raise AssertionError("a login answers with a redirect")
 
-    import urllib.error
     status, where, cookie = login(PASSWORD, {**same_origin, "Origin": "http://evil.example"})
     assert (status, where, cookie) == (303, "/login?error=origin", "")
     status, where, cookie = login(PASSWORD)

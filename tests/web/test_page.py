@@ -20,9 +20,9 @@ from tests.web.conftest import PASSWORD, WebNode, moves_file, start_web_node
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 ARTIFACTS = Path(os.environ.get("PRINTNODE_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts")) / "web"
-#: 05:00 MST on midsummer day, make run's small bank a third full: the job waits for the sun (until about
-#: 08:00, half a minute here); 300 node seconds a second
-DAWN = ("clock.start='2026-06-21T12:00:00+00:00'", "clock.time_scale=300", "jobs.queue_sample_when_empty=false",
+#: 05:30 MST on midsummer day, make run's small bank a third full: the job waits for the sun (until about
+#: 07:00, a few seconds here after the login); 300 node seconds a second
+DAWN = ("clock.start='2026-06-21T12:30:00+00:00'", "clock.time_scale=300", "jobs.queue_sample_when_empty=false",
         "jobs.auto_plate_clear=false", "telemetry.simulated.initial_soc=0.33", "battery.capacity_ah=40")
 
 pytestmark = pytest.mark.skipif(not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
