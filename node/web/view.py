@@ -125,7 +125,7 @@ def job_actions(job: Job, current_job_id: str | None) -> list[str]:
     return actions
 
 
-def job_view(job: Job, *, runner: dict[str, Any], printer: dict[str, Any], expected: dict[str, float],
+def job_view(job: Job, *, runner: dict[str, Any], printer: dict[str, Any], expected: dict[str, tuple[float, str]],
              tz: tzinfo, now_s: float) -> JobView:
     words = STATE_WORDS.get(job.state, job.state.value)
     if job.pause_reason is not None and job.state in ACTIVE_STATES:
@@ -134,7 +134,8 @@ def job_view(job: Job, *, runner: dict[str, Any], printer: dict[str, Any], expec
                    waits=(runner.get("waiting") or {}).get(job.id),
                    actions=job_actions(job, runner.get("current_job")))
     if job.id in expected and job.state not in ACTIVE_STATES:
-        view.expected = f"expected to start {start_words(expected[job.id], tz, now_s)}"
+        start_s, why = expected[job.id]
+        view.expected = f"expected to start {start_words(start_s, tz, now_s)} ({why})"
     progress = printer.get("progress")
     if progress and progress.get("job_id") == job.id:
         view.percent = round(progress["percent"], 1)
@@ -173,13 +174,13 @@ def page_state(report: Any, plan: dict[str, Any] | None, history: list[Job], *, 
         if sample.get("stale"):
             battery_text += " (no fresh reading)"
 
-    expected: dict[str, float] = {}
+    expected: dict[str, tuple[float, str]] = {}  # job id -> (planned start, the plan's reason)
     plan_text = "no plan yet (the planner is off or has not planned since the start)"
     plan_version = None
     if plan is not None:
         summary = plan["summary"]
         plan_version = summary["t_s"]
-        expected = {p["job_id"]: p["start_s"] for p in summary.get("planned", [])}
+        expected = {p["job_id"]: (p["start_s"], p["reason"]) for p in summary.get("planned", [])}
         if summary.get("next_start_s"):
             plan_text = (f"next print window {start_words(summary['next_start_s'], tz, now_s)}; "
                          f"{len(summary.get('planned', []))} planned, {len(summary.get('waiting', []))} waiting")
