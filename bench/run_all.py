@@ -20,6 +20,7 @@ BENCHES: list[tuple[str, list[str]]] = [
     ("simulate_table", ["simulate_table.py"]),
     ("sync", ["sync.py"]),
     ("sdwrites", ["sdwrites.py", "--seconds", "90"]),
+    ("web", ["web.py"]),
     ("fuzz", ["fuzz.py"]),
     ("soak", ["soak.py", "--cycles", "20"]),
 ]
