@@ -5,6 +5,7 @@ no CDN, works offline on a phone on the workshop's Wi-Fi.
 """
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -28,7 +29,7 @@ def add_routes(app: web.Application, server: WebServer) -> None:
         once = request.query.get("once")
         if once is not None:  # a one-time login link (make run prints one)
             expires = server._once_tokens.pop(once, None)
-            if expires is not None:
+            if expires is not None and expires > time.monotonic():
                 return _logged_in(server, request)
             raise web.HTTPSeeOther("/login?error=link")
         if server.session_of(request) is not None:

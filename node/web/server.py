@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_SESSIONS = 64
+MAX_SMALL_BODY = 64 * 1024  # a login form or a JSON command; uploads are streamed, not read whole
 LOGIN_TRIES = 5  # failed logins from one address within LOGIN_WINDOW_S before it must wait
 LOGIN_WINDOW_S = 300.0
 UPDATE_MIN_INTERVAL_S = 1.0  # the page gets at most one state a second ...
@@ -96,6 +97,7 @@ class WebServer(Component):
         self._history: list[Job] | None = None
         self._alerts: list[str] = []
         self._plan_seen: asyncio.Event = asyncio.Event()
+        self._closing = False
         self.counters = {"requests": 0, "denied": 0, "uploads": 0, "errors": 0}
         self.octoprint = OctoPrintApi(self)  # the compat routes and the library of uploads
 
@@ -119,7 +121,8 @@ class WebServer(Component):
             self.node.register_event_handler(event, self._on_event)
         self.node.register_event_handler("printer_emergency", self._on_emergency)
         app = self.build_app()
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # a live page keeps its request open: at stop the node waits for it at most 2 s
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await self._runner.setup()
         try:
             site = web.TCPSite(self._runner, self.config.bind, self.config.port, ssl_context=self._ssl_context(),
@@ -147,9 +150,14 @@ class WebServer(Component):
         log.warning("%s", message)
 
     async def stop(self) -> None:
+        started = time.monotonic()
+        self._closing = True
+        async with self._state_changed:  # live pages end their streams now
+            self._state_changed.notify_all()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        log.debug("web: stopped in %.1f s", time.monotonic() - started)
 
     def status(self) -> dict[str, Any]:
         return {"url": self.url, "problem": self.problem, "sessions": len(self._sessions),
@@ -244,8 +252,9 @@ class WebServer(Component):
 
     # --- the app ----------------------------------------------------------------------------
     def build_app(self) -> web.Application:
+        # bodies read whole (a login, a JSON command) are small; uploads stream to disk (store_upload)
         app = web.Application(middlewares=[self._errors_middleware, self._auth_middleware],
-                              client_max_size=self.max_file_bytes + 1024 * 1024)
+                              client_max_size=MAX_SMALL_BODY)
         pages.add_routes(app, self)
         api.add_routes(app, self)
         self.octoprint.add_routes(app)
@@ -278,7 +287,8 @@ class WebServer(Component):
         except web.HTTPException as exc:  # aiohttp's own 404/405/413 ...: a sentence, not its HTML page
             message = {404: f"no such page or API route: {request.path}",
                        405: f"{request.method} is not allowed on {request.path}",
-                       413: f"the upload is too large (at most {self.max_file_bytes // (1024 * 1024)} MB)"}.get(
+                       413: f"the request body is too large (a command is at most {MAX_SMALL_BODY // 1024} KB; "
+                            "files go as multipart uploads)"}.get(
                 exc.status, exc.reason)
             response = json_error(exc.status, message)
         except (KeyError, LookupError) as exc:
@@ -382,18 +392,21 @@ class WebServer(Component):
             if self._state_bytes:
                 await response.write(b"event: state\ndata: " + self._state_bytes + b"\n\n")
                 seen = self._state_version
-            while True:
+            while not self._closing:
                 if principal.session is not None and principal.session.expires_s < time.monotonic():
                     await response.write(b"event: logout\ndata: {}\n\n")
                     break
                 if self._state_version == seen or not self._state_bytes:
+                    changed = True
                     async with self._state_changed:
                         try:
                             async with asyncio.timeout(KEEPALIVE_S):
                                 await self._state_changed.wait()
                         except TimeoutError:
-                            await response.write(b": keep-alive\n\n")
-                            continue
+                            changed = False
+                    if not changed:
+                        await response.write(b": keep-alive\n\n")
+                    continue
                 seen = self._state_version
                 await response.write(b"event: state\ndata: " + self._state_bytes + b"\n\n")
         except (ConnectionError, asyncio.CancelledError):
