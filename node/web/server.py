@@ -106,14 +106,15 @@ class WebServer(Component):
         if not self.config.enabled:
             return
         created_password = None
-        if not self.credentials_path.exists():
-            _, created_password = creds.create(self.credentials_path)
-            log.warning("web: created %s (API key and page password); `printnode web key` shows the key, "
-                        "`printnode web password` sets the password", self.credentials_path)
         try:
+            if not self.credentials_path.exists():
+                _, created_password = creds.create(self.credentials_path)
+                log.warning("web: created %s (API key and page password); `printnode web key` shows the key, "
+                            "`printnode web password` sets the password", self.credentials_path)
             self.credentials()
-        except creds.CredentialsError as exc:
-            self.problem = f"web page not served: {exc}"
+        except (creds.CredentialsError, OSError) as exc:  # the node runs on; status and doctor say why
+            detail = f"{self.credentials_path}: {exc.strerror or exc}" if isinstance(exc, OSError) else str(exc)
+            self.problem = f"web page not served: {detail}"
             self.node.problems.append(self.problem)
             log.error("%s", self.problem)
             return
@@ -291,7 +292,7 @@ class WebServer(Component):
                             "files go as multipart uploads)"}.get(
                 exc.status, exc.reason)
             response = json_error(exc.status, message)
-        except (KeyError, LookupError) as exc:
+        except KeyError as exc:  # no such job or uploaded file
             response = json_error(404, error_text(exc))
         except TransitionRefused as exc:
             response = json_error(409, error_text(exc))
