@@ -213,3 +213,9 @@ def test_a_rotated_key_acts_at_once_and_doctor_checks_the_credentials(web_node: 
     doctor = web_node.daemon.cli("doctor", "--json")
     web_check = next(c for c in __import__("json").loads(doctor.stdout) if c["name"] == "web")
     assert web_check["level"] == "ok" and web_node.url in web_check["detail"]
+
+
+def test_a_body_read_whole_is_capped_and_said_so(web_node: WebNode) -> None:
+    answer = web_node.call("POST", "/api/node/config", {"assignment": "analysis.ambient_c=" + "2" * 200_000})
+    assert answer.status == 413 and "too large" in answer.json()["error"]
+    assert web_node.call("GET", "/api/version").status == 200  # and the node serves on
