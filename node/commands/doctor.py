@@ -202,6 +202,9 @@ def check_web(enabled: bool, credentials_path: Path, daemon_status: dict[str, An
         return Check("web", "info", "the web page is off ([web] enabled = false)")
     from node.web.credentials import problems
 
+    if not credentials_path.exists():  # the first start makes them (and logs the password once): a warning
+        return Check("web", "warn", f"no API key or page password yet ({credentials_path})",
+                     "sudo -u printnode printnode web init (prints the key and a password)")
     found = problems(credentials_path)
     if found:
         return Check("web", "fail", "; ".join(found), "sudo -u printnode printnode web init (then `web password`)")
