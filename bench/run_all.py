@@ -6,6 +6,7 @@ runner only sequences them and reports which finished.  `--only NAME` runs one; 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -17,12 +18,17 @@ BENCHES: list[tuple[str, list[str]]] = [
     ("analyze", ["analyze.py", "--skip-big"]),
     ("stream", ["stream.py", "--quick"]),
     ("plan", ["plan.py"]),
-    ("simulate_table", ["simulate_table.py"]),
+    ("energy_table", ["energy_table.py"]),
     ("sync", ["sync.py"]),
+    ("fleet", ["fleet.py", "--nodes", "100"]),
     ("sdwrites", ["sdwrites.py", "--seconds", "90"]),
     ("web", ["web.py"]),
     ("fuzz", ["fuzz.py"]),
     ("soak", ["soak.py", "--cycles", "20"]),
+]
+#: benches that need something the user brings: (name, script, environment variable that names it)
+OPTIONAL: list[tuple[str, list[str], str]] = [
+    ("marlin", ["marlin.py"], "PRINTNODE_MARLIN_BIN"),  # a Marlin Linux-HAL executable (docs/benchmarks.md)
 ]
 
 
@@ -34,9 +40,17 @@ def main() -> int:
     if args.list:
         for name, argv in BENCHES:
             print(f"{name:16s} bench/{' '.join(argv)}")
+        for name, argv, variable in OPTIONAL:
+            print(f"{name:16s} bench/{' '.join(argv)}  (when {variable} is set)")
         return 0
     failed = []
-    for name, argv in BENCHES:
+    benches = list(BENCHES)
+    for name, argv, variable in OPTIONAL:
+        if os.environ.get(variable):
+            benches.append((name, argv))
+        else:
+            print(f"=== {name}: skipped ({variable} is not set; see docs/benchmarks.md)")
+    for name, argv in benches:
         if args.only and name not in args.only:
             continue
         print(f"=== {name}: bench/{' '.join(argv)}", flush=True)

@@ -386,7 +386,7 @@ cdef class Sender:
 
     cdef public int max_commands
     cdef public int rx_buffer_bytes
-    cdef public bint verify_resend
+    cdef public bint resend_has_ok
     cdef Py_ssize_t ring_size
     cdef list _frames
     cdef long long* _offsets
@@ -403,6 +403,7 @@ cdef class Sender:
     cdef bint _swallow_ok
     cdef long long _last_error_line  # 'Last Line: k' of the latest Error line, -1 if none
     cdef long long _last_resend
+    cdef long long _error_got        # 'got Y' of the latest 'expected line X got Y', -1 if none
     cdef bint _stale_error
     cdef public long long resends
     cdef public long long lines_acked
@@ -427,7 +428,7 @@ cdef class Sender:
     cdef long long _queue_bytes            # their framed bytes (not in the receive buffer any more)
 
     def __cinit__(self, int max_commands=4, int rx_buffer_bytes=128, Py_ssize_t ring_size=4096,
-                  bint verify_resend=True):
+                  bint resend_has_ok=True):
         cdef Py_ssize_t size = 1
         while size < ring_size:
             size <<= 1
@@ -439,10 +440,10 @@ cdef class Sender:
             raise MemoryError()
 
     def __init__(self, int max_commands=4, int rx_buffer_bytes=128, Py_ssize_t ring_size=4096,
-                 bint verify_resend=True):
+                 bint resend_has_ok=True):
         self.max_commands = max_commands
         self.rx_buffer_bytes = rx_buffer_bytes
-        self.verify_resend = verify_resend
+        self.resend_has_ok = resend_has_ok
         self._frames = [None] * self.ring_size
         self._pending = []
         self._pending_pos = 0
@@ -475,6 +476,7 @@ cdef class Sender:
         self._inflight_bytes = 0
         self._swallow_ok = False
         self._last_error_line = -1
+        self._error_got = -1
         self._last_resend = -1
         self._stale_error = False
         self.probe_wanted = False
@@ -770,50 +772,113 @@ cdef class Sender:
         self._in_queue = 0
         self._queue_bytes = 0
 
-    cdef object _on_resend(self, const unsigned char* p, Py_ssize_t n, Py_ssize_t digits_at):
+    cdef void _on_error(self, const unsigned char* p, Py_ssize_t n):
+        """Where a non-fatal error says the firmware stands, for the ``Resend`` that follows it.
+
+        Marlin and Prusa: ``Error:<what>, Last Line: k`` (k = the last line it processed); OctoPrint's
+        Virtual Printer and Repetier: ``Error: expected line X got Y`` (X = the line it wants).  A line
+        number refusal (``Line Number is not Last Line Number+1``, ``expected line``) may be the echo of
+        a line sent before a rewind (see _on_resend).  Anything else confirms nothing.
+        """
         cdef bint okn = False
-        cdef long long number
+        cdef long long value
+        cdef Py_ssize_t j = _find(p, n, b"Last Line:", 10, 0)
+        self._last_error_line = -1
+        self._stale_error = False
+        self._error_got = -1
+        if j >= 0:
+            value = _int_after(p, n, j + 10, &okn)
+            self._last_error_line = value if okn else -1
+            self._stale_error = _contains_ci(p, n, b"line number is not")
+            return
+        self._error_got = -1
+        j = _find(p, n, b"expected line", 13, 0)
+        if j >= 0:
+            value = _int_after(p, n, j + 13, &okn)
+            self._last_error_line = value - 1 if okn and value > 0 else -1
+            self._stale_error = True
+            j = _find(p, n, b" got", 4, j + 13)
+            if j >= 0:
+                value = _int_after(p, n, j + 4, &okn)
+                self._error_got = value if okn else -1
+
+    cdef void _on_skip(self, const unsigned char* p, Py_ssize_t n):
+        """``skip N`` (Repetier): line N was already there, its ok follows.  It confirms N was processed."""
+        cdef bint okn = False
+        cdef long long number = _int_after(p, n, 5, &okn)
+        if self.resend_has_ok:
+            self._swallow_ok = True
+        if okn and self.acked < number <= self.sent_upto:
+            self._ack_to(number)
+
+    cdef object _on_resend(self, const unsigned char* p, Py_ssize_t n, Py_ssize_t digits_at):
+        """``Resend: N`` / ``rs N``: rewind so that everything from the right line goes again, in order.
+
+        Confirmed (the error before it said where the firmware stands: Marlin's and Prusa's ``Last Line:
+        N-1``, OctoPrint's and Repetier's ``expected line N``): acknowledgements are set to N-1 and the
+        lines from N go again.  Not confirmed (``Checksum mismatch`` without a number, ``rs N`` alone, or
+        numbers that disagree: a garbled byte on the way back): nothing is acknowledged and everything
+        from the oldest unacknowledged line goes again; that works as a probe, since the firmware
+        refuses a line it already has with a confirmed error.  A numbering refusal of a line sent before
+        the latest rewind asks for the line already being resent: it is served once, not again.
+        """
+        cdef bint okn = False
+        cdef long long number, target
         cdef Py_ssize_t i = digits_at
         while i < n and (p[i] == 32 or p[i] == 78 or p[i] == 58):  # ' ', 'N', ':'
             i += 1
         number = _int_after(p, n, i, &okn)
-        self._swallow_ok = True
+        if self.resend_has_ok:
+            self._swallow_ok = True  # the ok after a resend request answers the refused line
         error_line = self._last_error_line
         stale = self._stale_error
+        got = self._error_got
         self._last_error_line = -1
         self._stale_error = False
-        if not okn or number < 1:
-            self.probe_wanted = True
-            return None
-        if self.verify_resend and error_line != number - 1:
-            # not confirmed by a matching 'Last Line:' (a garbled byte on the way back): ask again
-            self.probe_wanted = True
-            return None
-        if number > self.sent_upto + 1 or self.next_number - number > self.ring_size:
-            self.probe_wanted = True
-            return None
-        if number - 1 < self.acked:
-            if self.acked - (number - 1) > self._window() + 2:
-                # far more than a miscounted window: not a lost ok but a renumbered firmware
-                self.probe_wanted = True
+        self._error_got = -1
+        if not okn or number < 1 or self.next_number - number > self.ring_size:
+            number = self.acked + 1  # unreadable: everything from the oldest unacknowledged line
+            error_line = -1
+        if number > self.sent_upto + 1:
+            number = self.acked + 1
+            error_line = -1
+        if error_line == number - 1:
+            if 0 < got < number and number - 1 >= self.acked:
+                # a copy of a line it already has (a probe, a resend that crossed the original): the
+                # firmware lost nothing, and what was sent after that copy is still coming, in order
+                if number - 1 > self.acked:
+                    self._ack_to(number - 1)
+                self._jump = -1
                 return None
-            self._unack_to(number - 1)  # an ok was counted that the firmware never sent for us
-        elif number - 1 > self.acked:
-            self._ack_to(number - 1)
+            if number - 1 < self.acked:
+                if self.acked - (number - 1) > self._window() + 2:
+                    # far more than a miscounted window: not a lost ok but a renumbered firmware
+                    self.probe_wanted = True
+                    return None
+                self._unack_to(number - 1)  # an ok was counted that the firmware never sent for us
+            elif number - 1 > self.acked:
+                self._ack_to(number - 1)
+            target = number
+        elif number <= self.acked + 1 and self.acked - (number - 1) <= self._window() + 2:
+            if number - 1 < self.acked:
+                self._unack_to(number - 1)
+            target = number
+        else:
+            target = self.acked + 1  # never skip a line on an unconfirmed number
         self._jump = -1
-        if self.sent_upto < number:
+        if self.sent_upto < target:
             return None  # already rewound to here: a line sent before the rewind, refused again
-        if stale and number == self._last_resend and self.acked == number - 1:
+        if stale and target == self._last_resend and self.acked == target - 1 and self.sent_upto >= target:
             # a line sent before our rewind arrived after it and was refused for its number:
             # the resent lines are behind it on the wire; rewinding again would only repeat them
             return None
-        self._last_resend = number
+        self._last_resend = target
         self.resends += 1
-        self.sent_upto = number - 1
+        self.sent_upto = target - 1
         self._inflight_bytes = 0
         self._in_queue = 0
         self._queue_bytes = 0
-        return number
+        return target
 
     def receive(self, bytes chunk):
         """Feed bytes read from the port; returns a list of ``(kind, line, value)`` events."""
@@ -871,12 +936,11 @@ cdef class Sender:
                     if p[i] == 33:
                         events.append((EV_FATAL, data[i:end], None))
                     else:
-                        j = _find(p + i, m, b"Last Line:", 10, 0)
-                        if j >= 0:
-                            value = _int_after(p + i, m, j + 10, &okn)
-                            self._last_error_line = value if okn else -1
-                            self._stale_error = _contains_ci(p + i, m, b"line number is not")
+                        self._on_error(p + i, m)
                         events.append((EV_ERROR, data[i:end], None))
+            elif _starts(p + i, m, b"skip ", 5):
+                self._on_skip(p + i, m)
+                events.append((EV_OTHER, data[i:end], None))
             elif _starts(p + i, m, b"echo:busy", 9) or _starts(p + i, m, b"busy:", 5):
                 events.append((EV_BUSY, data[i:end], None))
             elif m == 4 and memcmp(p + i, b"wait", 4) == 0:

@@ -41,7 +41,8 @@ class JobProgress(Event):
 class PrinterState(Event):
     """Sent by the printer link when the connection state changes."""
 
-    state: Literal["disconnected", "connecting", "ready", "printing", "paused", "error"]
+    #: waiting_user: the firmware waits for a person (M0/M1/M600, 'paused for user'); no timeout runs
+    state: Literal["disconnected", "connecting", "ready", "printing", "paused", "waiting_user", "error"]
     detail: str = ""
     port: str | None = None
 

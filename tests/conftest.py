@@ -133,6 +133,30 @@ def wait_for(predicate: Any, timeout_s: float = 30.0, interval_s: float = 0.1, w
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Any]:
+    """A real PostgreSQL for the session: initdb in a temp dir, a free loopback port (fsync off: test data)."""
+    from node.hub.pgserver import TempPostgres
+
+    try:
+        server = TempPostgres(durable=False)
+    except FileNotFoundError:
+        pytest.skip("PostgreSQL is not installed (scripts/ensure-system-deps.sh test installs it)")
+    server.start()
+    yield server
+    server.remove()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_location(request: pytest.FixtureRequest, tmp_path: Path) -> str | Path:
+    """Where a hub ledger lives: a SQLite file, or a fresh database on the session's PostgreSQL."""
+    if request.param == "sqlite":
+        return tmp_path / "ledger.sqlite"
+    import uuid
+
+    return request.getfixturevalue("postgres_server").create_database(f"ledger_{uuid.uuid4().hex[:12]}")
+
+
 os.environ.setdefault("PYTHONUNBUFFERED", "1")
 
 

@@ -132,7 +132,8 @@ def test_hub_config_changes_go_to_the_override_file_and_bad_ones_are_refused(tmp
         jobs = Jobs(node, store)
         server = ControlServer(node, config.control, jobs=jobs, runner=None,  # type: ignore[arg-type]
                                socket_path=config.control_socket, files_dir=tmp_path / "files",
-                               max_file_bytes=1024, reserve_bytes=0, save_setting=lambda a, source: write_override(config, a, source))
+                               max_file_bytes=1024, reserve_bytes=0,
+                               save_setting=lambda a, source: write_override(config, a, source))
         await server.start()
         try:
             await node.send_event("config_change_requested", ConfigChangeRequested(

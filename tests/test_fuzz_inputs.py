@@ -252,8 +252,9 @@ def _plausible(reading) -> None:  # noqa: ANN001
     assert reading.battery_temperature_c is None or -40 <= reading.battery_temperature_c <= 85
 
 
-field_value = st.one_of(st.integers(-2**31, 2**31).map(str), st.text(st.characters(min_codepoint=32, max_codepoint=126),
-                                                                      max_size=8), st.sampled_from(["nan", "inf", "-1", "0x10"]))
+field_value = st.one_of(st.integers(-2**31, 2**31).map(str),
+                        st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=8),
+                        st.sampled_from(["nan", "inf", "-1", "0x10"]))
 
 
 @FUZZ

@@ -42,8 +42,8 @@ def test_refused_jobs_are_refused_loudly_and_names_cannot_forge_lines(daemon_fac
 
     forged = tmp_path / "forged.gcode"
     moves_gcode(forged, 2)
-    job = daemon.request({"cmd": "queue_add", "name": "ok\nFAKE  completed\x1b[31m", "size_bytes": forged.stat().st_size},
-                         forged)
+    job = daemon.request({"cmd": "queue_add", "name": "ok\nFAKE  completed\x1b[31m",
+                          "size_bytes": forged.stat().st_size}, forged)
     text = daemon.cli("queue", "list", "--all").stdout
     assert "\x1b" not in text and "FAKE" in text and "\\n" in text and "\\x1b" in text
     assert all(not line.startswith("FAKE") for line in text.splitlines())

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ from node.node import Node
 from node.printer.printer import Printer
 from node.printer.profile import load_profile
 from node.printer.virtual import VirtualPrinter, serve_pty
+from node.runner import JobRunner
 from node.store import Store
 from tests.hw.test_gpio import _state_is, wait_until
 
@@ -53,15 +56,25 @@ def rig(tmp_path: Path):
     stop.set()
 
 
+@asynccontextmanager
+async def running_node(config: NodeConfig) -> AsyncIterator[tuple[Jobs, Printer, JobRunner]]:
+    """A node with the store, the job table, the printer on the rig's pty and the runner."""
+    store = Store(config.state_dir / "printnode.sqlite3").open()
+    node = Node(config.node, Clock(50.0))
+    jobs = node.add(Jobs(node, store))
+    printer = node.add(Printer(node, config.printer, store))
+    runner = node.add(make_runner(node, config, store, jobs, printer, recheck_s=0.2))
+    await node.start()
+    try:
+        yield jobs, printer, runner
+    finally:
+        await node.stop()
+        store.close()
+
+
 def test_the_plate_gate_holds_after_plastic_and_only_after_plastic(rig: NodeConfig, tmp_path: Path) -> None:
     async def scenario() -> None:
-        store = Store(rig.state_dir / "printnode.sqlite3").open()
-        node = Node(rig.node, Clock(50.0))
-        jobs = node.add(Jobs(node, store))
-        printer = node.add(Printer(node, rig.printer, store))
-        runner = node.add(make_runner(node, rig, store, jobs, printer, recheck_s=0.2))
-        await node.start()
-        try:
+        async with running_node(rig) as (jobs, printer, runner):
             async def cancel_after(path: Path, lines: int):
                 job = await runner.queue_file(path.name, path, "0" * 64, path.stat().st_size)
                 await wait_until(lambda: runner.current_job_id == job.id and printer.progress is not None
@@ -84,22 +97,13 @@ def test_the_plate_gate_holds_after_plastic_and_only_after_plastic(rig: NodeConf
             await runner.set_plate_clear(True, source="cli")  # ...a person confirms it once it is empty
             await wait_until(lambda: _state_is(jobs, nxt.id, JobState.COMPLETED), timeout_s=60, what="next printed")
             assert not runner.plate_clear  # completed: its part is on the plate
-        finally:
-            await node.stop()
-            store.close()
 
     asyncio.run(scenario())
 
 
 def test_a_resume_passes_the_same_gate(rig: NodeConfig, tmp_path: Path) -> None:
     async def scenario() -> None:
-        store = Store(rig.state_dir / "printnode.sqlite3").open()
-        node = Node(rig.node, Clock(50.0))
-        jobs = node.add(Jobs(node, store))
-        printer = node.add(Printer(node, rig.printer, store))
-        runner = node.add(make_runner(node, rig, store, jobs, printer, recheck_s=0.2))
-        await node.start()
-        try:
+        async with running_node(rig) as (jobs, printer, runner):
             await wait_until(lambda: printer.ready, what="printer ready")
             path = _job(tmp_path / "j.gcode", 5, 50)
             job = await jobs.create("j", "cli", state=JobState.QUEUED, file_path=str(path))
@@ -110,8 +114,5 @@ def test_a_resume_passes_the_same_gate(rig: NodeConfig, tmp_path: Path) -> None:
             with pytest.raises(TransitionRefused, match="M500"):
                 await runner.resume(job.id)
             assert (await jobs.get(job.id)).state == JobState.INTERRUPTED  # type: ignore[union-attr]
-        finally:
-            await node.stop()
-            store.close()
 
     asyncio.run(scenario())

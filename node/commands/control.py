@@ -67,6 +67,13 @@ def _call(args: argparse.Namespace, payload: dict[str, Any], body: Path | None =
     except ControlError as exc:
         print(f"printnode: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
+    except TimeoutError:
+        print(f"printnode: the daemon did not answer {payload.get('cmd')!r} in time; it may still act on it "
+              "(see `printnode status`)", file=sys.stderr)
+        raise SystemExit(1) from None
+    except (OSError, ValueError) as exc:  # a reset socket, a reply cut short
+        print(f"printnode: {payload.get('cmd')!r} failed: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def printable(text: str) -> str:

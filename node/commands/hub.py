@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -21,10 +23,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("hub", help="the reference hub: serve, keys, provisioning, jobs, fleet status")
     parser.add_argument("--dir", dest="hub_dir", type=Path, default=Path("hub"),
                         help="hub directory: key, ledger, files (default ./hub)")
+    parser.add_argument("--ledger", default=None, metavar="PATH|URL",
+                        help="the ledger: a SQLite file (default <dir>/ledger.sqlite) or a postgresql:// URL, which"
+                             " several `hub serve` workers can share (also $PRINTNODE_HUB_LEDGER)")
     sub = parser.add_subparsers(dest="hub_command", metavar="SUBCOMMAND", required=True)
 
     serve = sub.add_parser("serve", help="run the hub against a broker")
     _broker_args(serve)
+    serve.add_argument("--share-group", default=None, metavar="GROUP",
+                       help="run as one of several workers: subscribe as $share/GROUP/... (MQTT v5) and share the"
+                            " --ledger (PostgreSQL); each worker needs its own --client-id (default: host and pid)")
     serve.set_defaults(func=cmd_serve)
 
     keygen = sub.add_parser("keygen", help="create the hub's Ed25519 signing key (or rotate it)")
@@ -75,14 +83,20 @@ def _broker_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ca", type=Path, default=None, help="CA file (turns TLS on)")
     parser.add_argument("--cert", type=Path, default=None)
     parser.add_argument("--key", type=Path, default=None)
-    parser.add_argument("--client-id", default="printnode-hub")
+    parser.add_argument("--client-id", default=None,
+                        help="MQTT client id (default printnode-hub; with --share-group printnode-hub-<host>-<pid>)")
+
+
+def _ledger_location(args: argparse.Namespace) -> str | Path:
+    from node.hub.server import hub_paths
+
+    return args.ledger or os.environ.get("PRINTNODE_HUB_LEDGER") or hub_paths(args.hub_dir)[1]
 
 
 def _ledger(args: argparse.Namespace):  # noqa: ANN202
-    from node.hub.ledger import Ledger
-    from node.hub.server import hub_paths
+    from node.hub.backends import open_ledger
 
-    return Ledger(hub_paths(args.hub_dir)[1])
+    return open_ledger(_ledger_location(args))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -92,15 +106,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not hub_paths(args.hub_dir)[0].exists():
         print(f"printnode hub: no key in {args.hub_dir}; run `printnode hub keygen` first", file=sys.stderr)
         return 2
-    hub = Hub(args.hub_dir, BrokerSettings(
-        host=args.broker_host, port=args.broker_port, protocol=args.protocol, client_id=args.client_id,
-        username=args.username, password=args.password, ca_file=args.ca, cert_file=args.cert,
-        key_file=args.key))
+    client_id = args.client_id or ("printnode-hub" if args.share_group is None
+                                   else f"printnode-hub-{socket.gethostname()}-{os.getpid()}")
+    try:
+        hub = Hub(args.hub_dir, BrokerSettings(
+            host=args.broker_host, port=args.broker_port, protocol=args.protocol, client_id=client_id,
+            username=args.username, password=args.password, ca_file=args.ca, cert_file=args.cert,
+            key_file=args.key), ledger=_ledger_location(args), share_group=args.share_group)
+    except ValueError as exc:
+        print(f"printnode hub: {exc}", file=sys.stderr)
+        return 2
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
     hub.start()
-    print(f"hub: serving {args.broker_host}:{args.broker_port}, key {hub.key.key_id}", flush=True)
+    group = f", worker {client_id} of group {args.share_group}" if args.share_group else ""
+    print(f"hub: serving {args.broker_host}:{args.broker_port}, key {hub.key.key_id}, ledger {hub.ledger.dialect}"
+          f"{group}", flush=True)
     done.wait()
     hub.stop()
     return 0
@@ -161,7 +183,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
             flags = ["-b"] if args.passwd_file.exists() else ["-c", "-b"]
             subprocess.run([tool, *flags, str(args.passwd_file), args.node, password], check=True)
     with _ledger(args).tx() as conn:
-        conn.execute("INSERT OR IGNORE INTO nodes(node_id) VALUES(?)", (args.node,))
+        conn.execute("INSERT INTO nodes(node_id) VALUES(?) ON CONFLICT DO NOTHING", (args.node,))
         conn.execute("UPDATE nodes SET provisioned_s = ? WHERE node_id = ?", (time.time(), args.node))
     sys.stdout.write(tomli_w.dumps({"node": {"id": args.node}, "sync": sync}))
     return 0

@@ -41,6 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     faults.add_argument("--silence-after-lines", type=int, default=0, help="stop answering after N lines")
     faults.add_argument("--silence-s", type=float, default=0.0, help="... for S real seconds (0: forever)")
     faults.add_argument("--disconnect-after-lines", type=int, default=0, help="drop the port after N lines")
+    faults.add_argument("--wedge-after-lines", type=int, default=0,
+                        help="stop executing after N lines (temperatures and M112 still work)")
     faults.add_argument("--seed", type=int, default=0, help="random seed of the probabilistic faults")
     parser.set_defaults(func=run)
 

@@ -6,10 +6,21 @@ every ``PUMP_S`` assigns new jobs, signs and sends manifests and commands the CL
 ledger, and times out expired jobs.  The CLI (``submit``, ``cancel``) only writes rows; a running
 ``hub serve`` picks them up, so nothing needs the broker but the server.
 
-Directory (``--dir``): ``hub.key`` (Ed25519 PEM), ``ledger.sqlite``, ``files/<sha256>.gcode``.
+Several workers (``share_group``) share one PostgreSQL ledger and the fleet: they subscribe through
+an MQTT v5 shared subscription (``$share/<group>/...``), so the broker hands each report to one of
+them; a worker that dies with reports in hand loses nothing, because it acked none of them and the
+node's outbox resends, and a resend that reaches a second worker is recognised by its report id.
+Workers use clean sessions: a dead worker's session (and its share of the queue) goes with it.
+Only the holder of the ``pump`` lease pumps; it re-takes the lease every round, another worker
+takes over ``PUMP_LEASE_S`` after it stops.
+
+Directory (``--dir``): ``hub.key`` (Ed25519 PEM), ``ledger.sqlite`` (unless ``ledger`` names a
+PostgreSQL database), ``files/<sha256>.gcode``.  Every worker needs the same directory (one machine,
+or the key and files on shared storage).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -22,6 +33,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from pydantic import ValidationError
 
+from node.hub.backends import open_ledger
 from node.hub.dispatcher import Candidate, choose_node
 from node.hub.ledger import Ledger
 from node.sync import protocol as p
@@ -31,6 +43,7 @@ from node.sync.signing import SigningKey
 log = logging.getLogger(__name__)
 
 PUMP_S = 0.2
+PUMP_LEASE_S = 5.0  # a dead pump holder is replaced after this long
 KEY_FILE = "hub.key"
 LEDGER_FILE = "ledger.sqlite"
 DEFAULT_EXPIRY_S = 7 * 86400
@@ -42,21 +55,33 @@ def hub_paths(hub_dir: Path) -> tuple[Path, Path, Path]:
 
 class Hub:
     def __init__(self, hub_dir: Path, broker: BrokerSettings, clock: Callable[[], float] = time.time,
-                 command_expiry_s: float = 3600.0) -> None:
+                 command_expiry_s: float = 3600.0, ledger: str | Path | None = None,
+                 share_group: str | None = None) -> None:
         self.hub_dir = Path(hub_dir)
-        self.broker = broker
         self.clock = clock
         self.command_expiry_s = command_expiry_s
         key_path, ledger_path, self.files_dir = hub_paths(self.hub_dir)
         self.key_path = key_path
         self.key = SigningKey.load(key_path)
         self._key_mtime = key_path.stat().st_mtime_ns
-        self.ledger = Ledger(ledger_path)
+        self.ledger: Ledger = open_ledger(ledger if ledger is not None else ledger_path)
+        self.share_group = share_group
+        if share_group is not None:
+            if broker.protocol != "5":
+                raise ValueError("shared subscriptions need MQTT v5 (--protocol 5)")
+            if not share_group or any(c in share_group for c in "/+#"):
+                raise ValueError(f"share group {share_group!r}: a name without / + #")
+            # a killed worker's session must not keep a share of the reports queued for nobody
+            broker = dataclasses.replace(broker, persistent=False)
+        self.broker = broker
+        self.worker_id = broker.client_id or f"hub-{os.getpid()}"
         self.client: mqtt.Client | None = None
         self.connected = threading.Event()
         self._stop = threading.Event()
         self._pump_thread: threading.Thread | None = None
-        self.counters = {"reports": 0, "duplicates": 0, "chunks_served": 0, "bad_input": 0}
+        self._lease_renew_at = 0.0
+        self.counters = {"reports": 0, "duplicates": 0, "chunks_served": 0, "bad_input": 0, "messages": 0,
+                         "published": 0, "manifests": 0}
 
     # --- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -74,6 +99,10 @@ class Hub:
         self._stop.set()
         if self._pump_thread is not None:
             self._pump_thread.join(5)
+        try:
+            self.ledger.release_lease("pump", self.worker_id)
+        except Exception:  # stopping anyway; the lease expires on its own
+            log.warning("hub: could not release the pump lease", exc_info=True)
         if self.client is not None:
             self.client.disconnect()
             self.client.loop_stop()
@@ -83,9 +112,14 @@ class Hub:
         if reason_code.is_failure:
             log.warning("hub: broker refused: %s", reason_code)
             return
-        client.subscribe([(f"{p.TOPIC_ROOT}/+/up/#", 1), (f"{p.TOPIC_ROOT}/+/state/#", 1)])
+        client.subscribe([(self.subscription(f"{p.TOPIC_ROOT}/+/up/#"), 1),
+                          (self.subscription(f"{p.TOPIC_ROOT}/+/state/#"), 1)])
         self.connected.set()
         log.info("hub: connected")
+
+    def subscription(self, topic_filter: str) -> str:
+        """The filter itself, or its shared form ``$share/<group>/<filter>`` for a worker of a group."""
+        return topic_filter if self.share_group is None else f"$share/{self.share_group}/{topic_filter}"
 
     # --- inbound (paho thread) ----------------------------------------------------------------
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
@@ -93,6 +127,7 @@ class Hub:
         if parsed is None:
             return
         node_id, direction, kind = parsed
+        self.counters["messages"] += 1
         try:
             if direction == "state":
                 self._on_state(node_id, kind, bytes(message.payload))
@@ -109,8 +144,8 @@ class Hub:
         if not payload:
             return
         now = self.clock()
-        with self.ledger.tx() as conn:
-            conn.execute("INSERT OR IGNORE INTO nodes(node_id) VALUES(?)", (node_id,))
+        with self.ledger.tx(durable=False) as conn:  # a retained document: the broker has it again
+            conn.execute("INSERT INTO nodes(node_id) VALUES(?) ON CONFLICT DO NOTHING", (node_id,))
             if kind == "online":
                 doc = p.OnlineState.model_validate_json(payload)
                 conn.execute("UPDATE nodes SET online = ?, last_seen_s = ? WHERE node_id = ?",
@@ -144,34 +179,34 @@ class Hub:
             raise ValueError(f"report names node {report.node_id} on {node_id}'s topic")
         now = self.clock()
         with self.ledger.tx() as conn:
-            fresh = conn.execute("INSERT OR IGNORE INTO received(node_id, msg_id, kind, t_s) VALUES(?,?,?,?)",
-                                 (node_id, report.id, kind, now)).rowcount == 1
+            fresh = conn.execute("INSERT INTO received(node_id, msg_id, kind, t_s) VALUES(?,?,?,?)"
+                                 " ON CONFLICT DO NOTHING", (node_id, report.id, kind, now)).rowcount == 1
             if fresh:
-                conn.execute("INSERT OR IGNORE INTO nodes(node_id) VALUES(?)", (node_id,))
+                conn.execute("INSERT INTO nodes(node_id) VALUES(?) ON CONFLICT DO NOTHING", (node_id,))
                 conn.execute("UPDATE nodes SET last_seen_s = ? WHERE node_id = ?", (now, node_id))
                 getattr(self, f"_apply_{kind}")(conn, node_id, report)
         self.counters["reports" if fresh else "duplicates"] += 1
         self._publish(p.down_topic(node_id, "ack"), p.Ack(ids=[report.id], hub_time_s=now).model_dump_json())
 
     def _apply_job_state(self, conn: Any, node_id: str, r: p.JobStateReport) -> None:
-        conn.execute("INSERT OR IGNORE INTO job_events(job_id, version, node_state, wire_state, reason, t_s, msg_id)"
-                     " VALUES(?,?,?,?,?,?,?)", (r.job_id, r.version, r.node_state, r.wire_state.value, r.reason,
-                                                r.t_s, r.id))
-        row = conn.execute("SELECT version, node_id FROM jobs WHERE job_id = ?", (r.job_id,)).fetchone()
-        if row is None or row["node_id"] != node_id:
-            return  # a job the node has on its own (local source) or another node's: history only
-        if r.version > row["version"] or (r.version == 0 and row["version"] == 0):
-            conn.execute("UPDATE jobs SET version = ?, node_state = ?, wire_state = ?, reason = ?, updated_s = ?"
-                         " WHERE job_id = ?", (r.version, r.node_state, r.wire_state.value, r.reason, self.clock(),
-                                               r.job_id))
+        conn.execute("INSERT INTO job_events(job_id, version, node_state, wire_state, reason, t_s, msg_id)"
+                     " VALUES(?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+                     (r.job_id, r.version, r.node_state, r.wire_state.value, r.reason, r.t_s, r.id))
+        # one conditional statement, not read-then-write: two workers filing versions 2 and 3 at once must
+        # leave 3 (PostgreSQL re-checks the WHERE on the row the other transaction committed)
+        conn.execute("UPDATE jobs SET version = ?, node_state = ?, wire_state = ?, reason = ?, updated_s = ?"
+                     " WHERE job_id = ? AND node_id = ? AND (version < ? OR (version = 0 AND ? = 0))",
+                     (r.version, r.node_state, r.wire_state.value, r.reason, self.clock(), r.job_id, node_id,
+                      r.version, r.version))
 
     def _apply_job_progress(self, conn: Any, node_id: str, r: p.JobProgressReport) -> None:
         conn.execute("INSERT INTO progress(job_id, node_id, percent, t_s) VALUES(?,?,?,?) ON CONFLICT(job_id)"
-                     " DO UPDATE SET percent = excluded.percent, t_s = excluded.t_s WHERE excluded.t_s >= t_s",
+                     " DO UPDATE SET percent = excluded.percent, t_s = excluded.t_s WHERE excluded.t_s >= progress.t_s",
                      (r.job_id, node_id, r.percent, r.t_s))
 
     def _apply_job_record(self, conn: Any, node_id: str, r: p.JobRecord) -> None:
-        conn.execute("INSERT OR REPLACE INTO job_records(job_id, node_id, outcome, record) VALUES(?,?,?,?)",
+        conn.execute("INSERT INTO job_records(job_id, node_id, outcome, record) VALUES(?,?,?,?) ON CONFLICT(job_id)"
+                     " DO UPDATE SET node_id = excluded.node_id, outcome = excluded.outcome, record = excluded.record",
                      (r.job_id, node_id, r.outcome.value, r.model_dump_json()))
 
     def _apply_plan(self, conn: Any, node_id: str, r: p.PlanSummaryReport) -> None:
@@ -181,8 +216,8 @@ class Hub:
 
     def _apply_telemetry(self, conn: Any, node_id: str, batch: p.TelemetryBatch) -> None:
         for row in p.telemetry_rows(batch):
-            conn.execute("INSERT OR IGNORE INTO telemetry(node_id, t_s, pv_w, pv_v, battery_v, battery_a, load_w,"
-                         " printer_w, soc_pct, level) VALUES(?,?,?,?,?,?,?,?,?,?)",
+            conn.execute("INSERT INTO telemetry(node_id, t_s, pv_w, pv_v, battery_v, battery_a, load_w,"
+                         " printer_w, soc_pct, level) VALUES(?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
                          (node_id, row["t_s"], row.get("pv_w"), row.get("pv_v"), row.get("battery_v"),
                           row.get("battery_a"), row.get("load_w"), row.get("printer_w"), row.get("soc_pct"),
                           batch.level))
@@ -197,8 +232,8 @@ class Hub:
         for problem in hello.problems:
             log.warning("hub: node %s started with a problem: %s", node_id, problem)
         now = self.clock()
-        with self.ledger.tx() as conn:
-            conn.execute("INSERT OR IGNORE INTO nodes(node_id) VALUES(?)", (node_id,))
+        with self.ledger.tx(durable=False) as conn:  # the node says hello again after every connect
+            conn.execute("INSERT INTO nodes(node_id) VALUES(?) ON CONFLICT DO NOTHING", (node_id,))
             conn.execute("UPDATE nodes SET online = 1, last_seen_s = ?, capabilities = COALESCE(?, capabilities)"
                          " WHERE node_id = ?",
                          (now, hello.capabilities.model_dump_json() if hello.capabilities else None, node_id))
@@ -235,6 +270,7 @@ class Hub:
     def _publish(self, topic: str, payload: str | bytes, qos: int = 1, properties: Any = None) -> None:
         if self.client is not None:
             self.client.publish(topic, payload, qos=qos, properties=properties)
+            self.counters["published"] += 1
 
     # --- pump thread --------------------------------------------------------------------------
     def _pump_loop(self) -> None:
@@ -245,22 +281,38 @@ class Hub:
                 log.exception("hub: pump failed")
 
     def pump(self) -> None:
-        """Reload a rotated key; assign, sign and send new jobs and commands; time out expired jobs."""
+        """Reload a rotated key; assign, sign and send new jobs and commands; time out expired jobs.
+
+        Only the holder of the ``pump`` lease runs it; inside, each job and command is claimed by a
+        conditional update (``WHERE hub_state = 'new'``, ``WHERE sent = 0``) that only one
+        transaction can win, and PostgreSQL skips rows another transaction has locked, so even a
+        lease that lapsed under a stalled worker cannot produce two manifests for one job.
+        """
         mtime = self.key_path.stat().st_mtime_ns
         if mtime != self._key_mtime:
             self.key, self._key_mtime = SigningKey.load(self.key_path), mtime
             log.info("hub: signing with key %s", self.key.key_id)
         now = self.clock()
+        if now >= self._lease_renew_at:  # renewed at half its life, not every round: a commit each time
+            if not self.ledger.try_lease("pump", self.worker_id, now, PUMP_LEASE_S):
+                return
+            self._lease_renew_at = now + PUMP_LEASE_S / 2
+        lock_rows = " FOR UPDATE SKIP LOCKED" if self.ledger.dialect == "postgresql" else ""
         out: list[tuple[str, str]] = []
         with self.ledger.tx() as conn:
             conn.execute("UPDATE jobs SET wire_state = 'TIMED_OUT', reason = 'expired before the node took it',"
                          " updated_s = ? WHERE expires_s < ? AND version = 0"
                          " AND wire_state NOT IN ('REJECTED', 'CANCELED', 'TIMED_OUT', 'SUCCEEDED')", (now, now))
-            for job in conn.execute("SELECT * FROM jobs WHERE hub_state = 'new' AND wire_state = 'QUEUED'"
-                                    " ORDER BY priority DESC, created_s").fetchall():
-                node_id = job["requested_node"] or self._choose(conn, job, now)
+            new_jobs = conn.execute("SELECT * FROM jobs WHERE hub_state = 'new' AND wire_state = 'QUEUED'"
+                                    " ORDER BY priority DESC, created_s" + lock_rows).fetchall()
+            candidates = self._candidates(conn) if any(j["requested_node"] is None for j in new_jobs) else []
+            for job in new_jobs:
+                node_id = job["requested_node"] or self._choose(conn, job, candidates, now)
                 if node_id is None:
                     continue
+                if conn.execute("UPDATE jobs SET hub_state = 'signing' WHERE job_id = ? AND hub_state = 'new'",
+                                (job["job_id"],)).rowcount != 1:
+                    continue  # another worker took it
                 manifest = p.JobManifest(
                     node_id=node_id, seq=self.ledger.next_seq(conn, node_id), issued_s=now,
                     expires_s=job["expires_s"], hub_time_s=now, job_id=job["job_id"], name=job["name"],
@@ -271,7 +323,10 @@ class Hub:
                 conn.execute("UPDATE jobs SET node_id = ?, manifest = ?, hub_state = 'sent', updated_s = ?"
                              " WHERE job_id = ?", (node_id, signed, now, job["job_id"]))
                 out.append((p.down_topic(node_id, "job"), signed))
-            for cmd in conn.execute("SELECT * FROM commands WHERE sent = 0").fetchall():
+            for cmd in conn.execute("SELECT * FROM commands WHERE sent = 0" + lock_rows).fetchall():
+                if conn.execute("UPDATE commands SET sent = 1 WHERE command_id = ? AND sent = 0",
+                                (cmd["command_id"],)).rowcount != 1:
+                    continue
                 signed = cmd["signed"]
                 if signed is None:
                     expires = now + self.command_expiry_s
@@ -281,23 +336,32 @@ class Hub:
                     signed = self.key.sign(command).model_dump_json()
                     conn.execute("UPDATE commands SET signed = ?, expires_s = ? WHERE command_id = ?",
                                  (signed, expires, cmd["command_id"]))
-                conn.execute("UPDATE commands SET sent = 1 WHERE command_id = ?", (cmd["command_id"],))
                 out.append((p.down_topic(cmd["node_id"], "key" if cmd["kind"] == "key" else "command"), signed))
+        self.counters["manifests"] += sum(1 for topic, _ in out if topic.endswith("/down/job"))
         for topic, payload in out:
             self._publish(topic, payload)
 
-    def _choose(self, conn: Any, job: Any, now: float) -> str | None:
-        candidates = []
-        for n in conn.execute("SELECT * FROM nodes").fetchall():
-            caps = p.PrinterCapabilities.model_validate_json(n["capabilities"]) if n["capabilities"] else None
-            queue = conn.execute("SELECT COUNT(*) FROM jobs WHERE node_id = ? AND wire_state IN"
-                                 " ('QUEUED', 'IN_PROGRESS')", (n["node_id"],)).fetchone()[0]
-            candidates.append(Candidate(n["node_id"], caps, n["next_window_start_s"], bool(n["online"]), queue))
+    def _candidates(self, conn: Any) -> list[Candidate]:
+        """Every node with its open-job count, in one query (the pump runs it once per round, not per job)."""
+        rows = conn.execute(
+            "SELECT n.node_id, n.capabilities, n.next_window_start_s, n.online, COALESCE(q.open, 0) AS queue"
+            " FROM nodes n LEFT JOIN (SELECT node_id, COUNT(*) AS open FROM jobs"
+            " WHERE wire_state IN ('QUEUED', 'IN_PROGRESS') AND node_id IS NOT NULL GROUP BY node_id) q"
+            " ON q.node_id = n.node_id").fetchall()
+        return [Candidate(n["node_id"],
+                          p.PrinterCapabilities.model_validate_json(n["capabilities"]) if n["capabilities"] else None,
+                          n["next_window_start_s"], bool(n["online"]), int(n["queue"])) for n in rows]
+
+    def _choose(self, conn: Any, job: Any, candidates: list[Candidate], now: float) -> str | None:
         chosen, refused = choose_node(p.PrinterRequirements.model_validate_json(job["requirements"]),
                                       candidates, now)
         if chosen is None:
             reason = "no eligible node: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in refused.items())
             conn.execute("UPDATE jobs SET reason = ? WHERE job_id = ?", (reason[:500], job["job_id"]))
+            return None
+        for i, c in enumerate(candidates):  # the next job of this round sees the longer queue
+            if c.node_id == chosen:
+                candidates[i] = dataclasses.replace(c, queue_length=c.queue_length + 1)
         return chosen
 
 
@@ -347,7 +411,7 @@ def queue_command(ledger: Ledger, node_id: str, args: dict[str, Any], now_s: flo
 def cancel_job(ledger: Ledger, job_ref: str) -> tuple[str, str]:
     """Cancel on the hub: an unassigned job at once; an assigned one by a signed command. Returns (job, how)."""
     with ledger.tx() as conn:
-        rows = conn.execute("SELECT * FROM jobs WHERE job_id LIKE ? || '%'", (job_ref,)).fetchall()
+        rows = conn.execute("SELECT * FROM jobs WHERE job_id LIKE ?", (job_ref.replace("%", "") + "%",)).fetchall()
         if len(rows) != 1:
             raise KeyError(f"no job {job_ref!r}" if not rows else f"{job_ref!r} matches {len(rows)} jobs")
         job = rows[0]

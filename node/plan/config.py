@@ -20,8 +20,11 @@ from node.section import Section
 class ForecastSection(Section):
     """Where cloud-cover forecasts come from, when they go stale, and how pessimistic to plan."""
 
-    source: Literal["clear_sky", "file", "hub"] = Field(
-        "clear_sky", description="clear_sky: no weather forecast (the sky is assumed clear, then the quantile)")
+    source: Literal["auto", "hub", "learned", "clear_sky", "file"] = Field(
+        "auto",
+        description="auto: the best available, named in status and each plan -- the hub's cloud forecast while "
+                    "fresh, else the forecast learnt from this node's own PV once it has learned_min_days of "
+                    "history, else clear sky; hub / learned / clear_sky / file: that one only")
     file: str | None = Field(None, description="a cloud-cover forecast JSON file when source = 'file'")
     stale_after_h: float = Field(12.0, gt=0, description="a forecast issued longer ago is stale")
     stale_cloud_cover_pct: float = Field(
@@ -32,6 +35,8 @@ class ForecastSection(Section):
     error_sigma_per_h: float = Field(0.006, ge=0, le=0.1, description="its growth per hour of lead time")
     error_sigma_max: float = Field(0.6, ge=0, le=2)
     bias_halflife_h: float = Field(48.0, gt=0, description="how fast the measured/forecast bias factor adapts")
+    learned_min_days: float = Field(
+        7.0, ge=0, le=365, description="days of the node's own PV history before 'auto' trusts the learned forecast")
 
 
 class PlannerSection(Section):

@@ -243,36 +243,6 @@ def compute_pv_forecast(request: dict) -> dict:
 CLOUD_TABLE_PCT = [0.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 100.0]
 
 
-def read_weather_file(path: str) -> tuple[Any, dict]:
-    """A TMY3, TMY2 or PVGIS TMY file through pvlib.iotools, as (DataFrame, site metadata)."""
-    import pvlib
-
-    lower = path.lower()
-    if lower.endswith(".tm2"):
-        data, meta = pvlib.iotools.read_tmy2(path)
-        data = data.rename(columns={"GHI": "ghi", "DNI": "dni", "DHI": "dhi", "DryBulb": "temp_air",
-                                    "Wspd": "wind_speed"})
-        # TMY2 stores temperature in tenths of a degree C and wind in tenths of m/s (NREL TMY2 manual)
-        data["temp_air"] = data["temp_air"] / 10.0
-        data["wind_speed"] = data["wind_speed"] / 10.0
-        site = {"latitude": meta["latitude"], "longitude": meta["longitude"], "altitude_m": meta["altitude"],
-                "name": f"{meta['City'].strip()} {meta['State']}".strip(), "format": "TMY2"}
-    elif lower.endswith(".json") or "pvgis" in lower:
-        data, meta = pvlib.iotools.read_pvgis_tmy(path, map_variables=True)
-        inputs = meta.get("inputs", meta) if isinstance(meta, dict) else {}
-        location = inputs.get("location", inputs)
-        site = {"latitude": location["latitude"], "longitude": location["longitude"],
-                "altitude_m": location.get("elevation", 0.0), "name": "PVGIS TMY", "format": "PVGIS"}
-    else:
-        data, meta = pvlib.iotools.read_tmy3(path, map_variables=True)
-        site = {"latitude": meta["latitude"], "longitude": meta["longitude"], "altitude_m": meta["altitude"],
-                "name": f"{str(meta['Name']).strip(chr(34))} {meta['State']}", "format": "TMY3"}
-    for column in ("ghi", "dni", "dhi", "temp_air", "wind_speed"):
-        if column not in data.columns:
-            raise ValueError(f"{path}: no {column} column after reading it as {site['format']}")
-    return data, site
-
-
 def compute_weather_year(path: str, array: dict, year: int = 2025) -> dict:
     """Worker entry for the year-long simulation: everything pvlib has to say about one weather file.
 
@@ -286,16 +256,22 @@ def compute_weather_year(path: str, array: dict, year: int = 2025) -> dict:
     * ``pv_by_cloud_w`` — for each of :data:`CLOUD_TABLE_PCT`, the array's
       output that the forecast chain (clear sky -> K&C -> DISC -> POA -> PVWatts)
       gives at that cloud cover: forecasts for the whole year are interpolated
-      in this table instead of calling pvlib once per forecast.
+      in this table instead of calling pvlib once per forecast.  Like the live
+      node's forecast it knows no future temperature or wind: it uses
+      :class:`PvForecastRequest`'s defaults (20 C, 1 m/s), not the file's.
+
+    Reads TMY3, TMY2, EPW and PVGIS TMY (CSV, JSON): :mod:`node.plan.weatherfiles`.
     """
     import numpy as np
     import pandas as pd
     import pvlib
 
+    from node.plan.weatherfiles import read_weather_file
+
     data, site = read_weather_file(path)
     n = len(data)
-    # one calendar year, hour-ending stamps -> mid-hour UTC instants
-    utc_offset_h = data.index[0].utcoffset().total_seconds() / 3600.0 if data.index.tz is not None else 0.0
+    # one calendar year: row i covers local standard hours [i, i + 1) -> mid-hour UTC instants
+    utc_offset_h = float(site["utc_offset_h"])
     start_local = pd.Timestamp(year=year, month=1, day=1)
     mid_local = start_local + pd.to_timedelta(np.arange(n) + 0.5, unit="h")
     times = pd.DatetimeIndex(mid_local - pd.Timedelta(hours=utc_offset_h)).tz_localize("UTC")
@@ -317,12 +293,15 @@ def compute_weather_year(path: str, array: dict, year: int = 2025) -> dict:
     cloud = 100.0 * loss ** (1.0 / 3.4)
     cloud = pd.Series(cloud, index=times).ffill().bfill().fillna(50.0).to_numpy()
 
+    defaults = PvForecastRequest.model_fields
+    forecast_temp = pd.Series(defaults["temp_air_c"].default, index=times)
+    forecast_wind = pd.Series(defaults["wind_m_s"].default, index=times)
     table = []
     for cc in CLOUD_TABLE_PCT:
         g = _ghi_from_cloud_cover(clear["ghi"], cc)
         d_n, d_h = _split_ghi(pd, pvlib, times, g, solpos["apparent_zenith"])
         table.append([float(x) for x in _model_pv_w(pd, pvlib, times, site, array, g, d_n, d_h,
-                                                    temp_air, wind, solpos)])
+                                                    forecast_temp, forecast_wind, solpos)])
     start_s = (start_local - pd.Timedelta(hours=utc_offset_h)).tz_localize("UTC").timestamp()
     return {
         "site": site | {"utc_offset_h": utc_offset_h},

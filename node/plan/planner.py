@@ -11,6 +11,15 @@ scipy.  It is refreshed at most hourly, and at once when the site moves
 (:meth:`Planner.set_site`) or a new cloud-cover forecast arrives
 (:meth:`Planner.set_cloud_forecast`).
 
+Which forecast (``forecast.source``; ``auto``, the default, takes the best
+available and names it in ``status`` and in every plan): the hub's cloud cover
+while it is fresh; else the forecast learnt from this node's own PV
+(:mod:`node.plan.learned`: clear-sky-index persistence and climatology, with a
+quantile calibrated on its own errors) once it has ``learned_min_days`` of
+history; else clear sky.  The learned forecast learns from every telemetry
+sample whatever the source in use (not while the battery is full: the charger
+throttles PV then).  Its history lives in memory: a restart starts it again.
+
 Energy guard (the same rule the year-long simulation runs for every policy):
 on each telemetry sample while a job prints, if two more planning steps at the
 printer's draw (with half the PV just measured) would take the battery below
@@ -60,7 +69,9 @@ from node.plan.forecast import (
     PvForecastRequest,
     forecast_pv,
     pessimistic_pv_w,
+    quantile_factors,
 )
+from node.plan.learned import LearnedForecast, fallback_factors
 from node.plan.schedule import (
     Plan,
     PlanInputs,
@@ -145,6 +156,12 @@ class Planner(Component):
         self._forecast: PvForecast | None = None
         self._forecast_key: tuple | None = None
         self._forecast_stale = True
+        self.learned = LearnedForecast(config.step_s, forecast.quantile, fallback_factors(
+            quantile_factors(self._n_steps(), config.step_s, forecast), config.step_s))
+        self._learned_day: int | None = None
+        self._last_learn_s: float | None = None
+        self._day_measured: list[float] = []
+        self._day_valid: list[bool] = []
         self._wake = asyncio.Event()
         self._trigger = "start"
         self._plan_lock = asyncio.Lock()
@@ -164,6 +181,8 @@ class Planner(Component):
     def status(self) -> dict[str, Any]:
         summary = self.last_summary
         return {"soc_pct": self.soc_pct, "bias_factor": round(self.bias.factor, 3),
+                "forecast_source": self.forecast_source(self.node.clock.time()),
+                "learned_history_days": round(self.learned.history_days, 2),
                 "forecast_stale": self._forecast_stale,
                 "next_start_s": summary.next_start_s if summary else None,
                 "planned": len(summary.planned) if summary else 0,
@@ -266,6 +285,7 @@ class Planner(Component):
             forecast_w = self._raw_forecast_at(sample.t_s)
             if forecast_w is not None:
                 self.bias.add(sample.t_s, sample.pv_w, forecast_w, self.config.step_s)
+            self._learn(sample)
         if sample.printer_w is not None:
             self.printer_w = sample.printer_w
         await self._check_energy(sample.t_s)
@@ -410,6 +430,73 @@ class Planner(Component):
             if sleeper in done:
                 self._trigger = "cadence"
 
+    # --- the forecast learnt from the node's own PV ---------------------------------------------
+    def _local(self, t_s: float) -> Any:
+        from datetime import UTC, datetime
+        from zoneinfo import ZoneInfo
+
+        return datetime.fromtimestamp(t_s, tz=UTC).astimezone(ZoneInfo(self.site.timezone))
+
+    def _clear_sky_at(self, t_s: float) -> float | None:
+        fc = self._forecast
+        if fc is None:
+            return None
+        k = int((t_s - fc.start_s) // fc.step_s)
+        return fc.clear_sky_pv_w[k] if 0 <= k < len(fc.clear_sky_pv_w) else None
+
+    def _learn(self, sample: TelemetrySample) -> None:
+        """Feed one PV reading to the learned forecast; at local midnight, score the day and issue the next."""
+        clear_w = self._clear_sky_at(sample.t_s)
+        if clear_w is None or sample.pv_w is None:
+            return
+        local = self._local(sample.t_s)
+        throttled = sample.charge_state in ("absorption", "float") or (sample.soc_pct or 0.0) >= 99.0
+        dt_s = 0.0 if self._last_learn_s is None else min(self.config.step_s, max(0.0, sample.t_s - self._last_learn_s))
+        self._last_learn_s = sample.t_s
+        self.learned.observe(local.month, local.hour, sample.pv_w, clear_w, not throttled, dt_s)
+        day = local.toordinal()
+        per_day = round(86400 / self.config.step_s)
+        if day != self._learned_day:
+            if self._learned_day is not None and len(self._day_measured) == per_day:
+
+                self.learned.close_day(self._learned_day, np.asarray(self._day_measured), np.asarray(self._day_valid))
+            self._learned_day = day
+            self._day_measured = [0.0] * per_day
+            self._day_valid = [False] * per_day
+            fc = self._forecast
+            midnight_s = sample.t_s - (local.hour * 3600 + local.minute * 60 + local.second)
+            if fc is not None and fc.start_s <= midnight_s + self.config.step_s:
+                self.learned.issue(day, np.asarray(self._learned_w(midnight_s, per_day * 3, calibrated=False)))
+        k = int((local.hour * 3600 + local.minute * 60 + local.second) // self.config.step_s)
+        if 0 <= k < len(self._day_measured):
+            self._day_measured[k] = sample.pv_w
+            self._day_valid[k] = not throttled
+
+    def _learned_w(self, start_s: float, n_steps: int, calibrated: bool = True) -> list[float]:
+        """The learned forecast per step from ``start_s`` (expected; times the calibrated quantile if asked)."""
+        step_s = self.config.step_s
+        times = [start_s + (k + 0.5) * step_s for k in range(n_steps)]
+        clear = np.asarray([self._clear_sky_at(t) or 0.0 for t in times])
+        local = [self._local(t) for t in times]
+        months = np.asarray([t.month for t in local])
+        hours = np.asarray([t.hour for t in local])
+        lead_h = np.maximum(0.0, (np.asarray(times) - self.node.clock.time()) / 3600.0)
+        expected = self.learned.expected_w(clear, months, hours, lead_h)
+        if calibrated:
+            expected = expected * self.learned.factors(lead_h)
+        return [float(x) for x in expected]
+
+    def forecast_source(self, now_s: float) -> str:
+        """The forecast the next plan uses: hub, file, learned or clear_sky (see the module docstring)."""
+        section = self.forecast_config
+        if section.source in ("hub", "learned", "clear_sky", "file"):
+            return section.source
+        if self.cloud_forecast is not None and not self.cloud_forecast.is_stale(now_s, section.stale_after_h):
+            return "hub"
+        if self.learned.history_days >= section.learned_min_days:
+            return "learned"
+        return "clear_sky"
+
     def _n_steps(self) -> int:
         return round(self.config.horizon_h * 3600.0 / self.config.step_s)
 
@@ -422,7 +509,7 @@ class Planner(Component):
 
     def _cloud_cover(self, start_s: float, now_s: float) -> tuple[list[float] | None, bool]:
         section = self.forecast_config
-        if section.source == "clear_sky":
+        if self.forecast_source(now_s) in ("clear_sky", "learned"):
             return None, False
         forecast = self.cloud_forecast
         if section.source == "file" and section.file:
@@ -441,7 +528,7 @@ class Planner(Component):
 
     async def _get_forecast(self, start_s: float, now_s: float) -> PvForecast:
         hour = int(start_s // 3600)
-        key = (hour, self.site, self.array, id(self.cloud_forecast), self.forecast_config.source)
+        key = (hour, self.site, self.array, id(self.cloud_forecast), self.forecast_source(now_s))
         if self._forecast is not None and self._forecast_key == key and self._forecast.start_s == start_s:
             return self._forecast
         cloud, stale = self._cloud_cover(start_s, now_s)
@@ -466,7 +553,11 @@ class Planner(Component):
             step_s = self.config.step_s
             start_s = now_s // step_s * step_s
             forecast = await self._get_forecast(start_s, now_s)
-            pv_w = [w * self.bias.factor for w in pessimistic_pv_w(forecast.pv_w, step_s, self.forecast_config)]
+            source = self.forecast_source(now_s)
+            if source == "learned":
+                pv_w = self._learned_w(start_s, len(forecast.pv_w))
+            else:
+                pv_w = [w * self.bias.factor for w in pessimistic_pv_w(forecast.pv_w, step_s, self.forecast_config)]
             jobs, missing = [], []
             for job in await self.jobs.list(RUNNABLE_STATES):
                 profile = self.energy_profile_for(job)
@@ -500,7 +591,7 @@ class Planner(Component):
             result = plan(inputs)
             self.last_plan = result
             self.last_summary = plan_summary(
-                result, trigger=trigger, soc_pct=soc_pct, forecast_source=self.forecast_config.source,
+                result, trigger=trigger, soc_pct=soc_pct, forecast_source=source,
                 forecast_stale=self._forecast_stale, bias_factor=self.bias.factor, extra_waiting=missing)
         await self.node.send_event("plan_updated", self.last_summary)
         return result

@@ -81,7 +81,8 @@ class PrinterSection(Section):
     profile: str = Field("ender3", description="built-in profile name or path to a profile TOML")
     connect_timeout_s: float = Field(20.0, gt=0)
     boot_wait_s: float = Field(2.0, ge=0, le=30, description="after opening: wait this long for a reset-on-open banner")
-    reply_timeout_s: float = Field(30.0, gt=0, description="longest silence for an ordinary command")
+    reply_timeout_s: float = Field(30.0, gt=0, description="longest time without an acknowledged line while streaming "
+                                   "(temperature reports do not count); past it: fail safe, heaters off")
     progress_interval_s: float = Field(2.0, gt=0, description="real seconds between progress logs")
     max_commands: int = Field(4, ge=1, le=64, description="lines in flight: the firmware's command queue (BUFSIZE)")
     rx_buffer_bytes: int = Field(128, ge=32, le=65536, description="bytes in flight: the firmware's RX buffer")
@@ -89,9 +90,11 @@ class PrinterSection(Section):
                               description="sleep before each read while 2+ lines are in flight, so replies are read in batches")
     ping_pong: bool = Field(False, description="one line in flight (for firmware that mishandles a window)")
     resend_has_ok: bool = Field(True, description="the firmware follows 'Resend:' with 'ok' (Marlin does)")
-    tickle_s: float = Field(3.0, gt=0, description="silence with lines in flight before the oldest is probed")
-    max_probes: int = Field(5, ge=1, le=100, description="unanswered probes before the job fails")
-    long_timeout_s: float = Field(900.0, gt=0, description="longest silence for G28/G29/M109/M190/M400/G4/M600")
+    tickle_s: float = Field(3.0, gt=0, description="most time without an acknowledged line before the oldest in flight is "
+                                     "probed (sooner at a fast firmware: ~20 typical gaps)")
+    max_probes: int = Field(5, ge=1, le=100, description="probes answered by nothing at all before the job fails safe")
+    long_timeout_s: float = Field(900.0, gt=0, description="bound for G28/G29/M400/M303/G4 (and heating without a "
+                                          "thermal model); M109/M190 use the profile's model")
     max_consecutive_resends: int = Field(25, ge=1, description="refusals of one line before the job fails")
     poll_interval_s: float = Field(2.0, gt=0, description="M105 polling when the firmware has no autoreport")
     checkpoint_interval_s: float = Field(5.0, gt=0, description="real seconds between checkpoints while printing")

@@ -87,6 +87,17 @@ class SerialLink:
                 pass
             self._serial = None
 
+    def reset_board(self) -> None:
+        """Drop DTR, close the port: a board wired for auto-reset (most USB printers) reboots, which
+        turns its heaters off whatever its command queue holds.  The next open handshakes afresh."""
+        if self._serial is not None:
+            try:
+                self._serial.dtr = False
+                time.sleep(0.1)
+            except (serial.SerialException, OSError, termios_error):
+                pass  # a pty has no DTR: closing it is what the other side sees
+        self.close()
+
     def write(self, data: bytes) -> None:
         if self._serial is None:
             raise LinkClosed("port not open")

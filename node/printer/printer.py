@@ -21,6 +21,7 @@ from node.events import JobProgress, PrinterEmergency, PrinterState, Temperature
 from node.node import Component, Node
 from node.printer.config import PrinterSection, SafetySection
 from node.printer.pausing import HeaterPlan
+from node.printer.profile import load_profile
 from node.printer.protocol import TemperatureReport
 from node.printer.virtualproc import VirtualPrinterProcess
 from node.printer.worker import Checkpoint, PrinterWorker, PrintOutcome, PrintRequest, StreamSettings
@@ -98,6 +99,7 @@ class Printer(Component):
         sink = _LoopSink(asyncio.get_running_loop(), self._inbox)
         self.worker = PrinterWorker(self.port, self.config.baud, sink, settings=stream_settings(self.config),
                                     safety=self.safety, clock=self.node.clock,
+                                    profile=load_profile(self.config.profile),  # the heating bound's model
                                     action_pause=HeaterPlan.from_policy(self.config.pause.printer),
                                     rewind_moves=self.config.resume_rewind_moves)
         self.node.spawn(self._consume(), "printer-events")

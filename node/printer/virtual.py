@@ -74,6 +74,9 @@ class Faults:
     silence_after_lines: int = 0     # stop answering after this many numbered lines (0: never)
     silence_s: float = 0.0           # ... for this many real seconds (0 with silence_after_lines: forever)
     disconnect_after_lines: int = 0  # drop the port after this many numbered lines (0: never)
+    #: the command queue stops after this many numbered lines (0: never): nothing more is executed or
+    #: answered, while temperature reports keep coming and the emergency parser (M112) still acts
+    wedge_after_lines: int = 0
     seed: int = 0
 
     @classmethod
@@ -155,6 +158,7 @@ class VirtualPrinter:
         self._thermal_t_s = clock.time()
         self._last_report_wall = time.monotonic()
         self._silent_until = 0.0
+        self.wedged = False
         self._wire_free_at = 0.0
         self._booting_until = 0.0
         self.disconnect_requested = threading.Event()
@@ -238,7 +242,7 @@ class VirtualPrinter:
     def service(self) -> None:
         """Move complete lines into the command queue and execute queued commands, like Marlin's loop."""
         while not self._stop.is_set():
-            if self._silent_until and time.monotonic() < self._silent_until:
+            if self._silent_until and time.monotonic() < self._silent_until or self.wedged:
                 return
             self._take_lines()
             if not self._queue:
@@ -409,6 +413,9 @@ class VirtualPrinter:
         elif f.silence_after_lines and n >= f.silence_after_lines:
             f.silence_after_lines = 0
             self._silent_until = time.monotonic() + (f.silence_s if f.silence_s > 0 else 1e9)
+        elif f.wedge_after_lines and n >= f.wedge_after_lines:
+            f.wedge_after_lines = 0
+            self.wedged = True
         elif f.disconnect_after_lines and n >= f.disconnect_after_lines:
             f.disconnect_after_lines = 0
             self.disconnect_requested.set()
@@ -512,6 +519,7 @@ class VirtualPrinter:
         self._rx.clear()
         self.last_line = 0
         self.halted = False
+        self.wedged = False
         self.autoreport_s = 0.0
         self.hotend.target_c = self.bed.target_c = 0.0
         self.state = MachineState(z=self.state.z, e=0.0)

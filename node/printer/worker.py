@@ -11,12 +11,18 @@ replies.  The write/wait/read cycle itself runs natively
 sees only the replies worth attention (temperatures, errors, resets, actions),
 the counters, and a turn at least every ``SLICE_S`` while replies flow.
 
-Timeouts: a silence of ``tickle_s`` with lines in flight sends the oldest
-unacknowledged line again (a probe: the firmware's answer says exactly where
-it stands, which also recovers a lost ``ok``); ``busy:``/``wait``/temperature
-lines count as life; long commands (G28, M109, M190, M400, G4, M600...) get
-``long_timeout_s``.  ``max_probes`` probes without an answer stop the job with a
-reason: never a silent hang.
+Liveness: progress is an acknowledged line, never a reply alone (temperature
+reports, ``busy:`` and ``wait`` keep flowing from a wedged firmware).  ``tickle_s``
+without progress, lines in flight, sends the oldest unacknowledged line again
+(a probe: the firmware's answer says exactly where it stands, which also
+recovers a lost ``ok``).  How long progress may take depends on the phase the
+lines in flight put the printer in (node/printer/liveness.py: heating by the
+profile's thermal model, long commands, streaming; waiting for the user has no
+bound and is reported as the state ``waiting_user``).  Past the bound, or after
+``max_probes`` unanswered probes, the worker fails safe: ``M112`` through the
+emergency parser when the firmware has one, otherwise the port is closed with a
+DTR pulse (boards reset, heaters off); the job fails with the reason.  A cancel
+takes effect within ``CANCEL_WITHIN_S`` whatever the link does.
 
 The asyncio side talks to it only through :meth:`PrinterWorker.submit` and the
 pause/resume/cancel calls, and hears from it through the ``sink`` callbacks,
@@ -37,7 +43,9 @@ from node.native import streamcore
 from node.printer.config import SafetySection
 from node.printer.layers import LayerMarks
 from node.printer.link import LinkClosed, SerialLink
+from node.printer.liveness import Phase, phase_of
 from node.printer.pausing import RETRACT_MM, HeaterPlan, Targets, park_script, reheat_script, suspend_script
+from node.printer.profile import PrinterProfile
 from node.printer.protocol import TemperatureReport
 from node.printer.resume import ModalState, state_at
 from node.printer.safety import ThermalViolation, ThermalWatchdog
@@ -53,6 +61,14 @@ SLICE_S = 0.05  # the native pump hands back at least this often while replies f
 PUMP_IDLE, PUMP_SILENT = streamcore.PUMP_IDLE, streamcore.PUMP_SILENT
 PWM_MAX = 127.0
 EV = streamcore
+#: a cancel ends the job within this many seconds, whatever the link does: the lines in flight get
+#: CANCEL_DRAIN_S to finish, the cancel script the rest; past that the worker fails safe
+CANCEL_WITHIN_S = 4.5
+CANCEL_DRAIN_S = 2.0
+#: while streaming, the first probe comes after this many typical acknowledgement gaps (a lost ok at
+#: a fast firmware costs a fraction of a second, not tickle_s), never sooner than MIN_TICKLE_S
+TICKLE_GAPS = 20
+MIN_TICKLE_S = 0.25
 
 
 class WorkerSink(Protocol):
@@ -139,13 +155,18 @@ class JobRefused(RuntimeError):
     """The job itself cannot be sent (an overlong line)."""
 
 
+class CancelRequested(RuntimeError):
+    """A cancel arrived while the worker waited for one command (a prologue, a pause script)."""
+
+
 CANCEL_SCRIPT = (b"M104 S0", b"M140 S0", b"M107", b"G91", b"G1 Z2 F600", b"G90", b"M84")
 
 
 class PrinterWorker(threading.Thread):
     def __init__(self, port: str, baud: int, sink: WorkerSink, *, settings: StreamSettings | None = None,
                  safety: SafetySection | None = None, clock: Clock | None = None,
-                 action_pause: HeaterPlan | None = None, rewind_moves: int = 20) -> None:
+                 action_pause: HeaterPlan | None = None, rewind_moves: int = 20,
+                 profile: PrinterProfile | None = None) -> None:
         super().__init__(name="printer-worker", daemon=True)
         self.settings = settings or StreamSettings()
         self.link = SerialLink(port, baud)
@@ -154,7 +175,9 @@ class PrinterWorker(threading.Thread):
         self.safety = safety or SafetySection()
         self.watchdog = ThermalWatchdog(self.safety)
         self.rewind_moves = rewind_moves
+        self.profile = profile  # its thermal model bounds the heating phase (liveness.py)
         self.autoreport = False
+        self.emergency_parser = False
         self.advanced_ok = False
         self.firmware = ""
         self.connected = threading.Event()
@@ -171,8 +194,14 @@ class PrinterWorker(threading.Thread):
         self.action_pause = action_pause or HeaterPlan()
         self._collect: list[str] | None = None
         self._last_poll = 0.0
-        self._last_rx = time.monotonic()
+        self._last_progress = time.monotonic()  # the last time a line was acknowledged
+        self._last_rx = time.monotonic()        # the last time any byte arrived
+        self._first_probe_t = 0.0
+        self._ack_gap_s = MIN_TICKLE_S / TICKLE_GAPS  # typical time between acknowledged lines (learnt)
+        self._acked_seen = 0
         self._probes = 0
+        self._user_wait = False  # the firmware said it waits for the user (M600, 'paused for user')
+        self._phase: Phase | None = None
         self._resend_streak = 0
         self._last_resend: int | None = None
         self._acked_at_resend = 0
@@ -299,7 +328,8 @@ class PrinterWorker(threading.Thread):
             raise LinkClosed(f"no answer from {self.link.port} within {self.settings.connect_timeout_s:.0f} s")
         self.engine = self._new_engine()
         self.engine.reset_numbering(0)
-        self._last_rx = time.monotonic()
+        self._acked_seen = 0
+        self._last_progress = time.monotonic()
         caps: list[str] = []
         self._collect = caps
         try:
@@ -315,6 +345,7 @@ class PrinterWorker(threading.Thread):
                 self.firmware = line[len("FIRMWARE_NAME:"):].split(" SOURCE_CODE_URL")[0]
         self.autoreport = capabilities.get("AUTOREPORT_TEMP", False)
         self.advanced_ok = capabilities.get("ADVANCED_OK", False)
+        self.emergency_parser = capabilities.get("EMERGENCY_PARSER", False)
         if self.autoreport:
             self.command(b"M155 S%d" % self.settings.autoreport_interval_s)
 
@@ -378,8 +409,11 @@ class PrinterWorker(threading.Thread):
             self._check_timeouts(job_active=False)
 
     # --- the engine loop --------------------------------------------------------------------
-    def command(self, command: bytes) -> None:
-        """Send one host command and wait until the printer acknowledged it."""
+    def command(self, command: bytes, deadline: float | None = None) -> None:
+        """Send one host command and wait until the printer acknowledged it.
+
+        A cancel interrupts the wait (CancelRequested), except for the cancel script itself, which
+        has ``deadline`` instead: past it the link is wedged (PrinterFault)."""
         self.engine.inject(command)
         self._flush_out()
         target = self.engine.last_sent + self.engine.injected_pending  # injected go before job lines
@@ -387,8 +421,13 @@ class PrinterWorker(threading.Thread):
             self._flush_out()
             self._pump(0.05)
             self._check_timeouts(job_active=False)
-            if self._stopping.is_set() and command not in CANCEL_SCRIPT:
-                raise LinkClosed("the node is stopping")
+            if deadline is not None and time.monotonic() > deadline:
+                raise PrinterFault(f"{command.decode(errors='replace')} not acknowledged in time")
+            if command not in CANCEL_SCRIPT and deadline is None:
+                if self._stopping.is_set():
+                    raise LinkClosed("the node is stopping")
+                if self._cancel.is_set():
+                    raise CancelRequested()
 
     def _flush_out(self) -> None:
         if self._hold_until:
@@ -409,8 +448,8 @@ class PrinterWorker(threading.Thread):
     def _take(self, chunk: bytes) -> None:
         """Replies read from the port: to the core, and what it reports to the handlers."""
         self._last_rx = time.monotonic()
-        self._probes = 0
         events = self.engine.receive(chunk)
+        self._note_progress()
         if events:
             self._handle(events)
         if self.engine.probe_wanted:
@@ -425,29 +464,93 @@ class PrinterWorker(threading.Thread):
             if probe:
                 self.link.write_all(probe)
 
+    def _note_progress(self) -> None:
+        """An acknowledged line is progress (and ends a wait for the user); replies alone are not."""
+        acked = self.engine.lines_acked
+        if acked != self._acked_seen:
+            now = time.monotonic()
+            if acked > self._acked_seen and not self._probes:
+                gap_s = (now - self._last_progress) / (acked - self._acked_seen)
+                self._ack_gap_s += 0.3 * (min(gap_s, self.settings.tickle_s) - self._ack_gap_s)
+            self._acked_seen = acked
+            self._last_progress = now
+            self._probes = 0
+            if self._user_wait:
+                self._user_wait = False
+                self.sink.on_state("printing", "the user answered the printer")
+
+    def current_phase(self) -> Phase:
+        """The phase the lines in flight put the printer in, with its bound (liveness.py)."""
+        temps = self._last_temps
+        known = {} if temps is None else {"hotend": temps.hotend_c, "bed": temps.bed_c}
+        return phase_of(_commands_of(self.engine.unacked_commands()), reply_timeout_s=self.settings.reply_timeout_s,
+                        long_timeout_s=self.settings.long_timeout_s, profile=self.profile, temperatures=known,
+                        user_wait=self._user_wait)
+
     def _check_timeouts(self, job_active: bool) -> None:
         now = time.monotonic()
         engine = self.engine
         if engine.inflight:
-            silence_s = now - self._last_rx
-            limit_s = self.settings.tickle_s * (1 + self._probes)  # back off: each probe adds bytes
-            if engine.long_in_flight():
-                limit_s = self.settings.long_timeout_s / max(1, self.settings.max_probes)
-            if silence_s >= limit_s:
+            silence_s = now - self._last_progress
+            phase = self.current_phase()
+            if phase.name != (self._phase.name if self._phase else None) and phase.name == "waiting_user":
+                self.sink.on_state("waiting_user", phase.detail)
+            self._phase = phase
+            if silence_s >= phase.bound_s:
+                self._fail_safe(f"no line acknowledged for {silence_s:.0f} s ({phase.name}: {phase.detail}; "
+                                f"bound {phase.bound_s:.0f} s)")
+            # probes: the k-th after k intervals more (backing off: each probe adds bytes), an interval
+            # being a few typical acknowledgement gaps while streaming, capped at tickle_s; within a long
+            # phase the bound spread over max_probes
+            if phase.name == "streaming":
+                interval_s = min(self.settings.tickle_s, max(MIN_TICKLE_S, TICKLE_GAPS * self._ack_gap_s))
+            else:
+                interval_s = min(phase.bound_s, self.settings.long_timeout_s) / max(1, self.settings.max_probes + 1)
+            due_s = sum(min(self.settings.tickle_s if phase.name == "streaming" else interval_s * k,
+                            interval_s * k) for k in range(1, self._probes + 2))
+            if silence_s >= due_s and phase.name != "waiting_user":
+                if self._probes == 0:
+                    self._first_probe_t = now
+                elif self._probes >= self.settings.max_probes and self._last_rx < self._first_probe_t:
+                    self._fail_safe(f"the printer stopped answering: nothing received for {now - self._last_rx:.0f} s "
+                                    f"with {engine.inflight} line(s) in flight ({self._probes} probes unanswered)")
                 self._probes += 1
-                if self._probes > self.settings.max_probes:
-                    raise PrinterFault(
-                        f"the printer stopped answering: {silence_s * self._probes:.0f} s of silence with "
-                        f"{engine.inflight} line(s) in flight ({self._probes - 1} probes unanswered)")
-                log.info("printer silent for %.1f s with %d line(s) in flight: probing (%d)",
+                log.info("no line acknowledged for %.1f s with %d line(s) in flight: probing (%d)",
                          silence_s, engine.inflight, self._probes)
                 probe = engine.probe()
                 if probe:
                     self.link.write_all(probe)
-                self._last_rx = now
-        violation = self.watchdog.check_silence(now)
+        else:
+            self._last_progress = now
+            self._probes = 0
+        # without autoreport the M105 polls queue behind a long command (G28, G29, a heating wait): no
+        # temperature comes until it ends, and the phase's bound above, not the report silence, decides
+        long_without_reports = not self.autoreport and self._phase is not None and self._phase.name != "streaming" \
+            and engine.inflight
+        violation = None if long_without_reports else self.watchdog.check_silence(now)
         if violation is not None:
             self._emergency_stop(violation)
+
+    def _fail_safe(self, reason: str) -> None:
+        """The link is wedged: heaters off without the firmware's queue, then fail with the reason.
+
+        With Marlin's emergency parser (``Cap:EMERGENCY_PARSER``) ``M108`` (leave a heating wait) and
+        ``M112`` act as the bytes arrive, whatever the queue holds: M112 kills the heaters.  Without it,
+        the port is closed with a DTR pulse: boards wired for auto-reset reboot, heaters off."""
+        how = self._heaters_off_now()
+        log.error("printer: %s: failing safe (%s)", reason, how)
+        self.sink.on_emergency(f"{reason}; failed safe: {how}")
+        raise PrinterFault(f"{reason}; failed safe: {how}")
+
+    def _heaters_off_now(self) -> str:
+        if self.emergency_parser:
+            try:
+                self.link.write_all(b"M108\nM112\n")
+                return "heaters off by M112 through the emergency parser"
+            except LinkClosed:
+                pass
+        self.link.reset_board()
+        return "port closed with a DTR pulse (the board resets, heaters off)"
 
     def _handle(self, events: list[tuple[int, bytes, object]]) -> None:
         for kind, line, value in events:
@@ -465,6 +568,8 @@ class PrinterWorker(threading.Thread):
                 log.info("printer asks: //action:%s", action)
                 if action == "pause":
                     self.pause(self.action_pause)
+                elif action == "paused":  # the firmware paused itself (M600, M0): it waits for the user
+                    self._user_wait = True
                 elif action == "resume":
                     self._paused.clear()
                 elif action == "cancel":
@@ -472,6 +577,9 @@ class PrinterWorker(threading.Thread):
             elif kind in (EV.EV_CAPABILITY, EV.EV_FIRMWARE):
                 if self._collect is not None:
                     self._collect.append(line.decode(errors="replace"))
+            elif kind == EV.EV_BUSY:
+                if b"paused for user" in line or b"paused for input" in line:
+                    self._user_wait = True
             elif kind == EV.EV_ERROR:
                 log.debug("printer: %s", line.decode(errors="replace"))
 
@@ -482,8 +590,9 @@ class PrinterWorker(threading.Thread):
         if number == self._last_resend and self.engine.last_acked <= self._acked_at_resend:
             self._resend_streak += 1
             if self._resend_streak > self.settings.max_consecutive_resends:
-                raise PrinterFault(f"line {number} refused {self._resend_streak} times in a row: "
-                                   "the link is too noisy to print safely")
+                self._fail_safe(f"line {number} refused {self._resend_streak} times in a row: "
+                                "the link is too noisy to print safely (or the line never fits the printer's "
+                                "receive buffer)")
         else:
             self._resend_streak = 1
         self._last_resend = number
@@ -529,8 +638,15 @@ class PrinterWorker(threading.Thread):
     def _stream(self, request: PrintRequest) -> PrintOutcome:
         """Send the file from ``start_offset``, keeping the firmware's queue full."""
         self.sink.on_state("printing", request.job_id)
-        engine = self.engine
         started = time.monotonic()
+        base_acked, base_resends = self.engine.job_lines_acked, self.engine.resends
+        try:
+            return self._stream_file(request, started)
+        except CancelRequested:  # while a prologue or pause script waited for the printer
+            return self._stop_job(request, started, base_acked, base_resends)
+
+    def _stream_file(self, request: PrintRequest, started: float) -> PrintOutcome:
+        engine = self.engine
         for command in request.prologue:
             self.command(command)
         base_acked, base_resends = engine.job_lines_acked, engine.resends
@@ -573,9 +689,8 @@ class PrinterWorker(threading.Thread):
                     status, events = pump.run(SLICE_S, 0 if file_done else REFILL_BELOW_LINES)
                 except OSError as exc:
                     raise LinkClosed(f"{link.port}: {exc.strerror or exc}") from exc
-                if pump.last_rx > self._last_rx:
-                    self._last_rx = pump.last_rx
-                    self._probes = 0
+                self._last_rx = max(self._last_rx, pump.last_rx)
+                self._note_progress()
                 if events:
                     self._handle(events)
                 if engine.probe_wanted:
@@ -623,12 +738,20 @@ class PrinterWorker(threading.Thread):
             self.command(command)
 
     def _stop_job(self, request: PrintRequest, started: float, base_acked: int, base_resends: int) -> PrintOutcome:
+        """Cancel (or the node stopping): within CANCEL_WITHIN_S whatever the link does.
+
+        The lines in flight get CANCEL_DRAIN_S to finish, the cancel script (heaters off, lift, motors
+        off) the rest; a printer that acknowledges neither in time is made safe without its queue
+        (_heaters_off_now) and the job still ends now."""
         engine = self.engine
         engine.drop_pending()
-        while engine.inflight:
+        begun = time.monotonic()
+        wedged = ""
+        while engine.inflight and time.monotonic() - begun < CANCEL_DRAIN_S:
             self._flush_out()
-            if not self._pump(self.settings.tickle_s):
-                self._check_timeouts(job_active=True)
+            self._pump(0.05)
+        if engine.inflight:
+            wedged = f"{engine.inflight} line(s) in flight not acknowledged within {CANCEL_DRAIN_S:.0f} s"
         checkpoint = self.checkpoint(request)
         if self._stopping.is_set() and not self._cancel_requested_by_user():
             if checkpoint is not None:
@@ -636,8 +759,19 @@ class PrinterWorker(threading.Thread):
             return PrintOutcome("interrupted", "the node is stopping", checkpoint.byte_offset if checkpoint else 0,
                                 engine.job_lines_acked - base_acked, engine.resends - base_resends,
                                 time.monotonic() - started, checkpoint)
-        self._run_script(CANCEL_SCRIPT)
-        return PrintOutcome("cancelled", "cancelled", checkpoint.byte_offset if checkpoint else 0,
+        if not wedged:
+            try:
+                for command in CANCEL_SCRIPT:
+                    self.command(command, deadline=begun + CANCEL_WITHIN_S)
+            except PrinterFault as exc:
+                wedged = f"the cancel script was not acknowledged in time ({exc})"
+        reason = "cancelled"
+        if wedged:
+            how = self._heaters_off_now()
+            log.error("printer: cancel: %s: %s", wedged, how)
+            self.sink.on_emergency(f"cancel: {wedged}; {how}")
+            reason = f"cancelled; {wedged}: {how}"
+        return PrintOutcome("cancelled", reason, checkpoint.byte_offset if checkpoint else 0,
                             engine.job_lines_acked - base_acked, engine.resends - base_resends,
                             time.monotonic() - started, checkpoint)
 
@@ -656,10 +790,12 @@ class PrinterWorker(threading.Thread):
 
     def _hold(self, request: PrintRequest, total: int) -> bool:
         engine = self.engine
-        while engine.inflight:
+        while engine.inflight:  # the lines in flight finish first, within their phase's bound
+            if self._cancel.is_set() or self._stopping.is_set():
+                return False  # the stream loop ends the job (_stop_job)
             self._flush_out()
-            if not self._pump(self.settings.tickle_s):
-                self._check_timeouts(job_active=True)
+            self._pump(0.1)
+            self._check_timeouts(job_active=True)
         checkpoint = self.checkpoint(request)
         self.sink.on_progress(request.job_id, checkpoint.byte_offset if checkpoint else request.start_offset,
                               total, engine.job_lines_acked)
@@ -736,6 +872,16 @@ class PrinterWorker(threading.Thread):
                     except ValueError:
                         pass
         return position
+
+
+def _commands_of(frames: list[bytes | None]) -> list[bytes]:
+    """``N12 M109 S200*57\\n`` -> ``M109 S200``: the commands of framed lines."""
+    commands = []
+    for framed in frames:
+        if framed:
+            body = framed.rsplit(b"*", 1)[0]
+            commands.append(body.split(b" ", 1)[1] if body[:1] == b"N" and b" " in body else body)
+    return commands
 
 
 def _modes_after(path: Path, line_offset: int) -> ModalState:

@@ -1,17 +1,20 @@
 """Year-long simulation: the real scheduler, plant and job stream against recorded weather.
 
-``printnode simulate --weather FILE --policy planner|greedy|threshold|oracle``
+``printnode simulate --weather FILE --policy POLICY [--battery-ah A --array-w W]``
 
-The world (per 5-minute step):
+The world (per 5-minute step; what the hourly file does not say is :mod:`node.study.world`):
 
 * **Sun**: the array's output from the weather file's measured irradiance
-  (pvlib chain in :func:`node.plan.forecast.compute_weather_year`), hourly
-  averages interpolated linearly to 5 minutes.
-* **Battery**: :class:`node.plan.energymodel.PlantSim` (the one plant model).
+  (pvlib chain in :func:`node.plan.forecast.compute_weather_year`; TMY3, TMY2,
+  EPW, PVGIS), hourly averages downscaled to 5 minutes with intra-hour
+  variability (each hour's energy kept).
+* **Battery**: :class:`node.plan.energymodel.PlantSim` (the one plant model);
+  policies read it through a drifting SoC estimator; brownouts are counted on
+  the true SoC against the cutoff, reserve crossings separately.
 * **Jobs**: :class:`node.study.jobstream.JobStream` keeps ``queue_target`` jobs
   queued.  After a print (or a failure) the plate must be cleared by a person:
   at the earliest ``plate_clear_delay_s`` later, only between 07:00 and 22:00
-  local time.
+  local time.  Waits count every job queued, started or not.
 * **Printer**: draws its job's energy profile while printing; paused (bed kept
   warm, hotend off, motors holding) it draws
   :func:`~node.plan.energymodel.pause_hold_w`; suspended it is switched off.
@@ -20,28 +23,32 @@ The world (per 5-minute step):
 
 What each policy sees (all share the same safety pause, below):
 
-* ``planner`` — the scheduler on a forecast made from the weather by a seeded
-  error model, never the truth: forecasts are "issued" every 6 h; each is the
-  effective cloud cover of the hours ahead plus a normal error whose standard
-  deviation grows with lead time (10 + 0.5 x lead_h percentage points, at most
-  40), correlated along lead time (AR(1), rho = 0.9); then through the same
-  pvlib chain as a live forecast (a per-hour table of PV by cloud cover,
-  computed once per file); then the bias factor tracked against measured PV
-  and the pessimistic quantile of ``[forecast]``.
-* ``oracle`` — the same scheduler fed the real future PV with no margin.
-* ``greedy`` — starts a queued job as soon as the plate is clear.
-* ``threshold`` — starts when the SoC is above 60 %.
+* ``planner`` — the scheduler on the hub-fed forecast: issued every 6 h from
+  the file's effective cloud cover with the world's structured errors (bias,
+  timing, errors shared between issues, growth with lead), through the
+  forecast chain (a per-hour table of PV by cloud cover, at 20 C and 1 m/s like
+  the live node), times the bias factor tracked against measured PV (hours with
+  a full battery left out), at the pessimistic quantile of ``[forecast]``;
+* ``planner-learned`` — on the forecast learnt from the node's own measured PV
+  (:mod:`node.plan.learned`), its quantile calibrated on its own errors;
+* ``planner-clearsky`` — on clear sky times the bias factor and the quantile;
+* ``fit-greedy`` — starts the first queued job whose energy fits in the
+  battery above the reserve (no forecast);
+* ``greedy`` — starts a queued job as soon as the plate is clear;
+* ``threshold`` — starts when the SoC is above 60 %;
+* ``oracle`` — the same scheduler fed the real future PV with no margin (not
+  a bound: :mod:`node.study.bound` is, see :func:`bound_for`).
 
 The shared safety pause: before each step, a print (or a warm pause) whose
 next step, at its draw and half the PV just measured, would take the battery
 below the planning reserve is paused at the next layer boundary (or switched
 off).  Nothing starts or resumes unless that guard passes with a
 ``resume_margin_pct`` margin.  A paused print resumes when the guard allows
-(greedy, threshold) or when the plan schedules it (planner, oracle).
+(baselines) or when the plan schedules it (the scheduler's policies).
 
-Re-planning (planner, oracle): hourly, on every event (print finished, failed,
-paused, plate cleared, job queued) and when the measured SoC departs from the
-planned trajectory by more than ``deviation_soc_pct``.
+Re-planning: hourly, on every event (print finished, failed, paused, plate
+cleared, job queued) and when the estimated SoC departs from the planned
+trajectory by more than ``deviation_soc_pct``.
 """
 from __future__ import annotations
 
@@ -58,13 +65,19 @@ import numpy as np
 from node.plan.config import ForecastSection, PlannerSection
 from node.plan.energymodel import EnergyModel, EnergyThresholds, LoadModel, PlantSim, pause_hold_w, printer_standby_w
 from node.plan.forecast import CLOUD_TABLE_PCT, BiasTracker, quantile_factors
+from node.plan.learned import LearnedForecast, fallback_factors
 from node.plan.schedule import Plan, PlanInputs, PlanJob, RunningPrint, plan, profile_to_steps, would_cross_reserve
 from node.power.plant import BatteryParams
 from node.printer.profile import PrinterProfile, load_profile
+from node.study.bound import Bound, upper_bound
 from node.study.jobstream import JobStream, SimJob
+from node.study.world import HARDER, SocEstimator, World, downscale, hub_forecast_cloud_pct
 
-Policy = Literal["planner", "greedy", "threshold", "oracle"]
-POLICIES: tuple[Policy, ...] = ("planner", "greedy", "threshold", "oracle")
+Policy = Literal["planner", "planner-learned", "planner-clearsky", "fit-greedy", "greedy", "threshold", "oracle"]
+POLICIES: tuple[Policy, ...] = ("planner", "planner-learned", "planner-clearsky", "fit-greedy", "greedy", "threshold",
+                                "oracle")
+#: the policies that run the scheduler (and re-plan); the rest are baselines without a plan
+PLANNING: tuple[Policy, ...] = ("planner", "planner-learned", "planner-clearsky", "oracle")
 
 #: the default system of config/node.example.toml: 1.2 kWh LiFePO4, 4S, ~94 Ah
 DEFAULT_BATTERY = BatteryParams(chemistry="lifepo4", cells=4, capacity_ah=94.0, internal_resistance_ohm=0.02,
@@ -91,18 +104,22 @@ class WeatherYear:
     pv_by_cloud_w: np.ndarray     # (11, hours)
     timezone: str
 
+    array: dict = field(default_factory=dict)
+
     @classmethod
     def load(cls, path: str, array: dict | None = None) -> WeatherYear:
+        """Run pvlib on ``path`` (TMY3, TMY2, EPW, PVGIS CSV/JSON) for ``array`` (an ArraySection dump)."""
         from node.plan.forecast import compute_weather_year, run_in_worker
         from node.power.config import ArraySection
 
-        raw = run_in_worker(compute_weather_year, path, array or ArraySection().model_dump(), timeout_s=600)
+        array = ArraySection.model_validate(array or {}).model_dump()
+        raw = run_in_worker(compute_weather_year, path, array, timeout_s=600)
         offset_h = raw["site"]["utc_offset_h"]
         # TMY files carry a fixed UTC offset (no daylight saving): a fixed-offset zone
         tz = f"Etc/GMT{'+' if offset_h <= 0 else '-'}{abs(int(offset_h))}" if offset_h else "UTC"
         return cls(path=path, site=raw["site"], start_s=raw["start_s"], pv_w=np.asarray(raw["pv_w"]),
                    cloud_cover_pct=np.asarray(raw["cloud_cover_pct"]),
-                   pv_by_cloud_w=np.asarray(raw["pv_by_cloud_w"]), timezone=tz)
+                   pv_by_cloud_w=np.asarray(raw["pv_by_cloud_w"]), timezone=tz, array=array)
 
     @property
     def hours(self) -> int:
@@ -110,11 +127,29 @@ class WeatherYear:
 
     def truth_5min(self, step_s: float) -> np.ndarray:
         """The hourly averages interpolated at step mid-points, over the year (wrapping)."""
+        return self._interp(self.pv_w, step_s)
+
+    @property
+    def clear_pv_w(self) -> np.ndarray:
+        """The forecast chain's clear-sky PV per hour (what ``forecast.source = "clear_sky"`` plans on)."""
+        return self.pv_by_cloud_w[0]
+
+    def clear_5min(self, step_s: float) -> np.ndarray:
+        return self._interp(self.clear_pv_w, step_s)
+
+    def _interp(self, hourly: np.ndarray, step_s: float) -> np.ndarray:
         n = int(self.hours * 3600 / step_s)
         t_h = (np.arange(n) + 0.5) * step_s / 3600.0
         hour_mid = np.arange(self.hours + 2) - 0.5  # hour h covers [h, h+1); wrap on both sides
-        values = np.concatenate([[self.pv_w[-1]], self.pv_w, [self.pv_w[0]]])
-        return np.interp(t_h, hour_mid, values)
+        values = np.concatenate([[hourly[-1]], hourly, [hourly[0]]])
+        return np.maximum(0.0, np.interp(t_h, hour_mid, values))
+
+    def describe_plant(self) -> str:
+        a = self.array
+        return (f"{a.get('peak_w', 0):.0f} Wp at {a.get('tilt_deg', 0):.0f} deg tilt facing "
+                f"{a.get('azimuth_deg', 0):.0f} deg, {a.get('losses_pct', 0):.0f} % losses; site "
+                f"{self.site['name']} ({self.site['latitude']:.2f}, {self.site['longitude']:.2f}), "
+                f"{self.site.get('format', '?')} file")
 
     def pv_from_cloud(self, hour_index: np.ndarray, cloud_pct: np.ndarray) -> np.ndarray:
         """The forecast chain's PV at each (hour, cloud cover), interpolated in the table."""
@@ -127,7 +162,10 @@ class WeatherYear:
 
 @dataclass
 class ForecastArchive:
-    """Every forecast of the year, issued every 6 h, hourly values for ``lead_hours`` ahead."""
+    """Every hub-fed forecast of the year, issued every 6 h, hourly values for ``lead_hours`` ahead.
+
+    Cloud cover with the structured errors of :mod:`node.study.world` (bias, timing, errors shared between
+    issues, lead-time growth), then the forecast chain's PV at that cover (no future temperature or wind)."""
 
     issue_every_h: int
     lead_hours: int
@@ -135,19 +173,9 @@ class ForecastArchive:
 
     @classmethod
     def build(cls, weather: WeatherYear, seed: int, lead_hours: int = 80,
-              issue_every_h: int = FORECAST_ISSUE_EVERY_H) -> ForecastArchive:
-        rng = np.random.default_rng(seed)
-        issues = math.ceil(weather.hours / issue_every_h) + 1
-        lead = np.arange(lead_hours)
-        sigma = np.minimum(40.0, 10.0 + 0.5 * lead)
-        rho = 0.9
-        z = np.empty((issues, lead_hours))
-        z[:, 0] = rng.standard_normal(issues)
-        for j in range(1, lead_hours):
-            z[:, j] = rho * z[:, j - 1] + math.sqrt(1 - rho * rho) * rng.standard_normal(issues)
-        valid_hour = (np.arange(issues)[:, None] * issue_every_h + lead[None, :])
-        truth_cc = weather.cloud_cover_pct[valid_hour % weather.hours]
-        cc = np.clip(truth_cc + sigma[None, :] * z, 0.0, 100.0)
+              issue_every_h: int = FORECAST_ISSUE_EVERY_H, world: World = HARDER) -> ForecastArchive:
+        cc = hub_forecast_cloud_pct(weather.cloud_cover_pct, world, seed, issue_every_h, lead_hours)
+        valid_hour = np.arange(cc.shape[0])[:, None] * issue_every_h + np.arange(lead_hours)[None, :]
         return cls(issue_every_h, lead_hours, weather.pv_from_cloud(valid_hour, cc))
 
     def latest(self, hours_since_start: float) -> tuple[int, float]:
@@ -180,6 +208,7 @@ class SimSettings:
     forecast: ForecastSection = field(default_factory=ForecastSection)
     loads: LoadModel = field(default_factory=LoadModel)
     printer_profile: str = "ender3"
+    world: World = HARDER
 
 
 @dataclass
@@ -194,6 +223,7 @@ class ActivePrint:
     reheat_left_s: float = 0.0
     pause_at_s: float | None = None    # profile seconds of the layer boundary a pending pause waits for
     brownout: bool = False
+    reserve_crossed: bool = False
     pause_positions_s: list[float] = field(default_factory=list)
 
     def draw_w(self, step_s: float) -> float:
@@ -228,14 +258,20 @@ class SimResult:
     days: int
     prints_completed: int = 0
     prints_failed: int = 0
-    brownouts: int = 0
-    pauses: int = 0
+    brownouts: int = 0                 # prints during which the true SoC fell below the battery's cutoff
+    reserve_crossings: int = 0         # prints during which the true SoC fell below the planning reserve
+    pauses: int = 0                    # energy interruptions: a pause at a layer boundary
+    suspensions: int = 0               # ... escalated to the printer switched off
     pause_hours: float = 0.0
     pv_used_wh: float = 0.0
     pv_lost_wh: float = 0.0
     pv_available_wh: float = 0.0
     print_energy_wh: float = 0.0
-    mean_wait_hours: float = 0.0
+    mean_wait_hours: float = 0.0       # every job queued, started or not (never started: until the end)
+    worst_wait_hours: float = 0.0
+    p95_wait_hours: float = 0.0
+    never_started: int = 0
+    plant: str = ""
     replans: int = 0
     min_soc_pct_printing: float = 100.0
     resumed_after_pause: int = 0
@@ -244,9 +280,10 @@ class SimResult:
     pauses_at: list[tuple[str, float, float, float]] = field(default_factory=list)  # job, at_s, heatup_s, layer_s
 
     def as_json(self) -> dict:
-        keys = ["policy", "weather", "site", "days", "prints_completed", "prints_failed", "brownouts", "pauses",
-                "pause_hours", "pv_used_wh", "pv_lost_wh", "pv_available_wh", "print_energy_wh",
-                "mean_wait_hours", "replans", "min_soc_pct_printing", "resumed_after_pause", "runtime_s"]
+        keys = ["policy", "weather", "site", "plant", "days", "prints_completed", "prints_failed", "brownouts",
+                "reserve_crossings", "pauses", "suspensions", "pause_hours", "pv_used_wh", "pv_lost_wh",
+                "pv_available_wh", "print_energy_wh", "mean_wait_hours", "worst_wait_hours", "p95_wait_hours",
+                "never_started", "replans", "min_soc_pct_printing", "resumed_after_pause", "runtime_s"]
         out = {k: getattr(self, k) for k in keys}
         for k, v in out.items():
             if isinstance(v, float):
@@ -266,12 +303,14 @@ class Simulation:
         self.s = settings
         self.profile: PrinterProfile = load_profile(settings.printer_profile)
         self.archive = archive if archive is not None or policy != "planner" else ForecastArchive.build(
-            weather, settings.seed)
+            weather, settings.seed, world=settings.world)
         self.record_events = record_events
         self.step_s = settings.step_s
-        self.truth_w = weather.truth_5min(self.step_s)
+        self.clear_w = weather.clear_5min(self.step_s)
+        self.truth_w = true_pv_steps(weather, settings)
         self.model = EnergyModel.from_params(settings.battery)
         self.reserve_frac = settings.planner.reserve_pct / 100.0
+        self.cutoff_frac = settings.thresholds.cutoff_pct / 100.0
         self.reserve_wh = self.reserve_frac * self.model.capacity_wh
         self.margin_wh = settings.planner.resume_margin_pct / 100.0 * self.model.capacity_wh
         # plans keep clear of the safety guard: its margin plus two steps of a typical print's draw
@@ -281,6 +320,7 @@ class Simulation:
         self.horizon_steps = int(settings.planner.horizon_h * 3600 / self.step_s)
         self.quantile = np.asarray(quantile_factors(self.horizon_steps, self.step_s, settings.forecast))
         self.tz = ZoneInfo(weather.timezone)
+        self.utc_offset_s = float(weather.site.get("utc_offset_h", 0.0)) * 3600.0
         self.standby_w = printer_standby_w(self.profile)
 
     # --- helpers ------------------------------------------------------------------------------
@@ -293,13 +333,28 @@ class Simulation:
 
     def _forecast(self, k: int, t_s: float) -> np.ndarray:
         n = self.horizon_steps
+        idx = (k + np.arange(n)) % len(self.truth_w)
         if self.policy == "oracle":
-            idx = (k + np.arange(n)) % len(self.truth_w)
             return self.truth_w[idx]
+        if self.policy == "planner-clearsky":
+            return self.clear_w[idx] * self.bias.factor * self.quantile
+        if self.policy == "planner-learned":
+            lead_h = (np.arange(n) + 0.5) * self.step_s / 3600.0
+            months, hours = self._month_hour(t_s + np.arange(n) * self.step_s)
+            expected = self.learned.expected_w(self.clear_w[idx], months, hours, lead_h)
+            return expected * self.learned.factors(lead_h)
         assert self.archive is not None
-        hours = (t_s - self.weather.start_s) / 3600.0
-        raw = self.archive.pv_steps(hours, n, self.step_s)
+        hours_since = (t_s - self.weather.start_s) / 3600.0
+        raw = self.archive.pv_steps(hours_since, n, self.step_s)
         return raw * self.bias.factor * self.quantile
+
+    def _month_hour(self, t_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Local (fixed-offset) month 1..12 and hour 0..23 of each instant."""
+        local = np.asarray(t_s) + self.utc_offset_s
+        days = np.floor(local / 86400.0).astype("datetime64[D]")
+        months = (days.astype("datetime64[M]").astype(int) % 12) + 1
+        hours = ((local % 86400.0) // 3600.0).astype(int)
+        return months, hours
 
     def _plan(self, k: int, t_s: float) -> Plan:
         self.result.replans += 1
@@ -314,7 +369,7 @@ class Simulation:
             other = [self.s.loads.other_w(self._local_hour(t_s + i * self.step_s)) for i in range(self.horizon_steps)]
         inputs = PlanInputs(
             t0_s=t_s, step_s=self.step_s, pv_w=self._forecast(k, t_s), energy=self.model,
-            energy_wh=self.plant.soc * self.model.capacity_wh, reserve_frac=self.reserve_frac, jobs=jobs,
+            energy_wh=self.soc_seen * self.model.capacity_wh, reserve_frac=self.reserve_frac, jobs=jobs,
             base_load_w=self.s.loads.base_load_w, other_loads_w=other, plate_clear=self.plate_clear,
             plate_turnaround_s=self.s.planner.plate_turnaround_s, running=running,
             timezone=self.weather.timezone, guard_band_wh=self.guard_band_wh)
@@ -327,7 +382,7 @@ class Simulation:
         boundary during the coming step, so the step after this one must be affordable too.
         """
         margin_wh += GUARD_MARGIN_FRAC * self.model.capacity_wh
-        return not would_cross_reserve(self.plant.soc * self.model.capacity_wh - margin_wh, self.reserve_wh,
+        return not would_cross_reserve(self.soc_seen * self.model.capacity_wh - margin_wh, self.reserve_wh,
                                        draw_w + self.base_w, 0.5 * self.last_pv_w, self.step_s * steps,
                                        self.model)
 
@@ -342,6 +397,13 @@ class Simulation:
         self.plant = PlantSim(s.battery, s.initial_soc)
         self.stream = JobStream(self.profile, seed=s.seed, ambient_c=s.planner.ambient_c)
         self.bias = BiasTracker(s.forecast.bias_halflife_h)
+        self.estimator = SocEstimator(s.world, s.seed, self.step_s)
+        self.soc_seen = self.estimator.read(self.plant.soc)
+        self.learned = LearnedForecast(self.step_s, s.forecast.quantile,
+                                       fallback_factors(self.quantile, self.step_s))
+        self.result.plant = (f"{s.battery.capacity_ah:.0f} Ah {s.battery.chemistry} ({s.battery.cells} cells, "
+                             f"{self.model.capacity_wh:.0f} Wh, {s.battery.max_charge_a:.0f} A charge); "
+                             f"{self.weather.describe_plant()}")
         self.queue: list[SimJob] = []
         self.active: ActivePrint | None = None
         self.plate_clear = True
@@ -355,17 +417,35 @@ class Simulation:
         steps_per_day = int(86400 / self.step_s)
         k0 = s.start_day * steps_per_day
         n_steps = s.days * steps_per_day
-        uses_plan = self.policy in ("planner", "oracle")
+        uses_plan = self.policy in PLANNING
         dt = self.step_s
         pause_s_total = 0.0
+        queued_at: dict[str, float] = {}
+        day_measured = np.zeros(steps_per_day)
+        day_valid = np.zeros(steps_per_day, dtype=bool)
+        learned = self.policy == "planner-learned"
 
         for i in range(n_steps):
             k = (k0 + i) % len(self.truth_w)
             t_s = self.weather.start_s + (k0 + i) * dt
+            self.soc_seen = self.estimator.read(self.plant.soc)
             replan = False
+            local_step = int(((t_s + self.utc_offset_s) % 86400.0) // dt)
+            if learned and local_step == 0:
+                day = int((t_s + self.utc_offset_s) // 86400.0)
+                if i > 0:
+                    self.learned.close_day(day - 1, day_measured, day_valid)
+                n_issue = 3 * steps_per_day
+                idx = (k + np.arange(n_issue)) % len(self.truth_w)
+                months, hours = self._month_hour(t_s + np.arange(n_issue) * dt)
+                self.learned.issue(day, self.learned.expected_w(self.clear_w[idx], months, hours,
+                                                                (np.arange(n_issue) + 0.5) * dt / 3600.0))
+                day_measured[:] = 0.0
+                day_valid[:] = False
             # 1. the queue stays non-empty
             while len(self.queue) < s.queue_target:
                 self.queue.append(self.stream.next_job(t_s))
+                queued_at[self.queue[-1].job_id] = t_s
                 replan = True
             # 2. a person clears the plate (not at night)
             if not self.plate_clear and t_s >= self.plate_dirty_since_s + s.plate_clear_delay_s:
@@ -377,7 +457,7 @@ class Simulation:
             # 3. plans
             if uses_plan:
                 if current_plan is not None and self.active is None:
-                    deviation = abs(self.plant.soc * 100.0 - current_plan.soc_pct_at(t_s))
+                    deviation = abs(self.soc_seen * 100.0 - current_plan.soc_pct_at(t_s))
                     replan = replan or deviation > s.planner.deviation_soc_pct
                 if replan or t_s >= next_replan_s:
                     current_plan = self._plan(k, t_s)
@@ -399,6 +479,7 @@ class Simulation:
                     if not self._guard_ok(hold_w) or t_s - ap.paused_since_s >= s.planner.warm_hold_max_s:
                         ap.state = "suspended"
                         ap.suspended_since_s = t_s
+                        self.result.suspensions += 1
                         self._log(t_s, "suspend", ap.job.job_id)
                 if ap.state in ("paused", "suspended"):
                     wants = (current_plan is not None and current_plan.start_of(ap.job.job_id) is not None
@@ -423,6 +504,7 @@ class Simulation:
                         self.queue.remove(job)
                         self.active = ActivePrint(job, job_w, started_s=t_s)
                         waits_h.append((t_s - job.queued_s) / 3600.0)
+                        queued_at.pop(job.job_id, None)
                         self._log(t_s, "start", job.job_id)
                         replan = True
             # 6. the step itself: loads, plant, progress
@@ -447,12 +529,27 @@ class Simulation:
             step = self.plant.step(pv_w, load_w + print_w, dt)
             self.result.pv_available_wh += pv_w * dt / 3600.0
             self.result.print_energy_wh += print_w * dt / 3600.0 if printer_on else 0.0
-            if uses_plan and self.policy == "planner":
-                self.bias.add(t_s, pv_w, float(self.archive.pv_steps((t_s - self.weather.start_s) / 3600.0, 1, dt)[0]), dt)
-            self.last_pv_w = pv_w
+            # what the node measures: the charger's PV (throttled when the battery is full)
+            measured_pv_w = step.pv_used_w
+            throttled = step.pv_lost_w > 1.0
+            if self.policy == "planner" and not throttled:
+                self.bias.add(t_s, measured_pv_w,
+                              float(self.archive.pv_steps((t_s - self.weather.start_s) / 3600.0, 1, dt)[0]), dt)
+            elif self.policy == "planner-clearsky" and not throttled:
+                self.bias.add(t_s, measured_pv_w, float(self.clear_w[k]), dt)
+            elif learned:
+                month, hour = self._month_hour(np.array([t_s]))
+                self.learned.observe(int(month[0]), int(hour[0]), measured_pv_w, float(self.clear_w[k]),
+                                     not throttled)
+                day_measured[local_step] = measured_pv_w
+                day_valid[local_step] = not throttled
+            self.last_pv_w = measured_pv_w
             if ap is not None and printer_on:
                 self.result.min_soc_pct_printing = min(self.result.min_soc_pct_printing, 100.0 * step.soc)
-                if step.soc < self.reserve_frac - 1e-9 and not ap.brownout:
+                if step.soc < self.reserve_frac - 1e-9 and not ap.reserve_crossed:
+                    ap.reserve_crossed = True
+                    self.result.reserve_crossings += 1
+                if step.soc < self.cutoff_frac - 1e-9 and not ap.brownout:
                     ap.brownout = True
                     self.result.brownouts += 1
                     self._log(t_s, "brownout", ap.job.job_id)
@@ -467,7 +564,13 @@ class Simulation:
         self.result.pv_used_wh = self.plant.pv_used_wh
         self.result.pv_lost_wh = self.plant.pv_lost_wh
         self.result.pause_hours = pause_s_total / 3600.0
-        self.result.mean_wait_hours = float(np.mean(waits_h)) if waits_h else 0.0
+        end_s = self.weather.start_s + (k0 + n_steps) * dt
+        never = [(end_s - q) / 3600.0 for q in queued_at.values()]
+        all_waits = np.asarray(waits_h + never) if waits_h or never else np.zeros(1)
+        self.result.never_started = len(never)
+        self.result.mean_wait_hours = float(np.mean(all_waits))
+        self.result.worst_wait_hours = float(np.max(all_waits))
+        self.result.p95_wait_hours = float(np.percentile(all_waits, 95))
         self.result.runtime_s = time.perf_counter() - wall0
         return self.result
 
@@ -475,7 +578,14 @@ class Simulation:
         if self.policy == "greedy":
             return self.queue[0]
         if self.policy == "threshold":
-            return self.queue[0] if self.plant.soc > THRESHOLD_START_SOC else None
+            return self.queue[0] if self.soc_seen > THRESHOLD_START_SOC else None
+        if self.policy == "fit-greedy":
+            # the 15-line rule: the first queued job whose energy fits in the battery above the reserve
+            above_wh = (self.soc_seen - self.reserve_frac) * self.model.capacity_wh
+            for job in self.queue:
+                if job.energy_wh <= above_wh:
+                    return job
+            return None
         if current_plan is None or not current_plan.planned:
             return None
         first = current_plan.planned[0]
@@ -530,11 +640,44 @@ class Simulation:
         self.plate_dirty_since_s = t_s
 
 
+def true_pv_steps(weather: WeatherYear, settings: SimSettings) -> np.ndarray:
+    """The PV the plant gets per step over the whole file: hourly values downscaled by the world."""
+    return downscale(weather.pv_w, weather.clear_pv_w, settings.step_s, settings.world, settings.seed,
+                     weather.truth_5min(settings.step_s))
+
+
+def bound_for(weather: WeatherYear, settings: SimSettings, failed: int, resumed: int, tight_passes: int = 0) -> Bound:
+    """The LP upper bound (:mod:`node.study.bound`) on prints completed in this run by a policy that failed
+    at most ``failed`` prints and resumed at most ``resumed`` paused ones."""
+    steps_per_hour = round(3600 / settings.step_s)
+    truth = true_pv_steps(weather, settings)
+    k0 = settings.start_day * 24 * steps_per_hour
+    n = settings.days * 24 * steps_per_hour
+    run = truth[(k0 + np.arange(n)) % len(truth)]
+    pv_hourly_wh = run.reshape(-1, steps_per_hour).sum(axis=1) * settings.step_s / 3600.0
+    start_s = weather.start_s + k0 * settings.step_s
+    offset_s = float(weather.site.get("utc_offset_h", 0.0)) * 3600.0
+    local_hours = ((start_s + np.arange(settings.days * 24) * 3600.0 + offset_s) % 86400.0 // 3600.0).astype(int)
+    base_wh = np.array([settings.loads.base_load_w + settings.loads.other_w(int(h)) for h in local_hours])
+    return upper_bound(pv_hourly_wh, base_wh, start_s, offset_s, settings.battery, settings.initial_soc,
+                       seed=settings.seed, queue_target=settings.queue_target, failed=failed, resumed=resumed,
+                       start_step_s=settings.step_s,
+                       attended=settings.attended_hours, plate_clear_delay_s=settings.plate_clear_delay_s,
+                       printer_profile=settings.printer_profile, ambient_c=settings.planner.ambient_c,
+                       tight_passes=tight_passes)
+
+
 # --- several policies on one file ------------------------------------------------------------------
+def battery_of(capacity_ah: float) -> BatteryParams:
+    """The default bank resized: same chemistry and cells, charge current 1 C at most (the 30 A charger)."""
+    return DEFAULT_BATTERY.model_copy(update={"capacity_ah": capacity_ah,
+                                              "max_charge_a": min(DEFAULT_BATTERY.max_charge_a, capacity_ah)})
+
+
 def run_policies(weather_path: str, policies: tuple[Policy, ...] = POLICIES,
-                 settings: SimSettings | None = None) -> list[SimResult]:
+                 settings: SimSettings | None = None, array: dict | None = None) -> list[SimResult]:
     """Compute the weather and the forecast archive once, then run each policy."""
     settings = settings or SimSettings()
-    weather = WeatherYear.load(weather_path)
-    archive = ForecastArchive.build(weather, settings.seed) if "planner" in policies else None
+    weather = WeatherYear.load(weather_path, array)
+    archive = ForecastArchive.build(weather, settings.seed, world=settings.world) if "planner" in policies else None
     return [Simulation(weather, policy, settings, archive).run() for policy in policies]

@@ -219,3 +219,35 @@ def test_a_cloud_forecast_from_the_hub_reaches_the_planner(world) -> None:
     assert forecast is not None and len(forecast.points) == 6
     assert forecast.site.latitude == planner.site.latitude and forecast.issued_at.timestamp() == now_s
     assert all(p.cloud_cover_pct == 80.0 for p in forecast.points)
+
+
+def test_the_forecast_learnt_from_the_nodes_own_pv_takes_over_from_clear_sky(tmp_path: Path) -> None:
+    """forecast.source = "auto": clear sky until the node has history, then what its own PV taught it."""
+    config = NodeConfig()
+    node = Node(config.node, ManualClock(NIGHT_S))
+    store = Store(tmp_path / "node.db").open()
+    jobs = node.add(Jobs(node, store))
+    planner = node.add(Planner(node, config.planner, site=config.site, array=config.array,
+                               forecast=config.forecast.model_copy(update={"learned_min_days": 0.5}), jobs=jobs,
+                               battery=DEFAULT_BATTERY, printer_profile=load_profile("ender3"),
+                               energy_profile_for=lambda job: PROFILE))
+    plans: list[PlanSummary] = []
+    node.register_event_handler("plan_updated", plans.append)
+
+    async def scenario() -> None:
+        await planner.replan("test")
+        assert plans[-1].forecast_source == "clear_sky" and planner.status()["forecast_source"] == "clear_sky"
+        clear_sky_wh = plans[-1].pv_forecast_wh
+        # a day of a hazy sky: the array gives 40 % of clear sky (the battery half full: nothing throttled)
+        for k in range(288):
+            t_s = NIGHT_S + k * 300.0
+            clear_w = planner._clear_sky_at(t_s) or 0.0
+            await node.send_event("telemetry_sample", TelemetrySample(t_s=t_s, source="test", soc_pct=50.0,
+                                                                      pv_w=0.4 * clear_w))
+        assert planner.learned.history_days > 0.5
+        await planner.replan("test")
+        assert plans[-1].forecast_source == "learned" and planner.status()["forecast_source"] == "learned"
+        assert 0.1 * clear_sky_wh < plans[-1].pv_forecast_wh < 0.6 * clear_sky_wh
+
+    asyncio.run(scenario())
+    store.close()

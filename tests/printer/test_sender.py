@@ -43,12 +43,12 @@ def test_verified_resend_rewinds_and_stale_duplicates_are_ignored() -> None:
     assert stale[1][2] is None and s.resends == 1 and s.last_acked == 1  # its ok was swallowed too
 
 
-def test_resend_not_confirmed_by_last_line_asks_for_a_probe() -> None:
+def test_resend_not_confirmed_by_last_line_resends_from_the_oldest_unacknowledged_line() -> None:
     s = sender()
     s.fill()
-    s.receive(b"Error:checksum mismatch, Last Line: 0\nResend: 3\nok\n")  # 'Resend: 1' garbled to 3
-    assert s.probe_wanted and s.last_acked == 0
-    assert s.probe().startswith(b"N1 G1 X0*")
+    events = s.receive(b"Error:checksum mismatch, Last Line: 0\nResend: 3\nok\n")  # 'Resend: 1' garbled to 3
+    assert events[1][2] == 1 and s.last_acked == 0  # nothing skipped, nothing acknowledged
+    assert s.fill().startswith(b"N1 G1 X0*")
 
 
 def test_resend_below_the_acknowledged_line_takes_acks_back() -> None:
@@ -226,3 +226,53 @@ def test_marlin_like_firmware_never_overflows_and_runs_every_line_once(
             assert s.inflight <= core.LINE_CAP
     assert executed == [c for _, c in lines]
     assert s.firmware_bufsize <= bufsize
+
+
+def test_octoprint_refusals_after_a_resend_are_served_once_and_their_oks_acknowledge_nothing() -> None:
+    """OctoPrint's Virtual Printer does not flush its buffer: every line after the refused one is
+    refused in turn (``expected line 2 got 3``), each with ``Resend: 2`` and an ``ok``."""
+    s = sender()
+    s.fill()  # N1..N4
+    s.receive(b"ok\n")
+    events = s.receive(b"Error: Missing checksum\nResend:2\nok\n")
+    assert events[1][2] == 2 and s.last_acked == 1 and s.resends == 1
+    resent = s.fill()
+    assert resent.startswith(b"N2 ")
+    stale = s.receive(b"Error: expected line 2 got 3\nResend:2\nok\nError: expected line 2 got 4\nResend:2\nok\n")
+    assert [e[2] for e in stale if e[0] == core.EV_RESEND] == [None, None]
+    assert s.resends == 1 and s.last_acked == 1 and s.fill() == b""  # nothing resent twice, no ok counted
+    assert resent.count(b"\n") == 4  # 2, 3, 4 again and the new 5
+    s.receive(b"ok\nok\nok\n")
+    assert s.last_acked == 4 and s.fill().startswith(b"N6 ")
+
+
+def test_expected_line_confirms_where_the_firmware_stands() -> None:
+    s = sender()
+    s.fill()
+    s.receive(b"ok\nok\n")  # the second ok was not for line 2 (an ok the host misattributed)
+    events = s.receive(b"Error: expected line 2 got 3\nResend:2\nok\n")
+    assert events[1][2] == 2 and s.last_acked == 1 and s.job_lines_acked == 1
+
+
+def test_rs_and_skip_wordings() -> None:
+    s = sender()
+    s.fill()
+    events = s.receive(b"rs N1\nok\n")  # Smoothieware / RepRapFirmware wording, no number confirmed
+    assert events[0][2] == 1 and s.last_acked == 0
+    s.fill()
+    s.receive(b"skip 1\nok\n")  # Repetier: line 1 was already there
+    assert s.last_acked == 1 and s.job_lines_acked == 1
+
+
+def test_a_refused_copy_rewinds_nothing_unless_acknowledgements_ran_ahead() -> None:
+    s = sender()
+    s.fill()  # N1..N4
+    s.receive(b"ok\n")
+    assert s.probe().startswith(b"N2 ")  # a probe: the oldest unacknowledged line again
+    events = s.receive(b"ok\nError: expected line 3 got 2\nResend:3\nok\n")  # 2 done; the probe's copy refused
+    assert events[1][2] is None and s.last_acked == 2 and s.resends == 0  # 3 and 4 are still coming
+    t = sender()
+    t.fill()
+    t.receive(b"ok\nok\nok\n")  # three oks counted, but the firmware has only line 1
+    events = t.receive(b"Error: expected line 2 got 1\nResend:2\nok\n")
+    assert events[1][2] == 2 and t.last_acked == 1 and t.fill().startswith(b"N2 ")

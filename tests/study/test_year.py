@@ -1,24 +1,19 @@
-"""The year-long simulation on the three real TMY files pvlib ships (14-day slices here; the full year
-runs in bench/simulate_table.py and in the slow test at the end)."""
+"""The year-long simulation on the three real TMY files pvlib ships (14-day slices here; full years, five
+sites, three batteries and the bound run in bench/energy_table.py, which fails if any policy beats the bound)."""
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
+import numpy as np
 import pvlib
 import pytest
 
-from node.study.year import POLICIES, ForecastArchive, SimSettings, Simulation, WeatherYear
+from node.study.year import POLICIES, ForecastArchive, SimSettings, Simulation, battery_of, bound_for
 
 DATA = Path(pvlib.__file__).parent / "data"
 TMY_FILES = ["723170TYA.CSV", "703165TY.csv", "12839.tm2"]
 SLICE = SimSettings(days=14, start_day=300, seed=1)
-
-
-@pytest.fixture(scope="module")
-def weather() -> dict[str, WeatherYear]:
-    return {name: WeatherYear.load(str(DATA / name)) for name in TMY_FILES}
 
 
 @pytest.fixture(scope="module")
@@ -45,29 +40,75 @@ def test_weather_files_read_through_pvlib(weather) -> None:
 
 
 @pytest.mark.parametrize("name", TMY_FILES)
-def test_planner_is_safe_and_competitive_on_a_14_day_slice(slice_results, name) -> None:
-    r = slice_results[name]
-    planner, oracle, greedy, threshold = r["planner"], r["oracle"], r["greedy"], r["threshold"]
-    assert planner.brownouts == 0
-    assert oracle.brownouts == 0
-    assert planner.prints_completed >= math.ceil(0.95 * oracle.prints_completed)
-    assert planner.prints_completed > greedy.prints_completed
-    assert planner.prints_completed > threshold.prints_completed
-    assert planner.prints_failed <= greedy.prints_failed
+def test_no_policy_browns_out_against_the_cutoff(slice_results, name) -> None:
+    """The guard reads the estimated SoC (drifting by up to 6 points), PV varies inside the hour: the 30 % reserve
+    it guards is far enough above the 10 % cutoff that the true SoC never reaches it with the printer on."""
+    for policy, result in slice_results[name].items():
+        assert result.brownouts == 0, policy
+        assert result.min_soc_pct_printing >= 10.0, policy
 
 
 @pytest.mark.parametrize("name", TMY_FILES)
-def test_the_shared_safety_pause_prevents_brownouts_for_every_policy(slice_results, name) -> None:
-    for policy, result in slice_results[name].items():
-        assert result.brownouts == 0, policy
-        if result.pauses:
-            assert result.min_soc_pct_printing >= 30.0 - 1e-6, policy
+def test_the_planner_on_the_learned_forecast_interrupts_less_than_greedy(slice_results, name) -> None:
+    r = slice_results[name]
+    assert r["planner-learned"].pauses < r["greedy"].pauses
+    assert r["planner-learned"].prints_failed <= r["greedy"].prints_failed
+
+
+@pytest.mark.parametrize("name", TMY_FILES)
+def test_no_policy_beats_the_bound(weather, slice_results, name) -> None:
+    results = slice_results[name]
+    bound = bound_for(weather[name], SLICE, failed=max(r.prints_failed for r in results.values()),
+                      resumed=max(r.resumed_after_pause for r in results.values()))
+    best = max(r.prints_completed for r in results.values())
+    assert best <= bound.prints
+    # and it is a bound with teeth, not a count of hours: the best policy reaches a good part of it
+    assert best >= 0.6 * bound.prints, (best, bound.prints)
+
+
+def test_the_bound_holds_on_a_small_battery_too(weather) -> None:
+    year = weather["703165TY.csv"]
+    settings = SimSettings(days=14, start_day=330, seed=2, battery=battery_of(20.0))
+    archive = ForecastArchive.build(year, settings.seed, world=settings.world)
+    results = [Simulation(year, p, settings, archive).run() for p in POLICIES]
+    failed, resumed = max(r.prints_failed for r in results), max(r.resumed_after_pause for r in results)
+    bound = bound_for(year, settings, failed=failed, resumed=resumed)
+    assert max(r.prints_completed for r in results) <= bound.prints
+    # the time-indexed refinement (each print's energy tied to the hours after its start) is a bound too
+    tight = bound_for(year, settings, failed=failed, resumed=resumed, tight_passes=1)
+    assert max(r.prints_completed for r in results) <= tight.prints <= bound.prints + 1e-6
+
+
+def test_without_sun_and_with_an_empty_battery_the_bound_is_zero() -> None:
+    from node.study.bound import upper_bound
+
+    hours = 48
+    empty = upper_bound(np.zeros(hours), np.full(hours, 4.0), 0.0, 0.0, battery_of(94.0), 0.0, seed=1,
+                        queue_target=3, failed=0, resumed=0, attended=(7, 22), plate_clear_delay_s=600.0)
+    assert empty.prints == pytest.approx(0.0, abs=1e-6)
+    # a full battery and no sun: at most what 1.2 kWh pays for, whatever the order
+    full = upper_bound(np.zeros(hours), np.full(hours, 4.0), 0.0, 0.0, battery_of(94.0), 1.0, seed=1,
+                       queue_target=3, failed=0, resumed=0, attended=(7, 22), plate_clear_delay_s=600.0)
+    assert 0 < full.prints <= 1.01 * 1300.0 / 45.0
+
+
+def test_the_hull_lines_lie_above_every_count_and_touch_it() -> None:
+    from node.study.bound import upper_hull_lines
+
+    counts = np.cumsum(np.random.default_rng(5).integers(0, 2, 300)).astype(float)
+    counts = np.concatenate([[0.0], counts])
+    lines = upper_hull_lines(counts)
+    m = np.arange(len(counts))
+    envelope = np.min([slope * m + intercept for slope, intercept in lines], axis=0)
+    assert np.all(envelope >= counts - 1e-9)
+    assert np.isclose(envelope, counts).sum() >= 2
 
 
 def test_policies_start_as_documented(slice_results) -> None:
     r = slice_results["723170TYA.CSV"]
     threshold_starts = [soc for _, kind, _, soc in r["threshold"].events if kind == "start"]
-    assert threshold_starts and min(threshold_starts) > 0.60
+    # it decides on the estimated SoC; the events record the true one (the estimator drifts up to 6 points)
+    assert threshold_starts and min(threshold_starts) > 0.60 - 0.08
     greedy_starts = [soc for _, kind, _, soc in r["greedy"].events if kind == "start"]
     assert min(greedy_starts) < 0.60  # greedy does not wait for a threshold
 
@@ -118,18 +159,6 @@ def test_simulate_command_rejects_a_missing_weather_file() -> None:
 
     with pytest.raises(SystemExit, match="no such file"):
         resolve_weather("nowhere.csv")
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", TMY_FILES)
-def test_full_year(weather, name) -> None:
-    settings = SimSettings(days=365, seed=1)
-    archive = ForecastArchive.build(weather[name], settings.seed)
-    r = {p: Simulation(weather[name], p, settings, archive).run() for p in POLICIES}
-    assert r["planner"].brownouts == 0
-    assert r["planner"].prints_completed >= 0.95 * r["oracle"].prints_completed
-    assert r["planner"].prints_completed > r["greedy"].prints_completed
-    assert r["planner"].prints_completed > r["threshold"].prints_completed
 
 
 def test_an_rv_fridge_on_the_same_battery_costs_prints_but_no_brownouts(weather, slice_results) -> None:

@@ -1,0 +1,189 @@
+"""A PV forecast the node learns offline from its own history (no weather service, no network).
+
+Why: in the field most nodes have no cloud forecast (the hub may be offline for
+weeks); clear sky then promises sun on every cloudy day.  The node does measure
+its own PV, and two things in that history forecast tomorrow better than clear
+sky does:
+
+* **persistence** — the clear-sky index (measured / clear-sky PV) of the last
+  few daylight hours: weather lasts;
+* **climatology** — the mean clear-sky index of this month and hour of the
+  day, from every day the node has seen (forgotten slowly, half-life
+  ``climate_halflife_days``), starting from a neutral prior.
+
+The forecast for a step at lead ``L`` hours is the clear-sky PV times
+``w(L) * kc_recent + (1 - w(L)) * kc_climate[month, hour]`` with
+``w(L) = exp(-L / persistence_tau_h)``.
+
+Where the battery was full the charger throttled PV, so the measurement is not
+the sun's: such steps are left out (``valid=False``) of everything learnt.
+
+The quantile the planner plans on is calibrated from the node's own errors:
+each day's forecast (issued at local midnight for that day and the next two)
+is compared with what was measured over the valid steps; the planner
+multiplies the forecast at lead day ``d`` by the ``quantile`` of the last
+``calibration_days`` ratios measured/forecast (until enough exist, by the
+normal-error model of :mod:`node.plan.forecast`).
+
+Pure numpy, no pvlib: the clear-sky PV comes from the forecast worker.
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Sequence
+
+import numpy as np
+
+LEAD_DAYS = 3
+
+
+class LearnedForecast:
+    """Clear-sky-index persistence blended with the node's own climatology; see the module docstring."""
+
+    MIN_CLEAR_W = 20.0
+    MIN_SAMPLES = 10
+
+    def __init__(self, step_s: float, quantile: float, fallback_factor_by_day: Sequence[float],
+                 persistence_tau_h: float = 6.0, recent_halflife_h: float = 2.0, climate_halflife_days: float = 60.0,
+                 prior_kc: float = 0.6, prior_weight_h: float = 3.0, calibration_days: int = 60) -> None:
+        self.step_s = step_s
+        self.quantile = quantile
+        self.fallback = list(fallback_factor_by_day)
+        self.persistence_tau_h = persistence_tau_h
+        self.recent_halflife_h = recent_halflife_h
+        self.climate_halflife_days = climate_halflife_days
+        self.daylight_s_seen = 0.0
+        dt_h = step_s / 3600.0
+        # climatology: decayed measured and clear-sky energy per (month 1..12, hour 0..23), with a prior
+        self.clim_measured = np.full((13, 24), prior_kc * prior_weight_h * 300.0 * dt_h)
+        self.clim_clear = np.full((13, 24), prior_weight_h * 300.0 * dt_h)
+        self.recent_measured = 0.0
+        self.recent_clear = 0.0
+        self.ratios: list[deque[float]] = [deque(maxlen=calibration_days) for _ in range(LEAD_DAYS)]
+        self._issues: dict[int, np.ndarray] = {}     # day index -> expected W per step for 3 days
+
+    # --- learning ---------------------------------------------------------------------------------
+    def observe(self, month: int, hour: int, measured_w: float, clear_w: float, valid: bool,
+                dt_s: float | None = None) -> None:
+        """One telemetry reading standing for ``dt_s`` (default: one step).  ``valid``: the charger was not
+        throttling (battery not full)."""
+        if clear_w < self.MIN_CLEAR_W:
+            return
+        dt_s = self.step_s if dt_s is None else dt_s
+        recent_decay = 0.5 ** (dt_s / 3600.0 / self.recent_halflife_h)
+        self.recent_measured *= recent_decay
+        self.recent_clear *= recent_decay
+        if not valid:
+            return
+        dt_h = dt_s / 3600.0
+        self.daylight_s_seen += dt_s
+        self.recent_measured += measured_w * dt_h
+        self.recent_clear += clear_w * dt_h
+        climate_decay = 0.5 ** (dt_s / 86400.0 / self.climate_halflife_days)
+        self.clim_measured *= climate_decay
+        self.clim_clear *= climate_decay
+        self.clim_measured[month, hour] += measured_w * dt_h
+        self.clim_clear[month, hour] += clear_w * dt_h
+
+    @property
+    def history_days(self) -> float:
+        """Days of valid daylight history (12 daylight hours = a day)."""
+        return self.daylight_s_seen / (12 * 3600.0)
+
+    def recent_kc(self) -> float | None:
+        if self.recent_clear < 3.0 * self.MIN_CLEAR_W * self.step_s / 3600.0:
+            return None
+        return min(1.2, self.recent_measured / self.recent_clear)
+
+    def expected_w(self, clear_w: np.ndarray, months: np.ndarray, hours: np.ndarray, lead_h: np.ndarray) -> np.ndarray:
+        """The expected PV per step (clear-sky PV times the blended clear-sky index)."""
+        climate = np.minimum(1.2, self.clim_measured[months, hours] / self.clim_clear[months, hours])
+        recent = self.recent_kc()
+        if recent is None:
+            kc = climate
+        else:
+            w = np.exp(-np.asarray(lead_h) / self.persistence_tau_h)
+            kc = w * recent + (1.0 - w) * climate
+        return np.asarray(clear_w) * kc
+
+    # --- calibration ------------------------------------------------------------------------------
+    def issue(self, day: int, expected_w: np.ndarray) -> None:
+        """The forecast made at the start of ``day`` for it and the next days (steps from local midnight)."""
+        self._issues[day] = np.asarray(expected_w, dtype=float)
+        for old in [d for d in self._issues if d < day - LEAD_DAYS]:
+            del self._issues[old]
+
+    def close_day(self, day: int, measured_w: np.ndarray, valid: np.ndarray) -> None:
+        """The day is over: compare each issue that covered it with what was measured on valid steps."""
+        per_day = len(measured_w)
+        measured_wh = float(measured_w[valid].sum())
+        for lead_day in range(LEAD_DAYS):
+            issued = self._issues.get(day - lead_day)
+            if issued is None or len(issued) < (lead_day + 1) * per_day:
+                continue
+            forecast = issued[lead_day * per_day:(lead_day + 1) * per_day]
+            forecast_wh = float(forecast[valid].sum())
+            if forecast_wh * self.step_s / 3600.0 < 100.0:   # under ~0.1 kWh of forecast: no information
+                continue
+            self.ratios[lead_day].append(measured_wh / forecast_wh)
+
+    def factor(self, lead_day: int) -> float:
+        """The multiplier at lead day ``lead_day``: the ``quantile`` of measured/forecast, or the fallback."""
+        d = min(lead_day, LEAD_DAYS - 1)
+        samples = self.ratios[d]
+        if len(samples) < self.MIN_SAMPLES:
+            return self.fallback[min(d, len(self.fallback) - 1)]
+        return float(min(1.2, max(0.05, np.quantile(np.asarray(samples), self.quantile))))
+
+    def factors(self, lead_h: np.ndarray) -> np.ndarray:
+        table = np.array([self.factor(d) for d in range(LEAD_DAYS)])
+        return table[np.minimum(LEAD_DAYS - 1, (np.asarray(lead_h) // 24).astype(int))]
+
+
+def fallback_factors(quantile_by_step: Sequence[float], step_s: float) -> list[float]:
+    """The normal-model quantile factor at the middle of each lead day (before the node has its own errors)."""
+    per_day = round(86400 / step_s)
+    out = []
+    for d in range(LEAD_DAYS):
+        k = min(len(quantile_by_step) - 1, d * per_day + per_day // 2)
+        out.append(float(quantile_by_step[k]))
+    return out if out else [1.0]
+
+
+def daily_energy_error(forecast_w: np.ndarray, truth_w: np.ndarray, step_s: float) -> float:
+    """Root-mean-square error of daily energy (Wh) between two per-step series of whole days."""
+    per_day = round(86400 / step_s)
+    days = min(len(forecast_w), len(truth_w)) // per_day
+    if days == 0:
+        return math.nan
+    f = forecast_w[:days * per_day].reshape(days, per_day).sum(axis=1) * step_s / 3600.0
+    t = truth_w[:days * per_day].reshape(days, per_day).sum(axis=1) * step_s / 3600.0
+    return float(np.sqrt(np.mean((f - t) ** 2)))
+
+
+def day_ahead_errors(measured_w: np.ndarray, clear_w: np.ndarray, months: np.ndarray, hours: np.ndarray,
+                     step_s: float, bias_halflife_h: float = 48.0) -> dict[str, float]:
+    """RMSE of daily PV energy (Wh) of forecasts issued at local midnight for the day ahead, over whole days of
+    per-step series starting at local midnight: the learned forecast, bare clear sky, and clear sky times the
+    bias factor the shipped ``clear_sky`` source applies (:class:`node.plan.forecast.BiasTracker`)."""
+    from node.plan.forecast import BiasTracker
+
+    per_day = round(86400 / step_s)
+    days = len(measured_w) // per_day
+    learned = LearnedForecast(step_s, 0.5, [1.0])
+    bias = BiasTracker(bias_halflife_h)
+    lead_h = (np.arange(per_day) + 0.5) * step_s / 3600.0
+    out: dict[str, list[float]] = {"learned": [], "clear_sky": [], "clear_sky_bias": [], "measured": []}
+    for d in range(days):
+        day = slice(d * per_day, (d + 1) * per_day)
+        if d > 0:   # the first day has no history at all: not scored
+            out["learned"].append(float(learned.expected_w(clear_w[day], months[day], hours[day], lead_h).sum()))
+            out["clear_sky"].append(float(clear_w[day].sum()))
+            out["clear_sky_bias"].append(float(clear_w[day].sum() * bias.factor))
+            out["measured"].append(float(measured_w[day].sum()))
+        for k in range(day.start, day.stop):
+            learned.observe(int(months[k]), int(hours[k]), float(measured_w[k]), float(clear_w[k]), True)
+            bias.add(k * step_s, float(measured_w[k]), float(clear_w[k]), step_s)
+    truth = np.asarray(out.pop("measured")) * step_s / 3600.0
+    return {name: float(np.sqrt(np.mean((np.asarray(v) * step_s / 3600.0 - truth) ** 2))) for name, v in out.items()}

@@ -1,0 +1,150 @@
+"""A wedged link never keeps the heaters on: progress is an acknowledged line, not temperature chatter.
+
+Each case wedges the printer in another phase (node/printer/liveness.py) and ends failed safe: the job
+fails with the reason and the heaters are off (M112 through the emergency parser) within the phase's
+bound; a cancel wins within 5 s whatever the link does.  The tickle and probe settings are the defaults;
+the bounds themselves are set small so the suite does not wait the default 30 s.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from node.printer.liveness import phase_of
+from node.printer.profile import load_profile
+from node.printer.virtual import Faults
+from node.printer.worker import CANCEL_WITHIN_S, PrinterFault, PrinterWorker, PrintRequest
+from tests.printer.helpers import FAST, RecordingSink, virtual_printer, write_job
+
+BOUND_S = 4.0  # reply_timeout_s: the streaming bound
+SETTINGS = dataclasses.replace(FAST, reply_timeout_s=BOUND_S, long_timeout_s=20.0)
+SLACK_S = 6.0  # detection runs a few times a second; the rest is the machine under load
+
+
+def _heating_job(path: Path, moves: int = 50) -> None:
+    path.write_text("M104 S200\nM140 S60\nG28\n" + "".join(f"G1 X{i % 50 + 1} Y{i % 30 + 1} F3000\n"
+                                                          for i in range(moves)))
+
+
+def _halted(printer: object, within_s: float = 3.0) -> bool:
+    """The firmware acted on M112 (its reader takes the bytes off the pty a moment later)."""
+    deadline = time.monotonic() + within_s
+    while not printer.halted and time.monotonic() < deadline:  # type: ignore[attr-defined]
+        time.sleep(0.02)
+    return printer.halted  # type: ignore[attr-defined]
+
+
+def _print_expecting_failure(rig_path: str, job: Path, **worker_kwargs: object) -> tuple[str, float, RecordingSink]:
+    sink = RecordingSink()
+    worker = PrinterWorker(rig_path, 115200, sink, settings=SETTINGS, **worker_kwargs)  # type: ignore[arg-type]
+    try:
+        worker._open()
+        worker._connect()
+        started = time.monotonic()
+        with pytest.raises(PrinterFault) as failure:
+            worker._stream(PrintRequest(job_id="wedged", path=job))
+        return str(failure.value), time.monotonic() - started, sink
+    finally:
+        worker.link.close()
+
+
+def test_a_queue_wedged_mid_print_with_temperatures_flowing_fails_safe_within_the_streaming_bound(
+        tmp_path: Path) -> None:
+    job = tmp_path / "job.gcode"
+    _heating_job(job, 400)
+    with virtual_printer(tmp_path, time_scale=20.0, faults=Faults(wedge_after_lines=120)) as rig:
+        reason, elapsed_s, sink = _print_expecting_failure(rig.path, job)
+        assert rig.printer.wedged and _halted(rig.printer)  # M112 reached the emergency parser
+        assert rig.printer.hotend.target_c == 0 and rig.printer.bed.target_c == 0
+    assert "no line acknowledged" in reason and "streaming" in reason and "M112" in reason
+    assert sink.temperatures and sink.emergencies  # the chatter went on; it did not count as progress
+    assert elapsed_s < BOUND_S + SLACK_S
+
+
+def test_a_heater_that_never_reaches_its_target_fails_safe_within_the_thermal_model_bound(tmp_path: Path) -> None:
+    profile = load_profile("ender3")
+    fast_hotend = profile.hotend.model_copy(update={"heat_capacity_j_per_k": 0.2})  # ~2 s to 200 C on paper
+    profile = profile.model_copy(update={"hotend": fast_hotend})
+    job = tmp_path / "job.gcode"
+    job.write_text("M104 S200\nM109 S200\nG28\nG1 X10 F3000\n")
+    bound_s = phase_of([b"M109 S200"], reply_timeout_s=BOUND_S, long_timeout_s=20.0, profile=profile,
+                       temperatures={"hotend": 22.0}).bound_s
+    assert bound_s < 20.0  # the thermal model's, not long_timeout_s
+    with virtual_printer(tmp_path, time_scale=1.0, faults=Faults(dead_heater=True)) as rig:
+        reason, elapsed_s, _ = _print_expecting_failure(rig.path, job, profile=profile)
+        assert _halted(rig.printer) and rig.printer.hotend.target_c == 0
+    assert "heating" in reason and "M109 S200" in reason and "failed safe" in reason
+    assert elapsed_s < bound_s + SLACK_S
+
+
+def test_a_line_longer_than_the_receive_buffer_never_hangs_the_print_with_heaters_on(tmp_path: Path) -> None:
+    job = tmp_path / "job.gcode"
+    job.write_text("M104 S200\nM140 S60\nG28\nM117 " + "x" * 133 + "\nG1 X1 F3000\n")  # 138 > 128 bytes
+    with virtual_printer(tmp_path, time_scale=20.0) as rig:
+        reason, elapsed_s, _ = _print_expecting_failure(rig.path, job)
+        assert _halted(rig.printer) and rig.printer.hotend.target_c == 0 and rig.printer.bed.target_c == 0
+    assert "failed safe" in reason
+    assert elapsed_s < BOUND_S + SLACK_S + 30  # the resend streak may end it first; never an hour
+
+
+def test_a_binary_file_never_hangs_the_print(tmp_path: Path) -> None:
+    job = tmp_path / "job.bin"
+    job.write_bytes(b"M104 S200\n" + os.urandom(20000))
+    with virtual_printer(tmp_path, time_scale=20.0) as rig:
+        sink = RecordingSink()
+        worker = PrinterWorker(rig.path, 115200, sink, settings=SETTINGS)
+        started = time.monotonic()
+        try:
+            worker._open()
+            worker._connect()
+            try:
+                outcome = worker._stream(PrintRequest(job_id="binary", path=job))
+                assert outcome.status in ("completed", "failed"), outcome.reason
+            except PrinterFault as exc:
+                assert "failed safe" in str(exc) or "printer reported" in str(exc)
+        finally:
+            worker.link.close()
+    assert time.monotonic() - started < 120
+
+
+@pytest.mark.parametrize("phase", ["streaming", "heating"])
+def test_cancel_wins_within_5_s_whatever_the_link_does(tmp_path: Path, phase: str) -> None:
+    job = tmp_path / "job.gcode"
+    if phase == "streaming":
+        write_job(job, 3000)
+        faults = Faults(wedge_after_lines=200)
+    else:
+        job.write_text("M104 S200\nM109 S200\n" + "G1 X1 F3000\n" * 100)
+        faults = Faults(dead_heater=True)
+    with virtual_printer(tmp_path, time_scale=20.0 if phase == "streaming" else 1.0, faults=faults) as rig:
+        sink = RecordingSink()
+        worker = PrinterWorker(rig.path, 115200, sink, settings=dataclasses.replace(SETTINGS, reply_timeout_s=600,
+                                                                                     long_timeout_s=600))
+        worker._open()
+        worker._connect()
+        result: dict[str, object] = {}
+        thread = threading.Thread(target=lambda: result.update(outcome=worker._stream(
+            PrintRequest(job_id="cancel", path=job))), daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not (rig.printer.wedged or rig.printer.hotend.target_c > 0 and phase == "heating") \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)  # well inside the wedge: nothing acknowledged any more
+        asked = time.monotonic()
+        worker.cancel()
+        thread.join(10)
+        took_s = time.monotonic() - asked
+        worker.link.close()
+        outcome = result.get("outcome")
+        assert outcome is not None and outcome.status == "cancelled", outcome
+        if "M112" in outcome.reason:
+            assert _halted(rig.printer)
+        assert rig.printer.hotend.target_c == 0 and rig.printer.bed.target_c == 0
+    assert took_s < 5.0 and CANCEL_WITHIN_S < 5.0
+    assert "M112" in outcome.reason or outcome.reason == "cancelled"
