@@ -22,6 +22,7 @@ BENCHES: list[tuple[str, list[str]]] = [
     ("sync", ["sync.py"]),
     ("fleet", ["fleet.py", "--nodes", "100"]),
     ("sdwrites", ["sdwrites.py", "--seconds", "90"]),
+    ("web", ["web.py"]),
     ("fuzz", ["fuzz.py"]),
     ("soak", ["soak.py", "--cycles", "20"]),
 ]

@@ -40,6 +40,7 @@ from node.runner import JobsSection
 from node.section import ConfigError, Section
 from node.store.config import StoreSection
 from node.sync.config import SyncSection
+from node.web.config import WebSection
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ OVERRIDES_FILE = "overrides.toml"
 NEVER_AT_RUN_TIME = ("node.", "control.", "store.")
 #: also never from the hub: who the node trusts, what a job may do, which devices it opens
 NEVER_FROM_THE_HUB = (*NEVER_AT_RUN_TIME, "sync.", "safety.", "storage.", "printer.port", "printer.profile",
-                      "printer.virtual.", "telemetry.", "gpio.", "watchdog.")
+                      "printer.virtual.", "telemetry.", "gpio.", "watchdog.", "web.")
 SettingSource = Literal["cli", "hub"]
 
 
@@ -76,6 +77,7 @@ class NodeConfig(Section):
     storage: StorageSection = StorageSection()
     safety: SafetySection = SafetySection()
     sync: SyncSection = SyncSection()
+    web: WebSection = WebSection()
     #: an override file that did not load at start, and where it was set aside (None: all loaded)
     _overrides_problem: str | None = PrivateAttr(None)
 
@@ -96,6 +98,12 @@ class NodeConfig(Section):
     def files_dir(self) -> Path:
         """Job files, stored by sha256 (control uploads, hub transfers, the runner)."""
         return self.state_dir / "files"
+
+    @property
+    def web_credentials(self) -> Path:
+        """The web page's API key and password hash ([web] credentials, relative to state_dir)."""
+        path = Path(self.web.credentials)
+        return path if path.is_absolute() else self.state_dir / path
 
     @property
     def simulated(self) -> bool:

@@ -22,9 +22,11 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -285,7 +287,7 @@ class ControlServer(Component):
         finally:
             writer.close()
 
-    async def _dispatch(self, request: Request, reader: asyncio.StreamReader) -> ReplyResult:
+    async def _dispatch(self, request: Request, reader: asyncio.StreamReader | None) -> ReplyResult:
         runner = self.runner
         if isinstance(request, StatusRequest):
             return await self.status_report()
@@ -322,38 +324,33 @@ class ControlServer(Component):
             return await run_job_command(runner, self.jobs, request.cmd, job_ref, source="user")
         raise ControlError(f"unhandled request {request!r}")
 
-    async def _receive_file(self, request: QueueAddRequest, reader: asyncio.StreamReader) -> Job:
-        if request.size_bytes > self.max_file_bytes:
-            raise ControlError(f"{request.name}: {request.size_bytes} bytes is over jobs.max_file_mb")
-        room = no_room_reason(self.files_dir, request.size_bytes, self.reserve_bytes)
-        if room is not None:
-            raise ControlError(f"{request.name}: {room}")
-        digest = hashlib.sha256()
-        tmp = self.files_dir / f".incoming-{os.getpid()}-{id(request)}"
-        remaining = request.size_bytes
-        try:
-            with tmp.open("wb") as handle:
-                while remaining:
-                    try:
-                        chunk = await asyncio.wait_for(reader.read(min(remaining, 256 * 1024)),
-                                                       self.config.read_timeout_s)
-                    except TimeoutError:
-                        raise ControlError(f"{request.name}: the upload stalled ({remaining} bytes missing "
-                                           f"after {self.config.read_timeout_s:g} s of silence)") from None
-                    if not chunk:
-                        raise ControlError(f"{request.name}: the upload ended {remaining} bytes early")
-                    digest.update(chunk)
-                    handle.write(chunk)
-                    remaining -= len(chunk)
-                handle.flush()
-                os.fsync(handle.fileno())
-            sha = digest.hexdigest()
-            final = self.files_dir / f"{sha}.gcode"
-            os.replace(tmp, final)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return await self.runner.queue_file(request.name, final, sha, request.size_bytes,
-                                               priority=request.priority, source="cli")
+    async def execute(self, request: Request) -> ReplyResult:
+        """Serve one request that carries no file (the web API's routes come here: one dispatch)."""
+        if isinstance(request, QueueAddRequest):
+            raise ControlError("queue_add carries a file: use store_upload, then JobRunner.queue_file")
+        return await self._dispatch(request, None)
+
+    async def _receive_file(self, request: QueueAddRequest, reader: asyncio.StreamReader | None) -> Job:
+        if reader is None:
+            raise ControlError("queue_add carries a file")
+
+        async def pieces() -> AsyncIterator[bytes]:
+            remaining = request.size_bytes
+            while remaining:
+                try:
+                    chunk = await asyncio.wait_for(reader.read(min(remaining, 256 * 1024)), self.config.read_timeout_s)
+                except TimeoutError:
+                    raise ControlError(f"{request.name}: the upload stalled ({remaining} bytes missing "
+                                       f"after {self.config.read_timeout_s:g} s of silence)") from None
+                if not chunk:
+                    raise ControlError(f"{request.name}: the upload ended {remaining} bytes early")
+                remaining -= len(chunk)
+                yield chunk
+
+        stored = await store_upload(self.files_dir, request.name, pieces(), max_bytes=self.max_file_bytes,
+                                    reserve_bytes=self.reserve_bytes, expected_bytes=request.size_bytes)
+        return await self.runner.queue_file(request.name, stored.path, stored.sha256, stored.size_bytes,
+                                            priority=request.priority, source="cli")
 
     async def status_report(self) -> StatusReport:
         return StatusReport(node_id=self.node.id, version=__version__, sim_time=self.node.clock.now().isoformat(),
@@ -361,6 +358,53 @@ class ControlServer(Component):
                             jobs=await self.jobs.list(RUNNABLE_STATES | ACTIVE_STATES),
                             components={c.name: c.status() for c in self.node.components},
                             problems=list(self.node.problems))
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    path: Path
+    sha256: str
+    size_bytes: int
+
+
+async def store_upload(files_dir: Path, name: str, pieces: AsyncIterator[bytes], *, max_bytes: int,
+                       reserve_bytes: int, expected_bytes: int | None = None) -> StoredFile:
+    """Write an upload to ``files_dir/<sha256>.gcode`` (fsync'd, then renamed in), refusing it with a
+    sentence when it is over ``max_bytes`` or would leave less than ``reserve_bytes`` free.
+
+    The one way a file arrives from a person: the control socket and the web API both use it, and
+    both hand the result to ``JobRunner.queue_file`` (the gate)."""
+    if expected_bytes is not None and expected_bytes > max_bytes:
+        raise ControlError(f"{name}: {expected_bytes} bytes is over jobs.max_file_mb")
+    room = no_room_reason(files_dir, expected_bytes or 0, reserve_bytes)
+    if room is not None:
+        raise ControlError(f"{name}: {room}")
+    files_dir.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    tmp = files_dir / f".incoming-{os.getpid()}-{secrets.token_hex(6)}"
+    size = 0
+    try:
+        with tmp.open("wb") as handle:
+            async for chunk in pieces:
+                size += len(chunk)
+                if size > max_bytes:
+                    raise ControlError(f"{name}: over jobs.max_file_mb ({max_bytes} bytes)")
+                if expected_bytes is None and size % (16 * 1024 * 1024) < len(chunk):
+                    room = no_room_reason(files_dir, len(chunk), reserve_bytes)  # size unknown: look as it grows
+                    if room is not None:
+                        raise ControlError(f"{name}: {room}")
+                digest.update(chunk)
+                handle.write(chunk)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if size == 0:
+            raise ControlError(f"{name}: the file is empty")
+        sha = digest.hexdigest()
+        final = files_dir / f"{sha}.gcode"
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return StoredFile(final, sha, size)
 
 
 def _socket_alive(path: Path) -> bool:

@@ -74,11 +74,18 @@ def build_node(config: NodeConfig, clock: Clock, store: Store) -> Node:
     add_gpio_components(node, config.gpio, runner, printer)  # after every other start gate: the relay's must be last
     node.add(Sync(node, config.sync, store, jobs, files_dir=config.files_dir, max_file_bytes=config.jobs.max_file_bytes,
                   reserve_bytes=config.jobs.reserve_bytes, gate=gate, job_control=runner, printer_profile=profile))
-    node.add(ControlServer(node, config.control, jobs=jobs, runner=runner, socket_path=config.control_socket,
+    control = node.add(ControlServer(node, config.control, jobs=jobs, runner=runner, socket_path=config.control_socket,
                            files_dir=config.files_dir, max_file_bytes=config.jobs.max_file_bytes,
                            reserve_bytes=config.jobs.reserve_bytes,
                            save_setting=functools.partial(write_override, config),
                            plan_snapshot=planner.snapshot))
+    if config.web.enabled:  # the page and the slicers' API: commands through control, files through the gate
+        from node.web.server import WebServer  # aiohttp loads only when the page is served
+        node.add(WebServer(node, config.web, control=control, runner=runner, jobs=jobs,
+                           credentials_path=config.web_credentials, files_dir=config.files_dir,
+                           max_file_bytes=config.jobs.max_file_bytes, reserve_bytes=config.jobs.reserve_bytes,
+                           plan_snapshot=planner.snapshot, timezone=config.site.timezone,
+                           printer_profile_name=config.printer.profile, announce_login_link=config.simulated))
     node.add(Watchdog(node, config.watchdog, store))  # last, so it pings only once all started
     return node
 

@@ -2,7 +2,9 @@
 # Install what `make` needs from the distribution's packages, only if it is missing.
 #   build: Python >= 3.11 with venv and headers, a C compiler (for the Cython cores)
 #   test:  also the Mosquitto broker (the MQTT tests start their own on a free port) and its clients
-#          (mosquitto_sub: the sync tests read the retained state topics the way people do), PostgreSQL
+#          (mosquitto_sub: the sync tests read the retained state topics the way people do), PostgreSQL,
+#          curl (the slicer-style uploads: PrusaSlicer uploads with libcurl) and headless Chromium with its
+#          driver (the web page's browser tests drive the distribution's build through selenium)
 #   marlin: socat (bench/marlin.py puts the firmware's stdin/stdout on a pseudo-terminal with it)
 set -euo pipefail
 what=${1:-build}
@@ -19,6 +21,9 @@ command -v cc >/dev/null 2>&1 || missing+=(build-essential)
 if [ "$what" = test ]; then
   command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
   command -v mosquitto_sub >/dev/null 2>&1 || missing+=(mosquitto-clients)
+  command -v curl >/dev/null 2>&1 || missing+=(curl)
+  [ -x /usr/bin/chromium ] || missing+=(chromium)
+  [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
   # the hub's ledger tests start their own PostgreSQL (initdb in a temp dir, a free port); Debian keeps the
   # binaries in /usr/lib/postgresql/<version>/bin, off PATH
   command -v initdb >/dev/null 2>&1 || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)

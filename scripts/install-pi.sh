@@ -6,7 +6,8 @@
 # Creates the service user (groups dialout, gpio, i2c), /etc/printnode and /var/lib/printnode,
 # a virtual environment in DIR/.venv with printnode and the RPi.GPIO API (rpi-lgpio on a Pi 5),
 # a first /etc/printnode/node.toml, the systemd unit rendered for DIR, the polkit rule that lets
-# the service power the Pi off, and the journald size cap; then starts the service and runs
+# the service power the Pi off, the journald size cap, and the web page's API key and password
+# (printed once); then starts the service and runs
 # `printnode doctor` as the service user. Safe to run again (an update keeps node.toml).
 # --dry-run prints every step instead of doing it.
 set -euo pipefail
@@ -19,7 +20,7 @@ while [ $# -gt 0 ]; do
         --prefix) PREFIX="$(cd "$2" && pwd)"; shift 2 ;;
         --user) SERVICE_USER="$2"; shift 2 ;;
         --dry-run) DRY_RUN=1; shift ;;
-        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
         *) echo "install-pi.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -106,6 +107,14 @@ backend = "rpi"
 # plate_button = { pin = 22 }
 TOML
     run chgrp "$SERVICE_USER" "$CONFIG_DIR/node.toml"
+fi
+
+echo "== web page: API key and login password ($STATE_DIR/web-credentials.json)"
+if [ -e "$STATE_DIR/web-credentials.json" ]; then
+    echo "   kept the existing credentials (printnode web key shows the key)"
+else
+    # prints the API key (paste it into the slicer) and a random page password, once
+    run runuser -u "$SERVICE_USER" -- "$VENV/bin/printnode" web init --config "$CONFIG_DIR/node.toml"
 fi
 
 echo "== systemd unit $UNIT"

@@ -61,6 +61,8 @@ class Daemon:
 #: test daemons start at noon of a sunny day at the default site (Tucson), not on the wall clock:
 #: at night the energy planner rightly holds every print until sunrise
 SUNNY_NOON = "clock.start='2026-06-21T19:00:00+00:00'"
+#: test daemons serve their page on a free loopback port (``status`` names it under web.url)
+WEB_ON_ANY_LOOPBACK_PORT = ("web.port=0", "web.bind='127.0.0.1'")
 
 
 def start_daemon(state_dir: Path, *sets: str, extra_args: tuple[str, ...] = ()) -> Daemon:
@@ -68,6 +70,8 @@ def start_daemon(state_dir: Path, *sets: str, extra_args: tuple[str, ...] = ()) 
     args = [sys.executable, "-m", "node", "run", "--state-dir", str(state_dir), *extra_args]
     if not any(item.startswith("clock.start=") for item in sets):
         sets = (SUNNY_NOON, *sets)
+    if not any(item.startswith("web.") for item in sets):  # never a fixed port: any free one, loopback only
+        sets = (*WEB_ON_ANY_LOOPBACK_PORT, *sets)
     for item in sets:
         args += ["--set", item]
     process = subprocess.Popen(args, stdout=log_path.open("ab"), stderr=subprocess.STDOUT)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import WEB_ON_ANY_LOOPBACK_PORT
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -23,7 +25,8 @@ def run_args() -> list[str]:
 
 @pytest.mark.slow
 def test_the_simulated_day_waits_prints_pauses_resumes_and_completes(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "node", "run", "--state-dir", str(tmp_path), *run_args(),
+    web = [arg for item in WEB_ON_ANY_LOOPBACK_PORT for arg in ("--set", item)]  # never a fixed port in a test
+    result = subprocess.run([sys.executable, "-m", "node", "run", "--state-dir", str(tmp_path), *run_args(), *web,
                              "--until-idle"], capture_output=True, text=True, timeout=900)
     log = result.stderr + result.stdout
     assert result.returncode == 0, log[-3000:]

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import SUNNY_NOON
+from tests.conftest import SUNNY_NOON, WEB_ON_ANY_LOOPBACK_PORT
 
 
 def test_run_until_idle_prints_the_sample_job(tmp_path: Path) -> None:
@@ -19,7 +19,9 @@ def test_run_until_idle_prints_the_sample_job(tmp_path: Path) -> None:
     printnode = Path(sys.executable).parent / "printnode"  # the console script make run uses
     result = subprocess.run(
         [str(printnode), "run", "--until-idle", "--timeout", "120", "--state-dir", str(state),
-         "--set", "clock.time_scale=300", "--set", SUNNY_NOON], capture_output=True, text=True, timeout=180,
+         "--set", "clock.time_scale=300", "--set", SUNNY_NOON,
+         *[arg for item in WEB_ON_ANY_LOOPBACK_PORT for arg in ("--set", item)]],
+        capture_output=True, text=True, timeout=180,
         cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "decoy" not in result.stderr

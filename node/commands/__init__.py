@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "plan",
     "simulate",
     "doctor",
+    "web",
     "print",
     "hub",
 ]

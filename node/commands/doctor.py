@@ -3,7 +3,7 @@
 Checks: the config, the state directory and its free space, the printer's
 serial port (exists, this user may open it), the daemon (answers on its
 socket; its printer and watchdog), GPIO and I2C device access, the MQTT
-broker (TCP reachability), the clock (NTP / RTC), and the systemd unit.
+broker (TCP reachability), the clock (NTP / RTC), the web page's credentials, and the systemd unit.
 Each result is ok / warn / fail with a one-line fix; exit status 1 if any
 check failed.  ``--json`` prints the list for scripts.
 """
@@ -67,6 +67,7 @@ def run_checks(config: Any, broker: str | None = None) -> list[Check]:
     checks.append(check_i2c())
     checks.append(check_broker(broker or _configured_broker(config)))
     checks.append(check_clock(daemon_status))
+    checks.append(check_web(config.web.enabled, config.web_credentials, daemon_status))
     checks.append(check_unit())
     return checks
 
@@ -193,6 +194,25 @@ def check_clock(daemon_status: dict[str, Any] | None) -> Check:
         return Check("clock", "ok", "set from the RTC at boot")
     return Check("clock", "warn", f"not synchronised ({how}: {'unknown' if synced is None else 'no'})",
                  "sudo timedatectl set-ntp true; without network the hub's messages or an RTC/GPS must vouch for it")
+
+
+def check_web(enabled: bool, credentials_path: Path, daemon_status: dict[str, Any] | None) -> Check:
+    """The page's credentials (API key, password) exist, are private, and the daemon serves the page."""
+    if not enabled:
+        return Check("web", "info", "the web page is off ([web] enabled = false)")
+    from node.web.credentials import problems
+
+    if not credentials_path.exists():  # the first start makes them (and logs the password once): a warning
+        return Check("web", "warn", f"no API key or page password yet ({credentials_path})",
+                     "sudo -u printnode printnode web init (prints the key and a password)")
+    found = problems(credentials_path)
+    if found:
+        return Check("web", "fail", "; ".join(found), "sudo -u printnode printnode web init (then `web password`)")
+    web = (daemon_status or {}).get("components", {}).get("web", {})
+    if web.get("problem"):
+        return Check("web", "fail", web["problem"], "set a free [web] port, or bind to an address this machine has")
+    where = f" at {web['url']}" if web.get("url") else ""
+    return Check("web", "ok", f"API key and page password set ({credentials_path}){where}")
 
 
 def check_unit() -> Check:

@@ -1,0 +1,94 @@
+"""The page's own routes: the app (``/``), the login, the logout, the static files.
+
+The page is one HTML file with its script and style, shipped in the package (node/web/static/):
+no CDN, works offline on a phone on the workshop's Wi-Fi.
+"""
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from node.web.common import SESSION_COOKIE, read_static
+
+if TYPE_CHECKING:
+    from node.web.server import WebServer
+
+STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml", ".html": "text/html"}
+STATIC_FILES = ("app.js", "app.css", "login.js", "icon.svg")
+
+
+def add_routes(app: web.Application, server: WebServer) -> None:
+    async def index(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=read_static("index.html"), content_type="text/html", charset="utf-8",
+                            headers={"Cache-Control": "no-store"})
+
+    async def login_page(request: web.Request) -> web.StreamResponse:
+        once = request.query.get("once")
+        if once is not None:  # a one-time login link (make run prints one)
+            expires = server._once_tokens.pop(once, None)
+            if expires is not None and expires > time.monotonic():
+                return _logged_in(server, request)
+            raise web.HTTPSeeOther("/login?error=link")
+        if server.session_of(request) is not None:
+            raise web.HTTPSeeOther("/")
+        return web.Response(body=read_static("login.html"), content_type="text/html", charset="utf-8",
+                            headers={"Cache-Control": "no-store"})
+
+    async def login(request: web.Request) -> web.StreamResponse:
+        remote = request.remote or "?"
+        if not _same_origin(request):  # a login posted from another site's page
+            raise web.HTTPSeeOther("/login?error=origin")
+        wait_s = server.login_throttled(remote)
+        if wait_s > 0:
+            raise web.HTTPSeeOther(f"/login?error=wait&s={wait_s:.0f}")
+        form = await request.post()
+        password = str(form.get("password", ""))
+        if not server.credentials().password_matches(password):
+            server.login_failed(remote)
+            raise web.HTTPSeeOther("/login?error=wrong")
+        return _logged_in(server, request)
+
+    async def logout(request: web.Request) -> web.StreamResponse:
+        principal = request["principal"]
+        if principal.session is not None:
+            server._sessions.pop(principal.session.token, None)
+        response = web.HTTPSeeOther("/login")
+        response.del_cookie(SESSION_COOKIE, path="/")
+        raise response
+
+    async def static(request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        if name not in STATIC_FILES:
+            raise web.HTTPNotFound()
+        suffix = name[name.rfind("."):]
+        return web.Response(body=read_static(name), content_type=STATIC_TYPES[suffix], charset="utf-8",
+                            headers={"Cache-Control": "max-age=300"})
+
+    async def favicon(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=read_static("icon.svg"), content_type="image/svg+xml")
+
+    app.router.add_get("/", index)
+    app.router.add_get("/login", login_page)
+    app.router.add_post("/login", login)
+    app.router.add_post("/logout", logout)
+    app.router.add_get("/static/{name}", static)
+    app.router.add_get("/favicon.ico", favicon)
+
+
+def _same_origin(request: web.Request) -> bool:
+    """A browser names the page a form came from (Origin, else Referer); it must be this host."""
+    origin = request.headers.get("Origin") or request.headers.get("Referer")
+    if not origin or origin == "null":
+        return origin is None  # no header at all: not a browser's cross-site form (those send Origin)
+    return urlsplit(origin).netloc == request.host
+
+
+def _logged_in(server: WebServer, request: web.Request) -> web.StreamResponse:
+    session = server.new_session()
+    response = web.HTTPSeeOther("/")
+    response.set_cookie(SESSION_COOKIE, session.token, httponly=True, samesite="Strict", path="/",
+                        secure=request.secure, max_age=int(server.config.session_hours * 3600))
+    raise response

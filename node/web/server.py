@@ -1,0 +1,449 @@
+"""The WebServer component: the node's page and HTTP API on ``[web] bind:port``, in the daemon's loop.
+
+Built on aiohttp's server (a maintained asyncio HTTP stack: parsing, multipart, keep-alive, TLS and
+streaming responses are its job, not ours).  It is an outer door like the control socket: every
+command goes through the control API's one dispatch (``ControlServer.execute``), every file through
+``store_upload`` and ``JobRunner.queue_file`` (the gate), so the page, a slicer and the CLI mean the
+same thing.  It never touches the printer or the store directly and does nothing on the print path.
+
+Access (node/web/credentials.py): API clients send the API key (``X-Api-Key``, or ``Authorization:
+Bearer``); the page logs in with the password and gets a session cookie (HttpOnly, SameSite=Strict)
+plus a CSRF token that every state-changing request from the page must echo in ``X-CSRF-Token``.
+Nothing is anonymous but the login page and its static files.  A request without valid credentials
+gets 401 (none offered) or 403 (wrong ones) as JSON, never a page.  Errors are sentences; a bug is
+logged with its traceback and answered with a sentence.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from node.jobs import FINAL_STATES, Job, Jobs, JobState, TransitionRefused, error_text
+from node.node import Component, Node
+from node.web import api, pages
+from node.web import credentials as creds
+from node.web.common import CSRF_HEADER, SESSION_COOKIE, HttpError, LoginTries, Principal, Session, json_error
+from node.web.config import WebSection
+from node.web.octoprint import OctoPrintApi
+from node.web.view import PageState, page_state, zone
+
+if TYPE_CHECKING:
+    from node.control import ControlServer
+    from node.runner import JobRunner
+
+log = logging.getLogger(__name__)
+
+MAX_SESSIONS = 64
+MAX_SMALL_BODY = 64 * 1024  # a login form or a JSON command; uploads are streamed, not read whole
+LOGIN_TRIES = 5  # failed logins from one address within LOGIN_WINDOW_S before it must wait
+LOGIN_WINDOW_S = 300.0
+UPDATE_MIN_INTERVAL_S = 1.0  # the page gets at most one state a second ...
+UPDATE_MAX_INTERVAL_S = 5.0  # ... and at least one every five (the clock moves)
+KEEPALIVE_S = 15.0
+#: events after which the page's state is rebuilt
+FEED_EVENTS = ("job_state_changed", "job_progress", "printer_state", "temperatures", "plate_cleared",
+               "queue_changed", "telemetry_sample", "plan_updated", "battery_level_changed", "telemetry_link",
+               "printer_emergency", "clock_sync")
+
+
+class WebServer(Component):
+    """Serves ``[web]``; takes the control API (its dispatch), the runner (its queue path), the jobs
+    (reads) and the planner's snapshot."""
+
+    name = "web"
+    section = "web"
+
+    def __init__(self, node: Node, config: WebSection, *, control: ControlServer, runner: JobRunner, jobs: Jobs,
+                 credentials_path: Path, files_dir: Path, max_file_bytes: int, reserve_bytes: int,
+                 plan_snapshot: Callable[[], dict[str, Any] | None], timezone: str, printer_profile_name: str,
+                 announce_login_link: bool = False) -> None:
+        super().__init__(node, config)
+        self.config: WebSection = config
+        self.control = control
+        self.runner = runner
+        self.jobs = jobs
+        self.credentials_path = credentials_path
+        self.files_dir = files_dir
+        self.max_file_bytes = min(max_file_bytes, int((config.max_upload_mb or 1e12) * 1024 * 1024))
+        self.reserve_bytes = reserve_bytes
+        self.plan_snapshot = plan_snapshot
+        self.tz = zone(timezone)
+        self.printer_profile_name = printer_profile_name
+        #: in simulation, log a one-time login link with the URL (make run: the printed URL opens the page)
+        self.announce_login_link = announce_login_link
+        self.url: str | None = None
+        self.problem: str | None = None
+        self._credentials: creds.Credentials | None = None
+        self._credentials_mtime = 0.0
+        self._sessions: dict[str, Session] = {}
+        self._login_tries: dict[str, LoginTries] = {}
+        self._once_tokens: dict[str, float] = {}
+        self._runner: web.AppRunner | None = None
+        self._dirty = asyncio.Event()
+        self._subscribers = 0
+        self._has_subscribers = asyncio.Event()
+        self._state_bytes: bytes = b""
+        self._state_version = 0
+        self._state_changed = asyncio.Condition()
+        self._history: list[Job] | None = None
+        self._alerts: list[str] = []
+        self._plan_seen: asyncio.Event = asyncio.Event()
+        self._closing = False
+        self.counters = {"requests": 0, "denied": 0, "uploads": 0, "errors": 0}
+        self.octoprint = OctoPrintApi(self)  # the compat routes and the library of uploads
+
+    # --- lifetime ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        if not self.config.enabled:
+            return
+        created_password = None
+        try:
+            if not self.credentials_path.exists():
+                _, created_password = creds.create(self.credentials_path)
+                log.warning("web: created %s (API key and page password); `printnode web key` shows the key, "
+                            "`printnode web password` sets the password", self.credentials_path)
+            self.credentials()
+        except (creds.CredentialsError, OSError) as exc:  # the node runs on; status and doctor say why
+            detail = f"{self.credentials_path}: {exc.strerror or exc}" if isinstance(exc, OSError) else str(exc)
+            self.problem = f"web page not served: {detail}"
+            self.node.problems.append(self.problem)
+            log.error("%s", self.problem)
+            return
+        for event in FEED_EVENTS:
+            self.node.register_event_handler(event, self._on_event)
+        self.node.register_event_handler("printer_emergency", self._on_emergency)
+        app = self.build_app()
+        # a live page keeps its request open: at stop the node waits for it at most 2 s
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
+        await self._runner.setup()
+        try:
+            site = web.TCPSite(self._runner, self.config.bind, self.config.port, ssl_context=self._ssl_context(),
+                               backlog=128)
+            await site.start()
+        except (OSError, ssl.SSLError, ValueError) as exc:  # the port is taken, a bad address or certificate
+            self.problem = (f"web page not served: cannot listen on {self.config.bind}:{self.config.port} "
+                            f"({getattr(exc, 'strerror', None) or exc}); change [web] port or bind")
+            self.node.problems.append(self.problem)
+            log.error("%s", self.problem)
+            await self._runner.cleanup()
+            self._runner = None
+            return
+        port = self._bound_port(site)
+        shown_host = "127.0.0.1" if self.config.bind in ("0.0.0.0", "::") else self.config.bind
+        self.url = f"{self.config.scheme}://{shown_host}:{port}/"
+        self.node.spawn(self._feed_loop(), "web-feed")
+        message = f"web page: {self.url}"
+        if self.config.bind in ("0.0.0.0", "::"):
+            message += f" (and on this machine's LAN address, port {port})"
+        if created_password:
+            message += f"; page password (shown once): {created_password}"
+        if self.announce_login_link:
+            message += f"; login link for this run: {self.url}login?once={self.once_token()}"
+        log.warning("%s", message)
+
+    async def stop(self) -> None:
+        started = time.monotonic()
+        self._closing = True
+        async with self._state_changed:  # live pages end their streams now
+            self._state_changed.notify_all()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        log.debug("web: stopped in %.1f s", time.monotonic() - started)
+
+    def status(self) -> dict[str, Any]:
+        return {"url": self.url, "problem": self.problem, "sessions": len(self._sessions),
+                "live_pages": self._subscribers, **self.counters}
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        if self.config.tls_cert is None or self.config.tls_key is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.config.tls_cert, self.config.tls_key)
+        return context
+
+    @staticmethod
+    def _bound_port(site: web.TCPSite) -> int:
+        server = site._server  # aiohttp keeps the asyncio server here; port 0 means "ask it"
+        sockets = getattr(server, "sockets", None) or []
+        return sockets[0].getsockname()[1] if sockets else site._port
+
+    # --- credentials and sessions -------------------------------------------------------------
+    def credentials(self) -> creds.Credentials:
+        """The file's content, re-read when it changed (a rotated key acts at once)."""
+        try:
+            mtime = self.credentials_path.stat().st_mtime_ns
+        except OSError as exc:
+            raise creds.CredentialsError(f"{self.credentials_path}: {exc.strerror or exc}") from None
+        if self._credentials is None or mtime != self._credentials_mtime:
+            self._credentials = creds.load(self.credentials_path)
+            self._credentials_mtime = mtime
+        return self._credentials
+
+    def once_token(self) -> str:
+        token = secrets.token_urlsafe(24)
+        self._once_tokens[token] = time.monotonic() + 3600.0
+        return token
+
+    def new_session(self) -> Session:
+        now = time.monotonic()
+        for token in [t for t, s in self._sessions.items() if s.expires_s < now]:
+            del self._sessions[token]
+        while len(self._sessions) >= MAX_SESSIONS:  # the oldest login goes first
+            del self._sessions[min(self._sessions, key=lambda t: self._sessions[t].expires_s)]
+        session = Session(secrets.token_urlsafe(32), secrets.token_urlsafe(24),
+                          now + self.config.session_hours * 3600.0)
+        self._sessions[session.token] = session
+        return session
+
+    def session_of(self, request: web.Request) -> Session | None:
+        token = request.cookies.get(SESSION_COOKIE)
+        session = self._sessions.get(token or "")
+        if session is None or session.expires_s < time.monotonic():
+            return None
+        return session
+
+    def authenticate(self, request: web.Request) -> Principal:
+        """The API key or a session, or HttpError 401 (nothing offered) / 403 (wrong credentials)."""
+        offered = request.headers.get("X-Api-Key")
+        authorization = request.headers.get("Authorization", "")
+        if offered is None and authorization.lower().startswith("bearer "):
+            offered = authorization[7:].strip()
+        if offered is not None:
+            try:
+                good = self.credentials().key_matches(offered)
+            except creds.CredentialsError as exc:
+                raise HttpError(503, f"the node's credentials cannot be read: {exc}") from None
+            if not good:
+                raise HttpError(403, "invalid API key (`printnode web key` on the node shows the right one)")
+            return Principal("key")
+        session = self.session_of(request)
+        if session is not None:
+            if request.method not in ("GET", "HEAD", "OPTIONS") and not secrets.compare_digest(
+                    request.headers.get(CSRF_HEADER, ""), session.csrf):
+                raise HttpError(403, "this request did not come from the node's own page (missing CSRF token): "
+                                     "reload the page")
+            return Principal("session", session)
+        if request.cookies.get(SESSION_COOKIE):
+            raise HttpError(401, "your login has expired: log in again")
+        raise HttpError(401, "log in on the page, or send the API key in the X-Api-Key header")
+
+    def login_throttled(self, remote: str) -> float:
+        """Seconds this address must wait before its next try (0: it may try)."""
+        tries = self._login_tries.setdefault(remote, LoginTries())
+        now = time.monotonic()
+        tries.times = [t for t in tries.times if now - t < LOGIN_WINDOW_S]
+        if len(tries.times) < LOGIN_TRIES:
+            return 0.0
+        return LOGIN_WINDOW_S - (now - tries.times[0])
+
+    def login_failed(self, remote: str) -> None:
+        self._login_tries.setdefault(remote, LoginTries()).times.append(time.monotonic())
+        if len(self._login_tries) > 1000:  # bounded memory under a scan
+            self._login_tries.clear()
+
+    # --- the app ----------------------------------------------------------------------------
+    def build_app(self) -> web.Application:
+        # bodies read whole (a login, a JSON command) are small; uploads stream to disk (store_upload)
+        app = web.Application(middlewares=[self._errors_middleware, self._auth_middleware],
+                              client_max_size=MAX_SMALL_BODY)
+        pages.add_routes(app, self)
+        api.add_routes(app, self)
+        self.octoprint.add_routes(app)
+        return app
+
+    @web.middleware
+    async def _auth_middleware(self, request: web.Request,
+                               handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        self.counters["requests"] += 1
+        if request.path == "/login" or request.path.startswith("/static/") or request.path == "/favicon.ico":
+            return await handler(request)
+        try:
+            request["principal"] = self.authenticate(request)
+        except HttpError:
+            self.counters["denied"] += 1
+            if request.path.startswith("/api/") or request.method != "GET" or "X-Api-Key" in request.headers:
+                raise
+            raise web.HTTPSeeOther("/login") from None  # a person's browser: to the login page
+        return await handler(request)
+
+    @web.middleware
+    async def _errors_middleware(self, request: web.Request,
+                                 handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except HttpError as exc:
+            response = json_error(exc.status, exc.message)
+        except web.HTTPRedirection:
+            raise
+        except web.HTTPException as exc:  # aiohttp's own 404/405/413 ...: a sentence, not its HTML page
+            message = {404: f"no such page or API route: {request.path}",
+                       405: f"{request.method} is not allowed on {request.path}",
+                       413: f"the request body is too large (a command is at most {MAX_SMALL_BODY // 1024} KB; "
+                            "files go as multipart uploads)"}.get(
+                exc.status, exc.reason)
+            response = json_error(exc.status, message)
+        except KeyError as exc:  # no such job or uploaded file
+            response = json_error(404, error_text(exc))
+        except TransitionRefused as exc:
+            response = json_error(409, error_text(exc))
+        except (ValueError, json.JSONDecodeError) as exc:
+            response = json_error(400, error_text(exc) or "malformed request")
+        except asyncio.CancelledError:
+            raise
+        except ConnectionError:
+            raise
+        except Exception as exc:
+            from node.control import ControlError
+            from node.store import StoreFull
+
+            if isinstance(exc, ControlError):
+                response = json_error(400, str(exc))
+            elif isinstance(exc, StoreFull):
+                response = json_error(507, f"store full, request not saved: {exc}")
+            elif isinstance(exc, OSError):
+                from node.store.space import disk_error
+                response = json_error(507, disk_error(exc))
+            else:
+                self.counters["errors"] += 1
+                log.exception("web: %s %s failed", request.method, request.path)
+                response = json_error(500, f"internal error ({type(exc).__name__}); the node keeps running, "
+                                           "details are in its log")
+        if not response.prepared:
+            response.headers.setdefault("X-Content-Type-Options", "nosniff")
+            # not "no-referrer": with it a browser sends "Origin: null" with the login form
+            response.headers.setdefault("Referrer-Policy", "same-origin")
+            response.headers.setdefault("X-Frame-Options", "DENY")
+            response.headers.setdefault("Content-Security-Policy",
+                                        "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; "
+                                        "form-action 'self'; base-uri 'none'")
+            if request.path.startswith("/api/"):
+                response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    # --- what the page shows ------------------------------------------------------------------
+    async def _on_event(self, payload: Any) -> None:
+        if getattr(payload, "to_state", None) in {s.value for s in FINAL_STATES} | {"failed"}:
+            self._history = None
+        if type(payload).__name__ == "PlanSummary":
+            self._plan_seen.set()
+        self._dirty.set()
+
+    def mark_dirty(self) -> None:
+        """Something the page shows changed outside the events (the library of uploads)."""
+        self._dirty.set()
+
+    async def _on_emergency(self, payload: Any) -> None:
+        stamp = time.strftime("%H:%M", time.localtime())
+        self._alerts = (self._alerts + [f"thermal emergency at {stamp}: {payload.reason} (printer stopped)"])[-5:]
+
+    async def page_state(self) -> PageState:
+        report = await self.control.status_report()
+        if self._history is None:
+            finished = await self.jobs.list(FINAL_STATES | {JobState.FAILED}, limit=100000)
+            finished.sort(key=lambda j: j.finished_s or j.updated_s, reverse=True)
+            self._history = finished[:10]
+        return page_state(report, self.plan_snapshot(), self._history, tz=self.tz, alerts_seen=self._alerts,
+                          library=[f.name for f in self.octoprint.library.files])
+
+    async def _feed_loop(self) -> None:
+        """Build the page's state once per change (at most once a second), only while a page listens."""
+        while True:
+            await self._has_subscribers.wait()
+            try:
+                async with asyncio.timeout(UPDATE_MAX_INTERVAL_S):
+                    await self._dirty.wait()
+            except TimeoutError:
+                pass
+            self._dirty.clear()
+            try:
+                state = await self.page_state()
+                data = state.model_dump_json().encode()
+            except Exception:  # a bad snapshot must not end the feed
+                log.exception("web: building the page state failed")
+                data = json.dumps({"error": "the node's state could not be read; see its log"}).encode()
+            if data != self._state_bytes:
+                self._state_bytes = data
+                self._state_version += 1
+                async with self._state_changed:
+                    self._state_changed.notify_all()
+            await asyncio.sleep(UPDATE_MIN_INTERVAL_S)
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        """Server-sent events: ``state`` (a PageState) on every change; a comment every 15 s keeps
+        proxies and phones from closing the stream."""
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
+                                               "X-Accel-Buffering": "no"})
+        await response.prepare(request)
+        principal: Principal = request["principal"]
+        self._subscribers += 1
+        self._has_subscribers.set()
+        self._dirty.set()
+        seen = -1
+        try:
+            if self._state_bytes:
+                await response.write(b"event: state\ndata: " + self._state_bytes + b"\n\n")
+                seen = self._state_version
+            while not self._closing:
+                if principal.session is not None and principal.session.expires_s < time.monotonic():
+                    await response.write(b"event: logout\ndata: {}\n\n")
+                    break
+                if self._state_version == seen or not self._state_bytes:
+                    changed = True
+                    async with self._state_changed:
+                        try:
+                            async with asyncio.timeout(KEEPALIVE_S):
+                                await self._state_changed.wait()
+                        except TimeoutError:
+                            changed = False
+                    if not changed:
+                        await response.write(b": keep-alive\n\n")
+                    continue
+                seen = self._state_version
+                await response.write(b"event: state\ndata: " + self._state_bytes + b"\n\n")
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            self._subscribers -= 1
+            if self._subscribers == 0:
+                self._has_subscribers.clear()
+        return response
+
+    async def plan_news_for(self, job_id: str, timeout_s: float = 5.0) -> str:
+        """When the plan expects ``job_id`` to start, or why it waits, in words; waits at most
+        ``timeout_s`` for a plan that places it (the reply to an upload says when it prints; a fresh
+        job first waits for its analysis, then the planner re-plans with its energy profile)."""
+        from node.web.view import start_words
+
+        deadline = time.monotonic() + timeout_s
+        waits: str | None = None
+        while True:
+            snapshot = self.plan_snapshot()
+            summary = (snapshot or {}).get("summary") or {}
+            for planned in summary.get("planned", []):
+                if planned["job_id"] == job_id:
+                    return (f"queued to print when the energy plan allows: expected to start "
+                            f"{start_words(planned['start_s'], self.tz, self.node.clock.time())} ({planned['reason']})")
+            waits = next((w["reason"] for w in summary.get("waiting", []) if w["job_id"] == job_id), waits)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                if waits is not None:
+                    return f"queued; the energy plan cannot place it yet: {waits}"
+                why = (self.runner.status().get("waiting") or {}).get(job_id)
+                return "queued to print when the energy plan allows" + (
+                    f"; now: {why}" if why else " (the plan is being updated; the page says when)")
+            self._plan_seen.clear()
+            try:
+                async with asyncio.timeout(left):
+                    await self._plan_seen.wait()
+            except TimeoutError:
+                pass

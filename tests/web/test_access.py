@@ -1,0 +1,103 @@
+"""[web] and its credentials: the file's rules, optional TLS, and a port that is taken (the node keeps
+running and says why its page is missing)."""
+from __future__ import annotations
+
+import datetime
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from node.config import ConfigError, load_config
+from node.web import credentials as creds
+from node.web.view import local_time, start_words, zone
+from tests.conftest import start_daemon, stop_daemon, wait_for
+from tests.web.conftest import CURL, init_credentials
+
+QUIET = ("jobs.queue_sample_when_empty=false", "planner.enabled=false")
+
+
+def test_credentials_keep_a_hash_not_the_password_and_doctor_names_what_is_wrong(tmp_path: Path) -> None:
+    path = tmp_path / "web-credentials.json"
+    assert creds.problems(path) == [f"{path} does not exist: create it with `printnode web init`"]
+    made, password = creds.create(path)
+    assert password not in path.read_text() and made.api_key in path.read_text()
+    assert path.stat().st_mode & 0o777 == 0o600 and creds.problems(path) == []
+    loaded = creds.load(path)
+    assert loaded.password_matches(password) and not loaded.password_matches(password + "x")
+    assert loaded.key_matches(made.api_key)
+    assert not loaded.key_matches(made.api_key.lower()) and not loaded.key_matches("")
+    with pytest.raises(creds.CredentialsError, match="at least 8 characters"):
+        creds.set_password(path, "short")
+    assert creds.rotate_key(path).api_key != made.api_key
+    path.chmod(0o644)
+    assert "readable by others" in creds.problems(path)[0]
+    path.write_text("{not json")
+    assert "damaged" in creds.problems(path)[0]
+
+
+def test_tls_needs_both_files() -> None:
+    with pytest.raises(ConfigError, match="tls_cert and tls_key go together"):
+        load_config(None, ["web.tls_cert='/etc/printnode/web.crt'"], use_overrides=False)
+
+
+def test_plan_times_are_local_with_the_zone_named() -> None:
+    tz = zone("America/Phoenix")
+    noon_utc = datetime.datetime(2026, 6, 21, 19, 0, tzinfo=datetime.UTC).timestamp()
+    assert local_time(noon_utc, tz) == "12:00 MST"
+    assert local_time(noon_utc + 86400, tz, noon_utc) == "tomorrow 12:00 MST"
+    assert start_words(noon_utc - 30, tz, noon_utc) == "now"
+    assert start_words(noon_utc + 3600, tz, noon_utc) == "today 13:00 MST"
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / "web.crt", directory / "web.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_https_with_a_certificate_and_a_taken_port_leaves_the_node_running(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    state = tmp_path / "tls"
+    init_credentials(state)
+    daemon = start_daemon(state, *QUIET, "web.port=0", "web.bind='127.0.0.1'", f"web.tls_cert='{cert}'",
+                          f"web.tls_key='{key}'")
+    try:
+        url = wait_for(lambda: daemon.request({"cmd": "status"})["components"]["web"]["url"], what="the url")
+        assert url.startswith("https://127.0.0.1:")
+        api_key = daemon.cli("web", "key").stdout.strip()
+        answer = subprocess.run([CURL, "-sS", "--cacert", str(cert), "-H", f"X-Api-Key: {api_key}",
+                                 url + "api/version"], capture_output=True, text=True, timeout=30)
+        assert answer.returncode == 0 and '"api"' in answer.stdout, answer.stderr
+    finally:
+        stop_daemon(daemon)
+
+    with socket.socket() as taken:  # someone else has the port: the page is missing, the node is not
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        state = tmp_path / "taken"
+        init_credentials(state)
+        daemon = start_daemon(state, *QUIET, f"web.port={port}", "web.bind='127.0.0.1'")
+        try:
+            status = daemon.request({"cmd": "status"})
+            problem = status["components"]["web"]["problem"]
+            assert f"cannot listen on 127.0.0.1:{port}" in problem and problem in status["problems"]
+            assert status["components"]["printer"]["state"] in ("connecting", "ready", "disconnected")
+            doctor = daemon.cli("doctor")
+            assert "web page not served" in doctor.stdout and "Traceback" not in doctor.stdout + doctor.stderr
+        finally:
+            assert stop_daemon(daemon) == 0
