@@ -61,7 +61,7 @@ QUARTER_MM = 0.25
 BOUND_BASE_S, BOUND_FACTOR = 600.0, 3.0
 
 sys.path.insert(0, str(ROOT))
-from node.native import streamcore
+from _gcode_prefix import prefix_file  # noqa: E402
 
 REPORT = re.compile(rb"X:(-?\d+\.\d+) Y:(-?\d+\.\d+) Z:(-?\d+\.\d+) E:(-?\d+\.\d+) Count")
 TEMPS = re.compile(rb"T:(-?\d+\.\d+) /(-?\d+\.\d+) B:(-?\d+\.\d+) /(-?\d+\.\d+)")
@@ -171,20 +171,6 @@ def judge_check(log: bytes, check: CheckFile) -> dict[str, object]:
 
 
 # --- the real files ---------------------------------------------------------------------------------
-
-def prefix_file(path: Path, commands: int, out_dir: Path) -> tuple[Path, int]:
-    """The file's first ``commands`` command lines (comments and blank lines between them kept)."""
-    out = out_dir / f"{path.stem}.first{commands}.gcode"
-    count = 0
-    with path.open("rb") as src, out.open("wb") as dst:
-        for raw in src:
-            dst.write(raw)
-            if streamcore.clean(raw):
-                count += 1
-                if count >= commands:
-                    break
-    return out, count
-
 
 def bound_seconds(path: Path) -> float:
     from node.gcode.analysis import analyze_file

@@ -38,6 +38,8 @@ PEER_VENV = HERE / ".peers" / "printrun-venv"
 PY = sys.executable
 
 sys.path.insert(0, str(ROOT))
+from _gcode_prefix import prefix_file  # noqa: E402
+
 from node.native import streamcore  # noqa: E402
 
 
@@ -96,22 +98,6 @@ def run_printcore(peer: Path, path: Path, baud: int = 0) -> dict:
     if result.returncode != 0:
         raise RuntimeError(f"printcore failed on {path.name}: {result.stderr[-2000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def prefix_file(path: Path, commands: int) -> Path:
-    """The file's first ``commands`` command lines (comments and blank lines kept in between)."""
-    out = OUT / f"{path.stem}.first{commands}.gcode"
-    if out.exists():
-        return out
-    count = 0
-    with path.open("rb") as src, out.open("wb") as dst:
-        for raw in src:
-            dst.write(raw)
-            if streamcore.clean(raw):
-                count += 1
-                if count >= commands:
-                    break
-    return out
 
 
 def mean_framed_bytes(path: Path) -> float:
@@ -174,7 +160,7 @@ def part_a(args: argparse.Namespace, files: list[Path], peer: Path, results: dic
           "| ours µs/line (whole file) |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for path in files:
-        head = prefix_file(path, args.peer_lines)
+        head, _ = prefix_file(path, args.peer_lines, OUT)
         theirs = run_printcore(peer, head)
         ours = run_ours(head)
         whole = run_ours(path)
@@ -193,8 +179,8 @@ def part_b(args: argparse.Namespace, files: list[Path], peer: Path, results: dic
     print("| baud | file | mean framed bytes | capacity lines/s | ours lines/s | ours % | printcore lines/s "
           "| printcore % |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|")
-    baud_file = prefix_file(files[0] if args.quick else next(p for p in files if "benchy" in p.name),
-                            args.baud_lines)
+    baud_file, _ = prefix_file(files[0] if args.quick else next(p for p in files if "benchy" in p.name),
+                               args.baud_lines, OUT)
     mean_bytes = mean_framed_bytes(baud_file)
     for baud in (115200, 250000):
         capacity = baud / 10 / mean_bytes
