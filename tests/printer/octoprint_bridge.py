@@ -86,7 +86,10 @@ class RecordingMatcher:
 
 
 def holders_of(path: str) -> int:
-    """How many other processes hold ``path`` open (how a pty learns that a host opened it)."""
+    """How many other processes hold ``path`` open (how a pty learns that a host opened it).
+
+    The twin of node.printer.virtual._holders_of: this script runs in OctoPrint's own venv, where
+    the node package (and its pydantic) cannot be imported."""
     me, count = str(os.getpid()), 0
     for pid in os.listdir("/proc"):
         if not pid.isdigit() or pid == me:
