@@ -6,7 +6,8 @@ reaches its target), so they say nothing about the job.  What the lines in fligh
 how long their acknowledgement may take:
 
 * **heating** (M109, M190, M191): the profile's first-order thermal model from the last reported
-  temperature to the target, times 2, plus the ordinary bound as a margin; without a profile, for a
+  temperature to the target, times 2, plus the heater's settle time (the PID's final approach and
+  the firmware's residency) and the ordinary bound as a margin; without a profile, for a
   target the model cannot reach, or for an ``R`` wait that must cool first, ``long_timeout_s``;
 * **long** (G28, G29, M400, M303, G4 without a time): ``long_timeout_s``; ``G4 P<ms>``/``S<s>``: its
   dwell plus the ordinary bound;
@@ -111,4 +112,4 @@ def _heating_bound_s(command: bytes, heater: str, reply_timeout_s: float, long_t
     seconds = model.heatup_s(start_c, target, MODEL_AMBIENT_C)
     if not math.isfinite(seconds):
         return long_timeout_s
-    return seconds * HEATING_FACTOR + reply_timeout_s
+    return seconds * HEATING_FACTOR + model.settle_s + reply_timeout_s

@@ -34,6 +34,9 @@ class HeaterModel(_Strict):
     heat_capacity_j_per_k: float = Field(gt=0)
     loss_w_per_k: float = Field(gt=0, description="heat lost per kelvin above ambient")
     max_c: float = Field(gt=0, description="highest target the profile allows")
+    settle_s: float = Field(60.0, ge=0, description="what a heating wait takes beyond full-power heating: the PID's "
+                                                    "slow final approach and the firmware's residency time "
+                                                    "(Marlin TEMP_RESIDENCY_TIME, 10 s by default)")
 
     def holding_w(self, target_c: float, ambient_c: float) -> float:
         """Electrical power needed to hold ``target_c`` (capped at the heater's power)."""

@@ -68,7 +68,8 @@ def test_a_queue_wedged_mid_print_with_temperatures_flowing_fails_safe_within_th
 
 def test_a_heater_that_never_reaches_its_target_fails_safe_within_the_thermal_model_bound(tmp_path: Path) -> None:
     profile = load_profile("ender3")
-    fast_hotend = profile.hotend.model_copy(update={"heat_capacity_j_per_k": 0.2})  # ~2 s to 200 C on paper
+    fast_hotend = profile.hotend.model_copy(update={"heat_capacity_j_per_k": 0.2,  # ~2 s to 200 C on paper
+                                                    "settle_s": 0.0})
     profile = profile.model_copy(update={"hotend": fast_hotend})
     job = tmp_path / "job.gcode"
     job.write_text("M104 S200\nM109 S200\nG28\nG1 X10 F3000\n")
@@ -159,3 +160,7 @@ def test_a_wait_that_must_cool_gets_the_long_bound_not_the_heating_model() -> No
     heating = phase_of([b"M109 R170"], reply_timeout_s=30.0, long_timeout_s=900.0, profile=profile,
                        temperatures={"hotend": 25.0})
     assert cooling.bound_s == 900.0 and 30.0 < heating.bound_s < 900.0
+    # the last ten degrees: nothing on paper at full power, a minute and more for a PID and its residency
+    near = phase_of([b"M109 S170"], reply_timeout_s=30.0, long_timeout_s=900.0, profile=profile,
+                    temperatures={"hotend": 160.0})
+    assert near.bound_s >= 30.0 + profile.hotend.settle_s
