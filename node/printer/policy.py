@@ -23,7 +23,6 @@ which a job becomes queued or resumes.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -184,17 +183,6 @@ def _parameters(rest: bytes) -> tuple[list[tuple[str, float | None]], str | None
             return words, f"parameter {letter} is {token.decode(errors='replace')!r}: not a plain decimal number"
         words.append((letter, float(number.group())))
     return words, None
-
-
-def check_lines(lines: Iterable[tuple[int, bytes | None]], rules: PolicyRules) -> None:
-    """Raise :class:`PolicyViolation` for the first offending ``(byte_offset, command)`` pair;
-    here line numbers count commands (for callers holding commands, not a file)."""
-    for number, (offset, command) in enumerate(lines, 1):
-        if command is None:
-            raise PolicyViolation(number, offset, "", "line longer than 4096 bytes")
-        why = check_command(command, rules)
-        if why is not None:
-            raise PolicyViolation(number, offset, command.decode("ascii", errors="replace"), why)
 
 
 def check_file(path: Path, rules: PolicyRules, chunk_bytes: int = 64 * 1024) -> int:
