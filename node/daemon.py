@@ -36,6 +36,7 @@ from node.printer.virtualproc import VirtualPrinterProcess
 from node.runner import JobRunner
 from node.store import Store, StoreUnusable
 from node.sync.client import Sync
+from node.sync.protocol import NodeSite
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,14 @@ log = logging.getLogger(__name__)
 def make_clock(config: NodeConfig) -> Clock:
     start_s = clock_start_s(config.clock, config.site.timezone, time.time())
     return Clock(time_scale=config.clock.time_scale, sim_start_s=start_s)
+
+
+def node_site(config: NodeConfig) -> NodeSite:
+    """The node's place and array as its hello reports them to the hub (map, per-site forecasts)."""
+    return NodeSite(latitude_deg=config.site.latitude, longitude_deg=config.site.longitude,
+                    altitude_m=config.site.altitude_m, timezone=config.site.timezone,
+                    array_peak_w=config.array.peak_w, array_tilt_deg=config.array.tilt_deg,
+                    array_azimuth_deg=config.array.azimuth_deg)
 
 
 def build_node(config: NodeConfig, clock: Clock, store: Store) -> Node:
@@ -73,7 +82,8 @@ def build_node(config: NodeConfig, clock: Clock, store: Store) -> Node:
     node.add(PowerGuard(node, config.low_battery, runner, telemetry=telemetry))  # + the telemetry-lost policy
     add_gpio_components(node, config.gpio, runner, printer)  # after every other start gate: the relay's must be last
     node.add(Sync(node, config.sync, store, jobs, files_dir=config.files_dir, max_file_bytes=config.jobs.max_file_bytes,
-                  reserve_bytes=config.jobs.reserve_bytes, gate=gate, job_control=runner, printer_profile=profile))
+                  reserve_bytes=config.jobs.reserve_bytes, gate=gate, job_control=runner, printer_profile=profile,
+                  site=node_site(config)))
     control = node.add(ControlServer(node, config.control, jobs=jobs, runner=runner, socket_path=config.control_socket,
                            files_dir=config.files_dir, max_file_bytes=config.jobs.max_file_bytes,
                            reserve_bytes=config.jobs.reserve_bytes,

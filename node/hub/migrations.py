@@ -122,7 +122,13 @@ CREATE INDEX IF NOT EXISTS jobs_by_node_state ON jobs (node_id, wire_state);
 CREATE INDEX IF NOT EXISTS jobs_by_hub_state ON jobs (hub_state, wire_state)
 """
 
-MIGRATIONS: tuple[str, ...] = (V1, V2)
+#: version 3: each node's place and array from its hello (NodeSite as JSON): the fleet map and the
+#: hub's per-site forecasts read it.
+V3 = """
+ALTER TABLE nodes ADD COLUMN site TEXT
+"""
+
+MIGRATIONS: tuple[str, ...] = (V1, V2, V3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

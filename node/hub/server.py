@@ -234,9 +234,10 @@ class Hub:
         now = self.clock()
         with self.ledger.tx(durable=False) as conn:  # the node says hello again after every connect
             conn.execute("INSERT INTO nodes(node_id) VALUES(?) ON CONFLICT DO NOTHING", (node_id,))
-            conn.execute("UPDATE nodes SET online = 1, last_seen_s = ?, capabilities = COALESCE(?, capabilities)"
-                         " WHERE node_id = ?",
-                         (now, hello.capabilities.model_dump_json() if hello.capabilities else None, node_id))
+            conn.execute("UPDATE nodes SET online = 1, last_seen_s = ?, capabilities = COALESCE(?, capabilities),"
+                         " site = COALESCE(?, site) WHERE node_id = ?",
+                         (now, hello.capabilities.model_dump_json() if hello.capabilities else None,
+                          hello.site.model_dump_json() if hello.site else None, node_id))
             manifests = [r["manifest"] for r in conn.execute(
                 "SELECT manifest FROM jobs WHERE node_id = ? AND manifest IS NOT NULL AND version = 0"
                 " AND wire_state NOT IN ('REJECTED', 'CANCELED', 'TIMED_OUT', 'SUCCEEDED')", (node_id,))]

@@ -76,7 +76,7 @@ class Sync(Component):
 
     def __init__(self, node: Node, config: SyncSection, store: Store, jobs: Jobs, *, files_dir: Path,
                  max_file_bytes: int, reserve_bytes: int, gate: JobGate, job_control: JobControl | None = None,
-                 printer_profile: PrinterProfile | None = None) -> None:
+                 printer_profile: PrinterProfile | None = None, site: p.NodeSite | None = None) -> None:
         super().__init__(node, config)
         self.config: SyncSection = config
         self.store = store
@@ -96,6 +96,7 @@ class Sync(Component):
                                    config.chunk_timeout_s)
         self.batcher = TelemetryBatcher(self.node_id, config.telemetry_resolution_s, config.telemetry_batch_s)
         self.capabilities: p.PrinterCapabilities | None = None
+        self.site = site
         self.connected = asyncio.Event()
         self.connects = 0
         self.counters: dict[str, int] = {"published": 0, "acked": 0, "rejected": 0, "bad_input": 0,
@@ -274,7 +275,7 @@ class Sync(Component):
                 if j.source == "hub" and j.state not in FINAL_STATES]
         self._publish(p.up_topic(self.node_id, "hello"),
                       p.Hello(node_id=self.node_id, t_s=now_s, jobs=jobs, capabilities=self.capabilities,
-                              problems=list(self.node.problems)), qos=1)
+                              site=self.site, problems=list(self.node.problems)), qos=1)
         self.transfers.resume_all()
         self._request_chunks()
         self._outbox_dirty.set()

@@ -130,6 +130,22 @@ class PrinterCapabilities(Wire):
     max_bed_c: float
 
 
+class NodeSite(Wire):
+    """Where the node stands and what its array is: the hub's map and its per-site forecasts need it.
+
+    Copied from the node's ``[site]`` and ``[array]`` sections at every hello, so a node that moved
+    (an RV) is placed where it is now.
+    """
+
+    latitude_deg: float = Field(ge=-90, le=90)
+    longitude_deg: float = Field(ge=-180, le=180)
+    altitude_m: float
+    timezone: str = Field(description="IANA zone, e.g. 'Africa/Nairobi'")
+    array_peak_w: float = Field(gt=0)
+    array_tilt_deg: float = Field(ge=0, le=90)
+    array_azimuth_deg: float = Field(ge=0, lt=360, description="compass bearing; 180 = south")
+
+
 class JobVersion(Wire):
     job_id: str
     version: int
@@ -143,6 +159,8 @@ class Hello(Wire):
     #: problems the node started with anyway, in plain words (an override file it set aside)
     problems: list[str] = []
     capabilities: PrinterCapabilities | None = None
+    #: None from nodes older than the field (the hub then knows no place and fetches no forecast)
+    site: NodeSite | None = None
 
 
 class Report(Wire):

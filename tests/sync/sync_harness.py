@@ -24,7 +24,7 @@ import pytest
 
 from node.clock import Clock
 from node.config import NodeConfig
-from node.daemon import make_gate
+from node.daemon import make_gate, node_site
 from node.hub.certs import issue_cert, make_ca, write_pair
 from node.hub.server import Hub
 from node.jobs import Jobs
@@ -229,7 +229,7 @@ async def start_node(config: NodeConfig, clock: Clock | None = None) -> RunningN
     node.add(jobs)
     sync = Sync(node, config.sync, store, jobs, files_dir=config.files_dir,
                 max_file_bytes=config.jobs.max_file_bytes, reserve_bytes=0, gate=make_gate(config),
-                printer_profile=load_profile(config.printer.profile))
+                printer_profile=load_profile(config.printer.profile), site=node_site(config))
     node.add(sync)
     await node.start()
     return RunningNode(node, store, jobs, sync)

@@ -26,8 +26,12 @@ def start_worker(hub_dir: Path, url: str, broker: Broker, name: str) -> subproce
                              "--broker-host", broker.host, "--broker-port", str(broker.port), "--share-group", "hubs",
                              "--client-id", name], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert "worker " + name + " of group hubs" in line and "ledger postgresql" in line, line
+    # its log (stderr, merged here) may say "hub: connected" before the serving line: read up to that line
+    seen = [proc.stdout.readline() for _ in range(1)]
+    while "hub: serving" not in seen[-1] and seen[-1] and len(seen) < 20:
+        seen.append(proc.stdout.readline())
+    line = seen[-1]
+    assert "worker " + name + " of group hubs" in line and "ledger postgresql" in line, seen
     return proc
 
 

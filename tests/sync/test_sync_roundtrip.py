@@ -174,6 +174,10 @@ def test_fleet_job_goes_to_the_capable_node_with_the_earliest_energy_window(mosq
                 await rn.node.send_event("plan_updated", plan_event(now, start))
             await wait_for(lambda: len(ledger_rows(hub, "SELECT 1 FROM nodes WHERE next_window_start_s IS NOT NULL"
                                                         " AND capabilities IS NOT NULL")) == 3, what="plans")
+            # each hello carried the node's place and array, for the fleet map and per-site forecasts
+            sites = [p.NodeSite.model_validate_json(r["site"]) for r in ledger_rows(hub, "SELECT site FROM nodes")]
+            assert [(s.latitude_deg, s.longitude_deg, s.timezone) for s in sites] == [
+                (cfg.site.latitude, cfg.site.longitude, cfg.site.timezone)] * 3
             source = gcode_file(tmp_path / "petg.gcode", 2000)
             job_id = submit_job(hub.ledger, hub.files_dir, source,
                                 requirements=p.PrinterRequirements(material="PETG", max_hotend_c=240))
