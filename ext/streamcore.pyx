@@ -550,6 +550,16 @@ cdef class Sender:
             k -= 1
         return out
 
+    def acked_frames(self, Py_ssize_t count):
+        """The last ``count`` acknowledged lines, oldest first (those the firmware may still be
+        executing from its planner: for the motion bound; None where the ring holds none)."""
+        cdef list out = []
+        cdef long long k
+        cdef long long first = max(1, self.acked - count + 1, self.next_number - self.ring_size)
+        for k in range(first, self.acked + 1):
+            out.append(self._frames[k & (self.ring_size - 1)])
+        return out
+
     def unacked_commands(self):
         """Commands in flight (for timeouts: is a long one among them?)."""
         cdef list out = []

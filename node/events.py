@@ -38,6 +38,10 @@ class JobProgress(Event):
     elapsed_s: float
 
 
+#: the detail of the ``printing`` PrinterState that ends a ``waiting_user`` one (the runner resumes on it)
+USER_ANSWERED = "the user answered the printer"
+
+
 class PrinterState(Event):
     """Sent by the printer link when the connection state changes."""
 

@@ -22,7 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from node.events import EnergyPauseRequested, EnergyResumeAllowed, JobProgress, PlateCleared, PrinterState
+from node.events import (
+    USER_ANSWERED,
+    EnergyPauseRequested,
+    EnergyResumeAllowed,
+    JobProgress,
+    PlateCleared,
+    PrinterState,
+)
 from node.jobs import ACTIVE_STATES, RUNNABLE_STATES, Job, Jobs, JobState, PauseReason, TransitionRefused
 from node.node import Component, Node, wait_until_set
 from node.printer.config import PrinterSection
@@ -290,9 +297,20 @@ class JobRunner(Component):
 
     # --- the loop ---------------------------------------------------------------------------
     async def _on_printer_state(self, event: PrinterState) -> None:
-        """The firmware paused or resumed the print itself (``//action:pause|resume``): the job follows."""
+        """The firmware paused or resumed the print itself (``//action:pause|resume``), or waits for a
+        person at the printer (M0/M1/M600, ``paused for user``): the job follows, so the operator sees
+        it paused with the printer's reason instead of a print that silently stands still."""
         job_id = self.current_job_id
-        if job_id is not None and event.detail == job_id and event.state in ("paused", "printing"):
+        if job_id is not None and event.state == "waiting_user":
+            job = await self.jobs.get(job_id)
+            if job is not None and job.state == JobState.PRINTING:
+                await self.jobs.transition(job_id, JobState.PAUSED, f"waiting for you at the printer: {event.detail}",
+                                           pause_reason=PauseReason.PRINTER)
+        elif job_id is not None and event.state == "printing" and event.detail == USER_ANSWERED:
+            job = await self.jobs.get(job_id)
+            if job is not None and job.state == JobState.PAUSED and job.pause_reason == PauseReason.PRINTER:
+                await self.jobs.transition(job_id, JobState.PRINTING, "resumed: the user answered the printer")
+        elif job_id is not None and event.detail == job_id and event.state in ("paused", "printing"):
             job = await self.jobs.get(job_id)
             if job is not None and event.state == "paused" and job.state == JobState.PRINTING:
                 await self.jobs.transition(job_id, JobState.PAUSED, "paused: the printer asked (//action:pause)",

@@ -91,3 +91,53 @@ async def _scenario(tmp_path: Path) -> None:
         await node.stop()
         store.close()
         stop.set()
+
+
+def test_a_printer_waiting_for_its_user_is_a_paused_job_that_resume_or_the_knob_ends(tmp_path: Path) -> None:
+    """Two filament changes (M600) in a file: the firmware waits for a person (``busy: paused for
+    user``); the job shows paused with the printer's reason, not a print standing still; resume on the
+    page sends M108 (the emergency parser), the knob ends the second wait, and every move runs once.
+    (M0/M1 are refused in a job by the default safety policy.)"""
+    asyncio.run(_user_waits(tmp_path))
+
+
+async def _user_waits(tmp_path: Path) -> None:
+    executed = tmp_path / "executed.log"
+    stop = threading.Event()
+    port, firmware, _ = serve_pty(lambda write: VirtualPrinter(load_profile("ender3"), Clock(100.0), write,
+                                                               command_log=executed, busy_interval_s=0.3), stop)
+    config = NodeConfig.model_validate({
+        "node": {"state_dir": str(tmp_path / "state")}, "printer": {"port": port},
+        "jobs": {"queue_sample_when_empty": False}})
+    store = Store(tmp_path / "state" / "printnode.sqlite3").open()
+    node = Node(config.node, Clock(100.0))
+    jobs = node.add(Jobs(node, store))
+    printer = node.add(Printer(node, config.printer, store))
+    runner = node.add(make_runner(node, config, store, jobs, printer, recheck_s=0.5))
+    await node.start()
+    try:
+        path = tmp_path / "job.gcode"
+        moves = [f"G1 X{i % 40 + 1} Y{i % 17 + 1} F3000" for i in range(60)]
+        path.write_text(HEADER + "\n".join(moves[:20] + ["M600"] + moves[20:40] + ["M600"] + moves[40:]) + "\n")
+        job = await runner.queue_file("part", path, "f" * 64, path.stat().st_size)
+        paused = await wait_until(lambda: _state_is(jobs, job.id, JobState.PAUSED), timeout_s=60,
+                                  what="paused for the filament change")
+        assert paused.pause_reason == "printer"
+        history = await jobs.history(job.id)
+        assert "waiting for you at the printer" in history[-1].reason and "M600" in history[-1].reason
+        await runner.resume(job.id)  # the page's resume: M108 through the emergency parser
+
+        async def second_wait() -> bool:
+            waits = [t for t in await jobs.history(job.id) if t.reason.startswith("waiting for you at the printer")]
+            return len(waits) == 2 and await _state_is(jobs, job.id, JobState.PAUSED) is not None
+        await wait_until(second_wait, timeout_s=60, what="past the first M600 (M108) and paused at the second")
+        firmware.press_button()  # the person at the printer
+        await wait_until(lambda: _state_is(jobs, job.id, JobState.COMPLETED), timeout_s=60, what="completed")
+        done = [line for line in executed.read_bytes().decode().splitlines() if line.startswith("G1 X")]
+        assert done == moves
+        reasons = [t.reason for t in await jobs.history(job.id)]
+        assert "resumed: the user answered the printer" in reasons
+    finally:
+        await node.stop()
+        store.close()
+        stop.set()

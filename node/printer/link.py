@@ -88,11 +88,17 @@ class SerialLink:
             self._serial = None
 
     def reset_board(self) -> None:
-        """Drop DTR, close the port: a board wired for auto-reset (most USB printers) reboots, which
-        turns its heaters off whatever its command queue holds.  The next open handshakes afresh."""
+        """Pulse DTR, close the port: a board wired for auto-reset (most USB printers) reboots, which
+        turns its heaters off whatever its command queue holds.  The next open handshakes afresh.
+
+        The auto-reset circuit couples the USB chip's DTR# pin to RESET through a capacitor: it is the
+        *assertion* of DTR (DTR# falling) that pulls RESET low, so the port's DTR is released and
+        asserted again; releasing it alone (or closing the port) would leave the board running."""
         if self._serial is not None:
             try:
                 self._serial.dtr = False
+                time.sleep(0.1)
+                self._serial.dtr = True
                 time.sleep(0.1)
             except (serial.SerialException, OSError, termios_error):
                 pass  # a pty has no DTR: closing it is what the other side sees

@@ -13,8 +13,11 @@ how long their acknowledgement may take:
   dwell plus the ordinary bound;
 * **waiting for the user** (M0, M1, M600, or the firmware saying ``paused for user`` or
   ``//action:paused``): no bound; the operator sees the state;
-* **streaming** (anything else): ``reply_timeout_s``, the time one planner-paced move may hold the
-  queue with a margin (the probes at ``tickle_s`` find lost replies long before).
+* **streaming** (anything else): ``reply_timeout_s``, plus twice the longest move the firmware may
+  still be executing (the moves acknowledged into its planner ahead of the oldest line in flight,
+  timed from their lengths, feed rates and the profile's axis limits: :func:`longest_move_s`): the
+  oldest line waits for a free planner slot, which the slowest move queued may hold (a 100 mm Z lift
+  at F60 holds it for 100 s). The probes at ``tickle_s`` find lost replies long before.
 
 Past a bound the worker probes, then fails safe (see worker.PrinterWorker._fail_safe).  Pure: no I/O.
 """
@@ -24,7 +27,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from node.printer.profile import PrinterProfile
+from node.printer.profile import MotionLimits, PrinterProfile
 
 HEATING = {b"M109": "hotend", b"M190": "bed", b"M191": "chamber"}
 LONG = (b"G28", b"G29", b"M400", b"M303", b"G4")
@@ -34,6 +37,12 @@ USER = (b"M0", b"M1", b"M600")
 HEATING_FACTOR = 2.0
 #: the ambient the model assumes when it has no better figure (a cool room heats slower: the safe side)
 MODEL_AMBIENT_C = 15.0
+
+#: a move's estimated time times this: acceleration ramps, a segmenting firmware, a slower machine
+MOTION_FACTOR = 2.0
+#: the feed rate assumed before a file names one (Marlin starts slower than most files print)
+DEFAULT_FEED_MM_S = 10.0
+_AXES = b"XYZE"
 
 PhaseName = Literal["streaming", "heating", "long", "waiting_user"]
 
@@ -63,20 +72,123 @@ def _param(command: bytes, letter: bytes) -> float | None:
     return None
 
 
+def longest_move_s(commands: list[bytes], profile: PrinterProfile | None, *, timed_from: int = 0) -> tuple[float, str]:
+    """The longest time one move among ``commands[timed_from:]`` may take, and that move.
+
+    ``commands`` are consecutive lines in file order; those before ``timed_from`` only establish the
+    modal state (G90/G91, M82/M83, G20/G21, G92, G28, the feed rate, where each axis is).  A move's
+    time is its length over its feed rate, each axis capped by the profile's maximum feed rate, plus
+    the time to reach that speed; an axis whose starting point is not known yet (an absolute move
+    before any line placed it) is taken at the whole bed (the safe side: a longer bound), an extruder
+    move of unknown length is ignored.  Arcs (G2/G3) count their full circle.  Pure.
+    """
+    limits = profile.motion if profile is not None else None
+    extent = (profile.bed_x_mm, profile.bed_y_mm, profile.max_z_mm, 0.0) if profile is not None \
+        else (300.0, 300.0, 300.0, 0.0)
+    position: list[float | None] = [None, None, None, None]
+    absolute, absolute_e, scale, feed_mm_s = True, True, 1.0, DEFAULT_FEED_MM_S
+    longest, which = 0.0, ""
+    for index, command in enumerate(commands):
+        head = head_of(command)
+        words = {w[:1].upper(): w[1:] for w in command.split()[1:] if w[:1].isalpha()}
+        if head in (b"G0", b"G1", b"G2", b"G3"):
+            if (f := _number(words.get(b"F"))) is not None and f > 0:
+                feed_mm_s = f * scale / 60.0
+            deltas = []
+            for axis, letter in enumerate(_AXES):
+                value = _number(words.get(bytes([letter])))
+                if value is None:
+                    deltas.append(0.0)
+                    continue
+                value *= scale
+                relative = not (absolute_e if axis == 3 else absolute)
+                start = position[axis]
+                if relative:
+                    deltas.append(abs(value))
+                    position[axis] = None if start is None else start + value
+                else:
+                    deltas.append(extent[axis] if start is None else abs(value - start))
+                    position[axis] = value
+            if head in (b"G2", b"G3"):
+                radius = _number(words.get(b"R"))
+                if radius is None:
+                    radius = math.hypot(_number(words.get(b"I")) or 0.0, _number(words.get(b"J")) or 0.0)
+                arc_mm = 2 * math.pi * abs(radius) * scale  # the path in the XY plane, on the X axis's limits
+                deltas[0], deltas[1] = max(math.hypot(deltas[0], deltas[1]), arc_mm), 0.0
+            if index >= timed_from:
+                seconds = _move_s(deltas, feed_mm_s, limits)
+                if seconds > longest:
+                    longest, which = seconds, command.decode(errors="replace")
+        elif head == b"G90":
+            absolute = absolute_e = True
+        elif head == b"G91":
+            absolute = absolute_e = False
+        elif head == b"M82":
+            absolute_e = True
+        elif head == b"M83":
+            absolute_e = False
+        elif head == b"G20":
+            scale = 25.4
+        elif head == b"G21":
+            scale = 1.0
+        elif head in (b"G92", b"G28"):
+            named = [axis for axis, letter in enumerate(_AXES) if bytes([letter]) in words]
+            for axis in named or range(4 if head == b"G92" else 3):
+                value = _number(words.get(bytes([_AXES[axis]]))) if head == b"G92" else 0.0
+                position[axis] = (value or 0.0) * scale
+    return longest, which
+
+
+def _number(text: bytes | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _move_s(deltas_mm: list[float], feed_mm_s: float, limits: MotionLimits | None) -> float:
+    """One move's time: the slowest axis at the feed rate (capped per axis), plus the ramp up to it."""
+    length = math.sqrt(sum(d * d for d in deltas_mm[:3])) or deltas_mm[3]
+    if length <= 0:
+        return 0.0
+    max_feed = getattr(limits, "max_feedrate_mm_s", (math.inf,) * 4)
+    max_accel = getattr(limits, "max_accel_mm_s2", (math.inf,) * 4)
+    speed = max(feed_mm_s, 1e-3)
+    ramp_s = 0.0
+    for delta, axis_feed in zip(deltas_mm, max_feed):
+        if delta > 0:
+            axis_speed = speed * delta / length
+            if axis_speed > axis_feed:  # this axis caps the whole move
+                speed *= axis_feed / axis_speed
+    for delta, axis_accel in zip(deltas_mm, max_accel):
+        if delta > 0:
+            ramp_s = max(ramp_s, (speed * delta / length) / axis_accel)
+    return length / speed + ramp_s
+
+
 def phase_of(in_flight: list[bytes], *, reply_timeout_s: float, long_timeout_s: float,
              profile: PrinterProfile | None = None, temperatures: dict[str, float] | None = None,
-             user_wait: bool = False) -> Phase:
+             user_wait: bool = False, queued_move: tuple[float, str] = (0.0, "")) -> Phase:
     """The phase the commands in flight (unacknowledged, oldest first) put the printer in, and its bound:
-    the oldest one's."""
+    the oldest one's.  ``queued_move``: the longest move still in the firmware's planner ahead of them
+    (:func:`longest_move_s`), which the oldest may wait for."""
+    oldest = head_of(in_flight[0]) if in_flight else b""
+    if oldest in USER:
+        return Phase("waiting_user", math.inf, f"{oldest.decode()}: the printer waits for the user")
     if user_wait:
         return Phase("waiting_user", math.inf, "the printer waits for the user")
     bound, name, detail = reply_timeout_s, "streaming", "no acknowledged line"
+    move_s, move = queued_move
+    bound += MOTION_FACTOR * move_s
+    if move_s >= 1.0:
+        detail = f"no acknowledged line; the longest move queued ahead takes ~{move_s:.0f} s ({move})"
     # replies come in order: the oldest line in flight is the one the firmware is busy with, the others
     # wait behind it (their own time counts once it is acknowledged)
     for command in in_flight[:1]:
         head = head_of(command)
-        if head in USER:
-            return Phase("waiting_user", math.inf, f"{head.decode()}: the printer waits for the user")
         if head in HEATING:
             heating_s = _heating_bound_s(command, HEATING[head], reply_timeout_s, long_timeout_s, profile,
                                          temperatures or {})

@@ -15,6 +15,9 @@ marlinfw.org "G-code host protocol"):
 * long waits (G28, M109, M190, M400, G4) print ``echo:busy: processing`` every
   ``busy_interval_s``; M109/M190 also print temperatures; M112 is honoured even
   while blocked (EMERGENCY_PARSER);
+* M0/M1/M600 wait for the user (:meth:`VirtualPrinter.press_button`, or ``M108``
+  through the emergency parser) saying ``echo:busy: paused for user``; M600 also
+  sends ``//action:paused``;
 * the link can run at an emulated baud rate (host-to-printer bytes are taken no
   faster than ``baud / 10`` per second);
 * fault switches (:class:`Faults`) corrupt bytes in either direction, drop ``ok``s,
@@ -162,6 +165,8 @@ class VirtualPrinter:
         self._wire_free_at = 0.0
         self._booting_until = 0.0
         self.disconnect_requested = threading.Event()
+        self.user_answered = threading.Event()  # the knob, or M108 through the emergency parser
+        self.waiting_for_user = False
         self._pump: Callable[[], None] | None = None  # reads more input while blocked (set by serve_pty)
         self._command_log = open(command_log, "ab", buffering=0) if command_log else None  # noqa: SIM115
         self._log_lock = threading.Lock()
@@ -228,6 +233,8 @@ class VirtualPrinter:
             return  # the bootloader does not listen
         if b"M112" in data:  # EMERGENCY_PARSER: acted on as the bytes arrive
             self.halt("kill() called!")
+        if b"M108" in data:  # EMERGENCY_PARSER: ends a wait for the user (and, on Marlin, a heating wait)
+            self.user_answered.set()
         room = self.rx_buffer_bytes - len(self._rx)
         if len(data) > room:
             self.counters.rx_overflow_bytes += len(data) - max(room, 0)
@@ -395,6 +402,8 @@ class VirtualPrinter:
         elif head == b"M112":
             self.halt("kill() called!")
             return
+        elif head in (b"M0", b"M1", b"M600"):
+            self._wait_for_user(head, words)
         elif head in _NO_OPS or head.startswith(b"T"):
             pass
         else:
@@ -472,6 +481,33 @@ class VirtualPrinter:
                     last_busy = time.monotonic()
                     self._write(b"echo:busy: processing\n")
                 self._pump_while_blocked()
+
+    def press_button(self) -> None:
+        """The person at the printer pressed the knob: a wait for the user (M0/M1/M600) ends."""
+        self.user_answered.set()
+
+    def _wait_for_user(self, head: bytes, words: dict[str, float]) -> None:
+        """M0/M1/M600 as Marlin: the moves before it finish, then it waits for the knob (or ``M108``
+        through the emergency parser), saying ``busy: paused for user`` meanwhile; M600 (filament
+        change) also tells the host ``//action:paused``.  ``M0 S<s>``/``P<ms>`` waits at most that long."""
+        self._wait_planner_empty()
+        limit_s = words.get("S", words.get("P", 0.0) / 1000.0) if head != b"M600" else 0.0
+        if limit_s and self.instant:
+            return
+        deadline = time.monotonic() + limit_s / max(self.clock.time_scale, 1e-9) if limit_s else math.inf
+        self.user_answered.clear()
+        self.waiting_for_user = True
+        if head == b"M600":
+            self.host_action("paused")
+        last_busy = -math.inf
+        while not (self.user_answered.is_set() or self._stop.is_set() or self.halted) \
+                and time.monotonic() < deadline:
+            if time.monotonic() - last_busy >= self.busy_interval_s:
+                last_busy = time.monotonic()
+                self._write(b"echo:busy: paused for user\n")
+            self._pump_while_blocked()
+            self.user_answered.wait(0.02)
+        self.waiting_for_user = False
 
     def _wait_for_heater(self, heater: Heater, cool_too: bool) -> None:
         """Block like M109/M190, printing a report every second (real time at most 10/s) while waiting."""

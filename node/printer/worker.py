@@ -39,11 +39,12 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from node.clock import Clock
+from node.events import USER_ANSWERED
 from node.native import streamcore
 from node.printer.config import SafetySection
 from node.printer.layers import LayerMarks
 from node.printer.link import LinkClosed, SerialLink
-from node.printer.liveness import Phase, phase_of
+from node.printer.liveness import Phase, longest_move_s, phase_of
 from node.printer.pausing import RETRACT_MM, HeaterPlan, Targets, park_script, reheat_script, suspend_script
 from node.printer.profile import PrinterProfile
 from node.printer.protocol import TemperatureReport
@@ -69,6 +70,8 @@ CANCEL_DRAIN_S = 2.0
 #: a fast firmware costs a fraction of a second, not tickle_s), never sooner than MIN_TICKLE_S
 TICKLE_GAPS = 20
 MIN_TICKLE_S = 0.25
+#: lines before the planner's that place the axes and the feed rate for the motion bound
+MOTION_LOOKBACK_LINES = 32
 
 
 class WorkerSink(Protocol):
@@ -185,6 +188,7 @@ class PrinterWorker(threading.Thread):
         self._requests: queue.Queue[PrintRequest] = queue.Queue()
         self._stopping = threading.Event()
         self._paused = threading.Event()
+        self._answer_user = threading.Event()  # resume pressed while the firmware waits for its user
         self._suspend = threading.Event()
         self._cancel = threading.Event()
         self._pause_plan = HeaterPlan()
@@ -201,7 +205,9 @@ class PrinterWorker(threading.Thread):
         self._acked_seen = 0
         self._probes = 0
         self._user_wait = False  # the firmware said it waits for the user (M600, 'paused for user')
+        self._user_wait_at: int | None = None  # the sink was told "waiting_user" at this acked count
         self._phase: Phase | None = None
+        self._queued_move_at: tuple[int, tuple[float, str]] = (-1, (0.0, ""))
         self._resend_streak = 0
         self._last_resend: int | None = None
         self._acked_at_resend = 0
@@ -240,6 +246,23 @@ class PrinterWorker(threading.Thread):
 
     def resume(self) -> None:
         self._paused.clear()
+        if self._user_wait or self._user_wait_at is not None:
+            self._answer_user.set()  # the worker thread writes: one writer on the port
+
+    def _answer_user_wait(self) -> None:
+        """A person pressed resume on the page while the firmware waits for its own button (M0/M1/M600):
+        ``M108`` ends that wait through the emergency parser; without one the firmware reads nothing
+        until its button is pressed, so the node can only say so."""
+        self._answer_user.clear()
+        if self.emergency_parser:
+            log.info("resume: the printer waits for the user; sending M108 (emergency parser)")
+            try:
+                self.link.write_all(b"M108\n")
+            except OSError as exc:
+                log.warning("resume: M108 not sent: %s", exc)
+        else:
+            log.warning("resume: the printer waits for its own button (M0/M1/M600) and has no emergency parser "
+                        "to take M108: press the button on the printer")
 
     def cancel(self) -> None:
         self._cancel.set()
@@ -475,9 +498,19 @@ class PrinterWorker(threading.Thread):
             self._acked_seen = acked
             self._last_progress = now
             self._probes = 0
-            if self._user_wait:
-                self._user_wait = False
-                self.sink.on_state("printing", "the user answered the printer")
+            self._user_wait = False  # the line the firmware waited on went through
+
+    def _report_user_wait(self, waiting: bool, detail: str) -> None:
+        """Tell the job, once each, when the firmware starts and stops waiting for a person.  A wait is
+        known by the acknowledged-line count it began at: two filament changes a few lines apart are
+        two waits even when no check fell between them."""
+        at = self.engine.lines_acked if waiting else None
+        if at != self._user_wait_at:
+            if self._user_wait_at is not None:
+                self.sink.on_state("printing", USER_ANSWERED)
+            if waiting:
+                self.sink.on_state("waiting_user", detail)
+            self._user_wait_at = at
 
     def current_phase(self) -> Phase:
         """The phase the lines in flight put the printer in, with its bound (liveness.py)."""
@@ -485,16 +518,29 @@ class PrinterWorker(threading.Thread):
         known = {} if temps is None else {"hotend": temps.hotend_c, "bed": temps.bed_c}
         return phase_of(_commands_of(self.engine.unacked_commands()), reply_timeout_s=self.settings.reply_timeout_s,
                         long_timeout_s=self.settings.long_timeout_s, profile=self.profile, temperatures=known,
-                        user_wait=self._user_wait)
+                        user_wait=self._user_wait, queued_move=self._queued_move())
+
+    def _queued_move(self) -> tuple[float, str]:
+        """The longest move the firmware may still be executing (liveness.longest_move_s), cached per
+        acknowledged line: the last 2 x ``planner_depth`` lines (the planner's moves are among them),
+        read after a look-back that places the axes and the feed rate."""
+        acked = self.engine.lines_acked
+        if self._queued_move_at[0] != acked:
+            depth = self.profile.planner_depth if self.profile is not None else 16
+            frames = _commands_of(self.engine.acked_frames(2 * depth + MOTION_LOOKBACK_LINES))
+            self._queued_move_at = (acked, longest_move_s(frames, self.profile,
+                                                          timed_from=max(0, len(frames) - 2 * depth)))
+        return self._queued_move_at[1]
 
     def _check_timeouts(self, job_active: bool) -> None:
+        if self._answer_user.is_set():
+            self._answer_user_wait()
         now = time.monotonic()
         engine = self.engine
         if engine.inflight:
             silence_s = now - self._last_progress
             phase = self.current_phase()
-            if phase.name != (self._phase.name if self._phase else None) and phase.name == "waiting_user":
-                self.sink.on_state("waiting_user", phase.detail)
+            self._report_user_wait(phase.name == "waiting_user", phase.detail)
             self._phase = phase
             if silence_s >= phase.bound_s:
                 self._fail_safe(f"no line acknowledged for {silence_s:.0f} s ({phase.name}: {phase.detail}; "
@@ -523,6 +569,7 @@ class PrinterWorker(threading.Thread):
         else:
             self._last_progress = now
             self._probes = 0
+            self._report_user_wait(False, "")
         # without autoreport the M105 polls queue behind a long command (G28, G29, a heating wait): no
         # temperature comes until it ends, and the phase's bound above, not the report silence, decides
         long_without_reports = not self.autoreport and self._phase is not None and self._phase.name != "streaming" \
@@ -638,6 +685,7 @@ class PrinterWorker(threading.Thread):
     def _stream(self, request: PrintRequest) -> PrintOutcome:
         """Send the file from ``start_offset``, keeping the firmware's queue full."""
         self.sink.on_state("printing", request.job_id)
+        self._user_wait, self._user_wait_at = False, None  # a wait of an earlier job ended with it
         started = time.monotonic()
         base_acked, base_resends = self.engine.job_lines_acked, self.engine.resends
         try:

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from node.printer.liveness import phase_of
+from node.printer.liveness import longest_move_s, phase_of
 from node.printer.profile import load_profile
 from node.printer.virtual import Faults
 from node.printer.worker import CANCEL_WITHIN_S, PrinterFault, PrinterWorker, PrintRequest
-from tests.printer.helpers import FAST, RecordingSink, virtual_printer, write_job
+from tests.printer.helpers import FAST, RecordingSink, print_once, virtual_printer, write_job
 
 BOUND_S = 4.0  # reply_timeout_s: the streaming bound
 SETTINGS = dataclasses.replace(FAST, reply_timeout_s=BOUND_S, long_timeout_s=20.0)
@@ -164,3 +164,51 @@ def test_a_wait_that_must_cool_gets_the_long_bound_not_the_heating_model() -> No
     near = phase_of([b"M109 S170"], reply_timeout_s=30.0, long_timeout_s=900.0, profile=profile,
                     temperatures={"hotend": 160.0})
     assert near.bound_s >= 30.0 + profile.hotend.settle_s
+
+
+def test_the_streaming_bound_covers_the_longest_move_the_planner_holds() -> None:
+    """A slow move (a Z lift at F60) holds the planner slot the next line waits for: the bound grows
+    with it instead of failing a healthy print at reply_timeout_s."""
+    profile = load_profile("ender3")
+    lines = [b"G21", b"G90", b"M83", b"G28", b"G1 Z5 F600", b"G1 X10 Y10 E0.5 F1800", b"G1 Z65 F60",
+             b"G1 X20 E0.4 F1800"]
+    move_s, move = longest_move_s(lines, profile, timed_from=4)
+    assert move == "G1 Z65 F60" and 60.0 <= move_s < 62.0  # 60 mm at 1 mm/s, plus its short ramp
+    streaming = phase_of([b"G1 X30 F1800"], reply_timeout_s=30.0, long_timeout_s=900.0, profile=profile,
+                         queued_move=(move_s, move))
+    assert streaming.name == "streaming" and streaming.bound_s >= 30.0 + 2 * 60.0 and "G1 Z65 F60" in streaming.detail
+    # ordinary printing moves leave about the ordinary bound (the 5 mm Z hop at the ender3's 5 mm/s: ~1 s)
+    quick = longest_move_s(lines[:6], profile, timed_from=4)[0]
+    assert 1.0 <= quick < 1.2
+    assert phase_of([b"G1 X1"], reply_timeout_s=30.0, long_timeout_s=900.0,
+                    queued_move=(quick, "")).bound_s == pytest.approx(30.0 + 2 * quick)
+
+
+def test_the_motion_estimate_follows_modes_units_limits_and_arcs() -> None:
+    profile = load_profile("ender3")  # Z at most profile.motion.max_feedrate_mm_s[2]
+    z_max = profile.motion.max_feedrate_mm_s[2]
+    # a Z move asking for more than the axis can: capped by the profile
+    fast_z = longest_move_s([b"G28", b"G1 Z10 F6000"], profile)[0]
+    assert fast_z >= 10.0 / z_max
+    # relative mode and inches: G91 G20 G1 X1 F60 is 25.4 mm at 25.4 mm/s (F is inches/min too)
+    inches = longest_move_s([b"G91", b"G20", b"G1 X1 F60"], profile)[0]
+    assert 1.0 <= inches < 1.2
+    # an absolute move before anything placed the axis: the whole bed, the safe side
+    unplaced = longest_move_s([b"G1 X5 F600"], profile)[0]
+    assert unplaced >= profile.bed_x_mm / 10.0
+    # G92 places an axis; a full circle of radius 10 at 10 mm/s is ~6.3 s
+    arc = longest_move_s([b"G92 X0 Y0", b"G2 X0 Y0 I10 J0 F600"], profile)[0]
+    assert 6.2 <= arc < 7.0
+    # garbage is no move and no crash
+    assert longest_move_s([b"G1 Xnan Yinf F-5", b"G1 X\xff", b""], profile) == (0.0, "")
+
+
+def test_a_slow_move_that_holds_the_planner_past_reply_timeout_does_not_fail_the_print(tmp_path: Path) -> None:
+    """Real time on the virtual printer's planner: a 6 s move at the head of a full planner keeps the
+    next line unacknowledged past a 4 s reply bound; the print completes."""
+    job = tmp_path / "slow.gcode"
+    shuffle = "".join(f"G1 Y{i % 9 + 1} F6000\n" for i in range(40))  # fills the planner behind the slow move
+    job.write_text("G92 X0 Y0 Z0\nG90\nG1 X2 F6000\nG1 X42 F400\n" + shuffle)
+    with virtual_printer(tmp_path, time_scale=1.0) as rig:
+        outcome, _, _ = print_once(rig.path, job, settings=SETTINGS)
+    assert outcome.status == "completed", outcome.reason
