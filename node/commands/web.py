@@ -43,6 +43,7 @@ def _fail(message: str) -> int:
 
 def cmd_init(args: argparse.Namespace) -> int:
     from node.web import credentials as creds
+    from node.web import sessions
 
     config = config_from_args(args)
     path = config.web_credentials
@@ -52,6 +53,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     try:
         given = sys.stdin.readline().rstrip("\n") if args.password_stdin else None
         credentials, password = creds.create(path, given)
+        sessions.clear(path)  # logins made with the credentials this replaces
     except creds.CredentialsError as exc:
         return _fail(str(exc))
     except OSError as exc:
@@ -83,6 +85,7 @@ def cmd_key(args: argparse.Namespace) -> int:
 
 def cmd_password(args: argparse.Namespace) -> int:
     from node.web import credentials as creds
+    from node.web import sessions
 
     config = config_from_args(args)
     if args.stdin:
@@ -93,11 +96,12 @@ def cmd_password(args: argparse.Namespace) -> int:
             return _fail("the two passwords differ; nothing changed")
     try:
         creds.set_password(config.web_credentials, password)
+        sessions.clear(config.web_credentials)  # the daemon also refuses logins made with the old password
     except creds.CredentialsError as exc:
         return _fail(str(exc))
     except OSError as exc:
         return _fail(f"cannot write {config.web_credentials}: {exc.strerror or exc} (run as the node's user)")
-    print("page password set (logins from now on use it)")
+    print("page password set (logins from now on use it; pages logged in with the old one must log in again)")
     return 0
 
 

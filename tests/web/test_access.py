@@ -101,3 +101,69 @@ def test_https_with_a_certificate_and_a_taken_port_leaves_the_node_running(tmp_p
             assert "web page not served" in doctor.stdout and "Traceback" not in doctor.stdout + doctor.stderr
         finally:
             assert stop_daemon(daemon) == 0
+
+
+def test_a_page_login_survives_a_restart_of_the_web_component_and_ends_with_a_new_password(tmp_path: Path) -> None:
+    """The real aiohttp component started, stopped and started again on the same credentials (what a
+    daemon restart does to it), a real HTTP client, the CLI changing the password."""
+    import asyncio
+    import sys
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from node.clock import ManualClock
+    from node.node import Node, NodeSection
+    from node.web.config import WebSection
+    from node.web.server import WebServer
+    from tests.web.conftest import PASSWORD, NoRedirect
+
+    credentials = tmp_path / "web-credentials.json"
+    creds.create(credentials, PASSWORD)
+    node = Node(NodeSection(), ManualClock(1_800_000_000))
+
+    def web_component() -> WebServer:
+        return WebServer(node, WebSection(bind="127.0.0.1", port=0), control=None, runner=None,  # type: ignore[arg-type]
+                         jobs=None, credentials_path=credentials, files_dir=tmp_path / "files",  # type: ignore[arg-type]
+                         max_file_bytes=1 << 20, reserve_bytes=0, plan_snapshot=lambda: None, timezone="UTC",
+                         printer_profile_name="ender3")
+
+    def http(url: str, data: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, dict, bytes]:
+        request = urllib.request.Request(url, data=data, headers=headers or {}, method="POST" if data else "GET")
+        try:
+            with urllib.request.build_opener(NoRedirect).open(request, timeout=10) as answer:
+                return answer.status, dict(answer.headers), answer.read()
+        except urllib.error.HTTPError as answer:
+            return answer.code, dict(answer.headers), answer.read()
+
+    async def scenario() -> None:
+        first = web_component()
+        await first.start()
+        status, headers, _ = await asyncio.to_thread(
+            http, first.url + "login", urllib.parse.urlencode({"password": PASSWORD}).encode(),
+            {"Content-Type": "application/x-www-form-urlencoded"})
+        assert status == 303 and headers["Location"] == "/", headers
+        cookie = {"Cookie": headers["Set-Cookie"].split(";")[0]}
+        token = cookie["Cookie"].split("=", 1)[1]
+        status, _, body = await asyncio.to_thread(http, first.url + "api/node/session", None, cookie)
+        assert status == 200
+        csrf = __import__("json").loads(body)["csrf"]
+        await first.stop()
+        kept = (tmp_path / "web-credentials.sessions.json")
+        assert token not in kept.read_text() and oct(kept.stat().st_mode & 0o777) == "0o600"  # a hash, not the token
+
+        second = web_component()  # the daemon restarted
+        await second.start()
+        status, headers, body = await asyncio.to_thread(http, second.url + "api/node/session", None, cookie)
+        assert status == 200 and __import__("json").loads(body)["csrf"] == csrf, body  # still logged in
+        assert headers["Server"] == "printnode"
+        changed = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "node", "web", "password", "--stdin", "--state-dir", str(tmp_path)],
+            input="another fine password\n", capture_output=True, text=True, timeout=60)
+        assert changed.returncode == 0 and "must log in again" in changed.stdout, changed.stderr
+        status, _, body = await asyncio.to_thread(http, second.url + "api/node/session", None, cookie)
+        assert status == 401 and b"expired" in body  # the running component refuses the old login at once
+        assert not kept.exists()  # and the CLI cleared the file
+        await second.stop()
+
+    asyncio.run(scenario())

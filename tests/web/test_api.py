@@ -219,3 +219,36 @@ def test_a_body_read_whole_is_capped_and_said_so(web_node: WebNode) -> None:
     answer = web_node.call("POST", "/api/node/config", {"assignment": "analysis.ambient_c=" + "2" * 200_000})
     assert answer.status == 413 and "too large" in answer.json()["error"]
     assert web_node.call("GET", "/api/version").status == 200  # and the node serves on
+
+
+def test_a_waiting_job_moves_in_the_queue_from_the_api_and_the_cli_but_not_the_one_printing(web_node: WebNode,
+                                                                                           tmp_path: Path) -> None:
+    settle(web_node)
+    ids = []
+    for name, moves in (("first", 6000), ("second", 10), ("third", 10)):  # queued as the CLI does: quicker
+        path = moves_file(tmp_path / f"{name}.gcode", moves)
+        ids.append(web_node.daemon.request({"cmd": "queue_add", "name": path.name,
+                                            "size_bytes": path.stat().st_size}, path)["id"])
+        if name == "first":
+            wait_for(lambda: job_state(web_node, ids[0]) == "printing", what="the first printing")
+    first, second, third = ids
+
+    def waiting() -> list[str]:
+        return [j["id"] for j in web_node.call("GET", "/api/node/jobs").json()
+                if j["state"] in ("queued", "waiting_plate", "waiting_energy")]
+
+    assert waiting() == [second, third]
+    refused = web_node.call("POST", f"/api/node/jobs/{first}/move", {"to": 1})
+    assert refused.status == 409 and "is printing: only a waiting job can be moved" in refused.json()["error"]
+    moved = web_node.call("POST", f"/api/node/jobs/{third}/move", {"by": -1})
+    assert moved.status == 200 and moved.json()["id"] == third, moved.body
+    assert moved.headers["Server"] == "printnode"  # aiohttp's name and version are not on show
+    assert waiting() == [third, second]
+    shown = web_node.daemon.cli("queue", "move", second[:8], "--top")
+    assert shown.returncode == 0 and "1 of 2 waiting" in shown.stdout, shown.stderr
+    assert waiting() == [second, third]
+    for body, words in (({"to": 1, "by": 1}, "exactly one of"), ({"to": 0}, "to: Input should be greater"),
+                        ({"place": 1}, "unknown field(s) place")):
+        bad = web_node.call("POST", f"/api/node/jobs/{third}/move", body)
+        assert bad.status == 400 and words in bad.json()["error"], bad.body
+
