@@ -27,14 +27,13 @@ from node.control import ControlError, StoredFile
 from node.jobcontrol import run_job_command
 from node.jobs import ACTIVE_STATES, RUNNABLE_STATES, Job, JobState, TransitionRefused
 from node.web.api import Upload, queue_upload, read_json, receive_upload, truthy
+from node.web.compat import API_VERSION, SERVER_VERSION
 
 if TYPE_CHECKING:
     from node.web.server import WebServer
 
 log = logging.getLogger(__name__)
 
-API_VERSION = "0.1"
-SERVER_VERSION = "1.10.0"  # the OctoPrint API level these routes follow
 LIBRARY_MAX = 20
 
 

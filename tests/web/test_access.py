@@ -167,3 +167,48 @@ def test_a_page_login_survives_a_restart_of_the_web_component_and_ends_with_a_ne
         await second.stop()
 
     asyncio.run(scenario())
+
+
+def test_the_zeroconf_announcement_is_an_avahi_service_file_with_octoprints_txt_records(tmp_path: Path) -> None:
+    """avahi-daemon is not run here (it needs the system D-Bus, and avahi-browse talks to it over
+    D-Bus): the file is read back the way avahi reads one, by the rules of its service-file format."""
+    import xml.etree.ElementTree as ET
+
+    from node.web.announce import NothingToAnnounce, avahi_service_xml
+    from node.web.compat import API_VERSION, SERVER_VERSION
+    from node.web.config import WebSection
+
+    written = tmp_path / "printnode.service"
+    result = subprocess.run([__import__("sys").executable, "-m", "node", "web", "announce", "--write", str(written),
+                             "--set", "web.port=8123", "--set", "node.id=workshop-1", "--state-dir", str(tmp_path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "port 8123" in result.stdout, result.stderr
+    text = written.read_text()
+    assert text.startswith('<?xml version="1.0" standalone="no"?>\n<!DOCTYPE service-group SYSTEM "avahi-service.dtd">')
+    assert oct(written.stat().st_mode & 0o777) == "0o644"  # avahi-daemon runs as its own user
+    group = ET.fromstring(text)
+    assert group.tag == "service-group" and [child.tag for child in group] == ["name", "service", "service"]
+    assert group.find("name").get("replace-wildcards") == "yes" and "workshop-1 on %h" in group.find("name").text
+    services = {}
+    for service in group.findall("service"):
+        tags = [child.tag for child in service]  # avahi's order: type, then port, then the TXT records
+        assert tags[:2] == ["type", "port"] and set(tags[2:]) == {"txt-record"}, tags
+        assert service.find("port").text == "8123"
+        records = [r.text for r in service.findall("txt-record")]
+        assert all(len(r.encode()) <= 255 and r.count("=") >= 1 for r in records)  # one DNS TXT string each
+        services[service.find("type").text] = dict(r.split("=", 1) for r in records)
+    # what OctoPrint's discovery plugin publishes, and what GET /api/version answers
+    assert services["_octoprint._tcp"] == {"path": "/", "api": API_VERSION, "version": SERVER_VERSION,
+                                           "model": "Solar Print Node", "vendor": "printnode"}
+    assert services["_http._tcp"] == {"path": "/"}
+
+    https = ET.fromstring(avahi_service_xml(WebSection(port=443, tls_cert=Path("c"), tls_key=Path("k")), "n"))
+    assert [s.find("type").text for s in https.findall("service")] == ["_octoprint._tcp", "_https._tcp"]
+    for config, words in ((WebSection(bind="127.0.0.1"), "this machine only"), (WebSection(port=0), "fixed port"),
+                          (WebSection(enabled=False), "off")):
+        with pytest.raises(NothingToAnnounce, match=words):
+            avahi_service_xml(config, "n")
+    refused = subprocess.run([__import__("sys").executable, "-m", "node", "web", "announce", "--set",
+                              "web.bind='127.0.0.1'", "--state-dir", str(tmp_path)], capture_output=True, text=True,
+                             timeout=60)
+    assert refused.returncode == 1 and "this machine only" in refused.stderr and "Traceback" not in refused.stderr
