@@ -277,8 +277,13 @@ class OctoPrintApi:
             if self.library.selected is None:
                 raise TransitionRefused("no file is selected: upload one with select, or with print")
             job, when = await self.queue_entry(self.library.selected)
-            return web.json_response({"printnode": {"job_id": job.id, "state": job.state.value, "when": when}},
-                                     status=400 if job.state == JobState.REJECTED else 200)
+            if job.state == JobState.REJECTED:
+                return web.json_response({"error": f"refused: {job.reason}", "printnode": {
+                    "job_id": job.id, "state": job.state.value, "when": when}}, status=400)
+            # OctoPrint answers a start with 204 and clients check for exactly that (octoprint-cli does):
+            # the job and, in words, when it prints go in headers; GET /api/job and the page say it too
+            return web.Response(status=204, headers={"X-Printnode-Job": job.id,
+                                                     "X-Printnode-When": when.encode("ascii", "replace").decode()})
         job = await self._shown_job()
         if command == "cancel":
             if job is None:

@@ -105,8 +105,9 @@ def test_upload_without_print_is_kept_until_started(web_node: WebNode, tmp_path:
     assert "later.gcode" in names
     assert web_node.call("GET", "/api/node/page").json()["uploaded"] == ["later.gcode"]
     started = web_node.call("POST", "/api/job", {"command": "start"})
-    assert started.status == 200, started.body
-    job_id = started.json()["printnode"]["job_id"]
+    assert started.status == 204, started.body  # as OctoPrint answers; the job and when it prints in headers
+    job_id = started.headers["X-Printnode-Job"]
+    assert "energy plan" in started.headers["X-Printnode-When"] or "queued" in started.headers["X-Printnode-When"]
     assert job_state(web_node, job_id) in ("queued", "waiting_energy", "printing", "completed")
     assert web_node.call("GET", "/api/node/page").json()["uploaded"] == []
     nothing = web_node.call("POST", "/api/job", {"command": "start"})
@@ -252,3 +253,35 @@ def test_a_waiting_job_moves_in_the_queue_from_the_api_and_the_cli_but_not_the_o
         bad = web_node.call("POST", f"/api/node/jobs/{third}/move", body)
         assert bad.status == 400 and words in bad.json()["error"], bad.body
 
+
+
+def test_a_pypi_octoprint_client_uploads_selects_and_starts_a_job_that_prints_when_the_plan_allows(
+        web_node: WebNode, tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.web.conftest import octoprint_cli_executable
+
+    settle(web_node)
+    tool = octoprint_cli_executable()
+    config = tmp_path / "octoprint-cli.ini"  # its own config file; no update check (no GitHub from a test)
+    config.write_text(f"[server]\nServerAddress = {web_node.url}\nApiKey = {web_node.key}\n\n"
+                      "[preferences]\nUpdateCheck = false\nFormattedText = false\n")
+
+    def client(*args: str) -> str:
+        done = subprocess.run([str(tool), "-c", str(config), *args], capture_output=True, text=True, timeout=60,
+                              cwd=tmp_path)
+        assert done.returncode == 0, (args, done.stdout, done.stderr)
+        return done.stdout
+
+    assert "OctoPrint v1.10.0 - API v0.1" in client("version")  # it checked /api/version and the key first
+    part = moves_file(tmp_path / "cli.gcode", 30)
+    assert "File uploaded to OctoPrint" in client("files", "upload", part.name)
+    assert "cli.gcode has been loaded" in client("print", "select", "cli.gcode")
+    assert "Starting print" in client("print", "start")  # OctoPrint's 204: the job is queued for the plan
+    job = web_node.call("GET", "/api/job").json()["printnode"]
+    assert job["state"] in ("queued", "waiting_energy", "printing", "completed"), job
+    wait_for(lambda: job_state(web_node, job["job_id"]) == "completed", timeout_s=60, what="the client's job printed")
+    wrong = config.read_text().replace(web_node.key, "0123456789ABCDEF0123456789ABCDEF")
+    config.write_text(wrong)
+    refused = subprocess.run([str(tool), "-c", str(config), "version"], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1 and "cannot be reached" in refused.stdout  # its words for our 403

@@ -2,7 +2,8 @@
 system chromedriver (nothing downloaded at run time), on a phone-sized window, against a running
 daemon at dawn (virtual printer, simulated sun): log in, upload a real G-code file, see it wait for
 the sun with its reason and expected start, see it print with its progress moving, pause, resume,
-move a waiting job up the queue, press "Plate cleared". Screenshots of every step go to test-artifacts/web/ (kept by the run).
+move a waiting job up the queue, press "Plate cleared". Screenshots of every step go to
+test-artifacts/web/ (kept by the run).
 """
 from __future__ import annotations
 
@@ -116,11 +117,12 @@ def test_the_page_shows_the_day_and_runs_a_print_from_upload_to_plate_cleared(br
              interval_s=0.2, what="progress moving")
     shot("resumed", "job-card")
 
-    # two more files while it prints: they wait in the order they came; the last one's "Up" button
-    # puts it first (buttons, not dragging: a thumb on a phone presses them the same)
+    # two more files while it prints (queued from the CLI's socket: the page's upload is shown above): they
+    # wait in the order they came; the last one's "Up" button puts it first (buttons, not dragging: a
+    # thumb on a phone presses them the same)
     for name in ("second", "third"):
-        browser.find_element(By.ID, "file-input").send_keys(str(moves_file(tmp_path / f"{name}.gcode", 20)))
-        shows("message", f"{name}.gcode: queued", f"{name}.gcode queued")
+        path = moves_file(tmp_path / f"{name}.gcode", 20)
+        dawn_node.daemon.request({"cmd": "queue_add", "name": path.name, "size_bytes": path.stat().st_size}, path)
     shows("jobs", r"second\.gcode[\s\S]*third\.gcode", "both waiting, in the order they came")
 
     def waiting_item(name: str) -> object:
