@@ -290,9 +290,14 @@ class JobRunner(Component):
 
     # --- the loop ---------------------------------------------------------------------------
     async def _on_printer_state(self, event: PrinterState) -> None:
-        """The firmware paused or resumed the print itself (``//action:pause|resume``): the job follows."""
+        """The firmware paused or resumed the print itself (``//action:pause|resume``): the job follows.
+
+        Only the firmware's: the printer also says "paused" and "printing" when it parks and unparks
+        for the node's own pause, and a pause taken back before the park was done arrives after the
+        job is printing again (it is not the printer asking)."""
         job_id = self.current_job_id
-        if job_id is not None and event.detail == job_id and event.state in ("paused", "printing"):
+        if (job_id is not None and event.detail == job_id and event.state in ("paused", "printing")
+                and event.asked_by == "printer"):
             job = await self.jobs.get(job_id)
             if job is not None and event.state == "paused" and job.state == JobState.PRINTING:
                 await self.jobs.transition(job_id, JobState.PAUSED, "paused: the printer asked (//action:pause)",
