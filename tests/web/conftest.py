@@ -129,13 +129,16 @@ def octoprint_cli_executable() -> Path:
     tool = venv / "bin" / "octoprint-cli"
     with open(cache / "octoprint-cli.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        probe = [str(venv / "bin" / "python"), "-c", "import octoprint_cli.api"]
-        if tool.exists() and subprocess.run(probe, capture_output=True, timeout=60).returncode == 0:
+        built = venv / ".printnode-built"  # written after a complete install: no probe process per run
+        if tool.exists() and built.exists():
             return tool
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True, timeout=300)
         build = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
                                 "--disable-pip-version-check", OCTOPRINT_CLI], capture_output=True, text=True,
                                timeout=600)
-        if build.returncode != 0 or not tool.exists():
+        probe = subprocess.run([str(venv / "bin" / "python"), "-c", "import octoprint_cli.api"], capture_output=True,
+                               timeout=120)
+        if build.returncode != 0 or probe.returncode != 0 or not tool.exists():
             raise RuntimeError(f"could not build {OCTOPRINT_CLI}'s venv in {venv}:\n{build.stderr[-3000:]}")
+        built.touch()
     return tool
