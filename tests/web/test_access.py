@@ -129,7 +129,8 @@ def test_a_page_login_survives_a_restart_of_the_web_component_and_ends_with_a_ne
                          printer_profile_name="ender3")
 
     def http(url: str, data: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, dict, bytes]:
-        request = urllib.request.Request(url, data=data, headers=headers or {}, method="POST" if data else "GET")
+        method = "GET" if data is None else "POST"
+        request = urllib.request.Request(url, data=data, headers=headers or {}, method=method)
         try:
             with urllib.request.build_opener(NoRedirect).open(request, timeout=10) as answer:
                 return answer.status, dict(answer.headers), answer.read()
@@ -157,6 +158,18 @@ def test_a_page_login_survives_a_restart_of_the_web_component_and_ends_with_a_ne
         status, headers, body = await asyncio.to_thread(http, second.url + "api/node/session", None, cookie)
         assert status == 200 and __import__("json").loads(body)["csrf"] == csrf, body  # still logged in
         assert headers["Server"] == "printnode"
+        # a second login, logged out: that one ends (and leaves the file), the first goes on
+        status, headers, _ = await asyncio.to_thread(
+            http, second.url + "login", urllib.parse.urlencode({"password": PASSWORD}).encode(),
+            {"Content-Type": "application/x-www-form-urlencoded"})
+        other = {"Cookie": headers["Set-Cookie"].split(";")[0]}
+        _, _, body = await asyncio.to_thread(http, second.url + "api/node/session", None, other)
+        status, headers, _ = await asyncio.to_thread(http, second.url + "logout", b"",
+                                                     {**other, "X-CSRF-Token": __import__("json").loads(body)["csrf"]})
+        assert status == 303 and headers["Location"] == "/login"
+        assert (await asyncio.to_thread(http, second.url + "api/node/session", None, other))[0] == 401
+        assert other["Cookie"].split("=", 1)[1] not in kept.read_text() and len(second.sessions) == 1
+        assert (await asyncio.to_thread(http, second.url + "api/node/session", None, cookie))[0] == 200
         changed = await asyncio.to_thread(
             subprocess.run, [sys.executable, "-m", "node", "web", "password", "--stdin", "--state-dir", str(tmp_path)],
             input="another fine password\n", capture_output=True, text=True, timeout=60)
