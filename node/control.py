@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, ValidationError, model_validator
 
 from node import __version__
 from node.events import ConfigChangeRequested
@@ -94,6 +94,23 @@ class JobShowRequest(_Request):
     job: str
 
 
+class QueueMoveRequest(_Request):
+    """Move a waiting job in the queue: exactly one of ``to`` (1 = next), ``by`` (-1 = up one place)
+    or ``priority``.  A job on the printer cannot be moved."""
+
+    cmd: Literal["queue_move"]
+    job: str = Field(min_length=1, description="id or unique prefix")
+    to: int | None = Field(None, ge=1, le=100000)
+    by: int | None = Field(None, ge=-100000, le=100000)
+    priority: int | None = Field(None, ge=-100, le=100)
+
+    @model_validator(mode="after")
+    def _one_way(self) -> QueueMoveRequest:
+        if sum(x is not None for x in (self.to, self.by, self.priority)) != 1:
+            raise ValueError("give exactly one of: to (a position, 1 = next), by (places, -1 = up one), priority")
+        return self
+
+
 class PlateClearedRequest(_Request):
     cmd: Literal["plate_cleared"]
 
@@ -112,8 +129,8 @@ class ConfigSetRequest(_Request):
 
 
 Request = Annotated[
-    StatusRequest | QueueAddRequest | QueueListRequest | JobCommandRequest | JobShowRequest | PlateClearedRequest
-    | ConfigSetRequest | PlanRequest,
+    StatusRequest | QueueAddRequest | QueueListRequest | QueueMoveRequest | JobCommandRequest | JobShowRequest
+    | PlateClearedRequest | ConfigSetRequest | PlanRequest,
     Field(discriminator="cmd"),
 ]
 REQUEST_ADAPTER: TypeAdapter[Request] = TypeAdapter(Request)
@@ -300,6 +317,9 @@ class ControlServer(Component):
             recent_s = self.node.clock.time() - REJECTED_SHOWN_S
             rejected = [j for j in await self.jobs.list(frozenset({JobState.REJECTED})) if j.updated_s >= recent_s]
             return await self.jobs.list(RUNNABLE_STATES | ACTIVE_STATES) + rejected
+        if isinstance(request, QueueMoveRequest):
+            job = await self.jobs.find(request.job)
+            return await self.jobs.reorder(job.id, to_position=request.to, by=request.by, priority=request.priority)
         if isinstance(request, JobShowRequest):
             job = await self.jobs.find(request.job)
             return JobHistory(job=job, history=await self.jobs.history(job.id))

@@ -48,6 +48,9 @@ class PrinterState(Event):
     #: waiting_user: the firmware waits for a person (M0/M1/M600, 'paused for user'); no timeout runs
     state: Literal["disconnected", "connecting", "ready", "printing", "paused", "waiting_user", "error"]
     detail: str = ""
+    #: for "paused" and "printing" during a job: who asked for the pause or the resume, the node or the
+    #: firmware (//action:pause|resume); a pause the node took back before the park is still the node's
+    asked_by: Literal["node", "printer"] = "node"
     port: str | None = None
 
 

@@ -287,6 +287,58 @@ class Jobs(Component):
                 job_id=job_id, action="added" if is_runnable else "removed"))
         return after
 
+    async def reorder(self, job_id: str, *, to_position: int | None = None, by: int | None = None,
+                      priority: int | None = None) -> Job:
+        """Move a waiting job in the queue: to ``to_position`` (1 = next), ``by`` places (-1 = up one),
+        or to a new ``priority`` (it keeps its place among jobs of that priority).
+
+        The queue's order is ``priority DESC, queue_seq`` everywhere (the runner's list, the planner's
+        order), so a move is written in those two columns: the waiting jobs' own ``queue_seq`` values
+        are dealt out again in the new order, and a job moved past one of another priority takes
+        that priority (else the move would not hold).  A job on the printer or finished cannot move
+        (TransitionRefused with the reason).  Not a state transition: no version bump, so a hub's
+        conditional update of the job still applies."""
+        if sum(x is not None for x in (to_position, by, priority)) != 1:
+            raise ValueError("a move takes exactly one of: a position, a number of places, a priority")
+
+        def _reorder(conn: sqlite3.Connection) -> Job:
+            with transaction(conn):
+                job = _get(conn, job_id)
+                if job is None:
+                    raise KeyError(f"no job {job_id!r}")
+                if job.state not in RUNNABLE_STATES:
+                    where = ("it owns the printer" if job.state in ACTIVE_STATES else "it is not waiting in the queue")
+                    raise TransitionRefused(f"job {job.id} is {job.state}: only a waiting job can be moved ({where})")
+                waiting = [Job.from_row(r) for r in conn.execute(
+                    "SELECT * FROM jobs WHERE state IN (%s) ORDER BY priority DESC, queue_seq"
+                    % ",".join("?" * len(RUNNABLE_STATES)), [s.value for s in RUNNABLE_STATES]).fetchall()]
+                others = [j for j in waiting if j.id != job.id]
+                if priority is not None:
+                    new_priority = priority
+                    # its place among the jobs of its (new) priority: by its queue_seq, as a new job's would be
+                    index = sum(1 for j in others if (-j.priority, j.queue_seq) < (-priority, job.queue_seq))
+                else:
+                    here = next(i for i, j in enumerate(waiting) if j.id == job.id)
+                    index = max(0, min(len(others), (to_position - 1) if to_position is not None else here + by))
+                    above = others[index - 1].priority if index > 0 else None
+                    below = others[index].priority if index < len(others) else None
+                    new_priority = job.priority
+                    if above is not None:
+                        new_priority = min(new_priority, above)
+                    if below is not None:
+                        new_priority = max(new_priority, below)
+                order = others[:index] + [job.model_copy(update={"priority": new_priority})] + others[index:]
+                for seq, queued in zip(sorted(j.queue_seq for j in waiting), order, strict=True):
+                    conn.execute("UPDATE jobs SET queue_seq = ?, priority = ? WHERE id = ?",
+                                 (seq, queued.priority, queued.id))
+                moved = _get(conn, job.id)
+            assert moved is not None
+            return moved
+
+        moved = await self.store.run(_reorder)
+        await self.node.send_event("queue_changed", QueueChanged(job_id=moved.id, action="priority"))
+        return moved
+
 
 def error_text(exc: BaseException) -> str:
     """An error's message for a person: a KeyError's own text (``str`` of a KeyError is its repr,

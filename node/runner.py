@@ -299,7 +299,11 @@ class JobRunner(Component):
     async def _on_printer_state(self, event: PrinterState) -> None:
         """The firmware paused or resumed the print itself (``//action:pause|resume``), or waits for a
         person at the printer (M0/M1/M600, ``paused for user``): the job follows, so the operator sees
-        it paused with the printer's reason instead of a print that silently stands still."""
+        it paused with the printer's reason instead of a print that silently stands still.
+
+        Only the firmware's pauses: the printer also says "paused" and "printing" when it parks and
+        unparks for the node's own pause, and a pause taken back before the park was done arrives after
+        the job is printing again (it is not the printer asking)."""
         job_id = self.current_job_id
         if job_id is not None and event.state == "waiting_user":
             job = await self.jobs.get(job_id)
@@ -310,7 +314,8 @@ class JobRunner(Component):
             job = await self.jobs.get(job_id)
             if job is not None and job.state == JobState.PAUSED and job.pause_reason == PauseReason.PRINTER:
                 await self.jobs.transition(job_id, JobState.PRINTING, "resumed: the user answered the printer")
-        elif job_id is not None and event.detail == job_id and event.state in ("paused", "printing"):
+        elif (job_id is not None and event.detail == job_id and event.state in ("paused", "printing")
+                and event.asked_by == "printer"):
             job = await self.jobs.get(job_id)
             if job is not None and event.state == "paused" and job.state == JobState.PRINTING:
                 await self.jobs.transition(job_id, JobState.PAUSED, "paused: the printer asked (//action:pause)",

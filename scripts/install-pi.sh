@@ -117,6 +117,18 @@ else
     run runuser -u "$SERVICE_USER" -- "$VENV/bin/printnode" web init --config "$CONFIG_DIR/node.toml"
 fi
 
+echo "== zeroconf: announce the page and the OctoPrint-compatible API on the LAN (slicers' Browse list)"
+if [ -d /etc/avahi/services ]; then
+    # avahi-daemon (on Raspberry Pi OS by default) announces service files: nothing resident in the node
+    if ANNOUNCE="$("$VENV/bin/printnode" web announce --config "$CONFIG_DIR/node.toml")"; then
+        printf '%s\n' "$ANNOUNCE" | write_file /etc/avahi/services/printnode.service 0644
+    else
+        echo "   not announced (the reason is above); printnode web url still names the page"
+    fi
+else
+    echo "   avahi-daemon is not installed: slicers find the node by its address (apt install avahi-daemon, then re-run)"
+fi
+
 echo "== systemd unit $UNIT"
 UNIT_TEXT="$("$VENV/bin/python" -c "import sys; from pathlib import Path; from node.field.service import render_unit; \
 sys.stdout.write(render_unit(Path(sys.argv[1]), user=sys.argv[2]))" "$VENV" "$SERVICE_USER" 2>/dev/null \

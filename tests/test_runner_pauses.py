@@ -62,6 +62,18 @@ async def _scenario(tmp_path: Path) -> None:
         firmware.host_action("resume")  # the knob
         await wait_until(lambda: _state_is(jobs, job.id, JobState.PRINTING), what="resumed by the printer")
 
+        # a person's pause taken back before the printer parked: the park the printer still reports is
+        # the node's own pause, not the firmware asking (no "//action:pause" in the history)
+        before = len(await jobs.history(job.id))
+        await runner.pause(job.id)
+        await runner.resume(job.id)
+        lines = printer.progress.lines_sent
+        await wait_until(lambda: printer.state == "printing" and printer.progress.lines_sent > lines + 100,
+                         timeout_s=60, what="printing again after the withdrawn pause")
+        await asyncio.sleep(0.5)  # the printer's reports of that pause have all arrived
+        steps = [(t.to_state, t.pause_reason) for t in (await jobs.history(job.id))[before:]]
+        assert steps == [("paused", "user"), ("printing", None)], steps
+
         t_s = node.clock.time()
         await node.send_event("energy_pause_requested", EnergyPauseRequested(
             job_id=job.id, t_s=t_s, soc_pct=31.0, reserve_pct=30.0, reason="test: energy short"))
@@ -86,7 +98,7 @@ async def _scenario(tmp_path: Path) -> None:
         done = [line for line in executed.read_bytes().splitlines() if line in set(moves)]
         assert done == moves  # two pauses and a suspension: nothing lost, nothing repeated
         reasons = [t.reason for t in await jobs.history(job.id)]
-        assert any("//action:pause" in r for r in reasons) and any(r.startswith("suspended") for r in reasons)
+        assert sum("//action:pause" in r for r in reasons) == 1 and any(r.startswith("suspended") for r in reasons)
     finally:
         await node.stop()
         store.close()

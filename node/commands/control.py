@@ -27,6 +27,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _common(listing, with_json=True)
     listing.add_argument("--all", action="store_true")
     listing.set_defaults(func=cmd_queue_list)
+    move = queue_sub.add_parser("move", help="move a waiting job in the queue (not one on the printer)")
+    _common(move, with_json=True)
+    move.add_argument("job")
+    where = move.add_mutually_exclusive_group(required=True)
+    where.add_argument("--to", type=int, metavar="N", help="to position N of the waiting jobs (1 = next)")
+    where.add_argument("--top", action="store_const", dest="to", const=1, help="to the head of the queue")
+    where.add_argument("--bottom", action="store_const", dest="to", const=100000, help="to the end of the queue")
+    where.add_argument("--up", action="store_const", dest="by", const=-1, help="one place up")
+    where.add_argument("--down", action="store_const", dest="by", const=1, help="one place down")
+    where.add_argument("--priority", type=int, help="a new priority (-100..100; higher prints first)")
+    move.set_defaults(func=cmd_queue_move, by=None)
     qcancel = queue_sub.add_parser("cancel", help="cancel a job")
     _common(qcancel, with_json=True)
     qcancel.add_argument("job")
@@ -174,6 +185,19 @@ def cmd_queue_list(args: argparse.Namespace) -> int:
             print(_job_line(job))
         if not jobs:
             print("no jobs")
+    return 0
+
+
+def cmd_queue_move(args: argparse.Namespace) -> int:
+    job = _call(args, {"cmd": "queue_move", "job": args.job, "to": args.to, "by": args.by, "priority": args.priority})
+    if args.json:
+        print_json(job)
+        return 0
+    listed = _call(args, {"cmd": "queue_list"})
+    waiting = [j for j in listed if j["state"] in ("queued", "waiting_plate", "waiting_energy")]
+    position = next((i for i, j in enumerate(waiting, 1) if j["id"] == job["id"]), None)
+    print(f"moved {job['id']}  {printable(job['name'])}: "
+          + (f"{position} of {len(waiting)} waiting, " if position else "") + f"priority {job['priority']}")
     return 0
 
 

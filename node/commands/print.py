@@ -52,7 +52,7 @@ class _CliSink:
         self.last_shown = 0.0
         self.drawn = False
 
-    def on_state(self, state: str, detail: str) -> None:
+    def on_state(self, state: str, detail: str, asked_by: str = "node") -> None:
         if self.mode == "json":
             print(json.dumps({"type": "state", "state": state, "detail": detail}), flush=True)
         else:

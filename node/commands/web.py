@@ -1,4 +1,5 @@
-"""``printnode web init | key [--rotate] | password | url``: the web page's credentials and address.
+"""``printnode web init | key [--rotate] | password | url | announce``: the web page's credentials, its
+address, and its zeroconf announcement.
 
 Run as the node's user (``sudo -u printnode ...`` on a Pi): the credentials file in the state
 directory is readable by that user only.  The running daemon re-reads it, so a rotated key or a
@@ -31,6 +32,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_config_arguments(password)
     password.add_argument("--stdin", action="store_true", help="read it from standard input (scripts)")
     password.set_defaults(func=cmd_password)
+    announce = sub.add_parser("announce", help="the avahi service file that announces the page and the "
+                                               "OctoPrint-compatible API on the LAN (zeroconf)")
+    add_config_arguments(announce)
+    announce.add_argument("--write", metavar="PATH", nargs="?", const="/etc/avahi/services/printnode.service",
+                          default=None, help="write it there (default path: avahi's services directory) "
+                                             "instead of printing it")
+    announce.set_defaults(func=cmd_announce)
     url = sub.add_parser("url", help="where the page and the API are (what to type into a slicer)")
     add_config_arguments(url)
     url.set_defaults(func=cmd_url)
@@ -43,6 +51,7 @@ def _fail(message: str) -> int:
 
 def cmd_init(args: argparse.Namespace) -> int:
     from node.web import credentials as creds
+    from node.web import sessions
 
     config = config_from_args(args)
     path = config.web_credentials
@@ -52,6 +61,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     try:
         given = sys.stdin.readline().rstrip("\n") if args.password_stdin else None
         credentials, password = creds.create(path, given)
+        sessions.clear(path)  # logins made with the credentials this replaces
     except creds.CredentialsError as exc:
         return _fail(str(exc))
     except OSError as exc:
@@ -83,6 +93,7 @@ def cmd_key(args: argparse.Namespace) -> int:
 
 def cmd_password(args: argparse.Namespace) -> int:
     from node.web import credentials as creds
+    from node.web import sessions
 
     config = config_from_args(args)
     if args.stdin:
@@ -93,11 +104,38 @@ def cmd_password(args: argparse.Namespace) -> int:
             return _fail("the two passwords differ; nothing changed")
     try:
         creds.set_password(config.web_credentials, password)
+        sessions.clear(config.web_credentials)  # the daemon also refuses logins made with the old password
     except creds.CredentialsError as exc:
         return _fail(str(exc))
     except OSError as exc:
         return _fail(f"cannot write {config.web_credentials}: {exc.strerror or exc} (run as the node's user)")
-    print("page password set (logins from now on use it)")
+    print("page password set (logins from now on use it; pages logged in with the old one must log in again)")
+    return 0
+
+
+def cmd_announce(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from node.web.announce import NothingToAnnounce, avahi_service_xml
+
+    config = config_from_args(args)
+    try:
+        text = avahi_service_xml(config.web, config.node.id)
+    except NothingToAnnounce as exc:
+        return _fail(str(exc))
+    if args.write is None:
+        sys.stdout.write(text)
+        return 0
+    target = Path(args.write)
+    try:
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_text(text)
+        tmp.chmod(0o644)
+        tmp.replace(target)  # avahi-daemon sees the whole file or none of it
+    except OSError as exc:
+        return _fail(f"cannot write {target}: {exc.strerror or exc} (is avahi-daemon installed? run as root)")
+    print(f"wrote {target}: avahi-daemon announces the page and the OctoPrint-compatible API on port "
+          f"{config.web.port}")
     return 0
 
 

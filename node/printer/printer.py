@@ -52,8 +52,8 @@ class _LoopSink:
     def _put(self, kind: str, *args: Any) -> None:
         self._loop.call_soon_threadsafe(self._inbox.put_nowait, (kind, args))
 
-    def on_state(self, state: str, detail: str) -> None:
-        self._put("state", state, detail)
+    def on_state(self, state: str, detail: str, asked_by: str = "node") -> None:
+        self._put("state", state, detail, asked_by)
 
     def on_temperatures(self, report: TemperatureReport) -> None:
         self._put("temperatures", report)
@@ -175,10 +175,11 @@ class Printer(Component):
         if kind == "barrier":
             args[0].set_result(None)
         elif kind == "state":
-            state, detail = args
+            state, detail, asked_by = args
             if (state, detail) != (self.state, self.state_detail):
                 self.state, self.state_detail = state, detail
-                await self.node.send_event("printer_state", PrinterState(state=state, detail=detail))
+                await self.node.send_event("printer_state", PrinterState(state=state, detail=detail,
+                                                                         asked_by=asked_by))
         elif kind == "temperatures":
             report: TemperatureReport = args[0]
             self.temperatures = Temperatures(

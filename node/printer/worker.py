@@ -77,7 +77,7 @@ MOTION_LOOKBACK_LINES = 32
 class WorkerSink(Protocol):
     """What the worker reports; called on the worker thread."""
 
-    def on_state(self, state: str, detail: str) -> None: ...
+    def on_state(self, state: str, detail: str, asked_by: str = "node") -> None: ...
     def on_temperatures(self, report: TemperatureReport) -> None: ...
     def on_progress(self, job_id: str, byte_offset: int, bytes_total: int, lines_sent: int) -> None: ...
     def on_checkpoint(self, job_id: str, checkpoint: Checkpoint) -> None: ...
@@ -196,6 +196,10 @@ class PrinterWorker(threading.Thread):
         self._parked_z: float | None = None
         #: the heaters during a pause the firmware asked for (//action:pause)
         self.action_pause = action_pause or HeaterPlan()
+        #: who asked for the current pause and for its end ("node" or "printer"), said with the park's
+        #: "paused" and the unpark's "printing": the runner moves the job only for the firmware's
+        self._pause_asked_by = "node"
+        self._resume_asked_by = "node"
         self._collect: list[str] | None = None
         self._last_poll = 0.0
         self._last_progress = time.monotonic()  # the last time a line was acknowledged
@@ -233,18 +237,21 @@ class PrinterWorker(threading.Thread):
         self._suspend.clear()
         self._requests.put(request)
 
-    def pause(self, heaters: HeaterPlan | None = None) -> None:
+    def pause(self, heaters: HeaterPlan | None = None, asked_by: str = "node") -> None:
         """Pause at the next safe point (the lines in flight done), heaters per ``heaters``."""
         self._pause_plan = heaters or HeaterPlan()
+        self._pause_asked_by = asked_by
         self._paused.set()
 
     def suspend(self) -> None:
         """End a pause with heaters, fan and steppers off: the print returns as ``suspended``
         with an exact checkpoint, to be resumed through the power-loss path."""
+        self._pause_asked_by = "node"
         self._suspend.set()
         self._paused.set()
 
     def resume(self) -> None:
+        self._resume_asked_by = "node"
         self._paused.clear()
         if self._user_wait or self._user_wait_at is not None:
             self._answer_user.set()  # the worker thread writes: one writer on the port
@@ -507,9 +514,9 @@ class PrinterWorker(threading.Thread):
         at = self.engine.lines_acked if waiting else None
         if at != self._user_wait_at:
             if self._user_wait_at is not None:
-                self.sink.on_state("printing", USER_ANSWERED)
+                self.sink.on_state("printing", USER_ANSWERED, "printer")
             if waiting:
-                self.sink.on_state("waiting_user", detail)
+                self.sink.on_state("waiting_user", detail, "printer")
             self._user_wait_at = at
 
     def current_phase(self) -> Phase:
@@ -614,10 +621,11 @@ class PrinterWorker(threading.Thread):
                 action = bytes(value).decode(errors="replace")  # type: ignore[arg-type]
                 log.info("printer asks: //action:%s", action)
                 if action == "pause":
-                    self.pause(self.action_pause)
+                    self.pause(self.action_pause, asked_by="printer")
                 elif action == "paused":  # the firmware paused itself (M600, M0): it waits for the user
                     self._user_wait = True
                 elif action == "resume":
+                    self._resume_asked_by = "printer"
                     self._paused.clear()
                 elif action == "cancel":
                     self._cancel.set()
@@ -855,7 +863,7 @@ class PrinterWorker(threading.Thread):
         position = self._query_position()
         modes = _modes_after(request.path, checkpoint.byte_offset) if checkpoint else None
         self._run_script(park_script(plan))
-        self.sink.on_state("paused", request.job_id)
+        self.sink.on_state("paused", request.job_id, self._pause_asked_by)
         paused_at_s = self.clock.time()
         hotend_on = not plan.hotend_off
         while self._paused.is_set() and not self._cancel.is_set() and not self._stopping.is_set():
@@ -871,7 +879,7 @@ class PrinterWorker(threading.Thread):
             self._idle()
         if self._cancel.is_set() or self._stopping.is_set():
             return False
-        self.sink.on_state("printing", request.job_id)
+        self.sink.on_state("printing", request.job_id, self._resume_asked_by)
         self._run_script(reheat_script(targets) + unpark_script(position, modes))
         return False
 

@@ -39,6 +39,7 @@ CONTROL_ROUTES: dict[str, tuple[str, str]] = {
     "queue_add": ("POST", "/api/node/jobs"),
     "queue_list": ("GET", "/api/node/jobs"),
     "job_show": ("GET", "/api/node/jobs/{job}"),
+    "queue_move": ("POST", "/api/node/jobs/{job}/move"),
     "pause": ("POST", "/api/node/jobs/{job}/pause"),
     "resume": ("POST", "/api/node/jobs/{job}/resume"),
     "cancel": ("POST", "/api/node/jobs/{job}/cancel"),
@@ -156,6 +157,18 @@ def add_routes(app: web.Application, server: WebServer) -> None:
         job = request.match_info.get("job")
         return await run(JobCommandRequest(cmd=verb, job=job))  # type: ignore[arg-type]
 
+    async def queue_move(request: web.Request) -> web.StreamResponse:
+        body = await read_json(request)
+        unknown = set(body) - {"to", "by", "priority"}
+        if unknown:
+            raise ControlError(f"move: unknown field(s) {', '.join(sorted(unknown))}; send one of to, by, priority")
+        try:
+            model = REQUEST_ADAPTER.validate_python({"cmd": "queue_move", "job": request.match_info["job"], **body})
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'][1:])) or 'move'}: {e['msg']}" for e in exc.errors())
+            raise ControlError(f"move: {problems}") from None
+        return await run(model)
+
     async def plate_cleared(request: web.Request) -> web.StreamResponse:
         return await run(PlateClearedRequest(cmd="plate_cleared"))
 
@@ -184,6 +197,7 @@ def add_routes(app: web.Application, server: WebServer) -> None:
     app.router.add_post("/api/node/jobs", queue_add)
     app.router.add_get("/api/node/jobs/{job}", job_show)
     app.router.add_post("/api/node/jobs/{job}/{verb:pause|resume|cancel}", job_command)
+    app.router.add_post("/api/node/jobs/{job}/move", queue_move)
     app.router.add_post("/api/node/{verb:pause|resume|cancel}", job_command)  # the current job
     app.router.add_post("/api/node/plate-cleared", plate_cleared)
     app.router.add_get("/api/node/plan", plan)

@@ -6,6 +6,8 @@ from importlib import resources
 
 from aiohttp import web
 
+from node.web.sessions import Session
+
 SESSION_COOKIE = "printnode_session"
 CSRF_HEADER = "X-CSRF-Token"
 STATIC = resources.files("node.web") / "static"
@@ -18,13 +20,6 @@ class HttpError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
-
-
-@dataclass
-class Session:
-    token: str
-    csrf: str
-    expires_s: float  # time.monotonic()
 
 
 @dataclass

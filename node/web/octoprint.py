@@ -27,14 +27,13 @@ from node.control import ControlError, StoredFile
 from node.jobcontrol import run_job_command
 from node.jobs import ACTIVE_STATES, RUNNABLE_STATES, Job, JobState, TransitionRefused
 from node.web.api import Upload, queue_upload, read_json, receive_upload, truthy
+from node.web.compat import API_VERSION, SERVER_VERSION
 
 if TYPE_CHECKING:
     from node.web.server import WebServer
 
 log = logging.getLogger(__name__)
 
-API_VERSION = "0.1"
-SERVER_VERSION = "1.10.0"  # the OctoPrint API level these routes follow
 LIBRARY_MAX = 20
 
 
@@ -278,8 +277,13 @@ class OctoPrintApi:
             if self.library.selected is None:
                 raise TransitionRefused("no file is selected: upload one with select, or with print")
             job, when = await self.queue_entry(self.library.selected)
-            return web.json_response({"printnode": {"job_id": job.id, "state": job.state.value, "when": when}},
-                                     status=400 if job.state == JobState.REJECTED else 200)
+            if job.state == JobState.REJECTED:
+                return web.json_response({"error": f"refused: {job.reason}", "printnode": {
+                    "job_id": job.id, "state": job.state.value, "when": when}}, status=400)
+            # OctoPrint answers a start with 204 and clients check for exactly that (octoprint-cli does):
+            # the job and, in words, when it prints go in headers; GET /api/job and the page say it too
+            return web.Response(status=204, headers={"X-Printnode-Job": job.id,
+                                                     "X-Printnode-When": when.encode("ascii", "replace").decode()})
         job = await self._shown_job()
         if command == "cancel":
             if job is None:

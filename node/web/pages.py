@@ -30,7 +30,7 @@ def add_routes(app: web.Application, server: WebServer) -> None:
         if once is not None:  # a one-time login link (make run prints one)
             expires = server._once_tokens.pop(once, None)
             if expires is not None and expires > time.monotonic():
-                return _logged_in(server, request)
+                return await _logged_in(server, request)
             raise web.HTTPSeeOther("/login?error=link")
         if server.session_of(request) is not None:
             raise web.HTTPSeeOther("/")
@@ -49,12 +49,12 @@ def add_routes(app: web.Application, server: WebServer) -> None:
         if not server.credentials().password_matches(password):
             server.login_failed(remote)
             raise web.HTTPSeeOther("/login?error=wrong")
-        return _logged_in(server, request)
+        return await _logged_in(server, request)
 
     async def logout(request: web.Request) -> web.StreamResponse:
         principal = request["principal"]
         if principal.session is not None:
-            server._sessions.pop(principal.session.token, None)
+            await server.end_session(principal.session)
         response = web.HTTPSeeOther("/login")
         response.del_cookie(SESSION_COOKIE, path="/")
         raise response
@@ -86,8 +86,8 @@ def _same_origin(request: web.Request) -> bool:
     return urlsplit(origin).netloc == request.host
 
 
-def _logged_in(server: WebServer, request: web.Request) -> web.StreamResponse:
-    session = server.new_session()
+async def _logged_in(server: WebServer, request: web.Request) -> web.StreamResponse:
+    session = await server.new_session()
     response = web.HTTPSeeOther("/")
     response.set_cookie(SESSION_COOKIE, session.token, httponly=True, samesite="Strict", path="/",
                         secure=request.secure, max_age=int(server.config.session_hours * 3600))

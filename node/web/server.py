@@ -31,9 +31,10 @@ from node.jobs import FINAL_STATES, Job, Jobs, JobState, TransitionRefused, erro
 from node.node import Component, Node
 from node.web import api, pages
 from node.web import credentials as creds
-from node.web.common import CSRF_HEADER, SESSION_COOKIE, HttpError, LoginTries, Principal, Session, json_error
+from node.web.common import CSRF_HEADER, SESSION_COOKIE, HttpError, LoginTries, Principal, json_error
 from node.web.config import WebSection
 from node.web.octoprint import OctoPrintApi
+from node.web.sessions import Session, SessionStore, password_fingerprint, sessions_path
 from node.web.view import PageState, page_state, zone
 
 if TYPE_CHECKING:
@@ -42,13 +43,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAX_SESSIONS = 64
 MAX_SMALL_BODY = 64 * 1024  # a login form or a JSON command; uploads are streamed, not read whole
 LOGIN_TRIES = 5  # failed logins from one address within LOGIN_WINDOW_S before it must wait
 LOGIN_WINDOW_S = 300.0
 UPDATE_MIN_INTERVAL_S = 1.0  # the page gets at most one state a second ...
 UPDATE_MAX_INTERVAL_S = 5.0  # ... and at least one every five (the clock moves)
 KEEPALIVE_S = 15.0
+SERVER_HEADER = "printnode"  # no library, no version
 #: events after which the page's state is rebuilt
 FEED_EVENTS = ("job_state_changed", "job_progress", "printer_state", "temperatures", "plate_cleared",
                "queue_changed", "telemetry_sample", "plan_updated", "battery_level_changed", "telemetry_link",
@@ -84,7 +85,8 @@ class WebServer(Component):
         self.problem: str | None = None
         self._credentials: creds.Credentials | None = None
         self._credentials_mtime = 0.0
-        self._sessions: dict[str, Session] = {}
+        #: page logins, kept hashed in a file beside the credentials: a restart does not log the page out
+        self.sessions = SessionStore(sessions_path(credentials_path))
         self._login_tries: dict[str, LoginTries] = {}
         self._once_tokens: dict[str, float] = {}
         self._runner: web.AppRunner | None = None
@@ -112,6 +114,7 @@ class WebServer(Component):
                 log.warning("web: created %s (API key and page password); `printnode web key` shows the key, "
                             "`printnode web password` sets the password", self.credentials_path)
             self.credentials()
+            await asyncio.to_thread(self.sessions.load)
         except (creds.CredentialsError, OSError) as exc:  # the node runs on; status and doctor say why
             detail = f"{self.credentials_path}: {exc.strerror or exc}" if isinstance(exc, OSError) else str(exc)
             self.problem = f"web page not served: {detail}"
@@ -161,7 +164,8 @@ class WebServer(Component):
         log.debug("web: stopped in %.1f s", time.monotonic() - started)
 
     def status(self) -> dict[str, Any]:
-        return {"url": self.url, "problem": self.problem, "sessions": len(self._sessions),
+        return {"url": self.url, "problem": self.problem, "sessions": len(self.sessions),
+                "sessions_problem": self.sessions.problem,
                 "live_pages": self._subscribers, **self.counters}
 
     def _ssl_context(self) -> ssl.SSLContext | None:
@@ -194,23 +198,28 @@ class WebServer(Component):
         self._once_tokens[token] = time.monotonic() + 3600.0
         return token
 
-    def new_session(self) -> Session:
-        now = time.monotonic()
-        for token in [t for t, s in self._sessions.items() if s.expires_s < now]:
-            del self._sessions[token]
-        while len(self._sessions) >= MAX_SESSIONS:  # the oldest login goes first
-            del self._sessions[min(self._sessions, key=lambda t: self._sessions[t].expires_s)]
-        session = Session(secrets.token_urlsafe(32), secrets.token_urlsafe(24),
-                          now + self.config.session_hours * 3600.0)
-        self._sessions[session.token] = session
+    def _password_fingerprint(self) -> str:
+        password = self.credentials().password
+        return password_fingerprint(password.hash if password else None)
+
+    async def new_session(self) -> Session:
+        session = self.sessions.create(self.config.session_hours, self._password_fingerprint())
+        await asyncio.to_thread(self.sessions.save)
         return session
 
+    async def end_session(self, session: Session) -> None:
+        if self.sessions.revoke(session.token):
+            await asyncio.to_thread(self.sessions.save)
+
     def session_of(self, request: web.Request) -> Session | None:
-        token = request.cookies.get(SESSION_COOKIE)
-        session = self._sessions.get(token or "")
-        if session is None or session.expires_s < time.monotonic():
+        """The cookie's live session: unknown, expired, or logged in with an older password is None."""
+        return self.session_from_token(request.cookies.get(SESSION_COOKIE))
+
+    def session_from_token(self, token: str | None) -> Session | None:
+        try:
+            return self.sessions.lookup(token, self._password_fingerprint())
+        except creds.CredentialsError:
             return None
-        return session
 
     def authenticate(self, request: web.Request) -> Principal:
         """The API key or a session, or HttpError 401 (nothing offered) / 403 (wrong credentials)."""
@@ -259,6 +268,7 @@ class WebServer(Component):
         pages.add_routes(app, self)
         api.add_routes(app, self)
         self.octoprint.add_routes(app)
+        app.on_response_prepare.append(_plain_server_header)
         return app
 
     @web.middleware
@@ -394,7 +404,7 @@ class WebServer(Component):
                 await response.write(b"event: state\ndata: " + self._state_bytes + b"\n\n")
                 seen = self._state_version
             while not self._closing:
-                if principal.session is not None and principal.session.expires_s < time.monotonic():
+                if principal.session is not None and self.session_from_token(principal.session.token) is None:
                     await response.write(b"event: logout\ndata: {}\n\n")
                     break
                 if self._state_version == seen or not self._state_bytes:
@@ -447,3 +457,8 @@ class WebServer(Component):
                     await self._plan_seen.wait()
             except TimeoutError:
                 pass
+
+
+async def _plain_server_header(request: web.Request, response: web.StreamResponse) -> None:
+    """aiohttp names itself and its version in ``Server`` (a gift to a scanner): name the node only."""
+    response.headers["Server"] = SERVER_HEADER

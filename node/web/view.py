@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel
 
-from node.jobs import ACTIVE_STATES, FINAL_STATES, Job, JobState
+from node.jobs import ACTIVE_STATES, FINAL_STATES, RUNNABLE_STATES, Job, JobState
 
 STATE_WORDS = {
     JobState.RECEIVED: "announced by the hub, file not here yet",
@@ -48,7 +48,7 @@ class JobView(BaseModel):
     expected: str | None = None  # when the plan starts it, in local time
     percent: float | None = None
     time_left: str | None = None
-    actions: list[str] = []  # pause, resume, cancel: what the buttons may do now
+    actions: list[str] = []  # pause, resume, cancel, move: what the buttons may do now
     finished: str | None = None
 
 
@@ -122,6 +122,8 @@ def job_actions(job: Job, current_job_id: str | None) -> list[str]:
         actions.append("resume")
     if job.state not in FINAL_STATES:
         actions.append("cancel")
+    if job.state in RUNNABLE_STATES:
+        actions.append("move")  # up/down in the queue: never a job on the printer
     return actions
 
 

@@ -62,7 +62,7 @@ class RecordingSink:
         self.checkpoints: list[Checkpoint] = []
         self.emergencies: list[str] = []
 
-    def on_state(self, state: str, detail: str) -> None:
+    def on_state(self, state: str, detail: str, asked_by: str = "node") -> None:
         self.states.append((state, detail))
 
     def on_temperatures(self, report: TemperatureReport) -> None:

@@ -109,3 +109,36 @@ def moves_file(path: Path, moves: int) -> Path:
     lines = ["G28", "G90", "G1 X0 Y0 F600"] + [f"G1 X{10 * ((i + 1) % 2)} Y{i * 0.01:.2f}" for i in range(moves)]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+#: a PyPI OctoPrint client that sends what a person's script sends: version and key checks, a multipart
+#: upload, ``select``, then ``POST /api/job start`` (octorest drops the select/print fields of an upload)
+OCTOPRINT_CLI = "octoprint-cli==3.3.2.post1"
+
+
+def octoprint_cli_executable() -> Path:
+    """octoprint-cli in its own venv under the tests' cache (``PRINTNODE_TEST_CACHE``), built once per
+    machine the way tests/printer/test_octoprint_conformance.py builds OctoPrint's (a lock serialises it)."""
+    import fcntl
+
+    from tests.printer.test_octoprint_conformance import _cache_dir
+
+    cache = _cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    venv = cache / OCTOPRINT_CLI.replace("==", "-")
+    tool = venv / "bin" / "octoprint-cli"
+    with open(cache / "octoprint-cli.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        built = venv / ".printnode-built"  # written after a complete install: no probe process per run
+        if tool.exists() and built.exists():
+            return tool
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True, timeout=300)
+        build = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
+                                "--disable-pip-version-check", OCTOPRINT_CLI], capture_output=True, text=True,
+                               timeout=600)
+        probe = subprocess.run([str(venv / "bin" / "python"), "-c", "import octoprint_cli.api"], capture_output=True,
+                               timeout=120)
+        if build.returncode != 0 or probe.returncode != 0 or not tool.exists():
+            raise RuntimeError(f"could not build {OCTOPRINT_CLI}'s venv in {venv}:\n{build.stderr[-3000:]}")
+        built.touch()
+    return tool

@@ -30,8 +30,7 @@ def job_state(node: WebNode, job_id: str) -> str:
 
 
 def parked(node: WebNode) -> None:
-    """Resume only once the printer has parked (as tests/test_control.py does): a resume sent while
-    the park is still under way is a printer-stack matter, not the web's."""
+    """The printer has parked (the OctoPrint state follows the printer's)."""
     wait_for(lambda: node.call("GET", "/api/node/status").json()["components"]["printer"]["state"] == "paused",
              what="the printer parked")
 
@@ -105,8 +104,9 @@ def test_upload_without_print_is_kept_until_started(web_node: WebNode, tmp_path:
     assert "later.gcode" in names
     assert web_node.call("GET", "/api/node/page").json()["uploaded"] == ["later.gcode"]
     started = web_node.call("POST", "/api/job", {"command": "start"})
-    assert started.status == 200, started.body
-    job_id = started.json()["printnode"]["job_id"]
+    assert started.status == 204, started.body  # as OctoPrint answers; the job and when it prints in headers
+    job_id = started.headers["X-Printnode-Job"]
+    assert "energy plan" in started.headers["X-Printnode-When"] or "queued" in started.headers["X-Printnode-When"]
     assert job_state(web_node, job_id) in ("queued", "waiting_energy", "printing", "completed")
     assert web_node.call("GET", "/api/node/page").json()["uploaded"] == []
     nothing = web_node.call("POST", "/api/job", {"command": "start"})
@@ -152,13 +152,15 @@ def test_every_control_command_has_an_http_route_that_does_it(web_node: WebNode,
     wait_for(lambda: job_state(web_node, job_id) == "printing", what="printing")
     paused = web_node.call("POST", f"/api/node/jobs/{job_id}/pause")
     assert paused.status == 200 and paused.json()["state"] == "paused", paused.body
-    parked(web_node)
+    # resumed at once, whether or not the printer has parked yet (a late park report is the node's own
+    # pause, not the firmware's: tests/test_runner_pauses.py makes that race happen every time)
     resumed = web_node.call("POST", f"/api/node/jobs/{job_id}/resume")
     assert resumed.status == 200 and resumed.json()["state"] == "printing", resumed.body
     assert web_node.call("POST", "/api/node/cancel").json()["state"] == "cancelled"  # the current job
     shown = web_node.call("GET", f"/api/node/jobs/{job_id[:8]}").json()
     steps = [(h["to_state"], h["pause_reason"], h["reason"]) for h in shown["history"]]
     assert [step[0] for step in steps][-4:] == ["printing", "paused", "printing", "cancelled"], steps
+    assert [step[1] for step in steps if step[0] == "paused"] == ["user"], steps  # no "the printer asked"
     assert "summary" in web_node.call("GET", "/api/node/plan").json()
     saved = web_node.call("POST", "/api/node/config", {"assignment": "analysis.ambient_c=25"})
     assert saved.status == 200 and saved.json()["restart_required"] is True
@@ -219,3 +221,64 @@ def test_a_body_read_whole_is_capped_and_said_so(web_node: WebNode) -> None:
     answer = web_node.call("POST", "/api/node/config", {"assignment": "analysis.ambient_c=" + "2" * 200_000})
     assert answer.status == 413 and "too large" in answer.json()["error"]
     assert web_node.call("GET", "/api/version").status == 200  # and the node serves on
+
+
+def test_a_waiting_job_moves_in_the_queue_from_the_api_and_the_cli_but_not_the_one_printing(web_node: WebNode,
+                                                                                           tmp_path: Path) -> None:
+    settle(web_node)
+    ids = []
+    for name, moves in (("first", 6000), ("second", 10), ("third", 10)):  # queued as the CLI does: quicker
+        path = moves_file(tmp_path / f"{name}.gcode", moves)
+        ids.append(web_node.daemon.request({"cmd": "queue_add", "name": path.name,
+                                            "size_bytes": path.stat().st_size}, path)["id"])
+        if name == "first":
+            wait_for(lambda: job_state(web_node, ids[0]) == "printing", what="the first printing")
+    first, second, third = ids
+
+    def waiting() -> list[str]:
+        return [j["id"] for j in web_node.call("GET", "/api/node/jobs").json()
+                if j["state"] in ("queued", "waiting_plate", "waiting_energy")]
+
+    assert waiting() == [second, third]
+    refused = web_node.call("POST", f"/api/node/jobs/{first}/move", {"to": 1})
+    assert refused.status == 409 and "is printing: only a waiting job can be moved" in refused.json()["error"]
+    moved = web_node.call("POST", f"/api/node/jobs/{third}/move", {"by": -1})
+    assert moved.status == 200 and moved.json()["id"] == third, moved.body
+    assert moved.headers["Server"] == "printnode"  # aiohttp's name and version are not on show
+    assert waiting() == [third, second]
+    shown = web_node.daemon.cli("queue", "move", second[:8], "--top")
+    assert shown.returncode == 0 and "1 of 2 waiting" in shown.stdout, shown.stderr
+    assert waiting() == [second, third]
+    for body, words in (({"to": 1, "by": 1}, "exactly one of"), ({"to": 0}, "to: Input should be greater"),
+                        ({"place": 1}, "unknown field(s) place")):
+        bad = web_node.call("POST", f"/api/node/jobs/{third}/move", body)
+        assert bad.status == 400 and words in bad.json()["error"], bad.body
+
+
+
+def test_a_pypi_octoprint_client_uploads_selects_and_starts_a_job_that_prints_when_the_plan_allows(
+        web_node: WebNode, tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.web.conftest import octoprint_cli_executable
+
+    settle(web_node)
+    tool = octoprint_cli_executable()
+    config = tmp_path / "octoprint-cli.ini"  # its own config file; no update check (no GitHub from a test)
+    config.write_text(f"[server]\nServerAddress = {web_node.url}\nApiKey = {web_node.key}\n\n"
+                      "[preferences]\nUpdateCheck = false\nFormattedText = false\n")
+
+    def client(*args: str) -> str:
+        done = subprocess.run([str(tool), "-c", str(config), *args], capture_output=True, text=True, timeout=60,
+                              cwd=tmp_path)
+        assert done.returncode == 0, (args, done.stdout, done.stderr)
+        return done.stdout
+
+    part = moves_file(tmp_path / "cli.gcode", 30)
+    # every call first checks /api/version (a dict) and the key (GET /api/job): both pass, or it stops
+    assert "File uploaded to OctoPrint" in client("files", "upload", part.name)
+    assert "cli.gcode has been loaded" in client("print", "select", "cli.gcode")
+    assert "Starting print" in client("print", "start")  # OctoPrint's 204: the job is queued for the plan
+    job = web_node.call("GET", "/api/job").json()["printnode"]
+    assert job["state"] in ("queued", "waiting_energy", "printing", "completed"), job
+    wait_for(lambda: job_state(web_node, job["job_id"]) == "completed", timeout_s=60, what="the client's job printed")

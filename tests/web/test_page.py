@@ -2,7 +2,8 @@
 system chromedriver (nothing downloaded at run time), on a phone-sized window, against a running
 daemon at dawn (virtual printer, simulated sun): log in, upload a real G-code file, see it wait for
 the sun with its reason and expected start, see it print with its progress moving, pause, resume,
-press "Plate cleared". Screenshots of every step go to test-artifacts/web/ (kept by the run).
+move a waiting job up the queue, press "Plate cleared". Screenshots of every step go to
+test-artifacts/web/ (kept by the run).
 """
 from __future__ import annotations
 
@@ -115,6 +116,26 @@ def test_the_page_shows_the_day_and_runs_a_print_from_upload_to_plate_cleared(br
     wait_for(lambda: float((re.search(r"(\d+\.\d) %", text("current")) or [0, "0"])[1]) > first + 1,
              interval_s=0.2, what="progress moving")
     shot("resumed", "job-card")
+
+    # two more files while it prints (queued from the CLI's socket: the page's upload is shown above): they
+    # wait in the order they came; the last one's "Up" button puts it first (buttons, not dragging: a
+    # thumb on a phone presses them the same)
+    for name in ("second", "third"):
+        path = moves_file(tmp_path / f"{name}.gcode", 20)
+        dawn_node.daemon.request({"cmd": "queue_add", "name": path.name, "size_bytes": path.stat().st_size}, path)
+    shows("jobs", r"second\.gcode[\s\S]*third\.gcode", "both waiting, in the order they came")
+
+    def waiting_item(name: str) -> object:
+        return next(li for li in browser.find_elements(By.CSS_SELECTOR, "#jobs li") if li.text.startswith(name))
+
+    assert waiting_item("second.gcode").find_element(By.CSS_SELECTOR, "button.move-up").get_attribute("disabled")
+    waiting_item("third.gcode").find_element(By.CSS_SELECTOR, "button.move-up").click()
+    shows("message", r"third\.gcode moved up", "the move's answer")
+    shows("jobs", r"third\.gcode[\s\S]*second\.gcode", "third now first")
+    shot("moved-up", "queue-card")
+    for job in dawn_node.call("GET", "/api/node/jobs").json():
+        if job["name"] in ("second.gcode", "third.gcode"):
+            dawn_node.call("POST", f"/api/node/jobs/{job['id']}/cancel")
 
     shows("current", "^Nothing is printing.$", "the print finished", timeout_s=150)
     shows("plate", "occupied", "the plate occupied by the finished print")

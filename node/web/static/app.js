@@ -70,9 +70,20 @@
     return b;
   }
 
-  function jobButtons(job) {
+  function jobButtons(job, place) {
     const box = el("div", "buttons");
     const url = "/api/node/jobs/" + encodeURIComponent(job.id) + "/";
+    if (place && job.actions.includes("move")) {
+      // up/down buttons, not dragging: they work the same with a thumb on a phone
+      const move = (by, words) => act("POST", url + "move", { by: by }, () => job.name + " moved " + words + ".");
+      const up = button("↑ Up", "secondary move-up", () => move(-1, "up"));
+      const down = button("↓ Down", "secondary move-down", () => move(1, "down"));
+      up.disabled = place.first;
+      down.disabled = place.last;
+      up.setAttribute("aria-label", "Move " + job.name + " up the queue");
+      down.setAttribute("aria-label", "Move " + job.name + " down the queue");
+      box.append(up, down);
+    }
     if (job.actions.includes("pause")) box.append(button("Pause", "secondary", () => act("POST", url + "pause", undefined, () => "Pausing " + job.name + " at the next safe point.")));
     if (job.actions.includes("resume")) box.append(button("Resume", "secondary", () => act("POST", url + "resume", undefined, () => "Resuming " + job.name + ".")));
     if (job.actions.includes("cancel")) box.append(button("Cancel", "danger", () => {
@@ -81,7 +92,7 @@
     return box;
   }
 
-  function jobItem(job, withButtons) {
+  function jobItem(job, withButtons, place) {
     const li = el("li");
     li.dataset.jobId = job.id;
     li.dataset.state = job.state;
@@ -96,7 +107,7 @@
     if (job.reason && ["rejected", "failed", "paused", "suspended", "interrupted", "cancelled"].includes(job.state)) {
       li.append(el("div", "why", job.reason));
     }
-    if (withButtons) li.append(jobButtons(job));
+    if (withButtons) li.append(jobButtons(job, place));
     return li;
   }
 
@@ -134,7 +145,9 @@
     $("bar").style.width = ((current && current.percent) || 0) + "%";
     const pending = state.jobs.filter((job) => !current || job.id !== current.id);
     once("jobs", pending, () => {
-      $("jobs").replaceChildren(...(pending.length ? pending.map((job) => jobItem(job, true)) : [el("li", "state", "No job is waiting.")]));
+      const movable = pending.filter((job) => job.actions.includes("move")).map((job) => job.id);
+      const place = (job) => ({ first: movable[0] === job.id, last: movable[movable.length - 1] === job.id });
+      $("jobs").replaceChildren(...(pending.length ? pending.map((job) => jobItem(job, true, place(job))) : [el("li", "state", "No job is waiting.")]));
     });
     once("history", state.history, () => {
       $("history").replaceChildren(...(state.history.length ? state.history.map((job) => jobItem(job, false)) : [el("li", "state", "No finished job yet.")]));
