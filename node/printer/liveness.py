@@ -8,7 +8,8 @@ how long their acknowledgement may take:
 * **heating** (M109, M190, M191): the profile's first-order thermal model from the last reported
   temperature to the target, times 2, plus the heater's settle time (the PID's final approach and
   the firmware's residency) and the ordinary bound as a margin; without a profile, for a
-  target the model cannot reach, or for an ``R`` wait that must cool first, ``long_timeout_s``;
+  target the model cannot reach, or for a heater above its target (it may have to cool first: an
+  ``R`` wait, or Marlin's residency window after an overshoot), ``long_timeout_s``;
 * **long** (G28, G29, M400, M303, G4 without a time): ``long_timeout_s``; ``G4 P<ms>``/``S<s>``: its
   dwell plus the ordinary bound;
 * **waiting for the user** (M0, M1, M600, or the firmware saying ``paused for user`` or
@@ -212,13 +213,16 @@ def _heating_bound_s(command: bytes, heater: str, reply_timeout_s: float, long_t
     if profile is None or heater == "chamber":
         return long_timeout_s
     target = _param(command, b"S")
-    waits_both_ways = target is None
     if target is None:
         target = _param(command, b"R")
     if target is None:
         return long_timeout_s
-    if waits_both_ways and temperatures.get(heater, MODEL_AMBIENT_C) > target + 1.0:
-        return long_timeout_s  # R waits for cooling too, which the heating model cannot time (fans, room)
+    if temperatures.get(heater, MODEL_AMBIENT_C) > target + 1.0:
+        # above the target the wait may have to cool, which the heating model cannot time (fans, room):
+        # R waits both ways, and an S wait on Marlin still holds until the heater has stayed within its
+        # hysteresis of the target for the residency time (a bang-bang bed that overshot by 12 degrees
+        # kept real Marlin's `M190 S50` waiting for minutes)
+        return long_timeout_s
     model = profile.hotend if heater == "hotend" else profile.bed
     start_c = min(temperatures.get(heater, MODEL_AMBIENT_C), target)
     seconds = model.heatup_s(start_c, target, MODEL_AMBIENT_C)

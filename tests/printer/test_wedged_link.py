@@ -160,6 +160,11 @@ def test_a_wait_that_must_cool_gets_the_long_bound_not_the_heating_model() -> No
     heating = phase_of([b"M109 R170"], reply_timeout_s=30.0, long_timeout_s=900.0, profile=profile,
                        temperatures={"hotend": 25.0})
     assert cooling.bound_s == 900.0 and 30.0 < heating.bound_s < 900.0
+    # real Marlin, cura file: a bang-bang bed that overshot to 62 C kept `M190 S50` waiting (the residency
+    # window holds an S wait too); it failed a healthy print on a 90 s bound
+    overshot = phase_of([b"M190 S50"], reply_timeout_s=30.0, long_timeout_s=900.0, profile=profile,
+                        temperatures={"bed": 62.0})
+    assert overshot.bound_s == 900.0
     # the last ten degrees: nothing on paper at full power, a minute and more for a PID and its residency
     near = phase_of([b"M109 S170"], reply_timeout_s=30.0, long_timeout_s=900.0, profile=profile,
                     temperatures={"hotend": 160.0})
