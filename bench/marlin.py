@@ -376,7 +376,7 @@ def main() -> int:
         runs.append((CHECK_NAME, check.path, check.commands, bound_seconds(check.path), check))
     names = [part for part in wanted if part != CHECK_NAME]
     files = sorted(GCODE_DIR.glob("*.gcode"))
-    if names:  # in the order asked for
+    if wanted:  # in the order asked for (`--files check` alone: the check file only)
         files = [path for part in names for path in files if part in path.name]
     for path in files if not args.prove_judge else ():
         prefix, count = prefix_file(path, args.lines, OUT)
