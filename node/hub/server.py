@@ -4,7 +4,9 @@ Two threads touch the ledger (under its lock): paho's network thread, which hand
 message to the end (dedup, commit, then ack — the ack is the promise), and the pump thread, which
 every ``PUMP_S`` assigns new jobs, signs and sends manifests and commands the CLI queued in the
 ledger, and times out expired jobs.  The CLI (``submit``, ``cancel``) only writes rows; a running
-``hub serve`` picks them up, so nothing needs the broker but the server.
+``hub serve`` picks them up, so nothing needs the broker but the server.  A third thread, with a
+forecast provider, fetches each node's cloud cover (``node.hub.forecasts``) and queues it as commands
+for the pump; Home Assistant's buttons (``<root>/ha/command``) become commands the same way.
 
 Several workers (``share_group``) share one PostgreSQL ledger and the fleet: they subscribe through
 an MQTT v5 shared subscription (``$share/<group>/...``), so the broker hands each report to one of
