@@ -60,7 +60,8 @@ TABLES = parse_tables(DOC.read_text(encoding="utf-8"))
 
 
 def test_every_message_model_has_a_table_and_every_table_a_model() -> None:
-    assert set(TABLES) == set(wire_models())
+    assert set(wire_models()) - set(TABLES) == set(), "models without a table in docs/protocol.md"
+    assert set(TABLES) - set(wire_models()) == set(), "tables in docs/protocol.md without a model"
 
 
 @pytest.mark.parametrize("name", sorted(wire_models()))
@@ -68,7 +69,8 @@ def test_the_table_equals_the_model(name: str) -> None:
     model = wire_models()[name]
     documented = [(f.name, f.type, f.required) for f in TABLES[name].values()]
     actual = [(field, type_text(info.annotation), info.is_required()) for field, info in model.model_fields.items()]
-    assert documented == actual
+    rows = "\n".join(f"| `{f}` | {t} | {'yes' if r else 'no'} | ... |" for f, t, r in actual)
+    assert documented == actual, f"docs/protocol.md's table of {name} should read (meanings yours):\n{rows}"
 
 
 def test_the_documents_telemetry_dictionary_is_the_codes() -> None:
