@@ -91,6 +91,18 @@ def test_the_outside_client_speaks_to_a_real_node(mosquitto, tmp_path: Path) -> 
             assert rejected["wire_state"] == "REJECTED" and rejected["version"] == 0
             assert rejected["reason"].startswith("unknown key")
             assert await rn.jobs.get("stranger-job") is None
+            # a body the document's table refuses (a field it does not list), signed right: "malformed"
+            try:
+                hub.protocol.check("JobManifest", hub.manifest("odd-job", data, colour="red"))
+            except ValueError as exc:
+                assert "colour" in str(exc)
+            else:
+                raise AssertionError("the document's JobManifest table took an unknown field")
+            hub.submit("odd-job", data, check=False, colour="red")
+            await until(lambda: [r for r in hub.received("job_state") if r["job_id"] == "odd-job"],
+                        what="the malformed rejection")
+            (odd,) = [r for r in hub.received("job_state") if r["job_id"] == "odd-job"]
+            assert odd["wire_state"] == "REJECTED" and odd["version"] == 0 and odd["reason"].startswith("malformed")
             # a replayed manifest of a known job: the node re-sends the job's current state, no rejection
             before = len([r for r in hub.received("job_state") if r["job_id"] == "outside-job"])
             hub.seq -= 1  # the same sequence number again
