@@ -650,6 +650,11 @@ class Sync(Component):
             self._active_job = None
         if to_state in FINAL_STATES or to_state == JobState.FAILED:
             self._progress_sent_s.pop(event.job_id, None)
+        if self._active_job is not None and self._active_job != event.job_id:
+            # another job owns the printer: state/printer keeps showing it, so Home Assistant's pause
+            # button keeps meaning the print under way, not a job just queued
+            self._outbox_dirty.set()
+            return
         current = self._state_docs.get("printer")
         same_job = getattr(current, "job_id", None) == event.job_id
         self._update_state("printer", p.PrinterStateDoc(

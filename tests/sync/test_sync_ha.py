@@ -132,6 +132,11 @@ def test_a_home_assistant_button_reaches_the_node_as_a_command_the_hub_signed(mo
                 job = await rn.jobs.transition(job.id, JobState.PRINTING, "started")
                 await wait_for(lambda: ledger_rows(hub, "SELECT 1 FROM nodes WHERE current_job = ? AND job_version = ?",
                                                    job.id, job.version), what="the hub knows the job's version")
+                # a job queued meanwhile does not become "the current job" the buttons act on
+                queued = await rn.jobs.create("next part", "cli", state=JobState.QUEUED)
+                await wait_for(lambda: ledger_rows(hub, "SELECT 1 FROM job_events WHERE job_id = ?", queued.id),
+                               what="the hub heard of the queued job")
+                assert ledger_rows(hub, "SELECT current_job FROM nodes")[0]["current_job"] == job.id
                 _mosquitto_pub(mosquitto, p.ha_command_topic("n1"), "pause")
                 await wait_for(lambda: pauses, what="the node asked to pause")
                 assert pauses[0].job_id == job.id and pauses[0].expected_version == job.version
