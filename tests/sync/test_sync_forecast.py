@@ -33,13 +33,13 @@ SITE = p.NodeSite(latitude_deg=-1.2921, longitude_deg=36.8219, altitude_m=1795, 
 def open_meteo_answer(latitude: float, longitude: float, forecast_days: int, now_s: float) -> dict:
     """An answer shaped as Open-Meteo documents it: hourly from 00:00 UTC today, ``forecast_days`` long.
 
-    Cloud cover climbs 0, 5, 10 ... (mod 105, so 100 appears) with one null hour, as the API sends where a
-    model has no value.
+    Cloud cover climbs 0, 5, 10 ... (mod 105, so 100 appears) with one null hour (two hours after ``now_s``),
+    as the API sends where a model has no value.
     """
     day0 = int(now_s // 86400) * 86400
     times = [day0 + 3600 * h for h in range(24 * forecast_days)]
     cover: list[float | None] = [float((5 * h) % 105) for h in range(len(times))]
-    cover[5] = None
+    cover[int((now_s - day0) // 3600) + 2] = None  # two hours ahead: always inside what the hub keeps
     return {"latitude": round(latitude, 4), "longitude": round(longitude, 4), "generationtime_ms": 0.08,
             "utc_offset_seconds": 0, "timezone": "GMT", "timezone_abbreviation": "GMT", "elevation": 1795.0,
             "hourly_units": {"time": "unixtime", "cloud_cover": "%"},
@@ -53,6 +53,7 @@ class FakeOpenMeteo:
     port: int
     requests: list[dict[str, list[str]]] = field(default_factory=list)
     fail: str | None = None
+    now_s: float | None = None  # the answer's "today" (None: the time of the request)
     server: ThreadingHTTPServer | None = None
 
     @property
@@ -73,7 +74,7 @@ def open_meteo() -> Iterator[FakeOpenMeteo]:
                 body, status = {"error": True, "reason": fake.fail or "not found"}, 400
             else:
                 body, status = open_meteo_answer(float(query["latitude"][0]), float(query["longitude"][0]),
-                                                 int(query["forecast_days"][0]), time.time()), 200
+                                                 int(query["forecast_days"][0]), fake.now_s or time.time()), 200
             data = json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
@@ -93,7 +94,7 @@ def open_meteo() -> Iterator[FakeOpenMeteo]:
 
 
 def test_open_meteos_documented_answer_becomes_the_planners_forecast(open_meteo: FakeOpenMeteo) -> None:
-    now_s = time.time()
+    now_s = open_meteo.now_s = time.time()
     forecast = OpenMeteo(open_meteo.url, hours=48).fetch(SITE, now_s)
     query = open_meteo.requests[-1]
     assert query["hourly"] == ["cloud_cover"] and query["timeformat"] == ["unixtime"]
@@ -101,13 +102,12 @@ def test_open_meteos_documented_answer_becomes_the_planners_forecast(open_meteo:
     assert float(query["longitude"][0]) == pytest.approx(SITE.longitude_deg)
     assert forecast.site == p.ForecastSite(latitude=SITE.latitude_deg, longitude=SITE.longitude_deg)
     assert forecast.issued_at.timestamp() == pytest.approx(now_s)
-    times = [pt.t_utc.timestamp() for pt in forecast.points]
     # from the hour before now to 48 h ahead, the null hour left out, the values as served
-    assert now_s - 3600 <= times[0] <= now_s and now_s + 47 * 3600 <= times[-1] <= now_s + 48 * 3600
     answer = open_meteo_answer(SITE.latitude_deg, SITE.longitude_deg, 3, now_s)["hourly"]
-    served = dict(zip(answer["time"], answer["cloud_cover"], strict=True))
-    assert all(served[t] == pt.cloud_cover_pct for t, pt in zip(times, forecast.points, strict=True))
-    assert len(times) == sum(1 for t, c in served.items() if c is not None and now_s - 3600 <= t <= now_s + 48 * 3600)
+    expected = [(t, c) for t, c in zip(answer["time"], answer["cloud_cover"], strict=True)
+                if c is not None and now_s - 3600 <= t <= now_s + 48 * 3600]
+    assert [(pt.t_utc.timestamp(), pt.cloud_cover_pct) for pt in forecast.points] == expected
+    assert len(expected) == 48 and expected[0][0] <= now_s and expected[-1][0] >= now_s + 47 * 3600
 
 
 def test_a_forecast_service_that_fails_is_a_sentence_in_the_hubs_log(open_meteo: FakeOpenMeteo, tmp_path: Path,
@@ -201,7 +201,7 @@ def test_the_hub_feeds_a_nodes_planner_with_its_sites_forecast(mosquitto, open_m
             forecast = planner.cloud_forecast
             assert forecast.site.latitude == pytest.approx(SITE.latitude_deg)
             assert time.time() - 120 < forecast.issued_at.timestamp() <= time.time()
-            served = open_meteo_answer(0, 0, 3, time.time())["hourly"]
+            served = open_meteo_answer(0, 0, 3, forecast.issued_at.timestamp())["hourly"]
             by_time = dict(zip(served["time"], served["cloud_cover"], strict=True))
             assert all(by_time[pt.t_utc.timestamp()] == pt.cloud_cover_pct for pt in forecast.points)
             assert planner.status()["forecast_source"] == "hub"
