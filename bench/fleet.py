@@ -116,7 +116,7 @@ class Worker:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "node", "hub", "--dir", str(self.hub_dir), "--ledger", self.ledger_url, "serve",
              "--broker-host", "127.0.0.1", "--broker-port", str(self.port), "--share-group", "fleet",
-             "--client-id", f"hub-w{self.index}"], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+             "--client-id", f"hub-w{self.index}", "--forecast", "none"], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         self.starts += 1
 
     def kill(self) -> None:

@@ -251,11 +251,20 @@ class JobResumeRequested(Event):
 
 
 class CloudForecast(Event):
-    """Cloud cover expected at the node (from the hub): the forecast may use it instead of its own."""
+    """Cloud cover expected at the node (from the hub): the forecast may use it instead of its own.
+
+    Since protocol 1.1 the hub says when it was issued and for which place (``issued_s``, ``latitude``,
+    ``longitude``, ``provider``); the old form leaves them None and is taken as issued on arrival for
+    the node's own site.
+    """
 
     t_s: float
     source: Literal["hub"]
     points: list[tuple[float, float]] = Field(description="(t_s, cloud_pct 0..100)")
+    issued_s: float | None = None
+    latitude: float | None = None
+    longitude: float | None = None
+    provider: str | None = None
 
 
 class ConfigChangeRequested(Event):

@@ -33,6 +33,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--share-group", default=None, metavar="GROUP",
                        help="run as one of several workers: subscribe as $share/GROUP/... (MQTT v5) and share the"
                             " --ledger (PostgreSQL); each worker needs its own --client-id (default: host and pid)")
+    serve.add_argument("--forecast", default="open-meteo", choices=["open-meteo", "none"],
+                       help="where the hub gets each node's cloud-cover forecast (default open-meteo: free, no key;"
+                            " none: nodes plan on their own forecast)")
+    serve.add_argument("--forecast-url", default=None, metavar="URL",
+                       help="the provider's base URL (a mirror or a local server; default its public one)")
+    serve.add_argument("--forecast-every-h", type=float, default=3.0, metavar="H",
+                       help="send each online node a new forecast this often (default 3 h)")
     serve.set_defaults(func=cmd_serve)
 
     keygen = sub.add_parser("keygen", help="create the hub's Ed25519 signing key (or rotate it)")
@@ -108,11 +115,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     client_id = args.client_id or ("printnode-hub" if args.share_group is None
                                    else f"printnode-hub-{socket.gethostname()}-{os.getpid()}")
+    from node.hub.forecasts import make_provider
+
     try:
+        provider = make_provider(args.forecast, args.forecast_url)
         hub = Hub(args.hub_dir, BrokerSettings(
             host=args.broker_host, port=args.broker_port, protocol=args.protocol, client_id=client_id,
             username=args.username, password=args.password, ca_file=args.ca, cert_file=args.cert,
-            key_file=args.key), ledger=_ledger_location(args), share_group=args.share_group)
+            key_file=args.key), ledger=_ledger_location(args), share_group=args.share_group,
+            forecast_provider=provider, forecast_interval_s=args.forecast_every_h * 3600.0)
     except ValueError as exc:
         print(f"printnode hub: {exc}", file=sys.stderr)
         return 2
@@ -121,8 +132,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: done.set())
     hub.start()
     group = f", worker {client_id} of group {args.share_group}" if args.share_group else ""
+    forecast = f", forecasts from {provider.name} every {args.forecast_every_h:g} h" if provider else ", no forecasts"
     print(f"hub: serving {args.broker_host}:{args.broker_port}, key {hub.key.key_id}, ledger {hub.ledger.dialect}"
-          f"{group}", flush=True)
+          f"{group}{forecast}", flush=True)
     done.wait()
     hub.stop()
     return 0

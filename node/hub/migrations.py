@@ -128,7 +128,15 @@ V3 = """
 ALTER TABLE nodes ADD COLUMN site TEXT
 """
 
-MIGRATIONS: tuple[str, ...] = (V1, V2, V3)
+#: version 4 (protocol 1.1): the minor version each node's hello says it speaks (the hub sends a forecast in
+#: the form it understands) and its current job's version from ``state/printer`` (a Home Assistant pause
+#: or resume names it)
+V4 = """
+ALTER TABLE nodes ADD COLUMN protocol_minor INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE nodes ADD COLUMN job_version INTEGER
+"""
+
+MIGRATIONS: tuple[str, ...] = (V1, V2, V3, V4)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -4,7 +4,9 @@ Two threads touch the ledger (under its lock): paho's network thread, which hand
 message to the end (dedup, commit, then ack — the ack is the promise), and the pump thread, which
 every ``PUMP_S`` assigns new jobs, signs and sends manifests and commands the CLI queued in the
 ledger, and times out expired jobs.  The CLI (``submit``, ``cancel``) only writes rows; a running
-``hub serve`` picks them up, so nothing needs the broker but the server.
+``hub serve`` picks them up, so nothing needs the broker but the server.  A third thread, with a
+forecast provider, fetches each node's cloud cover (``node.hub.forecasts``) and queues it as commands
+for the pump; Home Assistant's buttons (``<root>/ha/command``) become commands the same way.
 
 Several workers (``share_group``) share one PostgreSQL ledger and the fleet: they subscribe through
 an MQTT v5 shared subscription (``$share/<group>/...``), so the broker hands each report to one of
@@ -35,8 +37,10 @@ from pydantic import ValidationError
 
 from node.hub.backends import open_ledger
 from node.hub.dispatcher import Candidate, choose_node
+from node.hub.forecasts import DEFAULT_INTERVAL_S, ForecastFeeder, ForecastProvider
 from node.hub.ledger import Ledger
 from node.sync import protocol as p
+from node.sync.discovery import BUTTON_VERBS
 from node.sync.mqtt import BrokerSettings, connect_async, make_client, publish_props
 from node.sync.signing import SigningKey
 
@@ -56,7 +60,8 @@ def hub_paths(hub_dir: Path) -> tuple[Path, Path, Path]:
 class Hub:
     def __init__(self, hub_dir: Path, broker: BrokerSettings, clock: Callable[[], float] = time.time,
                  command_expiry_s: float = 3600.0, ledger: str | Path | None = None,
-                 share_group: str | None = None) -> None:
+                 share_group: str | None = None, forecast_provider: ForecastProvider | None = None,
+                 forecast_interval_s: float = DEFAULT_INTERVAL_S) -> None:
         self.hub_dir = Path(hub_dir)
         self.clock = clock
         self.command_expiry_s = command_expiry_s
@@ -81,7 +86,11 @@ class Hub:
         self._pump_thread: threading.Thread | None = None
         self._lease_renew_at = 0.0
         self.counters = {"reports": 0, "duplicates": 0, "chunks_served": 0, "bad_input": 0, "messages": 0,
-                         "published": 0, "manifests": 0}
+                         "published": 0, "manifests": 0, "ha_commands": 0}
+        #: fetches each node's cloud-cover forecast (None: no provider, e.g. `hub serve --forecast none`)
+        self.forecasts = ForecastFeeder(self.ledger, forecast_provider, self.worker_id, queue_command,
+                                        interval_s=forecast_interval_s, clock=clock) \
+            if forecast_provider is not None else None
 
     # --- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -94,9 +103,13 @@ class Hub:
         client.loop_start()
         self._pump_thread = threading.Thread(target=self._pump_loop, name="hub-pump", daemon=True)
         self._pump_thread.start()
+        if self.forecasts is not None:
+            self.forecasts.start()
 
     def stop(self) -> None:
         self._stop.set()
+        if self.forecasts is not None:
+            self.forecasts.stop()
         if self._pump_thread is not None:
             self._pump_thread.join(5)
         try:
@@ -113,7 +126,8 @@ class Hub:
             log.warning("hub: broker refused: %s", reason_code)
             return
         client.subscribe([(self.subscription(f"{p.TOPIC_ROOT}/+/up/#"), 1),
-                          (self.subscription(f"{p.TOPIC_ROOT}/+/state/#"), 1)])
+                          (self.subscription(f"{p.TOPIC_ROOT}/+/state/#"), 1),
+                          (self.subscription(f"{p.TOPIC_ROOT}/+/ha/#"), 1)])
         self.connected.set()
         log.info("hub: connected")
 
@@ -133,6 +147,8 @@ class Hub:
                 self._on_state(node_id, kind, bytes(message.payload))
             elif direction == "up":
                 self._on_up(node_id, kind, bytes(message.payload))
+            elif direction == "ha":
+                self._on_ha_command(node_id, kind, bytes(message.payload))
         except (ValidationError, ValueError, UnicodeDecodeError) as exc:
             self.counters["bad_input"] += 1
             log.warning("hub: bad %s from %s: %s", kind, node_id, str(exc).splitlines()[0])
@@ -158,6 +174,7 @@ class Hub:
                 printer = p.PrinterStateDoc.model_validate_json(payload)
                 conn.execute("UPDATE nodes SET printer = ?, current_job = ?, percent = ?, last_seen_s = ?"
                              " WHERE node_id = ?", (printer.printer, printer.job_id, printer.percent, now, node_id))
+                conn.execute("UPDATE nodes SET job_version = ? WHERE node_id = ?", (printer.job_version, node_id))
             elif kind == "plan":
                 plan = p.PlanState.model_validate_json(payload)
                 conn.execute("UPDATE nodes SET next_window_start_s = ?, next_window_end_s = ?, queue_length = ?"
@@ -244,10 +261,47 @@ class Hub:
             commands = conn.execute("SELECT kind, signed FROM commands WHERE node_id = ? AND signed IS NOT NULL"
                                     " AND answered_s IS NULL AND (expires_s IS NULL OR expires_s > ?)",
                                     (node_id, now)).fetchall()
+        self._note_protocol(node_id, hello)
         for manifest in manifests:
             self._publish(p.down_topic(node_id, "job"), manifest)
         for row in commands:
             self._publish(p.down_topic(node_id, "key" if row["kind"] == "key" else "command"), row["signed"])
+
+    def _note_protocol(self, node_id: str, hello: p.Hello) -> None:
+        """Keep the minor version the node speaks; a node back online gets a forecast at once if due."""
+        with self.ledger.tx(durable=False) as conn:
+            conn.execute("UPDATE nodes SET protocol_minor = ? WHERE node_id = ?", (hello.protocol_minor, node_id))
+        if self.forecasts is not None:
+            self.forecasts.wake.set()
+
+    def _on_ha_command(self, node_id: str, kind: str, payload: bytes) -> None:
+        """A Home Assistant button: ``pause``/``resume``/``cancel`` of the node's current job, signed here.
+
+        Nodes act only on signed commands, and only the hub holds the key, so HA publishes a plain verb on
+        ``printnode/v1/<node>/ha/command`` and the hub queues the Command (the pump signs and sends it).
+        Pause and resume name the job's version from ``state/printer``: a press that raced a change of
+        the job is refused by the node, not applied to a state the person did not see.
+        """
+        if kind != "command":
+            raise ValueError(f"unknown Home Assistant topic ha/{kind}")
+        verb = payload.decode("utf-8", errors="replace").strip().strip('"').lower()
+        if verb not in BUTTON_VERBS:
+            raise ValueError(f"Home Assistant sent {verb[:40]!r}; the buttons send {', '.join(BUTTON_VERBS)}")
+        row = self.ledger.read(lambda c: c.execute("SELECT current_job, job_version FROM nodes WHERE node_id = ?",
+                                                   (node_id,)).fetchone())
+        if row is None or not row["current_job"]:
+            log.warning("hub: Home Assistant pressed %s for %s, which has no current job", verb, node_id)
+            return
+        args: dict[str, Any] = {"kind": verb, "job_id": row["current_job"]}
+        if verb != "cancel":
+            if row["job_version"] is None:
+                log.warning("hub: Home Assistant pressed %s for %s, whose job version is unknown yet", verb, node_id)
+                return
+            args["expected_version"] = int(row["job_version"])
+        command_id = queue_command(self.ledger, node_id, args, self.clock())
+        self.counters["ha_commands"] += 1
+        log.info("hub: Home Assistant %s of %s on %s queued as command %s", verb, row["current_job"], node_id,
+                 command_id[:8])
 
     def _serve_chunk(self, node_id: str, req: p.ChunkRequest) -> None:
         row = self.ledger.read(lambda c: c.execute(

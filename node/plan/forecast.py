@@ -40,8 +40,6 @@ quantile (q = 0.2: about 0.83x at lead 0, 0.5x at 72 h).
 """
 from __future__ import annotations
 
-import itertools
-import math
 import multiprocessing
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -49,102 +47,14 @@ from datetime import datetime, timedelta
 from statistics import NormalDist
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from node.plan.config import ForecastSection
 from node.power.config import ArraySection, SiteSection
 
-# --- the cloud-cover forecast, as it arrives on the wire or in a file ------------------------------
-
-
-class ForecastSite(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    latitude: float = Field(ge=-90, le=90)
-    longitude: float = Field(ge=-180, le=180)
-
-
-class CloudCoverPoint(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    t_utc: AwareDatetime
-    cloud_cover_pct: float = Field(ge=0, le=100)
-
-
-class CloudCoverForecast(BaseModel):
-    """A cloud-cover forecast for one site.  Points are instants; values between them are interpolated.
-
-    On the wire (hub) or in a file (``forecast.source = "file"``)::
-
-        {"issued_at": "2025-06-21T06:00:00+00:00",
-         "site": {"latitude": 32.2, "longitude": -110.95},
-         "points": [{"t_utc": "2025-06-21T07:00:00+00:00", "cloud_cover_pct": 10},
-                    {"t_utc": "2025-06-21T08:00:00+00:00", "cloud_cover_pct": 35}]}
-
-    Staleness rule: a forecast issued more than ``forecast.stale_after_h`` ago
-    (or more than an hour in the future), or for a place more than 50 km from
-    the node's site, is not used; nor is it outside its own span (30 min
-    either side).  Where it is not used, ``forecast.stale_cloud_cover_pct``
-    is assumed.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    issued_at: AwareDatetime
-    site: ForecastSite
-    points: list[CloudCoverPoint] = Field(min_length=1)
-
-    @field_validator("points")
-    @classmethod
-    def _in_time_order(cls, points: list[CloudCoverPoint]) -> list[CloudCoverPoint]:
-        for a, b in itertools.pairwise(points):
-            if b.t_utc <= a.t_utc:
-                raise ValueError(f"points must be in increasing time order ({b.t_utc} after {a.t_utc})")
-        return points
-
-    def is_stale(self, now_s: float, stale_after_h: float) -> bool:
-        """Stale when issued more than ``stale_after_h`` ago (or in the future: a wrong clock)."""
-        age_h = (now_s - self.issued_at.timestamp()) / 3600.0
-        return age_h > stale_after_h or age_h < -1.0
-
-    def distance_km(self, latitude: float, longitude: float) -> float:
-        """Great-circle distance to a site (haversine, mean Earth radius 6371 km)."""
-        p1, p2 = math.radians(self.site.latitude), math.radians(latitude)
-        dp, dl = p2 - p1, math.radians(longitude - self.site.longitude)
-        a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-        return 2 * 6371.0 * math.asin(math.sqrt(min(1.0, a)))
-
-    def cloud_cover_at(self, times_s: Sequence[float], now_s: float, section: ForecastSection,
-                       latitude: float, longitude: float, max_distance_km: float = 50.0) -> list[float]:
-        """Cloud cover per time: interpolated inside the forecast, ``stale_cloud_cover_pct`` outside it,
-        and everywhere when the forecast is stale or for another place (the site moved)."""
-        fallback = section.stale_cloud_cover_pct
-        if self.is_stale(now_s, section.stale_after_h) or self.distance_km(latitude, longitude) > max_distance_km:
-            return [fallback] * len(times_s)
-        ts = [p.t_utc.timestamp() for p in self.points]
-        cc = [p.cloud_cover_pct for p in self.points]
-        out = []
-        for t in times_s:
-            if t < ts[0] - 1800 or t > ts[-1] + 1800:
-                out.append(fallback)
-                continue
-            if t <= ts[0]:
-                out.append(cc[0])
-                continue
-            if t >= ts[-1]:
-                out.append(cc[-1])
-                continue
-            lo, hi = 0, len(ts) - 1
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                if ts[mid] <= t:
-                    lo = mid
-                else:
-                    hi = mid
-            frac = (t - ts[lo]) / (ts[hi] - ts[lo])
-            out.append(cc[lo] + frac * (cc[hi] - cc[lo]))
-        return out
-
+# the cloud-cover forecast is the wire's model (node/sync/protocol.py: the hub sends it whole), re-exported
+# here, where the planner, the plan command and the tests find it
+from node.sync.protocol import CloudCoverForecast, CloudCoverPoint, ForecastSite  # noqa: F401
 
 # --- requests to the worker and its answers (plain data both ways) ---------------------------------
 

@@ -260,16 +260,21 @@ class Planner(Component):
         return GateDecision(False, "not planned yet: re-planning")
 
     async def _on_cloud_forecast(self, event: BaseModel) -> None:
-        """The hub's cloud cover for this node: taken as issued now, for the node's own site."""
+        """The hub's cloud cover for this node: as issued and for the place it names (protocol 1.1), or
+        taken as issued now for the node's own site (1.0's bare points)."""
         from datetime import UTC, datetime
 
         points = [CloudCoverPoint(t_utc=datetime.fromtimestamp(t_s, tz=UTC), cloud_cover_pct=pct)
                   for t_s, pct in event.points]  # type: ignore[attr-defined]
         if not points:
             return
+        issued_s = event.issued_s if event.issued_s is not None else event.t_s  # type: ignore[attr-defined]
+        latitude, longitude = event.latitude, event.longitude  # type: ignore[attr-defined]
+        if latitude is None or longitude is None:  # protocol 1.0's form: no place, so the node's own
+            latitude, longitude = self.site.latitude, self.site.longitude
         self.set_cloud_forecast(CloudCoverForecast(
-            issued_at=datetime.fromtimestamp(event.t_s, tz=UTC),  # type: ignore[attr-defined]
-            site=ForecastSite(latitude=self.site.latitude, longitude=self.site.longitude), points=points))
+            issued_at=datetime.fromtimestamp(issued_s, tz=UTC),
+            site=ForecastSite(latitude=latitude, longitude=longitude), points=points))
 
     # --- event handlers -------------------------------------------------------------------------
     async def _on_telemetry(self, sample: BaseModel) -> None:

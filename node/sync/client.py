@@ -57,6 +57,9 @@ TICK_S = 0.5  # real seconds between resend / re-request checks
 OUTBOX_STATS_S = 5.0  # real seconds between refreshes of the outbox size shown in status
 PROGRESS_REPORT_S = 60.0  # real seconds between durable progress reports of one job
 TRANSITIONS_MARK = "sync.transitions_reported"  # meta key: last job_transitions.id put in the outbox
+#: meta keys of the cumulative energy counters of ``state/power`` (kept so they never go backwards)
+ENERGY_METERS = {"pv_energy_wh": "sync.pv_energy_wh", "printer_energy_wh": "sync.printer_energy_wh"}
+ENERGY_MAX_GAP_S = 3600.0  # samples further apart than this are not integrated (the node was off)
 
 
 def printer_capabilities(prof: PrinterProfile | None, materials: list[str]) -> p.PrinterCapabilities | None:
@@ -113,6 +116,10 @@ class Sync(Component):
         self._energy_wh: dict[str, float] = {}
         self._active_job: str | None = None
         self._last_power: tuple[float, float] | None = None  # (t_s, printer_w)
+        #: cumulative energy counters of state/power (Wh) and the last sample they integrated
+        self._meters: dict[str, float] = dict.fromkeys(ENERGY_METERS, 0.0)
+        self._meters_saved: dict[str, float] = dict.fromkeys(ENERGY_METERS, 0.0)
+        self._last_meter_sample: tuple[float, float | None, float | None] | None = None  # t_s, pv_w, printer_w
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         #: what waits in the outbox (messages, bytes, telemetry_bytes), refreshed every OUTBOX_STATS_S
@@ -127,6 +134,7 @@ class Sync(Component):
         await self._report_transitions()  # catch up on transitions committed just before a kill
         active = await self.jobs.list(ACTIVE_STATES, limit=1)
         self._active_job = active[0].id if active else None
+        await self._load_meters()
         for event, handler in (("job_state_changed", self._on_job_state), ("job_progress", self._on_progress),
                                ("telemetry_sample", self._on_telemetry), ("printer_state", self._on_printer),
                                ("plan_updated", self._on_plan)):
@@ -166,7 +174,8 @@ class Sync(Component):
             session_expiry_s=c.session_expiry_s, reconnect_min_s=c.reconnect_min_s, reconnect_max_s=c.reconnect_max_s)
         client = make_client(self._settings)
         client.will_set(p.state_topic(self.node_id, "online"),
-                        p.OnlineState(online=False).model_dump_json(exclude_none=True), qos=1, retain=True)
+                        p.OnlineState(online=False, protocol_minor=p.PROTOCOL_MINOR).model_dump_json(),
+                        qos=1, retain=True)
         client.on_connect = self._paho_connect
         client.on_disconnect = self._paho_disconnect
         client.on_message = self._paho_message
@@ -179,6 +188,10 @@ class Sync(Component):
         batch = self.batcher.flush(self.node.clock.time())
         if batch is not None:
             await self.outbox.put_telemetry(batch, self.node.clock.time())
+        try:
+            await self._save_meters()
+        except Exception as exc:  # stopping anyway; the counters restart from their last saved value
+            log.warning("sync: energy counters not saved: %s", exc)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -186,8 +199,9 @@ class Sync(Component):
         if client is not None:
             if self.connected.is_set():
                 info = client.publish(p.state_topic(self.node_id, "online"),
-                                      p.OnlineState(online=False, t_s=self.node.clock.time())
-                                      .model_dump_json(exclude_none=True), qos=1, retain=True)
+                                      p.OnlineState(online=False, t_s=self.node.clock.time(),
+                                                    protocol_minor=p.PROTOCOL_MINOR, software=__version__)
+                                      .model_dump_json(), qos=1, retain=True)
                 await asyncio.to_thread(_wait_published, info, 2.0)
             client.disconnect()
             await asyncio.to_thread(client.loop_stop)
@@ -264,18 +278,19 @@ class Sync(Component):
         log.info("sync: connected to %s:%s (session present: %s)", self.config.broker_host,
                  self.config.broker_port, session_present)
         now_s = self.node.clock.time()
-        self._publish(p.state_topic(self.node_id, "online"),
-                      p.OnlineState(online=True, t_s=now_s, software=__version__), qos=1, retain=True)
+        self._publish_state("online", p.OnlineState(online=True, t_s=now_s, protocol_minor=p.PROTOCOL_MINOR,
+                                                    software=__version__), qos=1)
         for name, doc in self._state_docs.items():
-            self._publish(p.state_topic(self.node_id, name), doc, qos=0, retain=True)
+            self._publish_state(name, doc)
         if self.config.ha_discovery:
             for topic, payload in discovery_messages(self.node_id):
                 self._publish_raw(topic, payload, qos=1, retain=True)
         jobs = [p.JobVersion(job_id=j.id, version=j.version) for j in await self.jobs.list()
                 if j.source == "hub" and j.state not in FINAL_STATES]
         self._publish(p.up_topic(self.node_id, "hello"),
-                      p.Hello(node_id=self.node_id, t_s=now_s, jobs=jobs, capabilities=self.capabilities,
-                              site=self.site, problems=list(self.node.problems)), qos=1)
+                      p.Hello(node_id=self.node_id, t_s=now_s, protocol_minor=p.PROTOCOL_MINOR, jobs=jobs,
+                              capabilities=self.capabilities, site=self.site, problems=list(self.node.problems)),
+                      qos=1)
         self.transfers.resume_all()
         self._request_chunks()
         self._outbox_dirty.set()
@@ -330,6 +345,11 @@ class Sync(Component):
 
     def _publish(self, topic: str, model: BaseModel, qos: int, retain: bool = False) -> None:
         self._publish_raw(topic, model.model_dump_json(exclude_none=True).encode(), qos, retain)
+
+    def _publish_state(self, name: str, doc: BaseModel, qos: int = 0) -> None:
+        """A retained state document with every field, null when unknown (protocol 1.1): a reader's
+        template never meets an undefined field."""
+        self._publish_raw(p.state_topic(self.node_id, name), doc.model_dump_json().encode(), qos, retain=True)
 
     def _publish_raw(self, topic: str, payload: bytes, qos: int, retain: bool = False,
                      properties: Any = None) -> None:
@@ -535,10 +555,19 @@ class Sync(Component):
         if isinstance(args, p.PlateClearedArgs):
             await self.job_control.set_plate_clear(True, source="hub")
             return True, "plate cleared"
-        if isinstance(args, p.CloudForecastArgs):
+        if isinstance(args, p.CloudForecastArgs):  # protocol 1.0's form, still accepted
             await self.node.send_event("cloud_forecast", CloudForecast(
                 t_s=now_s, source="hub", points=[(pt.t_s, pt.cloud_pct) for pt in args.points]))
             return True, f"{len(args.points)} forecast points"
+        if isinstance(args, p.ForecastArgs):
+            fc = args.forecast
+            await self.node.send_event("cloud_forecast", CloudForecast(
+                t_s=now_s, source="hub", points=[(pt.t_utc.timestamp(), pt.cloud_cover_pct) for pt in fc.points],
+                issued_s=fc.issued_at.timestamp(), latitude=fc.site.latitude, longitude=fc.site.longitude,
+                provider=args.provider))
+            log.info("sync: %s forecast issued %s, %d points", args.provider, fc.issued_at.isoformat(),
+                     len(fc.points))
+            return True, f"{args.provider} forecast issued {fc.issued_at.isoformat()}: {len(fc.points)} points"
         if isinstance(args, p.ConfigArgs):
             from node.config import ConfigError, parse_set
 
@@ -621,18 +650,28 @@ class Sync(Component):
             self._active_job = None
         if to_state in FINAL_STATES or to_state == JobState.FAILED:
             self._progress_sent_s.pop(event.job_id, None)
+        if self._active_job is not None and self._active_job != event.job_id:
+            # another job owns the printer: state/printer keeps showing it, so Home Assistant's pause
+            # button keeps meaning the print under way, not a job just queued
+            self._outbox_dirty.set()
+            return
+        current = self._state_docs.get("printer")
+        same_job = getattr(current, "job_id", None) == event.job_id
         self._update_state("printer", p.PrinterStateDoc(
-            t_s=event.t_s, printer=getattr(self._state_docs.get("printer"), "printer", "unknown"),
-            job_id=event.job_id, job_state=event.to_state,
-            percent=100.0 if to_state == JobState.COMPLETED else getattr(self._state_docs.get("printer"),
-                                                                         "percent", None)), force=True)
+            t_s=event.t_s, printer=getattr(current, "printer", "unknown"),
+            job_id=event.job_id, job_state=event.to_state, job_version=event.version,
+            percent=100.0 if to_state == JobState.COMPLETED else (getattr(current, "percent", None)
+                                                                  if same_job else None)), force=True)
         self._outbox_dirty.set()
 
     async def _on_progress(self, event: JobProgress) -> None:
         now_s = self.node.clock.time()
+        current = self._state_docs.get("printer")
         self._update_state("printer", p.PrinterStateDoc(
-            t_s=now_s, printer=getattr(self._state_docs.get("printer"), "printer", "printing"),
-            job_id=event.job_id, job_state="printing", percent=round(event.percent, 1)))
+            t_s=now_s, printer=getattr(current, "printer", "printing"),
+            job_id=event.job_id, job_state="printing", percent=round(event.percent, 1),
+            job_version=getattr(current, "job_version", None) if getattr(current, "job_id", None) == event.job_id
+            else None))
         last = self._progress_sent_s.get(event.job_id)
         if last is None or time.monotonic() - last >= PROGRESS_REPORT_S:
             self._progress_sent_s[event.job_id] = time.monotonic()
@@ -657,21 +696,67 @@ class Sync(Component):
         if batch is not None:
             await self.outbox.put_telemetry(batch, self.node.clock.time())
             self._outbox_dirty.set()
-        self._update_state("power", p.PowerState(t_s=sample.t_s, soc_pct=sample.soc_pct, pv_w=sample.pv_w,
-                                                 battery_v=sample.battery_v, load_w=sample.load_w))
+        self._integrate_meters(sample)
+        doc = p.PowerState(t_s=sample.t_s, soc_pct=sample.soc_pct, pv_w=sample.pv_w, battery_v=sample.battery_v,
+                           load_w=sample.load_w, pv_energy_wh=round(self._meters["pv_energy_wh"], 3),
+                           printer_energy_wh=round(self._meters["printer_energy_wh"], 3))
+        if self._state_due("power", doc):
+            await self._save_meters()  # on disk before it is published: a restart never shows less
+        self._update_state("power", doc)
+
+    def _integrate_meters(self, sample: TelemetrySample) -> None:
+        """Add the energy since the previous sample to the counters (trapezoids; gaps are not guessed)."""
+        last = self._last_meter_sample
+        self._last_meter_sample = (sample.t_s, sample.pv_w, sample.printer_w)
+        if last is None or not 0 < sample.t_s - last[0] <= ENERGY_MAX_GAP_S:
+            return
+        dt_h = (sample.t_s - last[0]) / 3600.0
+        for name, before, now in (("pv_energy_wh", last[1], sample.pv_w),
+                                  ("printer_energy_wh", last[2], sample.printer_w)):
+            if before is not None and now is not None:
+                self._meters[name] += max(0.0, (before + now) / 2.0) * dt_h
+
+    async def _load_meters(self) -> None:
+        def _read(conn: Any) -> dict[str, float]:
+            return {name: float(self.store.get_meta(conn, key, "0") or 0.0) for name, key in ENERGY_METERS.items()}
+
+        self._meters = await self.store.run(_read)
+        self._meters_saved = dict(self._meters)
+
+    async def _save_meters(self) -> None:
+        meters = dict(self._meters)
+        if meters == self._meters_saved:
+            return
+
+        def _write(conn: Any) -> None:
+            with transaction(conn):
+                for name, key in ENERGY_METERS.items():
+                    self.store.set_meta(conn, key, repr(meters[name]))
+
+        await self.store.run(_write)
+        self._meters_saved = meters
+
+    def _state_due(self, name: str, doc: BaseModel) -> bool:
+        """Would :meth:`_update_state` publish ``doc`` now (its pacing)?"""
+        t_s = float(getattr(doc, "t_s", 0.0) or 0.0)
+        last = self._state_sent_s.get(name)
+        return self.connected.is_set() and not (last is not None and 0 <= t_s - last < self.config.state_interval_s)
 
     async def _on_printer(self, event: PrinterState) -> None:
         current = self._state_docs.get("printer")
         self._update_state("printer", p.PrinterStateDoc(
             t_s=self.node.clock.time(), printer=event.state, job_id=getattr(current, "job_id", None),
-            job_state=getattr(current, "job_state", None), percent=getattr(current, "percent", None)), force=True)
+            job_state=getattr(current, "job_state", None), job_version=getattr(current, "job_version", None),
+            percent=getattr(current, "percent", None)), force=True)
 
     async def _on_plan(self, plan: PlanSummary) -> None:
         report = plan_report(self.node_id, plan)
         await self.outbox.put("plan", report, plan.t_s, coalesce_key="plan")
         self._update_state("plan", p.PlanState(t_s=plan.t_s, next_window_start_s=report.next_window_start_s,
                                                next_window_end_s=report.next_window_end_s,
-                                               queue_length=report.queue_length), force=True)
+                                               queue_length=report.queue_length, waiting_jobs=report.waiting_jobs,
+                                               waiting_reason=waiting_reason(plan),
+                                               forecast_source=plan.forecast_source), force=True)
         self._outbox_dirty.set()
 
     def _update_state(self, name: str, doc: BaseModel, force: bool = False) -> None:
@@ -687,7 +772,7 @@ class Sync(Component):
             return
         if self.connected.is_set():
             self._state_sent_s[name] = t_s
-            self._publish(p.state_topic(self.node_id, name), doc, qos=0, retain=True)
+            self._publish_state(name, doc)
 
 
 def plan_report(node_id: str, plan: PlanSummary) -> p.PlanSummaryReport:
@@ -704,6 +789,21 @@ def plan_report(node_id: str, plan: PlanSummary) -> p.PlanSummaryReport:
                                pv_forecast_wh=round(plan.pv_forecast_wh, 1), horizon_h=plan.horizon_h,
                                queue_length=len(plan.planned) + len(plan.waiting), waiting_jobs=len(plan.waiting),
                                soc_pct=plan.soc_pct)
+
+
+def waiting_reason(plan: PlanSummary) -> str | None:
+    """Why the next job does not start now, in the planner's words (None: nothing waits).
+
+    A job the plan could not place says why; else a first planned start later than the next planning
+    step is a wait for its energy window.
+    """
+    if plan.waiting:
+        return f"{plan.waiting[0].name}: {plan.waiting[0].reason}"
+    if plan.planned:
+        first = min(plan.planned, key=lambda j: j.start_s)
+        if first.start_s > plan.t_s + plan.step_s:
+            return f"{first.name}: waits for its energy window ({first.reason})"
+    return None
 
 
 def _analysed_filament_mm(conn: Any, file_sha256: str | None) -> float | None:

@@ -1,20 +1,32 @@
-"""The node ⇄ hub wire protocol, version 1: topics and every message as a pydantic model.
+"""The node ⇄ hub wire protocol, version 1.1: topics and every message as a pydantic model.
 
 ``docs/protocol.md`` explains the why; this module is the single source of the shapes.  Both the
 node (``node.sync.client``) and the reference hub (``node.hub``) import it, so they cannot drift.
+The major version is in the topic root (``printnode/v1``); the minor version (``PROTOCOL_MINOR``)
+rides in ``Hello`` and ``OnlineState`` so a hub can talk to each node in the form it understands.
 """
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import struct
 import uuid
 import zlib
+from collections.abc import Sequence
 from enum import StrEnum
-from typing import Annotated, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+if TYPE_CHECKING:
+    from node.plan.config import ForecastSection
 
 PROTOCOL_VERSION = 1
+#: minor versions add optional fields and message kinds; absent from a hello = 0.
+#: 1: the ``forecast`` command (a whole CloudCoverForecast), cumulative energy counters, the waiting
+#: reason and job version in the state documents, every state field present (null when unknown)
+PROTOCOL_MINOR = 1
 TOPIC_ROOT = f"printnode/v{PROTOCOL_VERSION}"
 NODE_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 REPLAY_WINDOW = 4096
@@ -37,8 +49,13 @@ def down_topic(node_id: str, kind: str) -> str:
     return f"{node_root(node_id)}/down/{kind}"
 
 
+def ha_command_topic(node_id: str) -> str:
+    """Where Home Assistant's buttons publish ``pause``/``resume``/``cancel``; the hub signs and forwards."""
+    return f"{node_root(node_id)}/ha/command"
+
+
 def parse_topic(topic: str) -> tuple[str, str, str] | None:
-    """``printnode/v1/<node>/<up|down|state>/<kind>`` -> (node, direction, kind), else None."""
+    """``printnode/v1/<node>/<up|down|state|ha>/<kind>`` -> (node, direction, kind), else None."""
     parts = topic.split("/")
     if len(parts) != 5 or f"{parts[0]}/{parts[1]}" != TOPIC_ROOT:
         return None
@@ -88,10 +105,14 @@ def wire_state(node_state: str) -> WireState:
 
 
 # --- retained plain-JSON state topics ----------------------------------------------------------
+# Since minor 1 a node publishes every field of these documents, null when unknown, so a reader's
+# template (Home Assistant's ``value_json.percent``) never meets an undefined field.
 class OnlineState(Wire):
     online: bool
     t_s: float | None = None
     protocol: int = PROTOCOL_VERSION
+    #: absent (0) from nodes before minor 1
+    protocol_minor: int = 0
     software: str | None = None
 
 
@@ -101,6 +122,11 @@ class PowerState(Wire):
     pv_w: float | None = None
     battery_v: float | None = None
     load_w: float | None = None
+    #: cumulative PV energy the node has measured since its store was made (never decreases: Home
+    #: Assistant's Energy dashboard reads it as ``total_increasing``)
+    pv_energy_wh: float | None = None
+    #: cumulative energy the printer drew, same rules
+    printer_energy_wh: float | None = None
 
 
 class PrinterStateDoc(Wire):
@@ -108,6 +134,8 @@ class PrinterStateDoc(Wire):
     printer: str = "unknown"
     job_id: str | None = None
     job_state: str | None = None
+    #: the job's version (``docs/protocol.md``: versions); a pause or resume names it
+    job_version: int | None = None
     percent: float | None = None
 
 
@@ -116,6 +144,11 @@ class PlanState(Wire):
     next_window_start_s: float | None = None
     next_window_end_s: float | None = None
     queue_length: int = 0
+    waiting_jobs: int = 0
+    #: why the first job that cannot start now waits, in plain words (None: nothing waits)
+    waiting_reason: str | None = None
+    #: which forecast the plan used: hub, file, learned, clear_sky
+    forecast_source: str | None = None
 
 
 # --- node -> hub -------------------------------------------------------------------------------
@@ -155,6 +188,8 @@ class Hello(Wire):
     node_id: NodeId
     t_s: float
     protocol: int = PROTOCOL_VERSION
+    #: absent (0) from nodes before minor 1: the hub then sends them the old ``cloud_forecast`` form
+    protocol_minor: int = 0
     jobs: list[JobVersion] = []
     #: problems the node started with anyway, in plain words (an override file it set aside)
     problems: list[str] = []
@@ -340,8 +375,112 @@ class CloudPoint(Wire):
 
 
 class CloudForecastArgs(Wire):
+    """Minor 0's forecast: bare points, taken as issued on arrival for the node's own site.
+
+    Nodes still accept it; a hub sends it only to nodes whose hello says minor 0.
+    """
+
     kind: Literal["cloud_forecast"] = "cloud_forecast"
     points: list[CloudPoint] = Field(max_length=10_000)
+
+
+class ForecastSite(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    latitude: float = Field(ge=-90, le=90)
+    longitude: float = Field(ge=-180, le=180)
+
+
+class CloudCoverPoint(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    t_utc: AwareDatetime
+    cloud_cover_pct: float = Field(ge=0, le=100)
+
+
+class CloudCoverForecast(BaseModel):
+    """A cloud-cover forecast for one site.  Points are instants; values between them are interpolated.
+
+    The planner's model (``node.plan.forecast`` re-exports it) and, since minor 1, the wire's: the hub
+    sends it whole in a ``forecast`` command, and ``forecast.source = "file"`` reads the same JSON::
+
+        {"issued_at": "2025-06-21T06:00:00+00:00",
+         "site": {"latitude": 32.2, "longitude": -110.95},
+         "points": [{"t_utc": "2025-06-21T07:00:00+00:00", "cloud_cover_pct": 10},
+                    {"t_utc": "2025-06-21T08:00:00+00:00", "cloud_cover_pct": 35}]}
+
+    Staleness rule: a forecast issued more than ``forecast.stale_after_h`` ago
+    (or more than an hour in the future), or for a place more than 50 km from
+    the node's site, is not used; nor is it outside its own span (30 min
+    either side).  Where it is not used, ``forecast.stale_cloud_cover_pct``
+    is assumed.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    issued_at: AwareDatetime
+    site: ForecastSite
+    points: list[CloudCoverPoint] = Field(min_length=1, max_length=10_000)
+
+    @field_validator("points")
+    @classmethod
+    def _in_time_order(cls, points: list[CloudCoverPoint]) -> list[CloudCoverPoint]:
+        for a, b in itertools.pairwise(points):
+            if b.t_utc <= a.t_utc:
+                raise ValueError(f"points must be in increasing time order ({b.t_utc} after {a.t_utc})")
+        return points
+
+    def is_stale(self, now_s: float, stale_after_h: float) -> bool:
+        """Stale when issued more than ``stale_after_h`` ago (or in the future: a wrong clock)."""
+        age_h = (now_s - self.issued_at.timestamp()) / 3600.0
+        return age_h > stale_after_h or age_h < -1.0
+
+    def distance_km(self, latitude: float, longitude: float) -> float:
+        """Great-circle distance to a site (haversine, mean Earth radius 6371 km)."""
+        p1, p2 = math.radians(self.site.latitude), math.radians(latitude)
+        dp, dl = p2 - p1, math.radians(longitude - self.site.longitude)
+        a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+        return 2 * 6371.0 * math.asin(math.sqrt(min(1.0, a)))
+
+    def cloud_cover_at(self, times_s: Sequence[float], now_s: float, section: ForecastSection,
+                       latitude: float, longitude: float, max_distance_km: float = 50.0) -> list[float]:
+        """Cloud cover per time: interpolated inside the forecast, ``stale_cloud_cover_pct`` outside it,
+        and everywhere when the forecast is stale or for another place (the site moved)."""
+        fallback = section.stale_cloud_cover_pct
+        if self.is_stale(now_s, section.stale_after_h) or self.distance_km(latitude, longitude) > max_distance_km:
+            return [fallback] * len(times_s)
+        ts = [p.t_utc.timestamp() for p in self.points]
+        cc = [p.cloud_cover_pct for p in self.points]
+        out = []
+        for t in times_s:
+            if t < ts[0] - 1800 or t > ts[-1] + 1800:
+                out.append(fallback)
+                continue
+            if t <= ts[0]:
+                out.append(cc[0])
+                continue
+            if t >= ts[-1]:
+                out.append(cc[-1])
+                continue
+            lo, hi = 0, len(ts) - 1
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if ts[mid] <= t:
+                    lo = mid
+                else:
+                    hi = mid
+            frac = (t - ts[lo]) / (ts[hi] - ts[lo])
+            out.append(cc[lo] + frac * (cc[hi] - cc[lo]))
+        return out
+
+
+class ForecastArgs(Wire):
+    """Minor 1's forecast: the planner's whole model, with when it was issued and for which place."""
+
+    kind: Literal["forecast"] = "forecast"
+    #: who made it, e.g. "open-meteo" (shown in the node's log and the command result)
+    provider: str = Field(min_length=1, max_length=64)
+    forecast: CloudCoverForecast
 
 
 class ConfigArgs(Wire):
@@ -350,7 +489,7 @@ class ConfigArgs(Wire):
 
 
 CommandArgs = Annotated[Union[CancelArgs, PauseArgs, ResumeArgs, PlateClearedArgs,  # noqa: UP007
-                              CloudForecastArgs, ConfigArgs], Field(discriminator="kind")]
+                              CloudForecastArgs, ForecastArgs, ConfigArgs], Field(discriminator="kind")]
 
 
 class Command(SignedBody):

@@ -39,7 +39,7 @@ ACL_PATTERNS = """\
 pattern read printnode/v1/%u/down/#
 pattern write printnode/v1/%u/up/#
 pattern readwrite printnode/v1/%u/state/#
-pattern write homeassistant/sensor/%u/+/config
+pattern write homeassistant/+/%u/+/config
 user hub
 topic readwrite printnode/v1/#
 topic readwrite homeassistant/#

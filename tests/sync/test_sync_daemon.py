@@ -86,6 +86,21 @@ def test_job_submitted_while_offline_is_printed_once_the_node_connects_through_b
         hub.stop()
 
 
+def press_ha_button(broker, node_id: str, word: str) -> None:  # noqa: ANN001
+    """What Home Assistant's button does: publish its payload_press on the node's ha/command topic."""
+    import shutil
+    import subprocess
+
+    import pytest
+
+    from node.sync.protocol import ha_command_topic
+
+    if not shutil.which("mosquitto_pub"):
+        pytest.skip("mosquitto_pub not installed (apt-get install mosquitto-clients; make test does)")
+    subprocess.run(["mosquitto_pub", "-h", broker.host, "-p", str(broker.port), "-q", "1", "-t",
+                    ha_command_topic(node_id), "-m", word], check=True, capture_output=True, timeout=10)
+
+
 def test_hub_cancel_wins_over_a_print_in_progress(mosquitto, tmp_path: Path):
     from node.hub.server import cancel_job, submit_job
 
@@ -102,11 +117,21 @@ def test_hub_cancel_wins_over_a_print_in_progress(mosquitto, tmp_path: Path):
             rows = ledger_rows(hub, "SELECT node_state FROM jobs WHERE job_id = ?", job_id)
             return rows[0]["node_state"] if rows else None
         wait_for(lambda: node_state() == "printing", timeout_s=60, what="printing")
+        # Home Assistant's buttons (docs/protocol.md): a plain word on ha/command, signed by the hub
+        wait_for(lambda: ledger_rows(hub, "SELECT 1 FROM nodes WHERE current_job = ? AND job_version IS NOT NULL",
+                                     job_id), what="the hub knows the job's version")
+        press_ha_button(mosquitto, "e2c", "pause")
+        wait_for(lambda: node_state() == "paused", timeout_s=60, what="paused by the Home Assistant button")
+        press_ha_button(mosquitto, "e2c", "resume")
+        wait_for(lambda: node_state() == "printing", timeout_s=60, what="resumed by the Home Assistant button")
         cancel_job(hub.ledger, job_id)
         wait_for(lambda: node_state() == "cancelled", timeout_s=60, what="cancelled on the node")
-        wait_for(lambda: ledger_rows(hub, "SELECT 1 FROM commands WHERE answered_s IS NOT NULL"), what="result")
+        wait_for(lambda: ledger_rows(hub, "SELECT 1 FROM commands WHERE kind = 'cancel' AND answered_s IS NOT NULL"),
+                 what="result")
         result = ledger_rows(hub, "SELECT ok, detail FROM commands WHERE kind = 'cancel'")[0]
         assert result["ok"] == 1, result
+        assert [r["ok"] for r in ledger_rows(hub, "SELECT ok FROM commands WHERE kind IN ('pause', 'resume')"
+                                                  " ORDER BY created_s")] == [1, 1]
         status = daemon.request({"cmd": "status"})
         assert status["components"]["printer"]["state"] != "printing"
         assert status["components"]["runner"]["current_job"] is None

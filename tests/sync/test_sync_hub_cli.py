@@ -142,7 +142,8 @@ def test_hub_serve_runs_as_a_command_and_stops_on_sigterm(mosquitto, tmp_path: P
     subprocess.run([sys.executable, "-m", "node", "hub", "--dir", str(hub_dir), "keygen"], check=True,
                    capture_output=True, timeout=30)
     proc = subprocess.Popen([sys.executable, "-m", "node", "hub", "--dir", str(hub_dir), "serve",
-                             "--broker-host", mosquitto.host, "--broker-port", str(mosquitto.port)],
+                             "--broker-host", mosquitto.host, "--broker-port", str(mosquitto.port),
+                             "--forecast", "none"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None

@@ -24,7 +24,8 @@ from node.sync.signing import SigningKey
 def start_worker(hub_dir: Path, url: str, broker: Broker, name: str) -> subprocess.Popen[str]:
     proc = subprocess.Popen([sys.executable, "-m", "node", "hub", "--dir", str(hub_dir), "--ledger", url, "serve",
                              "--broker-host", broker.host, "--broker-port", str(broker.port), "--share-group", "hubs",
-                             "--client-id", name], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             "--client-id", name, "--forecast", "none"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
     # its log (stderr, merged here) may say "hub: connected" before the serving line: read up to that line
     seen = [proc.stdout.readline() for _ in range(1)]
