@@ -128,7 +128,24 @@ V3 = """
 ALTER TABLE nodes ADD COLUMN site TEXT
 """
 
-MIGRATIONS: tuple[str, ...] = (V1, V2, V3)
+#: version 4: what the fleet page and ``hub nodes`` show beyond SoC and PV: the battery voltage (power
+#: document), the printer's temperatures, the state of the job it names and the printer's detail (printer
+#: document), and when each job's progress last moved (``moved_s``: a print whose percent stands still is
+#: stalled).
+V4 = """
+ALTER TABLE nodes ADD COLUMN battery_v {real};
+ALTER TABLE nodes ADD COLUMN hotend_c {real};
+ALTER TABLE nodes ADD COLUMN hotend_target_c {real};
+ALTER TABLE nodes ADD COLUMN bed_c {real};
+ALTER TABLE nodes ADD COLUMN bed_target_c {real};
+ALTER TABLE nodes ADD COLUMN job_state TEXT;
+ALTER TABLE nodes ADD COLUMN printer_detail TEXT;
+ALTER TABLE nodes ADD COLUMN state_t_s {real};
+ALTER TABLE progress ADD COLUMN moved_s {real};
+CREATE INDEX IF NOT EXISTS telemetry_by_node_time ON telemetry (node_id, t_s)
+"""
+
+MIGRATIONS: tuple[str, ...] = (V1, V2, V3, V4)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -152,17 +152,25 @@ class Hub:
                              (int(doc.online), now, node_id))
             elif kind == "power":
                 power = p.PowerState.model_validate_json(payload)
-                conn.execute("UPDATE nodes SET soc_pct = ?, pv_w = ?, last_seen_s = ? WHERE node_id = ?",
-                             (power.soc_pct, power.pv_w, now, node_id))
+                conn.execute("UPDATE nodes SET soc_pct = ?, pv_w = ?, battery_v = ?, last_seen_s = ? WHERE node_id = ?",
+                             (power.soc_pct, power.pv_w, power.battery_v, now, node_id))
             elif kind == "printer":
-                printer = p.PrinterStateDoc.model_validate_json(payload)
-                conn.execute("UPDATE nodes SET printer = ?, current_job = ?, percent = ?, last_seen_s = ?"
-                             " WHERE node_id = ?", (printer.printer, printer.job_id, printer.percent, now, node_id))
+                self._store_printer_doc(conn, node_id, p.PrinterStateDoc.model_validate_json(payload), now)
             elif kind == "plan":
                 plan = p.PlanState.model_validate_json(payload)
                 conn.execute("UPDATE nodes SET next_window_start_s = ?, next_window_end_s = ?, queue_length = ?"
                              " WHERE node_id = ?", (plan.next_window_start_s, plan.next_window_end_s,
                                                     plan.queue_length, node_id))
+
+    @staticmethod
+    def _store_printer_doc(conn: Any, node_id: str, doc: p.PrinterStateDoc, now: float) -> None:
+        """The printer document as the fleet view reads it: the job it names *with that job's state* (a
+        cancelled job is not the node's current job), the printer's detail and temperatures."""
+        conn.execute("UPDATE nodes SET printer = ?, current_job = ?, job_state = ?, percent = ?, printer_detail = ?,"
+                     " hotend_c = ?, hotend_target_c = ?, bed_c = ?, bed_target_c = ?, state_t_s = ?, last_seen_s = ?"
+                     " WHERE node_id = ?", (doc.printer, doc.job_id, doc.job_state, doc.percent, doc.detail,
+                                            doc.hotend_c, doc.hotend_target_c, doc.bed_c, doc.bed_target_c, doc.t_s,
+                                            now, node_id))
 
     def _on_up(self, node_id: str, kind: str, payload: bytes) -> None:
         if kind == "hello":
@@ -200,9 +208,12 @@ class Hub:
                       r.version, r.version))
 
     def _apply_job_progress(self, conn: Any, node_id: str, r: p.JobProgressReport) -> None:
-        conn.execute("INSERT INTO progress(job_id, node_id, percent, t_s) VALUES(?,?,?,?) ON CONFLICT(job_id)"
-                     " DO UPDATE SET percent = excluded.percent, t_s = excluded.t_s WHERE excluded.t_s >= progress.t_s",
-                     (r.job_id, node_id, r.percent, r.t_s))
+        # moved_s: when the percent last changed (a print that stands still is stalled: node/hub/fleet.py)
+        conn.execute("INSERT INTO progress(job_id, node_id, percent, t_s, moved_s) VALUES(?,?,?,?,?)"
+                     " ON CONFLICT(job_id) DO UPDATE SET percent = excluded.percent, t_s = excluded.t_s,"
+                     " moved_s = CASE WHEN excluded.percent <> progress.percent OR progress.moved_s IS NULL"
+                     " THEN excluded.t_s ELSE progress.moved_s END WHERE excluded.t_s >= progress.t_s",
+                     (r.job_id, node_id, r.percent, r.t_s, r.t_s))
 
     def _apply_job_record(self, conn: Any, node_id: str, r: p.JobRecord) -> None:
         conn.execute("INSERT INTO job_records(job_id, node_id, outcome, record) VALUES(?,?,?,?) ON CONFLICT(job_id)"

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import secrets
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -31,7 +30,8 @@ from node.jobs import FINAL_STATES, Job, Jobs, JobState, TransitionRefused, erro
 from node.node import Component, Node
 from node.web import api, pages
 from node.web import credentials as creds
-from node.web.common import CSRF_HEADER, SESSION_COOKIE, HttpError, LoginTries, Principal, Session, json_error
+from node.web.access import LOGIN_TRIES, LOGIN_WINDOW_S, MAX_SESSIONS, WebAccess, secure_headers  # noqa: F401 (re-exported)
+from node.web.common import HttpError, Principal, json_error
 from node.web.config import WebSection
 from node.web.octoprint import OctoPrintApi
 from node.web.view import PageState, page_state, zone
@@ -42,10 +42,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAX_SESSIONS = 64
 MAX_SMALL_BODY = 64 * 1024  # a login form or a JSON command; uploads are streamed, not read whole
-LOGIN_TRIES = 5  # failed logins from one address within LOGIN_WINDOW_S before it must wait
-LOGIN_WINDOW_S = 300.0
 UPDATE_MIN_INTERVAL_S = 1.0  # the page gets at most one state a second ...
 UPDATE_MAX_INTERVAL_S = 5.0  # ... and at least one every five (the clock moves)
 KEEPALIVE_S = 15.0
@@ -55,7 +52,7 @@ FEED_EVENTS = ("job_state_changed", "job_progress", "printer_state", "temperatur
                "printer_emergency", "clock_sync")
 
 
-class WebServer(Component):
+class WebServer(WebAccess, Component):
     """Serves ``[web]``; takes the control API (its dispatch), the runner (its queue path), the jobs
     (reads) and the planner's snapshot."""
 
@@ -82,11 +79,7 @@ class WebServer(Component):
         self.announce_login_link = announce_login_link
         self.url: str | None = None
         self.problem: str | None = None
-        self._credentials: creds.Credentials | None = None
-        self._credentials_mtime = 0.0
-        self._sessions: dict[str, Session] = {}
-        self._login_tries: dict[str, LoginTries] = {}
-        self._once_tokens: dict[str, float] = {}
+        self.init_access(credentials_path)
         self._runner: web.AppRunner | None = None
         self._dirty = asyncio.Event()
         self._subscribers = 0
@@ -177,104 +170,15 @@ class WebServer(Component):
         sockets = getattr(server, "sockets", None) or []
         return sockets[0].getsockname()[1] if sockets else site._port
 
-    # --- credentials and sessions -------------------------------------------------------------
-    def credentials(self) -> creds.Credentials:
-        """The file's content, re-read when it changed (a rotated key acts at once)."""
-        try:
-            mtime = self.credentials_path.stat().st_mtime_ns
-        except OSError as exc:
-            raise creds.CredentialsError(f"{self.credentials_path}: {exc.strerror or exc}") from None
-        if self._credentials is None or mtime != self._credentials_mtime:
-            self._credentials = creds.load(self.credentials_path)
-            self._credentials_mtime = mtime
-        return self._credentials
-
-    def once_token(self) -> str:
-        token = secrets.token_urlsafe(24)
-        self._once_tokens[token] = time.monotonic() + 3600.0
-        return token
-
-    def new_session(self) -> Session:
-        now = time.monotonic()
-        for token in [t for t, s in self._sessions.items() if s.expires_s < now]:
-            del self._sessions[token]
-        while len(self._sessions) >= MAX_SESSIONS:  # the oldest login goes first
-            del self._sessions[min(self._sessions, key=lambda t: self._sessions[t].expires_s)]
-        session = Session(secrets.token_urlsafe(32), secrets.token_urlsafe(24),
-                          now + self.config.session_hours * 3600.0)
-        self._sessions[session.token] = session
-        return session
-
-    def session_of(self, request: web.Request) -> Session | None:
-        token = request.cookies.get(SESSION_COOKIE)
-        session = self._sessions.get(token or "")
-        if session is None or session.expires_s < time.monotonic():
-            return None
-        return session
-
-    def authenticate(self, request: web.Request) -> Principal:
-        """The API key or a session, or HttpError 401 (nothing offered) / 403 (wrong credentials)."""
-        offered = request.headers.get("X-Api-Key")
-        authorization = request.headers.get("Authorization", "")
-        if offered is None and authorization.lower().startswith("bearer "):
-            offered = authorization[7:].strip()
-        if offered is not None:
-            try:
-                good = self.credentials().key_matches(offered)
-            except creds.CredentialsError as exc:
-                raise HttpError(503, f"the node's credentials cannot be read: {exc}") from None
-            if not good:
-                raise HttpError(403, "invalid API key (`printnode web key` on the node shows the right one)")
-            return Principal("key")
-        session = self.session_of(request)
-        if session is not None:
-            if request.method not in ("GET", "HEAD", "OPTIONS") and not secrets.compare_digest(
-                    request.headers.get(CSRF_HEADER, ""), session.csrf):
-                raise HttpError(403, "this request did not come from the node's own page (missing CSRF token): "
-                                     "reload the page")
-            return Principal("session", session)
-        if request.cookies.get(SESSION_COOKIE):
-            raise HttpError(401, "your login has expired: log in again")
-        raise HttpError(401, "log in on the page, or send the API key in the X-Api-Key header")
-
-    def login_throttled(self, remote: str) -> float:
-        """Seconds this address must wait before its next try (0: it may try)."""
-        tries = self._login_tries.setdefault(remote, LoginTries())
-        now = time.monotonic()
-        tries.times = [t for t in tries.times if now - t < LOGIN_WINDOW_S]
-        if len(tries.times) < LOGIN_TRIES:
-            return 0.0
-        return LOGIN_WINDOW_S - (now - tries.times[0])
-
-    def login_failed(self, remote: str) -> None:
-        self._login_tries.setdefault(remote, LoginTries()).times.append(time.monotonic())
-        if len(self._login_tries) > 1000:  # bounded memory under a scan
-            self._login_tries.clear()
-
     # --- the app ----------------------------------------------------------------------------
     def build_app(self) -> web.Application:
         # bodies read whole (a login, a JSON command) are small; uploads stream to disk (store_upload)
-        app = web.Application(middlewares=[self._errors_middleware, self._auth_middleware],
+        app = web.Application(middlewares=[self._errors_middleware, self.auth_middleware],
                               client_max_size=MAX_SMALL_BODY)
         pages.add_routes(app, self)
         api.add_routes(app, self)
         self.octoprint.add_routes(app)
         return app
-
-    @web.middleware
-    async def _auth_middleware(self, request: web.Request,
-                               handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-        self.counters["requests"] += 1
-        if request.path == "/login" or request.path.startswith("/static/") or request.path == "/favicon.ico":
-            return await handler(request)
-        try:
-            request["principal"] = self.authenticate(request)
-        except HttpError:
-            self.counters["denied"] += 1
-            if request.path.startswith("/api/") or request.method != "GET" or "X-Api-Key" in request.headers:
-                raise
-            raise web.HTTPSeeOther("/login") from None  # a person's browser: to the login page
-        return await handler(request)
 
     @web.middleware
     async def _errors_middleware(self, request: web.Request,
@@ -318,16 +222,7 @@ class WebServer(Component):
                 log.exception("web: %s %s failed", request.method, request.path)
                 response = json_error(500, f"internal error ({type(exc).__name__}); the node keeps running, "
                                            "details are in its log")
-        if not response.prepared:
-            response.headers.setdefault("X-Content-Type-Options", "nosniff")
-            # not "no-referrer": with it a browser sends "Origin: null" with the login form
-            response.headers.setdefault("Referrer-Policy", "same-origin")
-            response.headers.setdefault("X-Frame-Options", "DENY")
-            response.headers.setdefault("Content-Security-Policy",
-                                        "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; "
-                                        "form-action 'self'; base-uri 'none'")
-            if request.path.startswith("/api/"):
-                response.headers.setdefault("Cache-Control", "no-store")
+        secure_headers(request, response)
         return response
 
     # --- what the page shows ------------------------------------------------------------------
