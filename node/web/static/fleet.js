@@ -106,7 +106,7 @@
     return tr;
   }
 
-  // --- map: equirectangular (x = longitude, y = -latitude), fitted to the nodes, with a graticule ----
+  // --- map: equirectangular, fitted to the nodes (the whole world without them), with a graticule ----
   function drawMap(list) {
     const map = $("map");
     const placed = list.filter((n) => n.site);
@@ -119,27 +119,27 @@
       west = Math.max(-180, midLon - spanLon / 2); east = Math.min(180, midLon + spanLon / 2);
       south = Math.max(-90, midLat - spanLat / 2); north = Math.min(90, midLat + spanLat / 2);
     }
-    const width = east - west, height = north - south;
-    map.setAttribute("viewBox", [west, -north, width, height].join(" "));
-    const unit = width / 360;  // one "pixel" of a 360-wide map, for strokes and text
-    const parts = [svg("rect", { x: west, y: -north, width, height, class: "sea" })];
-    const step = [1, 2, 5, 10, 15, 30, 45].find((s) => width / s <= 8) || 60;
+    // equirectangular: x and y proportional to longitude and latitude, 360 units across whatever the span
+    const W = 360, H = Math.max(120, Math.min(360, W * (north - south) / (east - west)));
+    const px = (lon) => ((lon - west) / (east - west)) * W, py = (lat) => ((north - lat) / (north - south)) * H;
+    map.setAttribute("viewBox", "0 0 " + W + " " + H);
+    Object.assign(map.dataset, { west, east, south, north });
+    const parts = [svg("rect", { x: 0, y: 0, width: W, height: H, class: "sea" })];
+    const step = [1, 2, 5, 10, 15, 30, 45].find((s) => (east - west) / s <= 8) || 60;
     for (let lon = Math.ceil(west / step) * step; lon <= east; lon += step) {
-      parts.push(svg("line", { x1: lon, y1: -north, x2: lon, y2: -south, class: "graticule", "stroke-width": unit }));
-      parts.push(svg("text", { x: lon + unit * 2, y: -south - unit * 3, "font-size": unit * 9, class: "grid-label" },
-        Math.abs(lon) + (lon < 0 ? "°W" : lon > 0 ? "°E" : "°")));
+      parts.push(svg("line", { x1: px(lon), y1: 0, x2: px(lon), y2: H, class: "graticule" }));
+      parts.push(svg("text", { x: px(lon) + 2, y: H - 3, class: "grid-label" }, Math.abs(lon) + (lon < 0 ? "°W" : lon > 0 ? "°E" : "°")));
     }
     for (let lat = Math.ceil(south / step) * step; lat <= north; lat += step) {
-      parts.push(svg("line", { x1: west, y1: -lat, x2: east, y2: -lat, class: "graticule", "stroke-width": unit }));
-      parts.push(svg("text", { x: west + unit * 2, y: -lat - unit * 2, "font-size": unit * 9, class: "grid-label" },
-        Math.abs(lat) + (lat < 0 ? "°S" : lat > 0 ? "°N" : "°")));
+      parts.push(svg("line", { x1: 0, y1: py(lat), x2: W, y2: py(lat), class: "graticule" }));
+      parts.push(svg("text", { x: 2, y: py(lat) - 2, class: "grid-label" }, Math.abs(lat) + (lat < 0 ? "°S" : lat > 0 ? "°N" : "°")));
     }
     for (const n of placed) {
       const g = svg("g", { class: "site " + (n.alerts.length ? "alert" : n.online ? "online" : "offline") });
       g.dataset.nodeId = n.node_id;
-      const x = n.site.longitude_deg, y = -n.site.latitude_deg;
-      g.append(svg("circle", { cx: x, cy: y, r: unit * 5, "stroke-width": unit }));
-      g.append(svg("text", { x: x + unit * 7, y: y + unit * 3, "font-size": unit * 11 }, n.node_id));
+      const x = px(n.site.longitude_deg), y = py(n.site.latitude_deg);
+      g.append(svg("circle", { cx: x.toFixed(2), cy: y.toFixed(2), r: 5 }));
+      g.append(svg("text", { x: x + 7, y: y + 4 }, n.node_id));
       g.append(svg("title", {}, n.node_id + ": " + n.site.latitude_deg.toFixed(3) + ", " + n.site.longitude_deg.toFixed(3) +
         " · " + n.site.array_peak_w.toFixed(0) + " W array"));
       parts.push(g);
@@ -166,8 +166,12 @@
     const fig = el("figure", "chart");
     fig.dataset.nodeId = nodeId;
     fig.append(el("figcaption", null, nodeId));
+    if (!data.points.length) {
+      fig.append(el("p", "small", "No telemetry in the last 24 hours."));
+      return fig;
+    }
     const W = 300, H = 90, top = 6, span = Math.max(1, data.to_s - data.from_s);
-    const s = svg("svg", { viewBox: "0 0 " + W + " " + (H + 16), class: "mini" });
+    const s = svg("svg", { viewBox: "0 0 " + W + " " + (H + 22), class: "mini" });
     s.append(svg("line", { x1: 0, y1: top + H, x2: W, y2: top + H, class: "grid" }));
     s.append(svg("line", { x1: 0, y1: top, x2: W, y2: top, class: "grid" }));
     const pts = data.points;
@@ -192,11 +196,10 @@
       if (run.length < 2) continue;
       s.append(svg("polyline", { points: run.map((q) => q[0].toFixed(1) + "," + q[1].toFixed(1)).join(" "), class: "soc" }));
     }
-    s.append(svg("text", { x: 2, y: top + H + 13 }, when(data.from_s)));
-    s.append(svg("text", { x: W - 2, y: top + H + 13, "text-anchor": "end" }, when(data.to_s)));
+    s.append(svg("text", { x: 2, y: top + H + 14 }, when(data.from_s)));
+    s.append(svg("text", { x: W - 2, y: top + H + 14, "text-anchor": "end" }, when(data.to_s)));
     s.append(svg("text", { x: W - 2, y: top + 10, "text-anchor": "end" }, "PV max " + maxPv.toFixed(0) + " W"));
     fig.append(s);
-    if (!pts.length) fig.append(el("p", "small", "No telemetry in the last 24 hours."));
     return fig;
   }
 
