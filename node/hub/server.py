@@ -332,7 +332,8 @@ class Hub:
                     requirements=p.PrinterRequirements.model_validate_json(job["requirements"]),
                     priority=job["priority"], deadline_s=job["deadline_s"], energy_wh=job["energy_wh"])
                 signed = self.key.sign(manifest).model_dump_json()
-                conn.execute("UPDATE jobs SET node_id = ?, manifest = ?, hub_state = 'sent', updated_s = ?"
+                # reason = '': a refusal of an earlier round ("no eligible node: ...") no longer holds
+                conn.execute("UPDATE jobs SET node_id = ?, manifest = ?, hub_state = 'sent', reason = '', updated_s = ?"
                              " WHERE job_id = ?", (node_id, signed, now, job["job_id"]))
                 out.append((p.down_topic(node_id, "job"), signed))
             for cmd in conn.execute("SELECT * FROM commands WHERE sent = 0" + lock_rows).fetchall():
@@ -455,15 +456,10 @@ def announce_key(ledger: Ledger, old_key: SigningKey, new_key: SigningKey, retir
 
 
 def fleet_status(ledger: Ledger) -> list[dict[str, Any]]:
-    def _rows(conn: Any) -> list[dict[str, Any]]:
-        out = []
-        for n in conn.execute("SELECT * FROM nodes ORDER BY node_id").fetchall():
-            queue = conn.execute("SELECT COUNT(*) FROM jobs WHERE node_id = ? AND wire_state = 'QUEUED'",
-                                 (n["node_id"],)).fetchone()[0]
-            out.append({"node_id": n["node_id"], "online": bool(n["online"]), "soc_pct": n["soc_pct"],
-                        "pv_w": n["pv_w"], "queue": queue, "current_job": n["current_job"],
-                        "printer": n["printer"], "percent": n["percent"], "last_seen_s": n["last_seen_s"],
-                        "next_window_start_s": n["next_window_start_s"]})
-        return out
+    """The first ``hub status`` rows, now read through node/hub/fleet.py (where the current job and the queue
+    are decided; ``printnode hub nodes`` shows the rest)."""
+    from node.hub.fleet import list_nodes
 
-    return ledger.read(_rows)
+    return [{"node_id": n.node_id, "online": n.online, "soc_pct": n.soc_pct, "pv_w": n.pv_w, "queue": n.queue_length,
+             "current_job": n.current_job, "printer": n.printer, "percent": n.percent, "last_seen_s": n.last_seen_s,
+             "next_window_start_s": n.next_window_start_s} for n in list_nodes(ledger)]

@@ -16,7 +16,8 @@ from node.commands import hub as hub_cli
 from node.hub import fleet
 from node.hub.migrations import statements
 from node.hub.server import Hub
-from tests.hub.fleet_world import NOW_S, Clock, build, make_hub, progress
+from node.sync import protocol as p
+from tests.hub.fleet_world import NOW_S, PLA, Clock, build, deliver, make_hub, progress
 
 
 @pytest.fixture
@@ -66,8 +67,7 @@ def test_nodes_show_the_printing_job_the_real_queue_and_every_alert(world) -> No
 
 def test_a_finished_job_is_not_current_even_while_the_document_still_names_it(world) -> None:
     hub, clock, jobs, _ = world
-    from node.sync import protocol as p
-    from tests.hub.fleet_world import deliver, job_state
+    from tests.hub.fleet_world import job_state
 
     deliver(hub, "kenya-1", "state", "printer", p.PrinterStateDoc(t_s=NOW_S, printer="printing", job_id=jobs["shelf"],
                                                                  job_state="printing", percent=99.0))
@@ -91,6 +91,13 @@ def test_jobs_filter_and_one_job_says_its_history_and_why_it_waits(world) -> Non
                             "kenya-2: material PETG not loaded (PLA)")
     with pytest.raises(KeyError, match="no job 'zzz' on this hub"):
         fleet.job_detail(hub.ledger, "zzz")
+    # a node that carries PETG says hello: the dispatcher sends the job there and the old refusal goes
+    deliver(hub, "kenya-3", "up", "hello", p.Hello(node_id="kenya-3", t_s=NOW_S,
+                                                   capabilities=PLA.model_copy(update={"materials": ["PETG"]})))
+    hub.pump()
+    petg = fleet.job_detail(hub.ledger, jobs["petg"], NOW_S)
+    assert (petg.state, petg.node_id, petg.reason) == ("sent", "kenya-3", "")
+    assert petg.waiting == "sent to kenya-3; waiting for the node to take it (the node is online)"
 
 
 def test_the_cli_prints_tables_sentences_and_json(world, tmp_path: Path, capsys, monkeypatch) -> None:
