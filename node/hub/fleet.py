@@ -31,6 +31,7 @@ ACTIVE_JOB_STATES = frozenset({"printing", "paused", "suspended", "interrupted"}
 FINAL_WIRE_STATES = ("SUCCEEDED", "REJECTED", "CANCELED", "TIMED_OUT")
 #: words of a printer error or a failure reason that mean the heaters were the problem
 THERMAL_WORDS = ("thermal", "runaway", "mintemp", "maxtemp", "heating failed", "heater")
+LOW_SINCE_WINDOW_S = 2 * 86400.0
 
 
 class AlertSettings(BaseModel):
@@ -160,20 +161,26 @@ def list_jobs(ledger: Ledger, node_id: str | None = None, state: str | None = No
               limit: int = 200) -> list[JobView]:
     """Newest first.  ``state`` matches the shown state (``printing``, ``unassigned``, ``sent`` ...) or a wire
     state (``queued``, ``in_progress``, ``failed``, ``cancelled`` ...); ``node_id`` the assigned or requested node."""
+    wanted = None if state is None else state.strip().lower()
+    wire = STATE_ALIASES.get(wanted or "")
+
     def read(conn: LedgerConn) -> list[JobView]:
-        sql, args = _JOB_SELECT, []
+        where, args = [], []
         if node_id is not None:
-            sql += " WHERE (j.node_id = ? OR (j.node_id IS NULL AND j.requested_node = ?))"
+            where.append("(j.node_id = ? OR (j.node_id IS NULL AND j.requested_node = ?))")
             args += [node_id, node_id]
-        sql += " ORDER BY j.created_s DESC, j.job_id"
-        return [_job_view(r) for r in conn.execute(sql, args).fetchall()]
+        if wanted is not None:  # the shown state (_job_state) spelled in SQL, so LIMIT applies to the matches
+            where.append("(j.wire_state = ? OR (j.version > 0 AND j.node_state = ?)"
+                         " OR (j.version = 0 AND j.wire_state = 'QUEUED' AND j.hub_state = ?))")
+            args += [wire or "", wanted, {"unassigned": "new", "sent": "sent"}.get(wanted, "")]
+        sql = _JOB_SELECT + (" WHERE " + " AND ".join(where) if where else "")
+        sql += " ORDER BY j.created_s DESC, j.job_id LIMIT ?"
+        return [_job_view(r) for r in conn.execute(sql, [*args, int(limit)]).fetchall()]
 
     jobs = ledger.read(read)
-    if state is not None:
-        wanted = state.strip().lower()
-        wire = STATE_ALIASES.get(wanted)
+    if wanted is not None:  # the same test in Python: what a row shows is _job_state's word
         jobs = [j for j in jobs if j.state == wanted or (wire is not None and j.wire_state == wire)]
-    return jobs[:limit]
+    return jobs
 
 
 def find_job_id(conn: LedgerConn, ref: str) -> str:
@@ -285,7 +292,7 @@ def _node_alerts(conn: LedgerConn, view: NodeView, n: Any, now: float, s: AlertS
                             text=f"{node} has never connected since it was provisioned at "
                                  f"{when_words(n['provisioned_s'])}."))
     if view.soc_pct is not None and view.soc_pct < s.low_battery_pct:
-        since = _low_since(conn, node, s.low_battery_pct) or n["last_seen_s"]
+        since = _low_since(conn, node, s.low_battery_pct, now) or n["last_seen_s"]
         alerts.append(Alert(node_id=node, kind="low_battery", since_s=since,
                             text=f"{node}'s battery is low: {view.soc_pct:.0f} % (below {s.low_battery_pct:.0f} %)"
                                  f" since {when_words(since)}."))
@@ -319,12 +326,14 @@ def _thermal(text: str | None) -> bool:
     return bool(text) and any(word in text.lower() for word in THERMAL_WORDS)  # type: ignore[union-attr]
 
 
-def _low_since(conn: LedgerConn, node_id: str, below_pct: float) -> float | None:
-    """When the state of charge last went below ``below_pct``, from the telemetry the node sent."""
-    last_ok = conn.execute("SELECT MAX(t_s) AS t FROM telemetry WHERE node_id = ? AND soc_pct >= ?",
-                           (node_id, below_pct)).fetchone()["t"]
+def _low_since(conn: LedgerConn, node_id: str, below_pct: float, now: float) -> float | None:
+    """When the state of charge last went below ``below_pct``, from the telemetry of the last two days (a
+    year of a node's telemetry is not read on every refresh of the page; older than that: two days ago)."""
+    start = now - LOW_SINCE_WINDOW_S
+    last_ok = conn.execute("SELECT MAX(t_s) AS t FROM telemetry WHERE node_id = ? AND t_s > ? AND soc_pct >= ?",
+                           (node_id, start, below_pct)).fetchone()["t"]
     row = conn.execute("SELECT MIN(t_s) AS t FROM telemetry WHERE node_id = ? AND soc_pct < ? AND t_s > ?",
-                       (node_id, below_pct, last_ok if last_ok is not None else -1.0)).fetchone()
+                       (node_id, below_pct, last_ok if last_ok is not None else start)).fetchone()
     return None if row["t"] is None else float(row["t"])
 
 

@@ -141,8 +141,7 @@ ALTER TABLE nodes ADD COLUMN bed_target_c {real};
 ALTER TABLE nodes ADD COLUMN job_state TEXT;
 ALTER TABLE nodes ADD COLUMN printer_detail TEXT;
 ALTER TABLE nodes ADD COLUMN state_t_s {real};
-ALTER TABLE progress ADD COLUMN moved_s {real};
-CREATE INDEX IF NOT EXISTS telemetry_by_node_time ON telemetry (node_id, t_s)
+ALTER TABLE progress ADD COLUMN moved_s {real}
 """
 
 MIGRATIONS: tuple[str, ...] = (V1, V2, V3, V4)
