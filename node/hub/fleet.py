@@ -269,7 +269,8 @@ def _node_view(conn: LedgerConn, n: Any, hub_queue: int, hub_active: Any, now: f
         current, state, percent, name = (hub_active["job_id"], hub_active["node_state"], hub_active["percent"],
                                          hub_active["name"])
     view = NodeView(
-        node_id=n["node_id"], online=bool(n["online"]), last_seen_s=n["last_seen_s"], soc_pct=n["soc_pct"],
+        node_id=n["node_id"], online=bool(n["online"]),
+        last_seen_s=n["last_seen_s"] if n["online"] else _last_heard(conn, n), soc_pct=n["soc_pct"],
         pv_w=n["pv_w"], battery_v=n["battery_v"], printer=n["printer"], printer_detail=n["printer_detail"],
         hotend_c=n["hotend_c"], hotend_target_c=n["hotend_target_c"], bed_c=n["bed_c"], bed_target_c=n["bed_target_c"],
         current_job=current, current_job_name=name, current_job_state=state, percent=percent,
@@ -284,10 +285,11 @@ def _node_alerts(conn: LedgerConn, view: NodeView, n: Any, now: float, s: AlertS
     node = view.node_id
     alerts: list[Alert] = []
     last = view.last_seen_s
-    if last is not None and now - last > s.offline_after_h * 3600:
+    if not view.online and last is not None and now - last > s.offline_after_h * 3600:
         alerts.append(Alert(node_id=node, kind="offline", since_s=last,
                             text=f"{node} has been offline since {when_words(last)} ({duration_words(now - last)})."))
-    elif last is None and n["provisioned_s"] is not None and now - n["provisioned_s"] > s.offline_after_h * 3600:
+    elif (not view.online and last is None and n["provisioned_s"] is not None
+          and now - n["provisioned_s"] > s.offline_after_h * 3600):
         alerts.append(Alert(node_id=node, kind="offline", since_s=n["provisioned_s"],
                             text=f"{node} has never connected since it was provisioned at "
                                  f"{when_words(n['provisioned_s'])}."))
@@ -320,6 +322,15 @@ def _node_alerts(conn: LedgerConn, view: NodeView, n: Any, now: float, s: AlertS
                                      f"{view.percent or 0:.0f} % since {when_words(moved['moved_s'])} "
                                      f"({duration_words(now - moved['moved_s'])})."))
     return alerts
+
+
+def _last_heard(conn: LedgerConn, n: Any) -> float | None:
+    """When an offline node was last heard from, by the times its own data carries (its last telemetry sample,
+    its last printer document): the hub's ``last_seen_s`` is also set when a restarted hub is handed the
+    node's retained documents again, which would make a node offline for days look seen a minute ago."""
+    row = conn.execute("SELECT MAX(t_s) AS t FROM telemetry WHERE node_id = ?", (n["node_id"],)).fetchone()
+    stamps = [t for t in (row["t"], n["state_t_s"]) if t is not None]
+    return max(stamps) if stamps else n["last_seen_s"]
 
 
 def _thermal(text: str | None) -> bool:

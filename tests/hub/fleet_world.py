@@ -6,7 +6,8 @@ Three nodes (the issue's findings in them):
 - ``kenya-1`` (Nairobi, PLA): printing ``shelf`` whose progress stands at 40 % for 45 min (stalled); its
   printer document still names a job it cancelled before (never shown as current); its plan counts
   3 waiting jobs; battery 15 % (low) after a day of telemetry.
-- ``kenya-2`` (Kisumu, PLA): last heard 10 hours ago (offline); a print failed on a thermal runaway.
+- ``kenya-2`` (Kisumu, PLA): last heard 10 hours ago (offline; its last telemetry sample then);
+  a print failed on a thermal runaway.
 - a PETG job nobody can print (``no eligible node: ... material PETG not loaded``).
 """
 from __future__ import annotations
@@ -104,6 +105,8 @@ def build(hub: Hub, clock: Clock, files: Path) -> dict[str, str]:
     job_state(hub, "kenya-2", jobs["bracket"], 2, "printing", clock.t_s - 2400)
     job_state(hub, "kenya-2", jobs["bracket"], 3, "failed", clock.t_s - 60,
               reason="printer error: Error:Thermal Runaway, system stopped! Heater_ID: 0")
+    rows = [{"t_s": clock.t_s - 3600 + 60 * k, "pv_w": 120.0, "soc_pct": 64.0} for k in range(61)]
+    deliver(hub, "kenya-2", "up", "telemetry", p.encode_telemetry(p.build_telemetry("kenya-2", clock.t_s, rows, 60)))
     deliver(hub, "kenya-2", "state", "power", p.PowerState(t_s=clock.t_s, soc_pct=64.0, pv_w=120.0, battery_v=12.9))
     deliver(hub, "kenya-2", "state", "online", p.OnlineState(online=False, t_s=clock.t_s))
     # kenya-1: cancelled an old job, now prints "shelf", stalled at 40 % for 45 minutes; three jobs wait

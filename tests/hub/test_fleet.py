@@ -65,6 +65,17 @@ def test_nodes_show_the_printing_job_the_real_queue_and_every_alert(world) -> No
     assert "stalled" not in {a.kind for a in fleet.list_nodes(hub.ledger, NOW_S)[0].alerts}
 
 
+def test_a_restarted_hub_handed_the_retained_documents_again_still_knows_who_is_offline(world) -> None:
+    hub, clock, jobs, _ = world
+    clock.t_s = NOW_S + 60  # the broker hands a freshly subscribed hub every retained document again
+    deliver(hub, "kenya-2", "state", "online", p.OnlineState(online=False))
+    deliver(hub, "kenya-2", "state", "power", p.PowerState(t_s=NOW_S - 10 * 3600, soc_pct=64.0))
+    k2 = fleet.list_nodes(hub.ledger, NOW_S + 60)[1]
+    assert k2.last_seen_s == NOW_S - 10 * 3600  # its last telemetry sample, not the replay
+    assert [a.text for a in k2.alerts if a.kind == "offline"] == [
+        "kenya-2 has been offline since 2026-06-09 00:13Z (10.0 h)."]
+
+
 def test_a_finished_job_is_not_current_even_while_the_document_still_names_it(world) -> None:
     hub, clock, jobs, _ = world
     from tests.hub.fleet_world import job_state
