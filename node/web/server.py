@@ -6,9 +6,10 @@ command goes through the control API's one dispatch (``ControlServer.execute``),
 ``store_upload`` and ``JobRunner.queue_file`` (the gate), so the page, a slicer and the CLI mean the
 same thing.  It never touches the printer or the store directly and does nothing on the print path.
 
-Access (node/web/credentials.py): API clients send the API key (``X-Api-Key``, or ``Authorization:
-Bearer``); the page logs in with the password and gets a session cookie (HttpOnly, SameSite=Strict)
-plus a CSRF token that every state-changing request from the page must echo in ``X-CSRF-Token``.
+Access (node/web/access.py, shared with the hub's fleet page; keys in node/web/credentials.py): API
+clients send the API key (``X-Api-Key``, or ``Authorization: Bearer``); the page logs in with the
+password and gets a session cookie (HttpOnly, SameSite=Strict) plus a CSRF token that every
+state-changing request from the page must echo in ``X-CSRF-Token``.
 Nothing is anonymous but the login page and its static files.  A request without valid credentials
 gets 401 (none offered) or 403 (wrong ones) as JSON, never a page.  Errors are sentences; a bug is
 logged with its traceback and answered with a sentence.
