@@ -478,6 +478,10 @@ def cmd_web(args: argparse.Namespace) -> int:
             if given is None:
                 print(f"page password: {password}   (shown once; `printnode hub web password` sets another)")
             return 0
+        if not path.exists():
+            print(f"printnode hub: {path} does not exist: `printnode hub web init` creates it (or the page's "
+                  "first start)", file=sys.stderr)
+            return 1
         if args.action == "key":
             print((creds.rotate_key(path) if args.rotate else creds.load(path)).api_key)
             return 0

@@ -190,3 +190,31 @@ def test_a_version_3_ledger_gains_the_fleet_columns(tmp_path: Path) -> None:
     finally:
         hub.ledger.close()
     assert isinstance(hub, Hub)
+
+
+def test_hub_serve_with_web_serves_the_page_beside_the_hub_and_stops_on_a_signal(tmp_path: Path) -> None:
+    import re
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    from node.hub.pgserver import free_port
+
+    hub_dir = tmp_path / "hub"
+    assert subprocess.run([sys.executable, "-m", "node", "hub", "--dir", str(hub_dir), "keygen"],
+                          capture_output=True, timeout=60).returncode == 0
+    # no broker on the port: the hub keeps trying to connect, the page serves the ledger meanwhile
+    process = subprocess.Popen([sys.executable, "-m", "node", "hub", "--dir", str(hub_dir), "serve", "--broker-port",
+                                str(free_port()), "--web", "--web-port", "0", "--web-bind", "127.0.0.1"],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert process.stdout is not None
+        lines = [process.stdout.readline() for _ in range(3)]  # serving, the credentials made, the page
+        assert lines[0].startswith("hub: serving") and "page password (shown once)" in lines[1], lines
+        url = re.search(r"fleet page: (http://\S+/)", lines[2]).group(1)  # type: ignore[union-attr]
+        with urllib.request.urlopen(url + "login", timeout=30) as answer:
+            assert answer.status == 200 and b"printnode hub web password" in answer.read()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(20) == 0
