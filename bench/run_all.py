@@ -21,6 +21,7 @@ BENCHES: list[tuple[str, list[str]]] = [
     ("energy_table", ["energy_table.py"]),
     ("sync", ["sync.py"]),
     ("fleet", ["fleet.py", "--nodes", "100"]),
+    ("fleet_view", ["fleet_view.py", "--nodes", "100"]),
     ("sdwrites", ["sdwrites.py", "--seconds", "90"]),
     ("web", ["web.py"]),
     ("fuzz", ["fuzz.py"]),

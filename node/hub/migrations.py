@@ -136,7 +136,23 @@ ALTER TABLE nodes ADD COLUMN protocol_minor INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE nodes ADD COLUMN job_version INTEGER
 """
 
-MIGRATIONS: tuple[str, ...] = (V1, V2, V3, V4)
+#: version 5: what the fleet page and ``hub nodes`` show beyond SoC and PV: the battery voltage (power
+#: document), the printer's temperatures, the state of the job it names and the printer's detail (printer
+#: document), and when each job's progress last moved (``moved_s``: a print whose percent stands still is
+#: stalled).
+V5 = """
+ALTER TABLE nodes ADD COLUMN battery_v {real};
+ALTER TABLE nodes ADD COLUMN hotend_c {real};
+ALTER TABLE nodes ADD COLUMN hotend_target_c {real};
+ALTER TABLE nodes ADD COLUMN bed_c {real};
+ALTER TABLE nodes ADD COLUMN bed_target_c {real};
+ALTER TABLE nodes ADD COLUMN job_state TEXT;
+ALTER TABLE nodes ADD COLUMN printer_detail TEXT;
+ALTER TABLE nodes ADD COLUMN state_t_s {real};
+ALTER TABLE progress ADD COLUMN moved_s {real}
+"""
+
+MIGRATIONS: tuple[str, ...] = (V1, V2, V3, V4, V5)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

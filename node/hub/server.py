@@ -168,18 +168,26 @@ class Hub:
                              (int(doc.online), now, node_id))
             elif kind == "power":
                 power = p.PowerState.model_validate_json(payload)
-                conn.execute("UPDATE nodes SET soc_pct = ?, pv_w = ?, last_seen_s = ? WHERE node_id = ?",
-                             (power.soc_pct, power.pv_w, now, node_id))
+                conn.execute("UPDATE nodes SET soc_pct = ?, pv_w = ?, battery_v = ?, last_seen_s = ? WHERE node_id = ?",
+                             (power.soc_pct, power.pv_w, power.battery_v, now, node_id))
             elif kind == "printer":
-                printer = p.PrinterStateDoc.model_validate_json(payload)
-                conn.execute("UPDATE nodes SET printer = ?, current_job = ?, percent = ?, last_seen_s = ?"
-                             " WHERE node_id = ?", (printer.printer, printer.job_id, printer.percent, now, node_id))
-                conn.execute("UPDATE nodes SET job_version = ? WHERE node_id = ?", (printer.job_version, node_id))
+                self._store_printer_doc(conn, node_id, p.PrinterStateDoc.model_validate_json(payload), now)
             elif kind == "plan":
                 plan = p.PlanState.model_validate_json(payload)
                 conn.execute("UPDATE nodes SET next_window_start_s = ?, next_window_end_s = ?, queue_length = ?"
                              " WHERE node_id = ?", (plan.next_window_start_s, plan.next_window_end_s,
                                                     plan.queue_length, node_id))
+
+    @staticmethod
+    def _store_printer_doc(conn: Any, node_id: str, doc: p.PrinterStateDoc, now: float) -> None:
+        """The printer document as the fleet view reads it: the job it names *with that job's state* (a
+        cancelled job is not the node's current job) and version (a Home Assistant pause or resume names
+        it), the printer's detail and temperatures."""
+        conn.execute("UPDATE nodes SET printer = ?, current_job = ?, job_state = ?, job_version = ?, percent = ?,"
+                     " printer_detail = ?, hotend_c = ?, hotend_target_c = ?, bed_c = ?, bed_target_c = ?,"
+                     " state_t_s = ?, last_seen_s = ? WHERE node_id = ?",
+                     (doc.printer, doc.job_id, doc.job_state, doc.job_version, doc.percent, doc.detail, doc.hotend_c,
+                      doc.hotend_target_c, doc.bed_c, doc.bed_target_c, doc.t_s, now, node_id))
 
     def _on_up(self, node_id: str, kind: str, payload: bytes) -> None:
         if kind == "hello":
@@ -217,9 +225,12 @@ class Hub:
                       r.version, r.version))
 
     def _apply_job_progress(self, conn: Any, node_id: str, r: p.JobProgressReport) -> None:
-        conn.execute("INSERT INTO progress(job_id, node_id, percent, t_s) VALUES(?,?,?,?) ON CONFLICT(job_id)"
-                     " DO UPDATE SET percent = excluded.percent, t_s = excluded.t_s WHERE excluded.t_s >= progress.t_s",
-                     (r.job_id, node_id, r.percent, r.t_s))
+        # moved_s: when the percent last changed (a print that stands still is stalled: node/hub/fleet.py)
+        conn.execute("INSERT INTO progress(job_id, node_id, percent, t_s, moved_s) VALUES(?,?,?,?,?)"
+                     " ON CONFLICT(job_id) DO UPDATE SET percent = excluded.percent, t_s = excluded.t_s,"
+                     " moved_s = CASE WHEN excluded.percent <> progress.percent OR progress.moved_s IS NULL"
+                     " THEN excluded.t_s ELSE progress.moved_s END WHERE excluded.t_s >= progress.t_s",
+                     (r.job_id, node_id, r.percent, r.t_s, r.t_s))
 
     def _apply_job_record(self, conn: Any, node_id: str, r: p.JobRecord) -> None:
         conn.execute("INSERT INTO job_records(job_id, node_id, outcome, record) VALUES(?,?,?,?) ON CONFLICT(job_id)"
@@ -375,7 +386,8 @@ class Hub:
                     requirements=p.PrinterRequirements.model_validate_json(job["requirements"]),
                     priority=job["priority"], deadline_s=job["deadline_s"], energy_wh=job["energy_wh"])
                 signed = self.key.sign(manifest).model_dump_json()
-                conn.execute("UPDATE jobs SET node_id = ?, manifest = ?, hub_state = 'sent', updated_s = ?"
+                # reason = '': a refusal of an earlier round ("no eligible node: ...") no longer holds
+                conn.execute("UPDATE jobs SET node_id = ?, manifest = ?, hub_state = 'sent', reason = '', updated_s = ?"
                              " WHERE job_id = ?", (node_id, signed, now, job["job_id"]))
                 out.append((p.down_topic(node_id, "job"), signed))
             for cmd in conn.execute("SELECT * FROM commands WHERE sent = 0" + lock_rows).fetchall():
@@ -498,15 +510,10 @@ def announce_key(ledger: Ledger, old_key: SigningKey, new_key: SigningKey, retir
 
 
 def fleet_status(ledger: Ledger) -> list[dict[str, Any]]:
-    def _rows(conn: Any) -> list[dict[str, Any]]:
-        out = []
-        for n in conn.execute("SELECT * FROM nodes ORDER BY node_id").fetchall():
-            queue = conn.execute("SELECT COUNT(*) FROM jobs WHERE node_id = ? AND wire_state = 'QUEUED'",
-                                 (n["node_id"],)).fetchone()[0]
-            out.append({"node_id": n["node_id"], "online": bool(n["online"]), "soc_pct": n["soc_pct"],
-                        "pv_w": n["pv_w"], "queue": queue, "current_job": n["current_job"],
-                        "printer": n["printer"], "percent": n["percent"], "last_seen_s": n["last_seen_s"],
-                        "next_window_start_s": n["next_window_start_s"]})
-        return out
+    """The first ``hub status`` rows, now read through node/hub/fleet.py (where the current job and the queue
+    are decided; ``printnode hub nodes`` shows the rest)."""
+    from node.hub.fleet import list_nodes
 
-    return ledger.read(_rows)
+    return [{"node_id": n.node_id, "online": n.online, "soc_pct": n.soc_pct, "pv_w": n.pv_w, "queue": n.queue_length,
+             "current_job": n.current_job, "printer": n.printer, "percent": n.percent, "last_seen_s": n.last_seen_s,
+             "next_window_start_s": n.next_window_start_s} for n in list_nodes(ledger)]

@@ -31,6 +31,7 @@ from node.events import (
     PrinterState,
     SyncLink,
     TelemetrySample,
+    Temperatures,
 )
 from node.jobcontrol import JobControl, JobVerb, StateOnlyJobControl, run_job_command
 from node.jobs import ACTIVE_STATES, FINAL_STATES, Jobs, JobState, TransitionRefused, error_text
@@ -137,6 +138,7 @@ class Sync(Component):
         await self._load_meters()
         for event, handler in (("job_state_changed", self._on_job_state), ("job_progress", self._on_progress),
                                ("telemetry_sample", self._on_telemetry), ("printer_state", self._on_printer),
+                               ("temperatures", self._on_temperatures),
                                ("plan_updated", self._on_plan)):
             self.node.register_event_handler(event, handler)
         if not self.config.online:
@@ -650,28 +652,23 @@ class Sync(Component):
             self._active_job = None
         if to_state in FINAL_STATES or to_state == JobState.FAILED:
             self._progress_sent_s.pop(event.job_id, None)
-        if self._active_job is not None and self._active_job != event.job_id:
-            # another job owns the printer: state/printer keeps showing it, so Home Assistant's pause
-            # button keeps meaning the print under way, not a job just queued
-            self._outbox_dirty.set()
-            return
-        current = self._state_docs.get("printer")
-        same_job = getattr(current, "job_id", None) == event.job_id
-        self._update_state("printer", p.PrinterStateDoc(
-            t_s=event.t_s, printer=getattr(current, "printer", "unknown"),
-            job_id=event.job_id, job_state=event.to_state, job_version=event.version,
-            percent=100.0 if to_state == JobState.COMPLETED else (getattr(current, "percent", None)
-                                                                  if same_job else None)), force=True)
+        current = self._printer_doc()
+        # the document names the printer's job: another job arriving or leaving the queue does not replace it
+        # (Home Assistant's pause button keeps meaning the print under way, not a job just queued)
+        if to_state in ACTIVE_STATES or current.job_id in (None, event.job_id):
+            same_job = current.job_id == event.job_id
+            self._update_state("printer", current.model_copy(update={
+                "t_s": event.t_s, "job_id": event.job_id, "job_state": event.to_state, "job_version": event.version,
+                "percent": 100.0 if to_state == JobState.COMPLETED else (current.percent if same_job else None)}),
+                force=True)
         self._outbox_dirty.set()
 
     async def _on_progress(self, event: JobProgress) -> None:
         now_s = self.node.clock.time()
-        current = self._state_docs.get("printer")
-        self._update_state("printer", p.PrinterStateDoc(
-            t_s=now_s, printer=getattr(current, "printer", "printing"),
-            job_id=event.job_id, job_state="printing", percent=round(event.percent, 1),
-            job_version=getattr(current, "job_version", None) if getattr(current, "job_id", None) == event.job_id
-            else None))
+        current = self._printer_doc(printer="printing")
+        self._update_state("printer", current.model_copy(update={
+            "t_s": now_s, "job_id": event.job_id, "job_state": "printing", "percent": round(event.percent, 1),
+            "job_version": current.job_version if current.job_id == event.job_id else None}))
         last = self._progress_sent_s.get(event.job_id)
         if last is None or time.monotonic() - last >= PROGRESS_REPORT_S:
             self._progress_sent_s[event.job_id] = time.monotonic()
@@ -743,11 +740,21 @@ class Sync(Component):
         return self.connected.is_set() and not (last is not None and 0 <= t_s - last < self.config.state_interval_s)
 
     async def _on_printer(self, event: PrinterState) -> None:
+        self._update_state("printer", self._printer_doc().model_copy(update={
+            "t_s": self.node.clock.time(), "printer": event.state, "detail": event.detail or None}), force=True)
+
+    async def _on_temperatures(self, event: Temperatures) -> None:
+        """Temperatures ride in the printer document (paced like it: at most one every state_interval_s)."""
+        self._update_state("printer", self._printer_doc().model_copy(update={
+            "t_s": event.t_s, "hotend_c": round(event.hotend_c, 1), "hotend_target_c": event.hotend_target_c,
+            "bed_c": round(event.bed_c, 1), "bed_target_c": event.bed_target_c}))
+
+    def _printer_doc(self, printer: str = "unknown") -> p.PrinterStateDoc:
+        """The printer document as last built (each event changes its own fields and keeps the others)."""
         current = self._state_docs.get("printer")
-        self._update_state("printer", p.PrinterStateDoc(
-            t_s=self.node.clock.time(), printer=event.state, job_id=getattr(current, "job_id", None),
-            job_state=getattr(current, "job_state", None), job_version=getattr(current, "job_version", None),
-            percent=getattr(current, "percent", None)), force=True)
+        if isinstance(current, p.PrinterStateDoc):
+            return current
+        return p.PrinterStateDoc(t_s=self.node.clock.time(), printer=printer)
 
     async def _on_plan(self, plan: PlanSummary) -> None:
         report = plan_report(self.node_id, plan)

@@ -137,6 +137,13 @@ class PrinterStateDoc(Wire):
     #: the job's version (``docs/protocol.md``: versions); a pause or resume names it
     job_version: int | None = None
     percent: float | None = None
+    #: the printer's own words with its state (an error's text: the fleet's thermal-fault alert reads it)
+    detail: str | None = None
+    #: the last temperature report (None until the printer sent one)
+    hotend_c: float | None = None
+    hotend_target_c: float | None = None
+    bed_c: float | None = None
+    bed_target_c: float | None = None
 
 
 class PlanState(Wire):

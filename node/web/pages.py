@@ -14,15 +14,18 @@ from aiohttp import web
 from node.web.common import SESSION_COOKIE, read_static
 
 if TYPE_CHECKING:
+    from node.web.fleet import FleetWebServer
     from node.web.server import WebServer
 
 STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml", ".html": "text/html"}
 STATIC_FILES = ("app.js", "app.css", "login.js", "icon.svg")
 
 
-def add_routes(app: web.Application, server: WebServer) -> None:
+def add_routes(app: web.Application, server: WebServer | FleetWebServer, index_page: str = "index.html",
+               login_page_file: str = "login.html", static_files: tuple[str, ...] = STATIC_FILES) -> None:
+    """The page's routes; the hub's fleet page (node/web/fleet.py) passes its own page, login and files."""
     async def index(request: web.Request) -> web.StreamResponse:
-        return web.Response(body=read_static("index.html"), content_type="text/html", charset="utf-8",
+        return web.Response(body=read_static(index_page), content_type="text/html", charset="utf-8",
                             headers={"Cache-Control": "no-store"})
 
     async def login_page(request: web.Request) -> web.StreamResponse:
@@ -34,7 +37,7 @@ def add_routes(app: web.Application, server: WebServer) -> None:
             raise web.HTTPSeeOther("/login?error=link")
         if server.session_of(request) is not None:
             raise web.HTTPSeeOther("/")
-        return web.Response(body=read_static("login.html"), content_type="text/html", charset="utf-8",
+        return web.Response(body=read_static(login_page_file), content_type="text/html", charset="utf-8",
                             headers={"Cache-Control": "no-store"})
 
     async def login(request: web.Request) -> web.StreamResponse:
@@ -61,7 +64,7 @@ def add_routes(app: web.Application, server: WebServer) -> None:
 
     async def static(request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
-        if name not in STATIC_FILES:
+        if name not in static_files:
             raise web.HTTPNotFound()
         suffix = name[name.rfind("."):]
         return web.Response(body=read_static(name), content_type=STATIC_TYPES[suffix], charset="utf-8",
@@ -86,7 +89,7 @@ def _same_origin(request: web.Request) -> bool:
     return urlsplit(origin).netloc == request.host
 
 
-async def _logged_in(server: WebServer, request: web.Request) -> web.StreamResponse:
+async def _logged_in(server: WebServer | FleetWebServer, request: web.Request) -> web.StreamResponse:
     session = await server.new_session()
     response = web.HTTPSeeOther("/")
     response.set_cookie(SESSION_COOKIE, session.token, httponly=True, samesite="Strict", path="/",

@@ -6,9 +6,10 @@ command goes through the control API's one dispatch (``ControlServer.execute``),
 ``store_upload`` and ``JobRunner.queue_file`` (the gate), so the page, a slicer and the CLI mean the
 same thing.  It never touches the printer or the store directly and does nothing on the print path.
 
-Access (node/web/credentials.py): API clients send the API key (``X-Api-Key``, or ``Authorization:
-Bearer``); the page logs in with the password and gets a session cookie (HttpOnly, SameSite=Strict)
-plus a CSRF token that every state-changing request from the page must echo in ``X-CSRF-Token``.
+Access (node/web/access.py, shared with the hub's fleet page; keys in node/web/credentials.py): API
+clients send the API key (``X-Api-Key``, or ``Authorization: Bearer``); the page logs in with the
+password and gets a session cookie (HttpOnly, SameSite=Strict) plus a CSRF token that every
+state-changing request from the page must echo in ``X-CSRF-Token``.
 Nothing is anonymous but the login page and its static files.  A request without valid credentials
 gets 401 (none offered) or 403 (wrong ones) as JSON, never a page.  Errors are sentences; a bug is
 logged with its traceback and answered with a sentence.
@@ -18,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import secrets
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -31,10 +31,17 @@ from node.jobs import FINAL_STATES, Job, Jobs, JobState, TransitionRefused, erro
 from node.node import Component, Node
 from node.web import api, pages
 from node.web import credentials as creds
-from node.web.common import CSRF_HEADER, SESSION_COOKIE, HttpError, LoginTries, Principal, json_error
+from node.web.access import (  # noqa: F401 (re-exported)
+    LOGIN_TRIES,
+    LOGIN_WINDOW_S,
+    SERVER_HEADER,
+    WebAccess,
+    plain_server_header,
+    secure_headers,
+)
+from node.web.common import HttpError, Principal, json_error
 from node.web.config import WebSection
 from node.web.octoprint import OctoPrintApi
-from node.web.sessions import Session, SessionStore, password_fingerprint, sessions_path
 from node.web.view import PageState, page_state, zone
 
 if TYPE_CHECKING:
@@ -44,19 +51,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_SMALL_BODY = 64 * 1024  # a login form or a JSON command; uploads are streamed, not read whole
-LOGIN_TRIES = 5  # failed logins from one address within LOGIN_WINDOW_S before it must wait
-LOGIN_WINDOW_S = 300.0
 UPDATE_MIN_INTERVAL_S = 1.0  # the page gets at most one state a second ...
 UPDATE_MAX_INTERVAL_S = 5.0  # ... and at least one every five (the clock moves)
 KEEPALIVE_S = 15.0
-SERVER_HEADER = "printnode"  # no library, no version
 #: events after which the page's state is rebuilt
 FEED_EVENTS = ("job_state_changed", "job_progress", "printer_state", "temperatures", "plate_cleared",
                "queue_changed", "telemetry_sample", "plan_updated", "battery_level_changed", "telemetry_link",
                "printer_emergency", "clock_sync")
 
 
-class WebServer(Component):
+class WebServer(WebAccess, Component):
     """Serves ``[web]``; takes the control API (its dispatch), the runner (its queue path), the jobs
     (reads) and the planner's snapshot."""
 
@@ -83,12 +87,7 @@ class WebServer(Component):
         self.announce_login_link = announce_login_link
         self.url: str | None = None
         self.problem: str | None = None
-        self._credentials: creds.Credentials | None = None
-        self._credentials_mtime = 0.0
-        #: page logins, kept hashed in a file beside the credentials: a restart does not log the page out
-        self.sessions = SessionStore(sessions_path(credentials_path))
-        self._login_tries: dict[str, LoginTries] = {}
-        self._once_tokens: dict[str, float] = {}
+        self.init_access(credentials_path)
         self._runner: web.AppRunner | None = None
         self._dirty = asyncio.Event()
         self._subscribers = 0
@@ -181,110 +180,16 @@ class WebServer(Component):
         sockets = getattr(server, "sockets", None) or []
         return sockets[0].getsockname()[1] if sockets else site._port
 
-    # --- credentials and sessions -------------------------------------------------------------
-    def credentials(self) -> creds.Credentials:
-        """The file's content, re-read when it changed (a rotated key acts at once)."""
-        try:
-            mtime = self.credentials_path.stat().st_mtime_ns
-        except OSError as exc:
-            raise creds.CredentialsError(f"{self.credentials_path}: {exc.strerror or exc}") from None
-        if self._credentials is None or mtime != self._credentials_mtime:
-            self._credentials = creds.load(self.credentials_path)
-            self._credentials_mtime = mtime
-        return self._credentials
-
-    def once_token(self) -> str:
-        token = secrets.token_urlsafe(24)
-        self._once_tokens[token] = time.monotonic() + 3600.0
-        return token
-
-    def _password_fingerprint(self) -> str:
-        password = self.credentials().password
-        return password_fingerprint(password.hash if password else None)
-
-    async def new_session(self) -> Session:
-        session = self.sessions.create(self.config.session_hours, self._password_fingerprint())
-        await asyncio.to_thread(self.sessions.save)
-        return session
-
-    async def end_session(self, session: Session) -> None:
-        if self.sessions.revoke(session.token):
-            await asyncio.to_thread(self.sessions.save)
-
-    def session_of(self, request: web.Request) -> Session | None:
-        """The cookie's live session: unknown, expired, or logged in with an older password is None."""
-        return self.session_from_token(request.cookies.get(SESSION_COOKIE))
-
-    def session_from_token(self, token: str | None) -> Session | None:
-        try:
-            return self.sessions.lookup(token, self._password_fingerprint())
-        except creds.CredentialsError:
-            return None
-
-    def authenticate(self, request: web.Request) -> Principal:
-        """The API key or a session, or HttpError 401 (nothing offered) / 403 (wrong credentials)."""
-        offered = request.headers.get("X-Api-Key")
-        authorization = request.headers.get("Authorization", "")
-        if offered is None and authorization.lower().startswith("bearer "):
-            offered = authorization[7:].strip()
-        if offered is not None:
-            try:
-                good = self.credentials().key_matches(offered)
-            except creds.CredentialsError as exc:
-                raise HttpError(503, f"the node's credentials cannot be read: {exc}") from None
-            if not good:
-                raise HttpError(403, "invalid API key (`printnode web key` on the node shows the right one)")
-            return Principal("key")
-        session = self.session_of(request)
-        if session is not None:
-            if request.method not in ("GET", "HEAD", "OPTIONS") and not secrets.compare_digest(
-                    request.headers.get(CSRF_HEADER, ""), session.csrf):
-                raise HttpError(403, "this request did not come from the node's own page (missing CSRF token): "
-                                     "reload the page")
-            return Principal("session", session)
-        if request.cookies.get(SESSION_COOKIE):
-            raise HttpError(401, "your login has expired: log in again")
-        raise HttpError(401, "log in on the page, or send the API key in the X-Api-Key header")
-
-    def login_throttled(self, remote: str) -> float:
-        """Seconds this address must wait before its next try (0: it may try)."""
-        tries = self._login_tries.setdefault(remote, LoginTries())
-        now = time.monotonic()
-        tries.times = [t for t in tries.times if now - t < LOGIN_WINDOW_S]
-        if len(tries.times) < LOGIN_TRIES:
-            return 0.0
-        return LOGIN_WINDOW_S - (now - tries.times[0])
-
-    def login_failed(self, remote: str) -> None:
-        self._login_tries.setdefault(remote, LoginTries()).times.append(time.monotonic())
-        if len(self._login_tries) > 1000:  # bounded memory under a scan
-            self._login_tries.clear()
-
     # --- the app ----------------------------------------------------------------------------
     def build_app(self) -> web.Application:
         # bodies read whole (a login, a JSON command) are small; uploads stream to disk (store_upload)
-        app = web.Application(middlewares=[self._errors_middleware, self._auth_middleware],
+        app = web.Application(middlewares=[self._errors_middleware, self.auth_middleware],
                               client_max_size=MAX_SMALL_BODY)
         pages.add_routes(app, self)
         api.add_routes(app, self)
         self.octoprint.add_routes(app)
-        app.on_response_prepare.append(_plain_server_header)
+        app.on_response_prepare.append(plain_server_header)
         return app
-
-    @web.middleware
-    async def _auth_middleware(self, request: web.Request,
-                               handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-        self.counters["requests"] += 1
-        if request.path == "/login" or request.path.startswith("/static/") or request.path == "/favicon.ico":
-            return await handler(request)
-        try:
-            request["principal"] = self.authenticate(request)
-        except HttpError:
-            self.counters["denied"] += 1
-            if request.path.startswith("/api/") or request.method != "GET" or "X-Api-Key" in request.headers:
-                raise
-            raise web.HTTPSeeOther("/login") from None  # a person's browser: to the login page
-        return await handler(request)
 
     @web.middleware
     async def _errors_middleware(self, request: web.Request,
@@ -328,16 +233,7 @@ class WebServer(Component):
                 log.exception("web: %s %s failed", request.method, request.path)
                 response = json_error(500, f"internal error ({type(exc).__name__}); the node keeps running, "
                                            "details are in its log")
-        if not response.prepared:
-            response.headers.setdefault("X-Content-Type-Options", "nosniff")
-            # not "no-referrer": with it a browser sends "Origin: null" with the login form
-            response.headers.setdefault("Referrer-Policy", "same-origin")
-            response.headers.setdefault("X-Frame-Options", "DENY")
-            response.headers.setdefault("Content-Security-Policy",
-                                        "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; "
-                                        "form-action 'self'; base-uri 'none'")
-            if request.path.startswith("/api/"):
-                response.headers.setdefault("Cache-Control", "no-store")
+        secure_headers(request, response)
         return response
 
     # --- what the page shows ------------------------------------------------------------------
@@ -457,8 +353,3 @@ class WebServer(Component):
                     await self._plan_seen.wait()
             except TimeoutError:
                 pass
-
-
-async def _plain_server_header(request: web.Request, response: web.StreamResponse) -> None:
-    """aiohttp names itself and its version in ``Server`` (a gift to a scanner): name the node only."""
-    response.headers["Server"] = SERVER_HEADER

@@ -102,6 +102,7 @@ def press_ha_button(broker, node_id: str, word: str) -> None:  # noqa: ANN001
 
 
 def test_hub_cancel_wins_over_a_print_in_progress(mosquitto, tmp_path: Path):
+    from node.hub import fleet
     from node.hub.server import cancel_job, submit_job
 
     hub = make_hub(tmp_path / "hub", mosquitto)
@@ -111,12 +112,18 @@ def test_hub_cancel_wins_over_a_print_in_progress(mosquitto, tmp_path: Path):
         job_id = submit_job(hub.ledger, hub.files_dir, source, node_id="e2c")
         daemon = start_daemon(tmp_path / "node", "node.id=e2c", "jobs.queue_sample_when_empty=false",
                               "clock.time_scale=5", f"sync.broker_port={mosquitto.port}",
-                              "sync.broker_host=127.0.0.1", f'sync.hub_public_keys=["{hub.key.public_hex}"]')
+                              "sync.broker_host=127.0.0.1", f'sync.hub_public_keys=["{hub.key.public_hex}"]',
+                              "sync.state_interval_s=5")
 
         def node_state() -> str | None:
             rows = ledger_rows(hub, "SELECT node_state FROM jobs WHERE job_id = ?", job_id)
             return rows[0]["node_state"] if rows else None
         wait_for(lambda: node_state() == "printing", timeout_s=60, what="printing")
+        # the retained documents carry what the fleet view shows: temperatures, battery voltage
+        wait_for(lambda: ledger_rows(hub, "SELECT 1 FROM nodes WHERE node_id = 'e2c' AND hotend_c IS NOT NULL"
+                                          " AND bed_target_c IS NOT NULL AND battery_v IS NOT NULL"), timeout_s=60,
+                 what="temperatures and battery voltage at the hub")
+        assert fleet.list_nodes(hub.ledger)[0].current_job == job_id
         # Home Assistant's buttons (docs/protocol.md): a plain word on ha/command, signed by the hub
         wait_for(lambda: ledger_rows(hub, "SELECT 1 FROM nodes WHERE current_job = ? AND job_version IS NOT NULL",
                                      job_id), what="the hub knows the job's version")
@@ -126,6 +133,10 @@ def test_hub_cancel_wins_over_a_print_in_progress(mosquitto, tmp_path: Path):
         wait_for(lambda: node_state() == "printing", timeout_s=60, what="resumed by the Home Assistant button")
         cancel_job(hub.ledger, job_id)
         wait_for(lambda: node_state() == "cancelled", timeout_s=60, what="cancelled on the node")
+        # the printer document still names the job, as cancelled: the fleet view shows no current job
+        wait_for(lambda: ledger_rows(hub, "SELECT 1 FROM nodes WHERE current_job = ? AND job_state = 'cancelled'",
+                                     job_id), what="the printer document of the cancelled job")
+        assert fleet.list_nodes(hub.ledger)[0].current_job is None
         wait_for(lambda: ledger_rows(hub, "SELECT 1 FROM commands WHERE kind = 'cancel' AND answered_s IS NOT NULL"),
                  what="result")
         result = ledger_rows(hub, "SELECT ok, detail FROM commands WHERE kind = 'cancel'")[0]

@@ -41,8 +41,8 @@ def test_keygen_provision_submit_status_cancel(tmp_path: Path, capsys: pytest.Ca
     assert run_cli(capsys, "--dir", hub_dir, "provision", "Bad_Name")[0] == 2
     gcode = gcode_file(tmp_path / "a.gcode", 3000)
     code, out = run_cli(capsys, "--dir", hub_dir, "submit", str(gcode), "--node", "farm-7", "--material", "PETG",
-                        "--min-volume-mm", "100,100,50")
-    job_id = out.strip()
+                        "--min-volume-mm", "100,100,50", "--json")
+    job_id = json.loads(out)["job_id"]
     assert code == 0 and len(job_id) == 12
     assert run_cli(capsys, "--dir", hub_dir, "submit", str(gcode), "--min-volume-mm", "1,2")[0] == 2
     code, out = run_cli(capsys, "--dir", hub_dir, "status")
@@ -50,7 +50,7 @@ def test_keygen_provision_submit_status_cancel(tmp_path: Path, capsys: pytest.Ca
     assert "farm-7" in out
     code, out = run_cli(capsys, "--dir", hub_dir, "status", "--json")
     assert json.loads(out)[0]["node_id"] == "farm-7"
-    code, out = run_cli(capsys, "--dir", hub_dir, "cancel", job_id[:6])
+    code, out = run_cli(capsys, "--dir", hub_dir, "cancel", job_id[:6], "--json")
     assert code == 0 and json.loads(out)["result"] == "cancelled before assignment"
     assert run_cli(capsys, "--dir", hub_dir, "cancel", job_id)[0] == 1  # already cancelled
 
