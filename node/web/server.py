@@ -31,14 +31,7 @@ from node.jobs import FINAL_STATES, Job, Jobs, JobState, TransitionRefused, erro
 from node.node import Component, Node
 from node.web import api, pages
 from node.web import credentials as creds
-from node.web.access import (  # noqa: F401 (re-exported)
-    LOGIN_TRIES,
-    LOGIN_WINDOW_S,
-    SERVER_HEADER,
-    WebAccess,
-    plain_server_header,
-    secure_headers,
-)
+from node.web.access import LOGIN_TRIES, LOGIN_WINDOW_S, SERVER_HEADER, WebAccess, plain_server_header, secure_headers  # noqa: F401 (re-exported)
 from node.web.common import HttpError, Principal, json_error
 from node.web.config import WebSection
 from node.web.octoprint import OctoPrintApi
