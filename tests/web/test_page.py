@@ -95,8 +95,10 @@ def test_the_page_shows_the_day_and_runs_a_print_from_upload_to_plate_cleared(br
     part = moves_file(tmp_path / "bracket.gcode", 3000)
     browser.find_element(By.ID, "file-input").send_keys(str(part))
     message = shows("message", "bracket.gcode: queued", "the upload's answer")
-    # the plan's answer with its energy reason (on a machine so loaded that the sun came first: "now")
-    assert re.search(r"expected to start (today \d\d:\d\d MST|now) \((starts now: )?needs \d+ Wh", message), message
+    # the plan's answer with its energy reason (on a machine so loaded that the sun came first: "now"; so
+    # loaded that analysis and re-plan took longer than the reply waits, 5 s: it says so, the queue says when)
+    assert re.search(r"expected to start (today \d\d:\d\d MST|now) \((starts now: )?needs \d+ Wh", message) \
+        or re.search(r"queued to print when the energy plan allows; now: energy: not planned yet", message), message
     queue = shows("jobs", r"bracket\.gcode", "the job in the queue")
     shows("jobs", r"expected to start (today \d\d:\d\d MST|now) \((starts now: )?needs \d+ Wh",
           "when it starts and why then")
