@@ -68,7 +68,13 @@ def test_the_page_shows_the_day_and_runs_a_print_from_upload_to_plate_cleared(br
         browser.save_screenshot(str(ARTIFACTS / f"{next(step):02d}-{name}.png"))
 
     def text(element_id: str) -> str:
-        return browser.find_element(By.ID, element_id).text
+        """The element's text; "" while the page that has it is still loading (just after the login)."""
+        from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+
+        try:
+            return browser.find_element(By.ID, element_id).text
+        except (NoSuchElementException, StaleElementReferenceException):
+            return ""
 
     def shows(element_id: str, pattern: str, what: str, timeout_s: float = 60.0) -> str:
         return wait_for(lambda: re.search(pattern, text(element_id)) and text(element_id), timeout_s=timeout_s,
