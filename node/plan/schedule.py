@@ -35,7 +35,7 @@ the 30 % reserve is tomorrow 10:05").
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
@@ -129,6 +129,8 @@ class PlanInputs:
     timezone: str = "UTC"
     lookahead: int = 8
     guard_band_wh: float = 0.0   # planned prints keep this much above the reserve (the safety guard's band)
+    #: jobs that can never fit this plant (node.plan.fit), job id -> the reason with its figures: held, not placed
+    never_fits: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -148,6 +150,7 @@ class WaitingJob:
     name: str
     energy_wh: float
     reason: str
+    never_fits: bool = False   # held: it can never fit this plant (node.plan.fit); a person cancels it
 
 
 @dataclass
@@ -305,7 +308,8 @@ def plan(inp: PlanInputs) -> Plan:
     base = _Trajectory(pv_w - fixed_load_w, np.empty(n_steps + 1), np.empty(n_steps))
     base.soc_wh[0] = min(max(inp.energy_wh, 0.0), sched.model.capacity_wh)
 
-    order = _order(inp.jobs)
+    held = [job for job in inp.jobs if job.job_id in inp.never_fits]
+    order = _order([job for job in inp.jobs if job.job_id not in inp.never_fits])
     ready_k = 0
     ready_reason = ""
     running = inp.running
@@ -363,6 +367,8 @@ def plan(inp: PlanInputs) -> Plan:
         planned.append(PlannedJob(job.job_id, job.name, start_s, end_s, energy_wh, low_pct, why))
         previous_name = job.name
 
+    waiting += [WaitingJob(job.job_id, job.name, job.energy_wh, inp.never_fits[job.job_id], never_fits=True)
+                for job in held]
     load_w = pv_w - traj.net_w
     return Plan(
         t0_s=inp.t0_s, step_s=inp.step_s, reserve_pct=reserve_pct, capacity_wh=capacity_wh,
