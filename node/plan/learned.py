@@ -107,6 +107,32 @@ class LearnedForecast:
             kc = w * recent + (1.0 - w) * climate
         return np.asarray(clear_w) * kc
 
+    # --- persistence (the node's store keeps it across restarts: node.plan.planner) -------------------
+    def to_state(self) -> dict:
+        """Everything learnt, as plain JSON-able data."""
+        return {"version": 1, "step_s": self.step_s, "daylight_s_seen": self.daylight_s_seen,
+                "clim_measured": self.clim_measured.tolist(), "clim_clear": self.clim_clear.tolist(),
+                "recent_measured": self.recent_measured, "recent_clear": self.recent_clear,
+                "ratios": [list(r) for r in self.ratios],
+                "issues": {str(day): issued.tolist() for day, issued in self._issues.items()}}
+
+    def load_state(self, state: dict) -> None:
+        """Take back what :meth:`to_state` gave; a state from another step size or shape is refused
+        (ValueError naming why) and nothing is changed."""
+        if state.get("version") != 1 or float(state.get("step_s", -1)) != self.step_s:
+            raise ValueError(f"learned forecast state of version {state.get('version')} at step "
+                             f"{state.get('step_s')} s does not fit this planner (version 1, step {self.step_s} s)")
+        measured, clear = np.asarray(state["clim_measured"], float), np.asarray(state["clim_clear"], float)
+        if measured.shape != self.clim_measured.shape or clear.shape != self.clim_clear.shape:
+            raise ValueError("learned forecast state: climatology tables of the wrong shape")
+        self.clim_measured, self.clim_clear = measured, clear
+        self.daylight_s_seen = float(state["daylight_s_seen"])
+        self.recent_measured, self.recent_clear = float(state["recent_measured"]), float(state["recent_clear"])
+        for target, saved in zip(self.ratios, state["ratios"], strict=False):
+            target.clear()
+            target.extend(float(x) for x in saved)
+        self._issues = {int(day): np.asarray(issued, float) for day, issued in state["issues"].items()}
+
     # --- calibration ------------------------------------------------------------------------------
     def issue(self, day: int, expected_w: np.ndarray) -> None:
         """The forecast made at the start of ``day`` for it and the next days (steps from local midnight)."""

@@ -18,7 +18,8 @@ while it is fresh; else the forecast learnt from this node's own PV
 quantile calibrated on its own errors) once it has ``learned_min_days`` of
 history; else clear sky.  The learned forecast learns from every telemetry
 sample whatever the source in use (not while the battery is full: the charger
-throttles PV then).  Its history lives in memory: a restart starts it again.
+throttles PV then).  Its state is saved in the node's store once a day and at
+stop (table ``learned_forecast``), and taken back at start: a restart keeps it.
 
 Jobs that can never fit this plant (:mod:`node.plan.fit`: even from a full
 battery at the best hour of the site's best clear-sky day they would cross the
@@ -44,6 +45,7 @@ does the pausing and resuming; the job state machine records the reasons.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -86,6 +88,7 @@ from node.power.config import ArraySection, SiteSection
 from node.power.plant import BatteryParams
 from node.printer.profile import PrinterProfile
 from node.runner import GateDecision
+from node.store.db import Store, transaction
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +125,7 @@ class Planner(Component):
                  forecast: ForecastSection, jobs: Jobs, battery: BatteryParams, printer_profile: PrinterProfile,
                  energy_profile_for: EnergyProfileSource, loads: LoadModel | None = None,
                  forecaster: Forecaster = forecast_pv,
-                 clock_problem: Callable[[], str | None] | None = None) -> None:
+                 clock_problem: Callable[[], str | None] | None = None, store: Store | None = None) -> None:
         super().__init__(node, config)
         self.config: PlannerSection = config
         self.site = site
@@ -135,6 +138,8 @@ class Planner(Component):
         self.loads = loads or LoadModel(base_load_w=config.base_load_w,
                                         other_loads_w_by_hour=config.other_loads_w_by_hour)
         self.forecaster = forecaster
+        #: where the learned forecast is kept across restarts (one snapshot a day and at stop); None: in memory
+        self.store = store
         #: the site's best clear-sky day (node.plan.fit), computed once per site and array by the forecast worker
         self.best_day: BestClearDay | None = None
         self._best_day_key: tuple | None = None
@@ -178,8 +183,53 @@ class Planner(Component):
 
     # --- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
+        await self._load_learned()
         if self.config.enabled:
             self.node.spawn(self._loop(), "planner.loop")
+
+    async def stop(self) -> None:
+        await self._save_learned()
+        await super().stop()
+
+    # --- the learned forecast across restarts ----------------------------------------------------
+    #: snapshots kept (one a day): the newest is loaded; the rest are there if the newest is damaged
+    LEARNED_KEEP_DAYS = 7
+
+    async def _load_learned(self) -> None:
+        """Take back what the node learnt before the restart: the newest readable snapshot."""
+        if self.store is None:
+            return
+        rows = await self.store.run(lambda c: c.execute(
+            "SELECT day, state_json FROM learned_forecast ORDER BY day DESC").fetchall())
+        for row in rows:
+            try:
+                self.learned.load_state(json.loads(row["state_json"]))
+            except (ValueError, KeyError, TypeError) as exc:   # a damaged or foreign snapshot: try an older one
+                log.warning("learned forecast snapshot of day %s not usable (%s)", row["day"], exc)
+                continue
+            log.info("learned forecast: %.1f days of history taken back from the store", self.learned.history_days)
+            return
+
+    async def _save_learned(self, day: int | None = None) -> None:
+        """One snapshot per local day (the newest replaces the day's earlier one); older ones pruned."""
+        if self.store is None:
+            return
+        day = day if day is not None else (self._learned_day or 0)
+        state_json = json.dumps(self.learned.to_state())
+        saved_s = self.node.clock.time()
+        keep = self.LEARNED_KEEP_DAYS
+
+        def write(conn: Any) -> None:
+            with transaction(conn):
+                conn.execute("INSERT INTO learned_forecast(day, saved_s, state_json) VALUES(?, ?, ?) "
+                             "ON CONFLICT(day) DO UPDATE SET saved_s = excluded.saved_s, "
+                             "state_json = excluded.state_json", (day, saved_s, state_json))
+                conn.execute("DELETE FROM learned_forecast WHERE day <= ?", (day - keep,))
+
+        try:
+            await self.store.run(write)
+        except Exception as exc:   # a full card must not stop the planner: it learns on in memory
+            log.error("learned forecast not saved (%s): it is kept in memory until the next try", exc)
 
     def status(self) -> dict[str, Any]:
         summary = self.last_summary
@@ -458,6 +508,7 @@ class Planner(Component):
             if self._learned_day is not None and len(self._day_measured) == per_day:
 
                 self.learned.close_day(self._learned_day, np.asarray(self._day_measured), np.asarray(self._day_valid))
+                self.node.spawn(self._save_learned(self._learned_day), "planner.save_learned")
             self._learned_day = day
             self._day_measured = [0.0] * per_day
             self._day_valid = [False] * per_day

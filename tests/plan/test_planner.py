@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from node.clock import ManualClock
@@ -14,6 +15,7 @@ from node.node import Node
 from node.plan.planner import Planner
 from node.printer.profile import load_profile
 from node.store import Store
+from node.store.db import read_from_outside
 from node.study.year import DEFAULT_BATTERY
 
 NIGHT_S = 1750500000.0  # 2025-06-21 03:00 in Tucson: no sun
@@ -240,7 +242,7 @@ def test_the_forecast_learnt_from_the_nodes_own_pv_takes_over_from_clear_sky(tmp
     planner = node.add(Planner(node, config.planner, site=config.site, array=config.array,
                                forecast=config.forecast.model_copy(update={"learned_min_days": 0.5}), jobs=jobs,
                                battery=DEFAULT_BATTERY, printer_profile=load_profile("ender3"),
-                               energy_profile_for=lambda job: PROFILE))
+                               energy_profile_for=lambda job: PROFILE, store=store))
     plans: list[PlanSummary] = []
     node.register_event_handler("plan_updated", plans.append)
 
@@ -258,6 +260,27 @@ def test_the_forecast_learnt_from_the_nodes_own_pv_takes_over_from_clear_sky(tmp
         await planner.replan("test")
         assert plans[-1].forecast_source == "learned" and planner.status()["forecast_source"] == "learned"
         assert 0.1 * clear_sky_wh < plans[-1].pv_forecast_wh < 0.6 * clear_sky_wh
+        await planner.stop()   # a clean stop saves what was learnt (and each local midnight did already)
 
     asyncio.run(scenario())
+    learned_days = planner.learned.history_days
+    expected = planner.learned.expected_w(np.full(24, 300.0), np.full(24, 6), np.arange(24), np.full(24, 30.0))
+    store.close()
+
+    # the node restarts: a new store object on the same SQLite file, a new Planner
+    store = Store(tmp_path / "node.db").open()
+    node = Node(config.node, ManualClock(NIGHT_S + 86400.0))
+    again = node.add(Planner(node, config.planner.model_copy(update={"enabled": False}), site=config.site,
+                             array=config.array, forecast=config.forecast.model_copy(update={"learned_min_days": 0.5}),
+                             jobs=node.add(Jobs(node, store)), battery=DEFAULT_BATTERY,
+                             printer_profile=load_profile("ender3"), energy_profile_for=lambda job: PROFILE,
+                             store=store))
+    assert again.learned.history_days == 0.0
+    asyncio.run(again.start())
+    assert again.learned.history_days == pytest.approx(learned_days)
+    assert again.forecast_source(NIGHT_S + 86400.0) == "learned"
+    assert np.allclose(again.learned.expected_w(np.full(24, 300.0), np.full(24, 6), np.arange(24), np.full(24, 30.0)),
+                       expected)
+    rows = read_from_outside(tmp_path / "node.db", "SELECT day FROM learned_forecast")
+    assert 1 <= len(rows) <= Planner.LEARNED_KEEP_DAYS
     store.close()
