@@ -163,7 +163,12 @@ class LearnedForecast:
         return float(min(1.2, max(0.05, np.quantile(np.asarray(samples), self.quantile))))
 
     def factors(self, lead_h: np.ndarray) -> np.ndarray:
-        table = np.array([self.factor(d) for d in range(LEAD_DAYS)])
+        # the quantiles change only when a day closes: computed once per set of ratios, not at every re-plan
+        key = tuple((len(r), r[-1] if r else None) for r in self.ratios)
+        if getattr(self, "_table_key", None) != key:
+            self._table = np.array([self.factor(d) for d in range(LEAD_DAYS)])
+            self._table_key = key
+        table = self._table
         return table[np.minimum(LEAD_DAYS - 1, (np.asarray(lead_h) // 24).astype(int))]
 
 

@@ -34,6 +34,7 @@ the 30 % reserve is tomorrow 10:05").
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -66,20 +67,24 @@ def profile_to_steps(power_profile: Sequence[Sequence[float]], step_s: float) ->
     """Average watts in each planning step, energy preserved (the last step may be partial)."""
     duration_s = profile_duration_s(power_profile)
     n_steps = max(1, math.ceil(duration_s / step_s - 1e-9))
-    energy_ws = np.zeros(n_steps)
-    for i, (t_s, watts) in enumerate(power_profile):
-        seg_start = float(t_s)
-        seg_end = float(power_profile[i + 1][0]) if i + 1 < len(power_profile) else duration_s
-        if watts < 0:
-            raise ValueError(f"power_profile[{i}]: negative watts {watts}")
-        if seg_end < seg_start:
-            raise ValueError(f"power_profile[{i}]: times must increase")
-        while seg_start < seg_end - 1e-9:
-            k = min(int(seg_start // step_s), n_steps - 1)
-            bin_end = min(seg_end, (k + 1) * step_s)
-            energy_ws[k] += watts * (bin_end - seg_start)
-            seg_start = bin_end
-    return energy_ws / step_s
+    if not power_profile:
+        return np.zeros(n_steps)
+    samples = np.asarray(power_profile, dtype=np.float64).reshape(len(power_profile), -1)
+    t_s, watts = samples[:, 0], samples[:, 1]
+    negative = np.flatnonzero(watts < 0)
+    if len(negative):
+        raise ValueError(f"power_profile[{negative[0]}]: negative watts {watts[negative[0]]}")
+    ends = np.append(t_s[1:], duration_s)
+    backwards = np.flatnonzero(ends < t_s)
+    if len(backwards):
+        raise ValueError(f"power_profile[{backwards[0]}]: times must increase")
+    # energy is piecewise linear in time: integrate to every sample time, read it at the step edges
+    # (vectorised: this runs for every job at every re-plan of the node and of the year study)
+    cumulative_ws = np.concatenate([[0.0], np.cumsum(watts * (ends - t_s))])
+    knots = np.append(t_s, duration_s)
+    edges = np.minimum(np.arange(n_steps + 1) * step_s, duration_s)
+    at_edges = np.interp(edges, knots, cumulative_ws, left=0.0)
+    return np.diff(at_edges) / step_s
 
 
 @dataclass(frozen=True)
@@ -92,10 +97,18 @@ class PlanJob:
     priority: int = 0
     deadline_s: float | None = None
     queue_seq: int = 0
+    _steps: dict = field(default_factory=dict, repr=False, compare=False)
 
     @cached_property
     def energy_wh(self) -> float:
         return profile_energy_wh(self.power_profile)
+
+    def steps_w(self, step_s: float) -> np.ndarray:
+        """Its draw per planning step (:func:`profile_to_steps`), computed once per step size and kept: a caller
+        that keeps its PlanJobs between plans (the year study) does not convert the profile at every re-plan."""
+        if step_s not in self._steps:
+            self._steps[step_s] = profile_to_steps(self.power_profile, step_s)
+        return self._steps[step_s]
 
     @cached_property
     def duration_s(self) -> float:
@@ -186,10 +199,15 @@ class Plan:
         return float(self.soc_pct[min(max(k, 0), len(self.soc_pct) - 1)])
 
 
+@functools.lru_cache(maxsize=8)
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
 # --- time words for reasons ----------------------------------------------------------------------
 def when_words(t_s: float, now_s: float, timezone: str) -> str:
     """'today 14:05', 'tomorrow 10:05', 'Mon 09:30' in the site's local time."""
-    tz = ZoneInfo(timezone)
+    tz = _zone(timezone)
     when = datetime.fromtimestamp(t_s, tz=UTC).astimezone(tz)
     today = datetime.fromtimestamp(now_s, tz=UTC).astimezone(tz).date()
     days = (when.date() - today).days
@@ -213,7 +231,7 @@ class _Scheduler:
         self.reserve_wh = inp.reserve_frac * self.model.capacity_wh + max(0.0, inp.guard_band_wh)
         self.n_steps = len(inp.pv_w)
         self.turnaround_steps = math.ceil(inp.plate_turnaround_s / inp.step_s - 1e-9)
-        self.job_w = {job.job_id: profile_to_steps(job.power_profile, inp.step_s) for job in inp.jobs}
+        self.job_w = {job.job_id: job.steps_w(inp.step_s) for job in inp.jobs}
         self.lookahead = inp.lookahead
 
     def _params(self) -> tuple[float, float, float, float, float]:
@@ -378,17 +396,10 @@ def plan(inp: PlanInputs) -> Plan:
 
 
 def _windows(mask: np.ndarray, t0_s: float, step_s: float) -> list[tuple[float, float]]:
-    windows: list[tuple[float, float]] = []
-    start = None
-    for k, flag in enumerate(mask.tolist()):
-        if flag and start is None:
-            start = k
-        elif not flag and start is not None:
-            windows.append((t0_s + start * step_s, t0_s + k * step_s))
-            start = None
-    if start is not None:
-        windows.append((t0_s + start * step_s, t0_s + len(mask) * step_s))
-    return windows
+    """The runs of True in ``mask`` as (start, end) times."""
+    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    return [(t0_s + a * step_s, t0_s + b * step_s) for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
 
 
 # --- the shared safety pause ----------------------------------------------------------------------

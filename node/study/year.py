@@ -105,6 +105,8 @@ class WeatherYear:
 
     array: dict = field(default_factory=dict)
     best_day: BestClearDay | None = None   # the site's best clear-sky day (node.plan.fit), from the worker
+    #: per-step series computed once and shared by every policy and seed of a run (see true_pv_steps)
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def load(cls, path: str, array: dict | None = None) -> WeatherYear:
@@ -133,7 +135,10 @@ class WeatherYear:
         return self.pv_by_cloud_w[0]
 
     def clear_5min(self, step_s: float) -> np.ndarray:
-        return self._interp(self.clear_pv_w, step_s)
+        key = ("clear", step_s)
+        if key not in self._cache:
+            self._cache[key] = self._interp(self.clear_pv_w, step_s)
+        return self._cache[key]
 
     def _interp(self, hourly: np.ndarray, step_s: float) -> np.ndarray:
         n = int(self.hours * 3600 / step_s)
@@ -335,6 +340,7 @@ class Simulation:
         self.guard = EnergyGuard.from_config(settings.planner.model_copy(update={"step_s": self.step_s}),
                                              self.model, settings.loads.base_load_w)
         self._fit_by_name: dict[str, FitCheck] = {}
+        self._plan_jobs: dict[str, PlanJob] = {}
         self.low_battery = settings.thresholds.low_battery_pct / 100.0
         self.horizon_steps = int(settings.planner.horizon_h * 3600 / self.step_s)
         self.quantile = np.asarray(quantile_factors(self.horizon_steps, self.step_s, settings.forecast))
@@ -377,8 +383,7 @@ class Simulation:
 
     def _plan(self, k: int, t_s: float) -> Plan:
         self.result.replans += 1
-        jobs = [PlanJob(j.job_id, j.name, j.power_profile, j.priority, j.deadline_s, j.queue_seq)
-                for j in self.queue]
+        jobs = [self._plan_job(j) for j in self.queue]
         running = None
         if self.active is not None:
             running = RunningPrint(self.active.job.job_id, self.active.job.name,
@@ -393,6 +398,17 @@ class Simulation:
             plate_turnaround_s=self.s.planner.plate_turnaround_s, running=running,
             timezone=self.weather.timezone, guard_band_wh=self.guard.plan_band_wh)
         return plan(inputs)
+
+    def _plan_job(self, job: SimJob) -> PlanJob:
+        """The job as the scheduler sees it, kept while it is queued (its per-step draw is converted once)."""
+        cached = self._plan_jobs.get(job.job_id)
+        if cached is None:
+            if len(self._plan_jobs) > 64:
+                queued = {j.job_id for j in self.queue}
+                self._plan_jobs = {k: v for k, v in self._plan_jobs.items() if k in queued}
+            cached = self._plan_jobs[job.job_id] = PlanJob(job.job_id, job.name, job.power_profile, job.priority,
+                                                           job.deadline_s, job.queue_seq)
+        return cached
 
     def _guard_ok(self, draw_w: float, resume: bool = False) -> bool:
         """The node's guard (:class:`node.plan.guard.EnergyGuard`) on the estimated SoC and the PV just measured."""
@@ -678,9 +694,13 @@ class Simulation:
 
 
 def true_pv_steps(weather: WeatherYear, settings: SimSettings) -> np.ndarray:
-    """The PV the plant gets per step over the whole file: hourly values downscaled by the world."""
-    return downscale(weather.pv_w, weather.clear_pv_w, settings.step_s, settings.world, settings.seed,
-                     weather.truth_5min(settings.step_s))
+    """The PV the plant gets per step over the whole file: hourly values downscaled by the world (computed once
+    per weather file, step, world and seed: every policy of a run shares it)."""
+    key = ("truth", settings.step_s, settings.world, settings.seed)
+    if key not in weather._cache:
+        weather._cache[key] = downscale(weather.pv_w, weather.clear_pv_w, settings.step_s, settings.world,
+                                        settings.seed, weather.truth_5min(settings.step_s))
+    return weather._cache[key]
 
 
 def bound_for(weather: WeatherYear, settings: SimSettings, failed: int, resumed: int, tight_passes: int = 0,
