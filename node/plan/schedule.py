@@ -29,6 +29,10 @@ Method (list scheduling on a simulated state of charge):
    Starting each print as early as energy allows also drains the battery
    before the next sunny spell, so less of it is spilled.
 
+Jobs the caller found can never fit the plant (``never_fits``: job id -> the
+reason with its figures, :mod:`node.plan.fit`) are not placed: they go to the
+waiting list flagged ``never_fits``, held until a person cancels them.
+
 Every job gets a reason a person can read ("needs 310 Wh; first window above
 the 30 % reserve is tomorrow 10:05").
 """

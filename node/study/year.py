@@ -39,12 +39,21 @@ What each policy sees (all share the same safety pause, below):
 * ``oracle`` — the same scheduler fed the real future PV with no margin (not
   a bound: :mod:`node.study.bound` is, see :func:`bound_for`).
 
-The shared safety pause: before each step, a print (or a warm pause) whose
-next step, at its draw and half the PV just measured, would take the battery
-below the planning reserve is paused at the next layer boundary (or switched
-off).  Nothing starts or resumes unless that guard passes with a
-``resume_margin_pct`` margin.  A paused print resumes when the guard allows
-(baselines) or when the plan schedules it (the scheduler's policies).
+The shared safety pause is the node's own (:mod:`node.plan.guard`, one
+:class:`~node.plan.guard.EnergyGuard` built as the Planner builds it, decisions
+by :func:`~node.plan.guard.energy_action`): a print whose next two steps, at its
+draw and half the PV just measured, would take the battery below the planning
+reserve is paused at the next layer boundary (switched off when the warm bed
+would cross it too, or after ``warm_hold_max_s``).  Nothing starts or resumes
+unless that guard passes with a ``resume_margin_pct`` margin.  A paused print
+resumes when the guard allows (baselines) or when the plan schedules it (the
+scheduler's policies).
+
+Jobs that can never fit the plant (:mod:`node.plan.fit`, the node's check on
+the site's clearest days from the same pvlib code) are held when queued, as the
+node holds them: counted in ``never_fits``, kept out of the queue and the waits
+(the person queues another), and added to the jobs the bound knows were handed
+out.
 
 Re-planning: hourly, on every event (print finished, failed, paused, plate
 cleared, job queued) and when the estimated SoC departs from the planned
