@@ -114,45 +114,38 @@ def check_fit(job_w: Sequence[float], best_day: BestClearDay, step_s: float, mod
               reserve_frac: float, base_load_w: float, other_loads_w: Sequence[float] | None = None) -> FitCheck:
     """Start ``job_w`` (W per planning step) with a full battery at every step of each clear day; the best day
     and start decide.  ``other_loads_w``: the other loads per step of a day from local midnight (an RV's fridge)."""
-    checks = [_check_day(job_w, best_day, index, step_s, model, reserve_frac, base_load_w, other_loads_w)
-              for index in range(len(best_day.dates))]
-    return max(checks, key=lambda c: c.lowest_above_reserve_wh)
-
-
-def _check_day(job_w: Sequence[float], best_day: BestClearDay, index: int, step_s: float, model: EnergyModel,
-               reserve_frac: float, base_load_w: float, other_loads_w: Sequence[float] | None) -> FitCheck:
     import numpy as np
 
     job = np.asarray(job_w, dtype=np.float64)
-    day_pv = np.asarray(best_day.resampled(step_s, index), dtype=np.float64) * SUN_HEADROOM
-    per_day = len(day_pv)
+    # every clear day at once: (days, steps of a day) from local midnight, with the headroom
+    day_pv = np.array([best_day.resampled(step_s, i) for i in range(len(best_day.dates))]) * SUN_HEADROOM
+    n_days, per_day = day_pv.shape
     load = np.full(per_day, float(base_load_w))
     if other_loads_w is not None:
         load = load + np.asarray(other_loads_w, dtype=np.float64)[:per_day]
-    days = max(DAYS_TRIED, math.ceil(len(job) / per_day) + 1)
-    net = np.tile(day_pv - load, days)
+    repeats = max(DAYS_TRIED, math.ceil(len(job) / per_day) + 1)
+    pv = np.tile(day_pv, repeats)
+    net = pv - np.tile(load, repeats)[None, :]
     dt_h = step_s / 3600.0
     capacity_wh, reserve_wh = model.capacity_wh, reserve_frac * model.capacity_wh
     starts = np.arange(per_day)
-    energy = np.full(per_day, capacity_wh)
+    energy = np.full((n_days, per_day), capacity_wh)
     lowest = energy.copy()
-    sun = np.zeros(per_day)
+    sun = np.zeros((n_days, per_day))
     for d, draw_w in enumerate(job):
-        k = starts + d
-        if k[-1] >= len(net):
-            break
-        flow_w = net[k] - draw_w
+        flow_w = net[:, starts + d] - draw_w
         charge_w = np.minimum(np.maximum(flow_w, 0.0), model.max_charge_w)
         # the bucket of EnergyModel.step_wh, without the Peukert derating (the benefit of the doubt)
         energy = np.where(flow_w >= 0, np.minimum(capacity_wh, energy + charge_w * model.charge_efficiency * dt_h),
                           energy + flow_w * dt_h)
-        lowest = np.minimum(lowest, energy)
-        sun += np.tile(day_pv, days)[k] * dt_h
-    best = int(np.argmax(lowest))
+        np.minimum(lowest, energy, out=lowest)
+        sun += pv[:, starts + d] * dt_h
+    day, best = np.unravel_index(int(np.argmax(lowest)), lowest.shape)
     # in the job's favour: its start and end may land anywhere in an hour (what the bound allows), so it is
     # called never fitting only when it falls short by more than an hour of its own average draw
     tolerance_wh = float(job.mean()) if len(job) else 0.0
-    return FitCheck(fits=bool(lowest[best] >= reserve_wh - tolerance_wh), needs_wh=float(job.sum() * dt_h),
+    low = float(lowest[day, best])
+    return FitCheck(fits=bool(low >= reserve_wh - tolerance_wh), needs_wh=float(job.sum() * dt_h),
                     duration_h=len(job) * step_s / 3600.0, above_reserve_wh=capacity_wh - reserve_wh,
-                    best_start_s=best * step_s, lowest_above_reserve_wh=float(lowest[best] - reserve_wh),
-                    sun_wh=float(sun[best]), day_label=best_day.label(index))
+                    best_start_s=float(best) * step_s, lowest_above_reserve_wh=low - reserve_wh,
+                    sun_wh=float(sun[day, best]), day_label=best_day.label(int(day)))
