@@ -23,6 +23,11 @@ checks, with the true weather of a whole year and perfect foresight, that
 every job flagged here is one no policy could print above the reserve either
 (tests/plan/test_fit.py).
 
+A job that fits some months but not this one, even on its clearest day, is not
+flagged; its waiting reason says when it can print ("even the clearest day of
+December cannot carry it with this plant; it fits from February on a clear
+day"), so a long wait reads as the season's, not the planner's.
+
 The job is held (it stays queued, with a reason that names the figures, in
 ``status``, ``plan`` and on the page); a person cancels it, or changes the
 plant (a bigger battery, more panels), after which the next plan checks again.
@@ -99,6 +104,20 @@ class FitCheck:
     lowest_above_reserve_wh: float   # at the best start: lowest energy above the reserve (negative: below)
     sun_wh: float               # PV during the print at the best start (with the headroom)
     day_label: str
+    #: (month 1..12, whether it fits on that month's clearest day), one per clear day checked
+    month_fits: tuple[tuple[int, bool], ...] = ()
+
+    def season_note(self, month_now: int) -> str | None:
+        """For a job that fits some months but not this one even on a clear day: when it can, in words (a
+        person then knows the wait is the season's, not the planner's)."""
+        fits = dict(self.month_fits)
+        if not self.fits or fits.get(month_now, True) or not any(fits.values()):
+            return None
+        from calendar import month_name
+
+        ahead = next(m for m in ((month_now + k - 1) % 12 + 1 for k in range(1, 13)) if fits.get(m))
+        return (f"even the clearest day of {month_name[month_now]} cannot carry it with this plant; it fits from "
+                f"{month_name[ahead]} on a clear day")
 
     def reason(self, reserve_pct: float) -> str:
         """The waiting reason a person reads (status, plan, the page)."""
@@ -145,7 +164,11 @@ def check_fit(job_w: Sequence[float], best_day: BestClearDay, step_s: float, mod
     # called never fitting only when it falls short by more than an hour of its own average draw
     tolerance_wh = float(job.mean()) if len(job) else 0.0
     low = float(lowest[day, best])
+    fits_by_day = lowest.max(axis=1) >= reserve_wh - tolerance_wh
+    from datetime import date
+
+    month_fits = tuple((date.fromisoformat(d).month, bool(f)) for d, f in zip(best_day.dates, fits_by_day, strict=True))
     return FitCheck(fits=bool(low >= reserve_wh - tolerance_wh), needs_wh=float(job.sum() * dt_h),
                     duration_h=len(job) * step_s / 3600.0, above_reserve_wh=capacity_wh - reserve_wh,
                     best_start_s=float(best) * step_s, lowest_above_reserve_wh=low - reserve_wh,
-                    sun_wh=float(sun[day, best]), day_label=best_day.label(int(day)))
+                    sun_wh=float(sun[day, best]), day_label=best_day.label(int(day)), month_fits=month_fits)

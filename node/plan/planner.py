@@ -636,8 +636,9 @@ class Planner(Component):
                 pv_w = self._learned_w(start_s, len(forecast.pv_w))
             else:
                 pv_w = [w * self.bias.factor for w in pessimistic_pv_w(forecast.pv_w, step_s, self.forecast_config)]
-            jobs, missing, never_fits = [], [], {}
+            jobs, missing, never_fits, notes = [], [], {}, {}
             best_day = self._get_best_day()
+            month_now = self._local(now_s).month
             for job in await self.jobs.list(RUNNABLE_STATES):
                 profile = self.energy_profile_for(job)
                 if not profile:
@@ -647,6 +648,8 @@ class Planner(Component):
                 check = self._fit_check(job.id, profile, best_day)
                 if check is not None and not check.fits:
                     never_fits[job.id] = check.reason(self.config.reserve_pct)
+                elif check is not None and (note := check.season_note(month_now)) is not None:
+                    notes[job.id] = note
             queued_ids = {job.job_id for job in jobs}
             for gone in [job_id for job_id in self._fit_checks if job_id not in queued_ids]:
                 del self._fit_checks[gone]
@@ -672,7 +675,7 @@ class Planner(Component):
                 energy_wh=soc_pct / 100.0 * self.model.capacity_wh, reserve_frac=self.config.reserve_pct / 100.0,
                 jobs=jobs, base_load_w=self.loads.base_load_w, other_loads_w=other, plate_clear=self.plate_clear,
                 plate_turnaround_s=self.config.plate_turnaround_s, running=running, timezone=self.site.timezone,
-                guard_band_wh=self.guard.plan_band_wh, never_fits=never_fits)
+                guard_band_wh=self.guard.plan_band_wh, never_fits=never_fits, waiting_notes=notes)
             result = plan(inputs)
             self.last_plan = result
             self.last_summary = plan_summary(

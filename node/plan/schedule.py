@@ -148,6 +148,8 @@ class PlanInputs:
     guard_band_wh: float = 0.0   # planned prints keep this much above the reserve (the safety guard's band)
     #: jobs that can never fit this plant (node.plan.fit), job id -> the reason with its figures: held, not placed
     never_fits: Mapping[str, str] = field(default_factory=dict)
+    #: job id -> a note added to its reason if it must wait (e.g. "it fits from March": node.plan.fit)
+    waiting_notes: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -369,6 +371,8 @@ def plan(inp: PlanInputs) -> Plan:
             else:
                 why = (f"needs {energy_wh:.0f} Wh; no window above the {reserve_pct:.0f} % reserve "
                        f"within the {n_steps * inp.step_s / 3600:.0f} h horizon")
+            if job.job_id in inp.waiting_notes:
+                why += f"; {inp.waiting_notes[job.job_id]}"
             waiting.append(WaitingJob(job.job_id, job.name, energy_wh, why))
             continue
         start_s = inp.t0_s + start * inp.step_s
