@@ -122,16 +122,27 @@ class LearnedForecast:
         if state.get("version") != 1 or float(state.get("step_s", -1)) != self.step_s:
             raise ValueError(f"learned forecast state of version {state.get('version')} at step "
                              f"{state.get('step_s')} s does not fit this planner (version 1, step {self.step_s} s)")
+        # read everything first: a snapshot that fails half-way changes nothing
         measured, clear = np.asarray(state["clim_measured"], float), np.asarray(state["clim_clear"], float)
         if measured.shape != self.clim_measured.shape or clear.shape != self.clim_clear.shape:
             raise ValueError("learned forecast state: climatology tables of the wrong shape")
+        daylight_s = float(state["daylight_s_seen"])
+        recent = float(state["recent_measured"]), float(state["recent_clear"])
+        ratios = [[float(x) for x in saved] for saved in state["ratios"]][:LEAD_DAYS]
+        issues = {int(day): np.asarray(issued, float) for day, issued in state["issues"].items()}
         self.clim_measured, self.clim_clear = measured, clear
-        self.daylight_s_seen = float(state["daylight_s_seen"])
-        self.recent_measured, self.recent_clear = float(state["recent_measured"]), float(state["recent_clear"])
-        for target, saved in zip(self.ratios, state["ratios"], strict=False):
+        self.daylight_s_seen = daylight_s
+        self.recent_measured, self.recent_clear = recent
+        for target, saved in zip(self.ratios, ratios, strict=False):
             target.clear()
-            target.extend(float(x) for x in saved)
-        self._issues = {int(day): np.asarray(issued, float) for day, issued in state["issues"].items()}
+            target.extend(saved)
+        self._issues = issues
+
+    def age(self, hours: float) -> None:
+        """Time passed with no readings (the node was off): persistence fades as it would have."""
+        decay = 0.5 ** (max(0.0, hours) / self.recent_halflife_h)
+        self.recent_measured *= decay
+        self.recent_clear *= decay
 
     # --- calibration ------------------------------------------------------------------------------
     def issue(self, day: int, expected_w: np.ndarray) -> None:

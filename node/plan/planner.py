@@ -29,9 +29,10 @@ page); a person cancels them or changes the plant.  The best day is computed
 once per site and array in the pvlib worker.
 
 Energy guard (:mod:`node.plan.guard`, the one rule the year-long simulation
-runs for every policy): on each telemetry sample while a job prints, if two more planning steps at the
-printer's draw (with half the PV just measured) would take the battery below
-the reserve, it asks for a pause at the next layer boundary
+runs for every policy): on each telemetry sample while a job prints, if two
+more planning steps at the printer's draw (with half the PV just measured)
+would take the battery below the reserve, it asks for a pause at the next layer
+boundary
 (``energy_pause_requested``): the bed stays warm (a part that cools on the
 plate may let go or warp; a warm bed keeps it stuck) while energy is short.
 If the warm bed itself would cross the reserve, or the warm pause lasts
@@ -94,7 +95,6 @@ log = logging.getLogger(__name__)
 
 EnergyProfileSource = Callable[[Job], Sequence[Sequence[float]] | None]
 Forecaster = Callable[[PvForecastRequest], PvForecast]
-
 
 
 def plan_summary(result: Plan, *, trigger: str, soc_pct: float, forecast_source: str, forecast_stale: bool,
@@ -200,21 +200,23 @@ class Planner(Component):
         if self.store is None:
             return
         rows = await self.store.run(lambda c: c.execute(
-            "SELECT day, state_json FROM learned_forecast ORDER BY day DESC").fetchall())
+            "SELECT day, saved_s, state_json FROM learned_forecast ORDER BY day DESC").fetchall())
         for row in rows:
             try:
                 self.learned.load_state(json.loads(row["state_json"]))
             except (ValueError, KeyError, TypeError) as exc:   # a damaged or foreign snapshot: try an older one
                 log.warning("learned forecast snapshot of day %s not usable (%s)", row["day"], exc)
                 continue
+            self.learned.age((self.node.clock.time() - row["saved_s"]) / 3600.0)
             log.info("learned forecast: %.1f days of history taken back from the store", self.learned.history_days)
             return
 
     async def _save_learned(self, day: int | None = None) -> None:
-        """One snapshot per local day (the newest replaces the day's earlier one); older ones pruned."""
-        if self.store is None:
+        """One snapshot per local day (the newest replaces the day's earlier one); older ones pruned.  At stop
+        (``day`` None) it is the current day's, if anything was learnt since the start."""
+        day = day if day is not None else self._learned_day
+        if self.store is None or day is None:
             return
-        day = day if day is not None else (self._learned_day or 0)
         state_json = json.dumps(self.learned.to_state())
         saved_s = self.node.clock.time()
         keep = self.LEARNED_KEEP_DAYS
