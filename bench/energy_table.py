@@ -1,6 +1,7 @@
 """Benchmark: energy planning against a real bound and real baselines (docs/benchmarks.md, issue #15).
 
-Run:  .venv/bin/python bench/energy_table.py [--seeds 5] [--days 365] [--processes 2]
+Run:  .venv/bin/python bench/energy_table.py [--seeds 5] [--days 365] [--processes 2] [--start-day 0]
+      [--batteries 20,40,94] [--sites NAME,...] [--profile FILE]
 
 Sites: the three TMY files pvlib ships (Greensboro TMY3, Sand Point TMY3, Miami TMY2) and two files from
 pvlib's source distribution's test data, fetched by this script with ``pip download pvlib==<installed>
@@ -10,6 +11,12 @@ CSV, as PVGIS serves it, for 45 N 8 E).  Batteries 20, 40 and 94 Ah (LiFePO4 4S)
 Each (site, battery, seed) runs every policy of node.study.year in the harder world of node.study.world
 (printed first), and the LP upper bound of node.study.bound; the table gives each policy's ratio to the
 bound.  Exits 1 if any policy beats the bound (the bound would be wrong).
+
+Each weather file goes through pvlib once (in parallel) and is shared by every battery, seed and policy (as is
+each seed's 5-minute PV, see node.study.year.true_pv_steps).  Jobs the node flags as never fitting the plant
+(node.plan.fit) are held, as the node holds them: counted in "never fits", not in the waits, and added to the
+jobs the bound knows were handed out.  ``--profile FILE`` runs in one process under cProfile and writes the
+stats to FILE (where the time goes: docs/benchmarks.md).
 """
 from __future__ import annotations
 
@@ -50,12 +57,19 @@ def weather_files() -> list[Path]:
     return files + [target / name for name in SDIST_FILES]
 
 
-def run_one(job: tuple[str, float, int, int, int]) -> dict:
-    from node.study.year import POLICIES, ForecastArchive, SimSettings, Simulation, WeatherYear, battery_of, bound_for
+def load_weather(path: str) -> object:
+    from node.study.year import WeatherYear
 
-    path, battery_ah, seed, days, start_day = job
+    return WeatherYear.load(path)
+
+
+def run_one(job: tuple[object, float, int, int, int]) -> dict:
+    from node.study.year import POLICIES, ForecastArchive, SimSettings, Simulation, battery_of, bound_for
+
+    weather, battery_ah, seed, days, start_day = job
+    path = weather.path
     wall0 = time.perf_counter()
-    weather = WeatherYear.load(path)
+    cpu0 = time.process_time()
     settings = SimSettings(days=days, start_day=start_day, seed=seed, battery=battery_of(battery_ah))
     archive = ForecastArchive.build(weather, seed, world=settings.world)
     results = {p: Simulation(weather, p, settings, archive).run() for p in POLICIES}
@@ -63,9 +77,10 @@ def run_one(job: tuple[str, float, int, int, int]) -> dict:
     # policies that rarely fail, one valid for all
     bounds, key_of = {}, {}
     for group in (CAREFUL, POLICIES):
-        key = (max(results[p].prints_failed for p in group), max(results[p].resumed_after_pause for p in group))
+        key = (max(results[p].prints_failed for p in group), max(results[p].resumed_after_pause for p in group),
+               max(results[p].never_fits for p in group))
         if key not in bounds:
-            bounds[key] = bound_for(weather, settings, failed=key[0], resumed=key[1])
+            bounds[key] = bound_for(weather, settings, failed=key[0], resumed=key[1], never_fits=key[2])
         for p in group:
             key_of.setdefault(p, key)
     out = {"file": Path(path).name, "site": weather.site["name"], "battery_ah": battery_ah, "seed": seed,
@@ -73,8 +88,9 @@ def run_one(job: tuple[str, float, int, int, int]) -> dict:
            "results": {p: r.as_json() | {"bound": bounds[key_of[p]].prints} for p, r in results.items()}}
     out["bound"] = max(b.prints for b in bounds.values())
     out["bound_careful"] = bounds[next(iter(bounds))].prints
-    print(f"  {out['file']} {battery_ah:.0f} Ah seed {seed}: {time.perf_counter() - wall0:.0f} s "
-          f"(bound {out['bound_s']:.0f} s)", file=sys.stderr, flush=True)
+    out["cpu_s"] = time.process_time() - cpu0
+    print(f"  {out['file']} {battery_ah:.0f} Ah seed {seed}: {time.perf_counter() - wall0:.0f} s wall, "
+          f"{out['cpu_s']:.0f} s CPU (bound {out['bound_s']:.0f} s)", file=sys.stderr, flush=True)
     return out
 
 
@@ -84,21 +100,39 @@ def main() -> int:
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--start-day", type=int, default=0, help="first day of the runs (0 = 1 January)")
+    parser.add_argument("--batteries", default=",".join(f"{a:g}" for a in BATTERIES_AH), help="Ah, comma-separated")
+    parser.add_argument("--sites", default="", help="only the weather files whose name contains one of these")
+    parser.add_argument("--profile", default="", help="run in one process under cProfile; write the stats here")
     args = parser.parse_args()
+    batteries = tuple(float(a) for a in args.batteries.split(","))
     from node.study.world import HARDER
     from node.study.year import POLICIES
 
     print(f"world (fixed before tuning): {HARDER.describe()}")
     wall0 = time.perf_counter()
-    jobs = [(str(f), ah, seed, args.days, args.start_day) for f in weather_files() for ah in BATTERIES_AH
-            for seed in range(1, args.seeds + 1)]
-    with ProcessPoolExecutor(max_workers=args.processes) as pool:
-        runs = list(pool.map(run_one, jobs))
+    files = [str(f) for f in weather_files()
+             if not args.sites or any(s.lower() in f.name.lower() for s in args.sites.split(","))]
+    if args.profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+        weathers = [load_weather(f) for f in files]
+        runs = [run_one((w, ah, seed, args.days, args.start_day)) for w in weathers for ah in batteries
+                for seed in range(1, args.seeds + 1)]
+        profiler.disable()
+        profiler.dump_stats(args.profile)
+    else:
+        with ProcessPoolExecutor(max_workers=args.processes) as pool:
+            weathers = list(pool.map(load_weather, files))   # pvlib once per site, shared by every run
+            jobs = [(w, ah, seed, args.days, args.start_day) for w in weathers for ah in batteries
+                    for seed in range(1, args.seeds + 1)]
+            runs = list(pool.map(run_one, jobs))
     ok = True
     print("\n| site | battery | bound | " + " | ".join(POLICIES) + " |")
     print("|---|---:|---:|" + "---:|" * len(POLICIES))
     for f in dict.fromkeys(r["file"] for r in runs):
-        for ah in BATTERIES_AH:
+        for ah in batteries:
             group = [r for r in runs if r["file"] == f and r["battery_ah"] == ah]
             bound = statistics.mean(r["bound_careful"] for r in group)
             cells = []
@@ -114,10 +148,11 @@ def main() -> int:
           " policy: the bound column is the one for the careful policies, computed with their failures; greedy and"
           " threshold fail more and get a bound with theirs)\n")
     print("| site | battery | policy | completed | failed | pauses | switched off | brownouts (cutoff) |"
-          " reserve crossings | wait p95 h | worst wait h | never started | PV used kWh | PV spilled kWh |")
-    print("|---|---:|---|" + "---:|" * 11)
+          " reserve crossings | wait p95 h | worst wait h | never started | never fits | PV used kWh |"
+          " PV spilled kWh |")
+    print("|---|---:|---|" + "---:|" * 12)
     for f in dict.fromkeys(r["file"] for r in runs):
-        for ah in BATTERIES_AH:
+        for ah in batteries:
             group = [r for r in runs if r["file"] == f and r["battery_ah"] == ah]
             for p in POLICIES:
                 rs = [r["results"][p] for r in group]
@@ -129,12 +164,14 @@ def main() -> int:
                       f"{m('prints_failed'):.1f} | {m('pauses'):.1f} | {m('suspensions'):.1f} | "
                       f"{max(x['brownouts'] for x in rs)} | {m('reserve_crossings'):.1f} | "
                       f"{m('p95_wait_hours'):.0f} | {max(x['worst_wait_hours'] for x in rs):.0f} | "
-                      f"{m('never_started'):.1f} | {m('pv_used_wh') / 1000:.0f} | {m('pv_lost_wh') / 1000:.0f} |")
+                      f"{m('never_started'):.1f} | {m('never_fits'):.1f} | {m('pv_used_wh') / 1000:.0f} | "
+                      f"{m('pv_lost_wh') / 1000:.0f} |")
     for r in runs:
-        if r["seed"] == 1 and r["battery_ah"] == BATTERIES_AH[-1]:
+        if r["seed"] == 1 and r["battery_ah"] == batteries[-1]:
             print(f"plant: {r['plant']}")
     wall_s = time.perf_counter() - wall0
-    print(f"\nwhole table: {wall_s:.0f} s wall, {len(runs)} runs x {len(POLICIES)} policies + bound, "
+    print(f"\nwhole table: {wall_s:.0f} s wall, {sum(r['cpu_s'] for r in runs):.0f} s CPU in the runs "
+          f"(weather loading not counted), {len(runs)} runs x {len(POLICIES)} policies + bound, "
           f"{args.days} days from day {args.start_day}, seeds 1..{args.seeds}, {args.processes} processes")
     return 0 if ok else 1
 

@@ -68,7 +68,8 @@ def build_node(config: NodeConfig, clock: Clock, store: Store) -> Node:
     planner = node.add(Planner(node, config.planner, site=config.site, array=config.array,
                                forecast=config.forecast, jobs=jobs, battery=config.battery.plant_params(),
                                printer_profile=profile, energy_profile_for=analysis.energy_profile_for,
-                               clock_problem=lambda: None if timesync.clock_synchronized else timesync.reason))
+                               clock_problem=lambda: None if timesync.clock_synchronized else timesync.reason,
+                               store=store))
     virtual = None
     if config.simulated and config.printer.virtual.autostart:
         virtual = node.add(VirtualPrinterProcess(node, config.printer.virtual, profile=config.printer.profile,

@@ -153,6 +153,7 @@ class WaitingJobSummary(Event):
     name: str
     energy_wh: float | None = None
     reason: str
+    never_fits: bool = False   # it can never fit this plant (node.plan.fit): held until a person cancels it
 
 
 class PlanSummary(Event):

@@ -65,8 +65,10 @@ def build_plan(config: Any, soc_pct: float, jobs: list[Any], now_s: float,
                cloud_cover_pct: float | None = None) -> tuple[Any, Any, Any]:
     """The plan, its summary and the forecast, as the daemon's Planner would make them."""
     from node.plan.energymodel import EnergyModel
+    from node.plan.fit import check_fit
     from node.plan.forecast import PvForecastRequest, forecast_pv, pessimistic_pv_w
-    from node.plan.planner import GUARD_MARGIN_FRAC, TYPICAL_PRINT_W, plan_summary
+    from node.plan.guard import EnergyGuard
+    from node.plan.planner import plan_summary
     from node.plan.schedule import PlanInputs, plan
 
     section = config.planner
@@ -88,14 +90,22 @@ def build_plan(config: Any, soc_pct: float, jobs: list[Any], now_s: float,
                                               config.site.longitude)
         source, stale = f"file {config.forecast.file}", cloud_forecast.is_stale(now_s, config.forecast.stale_after_h)
     forecast = forecast_pv(PvForecastRequest(site=config.site, array=config.array, start_s=start_s, step_s=step_s,
-                                             n_steps=n_steps, cloud_cover_pct=cloud))
+                                             n_steps=n_steps, cloud_cover_pct=cloud, with_best_day=True))
     pv_w = pessimistic_pv_w(forecast.pv_w, step_s, config.forecast)
     model = EnergyModel.from_params(config.battery.plant_params())
+    guard = EnergyGuard.from_config(section, model)
+    never_fits = {}
+    if forecast.best_day is not None:
+        for job in jobs:
+            check = check_fit(job.steps_w(step_s), forecast.best_day, step_s, model, section.reserve_pct / 100,
+                              section.base_load_w)
+            if not check.fits:
+                never_fits[job.job_id] = check.reason(section.reserve_pct)
     result = plan(PlanInputs(
         t0_s=start_s, step_s=step_s, pv_w=pv_w, energy=model, energy_wh=soc_pct / 100 * model.capacity_wh,
         reserve_frac=section.reserve_pct / 100, jobs=jobs, plate_turnaround_s=section.plate_turnaround_s,
         timezone=config.site.timezone,
-        guard_band_wh=GUARD_MARGIN_FRAC * model.capacity_wh + 2 * step_s / 3600 * TYPICAL_PRINT_W))
+        guard_band_wh=guard.plan_band_wh, never_fits=never_fits))
     summary = plan_summary(result, trigger="cli", soc_pct=soc_pct, forecast_source=source,
                            forecast_stale=stale, bias_factor=1.0)
     return result, summary, forecast

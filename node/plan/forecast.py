@@ -50,6 +50,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from node.plan.config import ForecastSection
+from node.plan.fit import BestClearDay
 from node.power.config import ArraySection, SiteSection
 
 # the cloud-cover forecast is the wire's model (node/sync/protocol.py: the hub sends it whole), re-exported
@@ -70,6 +71,8 @@ class PvForecastRequest(BaseModel):
     cloud_cover_pct: list[float] | None = Field(None, description="per step; None = clear sky")
     temp_air_c: float = 20.0
     wind_m_s: float = 1.0
+    with_best_day: bool = Field(False, description="also the site's best clear-sky day (node.plan.fit), in the "
+                                                   "same worker: one spawn, not two")
 
 
 class PvForecast(BaseModel):
@@ -80,6 +83,7 @@ class PvForecast(BaseModel):
     pv_w: list[float]
     clear_sky_pv_w: list[float]
     ghi_w_m2: list[float]
+    best_day: BestClearDay | None = None
 
 
 # --- the worker side (runs only in the spawned process) --------------------------------------------
@@ -144,9 +148,66 @@ def compute_pv_forecast(request: dict) -> dict:
         ghi = _ghi_from_cloud_cover(clear["ghi"], cc)
         dni, dhi = _split_ghi(pd, pvlib, times, ghi, solpos["apparent_zenith"])
         pv = _model_pv_w(pd, pvlib, times, site, array, ghi, dni, dhi, temp_air, wind, solpos)
+    best_day = None
+    if req.with_best_day:
+        best_day = compute_best_clear_day(BestDayRequest(site=req.site, array=req.array, step_s=req.step_s)
+                                          .model_dump(mode="json"))
     return PvForecast(start_s=req.start_s, step_s=req.step_s, pv_w=[float(x) for x in pv],
                       clear_sky_pv_w=[float(x) for x in clear_pv],
-                      ghi_w_m2=[float(x) for x in ghi]).model_dump()
+                      ghi_w_m2=[float(x) for x in ghi], best_day=best_day).model_dump()
+
+
+class BestDayRequest(BaseModel):
+    """Which site and array the best clear-sky day is wanted for (see :mod:`node.plan.fit`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    site: SiteSection
+    array: ArraySection
+    step_s: float = Field(300.0, gt=0, le=3600)
+    year: int = 2025
+
+
+def compute_best_clear_day(request: dict) -> dict:
+    """Worker entry: the clear-sky PV of the site's best day (and the clearest day of every other month), per
+    step from local midnight.
+
+    The forecast chain's clear sky (Ineichen with the site's monthly Linke turbidity, Hay & Davies, SAPM at
+    20 C and 1 m/s, PVWatts, losses) over a whole year; the month with the most clear-sky energy per day is
+    the best month, its clearest day the best day (a :class:`node.plan.fit.BestClearDay` as a dict)."""
+    import numpy as np
+    import pandas as pd
+    import pvlib
+
+    req = BestDayRequest.model_validate(request)
+    site, array = req.site.model_dump(), req.array.model_dump()
+    loc = _location(pvlib, site)
+    defaults = PvForecastRequest.model_fields
+    first = pd.Timestamp(year=req.year, month=1, day=1, tz=req.site.timezone)
+    local_days = pd.date_range(first, periods=365, freq="D")
+
+    def clear_pv(day_index: np.ndarray, step_s: float) -> np.ndarray:
+        """Clear-sky PV of the given local days at mid-step instants, shape (days, steps per day)."""
+        per_day = round(86400 / step_s)
+        midnights_s = np.array([local_days[d].timestamp() for d in day_index])
+        # each day from its own midnight (a daylight-saving day keeps 24 h of steps: the sun does not care)
+        instants_s = midnights_s[:, None] + (np.arange(per_day) + 0.5)[None, :] * step_s
+        times = pd.DatetimeIndex(pd.to_datetime(instants_s.ravel(), unit="s", utc=True))
+        solpos = loc.get_solarposition(times)
+        clear = loc.get_clearsky(times, model="ineichen", solar_position=solpos)
+        pv = _model_pv_w(pd, pvlib, times, site, array, clear["ghi"], clear["dni"], clear["dhi"],
+                         pd.Series(defaults["temp_air_c"].default, index=times),
+                         pd.Series(defaults["wind_m_s"].default, index=times), solpos)
+        return pv.to_numpy().reshape(len(day_index), per_day)
+
+    daily_wh = clear_pv(np.arange(365), 3600.0).sum(axis=1)   # the year, hourly: which day is best
+    months = np.asarray(local_days.month)
+    best_month = max(range(1, 13), key=lambda m: float(daily_wh[months == m].mean()))
+    clearest = {m: int(np.flatnonzero(months == m)[np.argmax(daily_wh[months == m])]) for m in range(1, 13)}
+    order = [clearest[best_month]] + [clearest[m] for m in range(1, 13) if m != best_month]
+    pv = clear_pv(np.array(order), req.step_s)
+    return {"dates": [local_days[d].date().isoformat() for d in order], "step_s": req.step_s,
+            "pv_w": [[float(x) for x in day] for day in pv]}
 
 
 #: effective cloud cover steps of the year-long lookup table (percent)

@@ -107,6 +107,43 @@ class LearnedForecast:
             kc = w * recent + (1.0 - w) * climate
         return np.asarray(clear_w) * kc
 
+    # --- persistence (the node's store keeps it across restarts: node.plan.planner) -------------------
+    def to_state(self) -> dict:
+        """Everything learnt, as plain JSON-able data."""
+        return {"version": 1, "step_s": self.step_s, "daylight_s_seen": self.daylight_s_seen,
+                "clim_measured": self.clim_measured.tolist(), "clim_clear": self.clim_clear.tolist(),
+                "recent_measured": self.recent_measured, "recent_clear": self.recent_clear,
+                "ratios": [list(r) for r in self.ratios],
+                "issues": {str(day): issued.tolist() for day, issued in self._issues.items()}}
+
+    def load_state(self, state: dict) -> None:
+        """Take back what :meth:`to_state` gave; a state from another step size or shape is refused
+        (ValueError naming why) and nothing is changed."""
+        if state.get("version") != 1 or float(state.get("step_s", -1)) != self.step_s:
+            raise ValueError(f"learned forecast state of version {state.get('version')} at step "
+                             f"{state.get('step_s')} s does not fit this planner (version 1, step {self.step_s} s)")
+        # read everything first: a snapshot that fails half-way changes nothing
+        measured, clear = np.asarray(state["clim_measured"], float), np.asarray(state["clim_clear"], float)
+        if measured.shape != self.clim_measured.shape or clear.shape != self.clim_clear.shape:
+            raise ValueError("learned forecast state: climatology tables of the wrong shape")
+        daylight_s = float(state["daylight_s_seen"])
+        recent = float(state["recent_measured"]), float(state["recent_clear"])
+        ratios = [[float(x) for x in saved] for saved in state["ratios"]][:LEAD_DAYS]
+        issues = {int(day): np.asarray(issued, float) for day, issued in state["issues"].items()}
+        self.clim_measured, self.clim_clear = measured, clear
+        self.daylight_s_seen = daylight_s
+        self.recent_measured, self.recent_clear = recent
+        for target, saved in zip(self.ratios, ratios, strict=False):
+            target.clear()
+            target.extend(saved)
+        self._issues = issues
+
+    def age(self, hours: float) -> None:
+        """Time passed with no readings (the node was off): persistence fades as it would have."""
+        decay = 0.5 ** (max(0.0, hours) / self.recent_halflife_h)
+        self.recent_measured *= decay
+        self.recent_clear *= decay
+
     # --- calibration ------------------------------------------------------------------------------
     def issue(self, day: int, expected_w: np.ndarray) -> None:
         """The forecast made at the start of ``day`` for it and the next days (steps from local midnight)."""
@@ -137,7 +174,12 @@ class LearnedForecast:
         return float(min(1.2, max(0.05, np.quantile(np.asarray(samples), self.quantile))))
 
     def factors(self, lead_h: np.ndarray) -> np.ndarray:
-        table = np.array([self.factor(d) for d in range(LEAD_DAYS)])
+        # the quantiles change only when a day closes: computed once per set of ratios, not at every re-plan
+        key = tuple((len(r), r[-1] if r else None) for r in self.ratios)
+        if getattr(self, "_table_key", None) != key:
+            self._table = np.array([self.factor(d) for d in range(LEAD_DAYS)])
+            self._table_key = key
+        table = self._table
         return table[np.minimum(LEAD_DAYS - 1, (np.asarray(lead_h) // 24).astype(int))]
 
 

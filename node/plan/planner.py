@@ -18,12 +18,21 @@ while it is fresh; else the forecast learnt from this node's own PV
 quantile calibrated on its own errors) once it has ``learned_min_days`` of
 history; else clear sky.  The learned forecast learns from every telemetry
 sample whatever the source in use (not while the battery is full: the charger
-throttles PV then).  Its history lives in memory: a restart starts it again.
+throttles PV then).  Its state is saved in the node's store once a day and at
+stop (table ``learned_forecast``), and taken back at start: a restart keeps it.
 
-Energy guard (the same rule the year-long simulation runs for every policy):
-on each telemetry sample while a job prints, if two more planning steps at the
-printer's draw (with half the PV just measured) would take the battery below
-the reserve, it asks for a pause at the next layer boundary
+Jobs that can never fit this plant (:mod:`node.plan.fit`: even from a full
+battery at the best hour of the site's best clear-sky day they would cross the
+reserve) are found when first planned and held in the plan's waiting list with
+the figures (``never_fits`` in ``status``, the reason in ``plan`` and on the
+page); a person cancels them or changes the plant.  The best day is computed
+once per site and array in the pvlib worker.
+
+Energy guard (:mod:`node.plan.guard`, the one rule the year-long simulation
+runs for every policy): on each telemetry sample while a job prints, if two
+more planning steps at the printer's draw (with half the PV just measured)
+would take the battery below the reserve, it asks for a pause at the next layer
+boundary
 (``energy_pause_requested``): the bed stays warm (a part that cools on the
 plate may let go or warp; a warm bed keeps it stuck) while energy is short.
 If the warm bed itself would cross the reserve, or the warm pause lasts
@@ -37,6 +46,7 @@ does the pausing and resuming; the job state machine records the reasons.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -60,6 +70,7 @@ from node.jobs import ACTIVE_STATES, RUNNABLE_STATES, Job, Jobs, JobState, Pause
 from node.node import Component, Node
 from node.plan.config import ForecastSection, PlannerSection
 from node.plan.energymodel import EnergyModel, LoadModel, pause_hold_w
+from node.plan.fit import BestClearDay, FitCheck, check_fit
 from node.plan.forecast import (
     BiasTracker,
     CloudCoverForecast,
@@ -71,30 +82,19 @@ from node.plan.forecast import (
     pessimistic_pv_w,
     quantile_factors,
 )
+from node.plan.guard import TYPICAL_PRINT_W, EnergyGuard, energy_action
 from node.plan.learned import LearnedForecast, fallback_factors
-from node.plan.schedule import (
-    Plan,
-    PlanInputs,
-    PlanJob,
-    RunningPrint,
-    WaitingJob,
-    plan,
-    profile_to_steps,
-    would_cross_reserve,
-)
+from node.plan.schedule import Plan, PlanInputs, PlanJob, RunningPrint, WaitingJob, plan, profile_to_steps
 from node.power.config import ArraySection, SiteSection
 from node.power.plant import BatteryParams
 from node.printer.profile import PrinterProfile
 from node.runner import GateDecision
+from node.store.db import Store, transaction
 
 log = logging.getLogger(__name__)
 
 EnergyProfileSource = Callable[[Job], Sequence[Sequence[float]] | None]
 Forecaster = Callable[[PvForecastRequest], PvForecast]
-
-#: the guard's own margin and the typical print draw it keeps clear of (see node.study.year)
-GUARD_MARGIN_FRAC = 0.005
-TYPICAL_PRINT_W = 150.0
 
 
 def plan_summary(result: Plan, *, trigger: str, soc_pct: float, forecast_source: str, forecast_stale: bool,
@@ -104,7 +104,8 @@ def plan_summary(result: Plan, *, trigger: str, soc_pct: float, forecast_source:
     planned = [PlannedJobSummary(job_id=j.job_id, name=j.name, start_s=j.start_s, end_s=j.end_s,
                                  energy_wh=j.energy_wh, min_soc_pct=j.min_soc_pct, reason=j.reason)
                for j in result.planned]
-    waiting = [WaitingJobSummary(job_id=w.job_id, name=w.name, energy_wh=w.energy_wh, reason=w.reason)
+    waiting = [WaitingJobSummary(job_id=w.job_id, name=w.name, energy_wh=w.energy_wh, reason=w.reason,
+                                 never_fits=w.never_fits)
                for w in [*result.waiting, *extra_waiting]]
     return PlanSummary(
         t_s=result.t0_s, trigger=trigger, horizon_h=result.horizon_s / 3600.0, step_s=result.step_s,
@@ -124,7 +125,7 @@ class Planner(Component):
                  forecast: ForecastSection, jobs: Jobs, battery: BatteryParams, printer_profile: PrinterProfile,
                  energy_profile_for: EnergyProfileSource, loads: LoadModel | None = None,
                  forecaster: Forecaster = forecast_pv,
-                 clock_problem: Callable[[], str | None] | None = None) -> None:
+                 clock_problem: Callable[[], str | None] | None = None, store: Store | None = None) -> None:
         super().__init__(node, config)
         self.config: PlannerSection = config
         self.site = site
@@ -137,10 +138,17 @@ class Planner(Component):
         self.loads = loads or LoadModel(base_load_w=config.base_load_w,
                                         other_loads_w_by_hour=config.other_loads_w_by_hour)
         self.forecaster = forecaster
+        #: where the learned forecast is kept across restarts (one snapshot a day and at stop); None: in memory
+        self.store = store
+        #: the site's best clear-sky day (node.plan.fit), computed once per site and array by the forecast worker
+        self.best_day: BestClearDay | None = None
+        self._best_day_key: tuple | None = None
+        self._fit_checks: dict[str, tuple[int, FitCheck]] = {}   # job id -> (profile length, its check)
         #: why the wall clock cannot be trusted (None: it can); plans made on a stale clock put
         #: prints at the wrong hour of the sun, so the gate refuses to start any while it says so
         self.clock_problem = clock_problem or (lambda: None)
         self.model = EnergyModel.from_params(battery)
+        self.guard = EnergyGuard.from_config(config, self.model, self.loads.base_load_w)
         self.bias = BiasTracker(forecast.bias_halflife_h)
         self.cloud_forecast: CloudCoverForecast | None = None
         self.last_plan: Plan | None = None
@@ -175,8 +183,55 @@ class Planner(Component):
 
     # --- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
+        await self._load_learned()
         if self.config.enabled:
             self.node.spawn(self._loop(), "planner.loop")
+
+    async def stop(self) -> None:
+        await self._save_learned()
+        await super().stop()
+
+    # --- the learned forecast across restarts ----------------------------------------------------
+    #: snapshots kept (one a day): the newest is loaded; the rest are there if the newest is damaged
+    LEARNED_KEEP_DAYS = 7
+
+    async def _load_learned(self) -> None:
+        """Take back what the node learnt before the restart: the newest readable snapshot."""
+        if self.store is None:
+            return
+        rows = await self.store.run(lambda c: c.execute(
+            "SELECT day, saved_s, state_json FROM learned_forecast ORDER BY day DESC").fetchall())
+        for row in rows:
+            try:
+                self.learned.load_state(json.loads(row["state_json"]))
+            except (ValueError, KeyError, TypeError) as exc:   # a damaged or foreign snapshot: try an older one
+                log.warning("learned forecast snapshot of day %s not usable (%s)", row["day"], exc)
+                continue
+            self.learned.age((self.node.clock.time() - row["saved_s"]) / 3600.0)
+            log.info("learned forecast: %.1f days of history taken back from the store", self.learned.history_days)
+            return
+
+    async def _save_learned(self, day: int | None = None) -> None:
+        """One snapshot per local day (the newest replaces the day's earlier one); older ones pruned.  At stop
+        (``day`` None) it is the current day's, if anything was learnt since the start."""
+        day = day if day is not None else self._learned_day
+        if self.store is None or day is None:
+            return
+        state_json = json.dumps(self.learned.to_state())
+        saved_s = self.node.clock.time()
+        keep = self.LEARNED_KEEP_DAYS
+
+        def write(conn: Any) -> None:
+            with transaction(conn):
+                conn.execute("INSERT INTO learned_forecast(day, saved_s, state_json) VALUES(?, ?, ?) "
+                             "ON CONFLICT(day) DO UPDATE SET saved_s = excluded.saved_s, "
+                             "state_json = excluded.state_json", (day, saved_s, state_json))
+                conn.execute("DELETE FROM learned_forecast WHERE day <= ?", (day - keep,))
+
+        try:
+            await self.store.run(write)
+        except Exception as exc:   # a full card must not stop the planner: it learns on in memory
+            log.error("learned forecast not saved (%s): it is kept in memory until the next try", exc)
 
     def status(self) -> dict[str, Any]:
         summary = self.last_summary
@@ -187,6 +242,7 @@ class Planner(Component):
                 "next_start_s": summary.next_start_s if summary else None,
                 "planned": len(summary.planned) if summary else 0,
                 "waiting": len(summary.waiting) if summary else 0,
+                "never_fits": sum(1 for w in summary.waiting if w.never_fits) if summary else 0,
                 "clock_problem": self.clock_problem()}
 
     # --- inputs from outside ------------------------------------------------------------------
@@ -246,8 +302,7 @@ class Planner(Component):
             if planned.job_id != job.id:
                 continue
             if planned is current.planned[0] and planned.start_s <= now_s + self.config.step_s / 2:
-                margin_wh = self.config.resume_margin_pct / 100.0 * self.model.capacity_wh
-                if self._guard_ok(self._print_draw_w(job, measured=False), margin_wh):
+                if self._guard_ok(self._print_draw_w(job, measured=False), resume=True):
                     return GateDecision(True, planned.reason)
                 return GateDecision(False, f"the battery is too close to the {self.config.reserve_pct:.0f} % reserve")
             if planned is not current.planned[0]:
@@ -352,14 +407,9 @@ class Planner(Component):
     def _energy_wh(self) -> float | None:
         return None if self.soc_pct is None else self.soc_pct / 100.0 * self.model.capacity_wh
 
-    def _guard_ok(self, draw_w: float, margin_wh: float = 0.0) -> bool:
+    def _guard_ok(self, draw_w: float, resume: bool = False) -> bool:
         energy_wh = self._energy_wh()
-        if energy_wh is None:
-            return True
-        reserve_wh = self.config.reserve_pct / 100.0 * self.model.capacity_wh
-        margin_wh += GUARD_MARGIN_FRAC * self.model.capacity_wh
-        return not would_cross_reserve(energy_wh - margin_wh, reserve_wh, draw_w + self.loads.base_load_w,
-                                       0.5 * self.pv_w, 2 * self.config.step_s, self.model)
+        return True if energy_wh is None else self.guard.ok(energy_wh, draw_w, self.pv_w, resume=resume)
 
     def _print_draw_w(self, job: Job, measured: bool = True) -> float:
         """The print's draw now: measured while it prints; from its energy profile (at the elapsed
@@ -380,44 +430,44 @@ class Planner(Component):
         """Pause a print that can no longer go on above the reserve; let an energy pause end."""
         if self.soc_pct is None:
             return
+        energy_wh = self.soc_pct / 100.0 * self.model.capacity_wh
+        hold_w = pause_hold_w(self.profile, 60.0, self.config.ambient_c)
         for job in await self.jobs.list(ACTIVE_STATES, limit=5):
             if job.state == JobState.PRINTING:
-                if job.id not in self.pause_requested and not self._guard_ok(self._print_draw_w(job)):
-                    self.pause_requested[job.id] = "warm"
-                    await self.node.send_event("energy_pause_requested", EnergyPauseRequested(
-                        job_id=job.id, t_s=t_s, soc_pct=self.soc_pct, reserve_pct=self.config.reserve_pct,
-                        reason=f"SoC {self.soc_pct:.1f} %: printing on would cross the "
-                               f"{self.config.reserve_pct:.0f} % reserve; pause at the next layer, bed kept warm"))
+                if job.id in self.pause_requested:
+                    continue
+                state = "printing"
             elif job.state == JobState.PAUSED and job.pause_reason == PauseReason.ENERGY:
-                hold_w = pause_hold_w(self.profile, 60.0, self.config.ambient_c)
-                since_s = self.paused_since_s.setdefault(job.id, t_s)
-                too_long = t_s - since_s >= self.config.warm_hold_max_s
-                if self.pause_requested.get(job.id) != "off" and (too_long or not self._guard_ok(hold_w)):
-                    self.pause_requested[job.id] = "off"
-                    why = ("the warm pause has lasted the configured maximum" if too_long
-                           else "keeping the bed warm would cross the reserve")
-                    await self.node.send_event("energy_pause_requested", EnergyPauseRequested(
-                        job_id=job.id, t_s=t_s, printer_off=True, soc_pct=self.soc_pct,
-                        reserve_pct=self.config.reserve_pct, reason=f"{why}: switch the printer off"))
-                else:
-                    await self._maybe_resume(job, t_s)
+                state = "paused"
             elif job.state == JobState.SUSPENDED and job.id in self.pause_requested:
-                await self._maybe_resume(job, t_s)
-
-    async def _maybe_resume(self, job: Job, t_s: float) -> None:
-        plan_now = self.last_plan
-        if plan_now is None:
-            return
-        start_s = plan_now.start_of(job.id)
-        if start_s is None or start_s > t_s + self.config.step_s / 2:
-            return
-        margin_wh = self.config.resume_margin_pct / 100.0 * self.model.capacity_wh
-        if not self._guard_ok(self._print_draw_w(job, measured=False), margin_wh):
-            return
-        self.pause_requested.pop(job.id, None)
-        await self.node.send_event("energy_resume_allowed", EnergyResumeAllowed(
-            job_id=job.id, t_s=t_s, soc_pct=self.soc_pct or 0.0,
-            reason=f"SoC {self.soc_pct:.1f} % and the plan can carry the rest of the print above the reserve"))
+                state = "suspended"
+            else:
+                continue
+            since_s = self.paused_since_s.setdefault(job.id, t_s) if state == "paused" else t_s
+            plan_now = self.last_plan
+            start_s = plan_now.start_of(job.id) if plan_now is not None else None
+            action, why = energy_action(
+                self.guard, state, energy_wh=energy_wh, pv_w=self.pv_w,
+                draw_w=self._print_draw_w(job) if state == "printing" else 0.0, hold_w=hold_w,
+                resume_w=self._print_draw_w(job, measured=False), paused_for_s=t_s - since_s,
+                switched_off=self.pause_requested.get(job.id) == "off",
+                plan_starts_it=start_s is not None and start_s <= t_s + self.config.step_s / 2)
+            if action == "pause":
+                self.pause_requested[job.id] = "warm"
+                await self.node.send_event("energy_pause_requested", EnergyPauseRequested(
+                    job_id=job.id, t_s=t_s, soc_pct=self.soc_pct, reserve_pct=self.config.reserve_pct,
+                    reason=f"SoC {self.soc_pct:.1f} %: printing on would cross the "
+                           f"{self.config.reserve_pct:.0f} % reserve; pause at the next layer, bed kept warm"))
+            elif action == "off":
+                self.pause_requested[job.id] = "off"
+                await self.node.send_event("energy_pause_requested", EnergyPauseRequested(
+                    job_id=job.id, t_s=t_s, printer_off=True, soc_pct=self.soc_pct,
+                    reserve_pct=self.config.reserve_pct, reason=why))
+            elif action == "resume":
+                self.pause_requested.pop(job.id, None)
+                await self.node.send_event("energy_resume_allowed", EnergyResumeAllowed(
+                    job_id=job.id, t_s=t_s, soc_pct=self.soc_pct or 0.0,
+                    reason=f"SoC {self.soc_pct:.1f} % and the plan can carry the rest of the print above the reserve"))
 
     # --- planning -------------------------------------------------------------------------------
     async def _loop(self) -> None:
@@ -465,6 +515,7 @@ class Planner(Component):
             if self._learned_day is not None and len(self._day_measured) == per_day:
 
                 self.learned.close_day(self._learned_day, np.asarray(self._day_measured), np.asarray(self._day_valid))
+                self.node.spawn(self._save_learned(self._learned_day), "planner.save_learned")
             self._learned_day = day
             self._day_measured = [0.0] * per_day
             self._day_valid = [False] * per_day
@@ -534,11 +585,13 @@ class Planner(Component):
     async def _get_forecast(self, start_s: float, now_s: float) -> PvForecast:
         hour = int(start_s // 3600)
         key = (hour, self.site, self.array, id(self.cloud_forecast), self.forecast_source(now_s))
+        best_day_key = (self.site, self.array, self.config.step_s)
         if self._forecast is not None and self._forecast_key == key and self._forecast.start_s == start_s:
             return self._forecast
         cloud, stale = self._cloud_cover(start_s, now_s)
         request = PvForecastRequest(site=self.site, array=self.array, start_s=start_s, step_s=self.config.step_s,
-                                    n_steps=self._n_steps(), cloud_cover_pct=cloud)
+                                    n_steps=self._n_steps(), cloud_cover_pct=cloud,
+                                    with_best_day=self._best_day_key != best_day_key)
         try:
             self._forecast = await asyncio.to_thread(self.forecaster, request)
         except Exception as exc:  # the worker died, pvlib missing, bad site...: plan on the battery alone
@@ -550,7 +603,34 @@ class Planner(Component):
                               ghi_w_m2=zeros)
         self._forecast_key = key
         self._forecast_stale = stale
+        if self._forecast.best_day is not None:
+            self.best_day, self._best_day_key = self._forecast.best_day, best_day_key
+            self._fit_checks.clear()
         return self._forecast
+
+    def _get_best_day(self) -> BestClearDay | None:
+        """The site's best clear-sky day for this site and array, or None (no flags) until the forecast worker
+        has computed it: a job is called never fitting only on a real computation."""
+        return self.best_day if self._best_day_key == (self.site, self.array, self.config.step_s) else None
+
+    def _fit_check(self, job_id: str, profile: Sequence[Sequence[float]], best_day: BestClearDay | None
+                   ) -> FitCheck | None:
+        """Whether the job can ever fit this plant (node.plan.fit), checked once per job and profile."""
+        if best_day is None:
+            return None
+        cached = self._fit_checks.get(job_id)
+        if cached is not None and cached[0] == len(profile):
+            return cached[1]
+        other = None
+        if self.loads.other_loads_w_by_hour is not None:
+            other = [self.loads.other_w(int(k * self.config.step_s // 3600))
+                     for k in range(round(86400 / self.config.step_s))]
+        check = check_fit(profile_to_steps(profile, self.config.step_s), best_day, self.config.step_s, self.model,
+                          self.config.reserve_pct / 100.0, self.loads.base_load_w, other)
+        self._fit_checks[job_id] = (len(profile), check)
+        if not check.fits:
+            log.warning("job %s never fits this plant: %s", job_id, check.reason(self.config.reserve_pct))
+        return check
 
     async def replan(self, trigger: str = "manual") -> Plan:
         async with self._plan_lock:
@@ -563,13 +643,23 @@ class Planner(Component):
                 pv_w = self._learned_w(start_s, len(forecast.pv_w))
             else:
                 pv_w = [w * self.bias.factor for w in pessimistic_pv_w(forecast.pv_w, step_s, self.forecast_config)]
-            jobs, missing = [], []
+            jobs, missing, never_fits, notes = [], [], {}, {}
+            best_day = self._get_best_day()
+            month_now = self._local(now_s).month
             for job in await self.jobs.list(RUNNABLE_STATES):
                 profile = self.energy_profile_for(job)
                 if not profile:
                     missing.append(WaitingJob(job.id, job.name, 0.0, "no energy profile yet (analysis pending)"))
                     continue
                 jobs.append(PlanJob(job.id, job.name, profile, job.priority, job.deadline_s, job.queue_seq))
+                check = self._fit_check(job.id, profile, best_day)
+                if check is not None and not check.fits:
+                    never_fits[job.id] = check.reason(self.config.reserve_pct)
+                elif check is not None and (note := check.season_note(month_now)) is not None:
+                    notes[job.id] = note
+            queued_ids = {job.job_id for job in jobs}
+            for gone in [job_id for job_id in self._fit_checks if job_id not in queued_ids]:
+                del self._fit_checks[gone]
             running = None
             for job in await self.jobs.list(ACTIVE_STATES, limit=1):
                 profile = self.energy_profile_for(job) or [[0.0, TYPICAL_PRINT_W], [3600.0, TYPICAL_PRINT_W]]
@@ -592,7 +682,7 @@ class Planner(Component):
                 energy_wh=soc_pct / 100.0 * self.model.capacity_wh, reserve_frac=self.config.reserve_pct / 100.0,
                 jobs=jobs, base_load_w=self.loads.base_load_w, other_loads_w=other, plate_clear=self.plate_clear,
                 plate_turnaround_s=self.config.plate_turnaround_s, running=running, timezone=self.site.timezone,
-                guard_band_wh=GUARD_MARGIN_FRAC * self.model.capacity_wh + 2 * step_s / 3600.0 * TYPICAL_PRINT_W)
+                guard_band_wh=self.guard.plan_band_wh, never_fits=never_fits, waiting_notes=notes)
             result = plan(inputs)
             self.last_plan = result
             self.last_summary = plan_summary(

@@ -29,13 +29,18 @@ Method (list scheduling on a simulated state of charge):
    Starting each print as early as energy allows also drains the battery
    before the next sunny spell, so less of it is spilled.
 
+Jobs the caller found can never fit the plant (``never_fits``: job id -> the
+reason with its figures, :mod:`node.plan.fit`) are not placed: they go to the
+waiting list flagged ``never_fits``, held until a person cancels them.
+
 Every job gets a reason a person can read ("needs 310 Wh; first window above
 the 30 % reserve is tomorrow 10:05").
 """
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
@@ -66,20 +71,24 @@ def profile_to_steps(power_profile: Sequence[Sequence[float]], step_s: float) ->
     """Average watts in each planning step, energy preserved (the last step may be partial)."""
     duration_s = profile_duration_s(power_profile)
     n_steps = max(1, math.ceil(duration_s / step_s - 1e-9))
-    energy_ws = np.zeros(n_steps)
-    for i, (t_s, watts) in enumerate(power_profile):
-        seg_start = float(t_s)
-        seg_end = float(power_profile[i + 1][0]) if i + 1 < len(power_profile) else duration_s
-        if watts < 0:
-            raise ValueError(f"power_profile[{i}]: negative watts {watts}")
-        if seg_end < seg_start:
-            raise ValueError(f"power_profile[{i}]: times must increase")
-        while seg_start < seg_end - 1e-9:
-            k = min(int(seg_start // step_s), n_steps - 1)
-            bin_end = min(seg_end, (k + 1) * step_s)
-            energy_ws[k] += watts * (bin_end - seg_start)
-            seg_start = bin_end
-    return energy_ws / step_s
+    if not power_profile:
+        return np.zeros(n_steps)
+    samples = np.asarray(power_profile, dtype=np.float64).reshape(len(power_profile), -1)
+    t_s, watts = samples[:, 0], samples[:, 1]
+    negative = np.flatnonzero(watts < 0)
+    if len(negative):
+        raise ValueError(f"power_profile[{negative[0]}]: negative watts {watts[negative[0]]}")
+    ends = np.append(t_s[1:], duration_s)
+    backwards = np.flatnonzero(ends < t_s)
+    if len(backwards):
+        raise ValueError(f"power_profile[{backwards[0]}]: times must increase")
+    # energy is piecewise linear in time: integrate to every sample time, read it at the step edges
+    # (vectorised: this runs for every job at every re-plan of the node and of the year study)
+    cumulative_ws = np.concatenate([[0.0], np.cumsum(watts * (ends - t_s))])
+    knots = np.append(t_s, duration_s)
+    edges = np.minimum(np.arange(n_steps + 1) * step_s, duration_s)
+    at_edges = np.interp(edges, knots, cumulative_ws, left=0.0)
+    return np.diff(at_edges) / step_s
 
 
 @dataclass(frozen=True)
@@ -92,10 +101,18 @@ class PlanJob:
     priority: int = 0
     deadline_s: float | None = None
     queue_seq: int = 0
+    _steps: dict = field(default_factory=dict, repr=False, compare=False)
 
     @cached_property
     def energy_wh(self) -> float:
         return profile_energy_wh(self.power_profile)
+
+    def steps_w(self, step_s: float) -> np.ndarray:
+        """Its draw per planning step (:func:`profile_to_steps`), computed once per step size and kept: a caller
+        that keeps its PlanJobs between plans (the year study) does not convert the profile at every re-plan."""
+        if step_s not in self._steps:
+            self._steps[step_s] = profile_to_steps(self.power_profile, step_s)
+        return self._steps[step_s]
 
     @cached_property
     def duration_s(self) -> float:
@@ -129,6 +146,10 @@ class PlanInputs:
     timezone: str = "UTC"
     lookahead: int = 8
     guard_band_wh: float = 0.0   # planned prints keep this much above the reserve (the safety guard's band)
+    #: jobs that can never fit this plant (node.plan.fit), job id -> the reason with its figures: held, not placed
+    never_fits: Mapping[str, str] = field(default_factory=dict)
+    #: job id -> a note added to its reason if it must wait (e.g. "it fits from March": node.plan.fit)
+    waiting_notes: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -148,6 +169,7 @@ class WaitingJob:
     name: str
     energy_wh: float
     reason: str
+    never_fits: bool = False   # held: it can never fit this plant (node.plan.fit); a person cancels it
 
 
 @dataclass
@@ -183,10 +205,15 @@ class Plan:
         return float(self.soc_pct[min(max(k, 0), len(self.soc_pct) - 1)])
 
 
+@functools.lru_cache(maxsize=8)
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
 # --- time words for reasons ----------------------------------------------------------------------
 def when_words(t_s: float, now_s: float, timezone: str) -> str:
     """'today 14:05', 'tomorrow 10:05', 'Mon 09:30' in the site's local time."""
-    tz = ZoneInfo(timezone)
+    tz = _zone(timezone)
     when = datetime.fromtimestamp(t_s, tz=UTC).astimezone(tz)
     today = datetime.fromtimestamp(now_s, tz=UTC).astimezone(tz).date()
     days = (when.date() - today).days
@@ -210,7 +237,7 @@ class _Scheduler:
         self.reserve_wh = inp.reserve_frac * self.model.capacity_wh + max(0.0, inp.guard_band_wh)
         self.n_steps = len(inp.pv_w)
         self.turnaround_steps = math.ceil(inp.plate_turnaround_s / inp.step_s - 1e-9)
-        self.job_w = {job.job_id: profile_to_steps(job.power_profile, inp.step_s) for job in inp.jobs}
+        self.job_w = {job.job_id: job.steps_w(inp.step_s) for job in inp.jobs}
         self.lookahead = inp.lookahead
 
     def _params(self) -> tuple[float, float, float, float, float]:
@@ -305,7 +332,8 @@ def plan(inp: PlanInputs) -> Plan:
     base = _Trajectory(pv_w - fixed_load_w, np.empty(n_steps + 1), np.empty(n_steps))
     base.soc_wh[0] = min(max(inp.energy_wh, 0.0), sched.model.capacity_wh)
 
-    order = _order(inp.jobs)
+    held = [job for job in inp.jobs if job.job_id in inp.never_fits]
+    order = _order([job for job in inp.jobs if job.job_id not in inp.never_fits])
     ready_k = 0
     ready_reason = ""
     running = inp.running
@@ -343,6 +371,8 @@ def plan(inp: PlanInputs) -> Plan:
             else:
                 why = (f"needs {energy_wh:.0f} Wh; no window above the {reserve_pct:.0f} % reserve "
                        f"within the {n_steps * inp.step_s / 3600:.0f} h horizon")
+            if job.job_id in inp.waiting_notes:
+                why += f"; {inp.waiting_notes[job.job_id]}"
             waiting.append(WaitingJob(job.job_id, job.name, energy_wh, why))
             continue
         start_s = inp.t0_s + start * inp.step_s
@@ -363,6 +393,8 @@ def plan(inp: PlanInputs) -> Plan:
         planned.append(PlannedJob(job.job_id, job.name, start_s, end_s, energy_wh, low_pct, why))
         previous_name = job.name
 
+    waiting += [WaitingJob(job.job_id, job.name, job.energy_wh, inp.never_fits[job.job_id], never_fits=True)
+                for job in held]
     load_w = pv_w - traj.net_w
     return Plan(
         t0_s=inp.t0_s, step_s=inp.step_s, reserve_pct=reserve_pct, capacity_wh=capacity_wh,
@@ -372,17 +404,10 @@ def plan(inp: PlanInputs) -> Plan:
 
 
 def _windows(mask: np.ndarray, t0_s: float, step_s: float) -> list[tuple[float, float]]:
-    windows: list[tuple[float, float]] = []
-    start = None
-    for k, flag in enumerate(mask.tolist()):
-        if flag and start is None:
-            start = k
-        elif not flag and start is not None:
-            windows.append((t0_s + start * step_s, t0_s + k * step_s))
-            start = None
-    if start is not None:
-        windows.append((t0_s + start * step_s, t0_s + len(mask) * step_s))
-    return windows
+    """The runs of True in ``mask`` as (start, end) times."""
+    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    return [(t0_s + a * step_s, t0_s + b * step_s) for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
 
 
 # --- the shared safety pause ----------------------------------------------------------------------

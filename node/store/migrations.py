@@ -180,4 +180,15 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         )
         """,
     ),
+    (
+        5,
+        "the forecast the planner learns from the node's own PV, one snapshot a day (a restart keeps it)",
+        """
+        CREATE TABLE learned_forecast (
+            day         INTEGER PRIMARY KEY,
+            saved_s     REAL NOT NULL,
+            state_json  TEXT NOT NULL
+        )
+        """,
+    ),
 ]

@@ -356,3 +356,36 @@ def _solve(pv_hourly_wh: np.ndarray, base_hourly_wh: np.ndarray, start_s: float,
             lp.rows(np.zeros(sum(len(c) for c in cols), dtype=int), np.concatenate(cols), np.concatenate(vals),
                     slope * extra + intercept)
     return lp.maximise(Yk + kind_idx)
+
+
+def single_print_fits(profile: list[list[float]], pv_hourly_wh: np.ndarray, base_hourly_wh: np.ndarray,
+                      battery: BatteryParams, reserve_frac: float, start_step_s: float = 300.0) -> tuple[bool, float]:
+    """Could one print of ``profile`` run uninterrupted above the planning reserve anywhere in this run, in the
+    bound's relaxed plant and with perfect foresight?  (whether it fits, and the lowest energy above the reserve
+    at its best start hour, Wh; negative: below.)
+
+    The check behind the "never fits" flag (:mod:`node.plan.fit`): a job flagged there must fail here too.
+    The same relaxations as the LP, each in the print's favour: hourly sums (PV nets the load inside an hour at
+    no efficiency cost), the battery a bucket of open-circuit energy with the 1 % allowances and no Peukert,
+    each hour's draw the least of any 5-minute start offset, the true PV of the file, and every start hour
+    tried with a full battery.  For one print from a full battery this LP is solved exactly by charging
+    whenever there is surplus (more stored energy never hurts later), so it is a forward pass, vectorised over
+    the start hours."""
+    kind = _Kind.of("job", profile, start_step_s)
+    span = len(kind.e_min)
+    hours = len(pv_hourly_wh)
+    if hours < span:
+        return False, -math.inf
+    e_cap = ocv_energy_wh(battery, 1.0) * DISCRETISATION_ALLOWANCE
+    floor = ocv_energy_wh(battery, reserve_frac)
+    eta = min(1.0, battery.charge_efficiency * DISCRETISATION_ALLOWANCE)
+    c_max = battery.max_charge_a * open_circuit_v(battery.chemistry, 1.0, battery.cells)
+    starts = np.arange(hours - span + 1)
+    energy = np.full(len(starts), e_cap)
+    lowest = energy.copy()
+    for j in range(span):
+        net = pv_hourly_wh[starts + j] - base_hourly_wh[starts + j] - kind.e_min[j]
+        energy = np.where(net >= 0, np.minimum(e_cap, energy + eta * np.minimum(net, c_max)), energy + net)
+        lowest = np.minimum(lowest, energy)
+    best = float(lowest.max()) - floor
+    return best >= 0.0, best

@@ -20,6 +20,7 @@ evenly over the layers (the simulation pauses at layer boundaries).
 """
 from __future__ import annotations
 
+import functools
 import math
 import random
 from dataclasses import dataclass
@@ -60,7 +61,7 @@ class SimJob:
     def layer_s(self) -> float:
         return self.print_s / max(1, self.layers)
 
-    @property
+    @functools.cached_property
     def energy_wh(self) -> float:
         return sum(w for _, w in self.power_profile) * 60.0 / 3600.0
 

@@ -136,12 +136,18 @@ class SocEstimator:
         self.max_drift = world.soc_drift_max_pct / 100.0
         self.noise = world.soc_noise_pct / 100.0
         self.drift = 0.0
+        self._normals: list[float] = []
+
+    def _normal(self) -> float:
+        """The generator's next normal, drawn in blocks (the same sequence as one at a time, much faster)."""
+        if not self._normals:
+            self._normals = self.rng.standard_normal(4096).tolist()[::-1]
+        return self._normals.pop()
 
     def read(self, true_soc: float) -> float:
         if true_soc >= 0.995:
             self.drift = 0.0            # the charger reached float: the counter re-synchronises
         elif self.step_sd > 0:
-            self.drift = float(np.clip(self.drift + self.step_sd * self.rng.standard_normal(),
-                                       -self.max_drift, self.max_drift))
-        noise = self.noise * float(self.rng.standard_normal()) if self.noise > 0 else 0.0
+            self.drift = min(self.max_drift, max(-self.max_drift, self.drift + self.step_sd * self._normal()))
+        noise = self.noise * self._normal() if self.noise > 0 else 0.0
         return min(1.0, max(0.0, true_soc + self.drift + noise))

@@ -39,12 +39,21 @@ What each policy sees (all share the same safety pause, below):
 * ``oracle`` — the same scheduler fed the real future PV with no margin (not
   a bound: :mod:`node.study.bound` is, see :func:`bound_for`).
 
-The shared safety pause: before each step, a print (or a warm pause) whose
-next step, at its draw and half the PV just measured, would take the battery
-below the planning reserve is paused at the next layer boundary (or switched
-off).  Nothing starts or resumes unless that guard passes with a
-``resume_margin_pct`` margin.  A paused print resumes when the guard allows
-(baselines) or when the plan schedules it (the scheduler's policies).
+The shared safety pause is the node's own (:mod:`node.plan.guard`, one
+:class:`~node.plan.guard.EnergyGuard` built as the Planner builds it, decisions
+by :func:`~node.plan.guard.energy_action`): a print whose next two steps, at its
+draw and half the PV just measured, would take the battery below the planning
+reserve is paused at the next layer boundary (switched off when the warm bed
+would cross it too, or after ``warm_hold_max_s``).  Nothing starts or resumes
+unless that guard passes with a ``resume_margin_pct`` margin.  A paused print
+resumes when the guard allows (baselines) or when the plan schedules it (the
+scheduler's policies).
+
+Jobs that can never fit the plant (:mod:`node.plan.fit`, the node's check on
+the site's clearest days from the same pvlib code) are held when queued, as the
+node holds them: counted in ``never_fits``, kept out of the queue and the waits
+(the person queues another), and added to the jobs the bound knows were handed
+out.
 
 Re-planning: hourly, on every event (print finished, failed, paused, plate
 cleared, job queued) and when the estimated SoC departs from the planned
@@ -64,9 +73,11 @@ import numpy as np
 
 from node.plan.config import ForecastSection, PlannerSection
 from node.plan.energymodel import EnergyModel, EnergyThresholds, LoadModel, PlantSim, pause_hold_w, printer_standby_w
+from node.plan.fit import BestClearDay, FitCheck, check_fit
 from node.plan.forecast import CLOUD_TABLE_PCT, BiasTracker, quantile_factors
+from node.plan.guard import EnergyGuard, energy_action
 from node.plan.learned import LearnedForecast, fallback_factors
-from node.plan.schedule import Plan, PlanInputs, PlanJob, RunningPrint, plan, profile_to_steps, would_cross_reserve
+from node.plan.schedule import Plan, PlanInputs, PlanJob, RunningPrint, plan, profile_to_steps
 from node.power.plant import BatteryParams
 from node.printer.profile import PrinterProfile, load_profile
 from node.study.bound import Bound, upper_bound
@@ -84,9 +95,6 @@ DEFAULT_BATTERY = BatteryParams(chemistry="lifepo4", cells=4, capacity_ah=94.0, 
                                 charge_efficiency=0.97, peukert_exponent=1.03, max_charge_a=30.0)
 
 SUSPENDED_FAIL_S = 4 * 3600.0
-#: the guard's own margin: the planner's energy bucket and the plant differ by ~1 % of a step's energy
-GUARD_MARGIN_FRAC = 0.005
-TYPICAL_PRINT_W = 150.0
 THRESHOLD_START_SOC = 0.60
 FORECAST_ISSUE_EVERY_H = 6
 
@@ -105,21 +113,22 @@ class WeatherYear:
     timezone: str
 
     array: dict = field(default_factory=dict)
+    best_day: BestClearDay | None = None   # the site's best clear-sky day (node.plan.fit), from the worker
+    #: per-step series computed once and shared by every policy and seed of a run (see true_pv_steps)
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def load(cls, path: str, array: dict | None = None) -> WeatherYear:
         """Run pvlib on ``path`` (TMY3, TMY2, EPW, PVGIS CSV/JSON) for ``array`` (an ArraySection dump)."""
-        from node.plan.forecast import compute_weather_year, run_in_worker
+        from node.plan.forecast import run_in_worker
         from node.power.config import ArraySection
 
         array = ArraySection.model_validate(array or {}).model_dump()
-        raw = run_in_worker(compute_weather_year, path, array, timeout_s=600)
-        offset_h = raw["site"]["utc_offset_h"]
-        # TMY files carry a fixed UTC offset (no daylight saving): a fixed-offset zone
-        tz = f"Etc/GMT{'+' if offset_h <= 0 else '-'}{abs(int(offset_h))}" if offset_h else "UTC"
+        raw = run_in_worker(_load_in_worker, path, array, timeout_s=600)
         return cls(path=path, site=raw["site"], start_s=raw["start_s"], pv_w=np.asarray(raw["pv_w"]),
                    cloud_cover_pct=np.asarray(raw["cloud_cover_pct"]),
-                   pv_by_cloud_w=np.asarray(raw["pv_by_cloud_w"]), timezone=tz, array=array)
+                   pv_by_cloud_w=np.asarray(raw["pv_by_cloud_w"]), timezone=fixed_offset_zone(raw["site"]),
+                   array=array, best_day=BestClearDay.model_validate(raw["best_day"]))
 
     @property
     def hours(self) -> int:
@@ -135,7 +144,10 @@ class WeatherYear:
         return self.pv_by_cloud_w[0]
 
     def clear_5min(self, step_s: float) -> np.ndarray:
-        return self._interp(self.clear_pv_w, step_s)
+        key = ("clear", step_s)
+        if key not in self._cache:
+            self._cache[key] = self._interp(self.clear_pv_w, step_s)
+        return self._cache[key]
 
     def _interp(self, hourly: np.ndarray, step_s: float) -> np.ndarray:
         n = int(self.hours * 3600 / step_s)
@@ -158,6 +170,26 @@ class WeatherYear:
         frac = position - lo
         h = hour_index % self.hours
         return self.pv_by_cloud_w[lo, h] * (1.0 - frac) + self.pv_by_cloud_w[lo + 1, h] * frac
+
+
+def fixed_offset_zone(site: dict) -> str:
+    """TMY files carry a fixed UTC offset (no daylight saving): a fixed-offset zone."""
+    offset_h = site["utc_offset_h"]
+    return f"Etc/GMT{'+' if offset_h <= 0 else '-'}{abs(int(offset_h))}" if offset_h else "UTC"
+
+
+def _load_in_worker(path: str, array: dict) -> dict:
+    """Worker entry: the weather year and the site's best clear-sky day, by the node's own code
+    (:func:`node.plan.forecast.compute_best_clear_day`), in one spawned process."""
+    from node.plan.forecast import BestDayRequest, compute_best_clear_day, compute_weather_year
+    from node.power.config import ArraySection, SiteSection
+
+    raw = compute_weather_year(path, array)
+    site = SiteSection(latitude=raw["site"]["latitude"], longitude=raw["site"]["longitude"],
+                       altitude_m=raw["site"]["altitude_m"], timezone=fixed_offset_zone(raw["site"]))
+    raw["best_day"] = compute_best_clear_day(BestDayRequest(site=site, array=ArraySection.model_validate(array))
+                                             .model_dump(mode="json"))
+    return raw
 
 
 @dataclass
@@ -271,6 +303,7 @@ class SimResult:
     worst_wait_hours: float = 0.0
     p95_wait_hours: float = 0.0
     never_started: int = 0
+    never_fits: int = 0                # jobs flagged as never fitting this plant when queued (node.plan.fit): held
     plant: str = ""
     replans: int = 0
     min_soc_pct_printing: float = 100.0
@@ -283,7 +316,7 @@ class SimResult:
         keys = ["policy", "weather", "site", "plant", "days", "prints_completed", "prints_failed", "brownouts",
                 "reserve_crossings", "pauses", "suspensions", "pause_hours", "pv_used_wh", "pv_lost_wh",
                 "pv_available_wh", "print_energy_wh", "mean_wait_hours", "worst_wait_hours", "p95_wait_hours",
-                "never_started", "replans", "min_soc_pct_printing", "resumed_after_pause", "runtime_s"]
+                "never_started", "never_fits", "replans", "min_soc_pct_printing", "resumed_after_pause", "runtime_s"]
         out = {k: getattr(self, k) for k in keys}
         for k, v in out.items():
             if isinstance(v, float):
@@ -312,10 +345,11 @@ class Simulation:
         self.reserve_frac = settings.planner.reserve_pct / 100.0
         self.cutoff_frac = settings.thresholds.cutoff_pct / 100.0
         self.reserve_wh = self.reserve_frac * self.model.capacity_wh
-        self.margin_wh = settings.planner.resume_margin_pct / 100.0 * self.model.capacity_wh
-        # plans keep clear of the safety guard: its margin plus two steps of a typical print's draw
-        self.guard_band_wh = (GUARD_MARGIN_FRAC * self.model.capacity_wh
-                              + 2 * self.step_s / 3600.0 * TYPICAL_PRINT_W)
+        # the node's own guard (node.plan.guard), at the study's step
+        self.guard = EnergyGuard.from_config(settings.planner.model_copy(update={"step_s": self.step_s}),
+                                             self.model, settings.loads.base_load_w)
+        self._fit_by_name: dict[str, FitCheck] = {}
+        self._plan_jobs: dict[str, PlanJob] = {}
         self.low_battery = settings.thresholds.low_battery_pct / 100.0
         self.horizon_steps = int(settings.planner.horizon_h * 3600 / self.step_s)
         self.quantile = np.asarray(quantile_factors(self.horizon_steps, self.step_s, settings.forecast))
@@ -358,8 +392,7 @@ class Simulation:
 
     def _plan(self, k: int, t_s: float) -> Plan:
         self.result.replans += 1
-        jobs = [PlanJob(j.job_id, j.name, j.power_profile, j.priority, j.deadline_s, j.queue_seq)
-                for j in self.queue]
+        jobs = [self._plan_job(j) for j in self.queue]
         running = None
         if self.active is not None:
             running = RunningPrint(self.active.job.job_id, self.active.job.name,
@@ -372,19 +405,36 @@ class Simulation:
             energy_wh=self.soc_seen * self.model.capacity_wh, reserve_frac=self.reserve_frac, jobs=jobs,
             base_load_w=self.s.loads.base_load_w, other_loads_w=other, plate_clear=self.plate_clear,
             plate_turnaround_s=self.s.planner.plate_turnaround_s, running=running,
-            timezone=self.weather.timezone, guard_band_wh=self.guard_band_wh)
+            timezone=self.weather.timezone, guard_band_wh=self.guard.plan_band_wh)
         return plan(inputs)
 
-    def _guard_ok(self, draw_w: float, margin_wh: float = 0.0, steps: int = 1) -> bool:
-        """The shared safety guard: ``steps`` more steps at ``draw_w`` stay above the reserve (+ margin).
+    def _plan_job(self, job: SimJob) -> PlanJob:
+        """The job as the scheduler sees it, kept while it is queued (its per-step draw is converted once)."""
+        cached = self._plan_jobs.get(job.job_id)
+        if cached is None:
+            if len(self._plan_jobs) > 64:
+                queued = {j.job_id for j in self.queue}
+                self._plan_jobs = {k: v for k, v in self._plan_jobs.items() if k in queued}
+            cached = self._plan_jobs[job.job_id] = PlanJob(job.job_id, job.name, job.power_profile, job.priority,
+                                                           job.deadline_s, job.queue_seq)
+        return cached
 
-        A print is checked two steps ahead: a pause decided now still prints up to the next layer
-        boundary during the coming step, so the step after this one must be affordable too.
-        """
-        margin_wh += GUARD_MARGIN_FRAC * self.model.capacity_wh
-        return not would_cross_reserve(self.soc_seen * self.model.capacity_wh - margin_wh, self.reserve_wh,
-                                       draw_w + self.base_w, 0.5 * self.last_pv_w, self.step_s * steps,
-                                       self.model)
+    def _guard_ok(self, draw_w: float, resume: bool = False) -> bool:
+        """The node's guard (:class:`node.plan.guard.EnergyGuard`) on the estimated SoC and the PV just measured."""
+        return self.guard.ok(self.soc_seen * self.model.capacity_wh, draw_w, self.last_pv_w, resume=resume)
+
+    def fit_check(self, job: SimJob) -> FitCheck | None:
+        """The node's "never fits" check (node.plan.fit) of a job when it is queued, once per kind of job."""
+        if self.weather.best_day is None:
+            return None
+        if job.name not in self._fit_by_name:
+            other = None
+            if self.s.loads.other_loads_w_by_hour is not None:
+                other = [self.s.loads.other_w(int(k * self.step_s // 3600)) for k in range(round(86400 / self.step_s))]
+            self._fit_by_name[job.name] = check_fit(profile_to_steps(job.power_profile, self.step_s),
+                                                    self.weather.best_day, self.step_s, self.model, self.reserve_frac,
+                                                    self.s.loads.base_load_w, other)
+        return self._fit_by_name[job.name]
 
     def _hold_w(self, job: SimJob) -> float:
         return pause_hold_w(self.profile, job.bed_c, self.s.planner.ambient_c)
@@ -444,8 +494,15 @@ class Simulation:
                 day_valid[:] = False
             # 1. the queue stays non-empty
             while len(self.queue) < s.queue_target:
-                self.queue.append(self.stream.next_job(t_s))
-                queued_at[self.queue[-1].job_id] = t_s
+                new_job = self.stream.next_job(t_s)
+                check = self.fit_check(new_job)
+                if check is not None and not check.fits:
+                    # held with its reason, as the node does; the person queues another (it never counts as waiting)
+                    self.result.never_fits += 1
+                    self._log(t_s, "never_fits", new_job.job_id)
+                    continue
+                self.queue.append(new_job)
+                queued_at[new_job.job_id] = t_s
                 replan = True
             # 2. a person clears the plate (not at night)
             if not self.plate_clear and t_s >= self.plate_dirty_since_s + s.plate_clear_delay_s:
@@ -465,7 +522,18 @@ class Simulation:
             # 4. safety guard and resume for the active print
             ap = self.active
             if ap is not None:
-                if ap.state == "printing" and not self._guard_ok(ap.draw_w(dt), steps=2):
+                if uses_plan:
+                    start_s = current_plan.start_of(ap.job.job_id) if current_plan is not None else None
+                    wants = start_s is not None and start_s <= t_s + dt / 2
+                else:
+                    wants = True
+                action, _ = energy_action(
+                    self.guard, ap.state, energy_wh=self.soc_seen * self.model.capacity_wh, pv_w=self.last_pv_w,
+                    draw_w=ap.draw_w(dt), hold_w=self._hold_w(ap.job),
+                    resume_w=ap.job.heatup_w if ap.state == "suspended" else ap.draw_w(dt),
+                    paused_for_s=t_s - ap.paused_since_s, switched_off=ap.state == "suspended",
+                    plan_starts_it=wants)
+                if action == "pause":
                     ap.state = "paused"
                     ap.paused_since_s = t_s
                     ap.pause_at_s = ap.next_layer_boundary_s()
@@ -474,33 +542,27 @@ class Simulation:
                     self.result.pauses += 1
                     replan = True
                     self._log(t_s, "pause", ap.job.job_id)
-                elif ap.state == "paused":
-                    hold_w = self._hold_w(ap.job)
-                    if not self._guard_ok(hold_w) or t_s - ap.paused_since_s >= s.planner.warm_hold_max_s:
-                        ap.state = "suspended"
-                        ap.suspended_since_s = t_s
-                        self.result.suspensions += 1
-                        self._log(t_s, "suspend", ap.job.job_id)
-                if ap.state in ("paused", "suspended"):
-                    wants = (current_plan is not None and current_plan.start_of(ap.job.job_id) is not None
-                             and current_plan.start_of(ap.job.job_id) <= t_s + dt / 2) if uses_plan else True
-                    resume_w = ap.job.heatup_w if ap.state == "suspended" else ap.draw_w(dt)
-                    if wants and self._guard_ok(resume_w, self.margin_wh, steps=2):
-                        if ap.state == "suspended":
-                            ap.reheat_left_s = ap.job.heatup_s
-                        ap.state = "printing"
-                        ap.pause_at_s = None
-                        self.result.resumed_after_pause += 1
-                        self._log(t_s, "resume", ap.job.job_id)
-                    elif ap.state == "suspended" and t_s - ap.suspended_since_s >= SUSPENDED_FAIL_S:
-                        self._finish(ap, t_s, failed=True)
-                        replan = True
+                elif action == "off":
+                    ap.state = "suspended"
+                    ap.suspended_since_s = t_s
+                    self.result.suspensions += 1
+                    self._log(t_s, "suspend", ap.job.job_id)
+                elif action == "resume":
+                    if ap.state == "suspended":
+                        ap.reheat_left_s = ap.job.heatup_s
+                    ap.state = "printing"
+                    ap.pause_at_s = None
+                    self.result.resumed_after_pause += 1
+                    self._log(t_s, "resume", ap.job.job_id)
+                elif ap.state == "suspended" and t_s - ap.suspended_since_s >= SUSPENDED_FAIL_S:
+                    self._finish(ap, t_s, failed=True)
+                    replan = True
             # 5. starting a job
             if self.active is None and self.plate_clear and self.queue:
                 job = self._choose_start(current_plan, t_s)
                 if job is not None:
                     job_w = profile_to_steps(job.power_profile, dt)
-                    if self._guard_ok(float(job_w[0]), self.margin_wh, steps=2):
+                    if self._guard_ok(float(job_w[0]), resume=True):
                         self.queue.remove(job)
                         self.active = ActivePrint(job, job_w, started_s=t_s)
                         waits_h.append((t_s - job.queued_s) / 3600.0)
@@ -641,14 +703,21 @@ class Simulation:
 
 
 def true_pv_steps(weather: WeatherYear, settings: SimSettings) -> np.ndarray:
-    """The PV the plant gets per step over the whole file: hourly values downscaled by the world."""
-    return downscale(weather.pv_w, weather.clear_pv_w, settings.step_s, settings.world, settings.seed,
-                     weather.truth_5min(settings.step_s))
+    """The PV the plant gets per step over the whole file: hourly values downscaled by the world (computed once
+    per weather file, step, world and seed: every policy of a run shares it)."""
+    key = ("truth", settings.step_s, settings.world, settings.seed)
+    if key not in weather._cache:
+        weather._cache[key] = downscale(weather.pv_w, weather.clear_pv_w, settings.step_s, settings.world,
+                                        settings.seed, weather.truth_5min(settings.step_s))
+    return weather._cache[key]
 
 
-def bound_for(weather: WeatherYear, settings: SimSettings, failed: int, resumed: int, tight_passes: int = 0) -> Bound:
+def bound_for(weather: WeatherYear, settings: SimSettings, failed: int, resumed: int, tight_passes: int = 0,
+              never_fits: int = 0) -> Bound:
     """The LP upper bound (:mod:`node.study.bound`) on prints completed in this run by a policy that failed
-    at most ``failed`` prints and resumed at most ``resumed`` paused ones."""
+    at most ``failed`` prints and resumed at most ``resumed`` paused ones.  ``never_fits``: jobs of the stream
+    held as never fitting (node.plan.fit); the policy drew that many more jobs from the stream, so the bound's
+    count of jobs handed out grows by as many (they are counted like failures)."""
     steps_per_hour = round(3600 / settings.step_s)
     truth = true_pv_steps(weather, settings)
     k0 = settings.start_day * 24 * steps_per_hour
@@ -660,7 +729,8 @@ def bound_for(weather: WeatherYear, settings: SimSettings, failed: int, resumed:
     local_hours = ((start_s + np.arange(settings.days * 24) * 3600.0 + offset_s) % 86400.0 // 3600.0).astype(int)
     base_wh = np.array([settings.loads.base_load_w + settings.loads.other_w(int(h)) for h in local_hours])
     return upper_bound(pv_hourly_wh, base_wh, start_s, offset_s, settings.battery, settings.initial_soc,
-                       seed=settings.seed, queue_target=settings.queue_target, failed=failed, resumed=resumed,
+                       seed=settings.seed, queue_target=settings.queue_target, failed=failed + never_fits,
+                       resumed=resumed,
                        start_step_s=settings.step_s,
                        attended=settings.attended_hours, plate_clear_delay_s=settings.plate_clear_delay_s,
                        printer_profile=settings.printer_profile, ambient_c=settings.planner.ambient_c,

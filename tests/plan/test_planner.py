@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from node.clock import ManualClock
@@ -14,10 +15,12 @@ from node.node import Node
 from node.plan.planner import Planner
 from node.printer.profile import load_profile
 from node.store import Store
+from node.store.db import read_from_outside
 from node.study.year import DEFAULT_BATTERY
 
 NIGHT_S = 1750500000.0  # 2025-06-21 03:00 in Tucson: no sun
 PROFILE = [[60.0 * m, 250.0 if m < 5 else 130.0] for m in range(120)]  # 2 h, ~270 Wh
+HUGE = [[60.0 * m, 130.0] for m in range(40 * 60)]  # 40 h, 5.2 kWh: more than 1.2 kWh and a day of sun carry
 
 
 class FakeStreamer:
@@ -62,7 +65,7 @@ def world(tmp_path: Path):
     planner = node.add(Planner(node, config.planner, site=config.site, array=config.array,
                                forecast=config.forecast, jobs=jobs, battery=DEFAULT_BATTERY,
                                printer_profile=load_profile("ender3"),
-                               energy_profile_for=lambda job: PROFILE if job.name != "unknown" else None))
+                               energy_profile_for=lambda job: {"unknown": None, "huge": HUGE}.get(job.name, PROFILE)))
     streamer = FakeStreamer(node, jobs)
     plans: list[PlanSummary] = []
     node.register_event_handler("plan_updated", plans.append)
@@ -118,14 +121,23 @@ def test_short_print_is_paused_at_a_layer_boundary_switched_off_and_resumed(worl
 def test_replan_sends_a_plan_summary_with_reasons(world) -> None:
     node, jobs, planner, streamer, plans = world
 
-    async def scenario() -> None:
+    async def scenario() -> str:
         await jobs.create("part", "test")
         await jobs.create("unknown", "test")
+        huge = await jobs.create("huge", "test")
         await node.send_event("telemetry_sample", sample(NIGHT_S, 35.0))
         await planner.replan("test")
+        assert (await jobs.get(huge.id)).state == JobState.QUEUED   # held, not dropped: a person decides
+        return huge.id
 
-    asyncio.run(scenario())
+    huge_id = asyncio.run(scenario())
     summary = plans[-1]
+    # a job the plant can never carry is flagged with its figures, not left to wait for ever
+    held = [w for w in summary.waiting if w.job_id == huge_id]
+    assert held and held[0].never_fits and planner.status()["never_fits"] == 1
+    assert "never fits this plant: needs 5200 Wh over 40.0 h" in held[0].reason
+    assert "Wh below the reserve" in held[0].reason and "cancel it" in held[0].reason
+    assert not any(w.never_fits for w in summary.waiting if w.job_id != huge_id)
     assert summary.trigger == "test"
     assert summary.horizon_h == pytest.approx(72.0)
     assert summary.reserve_pct == 30.0
@@ -230,7 +242,7 @@ def test_the_forecast_learnt_from_the_nodes_own_pv_takes_over_from_clear_sky(tmp
     planner = node.add(Planner(node, config.planner, site=config.site, array=config.array,
                                forecast=config.forecast.model_copy(update={"learned_min_days": 0.5}), jobs=jobs,
                                battery=DEFAULT_BATTERY, printer_profile=load_profile("ender3"),
-                               energy_profile_for=lambda job: PROFILE))
+                               energy_profile_for=lambda job: PROFILE, store=store))
     plans: list[PlanSummary] = []
     node.register_event_handler("plan_updated", plans.append)
 
@@ -248,6 +260,27 @@ def test_the_forecast_learnt_from_the_nodes_own_pv_takes_over_from_clear_sky(tmp
         await planner.replan("test")
         assert plans[-1].forecast_source == "learned" and planner.status()["forecast_source"] == "learned"
         assert 0.1 * clear_sky_wh < plans[-1].pv_forecast_wh < 0.6 * clear_sky_wh
+        await planner.stop()   # a clean stop saves what was learnt (and each local midnight did already)
 
     asyncio.run(scenario())
+    learned_days = planner.learned.history_days
+    expected = planner.learned.expected_w(np.full(24, 300.0), np.full(24, 6), np.arange(24), np.full(24, 30.0))
+    store.close()
+
+    # the node restarts: a new store object on the same SQLite file, a new Planner
+    store = Store(tmp_path / "node.db").open()
+    node = Node(config.node, ManualClock(NIGHT_S))   # at once: nothing has faded (persistence fades with time off)
+    again = node.add(Planner(node, config.planner.model_copy(update={"enabled": False}), site=config.site,
+                             array=config.array, forecast=config.forecast.model_copy(update={"learned_min_days": 0.5}),
+                             jobs=node.add(Jobs(node, store)), battery=DEFAULT_BATTERY,
+                             printer_profile=load_profile("ender3"), energy_profile_for=lambda job: PROFILE,
+                             store=store))
+    assert again.learned.history_days == 0.0
+    asyncio.run(again.start())
+    assert again.learned.history_days == pytest.approx(learned_days)
+    assert again.forecast_source(NIGHT_S) == "learned"
+    assert np.allclose(again.learned.expected_w(np.full(24, 300.0), np.full(24, 6), np.arange(24), np.full(24, 30.0)),
+                       expected)
+    rows = read_from_outside(tmp_path / "node.db", "SELECT day FROM learned_forecast")
+    assert 1 <= len(rows) <= Planner.LEARNED_KEEP_DAYS
     store.close()

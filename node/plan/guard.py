@@ -1,0 +1,97 @@
+"""The energy guard of a running print: one rule, one set of constants, for the node and the year study.
+
+Why one module: the Planner component (:mod:`node.plan.planner`) and the study
+(:mod:`node.study.year`) used to carry their own copies of the guard's margin
+and of its decisions; a study that runs another rule than the node measures
+nothing about the node.  Both now build an :class:`EnergyGuard` with
+:meth:`EnergyGuard.from_config` and ask :func:`energy_action` what to do
+(tests/study/test_same_code.py checks they do).
+
+The rule: on each reading while a job prints, if two more planning steps at
+the printer's draw (with half the PV just measured) would take the battery
+below the reserve, pause at the next layer boundary with the bed kept warm.  If
+the warm bed itself would cross the reserve, or the warm pause has lasted
+``warm_hold_max_s``, switch the printer off.  A paused print resumes when the
+plan puts it first (a baseline without a plan: whenever) and the guard passes
+with ``resume_margin_pct`` to spare; nothing starts unless it passes with that
+margin either.
+
+Pure: no clock, no I/O.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from node.plan.config import PlannerSection
+from node.plan.energymodel import EnergyModel
+from node.plan.schedule import would_cross_reserve
+
+#: the guard's own margin, a fraction of capacity: the planner's energy bucket and the plant differ by ~1 % of a
+#: step's energy
+GUARD_MARGIN_FRAC = 0.005
+#: a typical print's draw (W): plans keep two steps of it clear of the guard, and a print with no energy profile
+#: is assumed to draw it
+TYPICAL_PRINT_W = 150.0
+#: steps ahead the guard looks: a pause decided now still prints up to the next layer boundary during the coming
+#: step, so the step after it must be affordable too
+GUARD_STEPS = 2
+
+Action = Literal["pause", "off", "resume"]
+
+
+@dataclass(frozen=True)
+class EnergyGuard:
+    """The guard's numbers for one plant and one ``[planner]`` section."""
+
+    model: EnergyModel
+    reserve_frac: float
+    resume_margin_frac: float
+    base_load_w: float
+    step_s: float
+    warm_hold_max_s: float
+
+    @classmethod
+    def from_config(cls, planner: PlannerSection, model: EnergyModel, base_load_w: float | None = None
+                    ) -> EnergyGuard:
+        return cls(model=model, reserve_frac=planner.reserve_pct / 100.0,
+                   resume_margin_frac=planner.resume_margin_pct / 100.0,
+                   base_load_w=planner.base_load_w if base_load_w is None else base_load_w,
+                   step_s=planner.step_s, warm_hold_max_s=planner.warm_hold_max_s)
+
+    @property
+    def reserve_wh(self) -> float:
+        return self.reserve_frac * self.model.capacity_wh
+
+    @property
+    def plan_band_wh(self) -> float:
+        """What planned prints keep above the reserve, so the guard does not pause what the plan placed."""
+        return GUARD_MARGIN_FRAC * self.model.capacity_wh + GUARD_STEPS * self.step_s / 3600.0 * TYPICAL_PRINT_W
+
+    def ok(self, energy_wh: float, draw_w: float, pv_w: float, *, resume: bool = False) -> bool:
+        """May the printer draw ``draw_w`` for the next steps (``resume``: with the margin a start needs)?"""
+        margin_wh = (GUARD_MARGIN_FRAC + (self.resume_margin_frac if resume else 0.0)) * self.model.capacity_wh
+        return not would_cross_reserve(energy_wh - margin_wh, self.reserve_wh, draw_w + self.base_load_w,
+                                       0.5 * pv_w, GUARD_STEPS * self.step_s, self.model)
+
+
+def energy_action(guard: EnergyGuard, state: Literal["printing", "paused", "suspended"], *, energy_wh: float,
+                  pv_w: float, draw_w: float, hold_w: float, resume_w: float, paused_for_s: float,
+                  switched_off: bool, plan_starts_it: bool) -> tuple[Action | None, str]:
+    """What the guard does now to a print in ``state`` (see the module docstring), and why in words.
+
+    ``draw_w``: the print's draw now; ``hold_w``: a warm pause's; ``resume_w``: what resuming draws first;
+    ``switched_off``: the printer was already switched off for this pause; ``plan_starts_it``: the plan (or a
+    baseline's rule) would start this print now."""
+    if state == "printing":
+        if not guard.ok(energy_wh, draw_w, pv_w):
+            return "pause", "printing on would cross the reserve; pause at the next layer, bed kept warm"
+        return None, ""
+    if state == "paused" and not switched_off:
+        if paused_for_s >= guard.warm_hold_max_s:
+            return "off", "the warm pause has lasted the configured maximum: switch the printer off"
+        if not guard.ok(energy_wh, hold_w, pv_w):
+            return "off", "keeping the bed warm would cross the reserve: switch the printer off"
+    if plan_starts_it and guard.ok(energy_wh, resume_w, pv_w, resume=True):
+        return "resume", "the plan can carry the rest of the print above the reserve"
+    return None, ""

@@ -1,0 +1,41 @@
+"""The year study runs the node's own energy code: the same guard (constants and decisions, node.plan.guard), the
+same scheduler (node.plan.schedule.plan) with the same band, the same "never fits" check (node.plan.fit)."""
+from __future__ import annotations
+
+import itertools
+
+from node.clock import ManualClock
+from node.config import NodeConfig
+from node.jobs import Jobs
+from node.node import Node
+from node.plan import guard as guard_module
+from node.plan.planner import Planner
+from node.printer.profile import load_profile
+from node.store import Store
+from node.study import year
+from node.study.year import SimSettings, Simulation, battery_of
+
+
+def test_the_planner_and_the_study_guard_with_the_same_rule(weather, tmp_path) -> None:
+    config = NodeConfig()
+    battery = battery_of(40.0)
+    store = Store(tmp_path / "node.db").open()
+    node = Node(config.node, ManualClock(0.0))
+    planner = Planner(node, config.planner, site=config.site, array=config.array, forecast=config.forecast,
+                      jobs=Jobs(node, store), battery=battery, printer_profile=load_profile("ender3"),
+                      energy_profile_for=lambda job: None)
+    sim = Simulation(weather["723170TYA.CSV"], "planner", SimSettings(battery=battery))
+    # one guard, built by one factory from the same [planner] section and plant
+    assert planner.guard == sim.guard
+    assert planner.guard.plan_band_wh == sim.guard.plan_band_wh
+    # and the same decisions through each side's own entry point, over SoC, PV, draw and the resume margin
+    for soc, pv_w, draw_w, resume in itertools.product((0.25, 0.3, 0.32, 0.35, 0.4, 0.6), (0.0, 80.0, 300.0),
+                                                       (20.0, 150.0, 260.0), (False, True)):
+        planner.soc_pct, planner.pv_w = 100.0 * soc, pv_w
+        sim.soc_seen, sim.last_pv_w = soc, pv_w
+        assert planner._guard_ok(draw_w, resume=resume) == sim._guard_ok(draw_w, resume=resume), (soc, pv_w, draw_w)
+    # no copy of the guard's constants is left in the study
+    for name in ("GUARD_MARGIN_FRAC", "TYPICAL_PRINT_W", "GUARD_STEPS"):
+        assert getattr(year, name, getattr(guard_module, name)) is getattr(guard_module, name)
+    assert year.energy_action is guard_module.energy_action and year.check_fit.__module__ == "node.plan.fit"
+    store.close()
