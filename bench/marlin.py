@@ -185,7 +185,7 @@ def bound_seconds(path: Path) -> float:
 class MarlinOnPty:
     """A fresh firmware process in its own directory and process group, its serial on a pty."""
 
-    def __init__(self, binary: Path, workdir: Path) -> None:
+    def __init__(self, binary: Path, workdir: Path, trace: bool = False) -> None:
         self.workdir = workdir
         self.port = workdir / "tty"
         self.log = workdir / "firmware.log"
@@ -195,10 +195,10 @@ class MarlinOnPty:
             raise RuntimeError(f"{binary}: socat's address syntax needs a path without , : ! quotes or spaces")
         # SYSTEM: runs the pipeline through /bin/sh; tee keeps the firmware's words for the judge
         self.process = subprocess.Popen(
-            ["socat", "-d", f"PTY,link={self.port},raw,echo=0",
+            ["socat", "-d", *(["-v"] if trace else []), f"PTY,link={self.port},raw,echo=0",
              f"SYSTEM:stdbuf -o0 {binary} | tee -a firmware.log,pty,raw,echo=0"],
             cwd=workdir, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=(workdir / "socat.log").open("wb"), start_new_session=True)
+            stderr=(workdir / "socat.log").open("wb"), start_new_session=True)  # with --trace: both directions
         deadline = time.monotonic() + 20
         while not (self.port.exists() and b"start" in self.log.read_bytes()):
             if time.monotonic() > deadline or self.process.poll() is not None:
@@ -270,12 +270,12 @@ def firmware_errors(log: bytes) -> tuple[int, dict[str, int]]:
 
 
 def run_one(binary: Path, name: str, path: Path, commands: int, bound: float,
-            check: CheckFile | None = None) -> FileResult:
+            check: CheckFile | None = None, trace: bool = False) -> FileResult:
     result = FileResult(file=name, commands=commands, bound_s=round(bound))
     workdir = OUT / name
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
-    marlin = MarlinOnPty(binary, workdir)
+    marlin = MarlinOnPty(binary, workdir, trace=trace)
     try:
         started = time.monotonic()
         with (workdir / "sender.stderr").open("wb") as stderr:
@@ -349,6 +349,9 @@ def main() -> int:
     parser.add_argument("--prove-judge", action="store_true",
                         help="only the check file, twice, with one move lost and one doubled: both must fail")
     parser.add_argument("--out", type=Path, default=OUT, help="where logs and results go")
+    parser.add_argument("--trace", action="store_true",
+                        help="log every byte both ways, with times, in <out>/<file>/socat.log (socat -v): what a "
+                             "failed run needs to be understood")
     args = parser.parse_args()
     OUT = args.out.resolve()  # socat runs in the file's directory: its pty link needs an absolute path
     if args.marlin_bin is None:
@@ -387,7 +390,7 @@ def main() -> int:
     print("|---|---:|---:|---:|---:|---:|---:|---|---|---|")
     results = []
     for name, path, commands, bound, check in runs:
-        result = run_one(binary, name, path, commands, bound, check)
+        result = run_one(binary, name, path, commands, bound, check, trace=args.trace)
         results.append(result)
         check_text = "–"
         if result.check:
