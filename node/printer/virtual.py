@@ -80,6 +80,9 @@ class Faults:
     #: the command queue stops after this many numbered lines (0: never): nothing more is executed or
     #: answered, while temperature reports keep coming and the emergency parser (M112) still acts
     wedge_after_lines: int = 0
+    #: line numbers lost whole on the wire once each (as real Marlin's Linux HAL loses the odd line while a
+    #: timer signal lands in its serial thread): the next line is refused, "Resend:" asks for the lost one
+    lose_lines: tuple[int, ...] = ()
     seed: int = 0
 
     @classmethod
@@ -268,6 +271,11 @@ class VirtualPrinter:
                 raw = _flip_one_byte(raw + b"\n", self._rng)[:-1]
                 self.counters.corrupted_in += 1
             raw = raw.split(b";", 1)[0].strip(b"\r \t\0")
+            if raw and self.faults.lose_lines and (match := _LINE_NUMBER.match(raw)) is not None \
+                    and int(match.group(1)) in self.faults.lose_lines:
+                self.faults.lose_lines = tuple(n for n in self.faults.lose_lines if n != int(match.group(1)))
+                self.counters.extra["lost_lines"] = self.counters.extra.get("lost_lines", 0) + 1
+                continue
             if raw:
                 numbered = raw.startswith(b"N")
                 command = self._check_line(raw)

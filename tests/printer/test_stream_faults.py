@@ -18,6 +18,8 @@ CASES = {
     "dropped oks": (Faults(drop_ok=0.03, seed=4), {}, {}),
     "dropped oks, ADVANCED_OK": (Faults(drop_ok=0.05, seed=5), {"advanced_ok": True}, {}),
     "silence": (Faults(silence_after_lines=700, silence_s=1.0), {}, {}),
+    # whole lines lost on the wire, as real Marlin's Linux HAL loses them (bench/marlin.py), back to back too
+    "lost lines": (Faults(lose_lines=(50, 51, 300, 999)), {}, {}),
     "ping-pong, corrupt both": (Faults(corrupt_in=0.05, corrupt_out=0.05, seed=6), {}, {"ping_pong": True}),
     "big buffers, corrupt both": (Faults(corrupt_in=0.02, corrupt_out=0.02, seed=7),
                                   {"advanced_ok": True, "rx_buffer_bytes": 1024, "command_queue": 16},
@@ -46,6 +48,8 @@ def test_every_command_executed_exactly_once_in_order(tmp_path: Path, case: str)
             assert counters.corrupted_out > 10
         if faults.drop_ok:
             assert counters.oks_dropped > 10
+        if faults.lose_lines:
+            assert counters.extra["lost_lines"] == len(faults.lose_lines) and outcome.resends >= 1
         assert worker.engine.advanced_ok_seen == bool(printer_kwargs.get("advanced_ok"))
 
 
