@@ -242,6 +242,9 @@ class Planner(Component):
         current = self.last_plan
         assert current is not None
         now_s = self.node.clock.time()
+        # what the job waits for, in words that do not move with the forecast: the window the plan
+        # gives and the guard's "too close to the reserve" at that window are the same wait (issue #19)
+        energy = f"energy above the {self.config.reserve_pct:.0f} % reserve"
         for planned in current.planned:
             if planned.job_id != job.id:
                 continue
@@ -249,13 +252,15 @@ class Planner(Component):
                 margin_wh = self.config.resume_margin_pct / 100.0 * self.model.capacity_wh
                 if self._guard_ok(self._print_draw_w(job, measured=False), margin_wh):
                     return GateDecision(True, planned.reason)
-                return GateDecision(False, f"the battery is too close to the {self.config.reserve_pct:.0f} % reserve")
+                return GateDecision(False, f"the battery is too close to the {self.config.reserve_pct:.0f} % reserve",
+                                    energy)
             if planned is not current.planned[0]:
-                return GateDecision(False, f"the plan starts {current.planned[0].name} first; {planned.reason}")
-            return GateDecision(False, planned.reason)
+                return GateDecision(False, f"the plan starts {current.planned[0].name} first; {planned.reason}",
+                                    f"{current.planned[0].name} to print first")
+            return GateDecision(False, planned.reason, energy)
         for waiting in current.waiting:
             if waiting.job_id == job.id:
-                return GateDecision(False, waiting.reason)
+                return GateDecision(False, waiting.reason, energy)
         self.request_replan(f"job {job.id} not in the plan yet")
         return GateDecision(False, "not planned yet: re-planning")
 
