@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -151,6 +152,7 @@ class Planner(Component):
         self.plate_clear = True
         self.running_job_id: str | None = None
         self.elapsed_s: dict[str, float] = {}
+        self.last_replan_s: float | None = None  # real seconds the last re-plan took (bench/footprint.py)
         self.pause_requested: dict[str, str] = {}   # job id -> "warm" | "off"
         self.paused_since_s: dict[str, float] = {}
         self._forecast: PvForecast | None = None
@@ -187,7 +189,8 @@ class Planner(Component):
                 "next_start_s": summary.next_start_s if summary else None,
                 "planned": len(summary.planned) if summary else 0,
                 "waiting": len(summary.waiting) if summary else 0,
-                "clock_problem": self.clock_problem()}
+                "clock_problem": self.clock_problem(),
+                "last_replan_ms": None if self.last_replan_s is None else round(self.last_replan_s * 1000, 1)}
 
     # --- inputs from outside ------------------------------------------------------------------
     def set_site(self, site: SiteSection) -> None:
@@ -553,6 +556,14 @@ class Planner(Component):
         return self._forecast
 
     async def replan(self, trigger: str = "manual") -> Plan:
+        """Plan again now; how long it took (real seconds, the forecast included) is in ``status``."""
+        started = time.monotonic()
+        try:
+            return await self._replan(trigger)
+        finally:
+            self.last_replan_s = time.monotonic() - started
+
+    async def _replan(self, trigger: str) -> Plan:
         async with self._plan_lock:
             now_s = self.node.clock.time()
             step_s = self.config.step_s
