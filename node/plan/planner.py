@@ -90,6 +90,10 @@ from node.runner import GateDecision
 
 log = logging.getLogger(__name__)
 
+#: the forecast is computed this far past the horizon (real pvlib work in a spawned worker), so the
+#: re-plans of the next hours slice it instead of spawning a worker every step (issue #19)
+FORECAST_SPARE_S = 6 * 3600.0
+
 EnergyProfileSource = Callable[[Job], Sequence[Sequence[float]] | None]
 Forecaster = Callable[[PvForecastRequest], PvForecast]
 
@@ -156,7 +160,8 @@ class Planner(Component):
         self.pause_requested: dict[str, str] = {}   # job id -> "warm" | "off"
         self.paused_since_s: dict[str, float] = {}
         self._forecast: PvForecast | None = None
-        self._forecast_key: tuple | None = None
+        self._forecast_key: tuple | None = None  # what _forecast_whole was computed for
+        self._forecast_whole: PvForecast | None = None  # past the horizon: sliced by the next re-plans
         self._forecast_stale = True
         self.learned = LearnedForecast(config.step_s, forecast.quantile, fallback_factors(
             quantile_factors(self._n_steps(), config.step_s, forecast), config.step_s))
@@ -515,7 +520,7 @@ class Planner(Component):
         k = int((t_s - fc.start_s) // fc.step_s)
         return fc.pv_w[k] if 0 <= k < len(fc.pv_w) else None
 
-    def _cloud_cover(self, start_s: float, now_s: float) -> tuple[list[float] | None, bool]:
+    def _cloud_cover(self, start_s: float, now_s: float, spare_steps: int = 0) -> tuple[list[float] | None, bool]:
         section = self.forecast_config
         if self.forecast_source(now_s) in ("clear_sky", "learned"):
             return None, False
@@ -528,22 +533,40 @@ class Planner(Component):
                 log.warning("cloud forecast file %s unusable (%s): planning on %.0f %% cloud", section.file, exc,
                             section.stale_cloud_cover_pct)
                 forecast = None
-        times = [start_s + (k + 0.5) * self.config.step_s for k in range(self._n_steps())]
+        times = [start_s + (k + 0.5) * self.config.step_s for k in range(self._n_steps() + spare_steps)]
         if forecast is None:
             return [section.stale_cloud_cover_pct] * len(times), True
         stale = forecast.is_stale(now_s, section.stale_after_h)
         return forecast.cloud_cover_at(times, now_s, section, self.site.latitude, self.site.longitude), stale
 
     async def _get_forecast(self, start_s: float, now_s: float) -> PvForecast:
-        hour = int(start_s // 3600)
-        key = (hour, self.site, self.array, id(self.cloud_forecast), self.forecast_source(now_s))
-        if self._forecast is not None and self._forecast_key == key and self._forecast.start_s == start_s:
-            return self._forecast
-        cloud, stale = self._cloud_cover(start_s, now_s)
+        """The PV forecast from ``start_s`` over the horizon.  Each computation spawns a pvlib worker
+        (seconds of CPU on a Pi), so it is computed past the horizon and sliced for the next re-plans:
+        again after FORECAST_SPARE_S without clouds to read (clear sky, learned), hourly with them."""
+        source = self.forecast_source(now_s)
+        hourly = source not in ("clear_sky", "learned")  # cloud cover is read as of the hour
+        key = (int(start_s // 3600) if hourly else None, self.site, self.array, id(self.cloud_forecast), source)
+        n_steps = self._n_steps()
+        whole = self._forecast_whole
+        if whole is not None and self._forecast_key == key and whole.step_s == self.config.step_s:
+            first = round((start_s - whole.start_s) / whole.step_s)
+            if 0 <= first and first + n_steps <= len(whole.pv_w):
+                if self._forecast is None or self._forecast.start_s != start_s:
+                    self._forecast = PvForecast(start_s=start_s, step_s=whole.step_s,
+                                                pv_w=whole.pv_w[first:first + n_steps],
+                                                clear_sky_pv_w=whole.clear_sky_pv_w[first:first + n_steps],
+                                                ghi_w_m2=whole.ghi_w_m2[first:first + n_steps])
+                return self._forecast
+        spare_steps = round((3600.0 if hourly else FORECAST_SPARE_S) / self.config.step_s)
+        cloud, stale = self._cloud_cover(start_s, now_s, spare_steps)
         request = PvForecastRequest(site=self.site, array=self.array, start_s=start_s, step_s=self.config.step_s,
-                                    n_steps=self._n_steps(), cloud_cover_pct=cloud)
+                                    n_steps=n_steps + spare_steps, cloud_cover_pct=cloud)
         try:
-            self._forecast = await asyncio.to_thread(self.forecaster, request)
+            self._forecast_whole = await asyncio.to_thread(self.forecaster, request)
+            self._forecast = PvForecast(start_s=start_s, step_s=self._forecast_whole.step_s,
+                                        pv_w=self._forecast_whole.pv_w[:n_steps],
+                                        clear_sky_pv_w=self._forecast_whole.clear_sky_pv_w[:n_steps],
+                                        ghi_w_m2=self._forecast_whole.ghi_w_m2[:n_steps])
         except Exception as exc:  # the worker died, pvlib missing, bad site...: plan on the battery alone
             log.error("PV forecast failed (%r): planning with no sun until the next re-plan", exc)
             zeros = [0.0] * request.n_steps
