@@ -7,7 +7,7 @@ The daemon (and what it spawns itself: the pvlib forecast worker) runs in a cgro
 ``--quota-pct`` of one core (cgroup v1 ``cpu.cfs_quota_us`` under /sys/fs/cgroup/cpu, or v2
 ``cpu.max``; needs root).  The stand-ins for hardware — the virtual printer and the simulated charge
 controller, separate processes on ptys — are moved back out of the quota once they have started:
-on a Pi they are a printer and a charge controller, not the node's CPU.  Two phases:
+on a Pi they are a printer and a charge controller, not the node's CPU.  Three phases:
 
 1. **idle**: time scale 1, no job, offline, web page on (the defaults): the daemon's CPU over
    ``--idle-minutes`` after a settling minute, as % of one core.
@@ -16,6 +16,9 @@ on a Pi they are a printer and a charge controller, not the node's CPU.  Two pha
    the daemon's VmRSS, its CPU (its own and its node children's, simulators excluded), whether it
    prints, the lines acknowledged, the planner's last re-plan time; every 20 s ``printnode status``
    is run inside the quota and timed.  Ends when the four parts are done or after ``--day-minutes``.
+3. **print**: a dense job (``--print-lines`` short moves) at noon on a full battery, 120x, the same
+   250000-baud link: at 120x the sample parts' long moves leave the link mostly idle, these do not, so
+   the lines acknowledged per second measure how much of the link the stream holds under the quota.
 
 Link use: job lines acknowledged per second while lines move, times the mean framed line of the job
 (``N<n> <cmd>*<xor>\\n``, bench/stream.py), over the link's byte rate (baud / 10, 8N1).  Prints a
@@ -257,6 +260,47 @@ def day_phase(work: Path, quota: CpuQuota, minutes: float) -> dict:
     return summarise_day(samples, latencies, replan_ms, mean_bytes, throttled)
 
 
+def print_phase(work: Path, quota: CpuQuota, lines: int) -> dict:
+    """A dense job (short moves: the link, not the motion, is the limit at 120x) printed at noon on a full
+    battery, the planner re-planning and sync keeping its outbox meanwhile: the share of the 250000-baud
+    link the stream holds under the quota."""
+    state = work / "print"
+    job = work / "dense.gcode"
+    moves = [f"G1 X{10 + (i % 2) * 0.5:.1f} Y{10 + (i // 2) % 200 * 0.5:.1f} E{i * 0.02:.2f}" for i in range(lines)]
+    job.write_text("\n".join(["G28", "G90", "M82", "G92 E0", "G1 F6000", *moves, "M400"]) + "\n")
+    args = ["--set", "clock.time_scale=120", "--set", 'clock.start="11:00"',
+            "--set", "jobs.queue_sample_when_empty=false", "--set", "telemetry.simulated.initial_soc=0.95",
+            "--set", f"printer.virtual.baud={BAUD}"]
+    process, client = start(state, args, quota)
+    try:
+        time.sleep(10)  # the first forecast and plan
+        queued = client.request({"cmd": "queue_add", "name": job.name, "size_bytes": job.stat().st_size}, job)
+        samples: list[tuple[float, int, float]] = []
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            report = client.request({"cmd": "status"})
+            printer = report["components"].get("printer", {})
+            if printer.get("state") == "printing" and printer.get("progress"):
+                samples.append((time.monotonic(), printer["progress"]["lines_sent"], node_cpu_s(process.pid)))
+            if not any(j["id"] == queued["id"] for j in report["jobs"]):  # no longer pending: ended
+                break
+            time.sleep(2.0)  # the bench's own questions cost the daemon CPU under the quota: few of them
+        state_now = client.request({"cmd": "job_show", "job": queued["id"]})["job"]["state"]
+        replan = (client.request({"cmd": "status"})["components"].get("planner") or {}).get("last_replan_ms")
+    finally:
+        stop(process)
+    steady = samples[1:]  # past the handshake and the first window
+    framed = mean_framed_bytes(job)
+    capacity_lines_s = BAUD / 10 / framed
+    lines_s = (steady[-1][1] - steady[0][1]) / (steady[-1][0] - steady[0][0]) if len(steady) > 1 else 0.0
+    cpu = (steady[-1][2] - steady[0][2]) / (steady[-1][0] - steady[0][0]) if len(steady) > 1 else 0.0
+    return {"lines": lines, "job_state": state_now, "mean_framed_bytes": round(framed, 1),
+            "capacity_lines_s": round(capacity_lines_s), "lines_s": round(lines_s),
+            "link_use_pct": round(100 * lines_s / capacity_lines_s, 1), "cpu_pct_of_core": round(100 * cpu, 2),
+            "seconds_measured": round(steady[-1][0] - steady[0][0], 1) if len(steady) > 1 else 0,
+            "last_replan_ms": replan}
+
+
 def summarise_day(samples: list[dict], latencies: list[float], replan_ms: list[float], mean_bytes: dict[str, float],
                   throttled: int) -> dict:
     cpu = {"printing": [0.0, 0.0], "idle": [0.0, 0.0]}  # cpu seconds, wall seconds
@@ -285,7 +329,8 @@ def summarise_day(samples: list[dict], latencies: list[float], replan_ms: list[f
                          "median": round(statistics.median(link_pct), 1) if link_pct else None,
                          "mean": round(statistics.fmean(link_pct), 1) if link_pct else None},
         "replan_ms": {"count": len(replan_ms), "median": statistics.median(replan_ms) if replan_ms else None,
-                      "max": max(replan_ms) if replan_ms else None},
+                      "max": max(replan_ms) if replan_ms else None,
+                      "over_1s": sorted(ms for ms in replan_ms if ms > 1000)},
         "cli_status_s": {"count": len(latencies),
                          "median": round(statistics.median(latencies), 3) if latencies else None,
                          "max": round(max(latencies), 3) if latencies else None},
@@ -298,7 +343,9 @@ def main() -> int:
     parser.add_argument("--quota-pct", type=float, default=12.0, help="% of one core (12: about a Pi Zero 2 W core)")
     parser.add_argument("--idle-minutes", type=float, default=5.0)
     parser.add_argument("--day-minutes", type=float, default=14.0, help="give the day up after this long")
+    parser.add_argument("--print-lines", type=int, default=30000, help="moves in the dense print")
     parser.add_argument("--skip-idle", action="store_true")
+    parser.add_argument("--skip-day", action="store_true")
     args = parser.parse_args()
     quota = CpuQuota(args.quota_pct)
     results: dict = {"quota_pct": args.quota_pct, "cgroup": quota.version}
@@ -307,8 +354,11 @@ def main() -> int:
             if not args.skip_idle:
                 results["idle"] = idle_phase(Path(work), quota, args.idle_minutes)
                 print("idle:", json.dumps(results["idle"]), flush=True)
-            results["day"] = day_phase(Path(work), quota, args.day_minutes)
-            print("day:", json.dumps(results["day"]), flush=True)
+            if not args.skip_day:
+                results["day"] = day_phase(Path(work), quota, args.day_minutes)
+                print("day:", json.dumps(results["day"]), flush=True)
+            results["print"] = print_phase(Path(work), quota, args.print_lines)
+            print("print:", json.dumps(results["print"]), flush=True)
     finally:
         quota.remove()
     out = ROOT / "bench" / "out"
