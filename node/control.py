@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, ValidationError
 
 from node import __version__
-from node.controlclient import ControlError
+from node.controlclient import ControlClient, ControlError  # noqa: F401 (ControlClient: older imports keep working)
 from node.events import ConfigChangeRequested
 from node.jobcontrol import run_job_command
 from node.jobs import ACTIVE_STATES, RUNNABLE_STATES, Job, Jobs, JobState, Transition, TransitionRefused, error_text
