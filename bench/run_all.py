@@ -24,6 +24,7 @@ BENCHES: list[tuple[str, list[str]]] = [
     ("fleet_view", ["fleet_view.py", "--nodes", "100"]),
     ("sdwrites", ["sdwrites.py", "--seconds", "90"]),
     ("web", ["web.py"]),
+    ("footprint", ["footprint.py"]),
     ("fuzz", ["fuzz.py"]),
     ("soak", ["soak.py", "--cycles", "20"]),
 ]

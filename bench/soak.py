@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from node.control import ControlClient  # noqa: E402
+from node.controlclient import ControlClient  # noqa: E402
 from node.store.db import integrity_check as integrity  # noqa: E402
 from node.store.db import read_from_outside as read  # noqa: E402
 

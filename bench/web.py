@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from node.control import ControlClient  # noqa: E402
+from node.controlclient import ControlClient  # noqa: E402
 
 BUDGET_MB = 8.0
 PASSWORD = "bench password"

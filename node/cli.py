@@ -8,21 +8,37 @@ import os
 import sys
 
 from node import __version__
-from node.commands import COMMAND_MODULES
+from node.commands import COMMANDS
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser, with ``command``'s module loaded (its arguments and function); every other
+    command is a stub with its help line, so ``--help`` lists them all without importing them.
+    ``command=None`` (or an unknown name, which argparse then refuses) loads none."""
     parser = argparse.ArgumentParser(
         prog="printnode", description="Solar Print Node: an off-grid, solar-powered 3D-print node.")
     parser.add_argument("--version", action="version", version=f"printnode {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module_name in COMMAND_MODULES:
-        importlib.import_module(f"node.commands.{module_name}").register(subparsers)
+    loaded = COMMANDS[command][0] if command in COMMANDS else None
+    for name, (module_name, help_line) in COMMANDS.items():
+        if module_name == loaded:
+            if name not in subparsers.choices:  # the module registers all its commands at its first one
+                importlib.import_module(f"node.commands.{module_name}").register(subparsers)
+        else:
+            subparsers.add_parser(name, help=help_line)
     return parser
 
 
+def command_of(argv: list[str]) -> str | None:
+    """The command ``argv`` runs: its first word that is not an option (``printnode`` has no
+    option that takes a value)."""
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    if argv is None:
+        argv = sys.argv[1:]
+    parser = build_parser(command_of(argv))
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

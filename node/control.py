@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import os
 import secrets
 import socket
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +31,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, ValidationError, model_validator
 
 from node import __version__
+from node.controlclient import ControlClient, ControlError  # noqa: F401 (ControlClient: older imports keep working)
 from node.events import ConfigChangeRequested
 from node.jobcontrol import run_job_command
 from node.jobs import ACTIVE_STATES, RUNNABLE_STATES, Job, Jobs, JobState, Transition, TransitionRefused, error_text
@@ -49,8 +48,6 @@ log = logging.getLogger(__name__)
 
 MAX_REQUEST_LINE = 64 * 1024
 LISTEN_BACKLOG = 512
-#: how a "busy" answer starts on the wire (the client waits and asks again)
-BUSY_PREFIX = b'{"ok":false,"result":null,"error":"busy:'
 REJECTED_SHOWN_S = 24 * 3600.0  # `queue list` shows jobs refused this recently (node seconds)
 
 
@@ -181,10 +178,6 @@ class Reply(BaseModel):
 #: persists one run-time ``key=value`` from a source ("cli" or "hub") and returns the file it went
 #: to; raises ConfigError if refused
 SettingSaver = Callable[[str, str], Path]
-
-
-class ControlError(RuntimeError):
-    """The daemon refused the request (the message says why)."""
 
 
 class ControlServer(Component):
@@ -436,87 +429,3 @@ def _socket_alive(path: Path) -> bool:
         return False
     finally:
         probe.close()
-
-
-class ControlClient:
-    """Blocking client for the CLI: one request per connection."""
-
-    def __init__(self, socket_path: Path, timeout_s: float = 60.0) -> None:
-        self.socket_path = socket_path
-        self.timeout_s = timeout_s
-
-    def request(self, payload: dict[str, Any], body_path: Path | None = None) -> JsonValue:
-        """Send one request (and the file, for ``queue_add``); return its result or raise
-        :class:`ControlError` with a sentence: never a socket or JSON error."""
-        try:
-            REQUEST_ADAPTER.validate_python(payload)  # refuse a malformed request before sending it
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'request'}: {e['msg']}" for e in exc.errors())
-            raise ControlError(f"malformed request: {problems}") from None
-        deadline = time.monotonic() + self.timeout_s
-        try:
-            while True:
-                data = self._exchange(payload, body_path)
-                if not data.startswith(BUSY_PREFIX) or time.monotonic() > deadline:
-                    break
-                time.sleep(0.05)  # every slot taken: a slot frees within read_timeout_s
-        except TimeoutError:
-            raise ControlError(f"the daemon did not answer within {self.timeout_s:g} s (it may be busy or stuck; "
-                               "`printnode doctor` checks it)") from None
-        except OSError as exc:
-            raise ControlError(f"cannot talk to the daemon on {self.socket_path}: {exc.strerror or exc}") from None
-        try:
-            reply = Reply.model_validate_json(data)
-        except ValidationError:
-            raise ControlError("the daemon closed the connection without an answer "
-                               f"({len(data)} bytes received; see its log)") from None
-        if not reply.ok:
-            raise ControlError(reply.error or "request refused")
-        return reply.result
-
-    def _exchange(self, payload: dict[str, Any], body_path: Path | None) -> bytes:
-        sock = self._connect()
-        try:
-            try:
-                sock.sendall(json.dumps(payload).encode() + b"\n")
-                if body_path is not None:
-                    with body_path.open("rb") as handle:
-                        sock.sendfile(handle)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the daemon refused mid-upload (store full, too big): its answer is waiting
-            data = b""
-            while not data.endswith(b"\n"):
-                try:
-                    chunk = sock.recv(65536)
-                except ConnectionResetError:
-                    break
-                if not chunk:
-                    break
-                data += chunk
-            return data
-        finally:
-            sock.close()
-
-    def _connect(self) -> socket.socket:
-        """Connect, waiting out a full listen queue (EAGAIN) until the timeout."""
-        deadline = time.monotonic() + self.timeout_s
-        delay_s = 0.01
-        while True:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(self.timeout_s)
-            try:
-                sock.connect(str(self.socket_path))
-                return sock
-            except (FileNotFoundError, ConnectionRefusedError):
-                sock.close()
-                raise ControlError(f"no printnode daemon is listening on {self.socket_path} "
-                                   "(start it with `printnode run`)") from None
-            except BlockingIOError:
-                sock.close()
-                if time.monotonic() + delay_s > deadline:
-                    raise TimeoutError from None
-                time.sleep(delay_s)
-                delay_s = min(delay_s * 2, 0.5)
-            except BaseException:
-                sock.close()
-                raise

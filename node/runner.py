@@ -49,8 +49,30 @@ PLATE_KEY = "plate_clear"
 
 @dataclass(frozen=True)
 class GateDecision:
+    """A start gate's answer.  ``reason`` is what ``status`` shows (figures and times move with the
+    forecast); ``waits_for``, when a gate gives one, names what the job waits for in words that do
+    not move (``energy above the 30 % reserve``), so the log says it once, when it changes."""
+
     allowed: bool
     reason: str = ""
+    waits_for: str | None = None
+
+
+class WaitingLog:
+    """Which waiting reasons are worth a log line: the first, and each change of what the job
+    waits for (the gate and its ``waits_for``, else its whole reason).  Pure: no clock, no I/O."""
+
+    def __init__(self) -> None:
+        self._logged: tuple[str, str] | None = None  # (job id, what it waits for) last logged
+
+    def should_log(self, job_id: str, waits_for: str) -> bool:
+        if self._logged == (job_id, waits_for):
+            return False
+        self._logged = (job_id, waits_for)
+        return True
+
+    def clear(self) -> None:
+        self._logged = None
 
 
 StartGate = Callable[[Job], Awaitable[GateDecision]]
@@ -105,6 +127,7 @@ class JobRunner(Component):
         self._gate_order: dict[str, int] = {}
         self._chooser: JobChooser | None = None
         self._waiting: dict[str, str] = {}  # job id -> why it waits now (the job tried first)
+        self._waiting_log = WaitingLog()
         self._suspend_why: dict[str, tuple[PauseReason | None, str]] = {}
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -390,7 +413,7 @@ class JobRunner(Component):
                 return False
         decision = await self._run_gates(job)
         if not decision.allowed:
-            await self._park(job, JobState.WAITING_ENERGY, decision.reason)
+            await self._park(job, JobState.WAITING_ENERGY, decision.reason, decision.waits_for)
             return False
         # after the gates: the last one (printer power, node/hw/relay.py) may switch the printer on
         if not self.printer.ready:
@@ -413,7 +436,7 @@ class JobRunner(Component):
         job = held[0]
         decision = await self._run_gates(job)
         if not decision.allowed:
-            self._note_waiting(job, decision.reason)
+            self._note_waiting(job, decision.reason, decision.waits_for)
             return False
         try:
             await self.resume_interrupted(job)
@@ -429,24 +452,28 @@ class JobRunner(Component):
                 continue
             decision = await gate(job)
             if not decision.allowed:
-                return GateDecision(False, f"{name}: {decision.reason}")
+                return GateDecision(False, f"{name}: {decision.reason}",
+                                    f"{name}: {decision.waits_for}" if decision.waits_for else None)
         return GateDecision(True)
 
-    def _note_waiting(self, job: Job, reason: str) -> None:
-        if self._waiting.get(job.id) != reason:
-            self._waiting = {job.id: reason}
+    def _note_waiting(self, job: Job, reason: str, waits_for: str | None = None) -> None:
+        """``status`` shows the latest reason; the log says what the job waits for once, when that
+        changes (not each time the forecast moves the window by five minutes)."""
+        self._waiting = {job.id: reason}
+        if self._waiting_log.should_log(job.id, waits_for or reason):
             log.info("job %s waits: %s", job.id, reason)
 
-    async def _park(self, job: Job, state: JobState, reason: str) -> None:
+    async def _park(self, job: Job, state: JobState, reason: str, waits_for: str | None = None) -> None:
         """Hold a job with the gate's reason: a transition when the state changes; the reason itself
         (which moves as the forecast does) is kept in memory for ``status`` and logged only when it
         changes, so a waiting node writes nothing to the SD card every recheck."""
         if job.state != state:
             await self.jobs.transition(job.id, state, reason)
-        self._note_waiting(job, reason)
+        self._note_waiting(job, reason, waits_for)
 
     async def _print(self, job: Job) -> None:
         self._waiting = {}
+        self._waiting_log.clear()
         if job.file_path is None or not Path(job.file_path).exists():
             await self.jobs.transition(job.id, JobState.PRINTING, "starting")
             await self.jobs.transition(job.id, JobState.FAILED, "the job's file is missing from the store")

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import settings
 
 from node.clock import Clock
-from node.control import ControlClient
+from node.controlclient import ControlClient
 from node.printer.profile import load_profile
 from node.printer.virtual import VirtualPrinter, serve_pty
 

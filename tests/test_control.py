@@ -9,6 +9,7 @@ import pytest
 
 from node.control import ControlError
 from tests.conftest import moves_gcode, stop_daemon, wait_for
+from tests.test_cli import heavy_among, modules_loaded_by
 
 # the control API is under test here, not energy planning (tests/power cover the planner)
 SLOW = ("jobs.queue_sample_when_empty=false", "clock.time_scale=20", "planner.enabled=false")
@@ -37,8 +38,10 @@ def test_queue_add_list_cancel_and_status(daemon_factory, tmp_path: Path) -> Non
     status = json.loads(daemon.cli("status", "--json").stdout)
     assert status["components"]["runner"]["current_job"] == first["id"]
     assert status["components"]["printer"]["state"] == "printing"
-    text = daemon.cli("status").stdout
-    assert first["id"] in text and "printing" in text
+    # the text a person reads, from a CLI that loaded none of the heavy libraries (issue #19)
+    modules, shown = modules_loaded_by(["status", "--state-dir", str(daemon.state_dir)], tmp_path)
+    assert first["id"] in shown.stdout and "printing" in shown.stdout, shown.stderr
+    assert not heavy_among(modules), heavy_among(modules)
     cancelled = daemon.cli("queue", "cancel", second_job["id"][:6], "--json")
     assert json.loads(cancelled.stdout)["state"] == "cancelled"
     cancelled = daemon.request({"cmd": "cancel", "job": None})  # the current job

@@ -8,7 +8,7 @@ import socket
 import threading
 from pathlib import Path
 
-from node.control import ControlClient
+from node.controlclient import ControlClient
 from tests.conftest import moves_gcode, wait_for
 
 QUIET = ("jobs.queue_sample_when_empty=false", "planner.enabled=false", "clock.time_scale=20")

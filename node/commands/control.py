@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from node.commands.common import add_config_arguments, config_from_args, print_json
-from node.control import ControlClient, ControlError
+from node.commands.common import add_config_arguments, control_socket_from_args, print_json
+from node.controlclient import ControlClient, ControlError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -68,7 +68,7 @@ def _common(parser: argparse.ArgumentParser, with_json: bool) -> None:
 
 
 def _client(args: argparse.Namespace) -> ControlClient:
-    path = args.socket or config_from_args(args).control_socket
+    path = args.socket or control_socket_from_args(args)
     return ControlClient(path)
 
 

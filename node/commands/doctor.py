@@ -229,7 +229,7 @@ def check_unit() -> Check:
 
 # --- helpers --------------------------------------------------------------------------------
 def _daemon_status(config: Any) -> dict[str, Any] | None:
-    from node.control import ControlClient
+    from node.controlclient import ControlClient
 
     try:
         return ControlClient(config.control_socket, timeout_s=5).request({"cmd": "status"})

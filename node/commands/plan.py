@@ -171,7 +171,7 @@ def _live_plan(config: Any) -> tuple[Any, Any, Any] | None:
 
     import numpy as np
 
-    from node.control import ControlClient, ControlError
+    from node.controlclient import ControlClient, ControlError
     from node.events import PlanSummary
 
     try:

@@ -20,6 +20,9 @@ def run(args: argparse.Namespace) -> int:
     from node.field.journal import configure_daemon_logging
 
     configure_daemon_logging(config.node.log_level)
+    from node.field.memory import limit_malloc_arenas
+
+    limit_malloc_arenas()  # before any thread: one malloc arena, ~2.7 MB less resident (issue #19)
     from node.daemon import run_daemon
 
     return asyncio.run(run_daemon(config, until_idle=args.until_idle, timeout_s=args.timeout))

@@ -13,7 +13,7 @@ import tomli_w
 
 from node.commands.common import add_config_arguments, config_from_args, print_json
 from node.config import ConfigError, write_override
-from node.control import ControlClient, ControlError
+from node.controlclient import ControlClient, ControlError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -140,7 +140,7 @@ def cmd_announce(args: argparse.Namespace) -> int:
 
 
 def cmd_url(args: argparse.Namespace) -> int:
-    from node.control import ControlClient, ControlError
+    from node.controlclient import ControlClient, ControlError
 
     config = config_from_args(args)
     if not config.web.enabled:

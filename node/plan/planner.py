@@ -48,6 +48,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -92,6 +93,10 @@ from node.runner import GateDecision
 from node.store.db import Store, transaction
 
 log = logging.getLogger(__name__)
+
+#: the forecast is computed this far past the horizon (real pvlib work in a spawned worker), so the
+#: re-plans of the next hours slice it instead of spawning a worker every step (issue #19)
+FORECAST_SPARE_S = 6 * 3600.0
 
 EnergyProfileSource = Callable[[Job], Sequence[Sequence[float]] | None]
 Forecaster = Callable[[PvForecastRequest], PvForecast]
@@ -159,10 +164,12 @@ class Planner(Component):
         self.plate_clear = True
         self.running_job_id: str | None = None
         self.elapsed_s: dict[str, float] = {}
+        self.last_replan_s: float | None = None  # real seconds the last re-plan took (bench/footprint.py)
         self.pause_requested: dict[str, str] = {}   # job id -> "warm" | "off"
         self.paused_since_s: dict[str, float] = {}
         self._forecast: PvForecast | None = None
-        self._forecast_key: tuple | None = None
+        self._forecast_key: tuple | None = None  # what _forecast_whole was computed for
+        self._forecast_whole: PvForecast | None = None  # past the horizon: sliced by the next re-plans
         self._forecast_stale = True
         self.learned = LearnedForecast(config.step_s, forecast.quantile, fallback_factors(
             quantile_factors(self._n_steps(), config.step_s, forecast), config.step_s))
@@ -243,7 +250,8 @@ class Planner(Component):
                 "planned": len(summary.planned) if summary else 0,
                 "waiting": len(summary.waiting) if summary else 0,
                 "never_fits": sum(1 for w in summary.waiting if w.never_fits) if summary else 0,
-                "clock_problem": self.clock_problem()}
+                "clock_problem": self.clock_problem(),
+                "last_replan_ms": None if self.last_replan_s is None else round(self.last_replan_s * 1000, 1)}
 
     # --- inputs from outside ------------------------------------------------------------------
     def set_site(self, site: SiteSection) -> None:
@@ -298,19 +306,24 @@ class Planner(Component):
         current = self.last_plan
         assert current is not None
         now_s = self.node.clock.time()
+        # what the job waits for, in words that do not move with the forecast: the window the plan
+        # gives and the guard's "too close to the reserve" at that window are the same wait (issue #19)
+        energy = f"energy above the {self.config.reserve_pct:.0f} % reserve"
         for planned in current.planned:
             if planned.job_id != job.id:
                 continue
             if planned is current.planned[0] and planned.start_s <= now_s + self.config.step_s / 2:
                 if self._guard_ok(self._print_draw_w(job, measured=False), resume=True):
                     return GateDecision(True, planned.reason)
-                return GateDecision(False, f"the battery is too close to the {self.config.reserve_pct:.0f} % reserve")
+                return GateDecision(False, f"the battery is too close to the {self.config.reserve_pct:.0f} % reserve",
+                                    energy)
             if planned is not current.planned[0]:
-                return GateDecision(False, f"the plan starts {current.planned[0].name} first; {planned.reason}")
-            return GateDecision(False, planned.reason)
+                return GateDecision(False, f"the plan starts {current.planned[0].name} first; {planned.reason}",
+                                    f"{current.planned[0].name} to print first")
+            return GateDecision(False, planned.reason, energy)
         for waiting in current.waiting:
             if waiting.job_id == job.id:
-                return GateDecision(False, waiting.reason)
+                return GateDecision(False, waiting.reason, energy)
         self.request_replan(f"job {job.id} not in the plan yet")
         return GateDecision(False, "not planned yet: re-planning")
 
@@ -563,7 +576,7 @@ class Planner(Component):
         k = int((t_s - fc.start_s) // fc.step_s)
         return fc.pv_w[k] if 0 <= k < len(fc.pv_w) else None
 
-    def _cloud_cover(self, start_s: float, now_s: float) -> tuple[list[float] | None, bool]:
+    def _cloud_cover(self, start_s: float, now_s: float, spare_steps: int = 0) -> tuple[list[float] | None, bool]:
         section = self.forecast_config
         if self.forecast_source(now_s) in ("clear_sky", "learned"):
             return None, False
@@ -576,35 +589,56 @@ class Planner(Component):
                 log.warning("cloud forecast file %s unusable (%s): planning on %.0f %% cloud", section.file, exc,
                             section.stale_cloud_cover_pct)
                 forecast = None
-        times = [start_s + (k + 0.5) * self.config.step_s for k in range(self._n_steps())]
+        times = [start_s + (k + 0.5) * self.config.step_s for k in range(self._n_steps() + spare_steps)]
         if forecast is None:
             return [section.stale_cloud_cover_pct] * len(times), True
         stale = forecast.is_stale(now_s, section.stale_after_h)
         return forecast.cloud_cover_at(times, now_s, section, self.site.latitude, self.site.longitude), stale
 
     async def _get_forecast(self, start_s: float, now_s: float) -> PvForecast:
-        hour = int(start_s // 3600)
-        key = (hour, self.site, self.array, id(self.cloud_forecast), self.forecast_source(now_s))
+        """The PV forecast from ``start_s`` over the horizon.  Each computation spawns a pvlib worker
+        (seconds of CPU on a Pi), so it is computed past the horizon and sliced for the next re-plans:
+        again after FORECAST_SPARE_S without clouds to read (clear sky, learned), hourly with them.  The
+        first computation for a site and array also brings its best clear days (never-fits flags)."""
+        source = self.forecast_source(now_s)
+        hourly = source not in ("clear_sky", "learned")  # cloud cover is read as of the hour
+        key = (int(start_s // 3600) if hourly else None, self.site, self.array, id(self.cloud_forecast), source)
         best_day_key = (self.site, self.array, self.config.step_s)
-        if self._forecast is not None and self._forecast_key == key and self._forecast.start_s == start_s:
-            return self._forecast
-        cloud, stale = self._cloud_cover(start_s, now_s)
+        n_steps = self._n_steps()
+        whole = self._forecast_whole
+        if whole is not None and self._forecast_key == key and whole.step_s == self.config.step_s \
+                and self._best_day_key == best_day_key:
+            first = round((start_s - whole.start_s) / whole.step_s)
+            if 0 <= first and first + n_steps <= len(whole.pv_w):
+                if self._forecast is None or self._forecast.start_s != start_s:
+                    self._forecast = PvForecast(start_s=start_s, step_s=whole.step_s,
+                                                pv_w=whole.pv_w[first:first + n_steps],
+                                                clear_sky_pv_w=whole.clear_sky_pv_w[first:first + n_steps],
+                                                ghi_w_m2=whole.ghi_w_m2[first:first + n_steps])
+                return self._forecast
+        spare_steps = round((3600.0 if hourly else FORECAST_SPARE_S) / self.config.step_s)
+        cloud, stale = self._cloud_cover(start_s, now_s, spare_steps)
         request = PvForecastRequest(site=self.site, array=self.array, start_s=start_s, step_s=self.config.step_s,
-                                    n_steps=self._n_steps(), cloud_cover_pct=cloud,
+                                    n_steps=n_steps + spare_steps, cloud_cover_pct=cloud,
                                     with_best_day=self._best_day_key != best_day_key)
         try:
-            self._forecast = await asyncio.to_thread(self.forecaster, request)
+            self._forecast_whole = await asyncio.to_thread(self.forecaster, request)
+            self._forecast = PvForecast(start_s=start_s, step_s=self._forecast_whole.step_s,
+                                        pv_w=self._forecast_whole.pv_w[:n_steps],
+                                        clear_sky_pv_w=self._forecast_whole.clear_sky_pv_w[:n_steps],
+                                        ghi_w_m2=self._forecast_whole.ghi_w_m2[:n_steps])
         except Exception as exc:  # the worker died, pvlib missing, bad site...: plan on the battery alone
             log.error("PV forecast failed (%r): planning with no sun until the next re-plan", exc)
-            zeros = [0.0] * request.n_steps
+            zeros = [0.0] * n_steps
             self._forecast_stale = True
             self._forecast_key = None
             return PvForecast(start_s=start_s, step_s=request.step_s, pv_w=zeros, clear_sky_pv_w=zeros,
                               ghi_w_m2=zeros)
         self._forecast_key = key
         self._forecast_stale = stale
-        if self._forecast.best_day is not None:
-            self.best_day, self._best_day_key = self._forecast.best_day, best_day_key
+        computed = self._forecast_whole
+        if computed is not None and computed.best_day is not None:
+            self.best_day, self._best_day_key = computed.best_day, best_day_key
             self._fit_checks.clear()
         return self._forecast
 
@@ -633,6 +667,14 @@ class Planner(Component):
         return check
 
     async def replan(self, trigger: str = "manual") -> Plan:
+        """Plan again now; how long it took (real seconds, the forecast included) is in ``status``."""
+        started = time.monotonic()
+        try:
+            return await self._replan(trigger)
+        finally:
+            self.last_replan_s = time.monotonic() - started
+
+    async def _replan(self, trigger: str) -> Plan:
         async with self._plan_lock:
             now_s = self.node.clock.time()
             step_s = self.config.step_s

@@ -71,6 +71,8 @@ class VirtualPrinterSection(Section):
     ambient_c: float = Field(22.0, ge=-30, le=60)
     planner_depth: int | None = Field(None, ge=1, le=64, description="default: the profile's")
     autostart: bool = Field(True, description="the daemon starts it when printer.port = 'virtual'")
+    baud: int = Field(0, ge=0, le=4_000_000, description="emulate this link rate, host to printer (0: as fast "
+                                                         "as the pty; bench/footprint.py uses 250000)")
 
 
 class PrinterSection(Section):

@@ -36,6 +36,8 @@ class VirtualPrinterProcess(Component):
                 "--clock", self.node.clock.spec().model_dump_json(),
                 "--ambient-c", str(self.config.ambient_c),
                 "--port-file", str(self.port_file), "--exit-with-parent"]
+        if self.config.baud:
+            args += ["--baud", str(self.config.baud)]
         if self.config.planner_depth:
             args += ["--planner-depth", str(self.config.planner_depth)]
         self.process = await asyncio.create_subprocess_exec(*args, stdin=asyncio.subprocess.DEVNULL)

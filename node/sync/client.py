@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import paho.mqtt.client as mqtt
 from pydantic import BaseModel, ValidationError
 
 from node import __version__
@@ -42,14 +41,16 @@ from node.sync import protocol as p
 from node.sync.config import SyncSection
 from node.sync.discovery import discovery_messages
 from node.sync.inbox import Inbox
-from node.sync.mqtt import BrokerSettings, connect_async, make_client, publish_props
 from node.sync.outbox import Outbox, TelemetryBatcher, insert_report
 from node.sync.signing import Rejected, load_public
 from node.sync.transfer import Transfers
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # paho (~4 MB resident) loads only when a broker is configured (issue #19)
+    import paho.mqtt.client as mqtt
+
     from node.gate import JobGate
     from node.printer.profile import PrinterProfile
+    from node.sync.mqtt import BrokerSettings
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +168,8 @@ class Sync(Component):
                                            self.node.clock.time())
 
     async def _open_client(self, protocol: str) -> None:
+        from node.sync.mqtt import BrokerSettings, connect_async, make_client
+
         c = self.config
         username = c.username if c.username is not None else (self.node_id if c.password is not None else None)
         self._settings = BrokerSettings(
@@ -340,6 +343,8 @@ class Sync(Component):
     def _request_chunks(self) -> None:
         if not self.connected.is_set():
             return
+        from node.sync.mqtt import publish_props
+
         props = publish_props(self._settings, 60) if self._settings else None
         for req in self.transfers.requests():
             self._publish_raw(p.up_topic(self.node_id, "chunk_req"), req.model_dump_json().encode(), qos=1,
@@ -358,6 +363,8 @@ class Sync(Component):
         client = self._client
         if client is None:
             return
+        import paho.mqtt.client as mqtt  # loaded with the client already
+
         info = client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             log.debug("sync: publish to %s returned %s", topic, info.rc)

@@ -15,14 +15,14 @@ import json
 import logging
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import ValidationError
 
 from node.sync.protocol import REPLAY_WINDOW, SignedBody, SignedEnvelope
+
+if TYPE_CHECKING:  # cryptography (~7 MB resident) loads at the first key, not with the daemon (issue #19)
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 log = logging.getLogger(__name__)
 B = TypeVar("B", bound=SignedBody)
@@ -43,6 +43,8 @@ def key_id(public_key_hex: str) -> str:
 
 
 def public_hex(public_key: Ed25519PublicKey) -> str:
+    from cryptography.hazmat.primitives import serialization
+
     return public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
 
 
@@ -53,6 +55,8 @@ def load_public(public_key_hex: str) -> Ed25519PublicKey:
         raise ValueError(f"hub public key {public_key_hex[:20]!r}... is not hex") from None
     if len(raw) != 32:
         raise ValueError(f"hub public key must be 32 bytes (64 hex), got {len(raw)}")
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     try:
         return Ed25519PublicKey.from_public_bytes(raw)
     except Exception as exc:  # cryptography raises ValueError or its own errors for a bad point
@@ -69,10 +73,15 @@ class SigningKey:
 
     @classmethod
     def generate(cls) -> SigningKey:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
         return cls(Ed25519PrivateKey.generate())
 
     @classmethod
     def load(cls, path: Path) -> SigningKey:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
         key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
         if not isinstance(key, Ed25519PrivateKey):
             raise ValueError(f"{path}: not an Ed25519 private key")
@@ -81,6 +90,8 @@ class SigningKey:
     def save(self, path: Path) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        from cryptography.hazmat.primitives import serialization
+
         pem = self._key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                       serialization.NoEncryption())
         tmp = path.with_suffix(".tmp")
@@ -142,6 +153,8 @@ class Verifier:
         key = self._keys.get(envelope.key_id)
         if key is None:
             raise Rejected("unknown key", f"key {envelope.key_id} is not trusted", body_dict)
+        from cryptography.exceptions import InvalidSignature
+
         try:
             key.verify(sig, envelope.signed.encode())
         except InvalidSignature:

@@ -22,6 +22,7 @@ checksum bytes that equal ``:``/CR/LF and HEX frames.
 from __future__ import annotations
 
 import logging
+import select
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -169,6 +170,11 @@ class BlockMerger:
     def flush(self) -> dict[str, str] | None:
         done, self._pending = (self._pending or None), {}
         return done
+
+    @property
+    def pending(self) -> bool:
+        """An update is begun and not yet ended (by a quiet gap or an overlapping block)."""
+        return bool(self._pending)
 
 
 # --- the field map ---------------------------------------------------------------------------
@@ -431,9 +437,17 @@ class VEDirectSource:
             raise SourceError("VE.Direct port is not open")
         deadline = time.monotonic() + timeout_s
         while not self._ready:
+            # sleep until bytes arrive, the quiet gap that ends a begun update, or the deadline: a
+            # device speaks once a second, so the thread wakes about twice a second, not 20 times
+            # (issue #19: the idle daemon's CPU)
+            now = time.monotonic()
+            wait_s = deadline - now
+            if self._merger.pending:
+                wait_s = min(wait_s, self._last_byte_s + self.quiet_gap_s - now)
             try:
-                data = self._serial.read(512)
-            except (serial.SerialException, OSError) as exc:
+                readable, _, _ = select.select([self._serial.fileno()], [], [], max(0.0, wait_s))
+                data = self._serial.read(max(1, self._serial.in_waiting)) if readable else b""
+            except (serial.SerialException, OSError, ValueError) as exc:
                 raise SourceError(f"VE.Direct port {self.port} failed: {exc}") from None
             now = time.monotonic()
             if data:
