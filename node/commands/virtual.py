@@ -43,6 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     faults.add_argument("--disconnect-after-lines", type=int, default=0, help="drop the port after N lines")
     faults.add_argument("--wedge-after-lines", type=int, default=0,
                         help="stop executing after N lines (temperatures and M112 still work)")
+    faults.add_argument("--lose-lines", type=lambda text: tuple(int(n) for n in text.split(",") if n.strip()),
+                        default=(), metavar="N,N,...",
+                        help="lose these numbered lines whole on the wire, once each (as Marlin's Linux HAL does)")
     faults.add_argument("--seed", type=int, default=0, help="random seed of the probabilistic faults")
     parser.set_defaults(func=run)
 
