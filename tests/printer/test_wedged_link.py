@@ -11,6 +11,7 @@ import dataclasses
 import os
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from node.printer.liveness import longest_move_s, phase_of
 from node.printer.profile import load_profile
 from node.printer.virtual import Faults
 from node.printer.worker import CANCEL_WITHIN_S, PrinterFault, PrinterWorker, PrintRequest
-from tests.printer.helpers import FAST, RecordingSink, print_once, virtual_printer, write_job
+from tests.printer.helpers import FAST, RecordingSink, job_lines, print_once, virtual_printer, write_job
 
 BOUND_S = 4.0  # reply_timeout_s: the streaming bound
 SETTINGS = dataclasses.replace(FAST, reply_timeout_s=BOUND_S, long_timeout_s=20.0)
@@ -217,3 +218,21 @@ def test_a_slow_move_that_holds_the_planner_past_reply_timeout_does_not_fail_the
     with virtual_printer(tmp_path, time_scale=1.0) as rig:
         outcome, _, _ = print_once(rig.path, job, settings=SETTINGS)
     assert outcome.status == "completed", outcome.reason
+
+
+def test_a_probe_refused_behind_a_long_wait_does_not_count_the_queued_heating_wait_as_done(tmp_path: Path) -> None:
+    """Real Marlin, the cura file: a probe sent during a long command is refused once it ends with
+    ``Last Line: k`` — the last line the firmware *accepted*, not the last it ran.  The M109 among those
+    lines was still to run; counted as done, the lines behind it got the streaming bound and a healthy
+    print failed safe 30 s into the heat-up.  Here: G28 X behind a dwell (probed), then M105 and an
+    M109 from cold already in the firmware's queue."""
+    job = tmp_path / "job.gcode"
+    job.write_text("G28\nG4 S20\nG28 X\nM105\nM109 S200\nG1 X1 F3000\nG1 X2\nG1 X3\nG1 X4\n")
+    settings = dataclasses.replace(SETTINGS, reply_timeout_s=3.0, long_timeout_s=6.0)
+    with virtual_printer(tmp_path, time_scale=10.0) as rig:
+        outcome, _, _ = print_once(rig.path, job, settings=settings, profile=load_profile("ender3"))
+        counters = rig.printer.counters
+    assert outcome.status == "completed", outcome.reason
+    assert counters.line_number_errors >= 1  # the probe was refused behind the wait, as on real Marlin
+    commands = [line.encode() for line in job.read_text().splitlines()]
+    assert Counter(job_lines(rig.log, commands)) == Counter(commands)  # each once (the planner logs moves late)
