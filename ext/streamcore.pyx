@@ -403,7 +403,11 @@ cdef class Sender:
     cdef bint _swallow_ok
     cdef long long _last_error_line  # 'Last Line: k' of the latest Error line, -1 if none
     cdef long long _last_resend
-    cdef long long _refused_at       # 'Last Line' of the latest confirmed refusal, until an ok acknowledges
+    #: lines counted as acknowledged because a refusal's 'Last Line' covered them, not by their own ok:
+    #: the firmware accepted them, which is not to say it ran them (see maybe_running)
+    cdef long long _inferred_from
+    cdef long long _inferred_to
+    cdef long long _oks_since_inferred
     cdef long long _error_got        # 'got Y' of the latest 'expected line X got Y', -1 if none
     cdef bint _stale_error
     cdef public long long resends
@@ -479,7 +483,9 @@ cdef class Sender:
         self._last_error_line = -1
         self._error_got = -1
         self._last_resend = -1
-        self._refused_at = -1
+        self._inferred_from = -1
+        self._inferred_to = -1
+        self._oks_since_inferred = 0
         self._stale_error = False
         self.probe_wanted = False
         self._in_queue = 0
@@ -714,6 +720,10 @@ cdef class Sender:
         if self._swallow_ok:  # the ok that closes an Error/Resend pair
             self._swallow_ok = False
             return
+        if self._inferred_from >= 0:
+            self._oks_since_inferred += 1
+            if self._inferred_from + self._oks_since_inferred > self._inferred_to:
+                self._inferred_from = -1  # every line counted on a refusal's word has sent its own ok
         i = _find(p, n, b" N", 2, 2)
         if i >= 0:
             number = _int_after(p, n, i + 2, &has_n)
@@ -734,7 +744,6 @@ cdef class Sender:
             in_order = number == self.acked + 1 and self._jump < 0
             self._jump = -1
             self._ack_to(number)
-            self._refused_at = -1
         else:
             if has_n and self.acked + 1 < number <= self.sent_upto:
                 self._jump = number  # a lost ok, or a garbled digit: confirmed by the next ok
@@ -742,7 +751,6 @@ cdef class Sender:
                 self._jump = -1
             if self.acked < self.sent_upto:
                 self._ack_to(self.acked + 1)
-                self._refused_at = -1
         if free_slots >= 0 and in_order and _is_advanced_ok(p, n):
             self._on_free_slots(free_slots)
 
@@ -774,17 +782,29 @@ cdef class Sender:
         if self.use_reported_buffer and self.firmware_bufsize > 0:
             self._set_in_queue(self.firmware_bufsize - free_slots - 1)
 
-    cdef void _ack_held(self, long long last_line):
-        """The firmware's refusal says it holds every line up to ``last_line`` (Marlin's ``Last Line``
-        is the last line it *accepted*): that is not to say it ran them.  The newest of them, up to its
-        command queue, may still wait there (a long M190 ahead of them, say), and each will still send
-        its ok; only those older than that must have run.  Refused twice at the same line with no ok
-        between, the firmware stands still there: the oks of those lines were lost, and all count."""
-        if self._refused_at == last_line:
-            self._ack_to(last_line)
-        else:
-            self._ack_to(last_line - self._window())
-        self._refused_at = last_line
+    cdef void _infer_to(self, long long last_line):
+        """Count the lines up to ``last_line`` as acknowledged on a refusal's word (Marlin's ``Last Line``
+        is the last line the firmware *accepted*): that recovers oks lost on the way back, but the newest
+        of those lines may still wait in its command queue behind a long command (an M109 queued behind
+        an 8-minute M190, on real Marlin) and send their oks later.  They are remembered until as many
+        oks have come as there were lines, so the liveness bound can still see them (maybe_running)."""
+        if self._inferred_from < 0 or self._oks_since_inferred > 0:
+            self._inferred_from = self.acked + 1
+            self._oks_since_inferred = 0
+        self._inferred_to = last_line
+        self._ack_to(last_line)
+
+    def maybe_running(self):
+        """The commands counted as acknowledged on a refusal's word whose own oks have not come yet,
+        oldest first: the firmware may still be running them (for the liveness bound)."""
+        cdef list out = []
+        cdef long long k
+        if self._inferred_from < 0:
+            return out
+        for k in range(max(self._inferred_from + self._oks_since_inferred, self.next_number - self.ring_size + 1),
+                       self._inferred_to + 1):
+            out.append(self._frames[k & (self.ring_size - 1)])
+        return out
 
     cdef void _unack_to(self, long long number):
         """The firmware says it has only processed up to ``number``: take back the acks counted above it."""
@@ -801,8 +821,7 @@ cdef class Sender:
     cdef void _on_error(self, const unsigned char* p, Py_ssize_t n):
         """Where a non-fatal error says the firmware stands, for the ``Resend`` that follows it.
 
-        Marlin and Prusa: ``Error:<what>, Last Line: k`` (k = the last line it accepted into its
-        command queue, not necessarily run: see _ack_held); OctoPrint's
+        Marlin and Prusa: ``Error:<what>, Last Line: k`` (k = the last line it processed); OctoPrint's
         Virtual Printer and Repetier: ``Error: expected line X got Y`` (X = the line it wants).  A line
         number refusal (``Line Number is not Last Line Number+1``, ``expected line``) may be the echo of
         a line sent before a rewind (see _on_resend).  Anything else confirms nothing.
@@ -873,7 +892,8 @@ cdef class Sender:
             if 0 < got < number and number - 1 >= self.acked:
                 # a copy of a line it already has (a probe, a resend that crossed the original): the
                 # firmware lost nothing, and what was sent after that copy is still coming, in order
-                self._ack_held(number - 1)
+                if number - 1 > self.acked:
+                    self._infer_to(number - 1)
                 self._jump = -1
                 return None
             if number - 1 < self.acked:
@@ -883,7 +903,7 @@ cdef class Sender:
                     return None
                 self._unack_to(number - 1)  # an ok was counted that the firmware never sent for us
             elif number - 1 > self.acked:
-                self._ack_held(number - 1)
+                self._infer_to(number - 1)
             target = number
         elif number <= self.acked + 1 and self.acked - (number - 1) <= self._window() + 2:
             if number - 1 < self.acked:
@@ -894,7 +914,7 @@ cdef class Sender:
         self._jump = -1
         if self.sent_upto < target:
             return None  # already rewound to here: a line sent before the rewind, refused again
-        if stale and target == self._last_resend and self.acked <= target - 1 and self.sent_upto >= target:
+        if stale and target == self._last_resend and self.acked == target - 1 and self.sent_upto >= target:
             # a line sent before our rewind arrived after it and was refused for its number:
             # the resent lines are behind it on the wire; rewinding again would only repeat them
             return None

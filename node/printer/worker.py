@@ -523,7 +523,9 @@ class PrinterWorker(threading.Thread):
         """The phase the lines in flight put the printer in, with its bound (liveness.py)."""
         temps = self._last_temps
         known = {} if temps is None else {"hotend": temps.hotend_c, "bed": temps.bed_c}
-        return phase_of(_commands_of(self.engine.unacked_commands()), reply_timeout_s=self.settings.reply_timeout_s,
+        # lines counted as done on a refusal's word may still be running (an M109 queued behind a long wait)
+        in_flight = _commands_of(self.engine.maybe_running() + self.engine.unacked_commands())
+        return phase_of(in_flight, reply_timeout_s=self.settings.reply_timeout_s,
                         long_timeout_s=self.settings.long_timeout_s, profile=self.profile, temperatures=known,
                         user_wait=self._user_wait, queued_move=self._queued_move())
 
