@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from node.printer.profile import MotionLimits, PrinterProfile
+from node.printer.resume import ModalState, apply, command_words
 
 HEATING = {b"M109": "hotend", b"M190": "bed", b"M191": "chamber"}
 LONG = (b"G28", b"G29", b"M400", b"M303", b"G4")
@@ -43,7 +44,6 @@ MODEL_AMBIENT_C = 15.0
 MOTION_FACTOR = 2.0
 #: the feed rate assumed before a file names one (Marlin starts slower than most files print)
 DEFAULT_FEED_MM_S = 10.0
-_AXES = b"XYZE"
 
 PhaseName = Literal["streaming", "heating", "long", "waiting_user"]
 
@@ -77,77 +77,50 @@ def longest_move_s(commands: list[bytes], profile: PrinterProfile | None, *, tim
     """The longest time one move among ``commands[timed_from:]`` may take, and that move.
 
     ``commands`` are consecutive lines in file order; those before ``timed_from`` only establish the
-    modal state (G90/G91, M82/M83, G20/G21, G92, G28, the feed rate, where each axis is).  A move's
-    time is its length over its feed rate, each axis capped by the profile's maximum feed rate, plus
-    the time to reach that speed; an axis whose starting point is not known yet (an absolute move
-    before any line placed it) is taken at the whole bed (the safe side: a longer bound), an extruder
-    move of unknown length is ignored.  Arcs (G2/G3) count their full circle.  Pure.
+    modal state (resume.apply, the resume's own reading: G90/G91, M82/M83, G92, G28, the feed rate,
+    where each axis is).  A move's time is its length over its feed rate, each axis capped by the
+    profile's maximum feed rate, plus the time to reach that speed; an axis whose starting point is not
+    known yet (an absolute move before any line placed it) is taken at the whole bed (the safe side: a
+    longer bound), an extruder move of unknown length is ignored.  Arcs (G2/G3) count their full
+    circle.  Pure.
     """
     limits = profile.motion if profile is not None else None
     extent = (profile.bed_x_mm, profile.bed_y_mm, profile.max_z_mm, 0.0) if profile is not None \
         else (300.0, 300.0, 300.0, 0.0)
-    position: list[float | None] = [None, None, None, None]
-    absolute, absolute_e, scale, feed_mm_s = True, True, 1.0, DEFAULT_FEED_MM_S
+    state = ModalState(feedrate_mm_min=DEFAULT_FEED_MM_S * 60.0)
+    placed: set[str] = set()  # axes a line has put somewhere known
     longest, which = 0.0, ""
     for index, command in enumerate(commands):
         head = head_of(command)
-        words = {w[:1].upper(): w[1:] for w in command.split()[1:] if w[:1].isalpha()}
-        if head in (b"G0", b"G1", b"G2", b"G3"):
-            if (f := _number(words.get(b"F"))) is not None and f > 0:
-                feed_mm_s = f * scale / 60.0
-            deltas = []
-            for axis, letter in enumerate(_AXES):
-                value = _number(words.get(bytes([letter])))
-                if value is None:
-                    deltas.append(0.0)
-                    continue
-                value *= scale
-                relative = not (absolute_e if axis == 3 else absolute)
-                start = position[axis]
-                if relative:
-                    deltas.append(abs(value))
-                    position[axis] = None if start is None else start + value
-                else:
-                    deltas.append(extent[axis] if start is None else abs(value - start))
-                    position[axis] = value
-            if head in (b"G2", b"G3"):
-                radius = _number(words.get(b"R"))
-                if radius is None:
-                    radius = math.hypot(_number(words.get(b"I")) or 0.0, _number(words.get(b"J")) or 0.0)
-                arc_mm = 2 * math.pi * abs(radius) * scale  # the path in the XY plane, on the X axis's limits
-                deltas[0], deltas[1] = max(math.hypot(deltas[0], deltas[1]), arc_mm), 0.0
-            if index >= timed_from:
-                seconds = _move_s(deltas, feed_mm_s, limits)
-                if seconds > longest:
-                    longest, which = seconds, command.decode(errors="replace")
-        elif head == b"G90":
-            absolute = absolute_e = True
-        elif head == b"G91":
-            absolute = absolute_e = False
-        elif head == b"M82":
-            absolute_e = True
-        elif head == b"M83":
-            absolute_e = False
-        elif head == b"G20":
-            scale = 25.4
-        elif head == b"G21":
-            scale = 1.0
-        elif head in (b"G92", b"G28"):
-            named = [axis for axis, letter in enumerate(_AXES) if bytes([letter]) in words]
-            for axis in named or range(4 if head == b"G92" else 3):
-                value = _number(words.get(bytes([_AXES[axis]]))) if head == b"G92" else 0.0
-                position[axis] = (value or 0.0) * scale
+        words = command_words(command)
+        before = (state.x, state.y, state.z, state.e)
+        absolute = (state.absolute_xyz,) * 3 + (state.absolute_e,)
+        apply(state, command)
+        if head == b"G92":
+            placed |= {axis for axis in "XYZE" if axis in words} or set("XYZE")
+        elif head == b"G28":
+            placed |= {axis for axis in "XYZ" if f" {axis}".encode() in command.upper()} or set("XYZ")
+        if head not in (b"G0", b"G1", b"G2", b"G3"):
+            continue
+        after = (state.x, state.y, state.z, state.e)
+        deltas = []
+        for axis, letter in enumerate("XYZE"):
+            if letter not in words:
+                deltas.append(0.0)
+            elif absolute[axis] and letter not in placed:
+                deltas.append(extent[axis])
+                placed.add(letter)
+            else:
+                deltas.append(abs(after[axis] - before[axis]))
+        if head in (b"G2", b"G3"):
+            radius = words.get("R", math.hypot(words.get("I", 0.0), words.get("J", 0.0)))
+            arc_mm = 2 * math.pi * abs(radius)  # the path in the XY plane, on the X axis's limits
+            deltas[0], deltas[1] = max(math.hypot(deltas[0], deltas[1]), arc_mm), 0.0
+        if index >= timed_from:
+            seconds = _move_s(deltas, state.feedrate_mm_min / 60.0, limits)
+            if seconds > longest:
+                longest, which = seconds, command.decode(errors="replace")
     return longest, which
-
-
-def _number(text: bytes | None) -> float | None:
-    if text is None:
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
 
 
 def _move_s(deltas_mm: list[float], feed_mm_s: float, limits: MotionLimits | None) -> float:

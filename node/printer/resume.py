@@ -41,7 +41,7 @@ class ModalState:
         return asdict(self)
 
 
-def _words(command: bytes) -> dict[str, float]:
+def command_words(command: bytes) -> dict[str, float]:
     """Letter -> value of the words after the head; unreadable and non-finite values are skipped."""
     words: dict[str, float] = {}
     for part in command.split()[1:]:
@@ -61,7 +61,7 @@ def apply(state: ModalState, command: bytes) -> None:
     """Advance ``state`` over one cleaned command."""
     head = command.split(b" ", 1)[0].upper()
     if head in (b"G0", b"G1", b"G2", b"G3"):
-        w = _words(command)
+        w = command_words(command)
         for axis in ("X", "Y", "Z"):
             if axis in w:
                 current = getattr(state, axis.lower())
@@ -71,7 +71,7 @@ def apply(state: ModalState, command: bytes) -> None:
         if "F" in w and w["F"] > 0:
             state.feedrate_mm_min = w["F"]
     elif head == b"G92":
-        w = _words(command)
+        w = command_words(command)
         for axis in ("X", "Y", "Z", "E"):
             if axis in w:
                 setattr(state, axis.lower(), w[axis])
@@ -84,13 +84,13 @@ def apply(state: ModalState, command: bytes) -> None:
     elif head == b"M83":
         state.absolute_e = False
     elif head in (b"M104", b"M109"):
-        w = _words(command)
+        w = command_words(command)
         state.hotend_c = w.get("S", w.get("R", state.hotend_c))
     elif head in (b"M140", b"M190"):
-        w = _words(command)
+        w = command_words(command)
         state.bed_c = w.get("S", w.get("R", state.bed_c))
     elif head == b"M106":  # Marlin clamps S to 0..255
-        state.fan_pwm = int(min(max(_words(command).get("S", 255.0), 0.0), 255.0))
+        state.fan_pwm = int(min(max(command_words(command).get("S", 255.0), 0.0), 255.0))
     elif head == b"M107":
         state.fan_pwm = 0
     elif head == b"G28":

@@ -196,9 +196,9 @@ def test_the_motion_estimate_follows_modes_units_limits_and_arcs() -> None:
     # a Z move asking for more than the axis can: capped by the profile
     fast_z = longest_move_s([b"G28", b"G1 Z10 F6000"], profile)[0]
     assert fast_z >= 10.0 / z_max
-    # relative mode and inches: G91 G20 G1 X1 F60 is 25.4 mm at 25.4 mm/s (F is inches/min too)
-    inches = longest_move_s([b"G91", b"G20", b"G1 X1 F60"], profile)[0]
-    assert 1.0 <= inches < 1.2
+    # relative mode: 25.4 mm at 25.4 mm/s from wherever the head was
+    relative = longest_move_s([b"G91", b"G1 X25.4 F1524"], profile)[0]
+    assert 1.0 <= relative < 1.2
     # an absolute move before anything placed the axis: the whole bed, the safe side
     unplaced = longest_move_s([b"G1 X5 F600"], profile)[0]
     assert unplaced >= profile.bed_x_mm / 10.0
