@@ -533,6 +533,8 @@ class PrinterWorker(threading.Thread):
         """The longest move the firmware may still be executing (liveness.longest_move_s), cached per
         acknowledged line: the last 2 x ``planner_depth`` lines (the planner's moves are among them),
         read after a look-back that places the axes and the feed rate."""
+        if time.monotonic() - self._last_progress < self.settings.reply_timeout_s / 2:
+            return 0.0, ""  # far from any bound: not worth timing moves on every check while streaming
         acked = self.engine.lines_acked
         if self._queued_move_at[0] != acked:
             depth = self.profile.planner_depth if self.profile is not None else 16
