@@ -412,7 +412,6 @@ cdef class Sender:
     cdef bint _stale_error
     cdef public long long resends
     cdef public long long lines_acked
-    cdef public long long oks_taken  # oks of lines already counted on a refusal's word (progress all the same)
     cdef public long long job_lines_acked
     cdef public bint advanced_ok_seen
     cdef public int planner_free
@@ -455,7 +454,7 @@ cdef class Sender:
         self._pending_pos = 0
         self._injected = []
         self._rx = bytearray()
-        self.resends = self.lines_acked = self.job_lines_acked = self.replies = self.oks_taken = 0
+        self.resends = self.lines_acked = self.job_lines_acked = self.replies = 0
         self.advanced_ok_seen = False
         self.planner_free = self.queue_free = -1
         self.bad_offset = -1
@@ -721,16 +720,10 @@ cdef class Sender:
         if self._swallow_ok:  # the ok that closes an Error/Resend pair
             self._swallow_ok = False
             return
-        if self._inferred_from >= 0 and _find(p, n, b" N", 2, 2) < 0:
-            # the own ok of a line already counted on a refusal's word: it acknowledges nothing new (taken
-            # as the next line's, it would run the count ahead of the firmware: an M109 still heating
-            # counted done).  Had those oks been lost instead, this errs towards counting too few, which
-            # the probes recover.
+        if self._inferred_from >= 0:
             self._oks_since_inferred += 1
-            self.oks_taken += 1
             if self._inferred_from + self._oks_since_inferred > self._inferred_to:
                 self._inferred_from = -1  # every line counted on a refusal's word has sent its own ok
-            return
         i = _find(p, n, b" N", 2, 2)
         if i >= 0:
             number = _int_after(p, n, i + 2, &has_n)

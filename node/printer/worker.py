@@ -496,7 +496,7 @@ class PrinterWorker(threading.Thread):
 
     def _note_progress(self) -> None:
         """An acknowledged line is progress (and ends a wait for the user); replies alone are not."""
-        acked = self.engine.lines_acked + self.engine.oks_taken  # an ok is progress, whichever line it was for
+        acked = self.engine.lines_acked
         if acked != self._acked_seen:
             now = time.monotonic()
             if acked > self._acked_seen and not self._probes:
