@@ -25,15 +25,12 @@ from tests.printer.helpers import write_job
 HEADER = "G28\nG90\nM82\nM140 S60\nM104 S200\nM190 S60\nM109 S200\nG92 E0\n"
 
 
-def test_firmware_pause_and_energy_suspension_move_the_job(tmp_path: Path) -> None:
-    asyncio.run(_scenario(tmp_path))
-
-
-async def _scenario(tmp_path: Path) -> None:
+def _node_on_a_virtual_printer(tmp_path: Path, **printer_kwargs: object):  # noqa: ANN202
+    """A node with its job core and printer on a virtual printer over a pty (time runs 100x)."""
     executed = tmp_path / "executed.log"
     stop = threading.Event()
     port, firmware, _ = serve_pty(lambda write: VirtualPrinter(load_profile("ender3"), Clock(100.0), write,
-                                                               command_log=executed), stop)
+                                                               command_log=executed, **printer_kwargs), stop)
     config = NodeConfig.model_validate({
         "node": {"state_dir": str(tmp_path / "state")}, "printer": {"port": port},
         "jobs": {"queue_sample_when_empty": False}})
@@ -42,6 +39,15 @@ async def _scenario(tmp_path: Path) -> None:
     jobs = node.add(Jobs(node, store))
     printer = node.add(Printer(node, config.printer, store))
     runner = node.add(make_runner(node, config, store, jobs, printer, recheck_s=0.5))
+    return executed, stop, firmware, store, node, jobs, printer, runner
+
+
+def test_firmware_pause_and_energy_suspension_move_the_job(tmp_path: Path) -> None:
+    asyncio.run(_scenario(tmp_path))
+
+
+async def _scenario(tmp_path: Path) -> None:
+    executed, stop, firmware, store, node, jobs, printer, runner = _node_on_a_virtual_printer(tmp_path)
     sun = {"enough": True}
 
     async def energy_gate(_job: object) -> GateDecision:  # stands in for the planner's start gate
@@ -114,18 +120,8 @@ def test_a_printer_waiting_for_its_user_is_a_paused_job_that_resume_or_the_knob_
 
 
 async def _user_waits(tmp_path: Path) -> None:
-    executed = tmp_path / "executed.log"
-    stop = threading.Event()
-    port, firmware, _ = serve_pty(lambda write: VirtualPrinter(load_profile("ender3"), Clock(100.0), write,
-                                                               command_log=executed, busy_interval_s=0.3), stop)
-    config = NodeConfig.model_validate({
-        "node": {"state_dir": str(tmp_path / "state")}, "printer": {"port": port},
-        "jobs": {"queue_sample_when_empty": False}})
-    store = Store(tmp_path / "state" / "printnode.sqlite3").open()
-    node = Node(config.node, Clock(100.0))
-    jobs = node.add(Jobs(node, store))
-    printer = node.add(Printer(node, config.printer, store))
-    runner = node.add(make_runner(node, config, store, jobs, printer, recheck_s=0.5))
+    executed, stop, firmware, store, node, jobs, printer, runner = _node_on_a_virtual_printer(
+        tmp_path, busy_interval_s=0.3)
     await node.start()
     try:
         path = tmp_path / "job.gcode"
