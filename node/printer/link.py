@@ -146,6 +146,18 @@ class SerialLink:
             raise LinkClosed(f"{self.port} closed (end of file)")
         return data
 
+    def wait_readable(self, timeout_s: float, wake_fd: int | None = None) -> bool:
+        """Sleep until the port has bytes to read (True), ``wake_fd`` is readable, or ``timeout_s`` passed:
+        the idle worker's one system call per wake-up instead of a poll."""
+        if self._buffer:
+            return True
+        fd = self.fileno()
+        try:
+            ready, _, _ = select.select([fd] if wake_fd is None else [fd, wake_fd], [], [], max(0.0, timeout_s))
+        except (OSError, ValueError) as exc:
+            raise LinkClosed(f"waiting on {self.port} failed: {exc}") from exc
+        return fd in ready
+
     def streaming_mode(self, timeout_s: float) -> StreamingReads:
         """The fd blocking, reads returning after at most ``timeout_s`` (termios VMIN 0 / VTIME): select
         and read in one system call, the streaming pump's cheapest way to wait for the printer."""

@@ -124,10 +124,22 @@ class Printer(Component):
                         prologue: tuple[bytes, ...] = ()) -> PrintOutcome:
         assert self.worker is not None
         request = PrintRequest(job_id=job_id, path=path, start_offset=start_offset, prologue=prologue)
+        loop = asyncio.get_running_loop()
+        finished: asyncio.Future[None] = loop.create_future()
+
+        def wake(_request: PrintRequest) -> None:  # on the worker thread
+            try:
+                loop.call_soon_threadsafe(lambda: finished.done() or finished.set_result(None))
+            except RuntimeError:  # the loop has closed: nobody waits any more
+                pass
+
+        request.on_done.append(wake)
         self._job_started_s = self.node.clock.time()
         self.progress = None
+        # the worker finishes every request it takes or still holds when it stops (PrintRequest.finish):
+        # awaited as a future, not in an executor thread, so a stopping daemon never waits on this
         self.worker.submit(request)
-        await asyncio.to_thread(request.done.wait)
+        await finished
         assert request.outcome is not None
         # the worker's last reports (the final checkpoint above all) are queued before ``done``:
         # let them be handled before the caller moves the job on (a resume reads that checkpoint)

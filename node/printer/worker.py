@@ -31,9 +31,11 @@ called on this thread (the caller makes them thread-safe).
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Protocol
@@ -72,6 +74,16 @@ TICKLE_GAPS = 20
 MIN_TICKLE_S = 0.25
 #: lines before the planner's that place the axes and the feed rate for the motion bound
 MOTION_LOOKBACK_LINES = 32
+#: temperature reports while idle with every heater off and cold (M155 S5, or M105 polls this far apart):
+#: the host watchdog's silence check only runs while a heater is on, and what an idle printer can do on
+#: its own — a heater driven with no target (a shorted MOSFET) — takes minutes to pass COLD_C, after
+#: which reports come at the full rate again, well before any limit (max_hotend_c + overshoot_c)
+IDLE_REPORT_S = 5
+#: a heater at or above this is not "cold": reports at the full rate until it has cooled (after a print)
+COLD_C = 50.0
+#: the idle worker sleeps until the port has bytes, a request or a call arrives, or its next deadline
+#: (an M105 poll, the watchdog's silence bound): at most this long (nothing else is due in between)
+IDLE_MAX_WAIT_S = 5.0
 
 
 class WorkerSink(Protocol):
@@ -133,6 +145,21 @@ class PrintRequest:
     prologue: tuple[bytes, ...] = ()  # commands sent before the file (the resume script)
     done: threading.Event = field(default_factory=threading.Event)
     outcome: PrintOutcome | None = None
+    #: called once, on the worker thread, when the outcome is set (the Printer component wakes its
+    #: coroutine with it: no executor thread blocks on ``done``, so nothing keeps a stopping loop alive)
+    on_done: list[Callable[[PrintRequest], None]] = field(default_factory=list)
+
+    def finish(self, outcome: PrintOutcome) -> None:
+        """Record how the print ended and wake whoever waits (once; later calls are ignored)."""
+        if self.done.is_set():
+            return
+        self.outcome = outcome
+        self.done.set()
+        for callback in self.on_done:
+            try:
+                callback(self)
+            except Exception:  # a waiter gone (its loop closed) must not take the worker down
+                log.exception("print request %s: completion callback failed", self.job_id)
 
 
 @dataclass(frozen=True)
@@ -224,6 +251,13 @@ class PrinterWorker(threading.Thread):
         self._settle_s = max(0.02, 2 * self.settings.rx_buffer_bytes * 10 / max(baud, 1200))
         self.stop_after_one_job = False
         self.pump: streamcore.Pump | None = None  # the last job's (its counters: reads, writes, naps)
+        #: the rate asked of M155 now (s; 0 before the handshake): IDLE_REPORT_S while idle and cold
+        self.report_interval_s = 0
+        #: wakes the idle thread (a request, stop, cancel, resume): a pipe, open while the thread runs
+        self._wake_lock = threading.Lock()
+        self._wake_fds: tuple[int, int] | None = None
+        self._ended = False  # the thread has ended: a request submitted now fails at once
+        self.idle_wakeups = 0  # idle turns taken (a statistic: what an idle printer costs)
 
     def _new_engine(self) -> streamcore.Sender:
         s = self.settings
@@ -235,7 +269,23 @@ class PrinterWorker(threading.Thread):
         self._cancel.clear()
         self._paused.clear()
         self._suspend.clear()
-        self._requests.put(request)
+        with self._wake_lock:
+            ended = self._ended
+            if not ended:
+                self._requests.put(request)
+        if ended:
+            request.finish(PrintOutcome("interrupted", "the printer worker has stopped", request.start_offset, 0, 0))
+            return
+        self._wake()
+
+    def _wake(self) -> None:
+        """Wake the idle thread now (a no-op when it is not running or is already awake)."""
+        with self._wake_lock:
+            if self._wake_fds is not None:
+                try:
+                    os.write(self._wake_fds[1], b"\0")
+                except OSError:  # full: it is awake already
+                    pass
 
     def pause(self, heaters: HeaterPlan | None = None, asked_by: str = "node") -> None:
         """Pause at the next safe point (the lines in flight done), heaters per ``heaters``."""
@@ -255,6 +305,7 @@ class PrinterWorker(threading.Thread):
         self._paused.clear()
         if self._user_wait or self._user_wait_at is not None:
             self._answer_user.set()  # the worker thread writes: one writer on the port
+        self._wake()
 
     def _answer_user_wait(self) -> None:
         """A person pressed resume on the page while the firmware waits for its own button (M0/M1/M600):
@@ -274,10 +325,12 @@ class PrinterWorker(threading.Thread):
     def cancel(self) -> None:
         self._cancel.set()
         self._paused.clear()
+        self._wake()
 
     def stop(self) -> None:
         self._stopping.set()
         self._cancel.set()
+        self._wake()
 
     def link_report(self) -> dict[str, object]:
         """Counters for ``printnode status`` (read from another thread: plain ints, no locking needed)."""
@@ -290,6 +343,33 @@ class PrinterWorker(threading.Thread):
 
     # --- thread -----------------------------------------------------------------------------
     def run(self) -> None:
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(read_fd, False)
+        os.set_blocking(write_fd, False)
+        with self._wake_lock:
+            self._wake_fds = (read_fd, write_fd)
+        try:
+            self._run()
+        finally:
+            with self._wake_lock:
+                self._wake_fds = None
+                self._ended = True
+            os.close(read_fd)
+            os.close(write_fd)
+            self._fail_pending("the printer worker stopped" if self._stopping.is_set()
+                               else "the printer worker ended unexpectedly (see the log)")
+
+    def _fail_pending(self, reason: str) -> None:
+        """Every request still queued ends as ``interrupted`` with ``reason``: no caller waits forever."""
+        while True:
+            try:
+                request = self._requests.get_nowait()
+            except queue.Empty:
+                return
+            log.warning("printer: job %s not printed: %s", request.job_id, reason)
+            request.finish(PrintOutcome("interrupted", reason, request.start_offset, 0, 0))
+
+    def _run(self) -> None:
         backoff_s = 0.5
         while not self._stopping.is_set():
             try:
@@ -376,8 +456,10 @@ class PrinterWorker(threading.Thread):
         self.autoreport = capabilities.get("AUTOREPORT_TEMP", False)
         self.advanced_ok = capabilities.get("ADVANCED_OK", False)
         self.emergency_parser = capabilities.get("EMERGENCY_PARSER", False)
+        self.report_interval_s = 0
         if self.autoreport:
             self.command(b"M155 S%d" % self.settings.autoreport_interval_s)
+            self.report_interval_s = self.settings.autoreport_interval_s
 
     def _wait_plain_ok(self, timeout_s: float) -> bool:
         """During the connect probe: an ``ok`` arrived (banner lines and boot chatter are skipped)."""
@@ -397,26 +479,27 @@ class PrinterWorker(threading.Thread):
     def _serve(self) -> None:
         while not self._stopping.is_set():
             try:
-                request = self._requests.get(timeout=0.1)
+                request = self._requests.get_nowait()
             except queue.Empty:
                 self._idle()
                 continue
             started = time.monotonic()
             try:
-                request.outcome = self._stream(request)
+                outcome = self._stream(request)
             except FirmwareReset as exc:
-                request.outcome = self._outcome(request, "interrupted", str(exc), started)
-                request.done.set()
+                request.finish(self._outcome(request, "interrupted", str(exc), started))
                 raise
             except LinkClosed as exc:
-                request.outcome = self._outcome(request, "interrupted", f"printer link lost: {exc}", started)
-                request.done.set()
+                request.finish(self._outcome(request, "interrupted", f"printer link lost: {exc}", started))
                 raise
             except PrinterFault as exc:
-                request.outcome = self._outcome(request, "failed", str(exc), started)
-                request.done.set()
+                request.finish(self._outcome(request, "failed", str(exc), started))
                 raise
-            request.done.set()
+            except BaseException as exc:  # a bug must not leave the caller waiting for ever
+                request.finish(PrintOutcome("failed", f"printer worker error: {type(exc).__name__}: {exc}",
+                                            request.start_offset, 0, 0, time.monotonic() - started))
+                raise
+            request.finish(outcome)
             self.sink.on_state("ready", self.link.port)
             if self.stop_after_one_job:
                 self._stopping.set()
@@ -429,14 +512,73 @@ class PrinterWorker(threading.Thread):
         return PrintOutcome(status, reason, checkpoint.byte_offset if checkpoint else request.start_offset,
                             self.engine.job_lines_acked, self.engine.resends, time.monotonic() - started, checkpoint)
 
-    def _idle(self) -> None:
+    def _idle(self, max_wait_s: float = IDLE_MAX_WAIT_S, job_held: bool = False) -> None:
+        """One idle turn: a temperature poll or report-rate change if due, else sleep until the port has
+        bytes, a call wakes the thread (a request, stop, cancel, resume) or the next deadline, then the
+        checks.  ``job_held``: a paused job holds the printer (reports stay at the full rate)."""
         now = time.monotonic()
-        if not self.autoreport and now - self._last_poll >= self.settings.poll_interval_s:
+        if not self.autoreport and now - self._last_poll >= self._poll_interval_s(job_held):
             self._last_poll = now
-            self.command(b"M105")
-        else:
-            self._pump(0.1)
-            self._check_timeouts(job_active=False)
+            self._idle_command(b"M105")
+            return
+        if self.autoreport and not job_held:
+            wanted = self._wanted_report_s(idle=True)
+            if wanted != self.report_interval_s:
+                self._idle_command(b"M155 S%d" % wanted)
+                self.report_interval_s = wanted
+                return
+        self.idle_wakeups += 1
+        self._wait_port_or_wake(min(max_wait_s, self._idle_due_s(now, job_held)))
+        self._check_timeouts(job_active=False)
+
+    def _idle_command(self, command: bytes) -> None:
+        """A host command while no job streams: a cancel left over from the last job has nothing to stop."""
+        try:
+            self.command(command)
+        except CancelRequested:
+            self._cancel.clear()
+
+    def _wanted_report_s(self, idle: bool) -> int:
+        """M155's interval: the configured one while a job runs or a heater is on or warm, IDLE_REPORT_S
+        while idle with every heater off and below COLD_C (see IDLE_REPORT_S for why that is safe)."""
+        fast = self.settings.autoreport_interval_s
+        temps = self._last_temps
+        if not idle or temps is None or temps.hotend_target_c > 0 or temps.bed_target_c > 0 \
+                or temps.hotend_c >= COLD_C or temps.bed_c >= COLD_C:
+            return fast
+        return max(fast, IDLE_REPORT_S)
+
+    def _poll_interval_s(self, job_held: bool) -> float:
+        """M105 polls (firmware without autoreport) follow the same rule as M155's interval."""
+        if job_held or self._wanted_report_s(idle=True) == self.settings.autoreport_interval_s:
+            return self.settings.poll_interval_s
+        return max(self.settings.poll_interval_s, IDLE_REPORT_S)
+
+    def _idle_due_s(self, now: float, job_held: bool) -> float:
+        """Seconds until the idle thread must look again although nothing woke it."""
+        if self.engine.inflight:  # a host command's line unanswered: the probe cadence
+            return 0.1
+        due = IDLE_MAX_WAIT_S
+        if not self.autoreport:
+            due = min(due, self._last_poll + self._poll_interval_s(job_held) - now)
+        last_report = self.watchdog.last_report_real_s
+        if self.watchdog.heater_on() and last_report is not None:  # the silence bound of check_silence
+            due = min(due, last_report + self.safety.report_timeout_s - now + 0.01)
+        return max(0.0, due)
+
+    def _wait_port_or_wake(self, timeout_s: float) -> None:
+        """Sleep until the port has bytes (taken), a call wakes the thread, or ``timeout_s``."""
+        fds = self._wake_fds
+        wake_fd = fds[0] if fds is not None else None
+        port_ready = self.link.wait_readable(timeout_s, wake_fd)
+        if wake_fd is not None:
+            try:
+                while os.read(wake_fd, 64):
+                    pass
+            except BlockingIOError:
+                pass
+        if port_ready:
+            self._pump(0)
 
     # --- the engine loop --------------------------------------------------------------------
     def command(self, command: bytes, deadline: float | None = None) -> None:
@@ -707,6 +849,10 @@ class PrinterWorker(threading.Thread):
 
     def _stream_file(self, request: PrintRequest, started: float) -> PrintOutcome:
         engine = self.engine
+        fast = self._wanted_report_s(idle=False)
+        if self.autoreport and self.report_interval_s != fast:  # a job: reports at the full rate
+            self.command(b"M155 S%d" % fast)
+            self.report_interval_s = fast
         for command in request.prologue:
             self.command(command)
         base_acked, base_resends = engine.job_lines_acked, engine.resends
@@ -880,7 +1026,7 @@ class PrinterWorker(threading.Thread):
                          plan.hotend_off_after_s)
                 self.command(b"M104 S0")
                 hotend_on = False
-            self._idle()
+            self._idle(max_wait_s=0.1, job_held=True)
         if self._cancel.is_set() or self._stopping.is_set():
             return False
         self.sink.on_state("printing", request.job_id, self._resume_asked_by)

@@ -36,7 +36,7 @@ from tests.printer.helpers import print_once
 OCTOPRINT = "OctoPrint==1.11.8"
 BRIDGE = Path(__file__).with_name("octoprint_bridge.py")
 #: what the host itself sends around a job (handshake, autoreport, final wait): not the file's
-HOST_COMMANDS = {"M110", "M115", "M155 S2", "M400", "M105"}
+HOST_COMMANDS = {"M110", "M115", "M155 S2", "M155 S5", "M400", "M105"}
 
 
 def _cache_dir() -> Path:
