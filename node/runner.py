@@ -44,6 +44,10 @@ if TYPE_CHECKING:  # the printer stack loads with the daemon, not with node.conf
 
 log = logging.getLogger(__name__)
 
+#: the runner's recheck while no job is queued or held: every way a job becomes runnable sends
+#: ``queue_changed`` (node/jobs.py), which wakes it at once
+EMPTY_RECHECK_S = 60.0
+
 PLATE_KEY = "plate_clear"
 
 
@@ -131,6 +135,7 @@ class JobRunner(Component):
         self._suspend_why: dict[str, tuple[PauseReason | None, str]] = {}
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
+        self._nothing_held = False  # the last look found no runnable job and none owning the printer
         self._last_progress_log = 0.0
         #: byte offset of the running job's first extruding line (None: it never extrudes)
         self._first_extrusion: dict[str, int | None] = {}
@@ -387,7 +392,10 @@ class JobRunner(Component):
                 started = False
             if started:
                 continue
-            await wait_until_set(self._wake, self.recheck_s)
+            # nothing queued and nothing held: only a queue change (an event that wakes the loop) can
+            # give the runner work, so the time-driven recheck (gates that open with the sun) has
+            # nothing to look at; the long one is a safety net only, not a poll
+            await wait_until_set(self._wake, EMPTY_RECHECK_S if self._nothing_held else self.recheck_s)
 
     async def _try_start_next(self) -> bool:
         if self.current_job_id is None and await self._try_auto_resume():
@@ -396,6 +404,7 @@ class JobRunner(Component):
         # an interrupted job still sits on the plate: nothing new starts until it is resumed or cancelled
         active = await self.jobs.list(frozenset({JobState.PRINTING, JobState.PAUSED, JobState.INTERRUPTED,
                                                  JobState.SUSPENDED}))
+        self._nothing_held = not runnable and not active
         if not runnable:
             if not active:
                 self._idle.set()

@@ -11,7 +11,7 @@ from node.section import Section
 
 
 class WatchdogSection(Section):
-    probe_interval_s: float = Field(1.0, gt=0, le=60, description="real seconds between loop-lag probes")
+    probe_interval_s: float = Field(5.0, gt=0, le=60, description="real seconds between loop-lag probes")
     max_loop_lag_s: float = Field(5.0, gt=0, description="a probe waking later than this marks the loop unhealthy")
     store_timeout_s: float = Field(10.0, gt=0, description="the store thread must answer within this")
     debug_block_loop_after_s: float | None = Field(

@@ -347,6 +347,15 @@ class Telemetry(Component):
             t_s=sample.t_s, state="ok", since_t_s=previous_t_s, lost_for_s=gap_s,
             reason=f"{self.settings.source} back", soc_pct=sample.soc_pct))
 
+    def _next_stale_check_s(self, now_mono: float) -> float:
+        """While readings flow, nothing can go stale or be lost before the last good one is ``stale_after_s``
+        old: sleep until then (a wake-up every ``stale_after_s``, not every second); before the first
+        reading and while lost (the SoC bridge, stale samples), every second as before."""
+        step_s = min(1.0, self.settings.stale_after_s / 2)
+        if self.link != "ok" or self._last_good_mono is None:
+            return step_s
+        return max(step_s, self._last_good_mono + self.settings.stale_after_s - now_mono + 0.01)
+
     def _should_be_lost(self, now_mono: float) -> bool:
         """Silent for ``stale_after_s`` after a reading, or failing that long with none since the start."""
         period_s = self.settings.stale_after_s
@@ -409,7 +418,7 @@ class Telemetry(Component):
     async def _stale_watchdog(self) -> None:
         period_s = self.settings.stale_after_s
         while True:
-            await asyncio.sleep(min(1.0, period_s / 2))
+            await asyncio.sleep(self._next_stale_check_s(time.monotonic()))
             now = time.monotonic()
             if self.link != "lost" and self._should_be_lost(now):
                 await self._link_lost()
