@@ -202,6 +202,17 @@ def test_merger_flushes_pending_update() -> None:
     assert merger.flush() is None
 
 
+def test_merger_knows_an_update_complete_once_it_has_the_last_ones_labels() -> None:
+    merger = BlockMerger()
+    assert merger.add({"V": "1", "I": "2"}) is None
+    assert not merger.complete  # the first update: only the quiet gap or the next block can end it
+    assert merger.flush() == {"V": "1", "I": "2"}
+    merger.add({"V": "3"})
+    assert not merger.complete  # a BMV's first block of two
+    merger.add({"I": "4"})
+    assert merger.complete and merger.flush() == {"V": "3", "I": "4"}
+
+
 def test_line_noise_resynchronises() -> None:
     parser = VEDirectParser()
     noise = bytes(random.Random(1).randrange(256) for _ in range(300)) + b"\r\nVERYLONGLABELNAME_X\tx"

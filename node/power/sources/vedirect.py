@@ -153,23 +153,35 @@ class BlockMerger:
 
     A new block whose labels overlap the pending update starts the next update,
     so the pending one is complete and returned.  The reader also calls
-    :meth:`flush` when the line goes quiet (the gap between updates).
+    :meth:`flush` when the line goes quiet (the gap between updates), or at once
+    when the pending update is :attr:`complete`: it holds every label the last
+    update had (a one-block device's update ends with its block, a BMV's with its
+    second), so the reader need not wake once more for the quiet gap.
     """
 
     def __init__(self) -> None:
         self._pending: dict[str, str] = {}
+        self._last_labels: frozenset[str] = frozenset()
 
     def add(self, block: dict[str, str]) -> dict[str, str] | None:
         done = None
         if self._pending and not self._pending.keys().isdisjoint(block.keys()):
             done = self._pending
+            self._last_labels = frozenset(done)
             self._pending = {}
         self._pending.update(block)
         return done
 
     def flush(self) -> dict[str, str] | None:
         done, self._pending = (self._pending or None), {}
+        if done:
+            self._last_labels = frozenset(done)
         return done
+
+    @property
+    def complete(self) -> bool:
+        """The pending update has every label of the last one: nothing more is coming for it."""
+        return bool(self._last_labels) and self._pending.keys() >= self._last_labels
 
     @property
     def pending(self) -> bool:
@@ -454,6 +466,10 @@ class VEDirectSource:
                 self._last_byte_s = now
                 for block in self.parser.feed(data):
                     done = self._merger.add(block)
+                    if done:
+                        self._ready.append(done)
+                if self._merger.complete:  # no wake-up for the quiet gap (issue #19)
+                    done = self._merger.flush()
                     if done:
                         self._ready.append(done)
             elif now - self._last_byte_s >= self.quiet_gap_s:
