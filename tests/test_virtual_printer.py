@@ -80,3 +80,26 @@ def test_unknown_command_is_echoed_and_acknowledged(virtual_port) -> None:
     with serial.Serial(virtual_port.path, 115200, timeout=0.2) as port:
         lines = talk(port, b"M9999\n")
         assert lines[0].startswith(b"echo:Unknown command") and lines[-1] == b"ok"
+
+
+def test_an_emulated_link_answers_each_line_once_its_own_bytes_arrived() -> None:
+    """At an emulated baud rate the host's bytes go through the stamping reader: several lines written at once
+    come out one ``ok`` per line, in order."""
+    import threading
+
+    from node.clock import Clock
+    from node.printer.profile import load_profile
+    from node.printer.virtual import VirtualPrinter, serve_pty
+
+    stop = threading.Event()
+    path, printer, _ = serve_pty(lambda write: VirtualPrinter(load_profile("ender3"), Clock(0), write, baud=9600),
+                                 stop)
+    try:
+        with serial.Serial(path, 115200, timeout=0.2) as port:
+            assert talk(port, streamcore.frame(0, b"M110 N0")) == [b"ok"]
+            port.write(b"".join(streamcore.frame(n, b"G1 X%d" % n) for n in (1, 2, 3)))
+            oks = [talk(port, b"") for _ in range(3)]
+            assert oks == [[b"ok"]] * 3
+            assert printer.last_line == 3
+    finally:
+        stop.set()

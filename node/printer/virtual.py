@@ -215,18 +215,23 @@ class VirtualPrinter:
             self._write(b"ok\n")
 
     # --- input ------------------------------------------------------------------------------
-    def arrival_delay_s(self, size: int) -> float:
+    def arrival_delay_s(self, size: int, written_at: float | None = None) -> float:
         """Real seconds until ``size`` bytes just read have crossed the emulated link (0 without baud).
 
-        The wire is a queue: bytes start crossing when they were read or when the previous
-        ones finished, whichever is later, at ``baud / 10`` bytes per second (8N1).
+        The wire is a queue: bytes start crossing when they were written (``written_at``, stamped by
+        serve_pty's reader; else when they were read) or when the previous ones finished, whichever is
+        later, at ``baud / 10`` bytes per second (8N1).  A UART receives while the firmware's loop is
+        busy: when this thread is late, the bytes were still crossing meanwhile.
         """
         if self.baud <= 0:
             return 0.0
         now = time.monotonic()
-        # bytes read less than half a millisecond after the previous ones finished were already
-        # waiting (our sleep overshot): the wire was busy, not idle, so no gap is counted
-        start = self._wire_free_at if now - self._wire_free_at < 0.0005 else now
+        if written_at is not None:
+            start = max(self._wire_free_at, written_at)
+        else:
+            # bytes read less than half a millisecond after the previous ones finished were already
+            # waiting (our sleep overshot): the wire was busy, not idle, so no gap is counted
+            start = self._wire_free_at if now - self._wire_free_at < 0.0005 else now
         self._wire_free_at = start + size * 10.0 / self.baud
         return self._wire_free_at - now
 
@@ -713,30 +718,63 @@ def serve_pty(printer_factory: Callable[[Callable[[bytes], None]], VirtualPrinte
     printer = printer_factory(write)
     write(FIRMWARE_BANNER)
 
+    # at an emulated baud rate the host's bytes are taken off the pty as they are written, by their own
+    # thread, and stamped: they start across the wire when the host wrote them (or when the wire frees),
+    # not when the firmware thread — busy, or waiting for a CPU on a loaded machine — got round to them
+    wire: deque[tuple[float, bytes]] = deque()
+    wire_ready = threading.Condition()
+
+    def wire_reader() -> None:
+        while not stop.is_set():
+            try:
+                ready, _, _ = select.select([fds["master"]], [], [], 0.05)
+                if not ready:
+                    continue
+                data = os.read(fds["master"], 4096)
+            except BlockingIOError:
+                continue
+            except (OSError, ValueError):
+                time.sleep(0.05)
+                continue
+            if data:
+                stamp = time.monotonic()
+                with wire_ready:
+                    wire.append((stamp, data))
+                    wire_ready.notify()
+
     def read_some(timeout_s: float) -> bool:
         """Take what has crossed the (emulated) link into the printer; False if nothing came."""
-        try:
-            ready, _, _ = select.select([fds["master"]], [], [], timeout_s)
-        except (OSError, ValueError):
-            time.sleep(0.05)
-            return False
-        if not ready:
-            return False
-        try:
-            # at an emulated baud rate, small pieces: a line is usable once its last byte arrived
-            data = os.read(fds["master"], 16 if printer.baud > 0 else 65536)
-        except BlockingIOError:
-            return False
-        except OSError:
-            time.sleep(0.05)
-            return False
-        if data:
-            delay_s = printer.arrival_delay_s(len(data))
-            if delay_s > 0:
-                time.sleep(delay_s)
-            printer.feed(data)
-            return True
-        return False
+        if printer.baud <= 0:
+            try:
+                ready, _, _ = select.select([fds["master"]], [], [], timeout_s)
+                data = os.read(fds["master"], 65536) if ready else b""
+            except BlockingIOError:
+                return False
+            except (OSError, ValueError):
+                time.sleep(0.05)
+                return False
+            if data:
+                printer.feed(data)
+            return bool(data)
+        with wire_ready:
+            if not wire and timeout_s > 0:
+                wire_ready.wait(timeout_s)
+            if not wire:
+                return False
+            stamp, data = wire[0]
+            # a line is usable once its own last byte has arrived: up to the first newline at a time, so
+            # its ok is not held back by the bytes of the next line written with it
+            newline = data.find(b"\n")
+            size = newline + 1 if newline >= 0 else len(data)
+            if size < len(data):
+                wire[0] = (stamp, data[size:])
+            else:
+                wire.popleft()
+        delay_s = printer.arrival_delay_s(size, written_at=stamp)
+        if delay_s > 0:
+            time.sleep(delay_s)
+        printer.feed(data[:size])
+        return True
 
     printer._pump = lambda: read_some(0)
 
@@ -752,6 +790,8 @@ def serve_pty(printer_factory: Callable[[Callable[[bytes], None]], VirtualPrinte
                 if link_path is not None:
                     link_path.unlink(missing_ok=True)
                 time.sleep(1.0)
+                with wire_ready:
+                    wire.clear()  # what was on the wire went with the cable
                 open_pty()
                 printer.reset()
                 continue
@@ -759,7 +799,7 @@ def serve_pty(printer_factory: Callable[[Callable[[bytes], None]], VirtualPrinte
             if silent:
                 time.sleep(0.01)
                 continue
-            read_some(0.05 if not printer._rx else 0)
+            read_some(0.05 if not printer._rx and not wire else 0)
             printer.service()
 
     def planner() -> None:
@@ -785,7 +825,7 @@ def serve_pty(printer_factory: Callable[[Callable[[bytes], None]], VirtualPrinte
             time.sleep(0.02)
 
     threads = [threading.Thread(target=fn, name=f"virtual-{fn.__name__}", daemon=True)
-               for fn in (firmware, planner, thermal, dtr_watch)]
+               for fn in (firmware, planner, thermal, dtr_watch, *((wire_reader,) if printer.baud > 0 else ()))]
     for thread in threads:
         thread.start()
 
