@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 
 from node.commands.common import add_config_arguments, config_from_args
+
+#: how long a thread holding the GIL may keep another waiting for it (CPython's default: 5 ms)
+SWITCH_INTERVAL_S = 0.0005
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,6 +27,10 @@ def run(args: argparse.Namespace) -> int:
     from node.field.memory import limit_malloc_arenas
 
     limit_malloc_arenas()  # before any thread: one malloc arena, ~2.7 MB less resident (issue #19)
+    # the printer worker needs the GIL for a few microseconds after each ok; a printer's receive buffer
+    # holds ~2.6 ms of the next lines at 250000 baud, and the default 5 ms before the event loop must
+    # hand the GIL over left the link idle whenever the loop was busy (issue #19: link use)
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     from node.daemon import run_daemon
 
     return asyncio.run(run_daemon(config, until_idle=args.until_idle, timeout_s=args.timeout))
