@@ -286,7 +286,8 @@ class PrinterWorker(threading.Thread):
                 "autoreport": self.autoreport, "lines_acked": engine.lines_acked, "resends": engine.resends,
                 "garbled_oks": engine.garbled_oks, "inflight": engine.inflight,
                 "planner_free": engine.planner_free, "queue_free": engine.queue_free,
-                "window": engine.window, "firmware_bufsize": engine.firmware_bufsize}
+                "window": engine.window, "firmware_bufsize": engine.firmware_bufsize,
+                "markers_sent": engine.markers_sent, "lost_oks_settled": engine.marker_settled}
 
     # --- thread -----------------------------------------------------------------------------
     def run(self) -> None:
@@ -373,6 +374,9 @@ class PrinterWorker(threading.Thread):
                 capabilities[parts[1].strip().upper()] = parts[2].strip() == "1"
             elif line.startswith("FIRMWARE_NAME:"):
                 self.firmware = line[len("FIRMWARE_NAME:"):].split(" SOURCE_CODE_URL")[0]
+        # one temperature query: shows whether the firmware answers M105 with "ok T:..." on one line,
+        # an ok that names its line (the streaming core then settles oks a refusal left uncertain)
+        self.command(b"M105")
         self.autoreport = capabilities.get("AUTOREPORT_TEMP", False)
         self.advanced_ok = capabilities.get("ADVANCED_OK", False)
         self.emergency_parser = capabilities.get("EMERGENCY_PARSER", False)

@@ -224,10 +224,10 @@ def test_a_probe_refused_behind_a_long_wait_does_not_count_the_queued_heating_wa
     """Real Marlin, the cura file: a probe sent during a long command is refused once it ends with
     ``Last Line: k`` — the last line the firmware *accepted*, not the last it ran.  The M109 among those
     lines was still to run; counted as done, the lines behind it got the streaming bound and a healthy
-    print failed safe 30 s into the heat-up.  Here: G28 X behind a dwell (probed), then M105 and an
+    print failed safe 30 s into the heat-up.  Here: G28 X behind a dwell (probed), then M107 and an
     M109 from cold already in the firmware's queue."""
     job = tmp_path / "job.gcode"
-    job.write_text("G28\nG4 S20\nG28 X\nM105\nM109 S200\nG1 X1 F3000\nG1 X2\nG1 X3\nG1 X4\n")
+    job.write_text("G28\nG4 S20\nG28 X\nM107\nM109 S200\nG1 X1 F3000\nG1 X2\nG1 X3\nG1 X4\n")
     settings = dataclasses.replace(SETTINGS, reply_timeout_s=3.0, long_timeout_s=6.0)
     with virtual_printer(tmp_path, time_scale=10.0) as rig:
         outcome, _, _ = print_once(rig.path, job, settings=settings, profile=load_profile("ender3"))
