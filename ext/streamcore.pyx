@@ -240,6 +240,19 @@ cdef bint _is_long(bytes command):
     return number == 109 or number == 190 or number == 191 or number == 400 or number == 600 or number == 303
 
 
+DEF KIND_LONG = 1    # a command that keeps the firmware silent for long (_is_long)
+DEF KIND_M105 = 2    # a temperature query: answered ``ok T:...`` on one line, an ok that names its line
+
+
+cdef unsigned char _kind(bytes command):
+    """The ring's per-line flags: KIND_LONG, KIND_M105."""
+    cdef const unsigned char* p = command
+    cdef Py_ssize_t n = len(command)
+    if n >= 4 and p[0] == 77 and p[1] == 49 and p[2] == 48 and p[3] == 53 and (n == 4 or p[4] == 32 or p[4] == 9):
+        return KIND_M105
+    return KIND_LONG if _is_long(command) else 0
+
+
 cdef inline bint _starts(const unsigned char* p, Py_ssize_t n, const char* prefix, Py_ssize_t k):
     return n >= k and memcmp(p, prefix, k) == 0
 
@@ -408,6 +421,14 @@ cdef class Sender:
     cdef long long _inferred_from
     cdef long long _inferred_to
     cdef long long _oks_since_inferred
+    #: the last line a refusal said the firmware accepted (>= acked while some of those still owe
+    #: their oks: see _infer_to), -1 when nothing is known beyond ``acked``
+    cdef long long _accepted_to
+    #: the firmware answers a numbered M105 with ``ok T:...`` on one line (seen at least once): such an
+    #: ok names its line, so lines a refusal left uncertain can be settled by sending one (a "marker")
+    cdef public bint marker_seen
+    cdef public long long markers_sent     # M105 markers injected to settle uncertain oks (a statistic)
+    cdef public long long marker_settled   # oks found lost when a marker's ok came (a statistic)
     cdef long long _error_got        # 'got Y' of the latest 'expected line X got Y', -1 if none
     cdef bint _stale_error
     cdef public long long resends
@@ -465,6 +486,8 @@ cdef class Sender:
         self.firmware_bufsize = 0
         self.max_inflight = 0
         self.queue_free_min = -1
+        self.marker_seen = False
+        self.markers_sent = self.marker_settled = 0
         self.reset_numbering(0)
 
     def __dealloc__(self):
@@ -486,6 +509,7 @@ cdef class Sender:
         self._inferred_from = -1
         self._inferred_to = -1
         self._oks_since_inferred = 0
+        self._accepted_to = -1
         self._stale_error = False
         self.probe_wanted = False
         self._in_queue = 0
@@ -579,7 +603,7 @@ cdef class Sender:
     def long_in_flight(self):
         cdef long long k
         for k in range(self.acked + 1, self.next_number):
-            if self._long[k & (self.ring_size - 1)]:
+            if self._long[k & (self.ring_size - 1)] & KIND_LONG:
                 return True
         return False
 
@@ -615,7 +639,7 @@ cdef class Sender:
         cdef Py_ssize_t slot = number & (self.ring_size - 1)
         self._frames[slot] = framed
         self._offsets[slot] = offset
-        self._long[slot] = _is_long(command)
+        self._long[slot] = _kind(command)
         self._sizes[slot] = <int>len(framed)
         self.next_number += 1
         return framed
@@ -717,13 +741,26 @@ cdef class Sender:
         cdef bint has_n = False, okp = False, in_order = False
         cdef long long number = -1, value, free_slots = -1
         cdef Py_ssize_t i
+        cdef long long marker = -1
+        if n > 4 and p[2] == 32 and p[3] == 84 and p[4] == 58:  # "ok T:": an M105's answer
+            marker = self._oldest_m105_after(self.acked)
         if self._swallow_ok:  # the ok that closes an Error/Resend pair
             self._swallow_ok = False
-            return
+            if marker < 0:
+                return
+            # that plain ok was lost: this one is the M105's own
         if self._inferred_from >= 0:
             self._oks_since_inferred += 1
             if self._inferred_from + self._oks_since_inferred > self._inferred_to:
                 self._inferred_from = -1  # every line counted on a refusal's word has sent its own ok
+        if marker > 0:
+            # the oldest M105 in flight answered, so every line before it has been processed: oks
+            # that never came for those (lost on the way back) are settled here
+            self.marker_seen = True
+            self.marker_settled += marker - self.acked - 1
+            self._jump = -1
+            self._ack_to(marker)
+            return
         i = _find(p, n, b" N", 2, 2)
         if i >= 0:
             number = _int_after(p, n, i + 2, &has_n)
@@ -782,17 +819,54 @@ cdef class Sender:
         if self.use_reported_buffer and self.firmware_bufsize > 0:
             self._set_in_queue(self.firmware_bufsize - free_slots - 1)
 
+    cdef long long _oldest_m105_after(self, long long number):
+        """The oldest M105 sent after line ``number`` (-1: none in flight)."""
+        cdef long long k
+        for k in range(max(number + 1, self.next_number - self.ring_size + 1), self.sent_upto + 1):
+            if self._long[k & (self.ring_size - 1)] & KIND_M105:
+                return k
+        return -1
+
+    cdef void _want_marker(self):
+        """Settle uncertain oks: one M105 in flight after them (its ``ok T:`` names its line)."""
+        if self._oldest_m105_after(self.acked) > 0 or b"M105" in self._injected:
+            return
+        self._injected.append(b"M105")
+        self.markers_sent += 1
+
     cdef void _infer_to(self, long long last_line):
-        """Count the lines up to ``last_line`` as acknowledged on a refusal's word (Marlin's ``Last Line``
-        is the last line the firmware *accepted*): that recovers oks lost on the way back, but the newest
-        of those lines may still wait in its command queue behind a long command (an M109 queued behind
-        an 8-minute M190, on real Marlin) and send their oks later.  They are remembered until as many
-        oks have come as there were lines, so the liveness bound can still see them (maybe_running)."""
-        if self._inferred_from < 0 or self._oks_since_inferred > 0:
-            self._inferred_from = self.acked + 1
-            self._oks_since_inferred = 0
-        self._inferred_to = last_line
-        self._ack_to(last_line)
+        """A refusal said the firmware accepted every line up to ``last_line`` (Marlin's ``Last Line``,
+        OctoPrint's ``expected line`` - 1); which of those have sent their oks it does not say.
+
+        Accepted is not processed: the newest of them may wait in the firmware's command queue behind
+        a long command (on real Marlin, ``G28`` and ``G1`` queued behind an 8-minute ``M190``) and
+        send their oks later, while older ones may have had their oks lost on the way back.  The
+        queue holds at most BUFSIZE - 1 commands when the firmware reads a line, so at most that many
+        can still owe an ok: those stay unacknowledged (in the queue, out of the receive buffer) and
+        the next oks are theirs, in order; the older ones are counted now.  Holding a line whose ok
+        was in fact lost would stall the window, so where the firmware answers M105 with ``ok T:``
+        (marker_seen) an M105 goes after them and its answer settles the count (_on_ok).  Without
+        that the lines are all counted now, as before, and remembered until as many oks have come as
+        there were lines, so the liveness bound can still see them (maybe_running)."""
+        cdef long long owed, held = 0
+        if last_line > self.sent_upto:
+            last_line = self.sent_upto
+        if last_line > self._accepted_to:
+            self._accepted_to = last_line
+        owed = last_line - self.acked
+        if owed <= 0:
+            return
+        if self.marker_seen:
+            held = min(owed, max(self.max_commands, self.firmware_bufsize) - 1)
+        if last_line - held > self.acked:
+            if self._inferred_from < 0 or self._oks_since_inferred > 0:
+                self._inferred_from = self.acked + 1
+                self._oks_since_inferred = 0
+            self._inferred_to = last_line - held
+            self._ack_to(last_line - held)
+        if held > 0:
+            self._set_in_queue(held)
+            self._want_marker()
 
     def maybe_running(self):
         """The commands counted as acknowledged on a refusal's word whose own oks have not come yet,
@@ -815,6 +889,7 @@ cdef class Sender:
                 self.job_lines_acked -= 1
             k -= 1
         self.acked = number
+        self._accepted_to = -1
         self._in_queue = 0
         self._queue_bytes = 0
 
@@ -914,7 +989,8 @@ cdef class Sender:
         self._jump = -1
         if self.sent_upto < target:
             return None  # already rewound to here: a line sent before the rewind, refused again
-        if stale and target == self._last_resend and self.acked == target - 1 and self.sent_upto >= target:
+        if stale and target == self._last_resend and max(self.acked, self._accepted_to) == target - 1 \
+                and self.sent_upto >= target:
             # a line sent before our rewind arrived after it and was refused for its number:
             # the resent lines are behind it on the wire; rewinding again would only repeat them
             return None
@@ -924,6 +1000,9 @@ cdef class Sender:
         self._inflight_bytes = 0
         self._in_queue = 0
         self._queue_bytes = 0
+        if self.acked < target - 1:  # accepted lines that still owe their oks (_infer_to): in the queue
+            self._set_in_queue(target - 1 - self.acked)
+            self._inflight_bytes = self._queue_bytes
         return target
 
     def receive(self, bytes chunk):
@@ -963,6 +1042,10 @@ cdef class Sender:
             self.replies += 1
             if m >= 2 and p[i] == 111 and p[i + 1] == 107:  # "ok"
                 self._on_ok(p + i, m)
+                if m > 4 and p[i + 3] == 84 and p[i + 4] == 58:  # "ok T:...": an M105's answer
+                    value_t = parse_temperatures(data[i:end])
+                    if value_t is not None:
+                        events.append((EV_TEMPERATURE, data[i:end], value_t))
             elif (m == 2 or (m > 6 and p[i + 2] == 32 and _find(p + i, m, b" P", 2, 2) >= 0
                              and _find(p + i, m, b" B", 2, 2) >= 0)) and (p[i] == 111 or p[i + 1] == 107):
                 # an "ok" with one garbled byte (no other reply looks like it); should it be a

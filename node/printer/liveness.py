@@ -202,3 +202,32 @@ def _heating_bound_s(command: bytes, heater: str, reply_timeout_s: float, long_t
     if not math.isfinite(seconds):
         return long_timeout_s
     return seconds * HEATING_FACTOR + model.settle_s + reply_timeout_s
+
+
+class HeaterPeaks:
+    """Each heater's highest reading since the last acknowledged line.
+
+    The heating bound is re-read at every check against the silence since that line.  A wait whose
+    heater overshot its target may have to cool first (the long bound); read from the latest report
+    alone, one low reading or the heater back under its target would restart the heating model's
+    clock at the last acknowledged line (real Marlin, cura: a bed 16 degrees over `M190 S50`, one
+    report of 46 degrees from the simulation, and a healthy wait failed safe at 250 s on a 130 s
+    bound).  The highest reading keeps the wait what it was."""
+
+    def __init__(self) -> None:
+        self._peak_c: dict[str, float] = {}
+
+    def observe(self, heater: str, reading_c: float | None) -> None:
+        if reading_c is not None and math.isfinite(reading_c):
+            self._peak_c[heater] = max(self._peak_c.get(heater, reading_c), reading_c)
+
+    def clear(self) -> None:
+        """A line was acknowledged (or nothing is in flight): the next wait starts afresh."""
+        self._peak_c.clear()
+
+    def applied_to(self, readings_c: dict[str, float]) -> dict[str, float]:
+        """The readings with each heater raised to its peak: what phase_of should judge by."""
+        merged = dict(readings_c)
+        for heater, peak_c in self._peak_c.items():
+            merged[heater] = max(merged.get(heater, peak_c), peak_c)
+        return merged

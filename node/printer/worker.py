@@ -46,7 +46,7 @@ from node.native import streamcore
 from node.printer.config import SafetySection
 from node.printer.layers import LayerMarks
 from node.printer.link import LinkClosed, SerialLink
-from node.printer.liveness import Phase, longest_move_s, phase_of
+from node.printer.liveness import HeaterPeaks, Phase, longest_move_s, phase_of
 from node.printer.pausing import RETRACT_MM, HeaterPlan, Targets, park_script, reheat_script, suspend_script
 from node.printer.profile import PrinterProfile
 from node.printer.protocol import TemperatureReport
@@ -230,6 +230,7 @@ class PrinterWorker(threading.Thread):
         self._collect: list[str] | None = None
         self._last_poll = 0.0
         self._last_progress = time.monotonic()  # the last time a line was acknowledged
+        self._peaks = HeaterPeaks()             # each heater's highest reading since then (liveness.py)
         self._last_rx = time.monotonic()        # the last time any byte arrived
         self._first_probe_t = 0.0
         self._ack_gap_s = MIN_TICKLE_S / TICKLE_GAPS  # typical time between acknowledged lines (learnt)
@@ -339,7 +340,8 @@ class PrinterWorker(threading.Thread):
                 "autoreport": self.autoreport, "lines_acked": engine.lines_acked, "resends": engine.resends,
                 "garbled_oks": engine.garbled_oks, "inflight": engine.inflight,
                 "planner_free": engine.planner_free, "queue_free": engine.queue_free,
-                "window": engine.window, "firmware_bufsize": engine.firmware_bufsize}
+                "window": engine.window, "firmware_bufsize": engine.firmware_bufsize,
+                "markers_sent": engine.markers_sent, "lost_oks_settled": engine.marker_settled}
 
     # --- thread -----------------------------------------------------------------------------
     def run(self) -> None:
@@ -440,6 +442,7 @@ class PrinterWorker(threading.Thread):
         self.engine.reset_numbering(0)
         self._acked_seen = 0
         self._last_progress = time.monotonic()
+        self._peaks.clear()
         caps: list[str] = []
         self._collect = caps
         try:
@@ -453,6 +456,9 @@ class PrinterWorker(threading.Thread):
                 capabilities[parts[1].strip().upper()] = parts[2].strip() == "1"
             elif line.startswith("FIRMWARE_NAME:"):
                 self.firmware = line[len("FIRMWARE_NAME:"):].split(" SOURCE_CODE_URL")[0]
+        # one temperature query: shows whether the firmware answers M105 with "ok T:..." on one line,
+        # an ok that names its line (the streaming core then settles oks a refusal left uncertain)
+        self.command(b"M105")
         self.autoreport = capabilities.get("AUTOREPORT_TEMP", False)
         self.advanced_ok = capabilities.get("ADVANCED_OK", False)
         self.emergency_parser = capabilities.get("EMERGENCY_PARSER", False)
@@ -646,6 +652,7 @@ class PrinterWorker(threading.Thread):
                 self._ack_gap_s += 0.3 * (min(gap_s, self.settings.tickle_s) - self._ack_gap_s)
             self._acked_seen = acked
             self._last_progress = now
+            self._peaks.clear()
             self._probes = 0
             self._user_wait = False  # the line the firmware waited on went through
 
@@ -665,6 +672,7 @@ class PrinterWorker(threading.Thread):
         """The phase the lines in flight put the printer in, with its bound (liveness.py)."""
         temps = self._last_temps
         known = {} if temps is None else {"hotend": temps.hotend_c, "bed": temps.bed_c}
+        known = self._peaks.applied_to(known)
         # lines counted as done on a refusal's word may still be running (an M109 queued behind a long wait)
         in_flight = _commands_of(self.engine.maybe_running() + self.engine.unacked_commands())
         return phase_of(in_flight, reply_timeout_s=self.settings.reply_timeout_s,
@@ -721,6 +729,7 @@ class PrinterWorker(threading.Thread):
                     self.link.write_all(probe)
         else:
             self._last_progress = now
+            self._peaks.clear()
             self._probes = 0
             self._report_user_wait(False, "")
         # without autoreport the M105 polls queue behind a long command (G28, G29, a heating wait): no
@@ -806,6 +815,8 @@ class PrinterWorker(threading.Thread):
             hotend_pwm=None if hot_pwm is None else min(1.0, hot_pwm / PWM_MAX),
             bed_pwm=None if bed_pwm is None else min(1.0, bed_pwm / PWM_MAX))
         self._last_temps = report
+        self._peaks.observe("hotend", hot)
+        self._peaks.observe("bed", bed)
         self.sink.on_temperatures(report)
         sim_s, real_s = self.clock.time(), time.monotonic()
         for heater, temp, target, pwm in (("hotend", report.hotend_c, report.hotend_target_c, report.hotend_pwm),

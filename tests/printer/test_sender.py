@@ -276,3 +276,102 @@ def test_a_refused_copy_rewinds_nothing_unless_acknowledgements_ran_ahead() -> N
     t.receive(b"ok\nok\nok\n")  # three oks counted, but the firmware has only line 1
     events = t.receive(b"Error: expected line 2 got 1\nResend:2\nok\n")
     assert events[1][2] == 2 and t.last_acked == 1 and t.fill().startswith(b"N2 ")
+
+
+def _marlin_frame(framed: bytes) -> tuple[int, bytes]:
+    number = int(framed.split(b" ", 1)[0][1:])
+    return number, framed.rsplit(b"*", 1)[0].split(b" ", 1)[1]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 4), st.booleans(),
+       st.lists(st.sampled_from(["take", "run", "reply", "host", "host", "lose", "garble", "probe"]),
+                min_size=50, max_size=400))
+def test_marlin_queue_semantics_with_lost_oks_and_early_probes(
+        bufsize: int, markers: bool, steps: list[str]) -> None:
+    """A pure model of Marlin without ADVANCED_OK: a refusal's ``Last Line`` is the last line it
+    *accepted* into its command queue, whose oks come only as each command runs; oks get lost on the
+    way back, lines get garbled on the way in, and probes go out at any time (a tickle during a long
+    M190). Every line runs once, in order; where the firmware answers M105 with ``ok T:`` the host
+    never counts a line as processed before the firmware ran it (real Marlin, bambustudio: three late
+    oks of queued lines were taken as those of the M109 behind them)."""
+    lines = [(i * 20, b"G1 X%d" % i) for i in range(60)]
+    s = core.Sender(4, 128)
+    rx: list[tuple[bytes, bool]] = []   # the firmware's receive buffer: (frame, garbled)
+    queue: list[tuple[int, bytes]] = []
+    replies: list[bytes] = []
+    executed: list[bytes] = []
+    state = {"accepted": 0, "processed": 0, "garble": False, "lose": False}
+
+    def write(data: bytes) -> None:
+        for framed in data.split(b"\n")[:-1]:
+            rx.append((framed, state["garble"]))
+            state["garble"] = False
+
+    def take() -> None:
+        framed, garbled = rx.pop(0)
+        number, body = _marlin_frame(framed)
+        if garbled or number != state["accepted"] + 1:
+            why = "checksum mismatch" if garbled else "Line Number is not Last Line Number+1"
+            replies.extend([b"Error:%s, Last Line: %d\n" % (why.encode(), state["accepted"]),
+                            b"Resend: %d\n" % (state["accepted"] + 1), b"ok\n"])
+        else:
+            state["accepted"] = number
+            queue.append((number, body))
+
+    def run() -> None:
+        number, body = queue.pop(0)
+        state["processed"] = number
+        if body == b"M105":
+            replies.append(b"ok T:20.0 /0.0\n")
+        else:
+            executed.append(body)
+            replies.append(b"ok\n")
+
+    def reply() -> None:
+        line = replies.pop(0)
+        if state["lose"] and line.startswith(b"ok"):
+            state["lose"] = False
+            return
+        s.receive(line)
+        if markers:
+            assert s.last_acked <= state["processed"], "a line counted as processed before it ran"
+
+    if markers:  # the handshake's M105 shows the firmware's answer form
+        s.inject(b"M105")
+        write(s.fill())
+        take()
+        run()
+        reply()
+        assert s.marker_seen
+    s.push(list(lines))
+    for step in steps:
+        if step == "take" and rx and len(queue) < bufsize:
+            take()
+        elif step == "run" and queue:
+            run()
+        elif step == "reply" and replies:
+            reply()
+        elif step == "host":
+            write(s.fill())
+        elif step == "lose":
+            state["lose"] = True
+        elif step == "garble":
+            state["garble"] = True
+        elif step == "probe":
+            write(s.probe())
+    state["lose"] = state["garble"] = False
+    for _ in range(4000):  # then a clean link: every line must arrive, and the host may probe on silence
+        write(s.fill())
+        if rx and len(queue) < bufsize:
+            take()
+        elif queue:
+            run()
+        elif replies:
+            reply()
+        elif s.inflight or s.pending:
+            write(s.probe())
+        else:
+            break
+    assert executed == [c for _, c in lines]
+    assert s.last_acked == state["processed"]

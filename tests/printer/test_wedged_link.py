@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from node.printer.liveness import longest_move_s, phase_of
+from node.printer.liveness import HeaterPeaks, longest_move_s, phase_of
 from node.printer.profile import load_profile
 from node.printer.virtual import Faults
 from node.printer.worker import CANCEL_WITHIN_S, PrinterFault, PrinterWorker, PrintRequest
@@ -224,10 +224,10 @@ def test_a_probe_refused_behind_a_long_wait_does_not_count_the_queued_heating_wa
     """Real Marlin, the cura file: a probe sent during a long command is refused once it ends with
     ``Last Line: k`` — the last line the firmware *accepted*, not the last it ran.  The M109 among those
     lines was still to run; counted as done, the lines behind it got the streaming bound and a healthy
-    print failed safe 30 s into the heat-up.  Here: G28 X behind a dwell (probed), then M105 and an
+    print failed safe 30 s into the heat-up.  Here: G28 X behind a dwell (probed), then M107 and an
     M109 from cold already in the firmware's queue."""
     job = tmp_path / "job.gcode"
-    job.write_text("G28\nG4 S20\nG28 X\nM105\nM109 S200\nG1 X1 F3000\nG1 X2\nG1 X3\nG1 X4\n")
+    job.write_text("G28\nG4 S20\nG28 X\nM107\nM109 S200\nG1 X1 F3000\nG1 X2\nG1 X3\nG1 X4\n")
     settings = dataclasses.replace(SETTINGS, reply_timeout_s=3.0, long_timeout_s=6.0)
     with virtual_printer(tmp_path, time_scale=10.0) as rig:
         outcome, _, _ = print_once(rig.path, job, settings=settings, profile=load_profile("ender3"))
@@ -236,3 +236,23 @@ def test_a_probe_refused_behind_a_long_wait_does_not_count_the_queued_heating_wa
     assert counters.line_number_errors >= 1  # the probe was refused behind the wait, as on real Marlin
     commands = [line.encode() for line in job.read_text().splitlines()]
     assert Counter(job_lines(rig.log, commands)) == Counter(commands)  # each once (the planner logs moves late)
+
+
+def test_an_overshot_heating_wait_keeps_its_long_bound_through_a_low_reading() -> None:
+    """Real Marlin, cura: `M190 S50` with the bed overshot to 66 degrees (Marlin holds the wait until
+    the bed has stayed near its target), then one report of 46 degrees: judged by the latest reading,
+    the bound fell to the heating model's ~2 minutes while the silence since the last acknowledged
+    line was already 4; the wait is judged by the highest reading since that line."""
+    profile = load_profile("ender3")
+    in_flight = [b"M190 S50", b"M104 S200", b"M105", b"M109 S200"]
+    peaks = HeaterPeaks()
+    for reading_c in (45.4, 66.4, 61.9, 58.5, 46.1):
+        peaks.observe("bed", reading_c)
+    latest = {"hotend": 19.4, "bed": 46.1}
+    by_latest = phase_of(in_flight, reply_timeout_s=30.0, long_timeout_s=900.0, profile=profile,
+                         temperatures=latest)
+    by_peak = phase_of(in_flight, reply_timeout_s=30.0, long_timeout_s=900.0, profile=profile,
+                       temperatures=peaks.applied_to(latest))
+    assert by_latest.bound_s < 250.0 and by_peak.bound_s == 900.0
+    peaks.clear()  # a line acknowledged: the next wait is judged afresh
+    assert peaks.applied_to(latest) == latest
