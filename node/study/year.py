@@ -733,7 +733,7 @@ def true_pv_steps(weather: WeatherYear, settings: SimSettings) -> np.ndarray:
 
 
 def bound_for(weather: WeatherYear, settings: SimSettings, failed: int, resumed: int, tight_passes: int = 0,
-              never_fits: int = 0) -> Bound:
+              never_fits: int = 0, decomposed: bool = True) -> Bound:
     """The LP upper bound (:mod:`node.study.bound`) on prints completed in this run by a policy that failed
     at most ``failed`` prints and resumed at most ``resumed`` paused ones.  ``never_fits``: jobs of the stream
     held as never fitting (node.plan.fit); the policy drew that many more jobs from the stream, so the bound's
@@ -742,8 +742,14 @@ def bound_for(weather: WeatherYear, settings: SimSettings, failed: int, resumed:
     truth = true_pv_steps(weather, settings)
     k0 = settings.start_day * 24 * steps_per_hour
     n = settings.days * 24 * steps_per_hour
-    run = truth[(k0 + np.arange(n)) % len(truth)]
-    pv_hourly_wh = run.reshape(-1, steps_per_hour).sum(axis=1) * settings.step_s / 3600.0
+    steps = (k0 + np.arange(n)) % len(truth)
+    pv_hourly_wh = truth[steps].reshape(-1, steps_per_hour).sum(axis=1) * settings.step_s / 3600.0
+    # the world's downscaling keeps each hour's energy, so every seed has the same hourly PV but for rounding:
+    # the bound takes the seed-free hours, raised by a hair (more sun only raises a bound), so its hours' LP is
+    # shared by every seed (node.study.bound._TimePart); where a seed's hour is higher still, that one counts
+    smooth = weather.truth_5min(settings.step_s)
+    seed_free = smooth[steps].reshape(-1, steps_per_hour).sum(axis=1) * settings.step_s / 3600.0 * (1 + 1e-9) + 1e-9
+    pv_hourly_wh = seed_free if np.all(pv_hourly_wh <= seed_free) else np.maximum(pv_hourly_wh, seed_free)
     start_s = weather.start_s + k0 * settings.step_s
     offset_s = float(weather.site.get("utc_offset_h", 0.0)) * 3600.0
     local_hours = ((start_s + np.arange(settings.days * 24) * 3600.0 + offset_s) % 86400.0 // 3600.0).astype(int)
@@ -754,7 +760,7 @@ def bound_for(weather: WeatherYear, settings: SimSettings, failed: int, resumed:
                        start_step_s=settings.step_s,
                        attended=settings.attended_hours, plate_clear_delay_s=settings.plate_clear_delay_s,
                        printer_profile=settings.printer_profile, ambient_c=settings.planner.ambient_c,
-                       tight_passes=tight_passes)
+                       tight_passes=tight_passes, decomposed=decomposed)
 
 
 # --- several policies on one file ------------------------------------------------------------------
