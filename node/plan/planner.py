@@ -539,9 +539,11 @@ class Planner(Component):
         self.learned.observe(local.month, local.hour, sample.pv_w, clear_w, not throttled, dt_s)
         hour = int(sample.t_s // 3600)
         if hour != self._hour:
-            if self._hour is not None and hour == self._hour + 1:   # a whole hour measured (not across a gap)
+            continued = self._hour is not None and hour == self._hour + 1
+            if continued:
                 self.calibration.close_hour(self._hour, self._hour_wh, self._hour_valid)
-            self._hour, self._hour_wh, self._hour_valid = hour, 0.0, True
+            # after a start or a gap the new hour is measured from its middle: scored as not valid
+            self._hour, self._hour_wh, self._hour_valid = hour, 0.0, continued
             self._issue_learned(hour * 3600.0)
         self._hour_wh += sample.pv_w * dt_s / 3600.0
         self._hour_valid = self._hour_valid and not throttled
