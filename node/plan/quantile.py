@@ -159,10 +159,11 @@ class LeadCalibration:
 
     # --- persistence ------------------------------------------------------------------------------
     def to_state(self) -> dict:
+        # rounded: a day's snapshot in the node's store stays ~60 kB (72 pending issues of 72 hours, 7 x 720 ratios)
         return {"version": STATE_VERSION, "edges_h": list(self.edges),
-                "samples": [list(s) for s in self._samples],
-                "issues": {str(h): v for h, v in self._issues.items()},
-                "measured": {str(h): list(v) for h, v in self._measured.items()}}
+                "samples": [[round(x, 4) for x in s] for s in self._samples],
+                "issues": {str(h): [round(x, 1) for x in v] for h, v in self._issues.items()},
+                "measured": {str(h): [round(v[0], 1), v[1]] for h, v in self._measured.items()}}
 
     def load_state(self, state: dict) -> None:
         """Take back :meth:`to_state`'s data; another version or other bins: ValueError, nothing changed."""
