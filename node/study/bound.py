@@ -314,10 +314,11 @@ class _TimePart:
     totals: print energy ``P`` (Wh), printing hours ``U``, plate turnaround hours ``V``.  The totals the hours
     allow form a convex set F.  Solving the hours' LP in a direction ``lam >= 0`` gives ``h = max lam.x`` over F:
     ``lam.x <= h`` holds on all of F (a cut) and the solution is a point of F.  The kinds' LP with the cuts in
-    place of F is a relaxation of the loose LP — its optimum is an upper bound (the value returned); with the
-    points' convex hull in place of F it is a restriction — a lower value.  Each round adds the cut in the
-    direction of the relaxation's dual prices of the three totals (Kelley's cutting planes) until both values
-    agree to DECOMPOSITION_GAP.  The hours do not depend on the seed's job stream, the failures or the
+    place of F is a relaxation of the loose LP — its optimum is an upper bound (the value returned), whatever
+    the cuts; with the points' convex hull in place of F it is a restriction — a lower value.  Each round adds
+    the cut in the direction of the restriction's dual prices of the three totals (Dantzig-Wolfe pricing: the
+    prices only choose where to cut, the bound's validity does not rest on them) until both values agree to
+    DECOMPOSITION_GAP.  The hours do not depend on the seed's job stream, the failures or the
     resumes, so one set of cuts serves every seed and policy of a run: the big LP is solved a few times per
     site and battery instead of a few times per policy and seed."""
 
@@ -415,9 +416,9 @@ class _TimePart:
                 raise RuntimeError(f"the bound's kinds LP did not solve: {outer.message}")
             return float(-outer.fun)
 
-        def inner_solve() -> tuple[float, np.ndarray, float]:
-            """The restriction: (P, U, V) a convex combination of the points found; its value, the prices of the
-            three totals and of the convexity row (Dantzig-Wolfe's restricted master)."""
+        def inner_solve() -> tuple[float, np.ndarray]:
+            """The restriction: (P, U, V) a convex combination of the points found; its value and the prices of
+            the three totals (Dantzig-Wolfe's restricted master: where the next cut is looked for)."""
             pts = np.array(self.points)
             m = len(pts)
             inner_link = [np.concatenate([energy, -pts[:, 0]]), np.concatenate([duration, -pts[:, 1]])]
@@ -432,19 +433,19 @@ class _TimePart:
                 raise RuntimeError(f"the bound's kinds LP did not solve: {inner.message}")
             prices = np.maximum(0.0, -np.asarray(inner.ineqlin.marginals[:len(inner_link)]))
             lam = np.array([prices[0], prices[1], prices[2] / turn_h if turn_h > 0 else 0.0])
-            return float(-inner.fun), lam, float(-inner.eqlin.marginals[0])
+            return float(-inner.fun), lam
 
         upper = outer_value()
         for _ in range(MAX_CUTS_PER_SOLVE):
-            lower, lam, sigma = inner_solve()
+            lower, lam = inner_solve()
             if upper - lower <= DECOMPOSITION_GAP * max(1.0, upper):
                 break
             if lam.sum() <= 1e-12:   # nothing prices the totals yet: a direction that values prints' totals
                 lam = np.array([1.0 / energy.mean(), 1.0 / duration.mean(), 1.0 / turn_h if turn_h > 0 else 0.0])
             self.support(lam)
-            # two upper bounds: the relaxation under the new cut, and Dantzig-Wolfe's (the restriction plus the
-            # best reduced cost of any point of F, the convexity row holding one unit)
-            upper = min(upper, outer_value(), lower + max(0.0, self.cuts[-1][1] - sigma))
+            # the relaxation under the new cut: an upper bound whatever the prices were (they only chose where
+            # to cut)
+            upper = min(upper, outer_value())
         return upper
 
 
