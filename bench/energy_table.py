@@ -112,7 +112,8 @@ def main() -> int:
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--start-day", type=int, default=0, help="first day of the runs (0 = 1 January)")
     parser.add_argument("--batteries", default=",".join(f"{a:g}" for a in BATTERIES_AH), help="Ah, comma-separated")
-    parser.add_argument("--sites", default="", help="only the weather files whose name contains one of these")
+    parser.add_argument("--sites", default="", help="only the weather files whose name contains one of these, in "
+                        "this order")
     parser.add_argument("--profile", default="", help="run in one process under cProfile; write the stats here")
     parser.add_argument("--save", default="", help="append each finished run (JSON, one a line) to this file")
     parser.add_argument("--from-saved", default="", help="print the tables of the runs saved in this file (a run "
@@ -124,8 +125,10 @@ def main() -> int:
 
     print(f"world (fixed before tuning): {HARDER.describe()}")
     wall0 = time.perf_counter()
-    files = [str(f) for f in weather_files()
-             if not args.sites or any(s.lower() in f.name.lower() for s in args.sites.split(","))]
+    # --sites also orders the run (the sites that matter most first, when the time may not suffice)
+    wanted = [s.lower() for s in args.sites.split(",") if s]
+    files = [str(f) for f in weather_files() if not wanted or any(s in f.name.lower() for s in wanted)]
+    files.sort(key=lambda f: next((i for i, s in enumerate(wanted) if s in Path(f).name.lower()), 0))
     if args.from_saved:
         runs = [json.loads(line) for line in Path(args.from_saved).read_text().splitlines() if line.strip()]
         batteries = tuple(b for b in batteries if any(r["battery_ah"] == b for r in runs))
