@@ -183,6 +183,7 @@ class Planner(Component):
         self._hour: int | None = None          # the hour being measured for the calibration, its Wh, valid
         self._hour_wh = 0.0
         self._hour_valid = True
+        self._spilling = False                 # the last reading: the battery full, the charger throttling
         self._wake = asyncio.Event()
         self._trigger = "start"
         self._plan_lock = asyncio.Lock()
@@ -537,6 +538,7 @@ class Planner(Component):
         dt_s = 0.0 if self._last_learn_s is None else min(self.config.step_s, max(0.0, sample.t_s - self._last_learn_s))
         self._last_learn_s = sample.t_s
         self.learned.observe(local.month, local.hour, sample.pv_w, clear_w, not throttled, dt_s)
+        self._spilling = throttled
         hour = int(sample.t_s // 3600)
         if hour != self._hour:
             continued = self._hour is not None and hour == self._hour + 1
@@ -577,8 +579,8 @@ class Planner(Component):
         hours = np.asarray([t.hour for t in local])
         lead_h = np.maximum(0.0, (np.asarray(times) - self.node.clock.time()) / 3600.0)
         expected = self.learned.expected_w(clear, months, hours, lead_h)
-        if calibrated:
-            expected = expected * np.asarray(self.calibration.factors(lead_h.tolist()))
+        if calibrated:   # while the battery is full and the sun spilled: the expected forecast (spill_factor)
+            expected = expected * np.asarray(self.calibration.factors(lead_h.tolist(), spilling=self._spilling))
         return [float(x) for x in expected]
 
     def forecast_source(self, now_s: float) -> str:

@@ -149,7 +149,10 @@ class LeadCalibration:
         own = self.bin_table()[self.bin_of(lead_h)]
         return own if own is not None else self.fallback(lead_h)
 
-    def factors(self, lead_h: Sequence[float]) -> list[float]:
+    def factors(self, lead_h: Sequence[float], spilling: bool = False) -> list[float]:
+        """The multiplier of each step; ``spilling``: see :func:`spill_factor`."""
+        if spilling:
+            return [spill_factor()] * len(lead_h)
         return [self.factor(x) for x in lead_h]
 
     def describe(self) -> dict[str, float | None]:
@@ -180,6 +183,18 @@ class LeadCalibration:
         self._issues, self._measured = issues, measured
         self._table = None
         self.version += 1
+
+
+def spill_factor() -> float:
+    """The multiplier while the battery is full and the charger throttles the sun (spilling): the expected
+    forecast, not its pessimistic quantile.
+
+    Why: sun the full battery cannot take is lost anyway; a print started on the expected forecast risks an
+    interruption, which the guard handles (it reads the SoC), while waiting for the quantile to allow it loses
+    the sun for sure.  Measured on the year study (Amsterdam / Sand Point, 20 Ah, seed 1): 937 / 700 prints,
+    12 / 19 pauses, 1 / 3 failed on the quantile alone; 1505 / 1402 prints, 40 / 61 pauses, 14 / 15 failed
+    with this rule (the hub-fed planner: 1480 / 1195, 113 / 114, 21 / 20)."""
+    return 1.0
 
 
 def hourly_wh(step_w: Sequence[float], step_s: float) -> list[float]:

@@ -77,7 +77,7 @@ from node.plan.fit import BestClearDay, FitCheck, check_fit
 from node.plan.forecast import CLOUD_TABLE_PCT, BiasTracker, quantile_factors
 from node.plan.guard import EnergyGuard, energy_action
 from node.plan.learned import LearnedForecast
-from node.plan.quantile import LeadCalibration
+from node.plan.quantile import LeadCalibration, spill_factor
 from node.plan.schedule import Plan, PlanInputs, PlanJob, RunningPrint, plan, profile_to_steps
 from node.power.plant import BatteryParams
 from node.printer.profile import PrinterProfile, load_profile
@@ -377,6 +377,8 @@ class Simulation:
             lead_h = (np.arange(n) + 0.5) * self.step_s / 3600.0
             months, hours = self._month_hour(t_s + np.arange(n) * self.step_s)
             expected = self.learned.expected_w(self.clear_w[idx], months, hours, lead_h)
+            if self.last_throttled:   # the battery is full, the sun spilled: node.plan.quantile.spill_factor
+                return expected * spill_factor()
             return expected * self._lead_factors(lead_h)
         assert self.archive is not None
         hours_since = (t_s - self.weather.start_s) / 3600.0
@@ -488,6 +490,7 @@ class Simulation:
         self.plate_dirty_since_s = 0.0
         self.cooldown_until_s = 0.0
         self.last_pv_w = 0.0
+        self.last_throttled = False
         self.base_w = s.loads.base_load_w
         current_plan: Plan | None = None
         next_replan_s = -math.inf
@@ -626,6 +629,7 @@ class Simulation:
                 hour_wh += measured_pv_w * dt / 3600.0
                 hour_valid = hour_valid and not throttled
             self.last_pv_w = measured_pv_w
+            self.last_throttled = throttled
             if ap is not None and printer_on:
                 self.result.min_soc_pct_printing = min(self.result.min_soc_pct_printing, 100.0 * step.soc)
                 if step.soc < self.reserve_frac - 1e-9 and not ap.reserve_crossed:

@@ -41,6 +41,8 @@ def test_each_lead_gets_the_quantile_of_its_own_errors() -> None:
     # the next hours are known to 5 %: the factor there is its own, not the day-ahead one
     assert 0.9 < near < 1.0, calib.describe()
     assert calib.factors([1.0, 30.0]) == [near, far]
+    # the battery full and the sun spilled: the expected forecast, not the quantile (sun that is lost anyway)
+    assert calib.factors([1.0, 30.0], spilling=True) == [1.0, 1.0]
 
 
 def test_hours_with_a_full_battery_are_not_scored() -> None:
