@@ -166,6 +166,8 @@ def main() -> int:
     for f in dict.fromkeys(r["file"] for r in runs):
         for ah in batteries:
             group = [r for r in runs if r["file"] == f and r["battery_ah"] == ah]
+            if not group:   # a run cut short (--from-saved)
+                continue
             bound = statistics.mean(r["bound_careful"] for r in group)
             cells = []
             for p in POLICIES:
@@ -186,6 +188,8 @@ def main() -> int:
     for f in dict.fromkeys(r["file"] for r in runs):
         for ah in batteries:
             group = [r for r in runs if r["file"] == f and r["battery_ah"] == ah]
+            if not group:   # a run cut short (--from-saved)
+                continue
             for p in POLICIES:
                 rs = [r["results"][p] for r in group]
 
