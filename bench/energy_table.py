@@ -208,10 +208,11 @@ def main() -> int:
     wall_s = time.perf_counter() - wall0
     if args.from_saved:
         cpu = [r["cpu_s"] for r in runs]
-        print(f"\nfrom {len(runs)} saved runs ({args.from_saved}): {sum(cpu):.0f} s CPU in them, {statistics.mean(cpu):.0f} s"
-              f" a run; the whole table ({len(weather_files())} sites x {len(BATTERIES_AH)} batteries x 5 seeds) at that"
-              f" rate: {statistics.mean(cpu) * len(weather_files()) * len(BATTERIES_AH) * 5 / 2 / 60:.0f} min on two"
-              f" free cores, weather loading not counted")
+        rate = statistics.mean(cpu)
+        whole_min = rate * len(weather_files()) * len(BATTERIES_AH) * 5 / 2 / 60
+        print(f"\nfrom {len(runs)} saved runs ({args.from_saved}): {sum(cpu):.0f} s CPU in them, {rate:.0f} s a run; "
+              f"the whole table (every site and battery, 5 seeds) at that rate: {whole_min:.0f} min on two free "
+              f"cores, weather loading not counted")
         return 0 if ok else 1
     print(f"\nwhole table: {wall_s:.0f} s wall, {sum(r['cpu_s'] for r in runs):.0f} s CPU in the runs "
           f"(weather loading not counted), {len(runs)} runs x {len(POLICIES)} policies + bound, "
