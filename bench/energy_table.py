@@ -21,12 +21,13 @@ stats to FILE (where the time goes: docs/benchmarks.md).
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import sys
 import tarfile
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +37,7 @@ CACHE = ROOT / "bench" / ".cache"
 SDIST_FILES = {"NLD_Amsterdam062400_IWEC.epw": "EPW", "tmy_45.000_8.000_2005_2023.csv": "PVGIS CSV"}
 BATTERIES_AH = (20.0, 40.0, 94.0)
 #: the policies whose bound is computed with their own (few) failures and resumes
+SEEDS_PER_JOB = 3
 CAREFUL = ("planner", "planner-learned", "planner-clearsky", "fit-greedy", "oracle")
 
 
@@ -73,6 +75,7 @@ def run_one(job: tuple[object, float, int, int, int]) -> dict:
     settings = SimSettings(days=days, start_day=start_day, seed=seed, battery=battery_of(battery_ah))
     archive = ForecastArchive.build(weather, seed, world=settings.world)
     results = {p: Simulation(weather, p, settings, archive).run() for p in POLICIES}
+    policies_cpu_s = time.process_time() - cpu0
     # the bound depends on how many prints a policy failed and resumed (see node.study.bound): one for the
     # policies that rarely fail, one valid for all
     bounds, key_of = {}, {}
@@ -89,9 +92,17 @@ def run_one(job: tuple[object, float, int, int, int]) -> dict:
     out["bound"] = max(b.prints for b in bounds.values())
     out["bound_careful"] = bounds[next(iter(bounds))].prints
     out["cpu_s"] = time.process_time() - cpu0
+    out["bound_cpu_s"] = out["cpu_s"] - policies_cpu_s
     print(f"  {out['file']} {battery_ah:.0f} Ah seed {seed}: {time.perf_counter() - wall0:.0f} s wall, "
-          f"{out['cpu_s']:.0f} s CPU (bound {out['bound_s']:.0f} s)", file=sys.stderr, flush=True)
+          f"{out['cpu_s']:.0f} s CPU (bound {out['bound_cpu_s']:.1f} s)", file=sys.stderr, flush=True)
     return out
+
+
+def run_seeds(job: tuple[object, float, tuple[int, ...], int, int]) -> list[dict]:
+    """Every seed of one site and battery in one process: the bound's hours (node.study.bound._TimePart) are
+    the same for all of them and for every policy, so their LP is solved once here."""
+    weather, battery_ah, seeds, days, start_day = job
+    return [run_one((weather, battery_ah, seed, days, start_day)) for seed in seeds]
 
 
 def main() -> int:
@@ -101,8 +112,12 @@ def main() -> int:
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--start-day", type=int, default=0, help="first day of the runs (0 = 1 January)")
     parser.add_argument("--batteries", default=",".join(f"{a:g}" for a in BATTERIES_AH), help="Ah, comma-separated")
-    parser.add_argument("--sites", default="", help="only the weather files whose name contains one of these")
+    parser.add_argument("--sites", default="", help="only the weather files whose name contains one of these, in "
+                        "this order")
     parser.add_argument("--profile", default="", help="run in one process under cProfile; write the stats here")
+    parser.add_argument("--save", default="", help="append each finished run (JSON, one a line) to this file")
+    parser.add_argument("--from-saved", default="", help="print the tables of the runs saved in this file (a run "
+                        "cut short: say so where you quote it) instead of running")
     args = parser.parse_args()
     batteries = tuple(float(a) for a in args.batteries.split(","))
     from node.study.world import HARDER
@@ -110,30 +125,49 @@ def main() -> int:
 
     print(f"world (fixed before tuning): {HARDER.describe()}")
     wall0 = time.perf_counter()
-    files = [str(f) for f in weather_files()
-             if not args.sites or any(s.lower() in f.name.lower() for s in args.sites.split(","))]
-    if args.profile:
+    # --sites also orders the run (the sites that matter most first, when the time may not suffice)
+    wanted = [s.lower() for s in args.sites.split(",") if s]
+    files = [str(f) for f in weather_files() if not wanted or any(s in f.name.lower() for s in wanted)]
+    files.sort(key=lambda f: next((i for i, s in enumerate(wanted) if s in Path(f).name.lower()), 0))
+    if args.from_saved:
+        runs = [json.loads(line) for line in Path(args.from_saved).read_text().splitlines() if line.strip()]
+        batteries = tuple(b for b in batteries if any(r["battery_ah"] == b for r in runs))
+    elif args.profile:
         import cProfile
 
         profiler = cProfile.Profile()
         profiler.enable()
         weathers = [load_weather(f) for f in files]
-        runs = [run_one((w, ah, seed, args.days, args.start_day)) for w in weathers for ah in batteries
-                for seed in range(1, args.seeds + 1)]
+        runs = [r for w in weathers for ah in batteries
+                for r in run_seeds((w, ah, tuple(range(1, args.seeds + 1)), args.days, args.start_day))]
         profiler.disable()
         profiler.dump_stats(args.profile)
     else:
         with ProcessPoolExecutor(max_workers=args.processes) as pool:
             weathers = list(pool.map(load_weather, files))   # pvlib once per site, shared by every run
-            jobs = [(w, ah, seed, args.days, args.start_day) for w in weathers for ah in batteries
-                    for seed in range(1, args.seeds + 1)]
-            runs = list(pool.map(run_one, jobs))
+            # a job per site, battery and up to SEEDS_PER_JOB seeds: its seeds share the bound's hours (solved
+            # once a job, a few seconds) and the two processes stay evenly loaded to the end
+            seeds = list(range(1, args.seeds + 1))
+            chunks = [tuple(seeds[i:i + SEEDS_PER_JOB]) for i in range(0, len(seeds), SEEDS_PER_JOB)]
+            jobs = [(w, ah, chunk, args.days, args.start_day) for w in weathers
+                    for ah in sorted(batteries, reverse=True) for chunk in chunks]
+            runs = []
+            for done in as_completed([pool.submit(run_seeds, job) for job in jobs]):
+                group = done.result()
+                runs += group
+                if args.save:
+                    with open(args.save, "a", encoding="utf-8") as saved:
+                        saved.writelines(json.dumps(r) + "\n" for r in group)
+    order = {Path(f).name: i for i, f in enumerate(files)}
+    runs.sort(key=lambda r: (order.get(r["file"], len(order)), r["battery_ah"], r["seed"]))
     ok = True
     print("\n| site | battery | bound | " + " | ".join(POLICIES) + " |")
     print("|---|---:|---:|" + "---:|" * len(POLICIES))
     for f in dict.fromkeys(r["file"] for r in runs):
         for ah in batteries:
             group = [r for r in runs if r["file"] == f and r["battery_ah"] == ah]
+            if not group:   # a run cut short (--from-saved)
+                continue
             bound = statistics.mean(r["bound_careful"] for r in group)
             cells = []
             for p in POLICIES:
@@ -154,6 +188,8 @@ def main() -> int:
     for f in dict.fromkeys(r["file"] for r in runs):
         for ah in batteries:
             group = [r for r in runs if r["file"] == f and r["battery_ah"] == ah]
+            if not group:   # a run cut short (--from-saved)
+                continue
             for p in POLICIES:
                 rs = [r["results"][p] for r in group]
 
@@ -170,6 +206,14 @@ def main() -> int:
         if r["seed"] == 1 and r["battery_ah"] == batteries[-1]:
             print(f"plant: {r['plant']}")
     wall_s = time.perf_counter() - wall0
+    if args.from_saved:
+        cpu = [r["cpu_s"] for r in runs]
+        rate = statistics.mean(cpu)
+        whole_min = rate * len(weather_files()) * len(BATTERIES_AH) * 5 / 2 / 60
+        print(f"\nfrom {len(runs)} saved runs ({args.from_saved}): {sum(cpu):.0f} s CPU in them, {rate:.0f} s a run; "
+              f"the whole table (every site and battery, 5 seeds) at that rate: {whole_min:.0f} min on two free "
+              f"cores, weather loading not counted")
+        return 0 if ok else 1
     print(f"\nwhole table: {wall_s:.0f} s wall, {sum(r['cpu_s'] for r in runs):.0f} s CPU in the runs "
           f"(weather loading not counted), {len(runs)} runs x {len(POLICIES)} policies + bound, "
           f"{args.days} days from day {args.start_day}, seeds 1..{args.seeds}, {args.processes} processes")

@@ -15,7 +15,8 @@ Which forecast (``forecast.source``; ``auto``, the default, takes the best
 available and names it in ``status`` and in every plan): the hub's cloud cover
 while it is fresh; else the forecast learnt from this node's own PV
 (:mod:`node.plan.learned`: clear-sky-index persistence and climatology, with a
-quantile calibrated on its own errors) once it has ``learned_min_days`` of
+quantile calibrated by lead time on its own errors, :mod:`node.plan.quantile`:
+it is issued every hour and scored as the hours pass) once it has ``learned_min_days`` of
 history; else clear sky.  The learned forecast learns from every telemetry
 sample whatever the source in use (not while the battery is full: the charger
 throttles PV then).  Its state is saved in the node's store once a day and at
@@ -84,7 +85,8 @@ from node.plan.forecast import (
     quantile_factors,
 )
 from node.plan.guard import TYPICAL_PRINT_W, EnergyGuard, energy_action
-from node.plan.learned import LearnedForecast, fallback_factors
+from node.plan.learned import LearnedForecast
+from node.plan.quantile import LeadCalibration, hourly_wh
 from node.plan.schedule import Plan, PlanInputs, PlanJob, RunningPrint, WaitingJob, plan, profile_to_steps
 from node.power.config import ArraySection, SiteSection
 from node.power.plant import BatteryParams
@@ -171,12 +173,17 @@ class Planner(Component):
         self._forecast_key: tuple | None = None  # what _forecast_whole was computed for
         self._forecast_whole: PvForecast | None = None  # past the horizon: sliced by the next re-plans
         self._forecast_stale = True
-        self.learned = LearnedForecast(config.step_s, forecast.quantile, fallback_factors(
-            quantile_factors(self._n_steps(), config.step_s, forecast), config.step_s))
+        self.learned = LearnedForecast(config.step_s)
+        normal = quantile_factors(self._n_steps(), config.step_s, forecast)
+        #: the learned forecast's quantile by lead time, from its own errors (until it has them: the normal model)
+        self.calibration = LeadCalibration(
+            forecast.quantile, lambda lead_h: float(normal[min(len(normal) - 1, int(lead_h * 3600 / config.step_s))]))
         self._learned_day: int | None = None
         self._last_learn_s: float | None = None
-        self._day_measured: list[float] = []
-        self._day_valid: list[bool] = []
+        self._hour: int | None = None          # the hour being measured for the calibration, its Wh, valid
+        self._hour_wh = 0.0
+        self._hour_valid = True
+        self._spilling = False                 # the last reading: the battery full, the charger throttling
         self._wake = asyncio.Event()
         self._trigger = "start"
         self._plan_lock = asyncio.Lock()
@@ -210,10 +217,17 @@ class Planner(Component):
             "SELECT day, saved_s, state_json FROM learned_forecast ORDER BY day DESC").fetchall())
         for row in rows:
             try:
-                self.learned.load_state(json.loads(row["state_json"]))
+                state = json.loads(row["state_json"])
+                self.learned.load_state(state)
             except (ValueError, KeyError, TypeError) as exc:   # a damaged or foreign snapshot: try an older one
                 log.warning("learned forecast snapshot of day %s not usable (%s)", row["day"], exc)
                 continue
+            try:
+                if "lead_calibration" in state:
+                    self.calibration.load_state(state["lead_calibration"])
+            except (ValueError, KeyError, TypeError, IndexError) as exc:   # the forecast is kept; errors relearnt
+                log.warning("learned forecast's error calibration of day %s not usable (%s): it is learnt again",
+                            row["day"], exc)
             self.learned.age((self.node.clock.time() - row["saved_s"]) / 3600.0)
             log.info("learned forecast: %.1f days of history taken back from the store", self.learned.history_days)
             return
@@ -224,7 +238,7 @@ class Planner(Component):
         day = day if day is not None else self._learned_day
         if self.store is None or day is None:
             return
-        state_json = json.dumps(self.learned.to_state())
+        state_json = json.dumps(self.learned.to_state() | {"lead_calibration": self.calibration.to_state()})
         saved_s = self.node.clock.time()
         keep = self.LEARNED_KEEP_DAYS
 
@@ -245,6 +259,7 @@ class Planner(Component):
         return {"soc_pct": self.soc_pct, "bias_factor": round(self.bias.factor, 3),
                 "forecast_source": self.forecast_source(self.node.clock.time()),
                 "learned_history_days": round(self.learned.history_days, 2),
+                "learned_quantile_by_lead": self.calibration.describe(),
                 "forecast_stale": self._forecast_stale,
                 "next_start_s": summary.next_start_s if summary else None,
                 "planned": len(summary.planned) if summary else 0,
@@ -513,7 +528,8 @@ class Planner(Component):
         return fc.clear_sky_pv_w[k] if 0 <= k < len(fc.clear_sky_pv_w) else None
 
     def _learn(self, sample: TelemetrySample) -> None:
-        """Feed one PV reading to the learned forecast; at local midnight, score the day and issue the next."""
+        """Feed one PV reading to the learned forecast; at the top of each hour, score the hour that ended
+        (node.plan.quantile) and issue the forecast; a snapshot each local day."""
         clear_w = self._clear_sky_at(sample.t_s)
         if clear_w is None or sample.pv_w is None:
             return
@@ -522,24 +538,36 @@ class Planner(Component):
         dt_s = 0.0 if self._last_learn_s is None else min(self.config.step_s, max(0.0, sample.t_s - self._last_learn_s))
         self._last_learn_s = sample.t_s
         self.learned.observe(local.month, local.hour, sample.pv_w, clear_w, not throttled, dt_s)
+        self._spilling = throttled
+        hour = int(sample.t_s // 3600)
+        if hour != self._hour:
+            continued = self._hour is not None and hour == self._hour + 1
+            if continued:
+                self.calibration.close_hour(self._hour, self._hour_wh, self._hour_valid)
+            # after a start or a gap the new hour is measured from its middle: scored as not valid
+            self._hour, self._hour_wh, self._hour_valid = hour, 0.0, continued
+            self._issue_learned(hour * 3600.0)
+        self._hour_wh += sample.pv_w * dt_s / 3600.0
+        self._hour_valid = self._hour_valid and not throttled
         day = local.toordinal()
-        per_day = round(86400 / self.config.step_s)
         if day != self._learned_day:
-            if self._learned_day is not None and len(self._day_measured) == per_day:
-
-                self.learned.close_day(self._learned_day, np.asarray(self._day_measured), np.asarray(self._day_valid))
+            if self._learned_day is not None:
                 self.node.spawn(self._save_learned(self._learned_day), "planner.save_learned")
             self._learned_day = day
-            self._day_measured = [0.0] * per_day
-            self._day_valid = [False] * per_day
-            fc = self._forecast
-            midnight_s = sample.t_s - (local.hour * 3600 + local.minute * 60 + local.second)
-            if fc is not None and fc.start_s <= midnight_s + self.config.step_s:
-                self.learned.issue(day, np.asarray(self._learned_w(midnight_s, per_day * 3, calibrated=False)))
-        k = int((local.hour * 3600 + local.minute * 60 + local.second) // self.config.step_s)
-        if 0 <= k < len(self._day_measured):
-            self._day_measured[k] = sample.pv_w
-            self._day_valid[k] = not throttled
+
+    def _issue_learned(self, hour_start_s: float) -> None:
+        """The learned forecast (expected, no quantile) for the whole hours ahead the clear-sky PV covers."""
+        fc = self._forecast
+        if fc is None or fc.start_s > hour_start_s + self.config.step_s:
+            return
+        covered_s = fc.start_s + len(fc.clear_sky_pv_w) * fc.step_s - hour_start_s
+        hours = min(self.calibration.horizon_h, int(covered_s // 3600))
+        if hours <= 0:
+            return
+        per_h = round(3600 / self.config.step_s)
+        self.calibration.issue(int(hour_start_s // 3600),
+                               hourly_wh(self._learned_w(hour_start_s, hours * per_h, calibrated=False),
+                                         self.config.step_s))
 
     def _learned_w(self, start_s: float, n_steps: int, calibrated: bool = True) -> list[float]:
         """The learned forecast per step from ``start_s`` (expected; times the calibrated quantile if asked)."""
@@ -551,8 +579,8 @@ class Planner(Component):
         hours = np.asarray([t.hour for t in local])
         lead_h = np.maximum(0.0, (np.asarray(times) - self.node.clock.time()) / 3600.0)
         expected = self.learned.expected_w(clear, months, hours, lead_h)
-        if calibrated:
-            expected = expected * self.learned.factors(lead_h)
+        if calibrated:   # while the battery is full and the sun spilled: the expected forecast (spill_factor)
+            expected = expected * np.asarray(self.calibration.factors(lead_h.tolist(), spilling=self._spilling))
         return [float(x) for x in expected]
 
     def forecast_source(self, now_s: float) -> str:

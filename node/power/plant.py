@@ -32,13 +32,15 @@ _OCV_PER_CELL: dict[str, list[tuple[float, float]]] = {
                   (0.50, 2.050), (0.60, 2.070), (0.70, 2.090), (0.80, 2.105), (0.90, 2.120), (1.0, 2.130)],
 }
 CELL_V = {"lifepo4": 3.2, "lead_acid": 2.0}
+#: the curves' SoC points, for bisect (the plant steps every 5 minutes of every year-study run)
+_OCV_SOC = {chemistry: [p[0] for p in curve] for chemistry, curve in _OCV_PER_CELL.items()}
 
 
 def open_circuit_v(chemistry: Chemistry, soc: float, cells: int) -> float:
     """Rest voltage of a bank of ``cells`` cells in series at state of charge ``soc`` (0..1)."""
     curve = _OCV_PER_CELL[chemistry]
     soc = min(1.0, max(0.0, soc))
-    i = bisect.bisect_left([p[0] for p in curve], soc)
+    i = bisect.bisect_left(_OCV_SOC[chemistry], soc)
     if i == 0:
         return curve[0][1] * cells
     (s0, v0), (s1, v1) = curve[i - 1], curve[min(i, len(curve) - 1)]

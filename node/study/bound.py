@@ -37,6 +37,21 @@ What is relaxed (each step can only make the bound larger, so it stays valid):
 Base and other loads are kept (left unserved only where the battery is empty,
 as the plant does); the printer's standby and warm-pause draws are left out (a
 relaxation again).
+
+How it is solved (the bound used to be most of the year table's CPU: ~5 LPs of
+a year of hours, 5-9 s each, twice per seed): by decomposition (:class:`_TimePart`).
+The hours meet the job kinds only through three totals (print energy, printing
+hours, turnaround hours); the hours' LP is solved in the few directions the
+kinds' dual prices ask for (3 on a year), each solve a cut valid for every
+solution, and those cuts serve every seed, failure count and shrink pass of the
+same run (the study's hourly PV does not depend on the seed: the bound takes
+the seed-free hours raised by a hair, see ``node.study.year.bound_for``).  The
+value returned is the relaxation under the cuts — an upper bound on the LP,
+whatever the number of cuts — and it is within ``DECOMPOSITION_GAP`` of the
+LP's optimum (checked against a restriction to the points found).  The shrink
+passes run to their fixed point (each is a bound; the direct LP stopped early
+to save time).  ``decomposed=False`` solves the LP directly, as before
+(tests/study/test_year.py checks both agree).
 """
 from __future__ import annotations
 
@@ -64,6 +79,9 @@ class Bound:
     variables: int
     constraints: int
     solve_s: float
+    #: LPs of the whole run's hours solved for this bound (decomposed: 0 when another seed or policy of the same
+    #: run already solved enough of them)
+    hours_lp_solves: int = 0
 
 
 def upper_hull_lines(counts: np.ndarray) -> list[tuple[float, float]]:
@@ -144,23 +162,32 @@ class _LP:
             self.n_ub += len(rhs)
 
     def maximise(self, objective_cols: np.ndarray) -> float:
-        import scipy.sparse as sp
+        c = np.zeros(self.n)
+        c[objective_cols] = 1.0
+        return self.maximise_c(c)[0]
+
+    def maximise_c(self, c: np.ndarray) -> tuple[float, np.ndarray]:
+        """max c.x: the optimum and the solution (the matrices are built once and kept for the next call)."""
         from scipy.optimize import linprog
 
-        def matrix(parts: list, n_rows: int) -> sp.csr_matrix:
-            return sp.csr_matrix((np.concatenate([p[2] for p in parts]),
-                                  (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))),
-                                 shape=(n_rows, self.n))
+        if getattr(self, "_built", None) is None:
+            import scipy.sparse as sp
 
-        c = np.zeros(self.n)
-        c[objective_cols] = -1.0
-        bounds = np.column_stack([np.concatenate(self.lo), np.concatenate(self.hi)])
-        result = linprog(c, A_ub=matrix(self.ub, self.n_ub), b_ub=np.concatenate(self.ub_rhs),
-                         A_eq=matrix(self.eq, self.n_eq), b_eq=np.concatenate(self.eq_rhs),
-                         bounds=[(lo, None if np.isinf(hi) else hi) for lo, hi in bounds], method=LP_METHOD)
+            def matrix(parts: list, n_rows: int) -> sp.csr_matrix:
+                return sp.csr_matrix((np.concatenate([p[2] for p in parts]),
+                                      (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))),
+                                     shape=(n_rows, self.n))
+
+            hi = np.concatenate(self.hi)
+            self._built = (matrix(self.ub, self.n_ub), np.concatenate(self.ub_rhs), matrix(self.eq, self.n_eq),
+                           np.concatenate(self.eq_rhs),
+                           np.column_stack([np.concatenate(self.lo), np.where(np.isinf(hi), np.inf, hi)]))
+        a_ub, b_ub, a_eq, b_eq, bounds = self._built
+        result = linprog(-np.asarray(c, dtype=float), A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=b_eq, bounds=bounds,
+                         method=LP_METHOD)
         if result.status != 0:
             raise RuntimeError(f"the bound's LP did not solve: {result.message}")
-        return float(-result.fun)
+        return float(-result.fun), result.x
 
 
 @dataclass(frozen=True)
@@ -195,7 +222,8 @@ class _Kind:
 def upper_bound(pv_hourly_wh: np.ndarray, base_hourly_wh: np.ndarray, start_s: float, utc_offset_s: float,
                 battery: BatteryParams, initial_soc: float, *, seed: int, queue_target: int, failed: int,
                 resumed: int, attended: tuple[int, int], plate_clear_delay_s: float, start_step_s: float = 300.0,
-                printer_profile: str = "ender3", ambient_c: float = 20.0, tight_passes: int = 0) -> Bound:
+                printer_profile: str = "ender3", ambient_c: float = 20.0, tight_passes: int = 0,
+                decomposed: bool = True) -> Bound:
     """The bound for one run; see the module docstring.  Hourly arrays start at the run's first hour.
 
     ``failed``/``resumed``: the most prints any policy compared failed / resumed after a pause (a print that
@@ -214,11 +242,28 @@ def upper_bound(pv_hourly_wh: np.ndarray, base_hourly_wh: np.ndarray, start_s: f
     extra = failed + queue_target
     m_max = len(kinds_seen)
     best = math.inf
+    if tight_passes == 0 and decomposed:
+        # the loose LP by decomposition (see _TimePart): the hours are solved in a few directions, shared by
+        # every seed and policy of the same run, the job kinds in a small LP
+        part = _time_part(pv_hourly_wh, base_hourly_wh, start_s, utc_offset_s, battery, initial_soc, kinds,
+                          attended)
+        solves0 = part.solves
+        nights = len(unattended_windows(start_s, hours, utc_offset_s, attended))
+        for _ in range(MAX_DECOMPOSED_PASSES):
+            best = min(best, part.prints(kinds, kinds_seen[:m_max], extra, nights, plate_clear_delay_s / 3600.0))
+            next_max = min(m_max, math.floor(best + 1e-6) + extra)
+            if next_max == m_max:
+                break
+            m_max = next_max
+        return Bound(prints=best, variables=0, constraints=0, solve_s=time.perf_counter() - wall0,
+                     hours_lp_solves=part.solves - solves0)
     # each pass's bound caps the jobs the next pass's hull must cover (every pass is a bound; the sequence falls
     # to a fixed point slowly, so it stops once a pass gains less than STOP_GAIN); the time-indexed passes
     # follow when asked for
+    passes = 0
     for tight, max_passes in ((False, MAX_LOOSE_PASSES), (True, tight_passes)):
         for _ in range(max_passes):
+            passes += 1
             value = _solve(pv_hourly_wh, base_hourly_wh, start_s, utc_offset_s, battery, initial_soc, kinds,
                            kinds_seen[:m_max], extra, resumed if tight else None, attended, plate_clear_delay_s)
             gain = (best - value) / max(1.0, value) if math.isfinite(best) else 1.0
@@ -227,7 +272,181 @@ def upper_bound(pv_hourly_wh: np.ndarray, base_hourly_wh: np.ndarray, start_s: f
             if next_max == m_max or (not tight and gain < STOP_GAIN):
                 break
             m_max = next_max
-    return Bound(prints=best, variables=0, constraints=0, solve_s=time.perf_counter() - wall0)
+    return Bound(prints=best, variables=0, constraints=0, solve_s=time.perf_counter() - wall0,
+                 hours_lp_solves=passes)
+
+
+#: passes of the job-count shrink in the decomposed LP (each costs a small LP and rarely a new cut)
+MAX_DECOMPOSED_PASSES = 60
+#: the decomposition stops when its upper and lower values are this close (relative); the upper one is returned
+DECOMPOSITION_GAP = 0.001
+MAX_CUTS_PER_SOLVE = 40
+#: time parts kept (one per site x battery x calendar of a bench process)
+TIME_PARTS_KEPT = 4
+_TIME_PARTS: dict[tuple, _TimePart] = {}
+
+
+def _time_part(pv_hourly_wh: np.ndarray, base_hourly_wh: np.ndarray, start_s: float, utc_offset_s: float,
+               battery: BatteryParams, initial_soc: float, kinds: list[_Kind], attended: tuple[int, int]
+               ) -> _TimePart:
+    """The run's time part, from the cache when every input is the same (seeds and policies of one run)."""
+    import hashlib
+
+    all_w = np.concatenate([k.minute_w for k in kinds])
+    key = (hashlib.sha1(np.ascontiguousarray(pv_hourly_wh, dtype=float).tobytes()).hexdigest(),
+           hashlib.sha1(np.ascontiguousarray(base_hourly_wh, dtype=float).tobytes()).hexdigest(),
+           start_s, utc_offset_s, battery.model_dump_json(), initial_soc, attended, float(all_w.min()),
+           float(all_w.max()), max(k.duration_h for k in kinds))
+    part = _TIME_PARTS.pop(key, None)
+    if part is None:
+        part = _TimePart(pv_hourly_wh, base_hourly_wh, start_s, utc_offset_s, battery, initial_soc, kinds, attended)
+    _TIME_PARTS[key] = part
+    while len(_TIME_PARTS) > TIME_PARTS_KEPT:
+        del _TIME_PARTS[next(iter(_TIME_PARTS))]
+    return part
+
+
+class _TimePart:
+    """The loose LP split in two (a Dantzig-Wolfe decomposition; the same optimum, to DECOMPOSITION_GAP, and
+    always an upper bound on it).
+
+    The hours (battery, PV, draw per printing hour, occupancy, nights) meet the job kinds only through three
+    totals: print energy ``P`` (Wh), printing hours ``U``, plate turnaround hours ``V``.  The totals the hours
+    allow form a convex set F.  Solving the hours' LP in a direction ``lam >= 0`` gives ``h = max lam.x`` over F:
+    ``lam.x <= h`` holds on all of F (a cut) and the solution is a point of F.  The kinds' LP with the cuts in
+    place of F is a relaxation of the loose LP — its optimum is an upper bound (the value returned), whatever
+    the cuts; with the points' convex hull in place of F it is a restriction — a lower value.  Each round adds
+    the cut in the direction of the restriction's dual prices of the three totals (Dantzig-Wolfe pricing: the
+    prices only choose where to cut, the bound's validity does not rest on them) until both values agree to
+    DECOMPOSITION_GAP.  The hours do not depend on the seed's job stream, the failures or the
+    resumes, so one set of cuts serves every seed and policy of a run: the big LP is solved a few times per
+    site and battery instead of a few times per policy and seed."""
+
+    def __init__(self, pv_hourly_wh: np.ndarray, base_hourly_wh: np.ndarray, start_s: float, utc_offset_s: float,
+                 battery: BatteryParams, initial_soc: float, kinds: list[_Kind], attended: tuple[int, int]) -> None:
+        H = len(pv_hourly_wh)
+        idx = np.arange(H)
+        ones = np.ones(H)
+        lp = _LP()
+        e_cap = ocv_energy_wh(battery, 1.0) * DISCRETISATION_ALLOWANCE
+        e0 = min(e_cap, ocv_energy_wh(battery, initial_soc) * DISCRETISATION_ALLOWANCE)
+        eta = min(1.0, battery.charge_efficiency * DISCRETISATION_ALLOWANCE)
+        c_max = battery.max_charge_a * open_circuit_v(battery.chemistry, 1.0, battery.cells)
+        nights = unattended_windows(start_s, H, utc_offset_s, attended)
+        night = np.zeros(H, dtype=bool)
+        for w in nights:
+            night[w] = True
+        all_w = np.concatenate([k.minute_w for k in kinds])
+        w_lo, w_hi = float(all_w.min()), float(all_w.max())
+        d_max = max(k.duration_h for k in kinds)
+        # the same variables and rows as _solve's loose LP, without the kinds
+        E = lp.variables(H, 0.0, e_cap)
+        C = lp.variables(H, 0.0, c_max)
+        D = lp.variables(H)
+        S = lp.variables(H, 0.0, base_hourly_wh)
+        PZ = lp.variables(H)
+        U = lp.variables(H, 0.0, 1.0)
+        V = lp.variables(H, 0.0, np.where(night, 0.0, 1.0))
+        lp.rows(np.concatenate([idx, idx[1:], idx, idx]), np.concatenate([E + idx, E + idx[1:] - 1, C + idx, D + idx]),
+                np.concatenate([ones, -ones[1:], -eta * ones, ones]), np.where(idx == 0, e0, 0.0), equal=True)
+        lp.rows(np.tile(idx, 4), np.concatenate([C + idx, D + idx, PZ + idx, S + idx]),
+                np.concatenate([ones, -ones, ones, -ones]), pv_hourly_wh - base_hourly_wh)
+        lp.rows(np.concatenate([idx, idx]), np.concatenate([PZ + idx, U + idx]), np.concatenate([ones, -w_hi * ones]),
+                np.zeros(H))
+        lp.rows(np.concatenate([idx, idx]), np.concatenate([PZ + idx, U + idx]), np.concatenate([-ones, w_lo * ones]),
+                np.zeros(H))
+        lp.rows(np.concatenate([idx, idx]), np.concatenate([U + idx, V + idx]), np.concatenate([ones, ones]),
+                np.ones(H))
+        if nights:
+            lp.rows(np.concatenate([np.full(len(w), n_w) for n_w, w in enumerate(nights)]),
+                    np.concatenate([U + np.asarray(w) for w in nights]),
+                    np.concatenate([np.full(len(w), 1.0 / min(len(w), d_max)) for w in nights]), np.ones(len(nights)))
+        self.lp = lp
+        self.cols = (PZ, U, V)
+        self.hours = H
+        # a box F lies in without solving anything: every hour at the highest draw, printing or turning round
+        self.cuts: list[tuple[np.ndarray, float]] = [(np.array([1.0, 0.0, 0.0]), w_hi * H),
+                                                      (np.array([0.0, 1.0, 0.0]), float(H)),
+                                                      (np.array([0.0, 0.0, 1.0]), float((~night).sum()))]
+        self.points: list[np.ndarray] = [np.zeros(3)]
+        self.solves = 0
+
+    def support(self, lam: np.ndarray) -> None:
+        """Solve the hours in direction ``lam``: one cut and one point."""
+        c = np.zeros(self.lp.n)
+        for col, weight in zip(self.cols, lam, strict=True):
+            c[col:col + self.hours] = weight
+        h, x = self.lp.maximise_c(c)
+        self.solves += 1
+        point = np.array([x[col:col + self.hours].sum() for col in self.cols])
+        # the solver's tolerance: the cut is moved out a little, never in
+        self.cuts.append((np.asarray(lam, dtype=float), h * (1.0 + 1e-7) + 1e-6))
+        self.points.append(np.maximum(point, 0.0))
+
+    def prints(self, kinds: list[_Kind], kinds_seen: list[str], extra: int, nights: int, turn_h: float) -> float:
+        """The loose LP's optimum for this job stream prefix (an upper bound, within DECOMPOSITION_GAP of it)."""
+        from scipy.optimize import linprog
+
+        n = len(kinds)
+        energy = np.array([k.energy_wh for k in kinds])
+        duration = np.array([k.duration_h for k in kinds])
+        hull_rows, hull_rhs = [], []
+        for k, kind in enumerate(kinds):
+            counts = np.concatenate([[0], np.cumsum([1 if seen == kind.name else 0 for seen in kinds_seen])])
+            for slope, intercept in upper_hull_lines(counts.astype(float)):
+                row = -slope * np.ones(n)
+                row[k] += 1.0
+                hull_rows.append(row)
+                hull_rhs.append(slope * extra + intercept)
+        hull = np.array(hull_rows).reshape(-1, n)
+        link = [np.concatenate([energy, [-1.0, 0.0, 0.0]]), np.concatenate([duration, [0.0, -1.0, 0.0]])]
+        link_rhs = [0.0, 0.0]
+        if turn_h > 0:
+            link.append(np.concatenate([np.ones(n), [0.0, 0.0, -1.0 / turn_h]]))
+            link_rhs.append(nights + 1.0)
+        c = -np.concatenate([np.ones(n), np.zeros(3)])
+
+        def outer_value() -> float:
+            """The relaxation: (P, U, V) under every cut so far."""
+            cuts = np.array([np.concatenate([np.zeros(n), lam]) for lam, _ in self.cuts])
+            a_ub = np.vstack([np.array(link), np.hstack([hull, np.zeros((len(hull), 3))]), cuts])
+            b_ub = np.concatenate([link_rhs, hull_rhs, [h for _, h in self.cuts]])
+            outer = linprog(c, A_ub=a_ub, b_ub=b_ub, bounds=(0, None), method="highs-ds")
+            if outer.status != 0:
+                raise RuntimeError(f"the bound's kinds LP did not solve: {outer.message}")
+            return float(-outer.fun)
+
+        def inner_solve() -> tuple[float, np.ndarray]:
+            """The restriction: (P, U, V) a convex combination of the points found; its value and the prices of
+            the three totals (Dantzig-Wolfe's restricted master: where the next cut is looked for)."""
+            pts = np.array(self.points)
+            m = len(pts)
+            inner_link = [np.concatenate([energy, -pts[:, 0]]), np.concatenate([duration, -pts[:, 1]])]
+            if turn_h > 0:
+                inner_link.append(np.concatenate([np.ones(n), -pts[:, 2] / turn_h]))
+            inner = linprog(-np.concatenate([np.ones(n), np.zeros(m)]),
+                            A_ub=np.vstack([np.array(inner_link), np.hstack([hull, np.zeros((len(hull), m))])]),
+                            b_ub=np.concatenate([link_rhs, hull_rhs]),
+                            A_eq=np.concatenate([np.zeros(n), np.ones(m)])[None, :], b_eq=[1.0], bounds=(0, None),
+                            method="highs-ds")
+            if inner.status != 0:
+                raise RuntimeError(f"the bound's kinds LP did not solve: {inner.message}")
+            prices = np.maximum(0.0, -np.asarray(inner.ineqlin.marginals[:len(inner_link)]))
+            lam = np.array([prices[0], prices[1], prices[2] / turn_h if turn_h > 0 else 0.0])
+            return float(-inner.fun), lam
+
+        upper = outer_value()
+        for _ in range(MAX_CUTS_PER_SOLVE):
+            lower, lam = inner_solve()
+            if upper - lower <= DECOMPOSITION_GAP * max(1.0, upper):
+                break
+            if lam.sum() <= 1e-12:   # nothing prices the totals yet: a direction that values prints' totals
+                lam = np.array([1.0 / energy.mean(), 1.0 / duration.mean(), 1.0 / turn_h if turn_h > 0 else 0.0])
+            self.support(lam)
+            # the relaxation under the new cut: an upper bound whatever the prices were (they only chose where
+            # to cut)
+            upper = min(upper, outer_value())
+        return upper
 
 
 def _solve(pv_hourly_wh: np.ndarray, base_hourly_wh: np.ndarray, start_s: float, utc_offset_s: float,

@@ -76,7 +76,8 @@ from node.plan.energymodel import EnergyModel, EnergyThresholds, LoadModel, Plan
 from node.plan.fit import BestClearDay, FitCheck, check_fit
 from node.plan.forecast import CLOUD_TABLE_PCT, BiasTracker, quantile_factors
 from node.plan.guard import EnergyGuard, energy_action
-from node.plan.learned import LearnedForecast, fallback_factors
+from node.plan.learned import LearnedForecast
+from node.plan.quantile import LeadCalibration, spill_factor
 from node.plan.schedule import Plan, PlanInputs, PlanJob, RunningPrint, plan, profile_to_steps
 from node.power.plant import BatteryParams
 from node.printer.profile import PrinterProfile, load_profile
@@ -376,11 +377,35 @@ class Simulation:
             lead_h = (np.arange(n) + 0.5) * self.step_s / 3600.0
             months, hours = self._month_hour(t_s + np.arange(n) * self.step_s)
             expected = self.learned.expected_w(self.clear_w[idx], months, hours, lead_h)
-            return expected * self.learned.factors(lead_h)
+            if self.last_throttled:   # the battery is full, the sun spilled: node.plan.quantile.spill_factor
+                return expected * spill_factor()
+            return expected * self._lead_factors(lead_h)
         assert self.archive is not None
         hours_since = (t_s - self.weather.start_s) / 3600.0
         raw = self.archive.pv_steps(hours_since, n, self.step_s)
         return raw * self.bias.factor * self.quantile
+
+    def _lead_factors(self, lead_h: np.ndarray) -> np.ndarray:
+        """The calibrated quantile per step (node.plan.quantile), recomputed only when a sample was added."""
+        if self._factors_version != self.calibration.version:
+            if self._lead_bins is None:   # the plan's steps always have the same leads: bins and fallback once
+                self._lead_bins = np.array([self.calibration.bin_of(x) for x in lead_h.tolist()])
+                self._lead_fallback = np.array([self.calibration.fallback(x) for x in lead_h.tolist()])
+            table = self.calibration.bin_table()
+            own = np.array([np.nan if f is None else f for f in table])[self._lead_bins]
+            self._factors = np.where(np.isnan(own), self._lead_fallback, own)
+            self._factors_version = self.calibration.version
+        return self._factors
+
+    def _issue_learned(self, k: int, t_s: float) -> None:
+        """At the top of an hour: the learned forecast's expected PV for the calibration's horizon, issued."""
+        per_h = round(3600 / self.step_s)
+        n = self.calibration.horizon_h * per_h
+        idx = (k + np.arange(n)) % len(self.truth_w)
+        months, hours = self._month_hour(t_s + np.arange(n) * self.step_s)
+        lead_h = (np.arange(n) + 0.5) * self.step_s / 3600.0
+        expected_wh = self.learned.expected_w(self.clear_w[idx], months, hours, lead_h) * self.step_s / 3600.0
+        self.calibration.issue(int(t_s // 3600), expected_wh.reshape(-1, per_h).sum(axis=1).tolist())
 
     def _month_hour(self, t_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Local (fixed-offset) month 1..12 and hour 0..23 of each instant."""
@@ -449,8 +474,13 @@ class Simulation:
         self.bias = BiasTracker(s.forecast.bias_halflife_h)
         self.estimator = SocEstimator(s.world, s.seed, self.step_s)
         self.soc_seen = self.estimator.read(self.plant.soc)
-        self.learned = LearnedForecast(self.step_s, s.forecast.quantile,
-                                       fallback_factors(self.quantile, self.step_s))
+        self.learned = LearnedForecast(self.step_s)
+        normal = self.quantile
+        self.calibration = LeadCalibration(
+            s.forecast.quantile, lambda lead_h: float(normal[min(len(normal) - 1, int(lead_h * 3600 / self.step_s))]))
+        self._factors_version = -1
+        self._lead_bins: np.ndarray | None = None
+        hour_wh, hour_valid = 0.0, True
         self.result.plant = (f"{s.battery.capacity_ah:.0f} Ah {s.battery.chemistry} ({s.battery.cells} cells, "
                              f"{self.model.capacity_wh:.0f} Wh, {s.battery.max_charge_a:.0f} A charge); "
                              f"{self.weather.describe_plant()}")
@@ -460,6 +490,7 @@ class Simulation:
         self.plate_dirty_since_s = 0.0
         self.cooldown_until_s = 0.0
         self.last_pv_w = 0.0
+        self.last_throttled = False
         self.base_w = s.loads.base_load_w
         current_plan: Plan | None = None
         next_replan_s = -math.inf
@@ -471,8 +502,6 @@ class Simulation:
         dt = self.step_s
         pause_s_total = 0.0
         queued_at: dict[str, float] = {}
-        day_measured = np.zeros(steps_per_day)
-        day_valid = np.zeros(steps_per_day, dtype=bool)
         learned = self.policy == "planner-learned"
 
         for i in range(n_steps):
@@ -480,18 +509,12 @@ class Simulation:
             t_s = self.weather.start_s + (k0 + i) * dt
             self.soc_seen = self.estimator.read(self.plant.soc)
             replan = False
-            local_step = int(((t_s + self.utc_offset_s) % 86400.0) // dt)
-            if learned and local_step == 0:
-                day = int((t_s + self.utc_offset_s) // 86400.0)
+            if learned and t_s % 3600.0 < dt / 2:
+                # the top of an hour: the last one is scored, the next forecast issued (node.plan.quantile)
                 if i > 0:
-                    self.learned.close_day(day - 1, day_measured, day_valid)
-                n_issue = 3 * steps_per_day
-                idx = (k + np.arange(n_issue)) % len(self.truth_w)
-                months, hours = self._month_hour(t_s + np.arange(n_issue) * dt)
-                self.learned.issue(day, self.learned.expected_w(self.clear_w[idx], months, hours,
-                                                                (np.arange(n_issue) + 0.5) * dt / 3600.0))
-                day_measured[:] = 0.0
-                day_valid[:] = False
+                    self.calibration.close_hour(int(t_s // 3600) - 1, hour_wh, hour_valid)
+                self._issue_learned(k, t_s)
+                hour_wh, hour_valid = 0.0, True
             # 1. the queue stays non-empty
             while len(self.queue) < s.queue_target:
                 new_job = self.stream.next_job(t_s)
@@ -603,9 +626,10 @@ class Simulation:
                 month, hour = self._month_hour(np.array([t_s]))
                 self.learned.observe(int(month[0]), int(hour[0]), measured_pv_w, float(self.clear_w[k]),
                                      not throttled)
-                day_measured[local_step] = measured_pv_w
-                day_valid[local_step] = not throttled
+                hour_wh += measured_pv_w * dt / 3600.0
+                hour_valid = hour_valid and not throttled
             self.last_pv_w = measured_pv_w
+            self.last_throttled = throttled
             if ap is not None and printer_on:
                 self.result.min_soc_pct_printing = min(self.result.min_soc_pct_printing, 100.0 * step.soc)
                 if step.soc < self.reserve_frac - 1e-9 and not ap.reserve_crossed:
@@ -713,7 +737,7 @@ def true_pv_steps(weather: WeatherYear, settings: SimSettings) -> np.ndarray:
 
 
 def bound_for(weather: WeatherYear, settings: SimSettings, failed: int, resumed: int, tight_passes: int = 0,
-              never_fits: int = 0) -> Bound:
+              never_fits: int = 0, decomposed: bool = True) -> Bound:
     """The LP upper bound (:mod:`node.study.bound`) on prints completed in this run by a policy that failed
     at most ``failed`` prints and resumed at most ``resumed`` paused ones.  ``never_fits``: jobs of the stream
     held as never fitting (node.plan.fit); the policy drew that many more jobs from the stream, so the bound's
@@ -722,8 +746,14 @@ def bound_for(weather: WeatherYear, settings: SimSettings, failed: int, resumed:
     truth = true_pv_steps(weather, settings)
     k0 = settings.start_day * 24 * steps_per_hour
     n = settings.days * 24 * steps_per_hour
-    run = truth[(k0 + np.arange(n)) % len(truth)]
-    pv_hourly_wh = run.reshape(-1, steps_per_hour).sum(axis=1) * settings.step_s / 3600.0
+    steps = (k0 + np.arange(n)) % len(truth)
+    pv_hourly_wh = truth[steps].reshape(-1, steps_per_hour).sum(axis=1) * settings.step_s / 3600.0
+    # the world's downscaling keeps each hour's energy, so every seed has the same hourly PV but for rounding:
+    # the bound takes the seed-free hours, raised by a hair (more sun only raises a bound), so its hours' LP is
+    # shared by every seed (node.study.bound._TimePart); where a seed's hour is higher still, that one counts
+    smooth = weather.truth_5min(settings.step_s)
+    seed_free = smooth[steps].reshape(-1, steps_per_hour).sum(axis=1) * settings.step_s / 3600.0 * (1 + 1e-9) + 1e-9
+    pv_hourly_wh = seed_free if np.all(pv_hourly_wh <= seed_free) else np.maximum(pv_hourly_wh, seed_free)
     start_s = weather.start_s + k0 * settings.step_s
     offset_s = float(weather.site.get("utc_offset_h", 0.0)) * 3600.0
     local_hours = ((start_s + np.arange(settings.days * 24) * 3600.0 + offset_s) % 86400.0 // 3600.0).astype(int)
@@ -734,7 +764,7 @@ def bound_for(weather: WeatherYear, settings: SimSettings, failed: int, resumed:
                        start_step_s=settings.step_s,
                        attended=settings.attended_hours, plate_clear_delay_s=settings.plate_clear_delay_s,
                        printer_profile=settings.printer_profile, ambient_c=settings.planner.ambient_c,
-                       tight_passes=tight_passes)
+                       tight_passes=tight_passes, decomposed=decomposed)
 
 
 # --- several policies on one file ------------------------------------------------------------------

@@ -265,6 +265,9 @@ def test_the_forecast_learnt_from_the_nodes_own_pv_takes_over_from_clear_sky(tmp
     asyncio.run(scenario())
     learned_days = planner.learned.history_days
     expected = planner.learned.expected_w(np.full(24, 300.0), np.full(24, 6), np.arange(24), np.full(24, 30.0))
+    # the forecast was issued every hour and scored as the hours passed (node.plan.quantile)
+    calibration = planner.calibration.to_state()
+    assert planner.calibration.samples(0) > 0
     store.close()
 
     # the node restarts: a new store object on the same SQLite file, a new Planner
@@ -279,6 +282,7 @@ def test_the_forecast_learnt_from_the_nodes_own_pv_takes_over_from_clear_sky(tmp
     asyncio.run(again.start())
     assert again.learned.history_days == pytest.approx(learned_days)
     assert again.forecast_source(NIGHT_S) == "learned"
+    assert again.calibration.to_state() == calibration
     assert np.allclose(again.learned.expected_w(np.full(24, 300.0), np.full(24, 6), np.arange(24), np.full(24, 30.0)),
                        expected)
     rows = read_from_outside(tmp_path / "node.db", "SELECT day FROM learned_forecast")

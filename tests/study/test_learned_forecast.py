@@ -31,7 +31,7 @@ def test_it_learns_a_cloudy_climate_and_ignores_throttled_hours() -> None:
     step_s = 3600.0
     hours = np.arange(24 * 40) % 24
     clear = np.clip(np.sin((hours - 6) / 12 * np.pi), 0, None) * 400.0
-    forecast = LearnedForecast(step_s, 0.2, [0.8])
+    forecast = LearnedForecast(step_s)
     for k in range(len(hours)):
         forecast.observe(6, int(hours[k]), 0.5 * clear[k], float(clear[k]), True)
     # a full battery throttles PV to nothing for a day: not the sun's doing, not learnt
@@ -40,16 +40,3 @@ def test_it_learns_a_cloudy_climate_and_ignores_throttled_hours() -> None:
     day = slice(0, 24)
     expected = forecast.expected_w(clear[day], np.full(24, 6), hours[day], np.arange(24) + 30.0)
     assert np.allclose(expected, 0.5 * clear[day], rtol=0.05)
-
-
-def test_the_quantile_is_calibrated_from_the_nodes_own_errors() -> None:
-    per_day = 24
-    forecast = LearnedForecast(3600.0, 0.2, [0.7, 0.6, 0.5])
-    assert forecast.factor(0) == 0.7            # no history yet: the normal model's factor
-    rng = np.random.default_rng(3)
-    issued = np.full(3 * per_day, 100.0)
-    for day in range(40):
-        forecast.issue(day, issued)
-        ratio = rng.uniform(0.4, 1.2)
-        forecast.close_day(day, np.full(per_day, 100.0 * ratio), np.ones(per_day, dtype=bool))
-    assert 0.45 < forecast.factor(0) < 0.7     # the 20 % quantile of U(0.4, 1.2) is 0.56

@@ -74,9 +74,33 @@ def test_the_bound_holds_on_a_small_battery_too(weather) -> None:
     failed, resumed = max(r.prints_failed for r in results), max(r.resumed_after_pause for r in results)
     bound = bound_for(year, settings, failed=failed, resumed=resumed)
     assert max(r.prints_completed for r in results) <= bound.prints
-    # the time-indexed refinement (each print's energy tied to the hours after its start) is a bound too
+    # the time-indexed refinement (each print's energy tied to the hours after its start) is a bound too, and
+    # no looser than the direct LP it refines
     tight = bound_for(year, settings, failed=failed, resumed=resumed, tight_passes=1)
-    assert max(r.prints_completed for r in results) <= tight.prints <= bound.prints + 1e-6
+    direct = bound_for(year, settings, failed=failed, resumed=resumed, decomposed=False)
+    assert max(r.prints_completed for r in results) <= tight.prints <= direct.prints + 1e-6
+
+
+def test_the_decomposed_bound_is_the_direct_lp_and_shares_its_hours(weather, monkeypatch) -> None:
+    """The bound by decomposition (node.study.bound._TimePart: the hours' LP in a few directions, the job kinds
+    in a small LP) reaches the direct LP's optimum; another seed or other failures on the same run solve the
+    hours' LP again at most once."""
+    from dataclasses import replace
+
+    from node.study import bound
+
+    monkeypatch.setattr(bound, "STOP_GAIN", 0.0)   # the direct passes to their fixed point, as the decomposed ones
+    bound._TIME_PARTS.clear()
+    year = weather["703165TY.csv"]
+    settings = SimSettings(days=10, start_day=120, seed=3, battery=battery_of(40.0))
+    first = bound_for(year, settings, failed=2, resumed=0)
+    direct = bound_for(year, settings, failed=2, resumed=0, decomposed=False)
+    # an upper bound on the same LP, and tight: within the decomposition's gap (and a job of the count's floor)
+    assert first.prints >= direct.prints - 1e-6 * max(1.0, direct.prints)
+    assert first.prints <= direct.prints * 1.005, (first.prints, direct.prints)
+    assert first.hours_lp_solves >= 1
+    again = bound_for(year, replace(settings, seed=4), failed=6, resumed=0)
+    assert again.hours_lp_solves <= 1 and again.prints > 0
 
 
 def test_without_sun_and_with_an_empty_battery_the_bound_is_zero() -> None:
