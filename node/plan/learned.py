@@ -25,17 +25,40 @@ multiplies the forecast at lead day ``d`` by the ``quantile`` of the last
 ``calibration_days`` ratios measured/forecast (until enough exist, by the
 normal-error model of :mod:`node.plan.forecast`).
 
-Pure numpy, no pvlib: the clear-sky PV comes from the forecast worker.
+Pure Python on ``array('d')`` (no numpy: the daemon keeps this resident, issue #19), no pvlib: the clear-sky
+PV comes from the forecast worker.  The arithmetic is numpy's as it was (the same sums and quantiles; only
+``exp`` may differ in the last bit where numpy has its own AVX-512 routine), so the study's results stand.
 """
 from __future__ import annotations
 
 import math
+from array import array
 from collections import deque
 from collections.abc import Sequence
 
-import numpy as np
+from node.native import load_core
+from node.plan.schedule import Watts, wsum
+
+_core = load_core("plancore")
 
 LEAD_DAYS = 3
+#: the climatology tables: months 1..12 (row 0 unused) by hours 0..23, flat (row-major)
+MONTHS, HOURS = 13, 24
+
+
+def quantile(samples: Sequence[float], q: float) -> float:
+    """numpy.quantile(samples, q) (its default, linear method) with numpy's arithmetic."""
+    ordered = sorted(float(x) for x in samples)
+    virtual = (len(ordered) - 1) * q
+    if virtual >= len(ordered) - 1:
+        return ordered[-1]
+    if virtual < 0:
+        return ordered[0]
+    below = math.floor(virtual)
+    lo, hi = ordered[below], ordered[below + 1]
+    gamma = virtual - below
+    diff = hi - lo
+    return hi - diff * (1.0 - gamma) if gamma >= 0.5 else lo + diff * gamma
 
 
 class LearnedForecast:
@@ -56,12 +79,12 @@ class LearnedForecast:
         self.daylight_s_seen = 0.0
         dt_h = step_s / 3600.0
         # climatology: decayed measured and clear-sky energy per (month 1..12, hour 0..23), with a prior
-        self.clim_measured = np.full((13, 24), prior_kc * prior_weight_h * 300.0 * dt_h)
-        self.clim_clear = np.full((13, 24), prior_weight_h * 300.0 * dt_h)
+        self.clim_measured = Watts.filled(MONTHS * HOURS, prior_kc * prior_weight_h * 300.0 * dt_h)
+        self.clim_clear = Watts.filled(MONTHS * HOURS, prior_weight_h * 300.0 * dt_h)
         self.recent_measured = 0.0
         self.recent_clear = 0.0
         self.ratios: list[deque[float]] = [deque(maxlen=calibration_days) for _ in range(LEAD_DAYS)]
-        self._issues: dict[int, np.ndarray] = {}     # day index -> expected W per step for 3 days
+        self._issues: dict[int, Watts] = {}     # day index -> expected W per step for 3 days
 
     # --- learning ---------------------------------------------------------------------------------
     def observe(self, month: int, hour: int, measured_w: float, clear_w: float, valid: bool,
@@ -81,10 +104,10 @@ class LearnedForecast:
         self.recent_measured += measured_w * dt_h
         self.recent_clear += clear_w * dt_h
         climate_decay = 0.5 ** (dt_s / 86400.0 / self.climate_halflife_days)
-        self.clim_measured *= climate_decay
-        self.clim_clear *= climate_decay
-        self.clim_measured[month, hour] += measured_w * dt_h
-        self.clim_clear[month, hour] += clear_w * dt_h
+        _core.scale(self.clim_measured, climate_decay)
+        _core.scale(self.clim_clear, climate_decay)
+        self.clim_measured[month * HOURS + hour] += measured_w * dt_h
+        self.clim_clear[month * HOURS + hour] += clear_w * dt_h
 
     @property
     def history_days(self) -> float:
@@ -96,22 +119,22 @@ class LearnedForecast:
             return None
         return min(1.2, self.recent_measured / self.recent_clear)
 
-    def expected_w(self, clear_w: np.ndarray, months: np.ndarray, hours: np.ndarray, lead_h: np.ndarray) -> np.ndarray:
+    def expected_w(self, clear_w: Sequence[float], months: Sequence[int], hours: Sequence[int],
+                   lead_h: Sequence[float]) -> Watts:
         """The expected PV per step (clear-sky PV times the blended clear-sky index)."""
-        climate = np.minimum(1.2, self.clim_measured[months, hours] / self.clim_clear[months, hours])
+        if not len(clear_w) == len(months) == len(hours) == len(lead_h):
+            raise ValueError("expected_w: clear_w, months, hours and lead_h must be of one length")
+        out = Watts.filled(len(clear_w), 0.0)
         recent = self.recent_kc()
-        if recent is None:
-            kc = climate
-        else:
-            w = np.exp(-np.asarray(lead_h) / self.persistence_tau_h)
-            kc = w * recent + (1.0 - w) * climate
-        return np.asarray(clear_w) * kc
+        _core.learned_expected(Watts(clear_w), _longs(months), _longs(hours), Watts(lead_h), self.clim_measured,
+                               self.clim_clear, recent is not None, recent or 0.0, self.persistence_tau_h, out)
+        return out
 
     # --- persistence (the node's store keeps it across restarts: node.plan.planner) -------------------
     def to_state(self) -> dict:
         """Everything learnt, as plain JSON-able data."""
         return {"version": 1, "step_s": self.step_s, "daylight_s_seen": self.daylight_s_seen,
-                "clim_measured": self.clim_measured.tolist(), "clim_clear": self.clim_clear.tolist(),
+                "clim_measured": _rows(self.clim_measured), "clim_clear": _rows(self.clim_clear),
                 "recent_measured": self.recent_measured, "recent_clear": self.recent_clear,
                 "ratios": [list(r) for r in self.ratios],
                 "issues": {str(day): issued.tolist() for day, issued in self._issues.items()}}
@@ -123,13 +146,13 @@ class LearnedForecast:
             raise ValueError(f"learned forecast state of version {state.get('version')} at step "
                              f"{state.get('step_s')} s does not fit this planner (version 1, step {self.step_s} s)")
         # read everything first: a snapshot that fails half-way changes nothing
-        measured, clear = np.asarray(state["clim_measured"], float), np.asarray(state["clim_clear"], float)
-        if measured.shape != self.clim_measured.shape or clear.shape != self.clim_clear.shape:
+        measured, clear = _table(state["clim_measured"]), _table(state["clim_clear"])
+        if measured is None or clear is None:
             raise ValueError("learned forecast state: climatology tables of the wrong shape")
         daylight_s = float(state["daylight_s_seen"])
         recent = float(state["recent_measured"]), float(state["recent_clear"])
         ratios = [[float(x) for x in saved] for saved in state["ratios"]][:LEAD_DAYS]
-        issues = {int(day): np.asarray(issued, float) for day, issued in state["issues"].items()}
+        issues = {int(day): Watts([float(x) for x in issued]) for day, issued in state["issues"].items()}
         self.clim_measured, self.clim_clear = measured, clear
         self.daylight_s_seen = daylight_s
         self.recent_measured, self.recent_clear = recent
@@ -145,22 +168,23 @@ class LearnedForecast:
         self.recent_clear *= decay
 
     # --- calibration ------------------------------------------------------------------------------
-    def issue(self, day: int, expected_w: np.ndarray) -> None:
+    def issue(self, day: int, expected_w: Sequence[float]) -> None:
         """The forecast made at the start of ``day`` for it and the next days (steps from local midnight)."""
-        self._issues[day] = np.asarray(expected_w, dtype=float)
+        self._issues[day] = Watts(expected_w)
         for old in [d for d in self._issues if d < day - LEAD_DAYS]:
             del self._issues[old]
 
-    def close_day(self, day: int, measured_w: np.ndarray, valid: np.ndarray) -> None:
+    def close_day(self, day: int, measured_w: Sequence[float], valid: Sequence[bool]) -> None:
         """The day is over: compare each issue that covered it with what was measured on valid steps."""
         per_day = len(measured_w)
-        measured_wh = float(measured_w[valid].sum())
+        valid = [bool(v) for v in valid]
+        measured_wh = wsum([float(w) for w, ok in zip(measured_w, valid, strict=True) if ok])
         for lead_day in range(LEAD_DAYS):
             issued = self._issues.get(day - lead_day)
             if issued is None or len(issued) < (lead_day + 1) * per_day:
                 continue
             forecast = issued[lead_day * per_day:(lead_day + 1) * per_day]
-            forecast_wh = float(forecast[valid].sum())
+            forecast_wh = wsum([w for w, ok in zip(forecast, valid, strict=True) if ok])
             if forecast_wh * self.step_s / 3600.0 < 100.0:   # under ~0.1 kWh of forecast: no information
                 continue
             self.ratios[lead_day].append(measured_wh / forecast_wh)
@@ -171,16 +195,40 @@ class LearnedForecast:
         samples = self.ratios[d]
         if len(samples) < self.MIN_SAMPLES:
             return self.fallback[min(d, len(self.fallback) - 1)]
-        return float(min(1.2, max(0.05, np.quantile(np.asarray(samples), self.quantile))))
+        return float(min(1.2, max(0.05, quantile(samples, self.quantile))))
 
-    def factors(self, lead_h: np.ndarray) -> np.ndarray:
+    def factors(self, lead_h: Sequence[float]) -> Watts:
         # the quantiles change only when a day closes: computed once per set of ratios, not at every re-plan
         key = tuple((len(r), r[-1] if r else None) for r in self.ratios)
         if getattr(self, "_table_key", None) != key:
-            self._table = np.array([self.factor(d) for d in range(LEAD_DAYS)])
+            self._table = [self.factor(d) for d in range(LEAD_DAYS)]
             self._table_key = key
         table = self._table
-        return table[np.minimum(LEAD_DAYS - 1, (np.asarray(lead_h) // 24).astype(int))]
+        out = Watts.filled(len(lead_h), 0.0)
+        _core.lead_factors(Watts(lead_h), Watts(table), out)
+        return out
+
+
+def _longs(values: Sequence[int]) -> array:
+    """Integers as a C-long buffer for the core (a numpy int64 array is taken as it is)."""
+    try:
+        view = memoryview(values)  # type: ignore[arg-type]
+    except TypeError:
+        return array("l", values)
+    return values if view.format == "l" and view.ndim == 1 and view.c_contiguous else array("l", values)
+
+
+def _rows(table: array) -> list[list[float]]:
+    """A flat climatology table as its 13 rows of 24 (the stored JSON's shape)."""
+    return [table[m * HOURS:(m + 1) * HOURS].tolist() for m in range(MONTHS)]
+
+
+def _table(rows: object) -> Watts | None:
+    """The stored 13 x 24 rows as a flat table, or None if they are not that shape."""
+    if not isinstance(rows, list) or len(rows) != MONTHS or any(
+            not isinstance(row, list) or len(row) != HOURS for row in rows):
+        return None
+    return Watts([float(x) for row in rows for x in row])
 
 
 def fallback_factors(quantile_by_step: Sequence[float], step_s: float) -> list[float]:
@@ -193,8 +241,12 @@ def fallback_factors(quantile_by_step: Sequence[float], step_s: float) -> list[f
     return out if out else [1.0]
 
 
-def daily_energy_error(forecast_w: np.ndarray, truth_w: np.ndarray, step_s: float) -> float:
-    """Root-mean-square error of daily energy (Wh) between two per-step series of whole days."""
+def daily_energy_error(forecast_w: Sequence[float], truth_w: Sequence[float], step_s: float) -> float:
+    """Root-mean-square error of daily energy (Wh) between two per-step series of whole days (a tool's:
+    numpy is imported here, not by the daemon)."""
+    import numpy as np
+
+    forecast_w, truth_w = np.asarray(forecast_w), np.asarray(truth_w)
     per_day = round(86400 / step_s)
     days = min(len(forecast_w), len(truth_w)) // per_day
     if days == 0:
@@ -204,13 +256,16 @@ def daily_energy_error(forecast_w: np.ndarray, truth_w: np.ndarray, step_s: floa
     return float(np.sqrt(np.mean((f - t) ** 2)))
 
 
-def day_ahead_errors(measured_w: np.ndarray, clear_w: np.ndarray, months: np.ndarray, hours: np.ndarray,
-                     step_s: float, bias_halflife_h: float = 48.0) -> dict[str, float]:
+def day_ahead_errors(measured_w: Sequence[float], clear_w: Sequence[float], months: Sequence[int],
+                     hours: Sequence[int], step_s: float, bias_halflife_h: float = 48.0) -> dict[str, float]:
     """RMSE of daily PV energy (Wh) of forecasts issued at local midnight for the day ahead, over whole days of
     per-step series starting at local midnight: the learned forecast, bare clear sky, and clear sky times the
     bias factor the shipped ``clear_sky`` source applies (:class:`node.plan.forecast.BiasTracker`)."""
+    import numpy as np
+
     from node.plan.forecast import BiasTracker
 
+    measured_w, clear_w, months, hours = (np.asarray(x) for x in (measured_w, clear_w, months, hours))
     per_day = round(86400 / step_s)
     days = len(measured_w) // per_day
     learned = LearnedForecast(step_s, 0.5, [1.0])

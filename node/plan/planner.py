@@ -52,7 +52,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 from pydantic import BaseModel
 
 from node.events import (
@@ -116,7 +115,7 @@ def plan_summary(result: Plan, *, trigger: str, soc_pct: float, forecast_source:
         t_s=result.t0_s, trigger=trigger, horizon_h=result.horizon_s / 3600.0, step_s=result.step_s,
         soc_pct=min(100.0, max(0.0, soc_pct)), reserve_pct=result.reserve_pct, forecast_source=forecast_source,
         forecast_stale=forecast_stale, bias_factor=bias_factor, pv_forecast_wh=float(result.pv_w.sum() * dt_h),
-        pv_lost_wh=result.pv_lost_wh, min_soc_pct=float(np.min(result.soc_pct)), planned=planned,
+        pv_lost_wh=result.pv_lost_wh, min_soc_pct=float(min(result.soc_pct)), planned=planned,
         waiting=waiting, next_start_s=planned[0].start_s if planned else None)
 
 
@@ -526,8 +525,7 @@ class Planner(Component):
         per_day = round(86400 / self.config.step_s)
         if day != self._learned_day:
             if self._learned_day is not None and len(self._day_measured) == per_day:
-
-                self.learned.close_day(self._learned_day, np.asarray(self._day_measured), np.asarray(self._day_valid))
+                self.learned.close_day(self._learned_day, self._day_measured, self._day_valid)
                 self.node.spawn(self._save_learned(self._learned_day), "planner.save_learned")
             self._learned_day = day
             self._day_measured = [0.0] * per_day
@@ -535,7 +533,7 @@ class Planner(Component):
             fc = self._forecast
             midnight_s = sample.t_s - (local.hour * 3600 + local.minute * 60 + local.second)
             if fc is not None and fc.start_s <= midnight_s + self.config.step_s:
-                self.learned.issue(day, np.asarray(self._learned_w(midnight_s, per_day * 3, calibrated=False)))
+                self.learned.issue(day, self._learned_w(midnight_s, per_day * 3, calibrated=False))
         k = int((local.hour * 3600 + local.minute * 60 + local.second) // self.config.step_s)
         if 0 <= k < len(self._day_measured):
             self._day_measured[k] = sample.pv_w
@@ -545,15 +543,14 @@ class Planner(Component):
         """The learned forecast per step from ``start_s`` (expected; times the calibrated quantile if asked)."""
         step_s = self.config.step_s
         times = [start_s + (k + 0.5) * step_s for k in range(n_steps)]
-        clear = np.asarray([self._clear_sky_at(t) or 0.0 for t in times])
+        clear = [self._clear_sky_at(t) or 0.0 for t in times]
         local = [self._local(t) for t in times]
-        months = np.asarray([t.month for t in local])
-        hours = np.asarray([t.hour for t in local])
-        lead_h = np.maximum(0.0, (np.asarray(times) - self.node.clock.time()) / 3600.0)
-        expected = self.learned.expected_w(clear, months, hours, lead_h)
+        now_s = self.node.clock.time()
+        lead_h = [max(0.0, (t - now_s) / 3600.0) for t in times]
+        expected = self.learned.expected_w(clear, [t.month for t in local], [t.hour for t in local], lead_h)
         if calibrated:
-            expected = expected * self.learned.factors(lead_h)
-        return [float(x) for x in expected]
+            return [e * f for e, f in zip(expected, self.learned.factors(lead_h), strict=True)]
+        return expected.tolist()
 
     def forecast_source(self, now_s: float) -> str:
         """The forecast the next plan uses: hub, file, learned or clear_sky (see the module docstring)."""

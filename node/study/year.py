@@ -376,7 +376,7 @@ class Simulation:
             lead_h = (np.arange(n) + 0.5) * self.step_s / 3600.0
             months, hours = self._month_hour(t_s + np.arange(n) * self.step_s)
             expected = self.learned.expected_w(self.clear_w[idx], months, hours, lead_h)
-            return expected * self.learned.factors(lead_h)
+            return np.asarray(expected) * np.asarray(self.learned.factors(lead_h))
         assert self.archive is not None
         hours_since = (t_s - self.weather.start_s) / 3600.0
         raw = self.archive.pv_steps(hours_since, n, self.step_s)
@@ -561,7 +561,7 @@ class Simulation:
             if self.active is None and self.plate_clear and self.queue:
                 job = self._choose_start(current_plan, t_s)
                 if job is not None:
-                    job_w = profile_to_steps(job.power_profile, dt)
+                    job_w = np.asarray(profile_to_steps(job.power_profile, dt))
                     if self._guard_ok(float(job_w[0]), resume=True):
                         self.queue.remove(job)
                         self.active = ActivePrint(job, job_w, started_s=t_s)
