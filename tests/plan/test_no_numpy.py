@@ -34,7 +34,8 @@ check_fit(profile_to_steps(job.power_profile, 300.0), best, 300.0, model, 0.3, 4
 learned = LearnedForecast(300.0, 0.2, [0.8, 0.7, 0.6])
 for k in range(288):
     learned.observe(6, k // 12, 0.5 * day[k], day[k], True)
-learned.issue(1, learned.expected_w(day * 3, [6] * 864, [k // 12 % 24 for k in range(864)], [k / 12 for k in range(864)]))
+hours = [k // 12 % 24 for k in range(864)]
+learned.issue(1, learned.expected_w(day * 3, [6] * 864, hours, [k / 12 for k in range(864)]))
 learned.close_day(1, [0.5 * w for w in day], [True] * 288)
 learned.factors([k / 12 for k in range(576)])
 learned.load_state(json.loads(json.dumps(learned.to_state())))
