@@ -67,7 +67,9 @@ def new_id() -> str:
 
 
 class Wire(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # defer_build: a model's validator is built when first used, not at import: an offline node (and a node
+    # that never receives, say, a key rotation) does not keep the hub's messages' validators (issue #19: 0.6 MB)
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 NodeId = Annotated[str, Field(pattern=NODE_ID_PATTERN)]
