@@ -99,9 +99,10 @@ from node.store.db import Store, transaction
 
 log = logging.getLogger(__name__)
 
-#: the forecast is computed this far past the horizon (real pvlib work in a spawned worker), so the
-#: re-plans of the next hours slice it instead of spawning a worker every step (issue #19)
-FORECAST_SPARE_S = 6 * 3600.0
+#: the forecast is computed this far past the horizon (real pvlib work in a worker process), so the
+#: re-plans of the next hours slice it instead of spawning a worker every step; the next one is computed in
+#: the background once half of it is used: a worker every 6 h without clouds to read (issue #19)
+FORECAST_SPARE_S = 12 * 3600.0
 
 EnergyProfileSource = Callable[[Job], Sequence[Sequence[float]] | None]
 Forecaster = Callable[[PvForecastRequest], PvForecast]
@@ -647,11 +648,11 @@ class Planner(Component):
 
         Each computation spawns a pvlib worker (seconds of CPU on a Pi: 6-12 s under the bench's 12 % quota), so
         it is computed past the horizon and sliced for the next re-plans, and it runs in the background: again
-        when half the spare is used (clear sky, learned), hourly (cloud cover), at once when the inputs change
-        (site, array, a new cloud forecast).  ``wait`` (an explicit :meth:`replan`) waits for a forecast the
-        inputs need; the planning loop does not: it plans at once on the forecast it has, provisional if that is
-        not the right one, and plans again when the new one arrives.  The first computation for a site and array
-        also brings its best clear days (never-fits flags)."""
+        when half the 12 h spare is used (clear sky, learned: every 6 h), hourly (cloud cover), at once when the
+        inputs change (site, array, a new cloud forecast).  ``wait`` (an explicit :meth:`replan`) waits for a
+        forecast the inputs need; the planning loop does not: it plans at once on the forecast it has, provisional
+        if that is not the right one, and plans again when the new one arrives.  The first computation for a site
+        and array also brings its best clear days (never-fits flags)."""
         key, inputs, hourly = self._forecast_keys(start_s, now_s)
         whole = self._forecast_whole
         sliced = self._slice(whole, start_s) if whole is not None else None
