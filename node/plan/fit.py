@@ -32,8 +32,7 @@ The job is held (it stays queued, with a reason that names the figures, in
 ``status``, ``plan`` and on the page); a person cancels it, or changes the
 plant (a bigger battery, more panels), after which the next plan checks again.
 
-Pure: no clock, no I/O; numpy is imported where it is used (the daemon's
-footprint).
+Pure: no clock, no I/O, no numpy (the daemon runs it: issue #19); the trials run in the Cython plancore.
 """
 from __future__ import annotations
 
@@ -43,7 +42,11 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from node.native import load_core
 from node.plan.energymodel import EnergyModel
+from node.plan.schedule import Watts, interp_at
+
+_core = load_core("plancore")
 
 #: clear-sky PV is multiplied by this before a job is called never fitting (cold cells, a cleaner sky than the
 #: climatological Linke turbidity, cloud-edge enhancement): a flag must never be wrong about a job that fits
@@ -84,12 +87,14 @@ class BestClearDay(BaseModel):
         pv_w = self.pv_w[index]
         if math.isclose(step_s, self.step_s):
             return list(pv_w)
-        import numpy as np
-
         n = round(len(pv_w) * self.step_s / step_s)
-        cum = np.concatenate([[0.0], np.cumsum(pv_w) * self.step_s])
-        at = np.interp(np.arange(n + 1) * step_s, np.arange(len(pv_w) + 1) * self.step_s, cum)
-        return [float(x) for x in np.diff(at) / step_s]
+        cum, total = [0.0], 0.0
+        for w in pv_w:
+            total += w
+            cum.append(total * self.step_s)
+        knots = [k * self.step_s for k in range(len(pv_w) + 1)]
+        at = [interp_at(k * step_s, knots, cum) for k in range(n + 1)]
+        return [(at[k + 1] - at[k]) / step_s for k in range(n)]
 
 
 @dataclass(frozen=True)
@@ -133,42 +138,32 @@ def check_fit(job_w: Sequence[float], best_day: BestClearDay, step_s: float, mod
               reserve_frac: float, base_load_w: float, other_loads_w: Sequence[float] | None = None) -> FitCheck:
     """Start ``job_w`` (W per planning step) with a full battery at every step of each clear day; the best day
     and start decide.  ``other_loads_w``: the other loads per step of a day from local midnight (an RV's fridge)."""
-    import numpy as np
-
-    job = np.asarray(job_w, dtype=np.float64)
-    # every clear day at once: (days, steps of a day) from local midnight, with the headroom
-    day_pv = np.array([best_day.resampled(step_s, i) for i in range(len(best_day.dates))]) * SUN_HEADROOM
-    n_days, per_day = day_pv.shape
-    load = np.full(per_day, float(base_load_w))
+    job = Watts(job_w)
+    # every clear day at once, from local midnight, with the headroom: (days, steps of a day)
+    day_pv = [[w * SUN_HEADROOM for w in best_day.resampled(step_s, i)] for i in range(len(best_day.dates))]
+    n_days, per_day = len(day_pv), len(day_pv[0])
+    load = [float(base_load_w)] * per_day
     if other_loads_w is not None:
-        load = load + np.asarray(other_loads_w, dtype=np.float64)[:per_day]
+        load = [base + float(other) for base, other in zip(load, list(other_loads_w)[:per_day], strict=False)]
     repeats = max(DAYS_TRIED, math.ceil(len(job) / per_day) + 1)
-    pv = np.tile(day_pv, repeats)
-    net = pv - np.tile(load, repeats)[None, :]
+    pv = Watts([w for day in day_pv for _ in range(repeats) for w in day])
+    net = Watts([w - load[k % per_day] for k, w in enumerate(pv)])
     dt_h = step_s / 3600.0
     capacity_wh, reserve_wh = model.capacity_wh, reserve_frac * model.capacity_wh
-    starts = np.arange(per_day)
-    energy = np.full((n_days, per_day), capacity_wh)
-    lowest = energy.copy()
-    sun = np.zeros((n_days, per_day))
-    for d, draw_w in enumerate(job):
-        flow_w = net[:, starts + d] - draw_w
-        charge_w = np.minimum(np.maximum(flow_w, 0.0), model.max_charge_w)
-        # the bucket of EnergyModel.step_wh, without the Peukert derating (the benefit of the doubt)
-        energy = np.where(flow_w >= 0, np.minimum(capacity_wh, energy + charge_w * model.charge_efficiency * dt_h),
-                          energy + flow_w * dt_h)
-        np.minimum(lowest, energy, out=lowest)
-        sun += pv[:, starts + d] * dt_h
-    day, best = np.unravel_index(int(np.argmax(lowest)), lowest.shape)
+    lowest, sun = Watts.filled(n_days * per_day, 0.0), Watts.filled(n_days * per_day, 0.0)
+    _core.fit_lowest(net, pv, job, n_days, per_day, capacity_wh, model.charge_efficiency, model.max_charge_w, dt_h,
+                     lowest, sun)
+    best_at = max(range(len(lowest)), key=lowest.__getitem__)   # the first of the highest, as numpy's argmax
+    day, best = divmod(best_at, per_day)
     # in the job's favour: its start and end may land anywhere in an hour (what the bound allows), so it is
     # called never fitting only when it falls short by more than an hour of its own average draw
-    tolerance_wh = float(job.mean()) if len(job) else 0.0
-    low = float(lowest[day, best])
-    fits_by_day = lowest.max(axis=1) >= reserve_wh - tolerance_wh
+    tolerance_wh = job.sum() / len(job) if len(job) else 0.0
+    low = float(lowest[best_at])
+    fits_by_day = [max(lowest[d * per_day:(d + 1) * per_day]) >= reserve_wh - tolerance_wh for d in range(n_days)]
     from datetime import date
 
     month_fits = tuple((date.fromisoformat(d).month, bool(f)) for d, f in zip(best_day.dates, fits_by_day, strict=True))
     return FitCheck(fits=bool(low >= reserve_wh - tolerance_wh), needs_wh=float(job.sum() * dt_h),
                     duration_h=len(job) * step_s / 3600.0, above_reserve_wh=capacity_wh - reserve_wh,
                     best_start_s=float(best) * step_s, lowest_above_reserve_wh=low - reserve_wh,
-                    sun_wh=float(sun[day, best]), day_label=best_day.label(int(day)), month_fits=month_fits)
+                    sun_wh=float(sun[best_at]), day_label=best_day.label(int(day)), month_fits=month_fits)

@@ -1,9 +1,9 @@
 """PV forecast: pvlib in a short-lived worker process, plain lists back.
 
-The daemon never imports pvlib, pandas or scipy (a Pi Zero has little memory
-and the import alone takes seconds): every function that needs them runs in a
-worker started with the ``spawn`` method (a fresh interpreter, no fork of the
-daemon's threads and sockets) and returns lists of floats.
+The daemon never imports pvlib, pandas, numpy or scipy (a Pi Zero has little
+memory and the import alone takes seconds): every function that needs them runs
+in a worker, a fresh interpreter (:mod:`node.plan.worker`: no fork of the
+daemon's threads and sockets), and returns lists of floats.
 
 The model chain (all pvlib):
 
@@ -40,9 +40,9 @@ quantile (q = 0.2: about 0.83x at lead 0, 0.5x at 72 h).
 """
 from __future__ import annotations
 
-import multiprocessing
+import pickle
+import subprocess
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timedelta
 from statistics import NormalDist
 from typing import Any
@@ -289,14 +289,29 @@ def compute_weather_year(path: str, array: dict, year: int = 2025) -> dict:
 # --- the daemon side: run a worker, get lists back ------------------------------------------------
 
 
-def run_in_worker(function: Any, *args: Any, timeout_s: float = 300.0) -> Any:
-    """Call ``function(*args)`` in a fresh spawned process and return its (plain) result.
+class WorkerFailed(RuntimeError):
+    """The worker process died or answered nothing readable."""
 
-    Blocking: call it from a thread (``asyncio.to_thread``) inside the daemon.
+
+def run_in_worker(function: Any, *args: Any, timeout_s: float = 300.0) -> Any:
+    """Call ``function(*args)`` (a module-level function of ``node``) in a fresh process
+    (:mod:`node.plan.worker`) and return its (plain) result; an exception it raised is raised here.
+
+    Blocking: call it from a thread (``asyncio.to_thread``) inside the daemon.  Past ``timeout_s`` the
+    worker is killed (``subprocess.TimeoutExpired``).
     """
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        return pool.submit(function, *args).result(timeout=timeout_s)
+    from node.child import python_module_command
+
+    call = pickle.dumps((function.__module__, function.__qualname__, args))
+    done = subprocess.run(python_module_command("node.plan.worker"), input=call, stdout=subprocess.PIPE,
+                          timeout=timeout_s, check=False)
+    try:
+        ok, value = pickle.loads(done.stdout)
+    except Exception:
+        raise WorkerFailed(f"the forecast worker exited with {done.returncode} and no answer") from None
+    if not ok:
+        raise value
+    return value
 
 
 def forecast_pv(request: PvForecastRequest, timeout_s: float = 120.0) -> PvForecast:

@@ -24,13 +24,23 @@ the sun's: such steps are left out (``valid=False``) of everything learnt.
 The quantile the planner plans on is not this module's: it is calibrated by
 lead time from the node's own forecast-vs-actual errors (:mod:`node.plan.quantile`).
 
-Pure numpy, no pvlib: the clear-sky PV comes from the forecast worker.
+Pure Python on ``array('d')`` (no numpy: the daemon keeps this resident, issue #19), no pvlib: the clear-sky
+PV comes from the forecast worker.  The arithmetic is numpy's as it was (the same sums and quantiles; only
+``exp`` may differ in the last bit where numpy has its own AVX-512 routine), so the study's results stand.
 """
 from __future__ import annotations
 
 import math
+from array import array
+from collections.abc import Sequence
 
-import numpy as np
+from node.native import load_core
+from node.plan.schedule import Watts
+
+_core = load_core("plancore")
+
+#: the climatology tables: months 1..12 (row 0 unused) by hours 0..23, flat (row-major)
+MONTHS, HOURS = 13, 24
 
 
 class LearnedForecast:
@@ -47,8 +57,8 @@ class LearnedForecast:
         self.daylight_s_seen = 0.0
         dt_h = step_s / 3600.0
         # climatology: decayed measured and clear-sky energy per (month 1..12, hour 0..23), with a prior
-        self.clim_measured = np.full((13, 24), prior_kc * prior_weight_h * 300.0 * dt_h)
-        self.clim_clear = np.full((13, 24), prior_weight_h * 300.0 * dt_h)
+        self.clim_measured = Watts.filled(MONTHS * HOURS, prior_kc * prior_weight_h * 300.0 * dt_h)
+        self.clim_clear = Watts.filled(MONTHS * HOURS, prior_weight_h * 300.0 * dt_h)
         self.recent_measured = 0.0
         self.recent_clear = 0.0
 
@@ -70,10 +80,10 @@ class LearnedForecast:
         self.recent_measured += measured_w * dt_h
         self.recent_clear += clear_w * dt_h
         climate_decay = 0.5 ** (dt_s / 86400.0 / self.climate_halflife_days)
-        self.clim_measured *= climate_decay
-        self.clim_clear *= climate_decay
-        self.clim_measured[month, hour] += measured_w * dt_h
-        self.clim_clear[month, hour] += clear_w * dt_h
+        _core.scale(self.clim_measured, climate_decay)
+        _core.scale(self.clim_clear, climate_decay)
+        self.clim_measured[month * HOURS + hour] += measured_w * dt_h
+        self.clim_clear[month * HOURS + hour] += clear_w * dt_h
 
     @property
     def history_days(self) -> float:
@@ -85,22 +95,22 @@ class LearnedForecast:
             return None
         return min(1.2, self.recent_measured / self.recent_clear)
 
-    def expected_w(self, clear_w: np.ndarray, months: np.ndarray, hours: np.ndarray, lead_h: np.ndarray) -> np.ndarray:
+    def expected_w(self, clear_w: Sequence[float], months: Sequence[int], hours: Sequence[int],
+                   lead_h: Sequence[float]) -> Watts:
         """The expected PV per step (clear-sky PV times the blended clear-sky index)."""
-        climate = np.minimum(1.2, self.clim_measured[months, hours] / self.clim_clear[months, hours])
+        if not len(clear_w) == len(months) == len(hours) == len(lead_h):
+            raise ValueError("expected_w: clear_w, months, hours and lead_h must be of one length")
+        out = Watts.filled(len(clear_w), 0.0)
         recent = self.recent_kc()
-        if recent is None:
-            kc = climate
-        else:
-            w = np.exp(-np.asarray(lead_h) / self.persistence_tau_h)
-            kc = w * recent + (1.0 - w) * climate
-        return np.asarray(clear_w) * kc
+        _core.learned_expected(Watts(clear_w), _longs(months), _longs(hours), Watts(lead_h), self.clim_measured,
+                               self.clim_clear, recent is not None, recent or 0.0, self.persistence_tau_h, out)
+        return out
 
     # --- persistence (the node's store keeps it across restarts: node.plan.planner) -------------------
     def to_state(self) -> dict:
         """Everything learnt, as plain JSON-able data."""
         return {"version": 2, "step_s": self.step_s, "daylight_s_seen": self.daylight_s_seen,
-                "clim_measured": self.clim_measured.tolist(), "clim_clear": self.clim_clear.tolist(),
+                "clim_measured": _rows(self.clim_measured), "clim_clear": _rows(self.clim_clear),
                 "recent_measured": self.recent_measured, "recent_clear": self.recent_clear}
 
     def load_state(self, state: dict) -> None:
@@ -111,8 +121,8 @@ class LearnedForecast:
             raise ValueError(f"learned forecast state of version {state.get('version')} at step "
                              f"{state.get('step_s')} s does not fit this planner (version 2, step {self.step_s} s)")
         # read everything first: a snapshot that fails half-way changes nothing
-        measured, clear = np.asarray(state["clim_measured"], float), np.asarray(state["clim_clear"], float)
-        if measured.shape != self.clim_measured.shape or clear.shape != self.clim_clear.shape:
+        measured, clear = _table(state["clim_measured"]), _table(state["clim_clear"])
+        if measured is None or clear is None:
             raise ValueError("learned forecast state: climatology tables of the wrong shape")
         daylight_s = float(state["daylight_s_seen"])
         recent = float(state["recent_measured"]), float(state["recent_clear"])
@@ -126,9 +136,34 @@ class LearnedForecast:
         self.recent_measured *= decay
         self.recent_clear *= decay
 
+def _longs(values: Sequence[int]) -> array:
+    """Integers as a C-long buffer for the core (a numpy int64 array is taken as it is)."""
+    try:
+        view = memoryview(values)  # type: ignore[arg-type]
+    except TypeError:
+        return array("l", values)
+    return values if view.format == "l" and view.ndim == 1 and view.c_contiguous else array("l", values)
 
-def daily_energy_error(forecast_w: np.ndarray, truth_w: np.ndarray, step_s: float) -> float:
-    """Root-mean-square error of daily energy (Wh) between two per-step series of whole days."""
+
+def _rows(table: array) -> list[list[float]]:
+    """A flat climatology table as its 13 rows of 24 (the stored JSON's shape)."""
+    return [table[m * HOURS:(m + 1) * HOURS].tolist() for m in range(MONTHS)]
+
+
+def _table(rows: object) -> Watts | None:
+    """The stored 13 x 24 rows as a flat table, or None if they are not that shape."""
+    if not isinstance(rows, list) or len(rows) != MONTHS or any(
+            not isinstance(row, list) or len(row) != HOURS for row in rows):
+        return None
+    return Watts([float(x) for row in rows for x in row])
+
+
+def daily_energy_error(forecast_w: Sequence[float], truth_w: Sequence[float], step_s: float) -> float:
+    """Root-mean-square error of daily energy (Wh) between two per-step series of whole days (a tool's:
+    numpy is imported here, not by the daemon)."""
+    import numpy as np
+
+    forecast_w, truth_w = np.asarray(forecast_w), np.asarray(truth_w)
     per_day = round(86400 / step_s)
     days = min(len(forecast_w), len(truth_w)) // per_day
     if days == 0:
@@ -138,13 +173,16 @@ def daily_energy_error(forecast_w: np.ndarray, truth_w: np.ndarray, step_s: floa
     return float(np.sqrt(np.mean((f - t) ** 2)))
 
 
-def day_ahead_errors(measured_w: np.ndarray, clear_w: np.ndarray, months: np.ndarray, hours: np.ndarray,
-                     step_s: float, bias_halflife_h: float = 48.0) -> dict[str, float]:
+def day_ahead_errors(measured_w: Sequence[float], clear_w: Sequence[float], months: Sequence[int],
+                     hours: Sequence[int], step_s: float, bias_halflife_h: float = 48.0) -> dict[str, float]:
     """RMSE of daily PV energy (Wh) of forecasts issued at local midnight for the day ahead, over whole days of
     per-step series starting at local midnight: the learned forecast, bare clear sky, and clear sky times the
     bias factor the shipped ``clear_sky`` source applies (:class:`node.plan.forecast.BiasTracker`)."""
+    import numpy as np
+
     from node.plan.forecast import BiasTracker
 
+    measured_w, clear_w, months, hours = (np.asarray(x) for x in (measured_w, clear_w, months, hours))
     per_day = round(86400 / step_s)
     days = len(measured_w) // per_day
     learned = LearnedForecast(step_s)

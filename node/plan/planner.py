@@ -6,10 +6,16 @@ than ``deviation_soc_pct`` away from the planned trajectory).  Each plan goes
 out as ``plan_updated`` (:class:`~node.events.PlanSummary`).
 
 The forecast comes from :func:`node.plan.forecast.forecast_pv`, which runs
-pvlib in a spawned worker process; the daemon never imports pvlib, pandas or
-scipy.  It is refreshed at most hourly, and at once when the site moves
-(:meth:`Planner.set_site`) or a new cloud-cover forecast arrives
-(:meth:`Planner.set_cloud_forecast`).
+pvlib in a worker process (:mod:`node.plan.worker`); the daemon never imports
+pvlib, pandas, numpy or scipy.  It is computed past the horizon and sliced by
+the next re-plans, refreshed in the background before that runs out (hourly
+with cloud cover), and at once when the site moves (:meth:`Planner.set_site`)
+or a new cloud-cover forecast arrives (:meth:`Planner.set_cloud_forecast`).
+The planning loop never waits for the worker (seconds of CPU on a Pi): it plans
+at once on the forecast it has and again when the new one arrives.  A plan made
+on a forecast of other inputs (or on none, at start) is *provisional*: no print
+starts or resumes on it (``start_gate`` says it waits for the new forecast);
+the energy guard, which reads the battery, not the plan, keeps working.
 
 Which forecast (``forecast.source``; ``auto``, the default, takes the best
 available and names it in ``status`` and in every plan): the hub's cloud cover
@@ -53,7 +59,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 from pydantic import BaseModel
 
 from node.events import (
@@ -96,9 +101,10 @@ from node.store.db import Store, transaction
 
 log = logging.getLogger(__name__)
 
-#: the forecast is computed this far past the horizon (real pvlib work in a spawned worker), so the
-#: re-plans of the next hours slice it instead of spawning a worker every step (issue #19)
-FORECAST_SPARE_S = 6 * 3600.0
+#: the forecast is computed this far past the horizon (real pvlib work in a worker process), so the
+#: re-plans of the next hours slice it instead of spawning a worker every step; the next one is computed in
+#: the background once half of it is used: a worker every 6 h without clouds to read (issue #19)
+FORECAST_SPARE_S = 12 * 3600.0
 
 EnergyProfileSource = Callable[[Job], Sequence[Sequence[float]] | None]
 Forecaster = Callable[[PvForecastRequest], PvForecast]
@@ -118,7 +124,7 @@ def plan_summary(result: Plan, *, trigger: str, soc_pct: float, forecast_source:
         t_s=result.t0_s, trigger=trigger, horizon_h=result.horizon_s / 3600.0, step_s=result.step_s,
         soc_pct=min(100.0, max(0.0, soc_pct)), reserve_pct=result.reserve_pct, forecast_source=forecast_source,
         forecast_stale=forecast_stale, bias_factor=bias_factor, pv_forecast_wh=float(result.pv_w.sum() * dt_h),
-        pv_lost_wh=result.pv_lost_wh, min_soc_pct=float(np.min(result.soc_pct)), planned=planned,
+        pv_lost_wh=result.pv_lost_wh, min_soc_pct=float(min(result.soc_pct)), planned=planned,
         waiting=waiting, next_start_s=planned[0].start_s if planned else None)
 
 
@@ -169,10 +175,19 @@ class Planner(Component):
         self.last_replan_s: float | None = None  # real seconds the last re-plan took (bench/footprint.py)
         self.pause_requested: dict[str, str] = {}   # job id -> "warm" | "off"
         self.paused_since_s: dict[str, float] = {}
-        self._forecast: PvForecast | None = None
+        self._forecast: PvForecast | None = None   # the horizon the last plan was made on
+        self._forecast_sliced_from: PvForecast | None = None
         self._forecast_key: tuple | None = None  # what _forecast_whole was computed for
+        self._forecast_inputs: tuple | None = None  # the same without the hour
         self._forecast_whole: PvForecast | None = None  # past the horizon: sliced by the next re-plans
         self._forecast_stale = True
+        self._pending_forecast: asyncio.Future[None] | None = None   # the worker running in the background
+        self._failed_key: tuple | None = None   # the forecast the worker failed to compute
+        self._cloud_version = 0   # counts the hub's cloud forecasts: a new one is a new input
+        #: the last plan was made on a forecast of other inputs (or none) while the right one is computed:
+        #: no print starts or resumes on it
+        self.plan_provisional = False
+        self.last_forecast_s: float | None = None  # real seconds the last forecast worker took
         self.learned = LearnedForecast(config.step_s)
         normal = quantile_factors(self._n_steps(), config.step_s, forecast)
         #: the learned forecast's quantile by lead time, from its own errors (until it has them: the normal model)
@@ -261,12 +276,15 @@ class Planner(Component):
                 "learned_history_days": round(self.learned.history_days, 2),
                 "learned_quantile_by_lead": self.calibration.describe(),
                 "forecast_stale": self._forecast_stale,
+                "forecast_pending": self._pending_forecast is not None and not self._pending_forecast.done(),
+                "plan_provisional": self.plan_provisional,
                 "next_start_s": summary.next_start_s if summary else None,
                 "planned": len(summary.planned) if summary else 0,
                 "waiting": len(summary.waiting) if summary else 0,
                 "never_fits": sum(1 for w in summary.waiting if w.never_fits) if summary else 0,
                 "clock_problem": self.clock_problem(),
-                "last_replan_ms": None if self.last_replan_s is None else round(self.last_replan_s * 1000, 1)}
+                "last_replan_ms": None if self.last_replan_s is None else round(self.last_replan_s * 1000, 1),
+                "last_forecast_ms": None if self.last_forecast_s is None else round(self.last_forecast_s * 1000)}
 
     # --- inputs from outside ------------------------------------------------------------------
     def set_site(self, site: SiteSection) -> None:
@@ -276,7 +294,7 @@ class Planner(Component):
 
     def set_cloud_forecast(self, forecast: CloudCoverForecast) -> None:
         self.cloud_forecast = forecast
-        self._forecast_key = None
+        self._cloud_version += 1
         self.request_replan("new cloud forecast")
 
     def request_replan(self, trigger: str) -> None:
@@ -317,9 +335,13 @@ class Planner(Component):
         if self.soc_pct is None:
             return GateDecision(False, "no battery reading yet: a print starts only on a known state of charge")
         if self.last_plan is None:
-            await self.replan("start gate")
+            await self.replan("start gate", wait=False)
         current = self.last_plan
         assert current is not None
+        if self.plan_provisional:
+            # planned at once on the forecast at hand while the right one is computed: nothing starts on it
+            return GateDecision(False, "waiting for the new PV forecast (being computed): no print starts on a "
+                                       "plan made without it", "the new PV forecast")
         now_s = self.node.clock.time()
         # what the job waits for, in words that do not move with the forecast: the window the plan
         # gives and the guard's "too close to the reserve" at that window are the same wait (issue #19)
@@ -479,7 +501,8 @@ class Planner(Component):
                 draw_w=self._print_draw_w(job) if state == "printing" else 0.0, hold_w=hold_w,
                 resume_w=self._print_draw_w(job, measured=False), paused_for_s=t_s - since_s,
                 switched_off=self.pause_requested.get(job.id) == "off",
-                plan_starts_it=start_s is not None and start_s <= t_s + self.config.step_s / 2)
+                plan_starts_it=(start_s is not None and start_s <= t_s + self.config.step_s / 2
+                                and not self.plan_provisional))
             if action == "pause":
                 self.pause_requested[job.id] = "warm"
                 await self.node.send_event("energy_pause_requested", EnergyPauseRequested(
@@ -500,11 +523,11 @@ class Planner(Component):
     # --- planning -------------------------------------------------------------------------------
     async def _loop(self) -> None:
         while True:
+            self._wake.clear()   # before planning: a request made while it plans wakes the next turn at once
             try:
-                await self.replan(self._trigger)
+                await self.replan(self._trigger, wait=False)
             except Exception:  # a failed plan must not stop the next one
                 log.exception("re-plan failed")
-            self._wake.clear()
             sleeper = asyncio.ensure_future(self.node.clock.sleep(self.config.replan_interval_s))
             waker = asyncio.ensure_future(self._wake.wait())
             done, pending = await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
@@ -573,15 +596,15 @@ class Planner(Component):
         """The learned forecast per step from ``start_s`` (expected; times the calibrated quantile if asked)."""
         step_s = self.config.step_s
         times = [start_s + (k + 0.5) * step_s for k in range(n_steps)]
-        clear = np.asarray([self._clear_sky_at(t) or 0.0 for t in times])
+        clear = [self._clear_sky_at(t) or 0.0 for t in times]
         local = [self._local(t) for t in times]
-        months = np.asarray([t.month for t in local])
-        hours = np.asarray([t.hour for t in local])
-        lead_h = np.maximum(0.0, (np.asarray(times) - self.node.clock.time()) / 3600.0)
-        expected = self.learned.expected_w(clear, months, hours, lead_h)
+        now_s = self.node.clock.time()
+        lead_h = [max(0.0, (t - now_s) / 3600.0) for t in times]
+        expected = self.learned.expected_w(clear, [t.month for t in local], [t.hour for t in local], lead_h)
         if calibrated:   # while the battery is full and the sun spilled: the expected forecast (spill_factor)
-            expected = expected * np.asarray(self.calibration.factors(lead_h.tolist(), spilling=self._spilling))
-        return [float(x) for x in expected]
+            factors = self.calibration.factors(lead_h, spilling=self._spilling)
+            return [e * f for e, f in zip(expected, factors, strict=True)]
+        return expected.tolist()
 
     def forecast_source(self, now_s: float) -> str:
         """The forecast the next plan uses: hub, file, learned or clear_sky (see the module docstring)."""
@@ -623,52 +646,110 @@ class Planner(Component):
         stale = forecast.is_stale(now_s, section.stale_after_h)
         return forecast.cloud_cover_at(times, now_s, section, self.site.latitude, self.site.longitude), stale
 
-    async def _get_forecast(self, start_s: float, now_s: float) -> PvForecast:
-        """The PV forecast from ``start_s`` over the horizon.  Each computation spawns a pvlib worker
-        (seconds of CPU on a Pi), so it is computed past the horizon and sliced for the next re-plans:
-        again after FORECAST_SPARE_S without clouds to read (clear sky, learned), hourly with them.  The
-        first computation for a site and array also brings its best clear days (never-fits flags)."""
+    def _forecast_keys(self, start_s: float, now_s: float) -> tuple[tuple, tuple, bool]:
+        """(key, inputs, hourly): what a forecast from ``start_s`` is computed for.  ``inputs`` leaves out the
+        hour: a forecast of the same inputs an hour older is still right for the steps it covers (cloud cover is
+        read as of the hour, so hourly sources are recomputed each hour); clear sky and learned ask the worker for
+        the same clear-sky PV."""
         source = self.forecast_source(now_s)
-        hourly = source not in ("clear_sky", "learned")  # cloud cover is read as of the hour
-        key = (int(start_s // 3600) if hourly else None, self.site, self.array, id(self.cloud_forecast), source)
-        best_day_key = (self.site, self.array, self.config.step_s)
+        hourly = source not in ("clear_sky", "learned")
+        inputs = (self.site, self.array, self._cloud_version if hourly else None, source if hourly else "clear",
+                  self.config.step_s)
+        return (int(start_s // 3600) if hourly else None, *inputs), inputs, hourly
+
+    def _slice(self, whole: PvForecast, start_s: float) -> PvForecast | None:
+        """The horizon from ``start_s`` out of a forecast computed past it; a tail past its end is planned with
+        no sun (pessimistic: safe).  None if the forecast does not reach ``start_s``."""
         n_steps = self._n_steps()
+        first = round((start_s - whole.start_s) / whole.step_s)
+        if first < 0 or first >= len(whole.pv_w):
+            return None
+        if self._forecast is not None and self._forecast.start_s == start_s and self._forecast_sliced_from is whole:
+            return self._forecast
+        missing = [0.0] * max(0, first + n_steps - len(whole.pv_w))
+        self._forecast_sliced_from = whole
+        return PvForecast(start_s=start_s, step_s=whole.step_s, pv_w=whole.pv_w[first:first + n_steps] + missing,
+                          clear_sky_pv_w=whole.clear_sky_pv_w[first:first + n_steps] + missing,
+                          ghi_w_m2=whole.ghi_w_m2[first:first + n_steps] + missing)
+
+    async def _get_forecast(self, start_s: float, now_s: float, wait: bool) -> tuple[PvForecast, bool]:
+        """The PV forecast from ``start_s`` over the horizon, and whether a plan on it is only provisional (made
+        on a forecast of other inputs, or on none, while the right one is computed).
+
+        Each computation spawns a pvlib worker (seconds of CPU on a Pi: 6-12 s under the bench's 12 % quota), so
+        it is computed past the horizon and sliced for the next re-plans, and it runs in the background: again
+        when half the 12 h spare is used (clear sky, learned: every 6 h), hourly (cloud cover), at once when the
+        inputs change (site, array, a new cloud forecast).  ``wait`` (an explicit :meth:`replan`) waits for a
+        forecast the inputs need; the planning loop does not: it plans at once on the forecast it has, provisional
+        if that is not the right one, and plans again when the new one arrives.  The first computation for a site
+        and array also brings its best clear days (never-fits flags)."""
+        key, inputs, hourly = self._forecast_keys(start_s, now_s)
         whole = self._forecast_whole
-        if whole is not None and self._forecast_key == key and whole.step_s == self.config.step_s \
-                and self._best_day_key == best_day_key:
-            first = round((start_s - whole.start_s) / whole.step_s)
-            if 0 <= first and first + n_steps <= len(whole.pv_w):
-                if self._forecast is None or self._forecast.start_s != start_s:
-                    self._forecast = PvForecast(start_s=start_s, step_s=whole.step_s,
-                                                pv_w=whole.pv_w[first:first + n_steps],
-                                                clear_sky_pv_w=whole.clear_sky_pv_w[first:first + n_steps],
-                                                ghi_w_m2=whole.ghi_w_m2[first:first + n_steps])
-                return self._forecast
+        sliced = self._slice(whole, start_s) if whole is not None else None
+        if sliced is not None and self._forecast_key == key:
+            spare_left_s = (whole.start_s + len(whole.pv_w) * whole.step_s) - (start_s + self.config.horizon_h * 3600)
+            if not hourly and spare_left_s < FORECAST_SPARE_S / 2:
+                self._start_forecast(start_s, now_s, key)   # the next one, before this one runs out
+            self._forecast = sliced
+            return sliced, False
+        if wait:
+            for _ in range(3):   # a computation for older inputs may be running: it ends first
+                await asyncio.shield(self._start_forecast(start_s, now_s, key))
+                if self._forecast_key == key or self._failed_key == key:
+                    break
+            if self._forecast_key == key and self._forecast_whole is not None:
+                self._forecast = self._slice(self._forecast_whole, start_s)
+                if self._forecast is not None:
+                    return self._forecast, False
+        else:
+            self._start_forecast(start_s, now_s, key)
+        if not wait and sliced is not None and self._forecast_inputs == inputs:
+            self._forecast = sliced   # the same inputs an hour older: still the right forecast
+            return sliced, False
+        if self._failed_key == key or (wait and self._forecast_key != key):
+            # the worker died, pvlib missing, bad site...: plan on the battery alone (safe) until the next try
+            zeros = [0.0] * self._n_steps()
+            self._forecast_stale = True
+            return PvForecast(start_s=start_s, step_s=self.config.step_s, pv_w=zeros, clear_sky_pv_w=zeros,
+                              ghi_w_m2=zeros), False
+        if sliced is not None:   # the inputs changed: plan on the previous forecast, start nothing on it
+            self._forecast = sliced
+            return sliced, True
+        zeros = [0.0] * self._n_steps()   # none yet (the first one is being computed)
+        return PvForecast(start_s=start_s, step_s=self.config.step_s, pv_w=zeros, clear_sky_pv_w=zeros,
+                          ghi_w_m2=zeros), True
+
+    def _start_forecast(self, start_s: float, now_s: float, key: tuple) -> asyncio.Future[None]:
+        """The background computation of the forecast for ``key`` (one worker at a time: a computation for
+        older inputs finishes first, and the re-plan it asks for starts the next)."""
+        if self._pending_forecast is not None and not self._pending_forecast.done():
+            return self._pending_forecast
+        best_day_key = (self.site, self.array, self.config.step_s)
+        hourly = key[0] is not None
         spare_steps = round((3600.0 if hourly else FORECAST_SPARE_S) / self.config.step_s)
         cloud, stale = self._cloud_cover(start_s, now_s, spare_steps)
         request = PvForecastRequest(site=self.site, array=self.array, start_s=start_s, step_s=self.config.step_s,
-                                    n_steps=n_steps + spare_steps, cloud_cover_pct=cloud,
+                                    n_steps=self._n_steps() + spare_steps, cloud_cover_pct=cloud,
                                     with_best_day=self._best_day_key != best_day_key)
-        try:
-            self._forecast_whole = await asyncio.to_thread(self.forecaster, request)
-            self._forecast = PvForecast(start_s=start_s, step_s=self._forecast_whole.step_s,
-                                        pv_w=self._forecast_whole.pv_w[:n_steps],
-                                        clear_sky_pv_w=self._forecast_whole.clear_sky_pv_w[:n_steps],
-                                        ghi_w_m2=self._forecast_whole.ghi_w_m2[:n_steps])
-        except Exception as exc:  # the worker died, pvlib missing, bad site...: plan on the battery alone
-            log.error("PV forecast failed (%r): planning with no sun until the next re-plan", exc)
-            zeros = [0.0] * n_steps
-            self._forecast_stale = True
-            self._forecast_key = None
-            return PvForecast(start_s=start_s, step_s=request.step_s, pv_w=zeros, clear_sky_pv_w=zeros,
-                              ghi_w_m2=zeros)
-        self._forecast_key = key
-        self._forecast_stale = stale
-        computed = self._forecast_whole
-        if computed is not None and computed.best_day is not None:
-            self.best_day, self._best_day_key = computed.best_day, best_day_key
-            self._fit_checks.clear()
-        return self._forecast
+
+        async def compute() -> None:
+            started = time.monotonic()
+            try:
+                computed = await asyncio.to_thread(self.forecaster, request)
+            except Exception as exc:
+                log.error("PV forecast failed (%r): planning with no sun until the next re-plan", exc)
+                self._failed_key = key
+                return
+            self.last_forecast_s = time.monotonic() - started
+            self._forecast_whole, self._forecast_key, self._forecast_inputs = computed, key, key[1:]
+            self._forecast_stale, self._failed_key = stale, None
+            if computed.best_day is not None:
+                self.best_day, self._best_day_key = computed.best_day, best_day_key
+                self._fit_checks.clear()
+            self.request_replan("new PV forecast")
+
+        self._pending_forecast = self.node.spawn(compute(), "planner.forecast")
+        return self._pending_forecast
 
     def _get_best_day(self) -> BestClearDay | None:
         """The site's best clear-sky day for this site and array, or None (no flags) until the forecast worker
@@ -694,20 +775,22 @@ class Planner(Component):
             log.warning("job %s never fits this plant: %s", job_id, check.reason(self.config.reserve_pct))
         return check
 
-    async def replan(self, trigger: str = "manual") -> Plan:
-        """Plan again now; how long it took (real seconds, the forecast included) is in ``status``."""
+    async def replan(self, trigger: str = "manual", wait: bool = True) -> Plan:
+        """Plan again now; how long it took (real seconds) is in ``status``.  ``wait``: if the inputs need a new
+        PV forecast, wait for it (the planning loop does not: see :meth:`_get_forecast`)."""
         started = time.monotonic()
         try:
-            return await self._replan(trigger)
+            return await self._replan(trigger, wait)
         finally:
             self.last_replan_s = time.monotonic() - started
 
-    async def _replan(self, trigger: str) -> Plan:
+    async def _replan(self, trigger: str, wait: bool) -> Plan:
         async with self._plan_lock:
             now_s = self.node.clock.time()
             step_s = self.config.step_s
             start_s = now_s // step_s * step_s
-            forecast = await self._get_forecast(start_s, now_s)
+            forecast, provisional = await self._get_forecast(start_s, now_s, wait)
+            self.plan_provisional = provisional
             source = self.forecast_source(now_s)
             if source == "learned":
                 pv_w = self._learned_w(start_s, len(forecast.pv_w))
@@ -757,7 +840,8 @@ class Planner(Component):
             self.last_plan = result
             self.last_summary = plan_summary(
                 result, trigger=trigger, soc_pct=soc_pct, forecast_source=source,
-                forecast_stale=self._forecast_stale, bias_factor=self.bias.factor, extra_waiting=missing)
+                forecast_stale=self._forecast_stale or provisional, bias_factor=self.bias.factor,
+                extra_waiting=missing)
         await self.node.send_event("plan_updated", self.last_summary)
         return result
 

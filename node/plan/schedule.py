@@ -38,20 +38,51 @@ the 30 % reserve is tomorrow 10:05").
 """
 from __future__ import annotations
 
+import bisect
 import functools
 import math
+from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from zoneinfo import ZoneInfo
 
-import numpy as np
-
 from node.native import load_core
 from node.plan.energymodel import EnergyModel
 
 _core = load_core("plancore")
+
+
+class Watts(array):
+    """Watts per step (``array('d')``, any buffer the Cython core takes): the planner's arrays without numpy
+    (issue #19: numpy was 13.4 MB of the daemon for arrays of a few hundred values).  ``sum()`` adds as numpy
+    did (pairwise), so energies, reasons and the study's results are what they were."""
+
+    __slots__ = ()
+
+    def __new__(cls, values: Sequence[float] | array = ()) -> Watts:
+        if not isinstance(values, (list, tuple, array)):
+            try:
+                view = memoryview(values)  # type: ignore[arg-type]
+            except TypeError:
+                pass  # an iterable
+            else:
+                if view.format == "d" and view.ndim == 1:
+                    values = view.tobytes()  # a float64 numpy array (the study's): copied at C speed
+        return super().__new__(cls, "d", values)
+
+    def sum(self) -> float:
+        return _core.pairwise_sum(self)
+
+    @classmethod
+    def filled(cls, n: int, value: float) -> Watts:
+        return cls(array("d", [value]) * n)
+
+
+def wsum(values: Sequence[float] | array) -> float:
+    """The sum numpy's ``.sum()`` gives (pairwise), of any sequence of floats."""
+    return _core.pairwise_sum(values if isinstance(values, array) and values.typecode == "d" else array("d", values))
 
 
 def profile_energy_wh(power_profile: Sequence[Sequence[float]]) -> float:
@@ -67,28 +98,49 @@ def profile_duration_s(power_profile: Sequence[Sequence[float]]) -> float:
     return last_t + (gap if gap > 0 else 60.0)
 
 
-def profile_to_steps(power_profile: Sequence[Sequence[float]], step_s: float) -> np.ndarray:
+def interp_at(x: float, knots: Sequence[float], values: Sequence[float]) -> float:
+    """numpy.interp(x, knots, values, left=0.0) for one point, the same arithmetic (knots non-decreasing)."""
+    j = bisect.bisect_right(knots, x) - 1
+    if j < 0:
+        return 0.0
+    last = len(knots) - 1
+    if j >= last:
+        return values[last]
+    if knots[j] == x:
+        return values[j]
+    slope = (values[j + 1] - values[j]) / (knots[j + 1] - knots[j])
+    out = slope * (x - knots[j]) + values[j]
+    if math.isnan(out):
+        out = slope * (x - knots[j + 1]) + values[j + 1]
+        if math.isnan(out) and values[j] == values[j + 1]:
+            out = values[j]
+    return out
+
+
+def profile_to_steps(power_profile: Sequence[Sequence[float]], step_s: float) -> Watts:
     """Average watts in each planning step, energy preserved (the last step may be partial)."""
     duration_s = profile_duration_s(power_profile)
     n_steps = max(1, math.ceil(duration_s / step_s - 1e-9))
-    if not power_profile:
-        return np.zeros(n_steps)
-    samples = np.asarray(power_profile, dtype=np.float64).reshape(len(power_profile), -1)
-    t_s, watts = samples[:, 0], samples[:, 1]
-    negative = np.flatnonzero(watts < 0)
-    if len(negative):
-        raise ValueError(f"power_profile[{negative[0]}]: negative watts {watts[negative[0]]}")
-    ends = np.append(t_s[1:], duration_s)
-    backwards = np.flatnonzero(ends < t_s)
-    if len(backwards):
-        raise ValueError(f"power_profile[{backwards[0]}]: times must increase")
+    if not len(power_profile):
+        return Watts.filled(n_steps, 0.0)
+    t_s = [float(sample[0]) for sample in power_profile]
+    watts = [float(sample[1]) for sample in power_profile]
+    for i, w in enumerate(watts):
+        if w < 0:
+            raise ValueError(f"power_profile[{i}]: negative watts {w}")
+    ends = [*t_s[1:], duration_s]
+    for i, (start, end) in enumerate(zip(t_s, ends, strict=True)):
+        if end < start:
+            raise ValueError(f"power_profile[{i}]: times must increase")
     # energy is piecewise linear in time: integrate to every sample time, read it at the step edges
-    # (vectorised: this runs for every job at every re-plan of the node and of the year study)
-    cumulative_ws = np.concatenate([[0.0], np.cumsum(watts * (ends - t_s))])
-    knots = np.append(t_s, duration_s)
-    edges = np.minimum(np.arange(n_steps + 1) * step_s, duration_s)
-    at_edges = np.interp(edges, knots, cumulative_ws, left=0.0)
-    return np.diff(at_edges) / step_s
+    cumulative_ws = [0.0]
+    total = 0.0
+    for start, end, w in zip(t_s, ends, watts, strict=True):
+        total += w * (end - start)
+        cumulative_ws.append(total)
+    knots = [*t_s, duration_s]
+    at_edges = [interp_at(min(k * step_s, duration_s), knots, cumulative_ws) for k in range(n_steps + 1)]
+    return Watts([(at_edges[k + 1] - at_edges[k]) / step_s for k in range(n_steps)])
 
 
 @dataclass(frozen=True)
@@ -107,7 +159,7 @@ class PlanJob:
     def energy_wh(self) -> float:
         return profile_energy_wh(self.power_profile)
 
-    def steps_w(self, step_s: float) -> np.ndarray:
+    def steps_w(self, step_s: float) -> Watts:
         """Its draw per planning step (:func:`profile_to_steps`), computed once per step size and kept: a caller
         that keeps its PlanJobs between plans (the year study) does not convert the profile at every re-plan."""
         if step_s not in self._steps:
@@ -180,10 +232,10 @@ class Plan:
     capacity_wh: float
     planned: list[PlannedJob]
     waiting: list[WaitingJob]
-    soc_pct: np.ndarray          # H + 1 values: at the start of each step and at the horizon's end
-    pv_w: np.ndarray             # H values: the forecast planned on
-    load_w: np.ndarray           # H values: base + other loads + prints
-    lost_w: np.ndarray           # H values: PV spilled with this plan
+    soc_pct: Watts               # H + 1 values: at the start of each step and at the horizon's end (percent)
+    pv_w: Watts                  # H values: the forecast planned on
+    load_w: Watts                # H values: base + other loads + prints
+    lost_w: Watts                # H values: PV spilled with this plan
     surplus_windows: list[tuple[float, float]] = field(default_factory=list)
 
     @property
@@ -224,9 +276,12 @@ def when_words(t_s: float, now_s: float, timezone: str) -> str:
 # --- the scheduler -------------------------------------------------------------------------------
 @dataclass
 class _Trajectory:
-    net_w: np.ndarray
-    soc_wh: np.ndarray
-    lost_w: np.ndarray
+    net_w: Watts
+    soc_wh: Watts
+    lost_w: Watts
+
+    def copy(self) -> _Trajectory:
+        return _Trajectory(Watts(self.net_w), Watts(self.soc_wh), Watts(self.lost_w))
 
 
 class _Scheduler:
@@ -247,21 +302,21 @@ class _Scheduler:
     def simulate(self, traj: _Trajectory, from_k: int) -> float:
         return _core.simulate(traj.net_w, traj.soc_wh, traj.lost_w, from_k, *self._params())
 
-    def earliest(self, traj: _Trajectory, job_w: np.ndarray, from_k: int, to_k: int | None = None) -> int:
+    def earliest(self, traj: _Trajectory, job_w: Watts, from_k: int, to_k: int | None = None) -> int:
         if from_k > self.n_steps - len(job_w):
             return -1
         last = self.n_steps - len(job_w) if to_k is None else to_k
         return _core.earliest_start(traj.soc_wh, traj.net_w, job_w, from_k, last, self.reserve_wh,
                                     *self._params())
 
-    def place(self, traj: _Trajectory, job_w: np.ndarray, start_k: int) -> None:
-        traj.net_w[start_k:start_k + len(job_w)] -= job_w
+    def place(self, traj: _Trajectory, job_w: Watts, start_k: int) -> None:
+        _core.subtract_at(traj.net_w, job_w, start_k)
         self.simulate(traj, start_k)
 
     def list_schedule(self, base: _Trajectory, order: Sequence[PlanJob], ready_k: int
                       ) -> tuple[_Trajectory, list[_Placement]]:
         """Place the jobs one after another (see the module docstring); -1 starts are unplaceable."""
-        traj = _Trajectory(base.net_w.copy(), base.soc_wh.copy(), base.lost_w.copy())
+        traj = base.copy()
         placements: list[_Placement] = []
         remaining = list(order)
         while remaining:
@@ -282,7 +337,7 @@ class _Scheduler:
                     if job.priority < head.priority and head_k >= 0:
                         if k + len(job_w) + self.turnaround_steps > head_k:
                             continue
-                        trial = _Trajectory(traj.net_w.copy(), traj.soc_wh.copy(), traj.lost_w.copy())
+                        trial = traj.copy()
                         self.place(trial, job_w, k)
                         if self.earliest(trial, head_w, head_k, head_k) != head_k:
                             continue
@@ -323,13 +378,17 @@ def plan(inp: PlanInputs) -> Plan:
     if n_steps < 1:
         raise ValueError("the forecast is empty")
     sched = _Scheduler(inp)
-    pv_w = np.asarray(inp.pv_w, dtype=np.float64)
-    fixed_load_w = np.full(n_steps, float(inp.base_load_w))
+    pv_w = Watts(inp.pv_w)
+    net_w = Watts.filled(n_steps, 0.0)
     if inp.other_loads_w is not None:
         if len(inp.other_loads_w) != n_steps:
             raise ValueError("other_loads_w must have one value per forecast step")
-        fixed_load_w += np.asarray(inp.other_loads_w, dtype=np.float64)
-    base = _Trajectory(pv_w - fixed_load_w, np.empty(n_steps + 1), np.empty(n_steps))
+        fixed_load_w = Watts.filled(n_steps, 0.0)
+        _core.add_scalar(Watts(inp.other_loads_w), float(inp.base_load_w), fixed_load_w)
+        _core.sub(pv_w, fixed_load_w, net_w)
+    else:
+        _core.sub_scalar(pv_w, float(inp.base_load_w), net_w)
+    base = _Trajectory(net_w, Watts.filled(n_steps + 1, 0.0), Watts.filled(n_steps, 0.0))
     base.soc_wh[0] = min(max(inp.energy_wh, 0.0), sched.model.capacity_wh)
 
     held = [job for job in inp.jobs if job.job_id in inp.never_fits]
@@ -338,15 +397,15 @@ def plan(inp: PlanInputs) -> Plan:
     ready_reason = ""
     running = inp.running
     if running is not None and not running.paused:
-        remaining = np.asarray(running.remaining_w[:n_steps], dtype=np.float64)
-        base.net_w[:len(remaining)] -= remaining
+        remaining = Watts(running.remaining_w[:n_steps])
+        _core.subtract_at(base.net_w, remaining, 0)
         ready_k = len(remaining) + sched.turnaround_steps
         ready_reason = f"after {running.name} finishes and the plate is cleared"
     elif running is not None and running.paused:
         # a paused print resumes before anything else: it goes first, as a job
-        paused_job = PlanJob(running.job_id, running.name, [[i * inp.step_s, w] for i, w in enumerate(running.remaining_w)],
-                             priority=1 << 30)
-        sched.job_w[paused_job.job_id] = np.asarray(running.remaining_w, dtype=np.float64)
+        paused_job = PlanJob(running.job_id, running.name,
+                             [[i * inp.step_s, w] for i, w in enumerate(running.remaining_w)], priority=1 << 30)
+        sched.job_w[paused_job.job_id] = Watts(running.remaining_w)
         order = [paused_job, *order]
     elif not inp.plate_clear:
         ready_k = sched.turnaround_steps
@@ -395,19 +454,16 @@ def plan(inp: PlanInputs) -> Plan:
 
     waiting += [WaitingJob(job.job_id, job.name, job.energy_wh, inp.never_fits[job.job_id], never_fits=True)
                 for job in held]
-    load_w = pv_w - traj.net_w
+    load_w = Watts.filled(n_steps, 0.0)
+    _core.sub(pv_w, traj.net_w, load_w)
+    soc_pct = Watts.filled(n_steps + 1, 0.0)
+    _core.percent_of(traj.soc_wh, capacity_wh, soc_pct)
     return Plan(
         t0_s=inp.t0_s, step_s=inp.step_s, reserve_pct=reserve_pct, capacity_wh=capacity_wh,
-        planned=planned, waiting=waiting, soc_pct=100.0 * traj.soc_wh / capacity_wh, pv_w=pv_w,
-        load_w=load_w, lost_w=traj.lost_w.copy(),
-        surplus_windows=_windows(traj.lost_w > 1.0, inp.t0_s, inp.step_s))
-
-
-def _windows(mask: np.ndarray, t0_s: float, step_s: float) -> list[tuple[float, float]]:
-    """The runs of True in ``mask`` as (start, end) times."""
-    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
-    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-    return [(t0_s + a * step_s, t0_s + b * step_s) for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
+        planned=planned, waiting=waiting, soc_pct=soc_pct, pv_w=pv_w,
+        load_w=load_w, lost_w=Watts(traj.lost_w),
+        surplus_windows=[(inp.t0_s + a * inp.step_s, inp.t0_s + b * inp.step_s)
+                         for a, b in _core.runs_above(traj.lost_w, 1.0)])
 
 
 # --- the shared safety pause ----------------------------------------------------------------------

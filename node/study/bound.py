@@ -205,7 +205,7 @@ class _Kind:
 
     @classmethod
     def of(cls, name: str, profile: list[list[float]], start_step_s: float) -> _Kind:
-        minute_w = profile_to_steps(profile, 60.0)
+        minute_w = np.asarray(profile_to_steps(profile, 60.0))
         n = len(minute_w)
         span = int(np.ceil(n / 60.0)) + 1
         energy = []

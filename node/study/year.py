@@ -377,6 +377,7 @@ class Simulation:
             lead_h = (np.arange(n) + 0.5) * self.step_s / 3600.0
             months, hours = self._month_hour(t_s + np.arange(n) * self.step_s)
             expected = self.learned.expected_w(self.clear_w[idx], months, hours, lead_h)
+            expected = np.asarray(expected)
             if self.last_throttled:   # the battery is full, the sun spilled: node.plan.quantile.spill_factor
                 return expected * spill_factor()
             return expected * self._lead_factors(lead_h)
@@ -404,7 +405,7 @@ class Simulation:
         idx = (k + np.arange(n)) % len(self.truth_w)
         months, hours = self._month_hour(t_s + np.arange(n) * self.step_s)
         lead_h = (np.arange(n) + 0.5) * self.step_s / 3600.0
-        expected_wh = self.learned.expected_w(self.clear_w[idx], months, hours, lead_h) * self.step_s / 3600.0
+        expected_wh = np.asarray(self.learned.expected_w(self.clear_w[idx], months, hours, lead_h)) * self.step_s / 3600.0
         self.calibration.issue(int(t_s // 3600), expected_wh.reshape(-1, per_h).sum(axis=1).tolist())
 
     def _month_hour(self, t_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -584,7 +585,7 @@ class Simulation:
             if self.active is None and self.plate_clear and self.queue:
                 job = self._choose_start(current_plan, t_s)
                 if job is not None:
-                    job_w = profile_to_steps(job.power_profile, dt)
+                    job_w = np.asarray(profile_to_steps(job.power_profile, dt))
                     if self._guard_ok(float(job_w[0]), resume=True):
                         self.queue.remove(job)
                         self.active = ActivePrint(job, job_w, started_s=t_s)

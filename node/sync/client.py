@@ -83,6 +83,7 @@ class Sync(Component):
                  max_file_bytes: int, reserve_bytes: int, gate: JobGate, job_control: JobControl | None = None,
                  printer_profile: PrinterProfile | None = None, site: p.NodeSite | None = None) -> None:
         super().__init__(node, config)
+        p.build_outgoing()
         self.config: SyncSection = config
         self.store = store
         self.jobs = jobs

@@ -216,6 +216,55 @@ def test_a_failing_forecast_worker_plans_on_the_battery_alone(world, tmp_path: P
     assert plans[-1].planned  # 90 % carries a 270 Wh print without sun
 
 
+def test_the_loop_plans_at_once_and_starts_nothing_until_the_right_forecast_arrives(world) -> None:
+    """Issue #19: a re-plan never waits for the pvlib worker (6-12 s under a Pi-sized CPU quota); a plan made
+    while the forecast its inputs need is computed is provisional, and no print starts on it."""
+    import threading
+
+    from node.plan.forecast import PvForecast, compute_pv_forecast
+
+    node, jobs, planner, streamer, plans = world
+    release = threading.Event()
+
+    def held_forecast(request):   # the real pvlib chain, in this process, answering when released
+        release.wait(60)
+        return PvForecast.model_validate(compute_pv_forecast(request.model_dump(mode="json")))
+
+    planner.forecaster = held_forecast
+
+    async def answer(trigger: str) -> None:
+        """The worker answers; the re-plan it asks for runs as the loop runs it."""
+        release.set()
+        await planner._pending_forecast
+        assert planner._wake.is_set() and planner._trigger == "new PV forecast"
+        release.clear()
+        await planner.replan(trigger, wait=False)
+
+    async def scenario() -> None:
+        job = await jobs.create("part", "test")
+        await node.send_event("telemetry_sample", sample(NIGHT_S, 90.0))
+        await planner.replan("start", wait=False)   # no forecast yet: planned at once, on none
+        assert plans[-1].trigger == "start" and plans[-1].forecast_stale
+        assert planner.plan_provisional and planner.status()["forecast_pending"]
+        decision = await planner.start_gate(job)
+        assert not decision.allowed and decision.waits_for == "the new PV forecast"
+        await answer("forecast")
+        assert not planner.plan_provisional and plans[-1].pv_forecast_wh > 0
+        assert (await planner.start_gate(job)).allowed   # 90 % carries the 270 Wh print
+        before = plans[-1].pv_forecast_wh
+        # the node moves: planned at once on the old place's forecast, which nothing starts on
+        planner.set_site(planner.site.model_copy(update={"latitude": 61.2, "longitude": -149.9,
+                                                         "timezone": "America/Anchorage"}))
+        await planner.replan("site moved", wait=False)
+        assert planner.plan_provisional and plans[-1].pv_forecast_wh == pytest.approx(before)
+        assert not (await planner.start_gate(job)).allowed
+        await answer("forecast for the new place")
+        assert not planner.plan_provisional and plans[-1].pv_forecast_wh != pytest.approx(before, rel=0.01)
+        assert (await planner.start_gate(job)).allowed
+
+    asyncio.run(scenario())
+
+
 def test_a_cloud_forecast_from_the_hub_reaches_the_planner(world) -> None:
     from node.events import CloudForecast
 
