@@ -154,9 +154,12 @@ class BlockMerger:
     A new block whose labels overlap the pending update starts the next update,
     so the pending one is complete and returned.  The reader also calls
     :meth:`flush` when the line goes quiet (the gap between updates), or at once
-    when the pending update is :attr:`complete`: it holds every label the last
-    update had (a one-block device's update ends with its block, a BMV's with its
-    second), so the reader need not wake once more for the quiet gap.
+    when the pending update is :attr:`complete`: it holds every label the device
+    has sent in any update (a one-block device's update ends with its block, a
+    BMV's with its second), so the reader need not wake once more for the quiet
+    gap.  Every label ever, not the last update's: after a BMV history block lost
+    to a checksum error the next main block alone is not complete, or the history
+    block behind it would become an update of its own.
     """
 
     def __init__(self) -> None:
@@ -167,7 +170,7 @@ class BlockMerger:
         done = None
         if self._pending and not self._pending.keys().isdisjoint(block.keys()):
             done = self._pending
-            self._last_labels = frozenset(done)
+            self._last_labels |= done.keys()
             self._pending = {}
         self._pending.update(block)
         return done
@@ -175,12 +178,12 @@ class BlockMerger:
     def flush(self) -> dict[str, str] | None:
         done, self._pending = (self._pending or None), {}
         if done:
-            self._last_labels = frozenset(done)
+            self._last_labels |= done.keys()
         return done
 
     @property
     def complete(self) -> bool:
-        """The pending update has every label of the last one: nothing more is coming for it."""
+        """The pending update has every label the device has sent: nothing more is coming for it."""
         return bool(self._last_labels) and self._pending.keys() >= self._last_labels
 
     @property
