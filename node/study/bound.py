@@ -219,6 +219,67 @@ class _Kind:
                    np.array(occupancy).min(axis=0))
 
 
+@dataclass
+class _Hours:
+    """The hours' part of both LPs (``_solve``'s and ``_TimePart``'s): the plant's constants, the per-hour
+    variables E (stored), C (charged), D (drawn), S (base load unserved), PZ (draw of time-free prints),
+    U (their printing time), V (plate turnaround), and the battery's balance row."""
+
+    lp: _LP
+    H: int
+    idx: np.ndarray
+    ones: np.ndarray
+    nights: list[list[int]]
+    night: np.ndarray
+    w_lo: float
+    w_hi: float
+    d_max: float
+    E: int
+    C: int
+    D: int
+    S: int
+    PZ: int
+    U: int
+    V: int
+
+    @classmethod
+    def build(cls, pv_hourly_wh: np.ndarray, base_hourly_wh: np.ndarray, start_s: float, utc_offset_s: float,
+              battery: BatteryParams, initial_soc: float, kinds: list[_Kind], attended: tuple[int, int]) -> _Hours:
+        H = len(pv_hourly_wh)
+        idx = np.arange(H)
+        ones = np.ones(H)
+        lp = _LP()
+        e_cap = ocv_energy_wh(battery, 1.0) * DISCRETISATION_ALLOWANCE
+        e0 = min(e_cap, ocv_energy_wh(battery, initial_soc) * DISCRETISATION_ALLOWANCE)
+        eta = min(1.0, battery.charge_efficiency * DISCRETISATION_ALLOWANCE)
+        c_max = battery.max_charge_a * open_circuit_v(battery.chemistry, 1.0, battery.cells)
+        nights = unattended_windows(start_s, H, utc_offset_s, attended)
+        night = np.zeros(H, dtype=bool)
+        for w in nights:
+            night[w] = True
+        all_w = np.concatenate([k.minute_w for k in kinds])
+        E = lp.variables(H, 0.0, e_cap)
+        C = lp.variables(H, 0.0, c_max)
+        D = lp.variables(H)
+        S = lp.variables(H, 0.0, base_hourly_wh)  # base load left unserved (an empty battery, as the plant allows)
+        PZ = lp.variables(H)                      # draw of time-free prints
+        U = lp.variables(H, 0.0, 1.0)             # their printing time
+        V = lp.variables(H, 0.0, np.where(night, 0.0, 1.0))   # plate turnaround time
+        # battery: e_t = e_{t-1} + eta c_t - d_t
+        lp.rows(np.concatenate([idx, idx[1:], idx, idx]), np.concatenate([E + idx, E + idx[1:] - 1, C + idx, D + idx]),
+                np.concatenate([ones, -ones[1:], -eta * ones, ones]), np.where(idx == 0, e0, 0.0), equal=True)
+        return cls(lp, H, idx, ones, nights, night, float(all_w.min()), float(all_w.max()),
+                   max(k.duration_h for k in kinds), E, C, D, S, PZ, U, V)
+
+    def time_free_draw_rows(self) -> None:
+        """Time-free prints draw between the lowest and highest minute of any job while printing."""
+        idx, ones, PZ, U = self.idx, self.ones, self.PZ, self.U
+        self.lp.rows(np.concatenate([idx, idx]), np.concatenate([PZ + idx, U + idx]),
+                     np.concatenate([ones, -self.w_hi * ones]), np.zeros(self.H))
+        self.lp.rows(np.concatenate([idx, idx]), np.concatenate([PZ + idx, U + idx]),
+                     np.concatenate([-ones, self.w_lo * ones]), np.zeros(self.H))
+
+
 def upper_bound(pv_hourly_wh: np.ndarray, base_hourly_wh: np.ndarray, start_s: float, utc_offset_s: float,
                 battery: BatteryParams, initial_soc: float, *, seed: int, queue_target: int, failed: int,
                 resumed: int, attended: tuple[int, int], plate_clear_delay_s: float, start_step_s: float = 300.0,
@@ -324,37 +385,15 @@ class _TimePart:
 
     def __init__(self, pv_hourly_wh: np.ndarray, base_hourly_wh: np.ndarray, start_s: float, utc_offset_s: float,
                  battery: BatteryParams, initial_soc: float, kinds: list[_Kind], attended: tuple[int, int]) -> None:
-        H = len(pv_hourly_wh)
-        idx = np.arange(H)
-        ones = np.ones(H)
-        lp = _LP()
-        e_cap = ocv_energy_wh(battery, 1.0) * DISCRETISATION_ALLOWANCE
-        e0 = min(e_cap, ocv_energy_wh(battery, initial_soc) * DISCRETISATION_ALLOWANCE)
-        eta = min(1.0, battery.charge_efficiency * DISCRETISATION_ALLOWANCE)
-        c_max = battery.max_charge_a * open_circuit_v(battery.chemistry, 1.0, battery.cells)
-        nights = unattended_windows(start_s, H, utc_offset_s, attended)
-        night = np.zeros(H, dtype=bool)
-        for w in nights:
-            night[w] = True
-        all_w = np.concatenate([k.minute_w for k in kinds])
-        w_lo, w_hi = float(all_w.min()), float(all_w.max())
-        d_max = max(k.duration_h for k in kinds)
         # the same variables and rows as _solve's loose LP, without the kinds
-        E = lp.variables(H, 0.0, e_cap)
-        C = lp.variables(H, 0.0, c_max)
-        D = lp.variables(H)
-        S = lp.variables(H, 0.0, base_hourly_wh)
-        PZ = lp.variables(H)
-        U = lp.variables(H, 0.0, 1.0)
-        V = lp.variables(H, 0.0, np.where(night, 0.0, 1.0))
-        lp.rows(np.concatenate([idx, idx[1:], idx, idx]), np.concatenate([E + idx, E + idx[1:] - 1, C + idx, D + idx]),
-                np.concatenate([ones, -ones[1:], -eta * ones, ones]), np.where(idx == 0, e0, 0.0), equal=True)
+        hours = _Hours.build(pv_hourly_wh, base_hourly_wh, start_s, utc_offset_s, battery, initial_soc, kinds,
+                             attended)
+        lp, H, idx, ones = hours.lp, hours.H, hours.idx, hours.ones
+        nights, night, w_hi, d_max = hours.nights, hours.night, hours.w_hi, hours.d_max
+        C, D, S, PZ, U, V = hours.C, hours.D, hours.S, hours.PZ, hours.U, hours.V
         lp.rows(np.tile(idx, 4), np.concatenate([C + idx, D + idx, PZ + idx, S + idx]),
                 np.concatenate([ones, -ones, ones, -ones]), pv_hourly_wh - base_hourly_wh)
-        lp.rows(np.concatenate([idx, idx]), np.concatenate([PZ + idx, U + idx]), np.concatenate([ones, -w_hi * ones]),
-                np.zeros(H))
-        lp.rows(np.concatenate([idx, idx]), np.concatenate([PZ + idx, U + idx]), np.concatenate([-ones, w_lo * ones]),
-                np.zeros(H))
+        hours.time_free_draw_rows()
         lp.rows(np.concatenate([idx, idx]), np.concatenate([U + idx, V + idx]), np.concatenate([ones, ones]),
                 np.ones(H))
         if nights:
@@ -453,48 +492,22 @@ def _solve(pv_hourly_wh: np.ndarray, base_hourly_wh: np.ndarray, start_s: float,
            battery: BatteryParams, initial_soc: float, kinds: list[_Kind], kinds_seen: list[str], extra: int,
            resumed: int | None, attended: tuple[int, int], plate_clear_delay_s: float) -> float:
     """One LP.  ``resumed`` None: every print is time-free (the loose relaxation)."""
-    H = len(pv_hourly_wh)
-    idx = np.arange(H)
-    ones = np.ones(H)
     n_kinds = len(kinds)
-    lp = _LP()
-    e_cap = ocv_energy_wh(battery, 1.0) * DISCRETISATION_ALLOWANCE
-    e0 = min(e_cap, ocv_energy_wh(battery, initial_soc) * DISCRETISATION_ALLOWANCE)
-    eta = min(1.0, battery.charge_efficiency * DISCRETISATION_ALLOWANCE)
-    c_max = battery.max_charge_a * open_circuit_v(battery.chemistry, 1.0, battery.cells)
-    nights = unattended_windows(start_s, H, utc_offset_s, attended)
-    night = np.zeros(H, dtype=bool)
-    for w in nights:
-        night[w] = True
-    all_w = np.concatenate([k.minute_w for k in kinds])
-    w_lo, w_hi = float(all_w.min()), float(all_w.max())
-    d_max = max(k.duration_h for k in kinds)
-
-    E = lp.variables(H, 0.0, e_cap)
-    C = lp.variables(H, 0.0, c_max)
-    D = lp.variables(H)
-    S = lp.variables(H, 0.0, base_hourly_wh)  # base load left unserved (an empty battery, as the plant allows)
-    PZ = lp.variables(H)                      # draw of time-free prints
-    U = lp.variables(H, 0.0, 1.0)             # their printing time
-    V = lp.variables(H, 0.0, np.where(night, 0.0, 1.0))   # plate turnaround time
+    hours = _Hours.build(pv_hourly_wh, base_hourly_wh, start_s, utc_offset_s, battery, initial_soc, kinds, attended)
+    lp, H, idx, ones = hours.lp, hours.H, hours.idx, hours.ones
+    nights, d_max = hours.nights, hours.d_max
+    C, D, S, PZ, U, V = hours.C, hours.D, hours.S, hours.PZ, hours.U, hours.V
     Z = lp.variables(n_kinds)                 # time-free prints of each kind
     tight = resumed is not None
     if tight:
         X = [lp.variables(H, 0.0, np.where(idx + k.duration_h <= H, np.inf, 0.0)) for k in kinds]  # starts per hour
         PX = lp.variables(H)                  # draw of started (uninterrupted) prints
-    # battery: e_t = e_{t-1} + eta c_t - d_t
-    lp.rows(np.concatenate([idx, idx[1:], idx, idx]), np.concatenate([E + idx, E + idx[1:] - 1, C + idx, D + idx]),
-            np.concatenate([ones, -ones[1:], -eta * ones, ones]), np.where(idx == 0, e0, 0.0), equal=True)
     # PV used <= PV available
     pv_cols = [C + idx, D + idx, PZ + idx, S + idx] + ([PX + idx] if tight else [])
     pv_vals = [ones, -ones, ones, -ones] + ([ones] if tight else [])
     lp.rows(np.tile(idx, len(pv_cols)), np.concatenate(pv_cols), np.concatenate(pv_vals),
             pv_hourly_wh - base_hourly_wh)
-    # time-free prints: draw between the lowest and highest minute of any job while printing
-    lp.rows(np.concatenate([idx, idx]), np.concatenate([PZ + idx, U + idx]), np.concatenate([ones, -w_hi * ones]),
-            np.zeros(H))
-    lp.rows(np.concatenate([idx, idx]), np.concatenate([PZ + idx, U + idx]), np.concatenate([-ones, w_lo * ones]),
-            np.zeros(H))
+    hours.time_free_draw_rows()
     kind_idx = np.arange(n_kinds)
     zero1 = np.zeros(n_kinds + H, dtype=int)
     lp.rows(zero1, np.concatenate([Z + kind_idx, PZ + idx]),
