@@ -22,7 +22,13 @@ Method (list scheduling on a simulated state of charge):
    priority only backfills, i.e. if it ends (plus turnaround) before the
    higher-priority job could start and leaves that start feasible.  A small
    print fits in a half-empty battery at night where a big one would cross
-   the reserve.
+   the reserve.  A job queued longer than ``protect_after_s`` is protected
+   the same way from jobs of its own priority, and while it has no window in
+   the horizon, none of them starts before it (the battery fills for it):
+   otherwise a stream of small prints takes every sunny morning and every
+   watt a big one needs, and it starves for weeks.  A job that cannot fit
+   in this season even on a clear day (a ``waiting_notes`` entry) is not
+   protected: waiting for it would idle the printer for months.
 4. Sunshine that would otherwise be lost is preferred: when the battery is
    full and spilling PV at the moment a print can start, the hungriest of the
    equal-priority jobs that can start then goes first, soaking up the surplus.
@@ -153,6 +159,8 @@ class PlanJob:
     priority: int = 0
     deadline_s: float | None = None
     queue_seq: int = 0
+    #: when it was queued (s since the epoch); with :attr:`PlanInputs.protect_after_s`, no starvation
+    queued_s: float | None = None
     _steps: dict = field(default_factory=dict, repr=False, compare=False)
 
     @cached_property
@@ -202,6 +210,9 @@ class PlanInputs:
     never_fits: Mapping[str, str] = field(default_factory=dict)
     #: job id -> a note added to its reason if it must wait (e.g. "it fits from March": node.plan.fit)
     waiting_notes: Mapping[str, str] = field(default_factory=dict)
+    #: a job queued this long ago (s) is protected like a higher priority: a job of its priority goes before it
+    #: only if it leaves its start where it is (see the module docstring, 3.)
+    protect_after_s: float = math.inf
 
 
 @dataclass
@@ -313,28 +324,42 @@ class _Scheduler:
         _core.subtract_at(traj.net_w, job_w, start_k)
         self.simulate(traj, start_k)
 
+    def _age_words(self, job: PlanJob) -> str:
+        hours = (self.inp.t0_s - (job.queued_s or self.inp.t0_s)) / 3600.0
+        return f"{hours / 24:.0f} days" if hours >= 48 else f"{hours:.0f} h"
+
     def list_schedule(self, base: _Trajectory, order: Sequence[PlanJob], ready_k: int
                       ) -> tuple[_Trajectory, list[_Placement]]:
         """Place the jobs one after another (see the module docstring); -1 starts are unplaceable."""
         traj = base.copy()
         placements: list[_Placement] = []
         remaining = list(order)
+        starving: PlanJob | None = None     # a protected job with no window: the jobs behind it wait for it
         while remaining:
             window = remaining[:self.lookahead]
             head = window[0]
+            if starving is not None and head.priority <= starving.priority:
+                placements.append(_Placement(head, -1, ready_k, f"waits behind {starving.name}, queued "
+                                             f"{self._age_words(starving)} ago, so the battery fills for it"))
+                remaining.remove(head)
+                continue
             head_w = self.job_w[head.job_id]
             head_k = self.earliest(traj, head_w, ready_k)
             choice, choice_k, note = head, head_k, ""
-            if head_k != ready_k:
+            protected = (head.queued_s is not None and self.inp.t0_s - head.queued_s >= self.inp.protect_after_s
+                         and head.job_id not in self.inp.waiting_notes)
+            if protected and head_k < 0:
+                starving = head
+            elif head_k != ready_k:
                 # the head must wait: a job that can start sooner goes first if it does not delay a
-                # higher-priority head (backfilling); among equals the soonest start wins
+                # higher-priority or protected head (backfilling); among equals the soonest start wins
                 for job in window[1:]:
                     job_w = self.job_w[job.job_id]
                     limit = choice_k if choice_k >= 0 else None
                     k = self.earliest(traj, job_w, ready_k, limit)
                     if k < 0 or (choice_k >= 0 and k >= choice_k):
                         continue
-                    if job.priority < head.priority and head_k >= 0:
+                    if (job.priority < head.priority or protected) and head_k >= 0:
                         if k + len(job_w) + self.turnaround_steps > head_k:
                             continue
                         trial = traj.copy()
@@ -342,7 +367,7 @@ class _Scheduler:
                         if self.earliest(trial, head_w, head_k, head_k) != head_k:
                             continue
                     choice, choice_k, note = job, k, f"goes before {head.name}, which must wait for energy"
-            elif traj.lost_w[ready_k] > 1.0:
+            elif traj.lost_w[ready_k] > 1.0 and not protected:
                 # sunshine is being spilled right now: of the equal-priority jobs that can start now,
                 # the hungriest soaks up most of it
                 for job in window[1:]:
@@ -432,6 +457,8 @@ def plan(inp: PlanInputs) -> Plan:
                        f"within the {n_steps * inp.step_s / 3600:.0f} h horizon")
             if job.job_id in inp.waiting_notes:
                 why += f"; {inp.waiting_notes[job.job_id]}"
+            if placement.note:      # it waits behind a protected job (the only note of an unplaced job)
+                why = f"{placement.note} (it needs {energy_wh:.0f} Wh)"
             waiting.append(WaitingJob(job.job_id, job.name, energy_wh, why))
             continue
         start_s = inp.t0_s + start * inp.step_s

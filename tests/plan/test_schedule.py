@@ -172,6 +172,49 @@ def test_small_jobs_fill_the_night_while_a_big_one_waits_for_sun() -> None:
     assert "goes before big" in next(p.reason for p in result.planned if p.job_id == "small")
 
 
+def aged(job_: PlanJob, hours: float) -> PlanJob:
+    """The same job, queued ``hours`` before the plan's t0."""
+    return PlanJob(job_.job_id, job_.name, job_.power_profile, priority=job_.priority, queue_seq=job_.queue_seq,
+                   queued_s=T0 - hours * 3600.0)
+
+
+def test_a_job_waiting_past_protect_after_keeps_its_start_from_jobs_of_its_priority() -> None:
+    # the same queue as the night-filling test, but the big job has waited 50 h: the small one may only go
+    # first if the big one still starts when it would alone (or not before it at all)
+    pv = sunny_pv(300.0)
+    big, small = aged(job("big", 240, 130.0, seq=0), 50), aged(job("small", 30, 110.0, seq=1), 1)
+    alone = plan(inputs(pv, 0.55, [big])).planned[0].start_s
+    result = plan(inputs(pv, 0.55, [big, small], protect_after_s=48 * 3600.0))
+    starts = {p.job_id: p.start_s for p in result.planned}
+    assert starts["big"] == alone
+    assert starts["small"] > starts["big"] or starts["small"] + 30 * 60 + 600 <= starts["big"]
+    # not yet protected: as before, the small one takes the night
+    young = plan(inputs(pv, 0.55, [big, small], protect_after_s=60 * 3600.0))
+    assert {p.job_id: p.start_s for p in young.planned}["small"] == T0
+
+
+def test_a_protected_job_with_no_window_holds_the_jobs_behind_it_so_the_battery_fills() -> None:
+    # a dull sky: the big print has no window in the horizon; the small ones would drain the battery it needs
+    pv = sunny_pv(60.0)
+    big = aged(job("big", 600, 200.0, seq=0), 72)
+    small = [aged(job(f"s{i}", 20, 100.0, seq=i + 1), 1) for i in range(3)]
+    free = plan(inputs(pv, 0.60, [big, *small]))
+    assert {p.job_id for p in free.planned} == {"s0", "s1", "s2"}     # without protection they print
+    held = plan(inputs(pv, 0.60, [big, *small], protect_after_s=48 * 3600.0))
+    assert held.planned == []
+    reasons = {w.job_id: w.reason for w in held.waiting}
+    assert reasons["s0"].startswith("waits behind big, queued 3 days ago, so the battery fills for it")
+    assert "no window above the 30 % reserve" in reasons["big"]
+    # a higher-priority job is not held by it
+    urgent = aged(job("urgent", 20, 100.0, priority=5, seq=9), 1)
+    assert [p.job_id for p in plan(inputs(pv, 0.60, [big, urgent, *small],
+                                          protect_after_s=48 * 3600.0)).planned] == ["urgent"]
+    # nor does a job that cannot fit in this season hold the printer for months
+    season = plan(inputs(pv, 0.60, [big, *small], protect_after_s=48 * 3600.0,
+                         waiting_notes={"big": "it fits from March on a clear day"}))
+    assert {p.job_id for p in season.planned} == {"s0", "s1", "s2"}
+
+
 def test_plate_not_clear_holds_the_first_job_for_the_turnaround() -> None:
     result = plan(inputs(sunny_pv(), 0.9, [job("a", 30, 100.0)], plate_clear=False, plate_turnaround_s=900))
     assert result.planned[0].start_s == T0 + 900
