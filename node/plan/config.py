@@ -30,7 +30,13 @@ class ForecastSection(Section):
     stale_cloud_cover_pct: float = Field(
         70.0, ge=0, le=100,
         description="the cloud cover assumed where the forecast is stale or missing (climatological pessimism)")
-    quantile: float = Field(0.2, gt=0, lt=1, description="the planner plans on this quantile of PV (0.2 = P80)")
+    quantile: float = Field(0.2, gt=0, lt=1, description="the planner plans on this quantile of PV (0.2 = P80) "
+                            "under the normal error model (the hub's forecast, clear sky)")
+    calibrated_quantile: float = Field(
+        0.05, gt=0, lt=1,
+        description="the quantile of the node's own measured errors that a calibrated forecast (the learned one) "
+                    "plans on: an empirical quantile, so a low one keeps energy pauses rare at little cost in prints "
+                    "(docs/benchmarks.md, #15)")
     error_sigma_0: float = Field(0.20, ge=0, le=2, description="relative PV forecast error sd at lead 0")
     error_sigma_per_h: float = Field(0.006, ge=0, le=0.1, description="its growth per hour of lead time")
     error_sigma_max: float = Field(0.6, ge=0, le=2)
@@ -54,6 +60,10 @@ class PlannerSection(Section):
         3600.0, ge=0,
         description="longest energy pause with the bed kept warm before the printer is switched off")
     resume_margin_pct: float = Field(5.0, ge=0, le=50, description="SoC above the reserve needed to resume")
+    protect_after_h: float = Field(
+        48.0, gt=0,
+        description="a job queued this long is protected from starving: a job of the same priority goes before "
+                    "it only if it leaves its start where it is")
     ambient_c: float = Field(20.0, ge=-30, le=50, description="room temperature for heat-loss estimates")
     base_load_w: float = Field(4.0, ge=0, description="the node itself: Raspberry Pi + charge controller")
     other_loads_w_by_hour: list[float] | None = Field(

@@ -192,7 +192,8 @@ class Planner(Component):
         normal = quantile_factors(self._n_steps(), config.step_s, forecast)
         #: the learned forecast's quantile by lead time, from its own errors (until it has them: the normal model)
         self.calibration = LeadCalibration(
-            forecast.quantile, lambda lead_h: float(normal[min(len(normal) - 1, int(lead_h * 3600 / config.step_s))]))
+            forecast.calibrated_quantile,
+            lambda lead_h: float(normal[min(len(normal) - 1, int(lead_h * 3600 / config.step_s))]))
         self._learned_day: int | None = None
         self._last_learn_s: float | None = None
         self._hour: int | None = None          # the hour being measured for the calibration, its Wh, valid
@@ -804,7 +805,8 @@ class Planner(Component):
                 if not profile:
                     missing.append(WaitingJob(job.id, job.name, 0.0, "no energy profile yet (analysis pending)"))
                     continue
-                jobs.append(PlanJob(job.id, job.name, profile, job.priority, job.deadline_s, job.queue_seq))
+                jobs.append(PlanJob(job.id, job.name, profile, job.priority, job.deadline_s, job.queue_seq,
+                                    queued_s=job.created_s))
                 check = self._fit_check(job.id, profile, best_day)
                 if check is not None and not check.fits:
                     never_fits[job.id] = check.reason(self.config.reserve_pct)
@@ -835,7 +837,8 @@ class Planner(Component):
                 energy_wh=soc_pct / 100.0 * self.model.capacity_wh, reserve_frac=self.config.reserve_pct / 100.0,
                 jobs=jobs, base_load_w=self.loads.base_load_w, other_loads_w=other, plate_clear=self.plate_clear,
                 plate_turnaround_s=self.config.plate_turnaround_s, running=running, timezone=self.site.timezone,
-                guard_band_wh=self.guard.plan_band_wh, never_fits=never_fits, waiting_notes=notes)
+                guard_band_wh=self.guard.plan_band_wh, never_fits=never_fits, waiting_notes=notes,
+                protect_after_s=self.config.protect_after_h * 3600.0)
             result = plan(inputs)
             self.last_plan = result
             self.last_summary = plan_summary(

@@ -590,6 +590,38 @@ def _solve(pv_hourly_wh: np.ndarray, base_hourly_wh: np.ndarray, start_s: float,
     return lp.maximise(Yk + kind_idx)
 
 
+def _lowest_above_reserve_wh(profile: list[list[float]], pv_hourly_wh: np.ndarray, base_hourly_wh: np.ndarray,
+                             battery: BatteryParams, reserve_frac: float, start_step_s: float,
+                             envelope: bool = False) -> np.ndarray:
+    """For each start hour of the run, the lowest energy above the planning reserve (Wh) during one print of
+    ``profile`` started there, in the bound's relaxed plant (see :func:`single_print_fits`), with a full
+    battery; ``envelope``: with the most energy the battery can hold at that hour (a full battery at the run's
+    start, and no print since: printing only takes energy); empty when the run is shorter than the print."""
+    kind = _Kind.of("job", profile, start_step_s)
+    span = len(kind.e_min)
+    hours = len(pv_hourly_wh)
+    if hours < span:
+        return np.zeros(0)
+    e_cap = ocv_energy_wh(battery, 1.0) * DISCRETISATION_ALLOWANCE
+    floor = ocv_energy_wh(battery, reserve_frac)
+    eta = min(1.0, battery.charge_efficiency * DISCRETISATION_ALLOWANCE)
+    c_max = battery.max_charge_a * open_circuit_v(battery.chemistry, 1.0, battery.cells)
+    starts = np.arange(hours - span + 1)
+    energy = np.full(len(starts), e_cap)
+    if envelope:
+        most = e_cap
+        for h in range(len(starts)):
+            energy[h] = most
+            net = float(pv_hourly_wh[h] - base_hourly_wh[h])
+            most = min(e_cap, most + eta * min(net, c_max)) if net >= 0 else most + net
+    lowest = energy.copy()
+    for j in range(span):
+        net = pv_hourly_wh[starts + j] - base_hourly_wh[starts + j] - kind.e_min[j]
+        energy = np.where(net >= 0, np.minimum(e_cap, energy + eta * np.minimum(net, c_max)), energy + net)
+        lowest = np.minimum(lowest, energy)
+    return lowest - floor
+
+
 def single_print_fits(profile: list[list[float]], pv_hourly_wh: np.ndarray, base_hourly_wh: np.ndarray,
                       battery: BatteryParams, reserve_frac: float, start_step_s: float = 300.0) -> tuple[bool, float]:
     """Could one print of ``profile`` run uninterrupted above the planning reserve anywhere in this run, in the
@@ -603,21 +635,20 @@ def single_print_fits(profile: list[list[float]], pv_hourly_wh: np.ndarray, base
     tried with a full battery.  For one print from a full battery this LP is solved exactly by charging
     whenever there is surplus (more stored energy never hurts later), so it is a forward pass, vectorised over
     the start hours."""
-    kind = _Kind.of("job", profile, start_step_s)
-    span = len(kind.e_min)
-    hours = len(pv_hourly_wh)
-    if hours < span:
+    lowest = _lowest_above_reserve_wh(profile, pv_hourly_wh, base_hourly_wh, battery, reserve_frac, start_step_s)
+    if len(lowest) == 0:
         return False, -math.inf
-    e_cap = ocv_energy_wh(battery, 1.0) * DISCRETISATION_ALLOWANCE
-    floor = ocv_energy_wh(battery, reserve_frac)
-    eta = min(1.0, battery.charge_efficiency * DISCRETISATION_ALLOWANCE)
-    c_max = battery.max_charge_a * open_circuit_v(battery.chemistry, 1.0, battery.cells)
-    starts = np.arange(hours - span + 1)
-    energy = np.full(len(starts), e_cap)
-    lowest = energy.copy()
-    for j in range(span):
-        net = pv_hourly_wh[starts + j] - base_hourly_wh[starts + j] - kind.e_min[j]
-        energy = np.where(net >= 0, np.minimum(e_cap, energy + eta * np.minimum(net, c_max)), energy + net)
-        lowest = np.minimum(lowest, energy)
-    best = float(lowest.max()) - floor
+    best = float(lowest.max())
     return best >= 0.0, best
+
+
+def feasible_start_hours(profile: list[list[float]], pv_hourly_wh: np.ndarray, base_hourly_wh: np.ndarray,
+                         battery: BatteryParams, reserve_frac: float, start_step_s: float = 300.0) -> np.ndarray:
+    """The hours of the run (indices) in which one print of ``profile`` could start and run uninterrupted above
+    the reserve, by the relaxations of :func:`single_print_fits` (perfect foresight), the battery at each start
+    hour as full as it can be then (full at the run's start, nothing printed since): no policy can start it,
+    uninterrupted, at another hour.  So the wait from a job's queueing to the first of these hours after it is
+    a lower bound on its wait under any policy that does not pause it (the study's "forced" waits)."""
+    lowest = _lowest_above_reserve_wh(profile, pv_hourly_wh, base_hourly_wh, battery, reserve_frac, start_step_s,
+                                      envelope=True)
+    return np.flatnonzero(lowest >= 0.0)

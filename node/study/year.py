@@ -81,7 +81,7 @@ from node.plan.quantile import LeadCalibration, spill_factor
 from node.plan.schedule import Plan, PlanInputs, PlanJob, RunningPrint, plan, profile_to_steps
 from node.power.plant import BatteryParams
 from node.printer.profile import PrinterProfile, load_profile
-from node.study.bound import Bound, upper_bound
+from node.study.bound import Bound, feasible_start_hours, upper_bound
 from node.study.jobstream import JobStream, SimJob
 from node.study.world import HARDER, SocEstimator, World, downscale, hub_forecast_cloud_pct
 
@@ -97,6 +97,8 @@ DEFAULT_BATTERY = BatteryParams(chemistry="lifepo4", cells=4, capacity_ah=94.0, 
 
 SUSPENDED_FAIL_S = 4 * 3600.0
 THRESHOLD_START_SOC = 0.60
+#: the longest wait the issue accepts (#15: "no job waits over 7 days unless flagged as never fitting")
+WEEK_H = 7 * 24.0
 FORECAST_ISSUE_EVERY_H = 6
 
 
@@ -305,6 +307,8 @@ class SimResult:
     p95_wait_hours: float = 0.0
     never_started: int = 0
     never_fits: int = 0                # jobs flagged as never fitting this plant when queued (node.plan.fit): held
+    waits_over_week: int = 0           # jobs (started or not) that waited over WEEK_H
+    waits_over_week_forced: int = 0    # ... of which no policy could have started uninterrupted within WEEK_H
     plant: str = ""
     replans: int = 0
     min_soc_pct_printing: float = 100.0
@@ -312,12 +316,16 @@ class SimResult:
     runtime_s: float = 0.0
     events: list[tuple[float, str, str, float]] = field(default_factory=list)   # (t_s, kind, job id, SoC)
     pauses_at: list[tuple[str, float, float, float]] = field(default_factory=list)  # job, at_s, heatup_s, layer_s
+    #: with record_events: every job queued, (job id, wait h, forced wait h: see forced_wait_h), never started
+    #: ones until the run's end
+    job_waits: list[tuple[str, float, float]] = field(default_factory=list)
 
     def as_json(self) -> dict:
         keys = ["policy", "weather", "site", "plant", "days", "prints_completed", "prints_failed", "brownouts",
                 "reserve_crossings", "pauses", "suspensions", "pause_hours", "pv_used_wh", "pv_lost_wh",
                 "pv_available_wh", "print_energy_wh", "mean_wait_hours", "worst_wait_hours", "p95_wait_hours",
-                "never_started", "never_fits", "replans", "min_soc_pct_printing", "resumed_after_pause", "runtime_s"]
+                "never_started", "never_fits", "waits_over_week", "waits_over_week_forced",
+                "replans", "min_soc_pct_printing", "resumed_after_pause", "runtime_s"]
         out = {k: getattr(self, k) for k in keys}
         for k, v in out.items():
             if isinstance(v, float):
@@ -344,6 +352,7 @@ class Simulation:
         self.truth_w = true_pv_steps(weather, settings)
         self.model = EnergyModel.from_params(settings.battery)
         self.reserve_frac = settings.planner.reserve_pct / 100.0
+        self._feasible_hours: dict[str, np.ndarray] = {}
         self.cutoff_frac = settings.thresholds.cutoff_pct / 100.0
         self.reserve_wh = self.reserve_frac * self.model.capacity_wh
         # the node's own guard (node.plan.guard), at the study's step
@@ -419,6 +428,9 @@ class Simulation:
     def _plan(self, k: int, t_s: float) -> Plan:
         self.result.replans += 1
         jobs = [self._plan_job(j) for j in self.queue]
+        month = datetime.fromtimestamp(t_s, tz=ZoneInfo(self.weather.timezone)).month
+        notes = {j.job_id: note for j in self.queue
+                 if (check := self.fit_check(j)) is not None and (note := check.season_note(month)) is not None}
         running = None
         if self.active is not None:
             running = RunningPrint(self.active.job.job_id, self.active.job.name,
@@ -431,7 +443,8 @@ class Simulation:
             energy_wh=self.soc_seen * self.model.capacity_wh, reserve_frac=self.reserve_frac, jobs=jobs,
             base_load_w=self.s.loads.base_load_w, other_loads_w=other, plate_clear=self.plate_clear,
             plate_turnaround_s=self.s.planner.plate_turnaround_s, running=running,
-            timezone=self.weather.timezone, guard_band_wh=self.guard.plan_band_wh)
+            timezone=self.weather.timezone, guard_band_wh=self.guard.plan_band_wh,
+            waiting_notes=notes, protect_after_s=self.s.planner.protect_after_h * 3600.0)
         return plan(inputs)
 
     def _plan_job(self, job: SimJob) -> PlanJob:
@@ -442,7 +455,7 @@ class Simulation:
                 queued = {j.job_id for j in self.queue}
                 self._plan_jobs = {k: v for k, v in self._plan_jobs.items() if k in queued}
             cached = self._plan_jobs[job.job_id] = PlanJob(job.job_id, job.name, job.power_profile, job.priority,
-                                                           job.deadline_s, job.queue_seq)
+                                                           job.deadline_s, job.queue_seq, queued_s=job.queued_s)
         return cached
 
     def _guard_ok(self, draw_w: float, resume: bool = False) -> bool:
@@ -478,7 +491,8 @@ class Simulation:
         self.learned = LearnedForecast(self.step_s)
         normal = self.quantile
         self.calibration = LeadCalibration(
-            s.forecast.quantile, lambda lead_h: float(normal[min(len(normal) - 1, int(lead_h * 3600 / self.step_s))]))
+            s.forecast.calibrated_quantile,
+            lambda lead_h: float(normal[min(len(normal) - 1, int(lead_h * 3600 / self.step_s))]))
         self._factors_version = -1
         self._lead_bins: np.ndarray | None = None
         hour_wh, hour_valid = 0.0, True
@@ -503,6 +517,7 @@ class Simulation:
         dt = self.step_s
         pause_s_total = 0.0
         queued_at: dict[str, float] = {}
+        started: list[tuple[SimJob, float]] = []
         learned = self.policy == "planner-learned"
 
         for i in range(n_steps):
@@ -591,6 +606,7 @@ class Simulation:
                         self.active = ActivePrint(job, job_w, started_s=t_s)
                         waits_h.append((t_s - job.queued_s) / 3600.0)
                         queued_at.pop(job.job_id, None)
+                        started.append((job, t_s))
                         self._log(t_s, "start", job.job_id)
                         replan = True
             # 6. the step itself: loads, plant, progress
@@ -636,6 +652,7 @@ class Simulation:
                 if step.soc < self.reserve_frac - 1e-9 and not ap.reserve_crossed:
                     ap.reserve_crossed = True
                     self.result.reserve_crossings += 1
+                    self._log(t_s, "reserve_crossed", ap.job.job_id)
                 if step.soc < self.cutoff_frac - 1e-9 and not ap.brownout:
                     ap.brownout = True
                     self.result.brownouts += 1
@@ -658,6 +675,15 @@ class Simulation:
         self.result.mean_wait_hours = float(np.mean(all_waits))
         self.result.worst_wait_hours = float(np.max(all_waits))
         self.result.p95_wait_hours = float(np.percentile(all_waits, 95))
+        every_wait = started + [(job, end_s) for job in self.queue]
+        long_waits = [(job, at) for job, at in every_wait if at - job.queued_s > WEEK_H * 3600.0]
+        self.result.waits_over_week = len(long_waits)
+        self.result.waits_over_week_forced = sum(
+            forced_wait_h(self.weather, self.s, job, self._feasible_hours) > WEEK_H for job, _ in long_waits)
+        if self.record_events:
+            self.result.job_waits = [(job.job_id, (at - job.queued_s) / 3600.0,
+                                      forced_wait_h(self.weather, self.s, job, self._feasible_hours))
+                                     for job, at in every_wait]
         self.result.runtime_s = time.perf_counter() - wall0
         return self.result
 
@@ -737,12 +763,28 @@ def true_pv_steps(weather: WeatherYear, settings: SimSettings) -> np.ndarray:
     return weather._cache[key]
 
 
-def bound_for(weather: WeatherYear, settings: SimSettings, failed: int, resumed: int, tight_passes: int = 0,
-              never_fits: int = 0, decomposed: bool = True) -> Bound:
-    """The LP upper bound (:mod:`node.study.bound`) on prints completed in this run by a policy that failed
-    at most ``failed`` prints and resumed at most ``resumed`` paused ones.  ``never_fits``: jobs of the stream
-    held as never fitting (node.plan.fit); the policy drew that many more jobs from the stream, so the bound's
-    count of jobs handed out grows by as many (they are counted like failures)."""
+def forced_wait_h(weather: WeatherYear, settings: SimSettings, job: SimJob,
+                  cache: dict[str, np.ndarray] | None = None) -> float:
+    """How long any policy must keep ``job`` waiting to print it uninterrupted above the reserve: from its
+    queueing to the first hour of the run at which it could start (:func:`node.study.bound.feasible_start_hours`:
+    perfect foresight, a full battery); to the run's end if there is none.  A lower bound on its wait, unless
+    a policy starts it and pauses it.  ``cache``: per job kind (name), kept by the caller across jobs."""
+    cache = {} if cache is None else cache
+    if job.name not in cache:
+        pv_hourly_wh, base_wh, _, _ = hourly_run_inputs(weather, settings)
+        cache[job.name] = feasible_start_hours(job.power_profile, pv_hourly_wh, base_wh, settings.battery,
+                                               settings.planner.reserve_pct / 100.0, settings.step_s)
+    start_s = weather.start_s + settings.start_day * 86400.0
+    queued_h = (job.queued_s - start_s) / 3600.0
+    hours = cache[job.name]
+    i = int(np.searchsorted(hours, math.floor(queued_h)))
+    first_h = float(hours[i]) if i < len(hours) else settings.days * 24.0
+    return max(0.0, first_h - queued_h)
+
+
+def hourly_run_inputs(weather: WeatherYear, settings: SimSettings) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """The run's hours as the bound sees them: PV (Wh per hour, seed-free, see below), base load (Wh per hour),
+    the run's first second and the site's UTC offset (s)."""
     steps_per_hour = round(3600 / settings.step_s)
     truth = true_pv_steps(weather, settings)
     k0 = settings.start_day * 24 * steps_per_hour
@@ -759,6 +801,16 @@ def bound_for(weather: WeatherYear, settings: SimSettings, failed: int, resumed:
     offset_s = float(weather.site.get("utc_offset_h", 0.0)) * 3600.0
     local_hours = ((start_s + np.arange(settings.days * 24) * 3600.0 + offset_s) % 86400.0 // 3600.0).astype(int)
     base_wh = np.array([settings.loads.base_load_w + settings.loads.other_w(int(h)) for h in local_hours])
+    return pv_hourly_wh, base_wh, start_s, offset_s
+
+
+def bound_for(weather: WeatherYear, settings: SimSettings, failed: int, resumed: int, tight_passes: int = 0,
+              never_fits: int = 0, decomposed: bool = True) -> Bound:
+    """The LP upper bound (:mod:`node.study.bound`) on prints completed in this run by a policy that failed
+    at most ``failed`` prints and resumed at most ``resumed`` paused ones.  ``never_fits``: jobs of the stream
+    held as never fitting (node.plan.fit); the policy drew that many more jobs from the stream, so the bound's
+    count of jobs handed out grows by as many (they are counted like failures)."""
+    pv_hourly_wh, base_wh, start_s, offset_s = hourly_run_inputs(weather, settings)
     return upper_bound(pv_hourly_wh, base_wh, start_s, offset_s, settings.battery, settings.initial_soc,
                        seed=settings.seed, queue_target=settings.queue_target, failed=failed + never_fits,
                        resumed=resumed,
