@@ -795,8 +795,10 @@ class Planner(Component):
             source = self.forecast_source(now_s)
             if source == "learned":
                 pv_w = self._learned_w(start_s, len(forecast.pv_w))
+                expected_w = self._learned_w(start_s, len(forecast.pv_w), calibrated=False)
             else:
                 pv_w = [w * self.bias.factor for w in pessimistic_pv_w(forecast.pv_w, step_s, self.forecast_config)]
+                expected_w = [w * self.bias.factor for w in forecast.pv_w]
             jobs, missing, never_fits, notes = [], [], {}, {}
             best_day = self._get_best_day()
             month_now = self._local(now_s).month
@@ -838,7 +840,8 @@ class Planner(Component):
                 jobs=jobs, base_load_w=self.loads.base_load_w, other_loads_w=other, plate_clear=self.plate_clear,
                 plate_turnaround_s=self.config.plate_turnaround_s, running=running, timezone=self.site.timezone,
                 guard_band_wh=self.guard.plan_band_wh, never_fits=never_fits, waiting_notes=notes,
-                protect_after_s=self.config.protect_after_h * 3600.0)
+                protect_after_s=self.config.protect_after_h * 3600.0, pv_expected_w=expected_w,
+                expected_after_s=self.config.expected_forecast_after_h * 3600.0)
             result = plan(inputs)
             self.last_plan = result
             self.last_summary = plan_summary(

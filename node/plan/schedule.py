@@ -28,7 +28,12 @@ Method (list scheduling on a simulated state of charge):
    otherwise a stream of small prints takes every sunny morning and every
    watt a big one needs, and it starves for weeks.  A job that cannot fit
    in this season even on a clear day (a ``waiting_notes`` entry) is not
-   protected: waiting for it would idle the printer for months.
+   protected: waiting for it would idle the printer for months.  Where the
+   caller gives the expected forecast (``pv_expected_w``), a plan with such
+   a starving job is made again on it: after days of waiting the job is
+   worth the risk of an energy pause, which the guard handles (it reads the
+   battery, not the plan), while the pessimistic quantile may not show a
+   window all winter.
 4. Sunshine that would otherwise be lost is preferred: when the battery is
    full and spilling PV at the moment a print can start, the hungriest of the
    equal-priority jobs that can start then goes first, soaking up the surplus.
@@ -49,7 +54,7 @@ import functools
 import math
 from array import array
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cached_property
 from zoneinfo import ZoneInfo
@@ -213,6 +218,11 @@ class PlanInputs:
     #: a job queued this long ago (s) is protected like a higher priority: a job of its priority goes before it
     #: only if it leaves its start where it is (see the module docstring, 3.)
     protect_after_s: float = math.inf
+    #: the expected PV (no quantile) per step, where the caller has it: a protected job with no window on
+    #: ``pv_w`` is then planned on it (see the module docstring, 3.)
+    pv_expected_w: Sequence[float] | None = None
+    #: ... once it has waited this long (s)
+    expected_after_s: float = 0.0
 
 
 @dataclass
@@ -305,6 +315,8 @@ class _Scheduler:
         self.turnaround_steps = math.ceil(inp.plate_turnaround_s / inp.step_s - 1e-9)
         self.job_w = {job.job_id: job.steps_w(inp.step_s) for job in inp.jobs}
         self.lookahead = inp.lookahead
+        #: the protected job that found no window in the last list_schedule, if any
+        self.starving: PlanJob | None = None
 
     def _params(self) -> tuple[float, float, float, float, float]:
         m = self.model
@@ -335,6 +347,7 @@ class _Scheduler:
         placements: list[_Placement] = []
         remaining = list(order)
         starving: PlanJob | None = None     # a protected job with no window: the jobs behind it wait for it
+        self.starving = None
         while remaining:
             window = remaining[:self.lookahead]
             head = window[0]
@@ -349,7 +362,7 @@ class _Scheduler:
             protected = (head.queued_s is not None and self.inp.t0_s - head.queued_s >= self.inp.protect_after_s
                          and head.job_id not in self.inp.waiting_notes)
             if protected and head_k < 0:
-                starving = head
+                starving = self.starving = head
             elif head_k != ready_k:
                 # the head must wait: a job that can start sooner goes first if it does not delay a
                 # higher-priority or protected head (backfilling); among equals the soonest start wins
@@ -438,6 +451,14 @@ def plan(inp: PlanInputs) -> Plan:
     sched.simulate(base, 0)
 
     traj, placements = sched.list_schedule(base, order, ready_k)
+    hungry = sched.starving
+    if (inp.pv_expected_w is not None and hungry is not None
+            and inp.t0_s - (hungry.queued_s or inp.t0_s) >= inp.expected_after_s):
+        again = plan(replace(inp, pv_w=inp.pv_expected_w, pv_expected_w=None))
+        note = f"planned on the expected forecast: {hungry.name} has waited {sched._age_words(hungry)}"
+        for job in again.planned:
+            job.reason += f"; {note}"
+        return again
 
     capacity_wh = sched.model.capacity_wh
     reserve_pct = 100.0 * inp.reserve_frac

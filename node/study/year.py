@@ -375,25 +375,27 @@ class Simulation:
         if self.record_events:
             self.result.events.append((t_s, kind, detail, self.plant.soc))
 
-    def _forecast(self, k: int, t_s: float) -> np.ndarray:
+    def _forecast(self, k: int, t_s: float) -> tuple[np.ndarray, np.ndarray | None]:
+        """The PV the plan is made on (the policy's quantile), and the expected PV it came from (None for the
+        oracle, which knows the truth)."""
         n = self.horizon_steps
         idx = (k + np.arange(n)) % len(self.truth_w)
         if self.policy == "oracle":
-            return self.truth_w[idx]
+            return self.truth_w[idx], None
         if self.policy == "planner-clearsky":
-            return self.clear_w[idx] * self.bias.factor * self.quantile
+            expected = self.clear_w[idx] * self.bias.factor
+            return expected * self.quantile, expected
         if self.policy == "planner-learned":
             lead_h = (np.arange(n) + 0.5) * self.step_s / 3600.0
             months, hours = self._month_hour(t_s + np.arange(n) * self.step_s)
-            expected = self.learned.expected_w(self.clear_w[idx], months, hours, lead_h)
-            expected = np.asarray(expected)
+            expected = np.asarray(self.learned.expected_w(self.clear_w[idx], months, hours, lead_h))
             if self.last_throttled:   # the battery is full, the sun spilled: node.plan.quantile.spill_factor
-                return expected * spill_factor()
-            return expected * self._lead_factors(lead_h)
+                return expected * spill_factor(), expected
+            return expected * self._lead_factors(lead_h), expected
         assert self.archive is not None
         hours_since = (t_s - self.weather.start_s) / 3600.0
-        raw = self.archive.pv_steps(hours_since, n, self.step_s)
-        return raw * self.bias.factor * self.quantile
+        expected = self.archive.pv_steps(hours_since, n, self.step_s) * self.bias.factor
+        return expected * self.quantile, expected
 
     def _lead_factors(self, lead_h: np.ndarray) -> np.ndarray:
         """The calibrated quantile per step (node.plan.quantile), recomputed only when a sample was added."""
@@ -428,6 +430,7 @@ class Simulation:
     def _plan(self, k: int, t_s: float) -> Plan:
         self.result.replans += 1
         jobs = [self._plan_job(j) for j in self.queue]
+        pv_w, expected_w = self._forecast(k, t_s)
         month = datetime.fromtimestamp(t_s, tz=ZoneInfo(self.weather.timezone)).month
         notes = {j.job_id: note for j in self.queue
                  if (check := self.fit_check(j)) is not None and (note := check.season_note(month)) is not None}
@@ -439,12 +442,13 @@ class Simulation:
         if self.s.loads.other_loads_w_by_hour is not None:
             other = [self.s.loads.other_w(self._local_hour(t_s + i * self.step_s)) for i in range(self.horizon_steps)]
         inputs = PlanInputs(
-            t0_s=t_s, step_s=self.step_s, pv_w=self._forecast(k, t_s), energy=self.model,
+            t0_s=t_s, step_s=self.step_s, pv_w=pv_w, pv_expected_w=expected_w, energy=self.model,
             energy_wh=self.soc_seen * self.model.capacity_wh, reserve_frac=self.reserve_frac, jobs=jobs,
             base_load_w=self.s.loads.base_load_w, other_loads_w=other, plate_clear=self.plate_clear,
             plate_turnaround_s=self.s.planner.plate_turnaround_s, running=running,
             timezone=self.weather.timezone, guard_band_wh=self.guard.plan_band_wh,
-            waiting_notes=notes, protect_after_s=self.s.planner.protect_after_h * 3600.0)
+            waiting_notes=notes, protect_after_s=self.s.planner.protect_after_h * 3600.0,
+            expected_after_s=self.s.planner.expected_forecast_after_h * 3600.0)
         return plan(inputs)
 
     def _plan_job(self, job: SimJob) -> PlanJob:

@@ -215,6 +215,22 @@ def test_a_protected_job_with_no_window_holds_the_jobs_behind_it_so_the_battery_
     assert {p.job_id for p in season.planned} == {"s0", "s1", "s2"}
 
 
+def test_a_job_starving_for_days_is_planned_on_the_expected_forecast() -> None:
+    # the pessimistic quantile shows no window for the big print; the expected forecast does
+    expected = sunny_pv(300.0)
+    pessimistic = expected * 0.2
+    big = aged(job("big", 600, 200.0, seq=0), 130)
+    small = aged(job("small", 20, 100.0, seq=1), 1)
+    kw = dict(protect_after_s=48 * 3600.0, pv_expected_w=expected, expected_after_s=120 * 3600.0)
+    on_expected = plan(inputs(pessimistic, 0.60, [big, small], **kw))
+    assert [p.job_id for p in on_expected.planned][0] == "big"
+    assert "planned on the expected forecast: big has waited 5 days" in on_expected.planned[0].reason
+    assert list(on_expected.pv_w) == list(expected)
+    # before expected_after_s it waits, and holds the small one
+    younger = plan(inputs(pessimistic, 0.60, [aged(big, 100), small], **kw))
+    assert younger.planned == [] and list(younger.pv_w) == list(pessimistic)
+
+
 def test_plate_not_clear_holds_the_first_job_for_the_turnaround() -> None:
     result = plan(inputs(sunny_pv(), 0.9, [job("a", 30, 100.0)], plate_clear=False, plate_turnaround_s=900))
     assert result.planned[0].start_s == T0 + 900
