@@ -23,7 +23,11 @@ while it is fresh; else the forecast learnt from this node's own PV
 (:mod:`node.plan.learned`: clear-sky-index persistence and climatology, with a
 quantile calibrated by lead time on its own errors, :mod:`node.plan.quantile`:
 it is issued every hour and scored as the hours pass) once it has ``learned_min_days`` of
-history; else clear sky.  The learned forecast learns from every telemetry
+history; else clear sky.  The hub's forecast is calibrated the same way on the
+hours it was in use (its own :class:`~node.plan.quantile.LeadCalibration`; the
+normal error model until it has samples).  Both plan on
+``forecast.calibrated_quantile``; clear sky and a forecast file on the normal
+model's ``forecast.quantile``.  The learned forecast learns from every telemetry
 sample whatever the source in use (not while the battery is full: the charger
 throttles PV then).  Its state is saved in the node's store once a day and at
 stop (table ``learned_forecast``), and taken back at start: a restart keeps it.
@@ -190,10 +194,13 @@ class Planner(Component):
         self.last_forecast_s: float | None = None  # real seconds the last forecast worker took
         self.learned = LearnedForecast(config.step_s)
         normal = quantile_factors(self._n_steps(), config.step_s, forecast)
+        def normal_factor(lead_h: float) -> float:
+            return float(normal[min(len(normal) - 1, int(lead_h * 3600 / config.step_s))])
+
         #: the learned forecast's quantile by lead time, from its own errors (until it has them: the normal model)
-        self.calibration = LeadCalibration(
-            forecast.calibrated_quantile,
-            lambda lead_h: float(normal[min(len(normal) - 1, int(lead_h * 3600 / config.step_s))]))
+        self.calibration = LeadCalibration(forecast.calibrated_quantile, normal_factor)
+        #: the same for the hub's forecast, scored on the hours it was in use
+        self.hub_calibration = LeadCalibration(forecast.calibrated_quantile, normal_factor)
         self._learned_day: int | None = None
         self._last_learn_s: float | None = None
         self._hour: int | None = None          # the hour being measured for the calibration, its Wh, valid
@@ -241,6 +248,8 @@ class Planner(Component):
             try:
                 if "lead_calibration" in state:
                     self.calibration.load_state(state["lead_calibration"])
+                if "hub_lead_calibration" in state:
+                    self.hub_calibration.load_state(state["hub_lead_calibration"])
             except (ValueError, KeyError, TypeError, IndexError) as exc:   # the forecast is kept; errors relearnt
                 log.warning("learned forecast's error calibration of day %s not usable (%s): it is learnt again",
                             row["day"], exc)
@@ -254,7 +263,8 @@ class Planner(Component):
         day = day if day is not None else self._learned_day
         if self.store is None or day is None:
             return
-        state_json = json.dumps(self.learned.to_state() | {"lead_calibration": self.calibration.to_state()})
+        state_json = json.dumps(self.learned.to_state() | {"lead_calibration": self.calibration.to_state(),
+                                                           "hub_lead_calibration": self.hub_calibration.to_state()})
         saved_s = self.node.clock.time()
         keep = self.LEARNED_KEEP_DAYS
 
@@ -276,6 +286,7 @@ class Planner(Component):
                 "forecast_source": self.forecast_source(self.node.clock.time()),
                 "learned_history_days": round(self.learned.history_days, 2),
                 "learned_quantile_by_lead": self.calibration.describe(),
+                "hub_quantile_by_lead": self.hub_calibration.describe(),
                 "forecast_stale": self._forecast_stale,
                 "forecast_pending": self._pending_forecast is not None and not self._pending_forecast.done(),
                 "plan_provisional": self.plan_provisional,
@@ -568,9 +579,11 @@ class Planner(Component):
             continued = self._hour is not None and hour == self._hour + 1
             if continued:
                 self.calibration.close_hour(self._hour, self._hour_wh, self._hour_valid)
+                self.hub_calibration.close_hour(self._hour, self._hour_wh, self._hour_valid)
             # after a start or a gap the new hour is measured from its middle: scored as not valid
             self._hour, self._hour_wh, self._hour_valid = hour, 0.0, continued
             self._issue_learned(hour * 3600.0)
+            self._issue_hub(hour * 3600.0)
         self._hour_wh += sample.pv_w * dt_s / 3600.0
         self._hour_valid = self._hour_valid and not throttled
         day = local.toordinal()
@@ -592,6 +605,29 @@ class Planner(Component):
         self.calibration.issue(int(hour_start_s // 3600),
                                hourly_wh(self._learned_w(hour_start_s, hours * per_h, calibrated=False),
                                          self.config.step_s))
+
+    def _issue_hub(self, hour_start_s: float) -> None:
+        """The hub's forecast in use (its PV with the bias factor, no quantile) for the hours ahead, issued for
+        its own calibration; nothing while another source plans."""
+        whole = self._forecast_whole
+        if (whole is None or self._forecast_inputs is None or self._forecast_inputs[3] != "hub"
+                or self.forecast_source(hour_start_s) != "hub"):
+            return
+        first = round((hour_start_s - whole.start_s) / whole.step_s)
+        per_h = round(3600 / self.config.step_s)
+        hours = min(self.hub_calibration.horizon_h, (len(whole.pv_w) - first) // per_h)
+        if first < 0 or hours <= 0:
+            return
+        ahead_w = [w * self.bias.factor for w in whole.pv_w[first:first + hours * per_h]]
+        self.hub_calibration.issue(int(hour_start_s // 3600), hourly_wh(ahead_w, self.config.step_s))
+
+    def _hub_w(self, forecast: PvForecast, now_s: float) -> list[float]:
+        """The hub's forecast with the bias factor, times its calibrated quantile by lead time (the normal model
+        until it has samples; the expected forecast while the sun is spilled, see spill_factor)."""
+        lead_h = [max(0.0, (forecast.start_s + (k + 0.5) * forecast.step_s - now_s) / 3600.0)
+                  for k in range(len(forecast.pv_w))]
+        factors = self.hub_calibration.factors(lead_h, spilling=self._spilling)
+        return [w * self.bias.factor * f for w, f in zip(forecast.pv_w, factors, strict=True)]
 
     def _learned_w(self, start_s: float, n_steps: int, calibrated: bool = True) -> list[float]:
         """The learned forecast per step from ``start_s`` (expected; times the calibrated quantile if asked)."""
@@ -796,6 +832,9 @@ class Planner(Component):
             if source == "learned":
                 pv_w = self._learned_w(start_s, len(forecast.pv_w))
                 expected_w = self._learned_w(start_s, len(forecast.pv_w), calibrated=False)
+            elif source == "hub":
+                pv_w = self._hub_w(forecast, now_s)
+                expected_w = [w * self.bias.factor for w in forecast.pv_w]
             else:
                 pv_w = [w * self.bias.factor for w in pessimistic_pv_w(forecast.pv_w, step_s, self.forecast_config)]
                 expected_w = [w * self.bias.factor for w in forecast.pv_w]

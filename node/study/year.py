@@ -90,6 +90,8 @@ POLICIES: tuple[Policy, ...] = ("planner", "planner-learned", "planner-clearsky"
                                 "oracle")
 #: the policies that run the scheduler (and re-plan); the rest are baselines without a plan
 PLANNING: tuple[Policy, ...] = ("planner", "planner-learned", "planner-clearsky", "oracle")
+#: the policies whose quantile is calibrated on their own forecast's errors (node.plan.quantile)
+CALIBRATED: tuple[Policy, ...] = ("planner", "planner-learned")
 
 #: the default system of config/node.example.toml: 1.2 kWh LiFePO4, 4S, ~94 Ah
 DEFAULT_BATTERY = BatteryParams(chemistry="lifepo4", cells=4, capacity_ah=94.0, internal_resistance_ohm=0.02,
@@ -395,7 +397,9 @@ class Simulation:
         assert self.archive is not None
         hours_since = (t_s - self.weather.start_s) / 3600.0
         expected = self.archive.pv_steps(hours_since, n, self.step_s) * self.bias.factor
-        return expected * self.quantile, expected
+        if self.last_throttled:
+            return expected * spill_factor(), expected
+        return expected * self._lead_factors((np.arange(n) + 0.5) * self.step_s / 3600.0), expected
 
     def _lead_factors(self, lead_h: np.ndarray) -> np.ndarray:
         """The calibrated quantile per step (node.plan.quantile), recomputed only when a sample was added."""
@@ -409,14 +413,20 @@ class Simulation:
             self._factors_version = self.calibration.version
         return self._factors
 
-    def _issue_learned(self, k: int, t_s: float) -> None:
-        """At the top of an hour: the learned forecast's expected PV for the calibration's horizon, issued."""
+    def _issue_forecast(self, k: int, t_s: float) -> None:
+        """At the top of an hour: the expected PV of the forecast in use (learned, or the hub's latest issue
+        with the bias factor) for the calibration's horizon, issued."""
         per_h = round(3600 / self.step_s)
         n = self.calibration.horizon_h * per_h
-        idx = (k + np.arange(n)) % len(self.truth_w)
-        months, hours = self._month_hour(t_s + np.arange(n) * self.step_s)
-        lead_h = (np.arange(n) + 0.5) * self.step_s / 3600.0
-        expected_wh = np.asarray(self.learned.expected_w(self.clear_w[idx], months, hours, lead_h)) * self.step_s / 3600.0
+        if self.policy == "planner-learned":
+            idx = (k + np.arange(n)) % len(self.truth_w)
+            months, hours = self._month_hour(t_s + np.arange(n) * self.step_s)
+            lead_h = (np.arange(n) + 0.5) * self.step_s / 3600.0
+            expected_w = np.asarray(self.learned.expected_w(self.clear_w[idx], months, hours, lead_h))
+        else:
+            assert self.archive is not None
+            expected_w = self.archive.pv_steps((t_s - self.weather.start_s) / 3600.0, n, self.step_s) * self.bias.factor
+        expected_wh = expected_w * self.step_s / 3600.0
         self.calibration.issue(int(t_s // 3600), expected_wh.reshape(-1, per_h).sum(axis=1).tolist())
 
     def _month_hour(self, t_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -523,17 +533,18 @@ class Simulation:
         queued_at: dict[str, float] = {}
         started: list[tuple[SimJob, float]] = []
         learned = self.policy == "planner-learned"
+        calibrated = self.policy in CALIBRATED
 
         for i in range(n_steps):
             k = (k0 + i) % len(self.truth_w)
             t_s = self.weather.start_s + (k0 + i) * dt
             self.soc_seen = self.estimator.read(self.plant.soc)
             replan = False
-            if learned and t_s % 3600.0 < dt / 2:
+            if calibrated and t_s % 3600.0 < dt / 2:
                 # the top of an hour: the last one is scored, the next forecast issued (node.plan.quantile)
                 if i > 0:
                     self.calibration.close_hour(int(t_s // 3600) - 1, hour_wh, hour_valid)
-                self._issue_learned(k, t_s)
+                self._issue_forecast(k, t_s)
                 hour_wh, hour_valid = 0.0, True
             # 1. the queue stays non-empty
             while len(self.queue) < s.queue_target:
@@ -647,6 +658,7 @@ class Simulation:
                 month, hour = self._month_hour(np.array([t_s]))
                 self.learned.observe(int(month[0]), int(hour[0]), measured_pv_w, float(self.clear_w[k]),
                                      not throttled)
+            if calibrated:
                 hour_wh += measured_pv_w * dt / 3600.0
                 hour_valid = hour_valid and not throttled
             self.last_pv_w = measured_pv_w

@@ -282,6 +282,41 @@ def test_a_cloud_forecast_from_the_hub_reaches_the_planner(world) -> None:
     assert all(p.cloud_cover_pct == 80.0 for p in forecast.points)
 
 
+def test_the_hubs_forecast_plans_on_a_quantile_of_its_own_measured_errors(world) -> None:
+    """The hub's forecast is issued for calibration every hour it is in use and scored as the hours pass
+    (node.plan.quantile); once a lead bin has samples, the plan's PV at that lead is the forecast times the bias
+    factor times that bin's quantile of measured / forecast, not the normal model's."""
+    from node.events import CloudForecast
+
+    node, planner = world[0], world[2]
+    planner.hub_calibration.min_samples = 4   # a few hours of samples instead of days
+
+    async def scenario() -> None:
+        await node.send_event("cloud_forecast", CloudForecast(
+            t_s=NIGHT_S, source="hub", points=[(NIGHT_S + 3600 * h, 0.0) for h in range(80)]))
+        await planner.replan("test")
+        assert planner.status()["forecast_source"] == "hub"
+        whole = planner._forecast_whole
+        # ten hours of a hazy sky: the array gives 30 % of what the hub forecast (the battery half full)
+        for k in range(10 * 12 + 1):
+            t_s = NIGHT_S + k * 300.0
+            forecast_w = whole.pv_w[round((t_s - whole.start_s) / whole.step_s)]
+            await node.send_event("telemetry_sample", sample(t_s, 50.0, 0.3 * forecast_w))
+        await node.clock.advance(10 * 3600.0)
+        await planner.replan("test")
+
+    asyncio.run(scenario())
+    by_lead = planner.status()["hub_quantile_by_lead"]
+    assert by_lead["0-2h"] is not None and 0.2 < by_lead["0-2h"] < 0.4       # the 30 % it measured
+    assert by_lead["48-72h"] is None                                        # no sample yet: the normal model
+    assert planner.hub_calibration.samples(0) >= 4
+    plan, whole = planner.last_plan, planner._forecast_whole
+    first = round((plan.t0_s - whole.start_s) / whole.step_s)
+    for k in range(12):    # the first hour: lead 0-1 h, the 0-2 h bin
+        expected = whole.pv_w[first + k] * planner.bias.factor
+        assert plan.pv_w[k] == pytest.approx(expected * by_lead["0-2h"], rel=1e-3, abs=1e-6)
+
+
 def test_the_forecast_learnt_from_the_nodes_own_pv_takes_over_from_clear_sky(tmp_path: Path) -> None:
     """forecast.source = "auto": clear sky until the node has history, then what its own PV taught it."""
     config = NodeConfig()
