@@ -31,11 +31,12 @@ class ForecastSection(Section):
         70.0, ge=0, le=100,
         description="the cloud cover assumed where the forecast is stale or missing (climatological pessimism)")
     quantile: float = Field(0.2, gt=0, lt=1, description="the planner plans on this quantile of PV (0.2 = P80) "
-                            "under the normal error model (the hub's forecast, clear sky)")
+                            "under the normal error model (clear sky, a forecast file, and a calibrated forecast "
+                            "until it has samples)")
     calibrated_quantile: float = Field(
         0.05, gt=0, lt=1,
-        description="the quantile of the node's own measured errors that a calibrated forecast (the learned one) "
-                    "plans on: an empirical quantile, so a low one keeps energy pauses rare at little cost in prints "
+        description="the quantile of the node's own measured errors that a calibrated forecast (the learned one, the "
+                    "hub's) plans on: an empirical quantile, so a low one keeps energy pauses rare at little cost in prints "
                     "(docs/benchmarks.md, #15)")
     error_sigma_0: float = Field(0.20, ge=0, le=2, description="relative PV forecast error sd at lead 0")
     error_sigma_per_h: float = Field(0.006, ge=0, le=0.1, description="its growth per hour of lead time")
