@@ -36,8 +36,8 @@ class ForecastSection(Section):
     calibrated_quantile: float = Field(
         0.05, gt=0, lt=1,
         description="the quantile of the node's own measured errors that a calibrated forecast (the learned one, the "
-                    "hub's) plans on: an empirical quantile, so a low one keeps energy pauses rare at little cost in prints "
-                    "(docs/benchmarks.md, #15)")
+                    "hub's) plans on: an empirical quantile, so a low one keeps energy pauses rare at little cost in "
+                    "prints (docs/benchmarks.md, #15)")
     error_sigma_0: float = Field(0.20, ge=0, le=2, description="relative PV forecast error sd at lead 0")
     error_sigma_per_h: float = Field(0.006, ge=0, le=0.1, description="its growth per hour of lead time")
     error_sigma_max: float = Field(0.6, ge=0, le=2)
