@@ -26,7 +26,8 @@ Method (list scheduling on a simulated state of charge):
    the same way from jobs of its own priority, and while it has no window in
    the horizon, none of them starts before it (the battery fills for it):
    otherwise a stream of small prints takes every sunny morning and every
-   watt a big one needs, and it starves for weeks.  A job that cannot fit
+   watt a big one needs, and it starves for weeks.  (Not while the battery
+   is full: it cannot fill further, and holding the others wastes the sun.)  A job that cannot fit
    in this season even on a clear day (a ``waiting_notes`` entry) is not
    protected: waiting for it would idle the printer for months.  Where the
    caller gives the expected forecast (``pv_expected_w``), a plan with such
@@ -63,6 +64,10 @@ from node.native import load_core
 from node.plan.energymodel import EnergyModel
 
 _core = load_core("plancore")
+
+
+#: a battery at least this full cannot fill further for a starving job: holding the others would only waste sun
+FULL_FRAC = 0.97
 
 
 class Watts(array):
@@ -361,7 +366,8 @@ class _Scheduler:
             choice, choice_k, note = head, head_k, ""
             protected = (head.queued_s is not None and self.inp.t0_s - head.queued_s >= self.inp.protect_after_s
                          and head.job_id not in self.inp.waiting_notes)
-            if protected and head_k < 0:
+            filling = traj.soc_wh[min(ready_k, self.n_steps)] < FULL_FRAC * self.model.capacity_wh
+            if protected and head_k < 0 and filling:
                 starving = self.starving = head
             elif head_k != ready_k:
                 # the head must wait: a job that can start sooner goes first if it does not delay a

@@ -209,6 +209,9 @@ def test_a_protected_job_with_no_window_holds_the_jobs_behind_it_so_the_battery_
     urgent = aged(job("urgent", 20, 100.0, priority=5, seq=9), 1)
     assert [p.job_id for p in plan(inputs(pv, 0.60, [big, urgent, *small],
                                           protect_after_s=48 * 3600.0)).planned] == ["urgent"]
+    # nor while the battery is full: it cannot fill further for the big one
+    full = plan(inputs(pv, 1.0, [big, *small], protect_after_s=48 * 3600.0))
+    assert "s0" in {p.job_id for p in full.planned}
     # nor does a job that cannot fit in this season hold the printer for months
     season = plan(inputs(pv, 0.60, [big, *small], protect_after_s=48 * 3600.0,
                          waiting_notes={"big": "it fits from March on a clear day"}))
