@@ -482,7 +482,7 @@ class Planner(Component):
             return
         energy_wh = self.soc_pct / 100.0 * self.model.capacity_wh
         hold_w = pause_hold_w(self.profile, 60.0, self.config.ambient_c)
-        for job in await self.jobs.list(ACTIVE_STATES, limit=5):
+        for job in (await self.jobs.active())[:5]:
             if job.state == JobState.PRINTING:
                 if job.id in self.pause_requested:
                     continue
