@@ -258,6 +258,8 @@ def day_phase(work: Path, quota: CpuQuota, minutes: float) -> dict:
     samples: list[dict] = []
     latencies: list[float] = []
     replan_ms: list[float] = []
+    replans: list[dict] = []
+    replans_seen, cli_ran = 0, False
     mean_bytes: dict[str, float] = {}
     started = time.monotonic()
     last_cli = started
@@ -269,9 +271,18 @@ def day_phase(work: Path, quota: CpuQuota, minutes: float) -> dict:
             runner, printer = components.get("runner", {}), components.get("printer", {})
             job_id = runner.get("current_job")
             progress = printer.get("progress") or {}
-            last_replan = (components.get("planner") or {}).get("last_replan_ms")
-            if last_replan is not None and (not replan_ms or replan_ms[-1] != last_replan):
-                replan_ms.append(last_replan)
+            planner = components.get("planner") or {}
+            count = planner.get("replans", 0)
+            if planner.get("last_replan_ms") is not None and count != replans_seen:
+                replan_ms.append(planner["last_replan_ms"])
+                # each re-plan seen (the bench polls once a second: `missed` more ran in between), what asked
+                # for it, where its time went, and whether a `printnode status` ran in the quota meanwhile
+                replans.append({"ms": planner["last_replan_ms"], "trigger": planner.get("last_replan_trigger"),
+                                "parts_ms": planner.get("last_replan_parts_ms"), "missed": count - replans_seen - 1,
+                                "cli_meanwhile": cli_ran, "forecast_pending": planner.get("forecast_pending"),
+                                "sim_time": report["sim_time"]})
+                replans_seen = count
+            cli_ran = False
             if job_id and job_id not in mean_bytes:
                 job = client.request({"cmd": "job_show", "job": job_id})["job"]
                 if job.get("file_path"):
@@ -283,6 +294,7 @@ def day_phase(work: Path, quota: CpuQuota, minutes: float) -> dict:
             if time.monotonic() - last_cli >= 20:
                 last_cli = time.monotonic()
                 latencies.append(timed_status(state, quota))
+                cli_ran = True
             done = [j for j in client.request({"cmd": "queue_list", "all": True}) if j["state"] == "completed"]
             if len(done) >= 4 and not job_id:
                 break
@@ -291,7 +303,9 @@ def day_phase(work: Path, quota: CpuQuota, minutes: float) -> dict:
         throttled1 = quota.throttled()
         stop(process)
     throttled = throttled1["throttled"] - throttled0["throttled"]
-    return summarise_day(samples, latencies, replan_ms, mean_bytes, throttled)
+    summary = summarise_day(samples, latencies, replan_ms, mean_bytes, throttled)
+    summary["replans"] = replans
+    return summary
 
 
 def print_phase(work: Path, quota: CpuQuota, lines: int) -> dict:
