@@ -7,8 +7,8 @@ The daemon (and what it spawns itself: the pvlib forecast worker) runs in a cgro
 ``--quota-pct`` of one core (cgroup v1 ``cpu.cfs_quota_us`` under /sys/fs/cgroup/cpu, or v2
 ``cpu.max``; needs root).  The stand-ins for hardware — the virtual printer and the simulated charge
 controller, separate processes on ptys — are moved back out of the quota once they have started and run
-at nice -10: on a Pi they are a printer and a charge controller, not the node's CPU, and other load on
-this VM must not make them late.  Three phases:
+in the real-time class (SCHED_FIFO; else nice -10): on a Pi they are a printer and a charge controller, not
+the node's CPU, and other load on this VM must not make them late.  Three phases:
 
 1. **idle**: time scale 1, no job, offline, web page on (the defaults): the daemon's CPU over
    ``--idle-minutes`` after a settling minute, as % of one core.
