@@ -24,8 +24,9 @@ from __future__ import annotations
 import logging
 import sqlite3
 import uuid
+from collections.abc import Callable
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -34,6 +35,7 @@ from node.node import Component, Node
 from node.store import Store, StoreFull, transaction
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 class JobState(StrEnum):
     RECEIVED = "received"
@@ -164,6 +166,9 @@ class Jobs(Component):
     def __init__(self, node: Node, store: Store) -> None:
         super().__init__(node, None)
         self.store = store
+        #: the jobs that own the printer, as last read; None: not read since a write (see :meth:`active`)
+        self._active: list[Job] | None = None
+        self._writes = 0   # bumped before and after every write: a read that overlaps one is not kept
 
     # --- reads ------------------------------------------------------------------------------
     async def get(self, job_id: str) -> Job | None:
@@ -195,6 +200,30 @@ class Jobs(Component):
             return [Job.from_row(r) for r in rows]
 
         return await self.store.run(_list)
+
+    async def active(self) -> list[Job]:
+        """The jobs in ACTIVE_STATES, in queue order: read once and kept until this module writes a job.
+
+        The planner's energy guard asks on every telemetry sample (once a second) while nothing changes
+        for hours; every write goes through this class, so it knows when the answer may differ (issue #19:
+        idle CPU)."""
+        if self._active is None:
+            writes = self._writes
+            jobs = await self.list(ACTIVE_STATES)
+            if writes == self._writes:   # no write began or ended meanwhile
+                self._active = jobs
+            return jobs
+        return list(self._active)
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a write in the store, forgetting the active jobs read before it and during it."""
+        self._active = None
+        self._writes += 1
+        try:
+            return await self.store.run(fn)
+        finally:
+            self._active = None
+            self._writes += 1
 
     async def history(self, job_id: str) -> list[Transition]:
         def _history(conn: sqlite3.Connection) -> list[Transition]:
@@ -228,7 +257,7 @@ class Jobs(Component):
             assert job is not None
             return job
 
-        job = await self.store.run(_insert)
+        job = await self._write(_insert)
         await self.node.send_event("job_state_changed", JobStateChanged(
             job_id=job.id, from_state=None, to_state=job.state, reason=reason, version=1, t_s=now_s))
         if job.state in RUNNABLE_STATES:
@@ -271,13 +300,13 @@ class Jobs(Component):
             return job, moved
 
         try:
-            before, after = await self.store.run(_move)
+            before, after = await self._write(_move)
         except StoreFull:
             # how a job ended outranks everything else the store keeps: make room, then record it
-            freed = await self.store.run(make_room_for_jobs)
+            freed = await self._write(make_room_for_jobs)
             log.warning("store full while recording job %s -> %s: dropped %d oldest telemetry rows to record it",
                         job_id, to_state.value, freed)
-            before, after = await self.store.run(_move)
+            before, after = await self._write(_move)
         await self.node.send_event("job_state_changed", JobStateChanged(
             job_id=job_id, from_state=before.state, to_state=after.state, reason=reason,
             version=after.version, t_s=now_s))
@@ -335,7 +364,7 @@ class Jobs(Component):
             assert moved is not None
             return moved
 
-        moved = await self.store.run(_reorder)
+        moved = await self._write(_reorder)
         await self.node.send_event("queue_changed", QueueChanged(job_id=moved.id, action="priority"))
         return moved
 

@@ -114,3 +114,39 @@ def test_find_by_prefix_and_unknown(jobs) -> None:
             await component.find("zzz")
 
     run(scenario())
+
+
+def test_active_jobs_are_kept_until_a_job_is_written(jobs) -> None:
+    """Jobs.active answers from memory between writes (the planner asks once a second); every write
+    through Jobs makes the next call read again, and a read that overlaps a write is not kept."""
+    component, node, _ = jobs
+
+    async def scenario():
+        job = await component.create("part.gcode", "cli")
+        assert await component.active() == []
+        for to_state, pause in ((JobState.PRINTING, None), (JobState.PAUSED, PauseReason.ENERGY),
+                                (JobState.SUSPENDED, None), (JobState.PRINTING, None)):
+            await component.transition(job.id, to_state, "test", pause_reason=pause)
+            active = await component.active()
+            assert [(j.id, j.state) for j in active] == [(job.id, to_state)]
+            assert await component.active() == active
+        reads = []
+        original = component.store.run
+
+        async def counting(fn):
+            reads.append(fn)
+            return await original(fn)
+
+        component.store.run = counting
+        await component.active()
+        assert reads == []   # from memory: nothing was written since the last read
+        # a read in flight while a job is written does not leave its older answer behind
+        reading = asyncio.ensure_future(component.active())
+        await asyncio.sleep(0)
+        await component.transition(job.id, JobState.COMPLETED, "done")
+        await reading
+        assert await component.active() == []
+        second = len(reads)
+        assert await component.active() == [] and len(reads) == second
+
+    run(scenario())

@@ -14,12 +14,23 @@ per request, which a page for one or two people and a slicer's uploads do not fe
 the MIME table from Python's built-in list instead of reading /etc/mime.types (aiohttp adds a type
 at import, which loads the whole system table: ~0.4 MB of strings).  ``PRINTNODE_WEB_SPEEDUPS=1``
 keeps the C extensions.
+
+aiohttp's package ``__init__`` imports its client side (client, connector, cookie jar, resolver, tracing,
+digest auth) for the names it re-exports; the page serves and never fetches.  :func:`lean_web_stack` puts
+the package in ``sys.modules`` without running that ``__init__`` (:func:`package_without_init`), so
+``import aiohttp.web`` loads the server's modules only: ~3 MB less resident.  Nothing can break for it:
+the first use of any name the ``__init__`` defines (``aiohttp.ClientSession``, ``from aiohttp import
+FormData``) runs the real ``__init__`` into the same module, and then everything is as usual.
 """
 from __future__ import annotations
 
 import ctypes
+import importlib
+import importlib.util
 import logging
 import os
+import sys
+from types import ModuleType
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +58,6 @@ PURE_PYTHON_SWITCHES = ("AIOHTTP_NO_EXTENSIONS", "YARL_NO_EXTENSIONS", "MULTIDIC
 def lean_web_stack() -> bool:
     """Before aiohttp is imported: its pure-Python implementations and the built-in MIME table (see the
     module docstring).  False (nothing changed) with ``PRINTNODE_WEB_SPEEDUPS=1`` or once aiohttp is loaded."""
-    import sys
-
     if os.environ.get("PRINTNODE_WEB_SPEEDUPS") == "1" or "aiohttp" in sys.modules:
         return False
     for name in PURE_PYTHON_SWITCHES:
@@ -58,4 +67,51 @@ def lean_web_stack() -> bool:
     if not mimetypes.inited:
         mimetypes.knownfiles = []   # Python's built-in table only (.html, .js, .css, .svg, .png, ...)
         mimetypes.init()
+    package_without_init("aiohttp")
     return True
+
+
+#: what the import system and introspection ask a module for that a package's ``__init__`` does not define:
+#: answered "no" without running it
+PROBED_DUNDERS = frozenset({"__wrapped__", "__getstate__", "__reduce__", "__reduce_ex__", "__origin__",
+                            "__class_getitem__", "__set_name__", "__signature__", "__text_signature__"})
+
+
+def package_without_init(name: str) -> ModuleType | None:
+    """Put package ``name`` in ``sys.modules`` without running its ``__init__`` (see the module docstring).
+
+    Its submodules import as usual (``import name.sub``, ``from . import sub`` inside it).  Any other
+    attribute, the first time one is asked for, runs the real ``__init__`` into this module object and is
+    then looked up there: the package behaves as if imported whole, having cost memory only from then on.
+    ``__version__`` is taken from the installed distribution (aiohttp's ``http`` module reads it: it then
+    needs no ``__init__``).  None
+    (nothing done) if the package is already imported or not installed."""
+    if name in sys.modules:
+        return sys.modules[name]  # type: ignore[no-any-return]
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.loader is None or spec.submodule_search_locations is None:
+        return None
+    module = importlib.util.module_from_spec(spec)
+    loader = spec.loader
+    whole = False
+
+    def __getattr__(attribute: str) -> object:
+        nonlocal whole
+        if importlib.util.find_spec(f"{name}.{attribute}") is not None:
+            return importlib.import_module(f"{name}.{attribute}")
+        if whole or attribute in PROBED_DUNDERS:
+            raise AttributeError(f"module {name!r} has no attribute {attribute!r}")
+        whole = True
+        log.debug("%s: running the package's __init__ for %r", name, attribute)
+        loader.exec_module(module)
+        return getattr(module, attribute)
+
+    module.__getattr__ = __getattr__  # type: ignore[method-assign]
+    try:
+        from importlib.metadata import version
+
+        module.__version__ = version(name)  # type: ignore[attr-defined]
+    except Exception:  # no distribution metadata: the first read of it runs the __init__
+        pass
+    sys.modules[name] = module
+    return module

@@ -177,6 +177,9 @@ class Planner(Component):
         self.running_job_id: str | None = None
         self.elapsed_s: dict[str, float] = {}
         self.last_replan_s: float | None = None  # real seconds the last re-plan took (bench/footprint.py)
+        self.replans = 0
+        self.last_replan_trigger: str | None = None
+        self.last_replan_parts_ms: dict[str, float] = {}
         self.pause_requested: dict[str, str] = {}   # job id -> "warm" | "off"
         self.paused_since_s: dict[str, float] = {}
         self._forecast: PvForecast | None = None   # the horizon the last plan was made on
@@ -296,6 +299,8 @@ class Planner(Component):
                 "never_fits": sum(1 for w in summary.waiting if w.never_fits) if summary else 0,
                 "clock_problem": self.clock_problem(),
                 "last_replan_ms": None if self.last_replan_s is None else round(self.last_replan_s * 1000, 1),
+                "replans": self.replans, "last_replan_trigger": self.last_replan_trigger,
+                "last_replan_parts_ms": self.last_replan_parts_ms,
                 "last_forecast_ms": None if self.last_forecast_s is None else round(self.last_forecast_s * 1000)}
 
     # --- inputs from outside ------------------------------------------------------------------
@@ -494,7 +499,7 @@ class Planner(Component):
             return
         energy_wh = self.soc_pct / 100.0 * self.model.capacity_wh
         hold_w = pause_hold_w(self.profile, 60.0, self.config.ambient_c)
-        for job in await self.jobs.list(ACTIVE_STATES, limit=5):
+        for job in (await self.jobs.active())[:5]:
             if job.state == JobState.PRINTING:
                 if job.id in self.pause_requested:
                     continue
@@ -815,18 +820,31 @@ class Planner(Component):
     async def replan(self, trigger: str = "manual", wait: bool = True) -> Plan:
         """Plan again now; how long it took (real seconds) is in ``status``.  ``wait``: if the inputs need a new
         PV forecast, wait for it (the planning loop does not: see :meth:`_get_forecast`)."""
-        started = time.monotonic()
+        started, cpu_started = time.monotonic(), time.thread_time()
+        parts: dict[str, float] = {}
         try:
-            return await self._replan(trigger, wait)
+            return await self._replan(trigger, wait, parts)
         finally:
             self.last_replan_s = time.monotonic() - started
+            self.replans += 1
+            self.last_replan_trigger = trigger
+            # where the time went: waiting for the lock, the forecast, the store's reads, the plan itself, the
+            # plan_updated handlers (sync's outbox write), and the loop thread's CPU meanwhile (the re-plan's
+            # own and that of whatever else ran at its awaits): bench/footprint.py records them per re-plan
+            self.last_replan_parts_ms = {k: round(v * 1000, 1) for k, v in parts.items()}
+            self.last_replan_parts_ms["cpu"] = round((time.thread_time() - cpu_started) * 1000, 1)
+            if self.last_replan_s > 1.0:
+                log.info("re-plan (%s) took %.2f s: %s", trigger, self.last_replan_s, self.last_replan_parts_ms)
 
-    async def _replan(self, trigger: str, wait: bool) -> Plan:
+    async def _replan(self, trigger: str, wait: bool, parts: dict[str, float]) -> Plan:
+        mark = time.monotonic()
         async with self._plan_lock:
             now_s = self.node.clock.time()
+            parts["lock"], mark = time.monotonic() - mark, time.monotonic()
             step_s = self.config.step_s
             start_s = now_s // step_s * step_s
             forecast, provisional = await self._get_forecast(start_s, now_s, wait)
+            parts["forecast"], mark = time.monotonic() - mark, time.monotonic()
             self.plan_provisional = provisional
             source = self.forecast_source(now_s)
             if source == "learned":
@@ -841,7 +859,11 @@ class Planner(Component):
             jobs, missing, never_fits, notes = [], [], {}, {}
             best_day = self._get_best_day()
             month_now = self._local(now_s).month
-            for job in await self.jobs.list(RUNNABLE_STATES):
+            store_mark = time.monotonic()
+            runnable = await self.jobs.list(RUNNABLE_STATES)
+            active = (await self.jobs.active())[:1]
+            parts["store"] = time.monotonic() - store_mark
+            for job in runnable:
                 profile = self.energy_profile_for(job)
                 if not profile:
                     missing.append(WaitingJob(job.id, job.name, 0.0, "no energy profile yet (analysis pending)"))
@@ -857,7 +879,7 @@ class Planner(Component):
             for gone in [job_id for job_id in self._fit_checks if job_id not in queued_ids]:
                 del self._fit_checks[gone]
             running = None
-            for job in await self.jobs.list(ACTIVE_STATES, limit=1):
+            for job in active:
                 profile = self.energy_profile_for(job) or [[0.0, TYPICAL_PRINT_W], [3600.0, TYPICAL_PRINT_W]]
                 elapsed_s = self.elapsed_s.get(job.id, 0.0)
                 rest = [[t - elapsed_s, w] for t, w in profile if t + 60.0 > elapsed_s]
@@ -887,7 +909,10 @@ class Planner(Component):
                 result, trigger=trigger, soc_pct=soc_pct, forecast_source=source,
                 forecast_stale=self._forecast_stale or provisional, bias_factor=self.bias.factor,
                 extra_waiting=missing)
+            parts["plan"] = time.monotonic() - mark - parts["store"]
+        mark = time.monotonic()
         await self.node.send_event("plan_updated", self.last_summary)
+        parts["deliver"] = time.monotonic() - mark
         return result
 
 

@@ -11,7 +11,8 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import BodyPartReader, web
+from aiohttp import web
+from aiohttp.multipart import BodyPartReader
 from pydantic import ValidationError
 
 from node.control import (

@@ -146,6 +146,10 @@ def test_replan_sends_a_plan_summary_with_reasons(world) -> None:
     assert summary.next_start_s > NIGHT_S
     assert any("no energy profile" in w.reason for w in summary.waiting)
     assert planner.status()["planned"] == 1
+    # each re-plan is counted with what asked for it and where its time went (bench/footprint.py reads them)
+    status = planner.status()
+    assert status["replans"] == 1 and status["last_replan_trigger"] == "test"
+    assert set(status["last_replan_parts_ms"]) == {"lock", "forecast", "store", "plan", "deliver", "cpu"}
 
 
 def test_moving_the_site_replans_for_the_new_place(world) -> None:
