@@ -26,10 +26,11 @@ Method (list scheduling on a simulated state of charge):
    the same way from jobs of its own priority, and while it has no window in
    the horizon, none of them starts before it (the battery fills for it):
    otherwise a stream of small prints takes every sunny morning and every
-   watt a big one needs, and it starves for weeks.  (Not while the battery
-   is full: it cannot fill further, and holding the others wastes the sun.)  A job that cannot fit
-   in this season even on a clear day (a ``waiting_notes`` entry) is not
-   protected: waiting for it would idle the printer for months.  Where the
+   watt a big one needs, and it starves for weeks.  Not while the battery is
+   full (``FULL_FRAC``): it cannot fill further, and holding the others
+   wastes the sun.  A job that cannot fit in this season even on a clear day
+   (a ``waiting_notes`` entry) is not protected: waiting for it would idle
+   the printer for months.  Where the
    caller gives the expected forecast (``pv_expected_w``), a plan with such
    a starving job is made again on it: after days of waiting the job is
    worth the risk of an energy pause, which the guard handles (it reads the
@@ -320,7 +321,7 @@ class _Scheduler:
         self.turnaround_steps = math.ceil(inp.plate_turnaround_s / inp.step_s - 1e-9)
         self.job_w = {job.job_id: job.steps_w(inp.step_s) for job in inp.jobs}
         self.lookahead = inp.lookahead
-        #: the protected job that found no window in the last list_schedule, if any
+        #: the protected job that found no window in the last list_schedule, if any: the jobs behind it wait
         self.starving: PlanJob | None = None
 
     def _params(self) -> tuple[float, float, float, float, float]:
@@ -341,7 +342,8 @@ class _Scheduler:
         _core.subtract_at(traj.net_w, job_w, start_k)
         self.simulate(traj, start_k)
 
-    def _age_words(self, job: PlanJob) -> str:
+    def age_words(self, job: PlanJob) -> str:
+        """How long ``job`` has been queued, in words."""
         hours = (self.inp.t0_s - (job.queued_s or self.inp.t0_s)) / 3600.0
         return f"{hours / 24:.0f} days" if hours >= 48 else f"{hours:.0f} h"
 
@@ -351,14 +353,14 @@ class _Scheduler:
         traj = base.copy()
         placements: list[_Placement] = []
         remaining = list(order)
-        starving: PlanJob | None = None     # a protected job with no window: the jobs behind it wait for it
         self.starving = None
         while remaining:
             window = remaining[:self.lookahead]
             head = window[0]
+            starving = self.starving
             if starving is not None and head.priority <= starving.priority:
                 placements.append(_Placement(head, -1, ready_k, f"waits behind {starving.name}, queued "
-                                             f"{self._age_words(starving)} ago, so the battery fills for it"))
+                                             f"{self.age_words(starving)} ago, so the battery fills for it"))
                 remaining.remove(head)
                 continue
             head_w = self.job_w[head.job_id]
@@ -368,7 +370,7 @@ class _Scheduler:
                          and head.job_id not in self.inp.waiting_notes)
             filling = traj.soc_wh[min(ready_k, self.n_steps)] < FULL_FRAC * self.model.capacity_wh
             if protected and head_k < 0 and filling:
-                starving = self.starving = head
+                self.starving = head
             elif head_k != ready_k:
                 # the head must wait: a job that can start sooner goes first if it does not delay a
                 # higher-priority or protected head (backfilling); among equals the soonest start wins
@@ -461,7 +463,7 @@ def plan(inp: PlanInputs) -> Plan:
     if (inp.pv_expected_w is not None and hungry is not None
             and inp.t0_s - (hungry.queued_s or inp.t0_s) >= inp.expected_after_s):
         again = plan(replace(inp, pv_w=inp.pv_expected_w, pv_expected_w=None))
-        note = f"planned on the expected forecast: {hungry.name} has waited {sched._age_words(hungry)}"
+        note = f"planned on the expected forecast: {hungry.name} has waited {sched.age_words(hungry)}"
         for job in again.planned:
             job.reason += f"; {note}"
         return again
