@@ -389,14 +389,11 @@ class Simulation:
             return expected * self.quantile, expected
         if self.policy == "planner-learned":
             lead_h = (np.arange(n) + 0.5) * self.step_s / 3600.0
-            months, hours = self._month_hour(t_s + np.arange(n) * self.step_s)
-            expected = np.asarray(self.learned.expected_w(self.clear_w[idx], months, hours, lead_h))
+            expected = self._learned_expected_w(k, t_s, n)
             if self.last_throttled:   # the battery is full, the sun spilled: node.plan.quantile.spill_factor
                 return expected * spill_factor(), expected
             return expected * self._lead_factors(lead_h), expected
-        assert self.archive is not None
-        hours_since = (t_s - self.weather.start_s) / 3600.0
-        expected = self.archive.pv_steps(hours_since, n, self.step_s) * self.bias.factor
+        expected = self._hub_expected_w(t_s, n)
         if self.last_throttled:
             return expected * spill_factor(), expected
         return expected * self._lead_factors((np.arange(n) + 0.5) * self.step_s / 3600.0), expected
@@ -413,19 +410,27 @@ class Simulation:
             self._factors_version = self.calibration.version
         return self._factors
 
+    def _learned_expected_w(self, k: int, t_s: float, n: int) -> np.ndarray:
+        """The learned forecast's expected PV for ``n`` steps from step ``k`` (time ``t_s``), no quantile."""
+        idx = (k + np.arange(n)) % len(self.truth_w)
+        months, hours = self._month_hour(t_s + np.arange(n) * self.step_s)
+        lead_h = (np.arange(n) + 0.5) * self.step_s / 3600.0
+        return np.asarray(self.learned.expected_w(self.clear_w[idx], months, hours, lead_h))
+
+    def _hub_expected_w(self, t_s: float, n: int) -> np.ndarray:
+        """The hub's latest forecast issued before ``t_s`` times the bias factor, for ``n`` steps, no quantile."""
+        assert self.archive is not None
+        return self.archive.pv_steps((t_s - self.weather.start_s) / 3600.0, n, self.step_s) * self.bias.factor
+
     def _issue_forecast(self, k: int, t_s: float) -> None:
         """At the top of an hour: the expected PV of the forecast in use (learned, or the hub's latest issue
         with the bias factor) for the calibration's horizon, issued."""
         per_h = round(3600 / self.step_s)
         n = self.calibration.horizon_h * per_h
         if self.policy == "planner-learned":
-            idx = (k + np.arange(n)) % len(self.truth_w)
-            months, hours = self._month_hour(t_s + np.arange(n) * self.step_s)
-            lead_h = (np.arange(n) + 0.5) * self.step_s / 3600.0
-            expected_w = np.asarray(self.learned.expected_w(self.clear_w[idx], months, hours, lead_h))
+            expected_w = self._learned_expected_w(k, t_s, n)
         else:
-            assert self.archive is not None
-            expected_w = self.archive.pv_steps((t_s - self.weather.start_s) / 3600.0, n, self.step_s) * self.bias.factor
+            expected_w = self._hub_expected_w(t_s, n)
         expected_wh = expected_w * self.step_s / 3600.0
         self.calibration.issue(int(t_s // 3600), expected_wh.reshape(-1, per_h).sum(axis=1).tolist())
 
@@ -783,8 +788,8 @@ def forced_wait_h(weather: WeatherYear, settings: SimSettings, job: SimJob,
                   cache: dict[str, np.ndarray] | None = None) -> float:
     """How long any policy must keep ``job`` waiting to print it uninterrupted above the reserve: from its
     queueing to the first hour of the run at which it could start (:func:`node.study.bound.feasible_start_hours`:
-    perfect foresight, a full battery); to the run's end if there is none.  A lower bound on its wait, unless
-    a policy starts it and pauses it.  ``cache``: per job kind (name), kept by the caller across jobs."""
+    perfect foresight, the battery as full as it can be then); to the run's end if there is none.  A lower bound
+    on its wait, unless a policy starts it and pauses it.  ``cache``: per job kind (name), kept by the caller."""
     cache = {} if cache is None else cache
     if job.name not in cache:
         pv_hourly_wh, base_wh, _, _ = hourly_run_inputs(weather, settings)
