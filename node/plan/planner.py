@@ -626,13 +626,13 @@ class Planner(Component):
         ahead_w = [w * self.bias.factor for w in whole.pv_w[first:first + hours * per_h]]
         self.hub_calibration.issue(int(hour_start_s // 3600), hourly_wh(ahead_w, self.config.step_s))
 
-    def _hub_w(self, forecast: PvForecast, now_s: float) -> list[float]:
-        """The hub's forecast with the bias factor, times its calibrated quantile by lead time (the normal model
-        until it has samples; the expected forecast while the sun is spilled, see spill_factor)."""
+    def _hub_w(self, forecast: PvForecast, expected_w: Sequence[float], now_s: float) -> list[float]:
+        """The hub's forecast (``expected_w``: with the bias factor) times its calibrated quantile by lead time
+        (the normal model until it has samples; the expected forecast while the sun is spilled: spill_factor)."""
         lead_h = [max(0.0, (forecast.start_s + (k + 0.5) * forecast.step_s - now_s) / 3600.0)
-                  for k in range(len(forecast.pv_w))]
+                  for k in range(len(expected_w))]
         factors = self.hub_calibration.factors(lead_h, spilling=self._spilling)
-        return [w * self.bias.factor * f for w, f in zip(forecast.pv_w, factors, strict=True)]
+        return [w * f for w, f in zip(expected_w, factors, strict=True)]
 
     def _learned_w(self, start_s: float, n_steps: int, calibrated: bool = True) -> list[float]:
         """The learned forecast per step from ``start_s`` (expected; times the calibrated quantile if asked)."""
@@ -850,12 +850,13 @@ class Planner(Component):
             if source == "learned":
                 pv_w = self._learned_w(start_s, len(forecast.pv_w))
                 expected_w = self._learned_w(start_s, len(forecast.pv_w), calibrated=False)
-            elif source == "hub":
-                pv_w = self._hub_w(forecast, now_s)
-                expected_w = [w * self.bias.factor for w in forecast.pv_w]
             else:
-                pv_w = [w * self.bias.factor for w in pessimistic_pv_w(forecast.pv_w, step_s, self.forecast_config)]
                 expected_w = [w * self.bias.factor for w in forecast.pv_w]
+                if source == "hub":
+                    pv_w = self._hub_w(forecast, expected_w, now_s)
+                else:
+                    pv_w = [w * self.bias.factor
+                            for w in pessimistic_pv_w(forecast.pv_w, step_s, self.forecast_config)]
             jobs, missing, never_fits, notes = [], [], {}, {}
             best_day = self._get_best_day()
             month_now = self._local(now_s).month
