@@ -89,6 +89,8 @@ FINAL_STATES = frozenset(s for s, targets in TRANSITIONS.items() if not targets)
 RUNNABLE_STATES = frozenset({S.QUEUED, S.WAITING_PLATE, S.WAITING_ENERGY})
 #: jobs that own the printer (at most one at a time)
 ACTIVE_STATES = frozenset({S.PRINTING, S.PAUSED, S.SUSPENDED, S.INTERRUPTED})
+#: the jobs :meth:`Jobs.live` keeps in memory: waiting for the printer or on it
+LIVE_STATES = RUNNABLE_STATES | ACTIVE_STATES
 
 
 class TransitionRefused(ValueError):
@@ -166,8 +168,9 @@ class Jobs(Component):
     def __init__(self, node: Node, store: Store) -> None:
         super().__init__(node, None)
         self.store = store
-        #: the jobs that own the printer, as last read; None: not read since a write (see :meth:`active`)
-        self._active: list[Job] | None = None
+        #: the jobs in LIVE_STATES by id, kept in step with every write this class makes; None: not read yet,
+        #: or a write it could not follow (see :meth:`live`)
+        self._live: dict[str, Job] | None = None
         self._writes = 0   # bumped before and after every write: a read that overlaps one is not kept
 
     # --- reads ------------------------------------------------------------------------------
@@ -201,29 +204,44 @@ class Jobs(Component):
 
         return await self.store.run(_list)
 
-    async def active(self) -> list[Job]:
-        """The jobs in ACTIVE_STATES, in queue order: read once and kept until this module writes a job.
+    async def live(self, states: frozenset[JobState] = LIVE_STATES) -> list[Job]:
+        """The jobs in ``states`` (some of LIVE_STATES), in queue order, from memory once read.
 
-        The planner's energy guard asks on every telemetry sample (once a second) while nothing changes
-        for hours; every write goes through this class, so it knows when the answer may differ (issue #19:
-        idle CPU)."""
-        if self._active is None:
+        Every write of a job goes through this class, which applies it to the jobs it keeps: after the first
+        read, the planner's energy guard (on every telemetry sample) and its re-plans (on every job event) cost
+        no store round trip — under a Pi Zero's CPU, a re-plan at start-up waited seconds for two reads queued
+        behind the start's writes (issue #19)."""
+        if not states <= LIVE_STATES:
+            raise ValueError(f"Jobs.live keeps {sorted(LIVE_STATES)}, not {sorted(states - LIVE_STATES)}")
+        if self._live is None:
             writes = self._writes
-            jobs = await self.list(ACTIVE_STATES)
+            jobs = await self.list(LIVE_STATES, limit=1_000_000)
             if writes == self._writes:   # no write began or ended meanwhile
-                self._active = jobs
-            return jobs
-        return list(self._active)
+                self._live = {job.id: job for job in jobs}
+        else:
+            jobs = list(self._live.values())
+        return sorted((job for job in jobs if job.state in states), key=lambda job: (-job.priority, job.queue_seq))
+
+    async def active(self) -> list[Job]:
+        """The jobs that own the printer (ACTIVE_STATES), in queue order: :meth:`live`."""
+        return await self.live(ACTIVE_STATES)
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run a write in the store, forgetting the active jobs read before it and during it."""
-        self._active = None
+        """Run a write in the store; a read of the live jobs that overlaps it is not kept (see :meth:`live`)."""
         self._writes += 1
         try:
             return await self.store.run(fn)
         finally:
-            self._active = None
             self._writes += 1
+
+    def _track(self, job: Job) -> None:
+        """Apply a job just written to the live jobs kept in memory."""
+        if self._live is None:
+            return
+        if job.state in LIVE_STATES:
+            self._live[job.id] = job
+        else:
+            self._live.pop(job.id, None)
 
     async def history(self, job_id: str) -> list[Transition]:
         def _history(conn: sqlite3.Connection) -> list[Transition]:
@@ -258,6 +276,7 @@ class Jobs(Component):
             return job
 
         job = await self._write(_insert)
+        self._track(job)
         await self.node.send_event("job_state_changed", JobStateChanged(
             job_id=job.id, from_state=None, to_state=job.state, reason=reason, version=1, t_s=now_s))
         if job.state in RUNNABLE_STATES:
@@ -307,6 +326,7 @@ class Jobs(Component):
             log.warning("store full while recording job %s -> %s: dropped %d oldest telemetry rows to record it",
                         job_id, to_state.value, freed)
             before, after = await self._write(_move)
+        self._track(after)
         await self.node.send_event("job_state_changed", JobStateChanged(
             job_id=job_id, from_state=before.state, to_state=after.state, reason=reason,
             version=after.version, t_s=now_s))
@@ -365,6 +385,7 @@ class Jobs(Component):
             return moved
 
         moved = await self._write(_reorder)
+        self._live = None   # the other waiting jobs' places changed too: read them again
         await self.node.send_event("queue_changed", QueueChanged(job_id=moved.id, action="priority"))
         return moved
 

@@ -4,7 +4,18 @@ from pathlib import Path
 import pytest
 
 from node.clock import ManualClock
-from node.jobs import FINAL_STATES, TRANSITIONS, Jobs, JobState, PauseReason, TransitionRefused, check_transition
+from node.jobs import (
+    ACTIVE_STATES,
+    FINAL_STATES,
+    LIVE_STATES,
+    RUNNABLE_STATES,
+    TRANSITIONS,
+    Jobs,
+    JobState,
+    PauseReason,
+    TransitionRefused,
+    check_transition,
+)
 from node.node import Node, NodeSection
 from node.store import Store
 
@@ -116,20 +127,16 @@ def test_find_by_prefix_and_unknown(jobs) -> None:
     run(scenario())
 
 
-def test_active_jobs_are_kept_until_a_job_is_written(jobs) -> None:
-    """Jobs.active answers from memory between writes (the planner asks once a second); every write
-    through Jobs makes the next call read again, and a read that overlaps a write is not kept."""
+def test_live_jobs_are_read_once_and_follow_every_write(jobs) -> None:
+    """Jobs.live answers from memory after one read (the planner asks on every telemetry sample and every
+    re-plan); every write through Jobs is applied to it, so it always equals what the store says; a read that
+    overlaps a write is not kept."""
     component, node, _ = jobs
 
+    async def from_store(states):
+        return await component.list(states, limit=1_000_000)
+
     async def scenario():
-        job = await component.create("part.gcode", "cli")
-        assert await component.active() == []
-        for to_state, pause in ((JobState.PRINTING, None), (JobState.PAUSED, PauseReason.ENERGY),
-                                (JobState.SUSPENDED, None), (JobState.PRINTING, None)):
-            await component.transition(job.id, to_state, "test", pause_reason=pause)
-            active = await component.active()
-            assert [(j.id, j.state) for j in active] == [(job.id, to_state)]
-            assert await component.active() == active
         reads = []
         original = component.store.run
 
@@ -138,15 +145,33 @@ def test_active_jobs_are_kept_until_a_job_is_written(jobs) -> None:
             return await original(fn)
 
         component.store.run = counting
-        await component.active()
-        assert reads == []   # from memory: nothing was written since the last read
+        a = await component.create("a.gcode", "cli")
+        b = await component.create("b.gcode", "cli", priority=2)
+        assert [j.id for j in await component.live(RUNNABLE_STATES)] == [b.id, a.id]   # the queue's order
+        loaded = len(reads)
+        for to_state, pause in ((JobState.PRINTING, None), (JobState.PAUSED, PauseReason.ENERGY),
+                                (JobState.SUSPENDED, None), (JobState.PRINTING, None)):
+            await component.transition(a.id, to_state, "test", pause_reason=pause)
+            for states in (ACTIVE_STATES, RUNNABLE_STATES, LIVE_STATES):
+                reads_before = len(reads)
+                assert await component.live(states) == await from_store(states)
+                assert len(reads) == reads_before + 1   # the comparison's own read, not live's
+            assert [(j.id, j.state) for j in await component.active()] == [(a.id, to_state)]
+        c = await component.create("c.gcode", "cli")
+        await component.reorder(c.id, to_position=1)
+        assert await component.live(RUNNABLE_STATES) == await from_store(RUNNABLE_STATES)
+        await component.transition(a.id, JobState.COMPLETED, "done")
+        assert await component.active() == [] == await from_store(ACTIVE_STATES)
+        assert loaded == 2 + 1   # two creates, then the one read of the live jobs
         # a read in flight while a job is written does not leave its older answer behind
-        reading = asyncio.ensure_future(component.active())
+        component._live = None
+        reading = asyncio.ensure_future(component.live())
         await asyncio.sleep(0)
-        await component.transition(job.id, JobState.COMPLETED, "done")
+        await component.transition(b.id, JobState.CANCELLED, "not wanted")
         await reading
-        assert await component.active() == []
-        second = len(reads)
-        assert await component.active() == [] and len(reads) == second
+        assert await component.live() == await from_store(LIVE_STATES)
+        assert [j.id for j in await component.live()] == [c.id]
+        with pytest.raises(ValueError, match="keeps"):
+            await component.live(frozenset({JobState.COMPLETED}))
 
     run(scenario())

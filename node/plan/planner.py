@@ -861,7 +861,7 @@ class Planner(Component):
             best_day = self._get_best_day()
             month_now = self._local(now_s).month
             store_mark = time.monotonic()
-            runnable = await self.jobs.list(RUNNABLE_STATES)
+            runnable = await self.jobs.live(RUNNABLE_STATES)
             active = (await self.jobs.active())[:1]
             parts["store"] = time.monotonic() - store_mark
             for job in runnable:
