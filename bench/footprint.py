@@ -395,7 +395,7 @@ def summarise_day(samples: list[dict], latencies: list[float], replan_ms: list[f
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quota-pct", type=float, default=12.0, help="% of one core (12: about a Pi Zero 2 W core)")
+    parser.add_argument("--quota-pct", type=float, default=12.0, help="%% of one core (12: about a Pi Zero 2 W core)")
     parser.add_argument("--idle-minutes", type=float, default=5.0)
     parser.add_argument("--day-minutes", type=float, default=14.0, help="give the day up after this long")
     parser.add_argument("--print-lines", type=int, default=30000, help="moves in the dense print")
