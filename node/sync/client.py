@@ -125,6 +125,9 @@ class Sync(Component):
         self._last_meter_sample: tuple[float, float | None, float | None] | None = None  # t_s, pv_w, printer_w
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+        #: the newest plan report not yet in the outbox, and the task writing it (see :meth:`_on_plan`)
+        self._plan_pending: tuple[Any, float] | None = None
+        self._plan_writer: asyncio.Task[None] | None = None
         #: what waits in the outbox (messages, bytes, telemetry_bytes), refreshed every OUTBOX_STATS_S
         self.outbox_stats: dict[str, int] | None = None
         self._stats_mono = -1e9
@@ -191,6 +194,8 @@ class Sync(Component):
 
     async def stop(self) -> None:
         self._stopping = True
+        if self._plan_writer is not None:
+            await self._plan_writer      # the last plan report goes into the outbox before the node stops
         batch = self.batcher.flush(self.node.clock.time())
         if batch is not None:
             await self.outbox.put_telemetry(batch, self.node.clock.time())
@@ -765,14 +770,28 @@ class Sync(Component):
         return p.PrinterStateDoc(t_s=self.node.clock.time(), printer=printer)
 
     async def _on_plan(self, plan: PlanSummary) -> None:
+        """The plan report goes to the outbox in the background, the newest one only (they coalesce there
+        anyway): the planner awaits this handler, and at start-up a write queued behind the start's own
+        store work held a re-plan for 1.6 s under a Pi Zero's CPU quota (issue #19)."""
         report = plan_report(self.node_id, plan)
-        await self.outbox.put("plan", report, plan.t_s, coalesce_key="plan")
+        self._plan_pending = (report, plan.t_s)
+        if self._plan_writer is None or self._plan_writer.done():
+            self._plan_writer = asyncio.ensure_future(self._write_plans())
         self._update_state("plan", p.PlanState(t_s=plan.t_s, next_window_start_s=report.next_window_start_s,
                                                next_window_end_s=report.next_window_end_s,
                                                queue_length=report.queue_length, waiting_jobs=report.waiting_jobs,
                                                waiting_reason=waiting_reason(plan),
                                                forecast_source=plan.forecast_source), force=True)
         self._outbox_dirty.set()
+
+    async def _write_plans(self) -> None:
+        while self._plan_pending is not None:
+            (report, t_s), self._plan_pending = self._plan_pending, None
+            try:
+                await self.outbox.put("plan", report, t_s, coalesce_key="plan")
+            except Exception as exc:   # a full card: the next plan tries again; the planner is not held up
+                log.error("sync: plan report not kept in the outbox (%s)", exc)
+            self._outbox_dirty.set()
 
     def _update_state(self, name: str, doc: BaseModel, force: bool = False) -> None:
         """Keep the latest retained document; publish it at most every ``state_interval_s`` of its own time.
