@@ -109,7 +109,7 @@ def done_when_check(runs: list[dict], batteries: list[float]) -> bool:
     """Issue #15's done-when for the learned planner against fit-greedy, per site and battery, over every seed:
     at least as many prints; at most a third of its energy interruptions (pauses, which every suspension
     follows) per print; no brownout; no wait over a week that a policy could have avoided (waits the run's
-    physics forced, node.study.year.forced_wait_h, are counted apart).  Printed as a table; the ratio to the
+    physics forced, node.study.year.ForcedWaits, are counted apart).  Printed as a table; the ratio to the
     bound is in the first table.  Returns whether there was no brownout (the rest is reported, not enforced)."""
     print("\n| site | battery | prints: learned / fit-greedy | interruptions per 100 prints: learned / fit-greedy |"
           " brownouts | waits > 7 d: all (forced) | holds |")

@@ -318,7 +318,7 @@ class SimResult:
     runtime_s: float = 0.0
     events: list[tuple[float, str, str, float]] = field(default_factory=list)   # (t_s, kind, job id, SoC)
     pauses_at: list[tuple[str, float, float, float]] = field(default_factory=list)  # job, at_s, heatup_s, layer_s
-    #: with record_events: every job queued, (job id, wait h, forced wait h: see forced_wait_h), never started
+    #: with record_events: every job queued, (job id, wait h, forced wait h: ForcedWaits), never started
     #: ones until the run's end
     job_waits: list[tuple[str, float, float]] = field(default_factory=list)
 
@@ -354,7 +354,6 @@ class Simulation:
         self.truth_w = true_pv_steps(weather, settings)
         self.model = EnergyModel.from_params(settings.battery)
         self.reserve_frac = settings.planner.reserve_pct / 100.0
-        self._feasible_hours: dict[str, np.ndarray] = {}
         self.cutoff_frac = settings.thresholds.cutoff_pct / 100.0
         self.reserve_wh = self.reserve_frac * self.model.capacity_wh
         # the node's own guard (node.plan.guard), at the study's step
@@ -697,13 +696,12 @@ class Simulation:
         self.result.worst_wait_hours = float(np.max(all_waits))
         self.result.p95_wait_hours = float(np.percentile(all_waits, 95))
         every_wait = started + [(job, end_s) for job in self.queue]
-        long_waits = [(job, at) for job, at in every_wait if at - job.queued_s > WEEK_H * 3600.0]
+        forced = ForcedWaits(self.weather, self.s)
+        long_waits = [forced.hours(job) for job, at in every_wait if at - job.queued_s > WEEK_H * 3600.0]
         self.result.waits_over_week = len(long_waits)
-        self.result.waits_over_week_forced = sum(
-            forced_wait_h(self.weather, self.s, job, self._feasible_hours) > WEEK_H for job, _ in long_waits)
-        if self.record_events:
-            self.result.job_waits = [(job.job_id, (at - job.queued_s) / 3600.0,
-                                      forced_wait_h(self.weather, self.s, job, self._feasible_hours))
+        self.result.waits_over_week_forced = sum(h > WEEK_H for h in long_waits)
+        if self.record_events:   # every job's (the feasible hours are kept per kind: no second computation)
+            self.result.job_waits = [(job.job_id, (at - job.queued_s) / 3600.0, forced.hours(job))
                                      for job, at in every_wait]
         self.result.runtime_s = time.perf_counter() - wall0
         return self.result
@@ -784,23 +782,31 @@ def true_pv_steps(weather: WeatherYear, settings: SimSettings) -> np.ndarray:
     return weather._cache[key]
 
 
-def forced_wait_h(weather: WeatherYear, settings: SimSettings, job: SimJob,
-                  cache: dict[str, np.ndarray] | None = None) -> float:
-    """How long any policy must keep ``job`` waiting to print it uninterrupted above the reserve: from its
-    queueing to the first hour of the run at which it could start (:func:`node.study.bound.feasible_start_hours`:
-    perfect foresight, the battery as full as it can be then); to the run's end if there is none.  A lower bound
-    on its wait, unless a policy starts it and pauses it.  ``cache``: per job kind (name), kept by the caller."""
-    cache = {} if cache is None else cache
-    if job.name not in cache:
-        pv_hourly_wh, base_wh, _, _ = hourly_run_inputs(weather, settings)
-        cache[job.name] = feasible_start_hours(job.power_profile, pv_hourly_wh, base_wh, settings.battery,
-                                               settings.planner.reserve_pct / 100.0, settings.step_s)
-    start_s = weather.start_s + settings.start_day * 86400.0
-    queued_h = (job.queued_s - start_s) / 3600.0
-    hours = cache[job.name]
-    i = int(np.searchsorted(hours, math.floor(queued_h)))
-    first_h = float(hours[i]) if i < len(hours) else settings.days * 24.0
-    return max(0.0, first_h - queued_h)
+class ForcedWaits:
+    """How long any policy must keep a job waiting to print it uninterrupted above the reserve: from its queueing
+    to the first hour of the run at which it could start (:func:`node.study.bound.feasible_start_hours`: perfect
+    foresight, the battery as full as it can be then); to the run's end if there is none.  A lower bound on its
+    wait, unless a policy starts it and pauses it.  The run's hours are read once, the feasible hours once per
+    job kind (name)."""
+
+    def __init__(self, weather: WeatherYear, settings: SimSettings) -> None:
+        self.weather, self.settings = weather, settings
+        self._run: tuple[np.ndarray, np.ndarray, float, float] | None = None
+        self._feasible: dict[str, np.ndarray] = {}
+
+    def hours(self, job: SimJob) -> float:
+        s = self.settings
+        if job.name not in self._feasible:
+            if self._run is None:
+                self._run = hourly_run_inputs(self.weather, s)
+            pv_hourly_wh, base_wh, _, _ = self._run
+            self._feasible[job.name] = feasible_start_hours(job.power_profile, pv_hourly_wh, base_wh, s.battery,
+                                                            s.planner.reserve_pct / 100.0, s.step_s)
+        queued_h = (job.queued_s - (self.weather.start_s + s.start_day * 86400.0)) / 3600.0
+        feasible = self._feasible[job.name]
+        i = int(np.searchsorted(feasible, math.floor(queued_h)))
+        first_h = float(feasible[i]) if i < len(feasible) else s.days * 24.0
+        return max(0.0, first_h - queued_h)
 
 
 def hourly_run_inputs(weather: WeatherYear, settings: SimSettings) -> tuple[np.ndarray, np.ndarray, float, float]:

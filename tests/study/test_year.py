@@ -67,7 +67,7 @@ def test_no_policy_beats_the_bound(weather, slice_results, name) -> None:
 
 
 def test_no_job_starts_uninterrupted_before_its_forced_wait(slice_results) -> None:
-    """forced_wait_h is a lower bound on the wait of any print that runs uninterrupted above the reserve: checked
+    """ForcedWaits.hours is a lower bound on the wait of any print that runs uninterrupted above the reserve: checked
     on every such print of every policy at every site (the bench counts waits over a week that no policy could
     have avoided with it)."""
     forced_total = 0.0
