@@ -257,7 +257,6 @@ def day_phase(work: Path, quota: CpuQuota, minutes: float) -> dict:
     process, client = start(state, args, quota)
     samples: list[dict] = []
     latencies: list[float] = []
-    replan_ms: list[float] = []
     replans: list[dict] = []
     replans_seen, cli_ran = 0, False
     mean_bytes: dict[str, float] = {}
@@ -274,7 +273,6 @@ def day_phase(work: Path, quota: CpuQuota, minutes: float) -> dict:
             planner = components.get("planner") or {}
             count = planner.get("replans", 0)
             if planner.get("last_replan_ms") is not None and count != replans_seen:
-                replan_ms.append(planner["last_replan_ms"])
                 # each re-plan seen (the bench polls once a second: `missed` more ran in between), what asked
                 # for it, where its time went, and whether a `printnode status` ran in the quota meanwhile
                 replans.append({"ms": planner["last_replan_ms"], "trigger": planner.get("last_replan_trigger"),
@@ -303,7 +301,7 @@ def day_phase(work: Path, quota: CpuQuota, minutes: float) -> dict:
         throttled1 = quota.throttled()
         stop(process)
     throttled = throttled1["throttled"] - throttled0["throttled"]
-    summary = summarise_day(samples, latencies, replan_ms, mean_bytes, throttled)
+    summary = summarise_day(samples, latencies, [r["ms"] for r in replans], mean_bytes, throttled)
     summary["replans"] = replans
     return summary
 
