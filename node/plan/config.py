@@ -61,6 +61,15 @@ class PlannerSection(Section):
         3600.0, ge=0,
         description="longest energy pause with the bed kept warm before the printer is switched off")
     resume_margin_pct: float = Field(5.0, ge=0, le=50, description="SoC above the reserve needed to resume")
+    soc_error_pct_per_sqrt_h: float = Field(
+        0.35, ge=0, le=5,
+        description="how fast the SoC reading's error grows after a full charge (points per square root of an "
+                    "hour): planned prints keep that much more above the reserve, so a reading that drifted high "
+                    "does not end in an energy pause (0 = trust the reading)")
+    soc_error_max_pct: float = Field(
+        6.0, ge=0, le=30,
+        description="the largest SoC reading error planned for (also the margin until the battery is first seen "
+                    "full)")
     protect_after_h: float = Field(
         48.0, gt=0,
         description="a job queued this long is protected from starving: a job of the same priority goes before "

@@ -16,10 +16,21 @@ plan puts it first (a baseline without a plan: whenever) and the guard passes
 with ``resume_margin_pct`` to spare; nothing starts unless it passes with that
 margin either.
 
+Plans keep a band above the reserve (:attr:`EnergyGuard.plan_band_wh`) so the
+guard does not pause what the plan placed, widened by the SoC reading's likely
+error (:meth:`EnergyGuard.soc_margin_wh`): every state of charge the node reads
+(its own estimator, a BMV, a shunt monitor) is a coulomb count, exact at a full
+charge and drifting after it, so a print planned to end just above the reserve
+on a reading a few points high is paused near its end.  The error grows as the
+square root of the time since the battery was last seen full (a random walk of
+the current sensor's error; node/power/battery.py measures 3 points after three
+grey days and 4-6 points cycled to half) up to ``soc_error_max_pct``.
+
 Pure: no clock, no I/O.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -33,6 +44,8 @@ GUARD_MARGIN_FRAC = 0.005
 #: a typical print's draw (W): plans keep two steps of it clear of the guard, and a print with no energy profile
 #: is assumed to draw it
 TYPICAL_PRINT_W = 150.0
+#: a reading at or above this SoC (%), or a charger in float, is a full battery: the SoC counters resync there
+FULL_SOC_PCT = 99.0
 #: steps ahead the guard looks: a pause decided now still prints up to the next layer boundary during the coming
 #: step, so the step after it must be affordable too
 GUARD_STEPS = 2
@@ -50,6 +63,9 @@ class EnergyGuard:
     base_load_w: float
     step_s: float
     warm_hold_max_s: float
+    #: the SoC reading's error growth after a full charge and its cap, fractions of capacity (see soc_margin_wh)
+    soc_error_per_sqrt_h: float = 0.0
+    soc_error_max: float = 0.0
 
     @classmethod
     def from_config(cls, planner: PlannerSection, model: EnergyModel, base_load_w: float | None = None
@@ -57,7 +73,9 @@ class EnergyGuard:
         return cls(model=model, reserve_frac=planner.reserve_pct / 100.0,
                    resume_margin_frac=planner.resume_margin_pct / 100.0,
                    base_load_w=planner.base_load_w if base_load_w is None else base_load_w,
-                   step_s=planner.step_s, warm_hold_max_s=planner.warm_hold_max_s)
+                   step_s=planner.step_s, warm_hold_max_s=planner.warm_hold_max_s,
+                   soc_error_per_sqrt_h=planner.soc_error_pct_per_sqrt_h / 100.0,
+                   soc_error_max=planner.soc_error_max_pct / 100.0)
 
     @property
     def reserve_wh(self) -> float:
@@ -68,11 +86,25 @@ class EnergyGuard:
         """What planned prints keep above the reserve, so the guard does not pause what the plan placed."""
         return GUARD_MARGIN_FRAC * self.model.capacity_wh + GUARD_STEPS * self.step_s / 3600.0 * TYPICAL_PRINT_W
 
+    def soc_margin_wh(self, hours_since_full: float | None) -> float:
+        """The SoC reading's likely error (Wh) ``hours_since_full`` after the battery was last seen full (None:
+        not seen full since the node started: the largest error)."""
+        if hours_since_full is None:
+            frac = self.soc_error_max
+        else:
+            frac = min(self.soc_error_max, self.soc_error_per_sqrt_h * math.sqrt(max(0.0, hours_since_full)))
+        return frac * self.model.capacity_wh
+
     def ok(self, energy_wh: float, draw_w: float, pv_w: float, *, resume: bool = False) -> bool:
         """May the printer draw ``draw_w`` for the next steps (``resume``: with the margin a start needs)?"""
         margin_wh = (GUARD_MARGIN_FRAC + (self.resume_margin_frac if resume else 0.0)) * self.model.capacity_wh
         return not would_cross_reserve(energy_wh - margin_wh, self.reserve_wh, draw_w + self.base_load_w,
                                        0.5 * pv_w, GUARD_STEPS * self.step_s, self.model)
+
+
+def reads_full(soc_pct: float | None, charge_state: str | None = None) -> bool:
+    """A full battery as the node reads it (where every SoC counter resyncs): the SoC margin starts again."""
+    return (soc_pct is not None and soc_pct >= FULL_SOC_PCT) or charge_state == "float"
 
 
 def energy_action(guard: EnergyGuard, state: Literal["printing", "paused", "suspended"], *, energy_wh: float,

@@ -93,7 +93,7 @@ from node.plan.forecast import (
     pessimistic_pv_w,
     quantile_factors,
 )
-from node.plan.guard import TYPICAL_PRINT_W, EnergyGuard, energy_action
+from node.plan.guard import TYPICAL_PRINT_W, EnergyGuard, energy_action, reads_full
 from node.plan.learned import LearnedForecast
 from node.plan.quantile import LeadCalibration, hourly_wh
 from node.plan.schedule import Plan, PlanInputs, PlanJob, RunningPrint, WaitingJob, plan, profile_to_steps
@@ -171,6 +171,8 @@ class Planner(Component):
         self.last_plan: Plan | None = None
         self.last_summary: PlanSummary | None = None
         self.soc_pct: float | None = None
+        #: when the battery was last read full (the SoC reading's error starts from 0 there: EnergyGuard)
+        self.full_seen_s: float | None = None
         self.pv_w = 0.0
         self.printer_w: float | None = None
         self.plate_clear = True
@@ -283,10 +285,16 @@ class Planner(Component):
         except Exception as exc:   # a full card must not stop the planner: it learns on in memory
             log.error("learned forecast not saved (%s): it is kept in memory until the next try", exc)
 
+    def soc_margin_wh(self, t_s: float) -> float:
+        """What plans keep above the reserve for the SoC reading's error at ``t_s`` (EnergyGuard.soc_margin_wh)."""
+        return self.guard.soc_margin_wh(None if self.full_seen_s is None else (t_s - self.full_seen_s) / 3600.0)
+
     def status(self) -> dict[str, Any]:
         summary = self.last_summary
-        return {"soc_pct": self.soc_pct, "bias_factor": round(self.bias.factor, 3),
-                "forecast_source": self.forecast_source(self.node.clock.time()),
+        now_s = self.node.clock.time()
+        return {"soc_pct": self.soc_pct, "last_full_s": self.full_seen_s,
+                "soc_margin_pct": round(100.0 * self.soc_margin_wh(now_s) / self.model.capacity_wh, 2), "bias_factor": round(self.bias.factor, 3),
+                "forecast_source": self.forecast_source(now_s),
                 "learned_history_days": round(self.learned.history_days, 2),
                 "learned_quantile_by_lead": self.calibration.describe(),
                 "hub_quantile_by_lead": self.hub_calibration.describe(),
@@ -407,6 +415,8 @@ class Planner(Component):
             if self.soc_pct is None:
                 self.request_replan("first battery reading")
             self.soc_pct = sample.soc_pct
+            if reads_full(sample.soc_pct, sample.charge_state):
+                self.full_seen_s = sample.t_s
         if sample.pv_w is not None:
             self.pv_w = sample.pv_w
             forecast_w = self._raw_forecast_at(sample.t_s)
@@ -901,7 +911,8 @@ class Planner(Component):
                 energy_wh=soc_pct / 100.0 * self.model.capacity_wh, reserve_frac=self.config.reserve_pct / 100.0,
                 jobs=jobs, base_load_w=self.loads.base_load_w, other_loads_w=other, plate_clear=self.plate_clear,
                 plate_turnaround_s=self.config.plate_turnaround_s, running=running, timezone=self.site.timezone,
-                guard_band_wh=self.guard.plan_band_wh, never_fits=never_fits, waiting_notes=notes,
+                guard_band_wh=self.guard.plan_band_wh + self.soc_margin_wh(start_s), never_fits=never_fits,
+                waiting_notes=notes,
                 protect_after_s=self.config.protect_after_h * 3600.0, pv_expected_w=expected_w,
                 expected_after_s=self.config.expected_forecast_after_h * 3600.0)
             result = plan(inputs)

@@ -75,7 +75,7 @@ from node.plan.config import ForecastSection, PlannerSection
 from node.plan.energymodel import EnergyModel, EnergyThresholds, LoadModel, PlantSim, pause_hold_w, printer_standby_w
 from node.plan.fit import BestClearDay, FitCheck, check_fit
 from node.plan.forecast import CLOUD_TABLE_PCT, BiasTracker, quantile_factors
-from node.plan.guard import EnergyGuard, energy_action
+from node.plan.guard import EnergyGuard, energy_action, reads_full
 from node.plan.learned import LearnedForecast
 from node.plan.quantile import LeadCalibration, spill_factor
 from node.plan.schedule import Plan, PlanInputs, PlanJob, RunningPrint, plan, profile_to_steps
@@ -460,10 +460,14 @@ class Simulation:
             energy_wh=self.soc_seen * self.model.capacity_wh, reserve_frac=self.reserve_frac, jobs=jobs,
             base_load_w=self.s.loads.base_load_w, other_loads_w=other, plate_clear=self.plate_clear,
             plate_turnaround_s=self.s.planner.plate_turnaround_s, running=running,
-            timezone=self.weather.timezone, guard_band_wh=self.guard.plan_band_wh,
+            timezone=self.weather.timezone, guard_band_wh=self.guard.plan_band_wh + self._soc_margin_wh(t_s),
             waiting_notes=notes, protect_after_s=self.s.planner.protect_after_h * 3600.0,
             expected_after_s=self.s.planner.expected_forecast_after_h * 3600.0)
         return plan(inputs)
+
+    def _soc_margin_wh(self, t_s: float) -> float:
+        """The SoC reading's error plans keep above the reserve, as the node's Planner.soc_margin_wh."""
+        return self.guard.soc_margin_wh(None if self.full_seen_s is None else (t_s - self.full_seen_s) / 3600.0)
 
     def _plan_job(self, job: SimJob) -> PlanJob:
         """The job as the scheduler sees it, kept while it is queued (its per-step draw is converted once)."""
@@ -506,6 +510,7 @@ class Simulation:
         self.bias = BiasTracker(s.forecast.bias_halflife_h)
         self.estimator = SocEstimator(s.world, s.seed, self.step_s)
         self.soc_seen = self.estimator.read(self.plant.soc)
+        self.full_seen_s: float | None = None
         self.learned = LearnedForecast(self.step_s)
         normal = self.quantile
         self.calibration = LeadCalibration(
@@ -543,6 +548,8 @@ class Simulation:
             k = (k0 + i) % len(self.truth_w)
             t_s = self.weather.start_s + (k0 + i) * dt
             self.soc_seen = self.estimator.read(self.plant.soc)
+            if reads_full(100.0 * self.soc_seen):
+                self.full_seen_s = t_s
             replan = False
             if calibrated and t_s % 3600.0 < dt / 2:
                 # the top of an hour: the last one is scored, the next forecast issued (node.plan.quantile)

@@ -28,6 +28,12 @@ def test_the_planner_and_the_study_guard_with_the_same_rule(weather, tmp_path) -
     # one guard, built by one factory from the same [planner] section and plant
     assert planner.guard == sim.guard
     assert planner.guard.plan_band_wh == sim.guard.plan_band_wh
+    # the same margin for the SoC reading's drift, from the same "read full" rule
+    planner.full_seen_s = sim.full_seen_s = None
+    assert planner.soc_margin_wh(7200.0) == sim._soc_margin_wh(7200.0) > 0
+    planner.full_seen_s = sim.full_seen_s = 0.0
+    assert planner.soc_margin_wh(7200.0) == sim._soc_margin_wh(7200.0) < planner.soc_margin_wh(86400.0)
+    assert year.reads_full is guard_module.reads_full
     # and the same decisions through each side's own entry point, over SoC, PV, draw and the resume margin
     for soc, pv_w, draw_w, resume in itertools.product((0.25, 0.3, 0.32, 0.35, 0.4, 0.6), (0.0, 80.0, 300.0),
                                                        (20.0, 150.0, 260.0), (False, True)):
