@@ -8,11 +8,14 @@ login page and its static files.  A request without valid credentials gets 401 (
 
 ``WebAccess`` is a mixin: the server using it calls ``init_access(credentials_path)`` and has
 ``config.session_hours`` and a ``counters`` dict (node/web/server.py WebServer, node/web/fleet.py
-FleetWebServer).  Moved here from node/web/server.py, which re-exports the names.
+FleetWebServer).  Moved here from node/web/server.py, which re-exports the names.  Its
+``errors_middleware`` turns every failure into a JSON sentence (never a traceback, never aiohttp's HTML
+page); each server names what its own errors mean in ``error_answer``.
 """
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -22,7 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from node.web import credentials as creds
-from node.web.common import CSRF_HEADER, SESSION_COOKIE, HttpError, LoginTries, Principal
+from node.web.common import CSRF_HEADER, SESSION_COOKIE, HttpError, LoginTries, Principal, json_error
 from node.web.sessions import Session, SessionStore, password_fingerprint, sessions_path
 
 SERVER_HEADER = "printnode"  # no library, no version
@@ -143,6 +146,40 @@ class WebAccess:
                 raise
             raise web.HTTPSeeOther("/login") from None  # a person's browser: to the login page
         return await handler(request)
+
+    # --- errors as answers ------------------------------------------------------------------------
+    def refusal_text(self, request: web.Request, exc: web.HTTPException) -> str:
+        """aiohttp's own refusals (404, 405, 413 ...) in a sentence."""
+        return {404: f"no such page or API route: {request.path}",
+                405: f"{request.method} is not allowed on {request.path}"}.get(exc.status, exc.reason)
+
+    def error_answer(self, exc: Exception) -> web.Response | None:
+        """The answer to an error this server knows (a missing job: 404 ...); None: an internal error."""
+        return None
+
+    @web.middleware
+    async def errors_middleware(self, request: web.Request,
+                                handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                                ) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except HttpError as exc:
+            response = json_error(exc.status, exc.message)
+        except (web.HTTPRedirection, asyncio.CancelledError, ConnectionError):
+            raise
+        except web.HTTPException as exc:  # a sentence, not aiohttp's HTML page
+            response = json_error(exc.status, self.refusal_text(request, exc))
+        except Exception as exc:
+            answer = self.error_answer(exc)
+            if answer is None:
+                self.counters["errors"] += 1
+                logging.getLogger(type(self).__module__).exception("%s: %s %s failed", self.holder_words,
+                                                                   request.method, request.path)
+                answer = json_error(500, f"internal error ({type(exc).__name__}); {self.holder_words} keeps "
+                                         "running, details are in its log")
+            response = answer
+        secure_headers(request, response)
+        return response
 
 
 def secure_headers(request: web.Request, response: web.StreamResponse) -> None:

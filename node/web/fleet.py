@@ -16,7 +16,7 @@ import os
 import ssl
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from node.hub import fleet
 from node.hub.ledger import Ledger
 from node.web import credentials as creds
 from node.web import pages
-from node.web.access import WebAccess, plain_server_header, secure_headers
+from node.web.access import WebAccess, plain_server_header
 from node.web.common import HttpError, json_error
 from node.web.config import WebSection
 
@@ -92,7 +92,7 @@ class FleetWebServer(WebAccess):
             self._runner = None
 
     def build_app(self) -> web.Application:
-        app = web.Application(middlewares=[self._errors_middleware, self.auth_middleware],
+        app = web.Application(middlewares=[self.errors_middleware, self.auth_middleware],
                               client_max_size=MAX_SMALL_BODY)
         pages.add_routes(app, self, index_page="fleet.html", login_page_file="fleet-login.html",
                          static_files=STATIC_FILES)
@@ -107,34 +107,14 @@ class FleetWebServer(WebAccess):
         app.on_response_prepare.append(plain_server_header)
         return app
 
-    @web.middleware
-    async def _errors_middleware(self, request: web.Request,
-                                 handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-        try:
-            response = await handler(request)
-        except HttpError as exc:
-            response = json_error(exc.status, exc.message)
-        except web.HTTPRedirection:
-            raise
-        except web.HTTPException as exc:  # aiohttp's own 404/405/413: a sentence, not its HTML page
-            response = json_error(exc.status, {404: f"no such page or API route: {request.path}",
-                                               405: f"{request.method} is not allowed on {request.path}"}.get(
-                exc.status, exc.reason))
-        except KeyError as exc:  # no such job or node
-            response = json_error(404, str(exc.args[0]) if exc.args else "not found")
-        except ValueError as exc:
-            response = json_error(400, str(exc) or "malformed request")
-        except (asyncio.CancelledError, ConnectionError):
-            raise
-        except creds.CredentialsError as exc:
-            response = json_error(503, str(exc))
-        except Exception as exc:
-            self.counters["errors"] += 1
-            log.exception("fleet page: %s %s failed", request.method, request.path)
-            response = json_error(500, f"internal error ({type(exc).__name__}); the hub keeps running, "
-                                       "details are in its log")
-        secure_headers(request, response)
-        return response
+    def error_answer(self, exc: Exception) -> web.Response | None:
+        if isinstance(exc, KeyError):  # no such job or node
+            return json_error(404, str(exc.args[0]) if exc.args else "not found")
+        if isinstance(exc, ValueError):
+            return json_error(400, str(exc) or "malformed request")
+        if isinstance(exc, creds.CredentialsError):
+            return json_error(503, str(exc))
+        return None
 
     # --- reads ----------------------------------------------------------------------------------
     @staticmethod

@@ -21,7 +21,7 @@ import json
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +32,7 @@ from node.node import Component, Node
 from node.web import api, pages
 from node.web import credentials as creds
 from node.web.access import LOGIN_TRIES, LOGIN_WINDOW_S, SERVER_HEADER, WebAccess, plain_server_header, secure_headers  # noqa: F401 (re-exported)
-from node.web.common import HttpError, Principal, json_error
+from node.web.common import Principal, json_error
 from node.web.config import WebSection
 from node.web.octoprint import OctoPrintApi
 from node.web.view import PageState, page_state, zone
@@ -176,7 +176,7 @@ class WebServer(WebAccess, Component):
     # --- the app ----------------------------------------------------------------------------
     def build_app(self) -> web.Application:
         # bodies read whole (a login, a JSON command) are small; uploads stream to disk (store_upload)
-        app = web.Application(middlewares=[self._errors_middleware, self.auth_middleware],
+        app = web.Application(middlewares=[self.errors_middleware, self.auth_middleware],
                               client_max_size=MAX_SMALL_BODY)
         pages.add_routes(app, self)
         api.add_routes(app, self)
@@ -184,50 +184,30 @@ class WebServer(WebAccess, Component):
         app.on_response_prepare.append(plain_server_header)
         return app
 
-    @web.middleware
-    async def _errors_middleware(self, request: web.Request,
-                                 handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-        try:
-            response = await handler(request)
-        except HttpError as exc:
-            response = json_error(exc.status, exc.message)
-        except web.HTTPRedirection:
-            raise
-        except web.HTTPException as exc:  # aiohttp's own 404/405/413 ...: a sentence, not its HTML page
-            message = {404: f"no such page or API route: {request.path}",
-                       405: f"{request.method} is not allowed on {request.path}",
-                       413: f"the request body is too large (a command is at most {MAX_SMALL_BODY // 1024} KB; "
-                            "files go as multipart uploads)"}.get(
-                exc.status, exc.reason)
-            response = json_error(exc.status, message)
-        except KeyError as exc:  # no such job or uploaded file
-            response = json_error(404, error_text(exc))
-        except TransitionRefused as exc:
-            response = json_error(409, error_text(exc))
-        except (ValueError, json.JSONDecodeError) as exc:
-            response = json_error(400, error_text(exc) or "malformed request")
-        except asyncio.CancelledError:
-            raise
-        except ConnectionError:
-            raise
-        except Exception as exc:
-            from node.control import ControlError
-            from node.store import StoreFull
+    def refusal_text(self, request: web.Request, exc: web.HTTPException) -> str:
+        if exc.status == 413:
+            return (f"the request body is too large (a command is at most {MAX_SMALL_BODY // 1024} KB; "
+                    "files go as multipart uploads)")
+        return super().refusal_text(request, exc)
 
-            if isinstance(exc, ControlError):
-                response = json_error(400, str(exc))
-            elif isinstance(exc, StoreFull):
-                response = json_error(507, f"store full, request not saved: {exc}")
-            elif isinstance(exc, OSError):
-                from node.store.space import disk_error
-                response = json_error(507, disk_error(exc))
-            else:
-                self.counters["errors"] += 1
-                log.exception("web: %s %s failed", request.method, request.path)
-                response = json_error(500, f"internal error ({type(exc).__name__}); the node keeps running, "
-                                           "details are in its log")
-        secure_headers(request, response)
-        return response
+    def error_answer(self, exc: Exception) -> web.Response | None:
+        from node.control import ControlError
+        from node.store import StoreFull
+
+        if isinstance(exc, KeyError):  # no such job or uploaded file
+            return json_error(404, error_text(exc))
+        if isinstance(exc, TransitionRefused):
+            return json_error(409, error_text(exc))
+        if isinstance(exc, ValueError):  # json.JSONDecodeError is one
+            return json_error(400, error_text(exc) or "malformed request")
+        if isinstance(exc, ControlError):
+            return json_error(400, str(exc))
+        if isinstance(exc, StoreFull):
+            return json_error(507, f"store full, request not saved: {exc}")
+        if isinstance(exc, OSError):
+            from node.store.space import disk_error
+            return json_error(507, disk_error(exc))
+        return None
 
     # --- what the page shows ------------------------------------------------------------------
     async def _on_event(self, payload: Any) -> None:
