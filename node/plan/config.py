@@ -71,11 +71,11 @@ class PlannerSection(Section):
         description="the largest SoC reading error planned for (also the margin until the battery is first seen "
                     "full)")
     protect_after_h: float = Field(
-        48.0, gt=0,
+        24.0, gt=0,
         description="a job queued this long is protected from starving: a job of the same priority goes before "
                     "it only if it leaves its start where it is")
     expected_forecast_after_h: float = Field(
-        120.0, ge=0,
+        72.0, ge=0,
         description="a protected job that has waited this long with no window on the pessimistic forecast is "
                     "planned on the expected one (the energy guard pauses it if the sun fails)")
     ambient_c: float = Field(20.0, ge=-30, le=50, description="room temperature for heat-loss estimates")
