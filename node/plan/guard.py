@@ -86,13 +86,14 @@ class EnergyGuard:
         """What planned prints keep above the reserve, so the guard does not pause what the plan placed."""
         return GUARD_MARGIN_FRAC * self.model.capacity_wh + GUARD_STEPS * self.step_s / 3600.0 * TYPICAL_PRINT_W
 
-    def soc_margin_wh(self, hours_since_full: float | None) -> float:
-        """The SoC reading's likely error (Wh) ``hours_since_full`` after the battery was last seen full (None:
-        not seen full since the node started: the largest error)."""
-        if hours_since_full is None:
+    def soc_margin_wh(self, last_full_s: float | None, t_s: float) -> float:
+        """The SoC reading's likely error (Wh) at ``t_s`` if the battery was last read full at ``last_full_s``
+        (None: not read full since the node started: the largest error)."""
+        if last_full_s is None:
             frac = self.soc_error_max
         else:
-            frac = min(self.soc_error_max, self.soc_error_per_sqrt_h * math.sqrt(max(0.0, hours_since_full)))
+            hours = max(0.0, t_s - last_full_s) / 3600.0
+            frac = min(self.soc_error_max, self.soc_error_per_sqrt_h * math.sqrt(hours))
         return frac * self.model.capacity_wh
 
     def ok(self, energy_wh: float, draw_w: float, pv_w: float, *, resume: bool = False) -> bool:

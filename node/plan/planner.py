@@ -285,15 +285,13 @@ class Planner(Component):
         except Exception as exc:   # a full card must not stop the planner: it learns on in memory
             log.error("learned forecast not saved (%s): it is kept in memory until the next try", exc)
 
-    def soc_margin_wh(self, t_s: float) -> float:
-        """What plans keep above the reserve for the SoC reading's error at ``t_s`` (EnergyGuard.soc_margin_wh)."""
-        return self.guard.soc_margin_wh(None if self.full_seen_s is None else (t_s - self.full_seen_s) / 3600.0)
-
     def status(self) -> dict[str, Any]:
         summary = self.last_summary
         now_s = self.node.clock.time()
+        margin_wh = self.guard.soc_margin_wh(self.full_seen_s, now_s)
         return {"soc_pct": self.soc_pct, "last_full_s": self.full_seen_s,
-                "soc_margin_pct": round(100.0 * self.soc_margin_wh(now_s) / self.model.capacity_wh, 2), "bias_factor": round(self.bias.factor, 3),
+                "soc_margin_pct": round(100.0 * margin_wh / self.model.capacity_wh, 2),
+                "bias_factor": round(self.bias.factor, 3),
                 "forecast_source": self.forecast_source(now_s),
                 "learned_history_days": round(self.learned.history_days, 2),
                 "learned_quantile_by_lead": self.calibration.describe(),
@@ -911,7 +909,8 @@ class Planner(Component):
                 energy_wh=soc_pct / 100.0 * self.model.capacity_wh, reserve_frac=self.config.reserve_pct / 100.0,
                 jobs=jobs, base_load_w=self.loads.base_load_w, other_loads_w=other, plate_clear=self.plate_clear,
                 plate_turnaround_s=self.config.plate_turnaround_s, running=running, timezone=self.site.timezone,
-                guard_band_wh=self.guard.plan_band_wh + self.soc_margin_wh(start_s), never_fits=never_fits,
+                guard_band_wh=self.guard.plan_band_wh + self.guard.soc_margin_wh(self.full_seen_s, start_s),
+                never_fits=never_fits,
                 waiting_notes=notes,
                 protect_after_s=self.config.protect_after_h * 3600.0, pv_expected_w=expected_w,
                 expected_after_s=self.config.expected_forecast_after_h * 3600.0)

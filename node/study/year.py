@@ -460,14 +460,11 @@ class Simulation:
             energy_wh=self.soc_seen * self.model.capacity_wh, reserve_frac=self.reserve_frac, jobs=jobs,
             base_load_w=self.s.loads.base_load_w, other_loads_w=other, plate_clear=self.plate_clear,
             plate_turnaround_s=self.s.planner.plate_turnaround_s, running=running,
-            timezone=self.weather.timezone, guard_band_wh=self.guard.plan_band_wh + self._soc_margin_wh(t_s),
+            timezone=self.weather.timezone,
+            guard_band_wh=self.guard.plan_band_wh + self.guard.soc_margin_wh(self.full_seen_s, t_s),
             waiting_notes=notes, protect_after_s=self.s.planner.protect_after_h * 3600.0,
             expected_after_s=self.s.planner.expected_forecast_after_h * 3600.0)
         return plan(inputs)
-
-    def _soc_margin_wh(self, t_s: float) -> float:
-        """The SoC reading's error plans keep above the reserve, as the node's Planner.soc_margin_wh."""
-        return self.guard.soc_margin_wh(None if self.full_seen_s is None else (t_s - self.full_seen_s) / 3600.0)
 
     def _plan_job(self, job: SimJob) -> PlanJob:
         """The job as the scheduler sees it, kept while it is queued (its per-step draw is converted once)."""

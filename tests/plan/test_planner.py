@@ -228,10 +228,12 @@ def test_plans_keep_a_margin_for_the_soc_readings_drift_since_the_battery_was_la
     unanchored, anchored = asyncio.run(scenario())
     assert not unanchored and anchored
     # the margin grows as the square root of the hours since full, up to soc_error_max_pct
-    guard = planner.guard
-    assert guard.soc_margin_wh(0.0) == 0.0
-    assert guard.soc_margin_wh(4.0) == pytest.approx(2 * guard.soc_margin_wh(1.0))
-    assert guard.soc_margin_wh(10_000.0) == guard.soc_margin_wh(None) == pytest.approx(0.06 * capacity_wh)
+    guard, hour = planner.guard, 3600.0
+    assert guard.soc_margin_wh(NIGHT_S, NIGHT_S) == 0.0
+    one_hour = guard.soc_margin_wh(NIGHT_S, NIGHT_S + hour)
+    assert guard.soc_margin_wh(NIGHT_S, NIGHT_S + 4 * hour) == pytest.approx(2 * one_hour)
+    largest = guard.soc_margin_wh(None, 0.0)
+    assert guard.soc_margin_wh(0.0, 10_000 * hour) == largest == pytest.approx(0.06 * capacity_wh)
 
 
 def test_a_failing_forecast_worker_plans_on_the_battery_alone(world, tmp_path: Path) -> None:

@@ -28,11 +28,8 @@ def test_the_planner_and_the_study_guard_with_the_same_rule(weather, tmp_path) -
     # one guard, built by one factory from the same [planner] section and plant
     assert planner.guard == sim.guard
     assert planner.guard.plan_band_wh == sim.guard.plan_band_wh
-    # the same margin for the SoC reading's drift, from the same "read full" rule
-    planner.full_seen_s = sim.full_seen_s = None
-    assert planner.soc_margin_wh(7200.0) == sim._soc_margin_wh(7200.0) > 0
-    planner.full_seen_s = sim.full_seen_s = 0.0
-    assert planner.soc_margin_wh(7200.0) == sim._soc_margin_wh(7200.0) < planner.soc_margin_wh(86400.0)
+    # the same margin for the SoC reading's drift (the guard's, on each side's last full reading), from the same
+    # "read full" rule
     assert year.reads_full is guard_module.reads_full
     # and the same decisions through each side's own entry point, over SoC, PV, draw and the resume margin
     for soc, pv_w, draw_w, resume in itertools.product((0.25, 0.3, 0.32, 0.35, 0.4, 0.6), (0.0, 80.0, 300.0),
@@ -45,3 +42,22 @@ def test_the_planner_and_the_study_guard_with_the_same_rule(weather, tmp_path) -
         assert getattr(year, name, getattr(guard_module, name)) is getattr(guard_module, name)
     assert year.energy_action is guard_module.energy_action and year.check_fit.__module__ == "node.plan.fit"
     store.close()
+
+
+def test_the_study_plans_with_the_nodes_margin_for_the_soc_readings_drift(weather, monkeypatch) -> None:
+    """Each plan of the study keeps the guard's band plus the guard's SoC margin, from its last full reading."""
+    bands: list[tuple[float, float | None, float]] = []
+    real_plan = year.plan
+
+    def spy(inputs):
+        bands.append((inputs.guard_band_wh, sim.full_seen_s, inputs.t0_s))
+        return real_plan(inputs)
+
+    monkeypatch.setattr(year, "plan", spy)
+    sim = Simulation(weather["723170TYA.CSV"], "planner", SimSettings(days=3, start_day=170, battery=battery_of(20.0),
+                                                                        initial_soc=1.0))
+    sim.run()
+    assert bands and any(full is not None for _, full, _ in bands)
+    for band_wh, full_s, t_s in bands:
+        assert band_wh == sim.guard.plan_band_wh + sim.guard.soc_margin_wh(full_s, t_s)
+    assert len({round(band_wh, 6) for band_wh, _, _ in bands}) > 1   # the margin moves with the hours since full
