@@ -386,14 +386,8 @@ class Simulation:
         if self.policy == "planner-clearsky":
             expected = self.clear_w[idx] * self.bias.factor
             return expected * self.quantile, expected
-        if self.policy == "planner-learned":
-            lead_h = (np.arange(n) + 0.5) * self.step_s / 3600.0
-            expected = self._learned_expected_w(k, t_s, n)
-            if self.last_throttled:   # the battery is full, the sun spilled: node.plan.quantile.spill_factor
-                return expected * spill_factor(), expected
-            return expected * self._lead_factors(lead_h), expected
-        expected = self._hub_expected_w(t_s, n)
-        if self.last_throttled:
+        expected = self._calibrated_expected_w(k, t_s, n)
+        if self.last_throttled:   # the battery is full, the sun spilled: node.plan.quantile.spill_factor
             return expected * spill_factor(), expected
         return expected * self._lead_factors((np.arange(n) + 0.5) * self.step_s / 3600.0), expected
 
@@ -421,16 +415,19 @@ class Simulation:
         assert self.archive is not None
         return self.archive.pv_steps((t_s - self.weather.start_s) / 3600.0, n, self.step_s) * self.bias.factor
 
+    def _calibrated_expected_w(self, k: int, t_s: float, n: int) -> np.ndarray:
+        """The expected PV (no quantile) of the calibrated source this policy plans on: the learned forecast, or
+        the hub's (CALIBRATED)."""
+        if self.policy == "planner-learned":
+            return self._learned_expected_w(k, t_s, n)
+        return self._hub_expected_w(t_s, n)
+
     def _issue_forecast(self, k: int, t_s: float) -> None:
         """At the top of an hour: the expected PV of the forecast in use (learned, or the hub's latest issue
         with the bias factor) for the calibration's horizon, issued."""
         per_h = round(3600 / self.step_s)
         n = self.calibration.horizon_h * per_h
-        if self.policy == "planner-learned":
-            expected_w = self._learned_expected_w(k, t_s, n)
-        else:
-            expected_w = self._hub_expected_w(t_s, n)
-        expected_wh = expected_w * self.step_s / 3600.0
+        expected_wh = self._calibrated_expected_w(k, t_s, n) * self.step_s / 3600.0
         self.calibration.issue(int(t_s // 3600), expected_wh.reshape(-1, per_h).sum(axis=1).tolist())
 
     def _month_hour(self, t_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
