@@ -61,6 +61,11 @@ class PlannerSection(Section):
         3600.0, ge=0,
         description="longest energy pause with the bed kept warm before the printer is switched off")
     resume_margin_pct: float = Field(5.0, ge=0, le=50, description="SoC above the reserve needed to resume")
+    finish_allowance_pct: float = Field(
+        5.0, ge=0, le=15,
+        description="a print whose rest can be carried with no sun to at most this far below the reserve (points of "
+                    "SoC) finishes instead of pausing: a pause near the end often fails the print (a bed switched off "
+                    "loses the part) to save a few watt-hours (0 = always pause at the reserve)")
     soc_error_pct_per_sqrt_h: float = Field(
         0.35, ge=0, le=5,
         description="how fast the SoC reading's error grows after a full charge (points per square root of an "
@@ -88,4 +93,7 @@ class PlannerSection(Section):
     def _horizon_in_steps(self) -> PlannerSection:
         if self.horizon_h * 3600 < 10 * self.step_s:
             raise ValueError("horizon_h must cover at least 10 steps")
+        if self.finish_allowance_pct >= self.reserve_pct:
+            raise ValueError(f"finish_allowance_pct ({self.finish_allowance_pct}) must be below reserve_pct "
+                             f"({self.reserve_pct}): a print may finish below the reserve, never down to empty")
         return self

@@ -16,6 +16,16 @@ plan puts it first (a baseline without a plan: whenever) and the guard passes
 with ``resume_margin_pct`` to spare; nothing starts unless it passes with that
 margin either.
 
+A print near its end is not paused for a few watt-hours: if its rest, drawn
+with no sun at all, leaves the battery no more than ``finish_allowance_pct``
+below the reserve, it finishes (:meth:`EnergyGuard.finishes`).  A pause there
+rarely ends well: the battery is at the reserve, so the warm bed soon crosses
+it too, the printer is switched off, and a part left on a cold bed for hours
+is lost (docs/benchmarks.md, #15's sixth pass: most prints paused that near
+their end failed).  Below the allowance the node's own low-battery cut
+(:mod:`node.power.power_guard`, ``critical_soc_pct``) still switches the
+printer off, whatever the planner says.
+
 Plans keep a band above the reserve (:attr:`EnergyGuard.plan_band_wh`) so the
 guard does not pause what the plan placed, widened by the SoC reading's likely
 error (:meth:`EnergyGuard.soc_margin_wh`): every state of charge the node reads
@@ -66,6 +76,8 @@ class EnergyGuard:
     #: the SoC reading's error growth after a full charge and its cap, fractions of capacity (see soc_margin_wh)
     soc_error_per_sqrt_h: float = 0.0
     soc_error_max: float = 0.0
+    #: how far below the reserve (fraction of capacity) a print may go to finish (see finishes)
+    finish_allowance_frac: float = 0.0
 
     @classmethod
     def from_config(cls, planner: PlannerSection, model: EnergyModel, base_load_w: float | None = None
@@ -75,7 +87,8 @@ class EnergyGuard:
                    base_load_w=planner.base_load_w if base_load_w is None else base_load_w,
                    step_s=planner.step_s, warm_hold_max_s=planner.warm_hold_max_s,
                    soc_error_per_sqrt_h=planner.soc_error_pct_per_sqrt_h / 100.0,
-                   soc_error_max=planner.soc_error_max_pct / 100.0)
+                   soc_error_max=planner.soc_error_max_pct / 100.0,
+                   finish_allowance_frac=planner.finish_allowance_pct / 100.0)
 
     @property
     def reserve_wh(self) -> float:
@@ -103,6 +116,17 @@ class EnergyGuard:
                                        0.5 * pv_w, GUARD_STEPS * self.step_s, self.model)
 
 
+    def finishes(self, energy_wh: float, remaining_wh: float, remaining_s: float) -> bool:
+        """Can the print's rest (``remaining_wh`` over ``remaining_s``, plus the node's base load, with no sun)
+        be drawn leaving the battery at most the finish allowance below the reserve?"""
+        if self.finish_allowance_frac <= 0.0 or remaining_s <= 0.0:
+            return False
+        draw_w = remaining_wh * 3600.0 / remaining_s + self.base_load_w
+        after_wh, _ = self.model.step_wh(energy_wh - GUARD_MARGIN_FRAC * self.model.capacity_wh, -draw_w,
+                                         remaining_s)
+        return after_wh >= self.reserve_wh - self.finish_allowance_frac * self.model.capacity_wh
+
+
 def reads_full(soc_pct: float | None, charge_state: str | None = None) -> bool:
     """A full battery as the node reads it (where every SoC counter resyncs): the SoC margin starts again."""
     return (soc_pct is not None and soc_pct >= FULL_SOC_PCT) or charge_state == "float"
@@ -110,16 +134,21 @@ def reads_full(soc_pct: float | None, charge_state: str | None = None) -> bool:
 
 def energy_action(guard: EnergyGuard, state: Literal["printing", "paused", "suspended"], *, energy_wh: float,
                   pv_w: float, draw_w: float, hold_w: float, resume_w: float, paused_for_s: float,
-                  switched_off: bool, plan_starts_it: bool) -> tuple[Action | None, str]:
+                  switched_off: bool, plan_starts_it: bool, rest: tuple[float, float] | None = None
+                  ) -> tuple[Action | None, str]:
     """What the guard does now to a print in ``state`` (see the module docstring), and why in words.
 
     ``draw_w``: the print's draw now; ``hold_w``: a warm pause's; ``resume_w``: what resuming draws first;
     ``switched_off``: the printer was already switched off for this pause; ``plan_starts_it``: the plan (or a
-    baseline's rule) would start this print now."""
+    baseline's rule) would start this print now; ``rest``: the printing print's remaining (Wh, s), where its
+    energy profile is known."""
     if state == "printing":
-        if not guard.ok(energy_wh, draw_w, pv_w):
-            return "pause", "printing on would cross the reserve; pause at the next layer, bed kept warm"
-        return None, ""
+        if guard.ok(energy_wh, draw_w, pv_w):
+            return None, ""
+        if rest is not None and guard.finishes(energy_wh, *rest):
+            return None, (f"the rest needs {rest[0]:.0f} Wh: it finishes within the allowance below the reserve "
+                          "rather than pause so near its end")
+        return "pause", "printing on would cross the reserve; pause at the next layer, bed kept warm"
     if state == "paused" and not switched_off:
         if paused_for_s >= guard.warm_hold_max_s:
             return "off", "the warm pause has lasted the configured maximum: switch the printer off"

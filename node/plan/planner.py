@@ -96,7 +96,17 @@ from node.plan.forecast import (
 from node.plan.guard import TYPICAL_PRINT_W, EnergyGuard, energy_action, reads_full
 from node.plan.learned import LearnedForecast
 from node.plan.quantile import LeadCalibration, hourly_wh
-from node.plan.schedule import Plan, PlanInputs, PlanJob, RunningPrint, WaitingJob, plan, profile_to_steps
+from node.plan.schedule import (
+    Plan,
+    PlanInputs,
+    PlanJob,
+    RunningPrint,
+    WaitingJob,
+    plan,
+    profile_duration_s,
+    profile_energy_wh,
+    profile_to_steps,
+)
 from node.power.config import ArraySection, SiteSection
 from node.power.plant import BatteryParams
 from node.printer.profile import PrinterProfile
@@ -184,6 +194,8 @@ class Planner(Component):
         self.last_replan_parts_ms: dict[str, float] = {}
         self.pause_requested: dict[str, str] = {}   # job id -> "warm" | "off"
         self.paused_since_s: dict[str, float] = {}
+        #: prints the guard let finish within the allowance below the reserve (logged once each)
+        self.finishing: set[str] = set()
         self._forecast: PvForecast | None = None   # the horizon the last plan was made on
         self._forecast_sliced_from: PvForecast | None = None
         self._forecast_key: tuple | None = None  # what _forecast_whole was computed for
@@ -486,6 +498,20 @@ class Planner(Component):
         energy_wh = self._energy_wh()
         return True if energy_wh is None else self.guard.ok(energy_wh, draw_w, self.pv_w, resume=resume)
 
+    def _rest_profile(self, job: Job) -> list[list[float]] | None:
+        """The print's energy profile from its elapsed time on (``[t_s, W]``, t from now); None without one."""
+        profile = self.energy_profile_for(job)
+        if not profile:
+            return None
+        elapsed_s = self.elapsed_s.get(job.id, 0.0)
+        rest = [[max(0.0, t - elapsed_s), w] for t, w in profile if t + 60.0 > elapsed_s]
+        return rest or [[0.0, 0.0]]
+
+    def _rest(self, job: Job) -> tuple[float, float] | None:
+        """What printing ``job`` to its end takes from now, (Wh, s), for the guard's finish allowance."""
+        rest = self._rest_profile(job)
+        return None if rest is None else (profile_energy_wh(rest), profile_duration_s(rest))
+
     def _print_draw_w(self, job: Job, measured: bool = True) -> float:
         """The print's draw now: measured while it prints; from its energy profile (at the elapsed
         time) before it starts or resumes, when the measured draw is that of an idle or paused
@@ -507,7 +533,9 @@ class Planner(Component):
             return
         energy_wh = self.soc_pct / 100.0 * self.model.capacity_wh
         hold_w = pause_hold_w(self.profile, 60.0, self.config.ambient_c)
-        for job in (await self.jobs.active())[:5]:
+        active = (await self.jobs.active())[:5]
+        self.finishing &= {job.id for job in active}
+        for job in active:
             if job.state == JobState.PRINTING:
                 if job.id in self.pause_requested:
                     continue
@@ -527,7 +555,11 @@ class Planner(Component):
                 resume_w=self._print_draw_w(job, measured=False), paused_for_s=t_s - since_s,
                 switched_off=self.pause_requested.get(job.id) == "off",
                 plan_starts_it=(start_s is not None and start_s <= t_s + self.config.step_s / 2
-                                and not self.plan_provisional))
+                                and not self.plan_provisional),
+                rest=self._rest(job) if state == "printing" else None)
+            if action is None and why and job.id not in self.finishing:
+                self.finishing.add(job.id)
+                log.info("%s: %s (SoC %.1f %%)", job.name, why, self.soc_pct)
             if action == "pause":
                 self.pause_requested[job.id] = "warm"
                 await self.node.send_event("energy_pause_requested", EnergyPauseRequested(
@@ -889,10 +921,7 @@ class Planner(Component):
                 del self._fit_checks[gone]
             running = None
             for job in active:
-                profile = self.energy_profile_for(job) or [[0.0, TYPICAL_PRINT_W], [3600.0, TYPICAL_PRINT_W]]
-                elapsed_s = self.elapsed_s.get(job.id, 0.0)
-                rest = [[t - elapsed_s, w] for t, w in profile if t + 60.0 > elapsed_s]
-                rest = [[max(0.0, t), w] for t, w in rest] or [[0.0, 0.0]]
+                rest = self._rest_profile(job) or [[0.0, TYPICAL_PRINT_W], [3600.0, TYPICAL_PRINT_W]]
                 remaining_w = list(profile_to_steps(rest, step_s))
                 running = RunningPrint(job.id, job.name, remaining_w, paused=job.state != JobState.PRINTING)
             soc_pct = self.soc_pct if self.soc_pct is not None else self.config.reserve_pct

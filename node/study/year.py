@@ -278,6 +278,10 @@ class ActivePrint:
             rest = np.concatenate([np.full(reheat_steps, self.job.heatup_w), rest])
         return rest
 
+    def rest(self, step_s: float) -> tuple[float, float]:
+        """What printing to the end takes from now: (Wh, s), for the guard's finish allowance."""
+        return float(self.remaining_w(step_s).sum()) * step_s / 3600.0, max(0.0, self.job.duration_s - self.progress_s)
+
     def next_layer_boundary_s(self) -> float:
         """Profile seconds of the next layer boundary (heat-up counts as layer 0)."""
         printed_s = self.progress_s - self.job.heatup_s
@@ -591,7 +595,7 @@ class Simulation:
                     draw_w=ap.draw_w(dt), hold_w=self._hold_w(ap.job),
                     resume_w=ap.job.heatup_w if ap.state == "suspended" else ap.draw_w(dt),
                     paused_for_s=t_s - ap.paused_since_s, switched_off=ap.state == "suspended",
-                    plan_starts_it=wants)
+                    plan_starts_it=wants, rest=ap.rest(dt) if ap.state == "printing" else None)
                 if action == "pause":
                     ap.state = "paused"
                     ap.paused_since_s = t_s

@@ -118,6 +118,48 @@ def test_short_print_is_paused_at_a_layer_boundary_switched_off_and_resumed(worl
     asyncio.run(scenario())
 
 
+def test_a_print_near_its_end_finishes_within_the_allowance_instead_of_pausing(world) -> None:
+    """The same reading that pauses a print with 100 minutes to go lets one with 3 minutes to go finish: its rest
+    (6.5 Wh, half a point of the battery) ends above the reserve minus [planner] finish_allowance_pct; the guard
+    still pauses it once even the rest would go past that."""
+    node, jobs, planner, streamer, plans = world
+
+    async def scenario() -> None:
+        job = await jobs.create("part", "test")
+        await jobs.transition(job.id, JobState.PRINTING, "started by the runner")
+        await node.send_event("job_progress", JobProgress(job_id=job.id, bytes_done=97, bytes_total=100,
+                                                          lines_sent=95, percent=97, layer=60, elapsed_s=7020))
+        await node.send_event("telemetry_sample", sample(NIGHT_S, 31.0))
+        assert streamer.requests == [] and job.id in planner.finishing
+        await node.send_event("telemetry_sample", sample(NIGHT_S + 60, 29.5))   # below the reserve: still finishing
+        assert streamer.requests == []
+        await node.send_event("telemetry_sample", sample(NIGHT_S + 90, 25.2))   # the rest would end below 25 %
+        assert len(streamer.requests) == 1 and not streamer.requests[0].printer_off
+
+    asyncio.run(scenario())
+    assert planner.guard.finish_allowance_frac == pytest.approx(0.05)
+
+
+def test_without_a_finish_allowance_the_guard_pauses_at_the_reserve(tmp_path) -> None:
+    """finish_allowance_pct = 0 is the old rule: a print three minutes from its end pauses at the reserve; and the
+    allowance must stay below the reserve (a config that would let a print run the battery flat is refused)."""
+    from node.plan.config import PlannerSection
+    from node.plan.energymodel import EnergyModel
+    from node.plan.guard import EnergyGuard, energy_action
+
+    model = EnergyModel.from_params(DEFAULT_BATTERY)
+    near_end = dict(energy_wh=0.31 * model.capacity_wh, pv_w=0.0, draw_w=130.0, hold_w=40.0, resume_w=130.0,
+                    paused_for_s=0.0, switched_off=False, plan_starts_it=False, rest=(6.5, 180.0))
+    with_allowance = EnergyGuard.from_config(PlannerSection(), model)
+    assert energy_action(with_allowance, "printing", **near_end)[0] is None
+    without = EnergyGuard.from_config(PlannerSection(finish_allowance_pct=0.0), model)
+    assert energy_action(without, "printing", **near_end)[0] == "pause"
+    # with no energy profile (rest unknown) the guard cannot tell: it pauses
+    assert energy_action(with_allowance, "printing", **(near_end | {"rest": None}))[0] == "pause"
+    with pytest.raises(ValueError, match="finish_allowance_pct"):
+        PlannerSection(reserve_pct=10.0, finish_allowance_pct=12.0)
+
+
 def test_replan_sends_a_plan_summary_with_reasons(world) -> None:
     node, jobs, planner, streamer, plans = world
 
