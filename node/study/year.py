@@ -788,8 +788,9 @@ def true_pv_steps(weather: WeatherYear, settings: SimSettings) -> np.ndarray:
 
 
 class ForcedWaits:
-    """How long any policy must keep a job waiting to print it uninterrupted above the reserve: from its queueing
-    to the first hour of the run at which it could start (:func:`node.study.bound.feasible_start_hours`: perfect
+    """How long any policy must keep a job waiting to print it uninterrupted: from its queueing to the first hour
+    of the run at which it could start and end above the reserve less the guard's finish allowance (the lowest a
+    print goes without a pause, node.plan.guard) (:func:`node.study.bound.feasible_start_hours`: perfect
     foresight, the battery as full as it can be then); to the run's end if there is none.  A lower bound on its
     wait, unless a policy starts it and pauses it.  The run's hours are read once, the feasible hours once per
     job kind (name)."""
@@ -805,8 +806,9 @@ class ForcedWaits:
             if self._run is None:
                 self._run = hourly_run_inputs(self.weather, s)
             pv_hourly_wh, base_wh, _, _ = self._run
+            floor_frac = (s.planner.reserve_pct - s.planner.finish_allowance_pct) / 100.0
             self._feasible[job.name] = feasible_start_hours(job.power_profile, pv_hourly_wh, base_wh, s.battery,
-                                                            s.planner.reserve_pct / 100.0, s.step_s)
+                                                            floor_frac, s.step_s)
         queued_h = (job.queued_s - (self.weather.start_s + s.start_day * 86400.0)) / 3600.0
         feasible = self._feasible[job.name]
         i = int(np.searchsorted(feasible, math.floor(queued_h)))
