@@ -41,6 +41,7 @@ Pure: no clock, no I/O.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -119,7 +120,7 @@ class EnergyGuard:
     def finishes(self, energy_wh: float, remaining_wh: float, remaining_s: float) -> bool:
         """Can the print's rest (``remaining_wh`` over ``remaining_s``, plus the node's base load, with no sun)
         be drawn leaving the battery at most the finish allowance below the reserve?"""
-        if self.finish_allowance_frac <= 0.0 or remaining_s <= 0.0:
+        if self.finish_allowance_frac <= 0.0 or not 0.0 < remaining_s < math.inf:
             return False
         draw_w = remaining_wh * 3600.0 / remaining_s + self.base_load_w
         after_wh, _ = self.model.step_wh(energy_wh - GUARD_MARGIN_FRAC * self.model.capacity_wh, -draw_w,
@@ -134,19 +135,20 @@ def reads_full(soc_pct: float | None, charge_state: str | None = None) -> bool:
 
 def energy_action(guard: EnergyGuard, state: Literal["printing", "paused", "suspended"], *, energy_wh: float,
                   pv_w: float, draw_w: float, hold_w: float, resume_w: float, paused_for_s: float,
-                  switched_off: bool, plan_starts_it: bool, rest: tuple[float, float] | None = None
-                  ) -> tuple[Action | None, str]:
+                  switched_off: bool, plan_starts_it: bool,
+                  rest: Callable[[], tuple[float, float]] | None = None) -> tuple[Action | None, str]:
     """What the guard does now to a print in ``state`` (see the module docstring), and why in words.
 
     ``draw_w``: the print's draw now; ``hold_w``: a warm pause's; ``resume_w``: what resuming draws first;
     ``switched_off``: the printer was already switched off for this pause; ``plan_starts_it``: the plan (or a
-    baseline's rule) would start this print now; ``rest``: the printing print's remaining (Wh, s), where its
-    energy profile is known."""
+    baseline's rule) would start this print now; ``rest``: gives the printing print's remaining (Wh, s), where its
+    energy profile is known (:func:`node.plan.schedule.rest_wh_s`); asked only when the guard would pause."""
     if state == "printing":
         if guard.ok(energy_wh, draw_w, pv_w):
             return None, ""
-        if rest is not None and guard.finishes(energy_wh, *rest):
-            return None, (f"the rest needs {rest[0]:.0f} Wh: it finishes within the allowance below the reserve "
+        rest_wh, rest_s = rest() if rest is not None else (math.inf, math.inf)
+        if guard.finishes(energy_wh, rest_wh, rest_s):
+            return None, (f"the rest needs {rest_wh:.0f} Wh: it finishes within the allowance below the reserve "
                           "rather than pause so near its end")
         return "pause", "printing on would cross the reserve; pause at the next layer, bed kept warm"
     if state == "paused" and not switched_off:

@@ -57,6 +57,7 @@ does the pausing and resuming; the job state machine records the reasons.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -103,9 +104,9 @@ from node.plan.schedule import (
     RunningPrint,
     WaitingJob,
     plan,
-    profile_duration_s,
-    profile_energy_wh,
+    profile_rest,
     profile_to_steps,
+    rest_wh_s,
 )
 from node.power.config import ArraySection, SiteSection
 from node.power.plant import BatteryParams
@@ -498,19 +499,11 @@ class Planner(Component):
         energy_wh = self._energy_wh()
         return True if energy_wh is None else self.guard.ok(energy_wh, draw_w, self.pv_w, resume=resume)
 
-    def _rest_profile(self, job: Job) -> list[list[float]] | None:
-        """The print's energy profile from its elapsed time on (``[t_s, W]``, t from now); None without one."""
+    def _rest_of(self, job: Job) -> Callable[[], tuple[float, float]] | None:
+        """What printing ``job`` to its end takes from now (Wh, s), asked by the guard only when it would pause;
+        None without an energy profile."""
         profile = self.energy_profile_for(job)
-        if not profile:
-            return None
-        elapsed_s = self.elapsed_s.get(job.id, 0.0)
-        rest = [[max(0.0, t - elapsed_s), w] for t, w in profile if t + 60.0 > elapsed_s]
-        return rest or [[0.0, 0.0]]
-
-    def _rest(self, job: Job) -> tuple[float, float] | None:
-        """What printing ``job`` to its end takes from now, (Wh, s), for the guard's finish allowance."""
-        rest = self._rest_profile(job)
-        return None if rest is None else (profile_energy_wh(rest), profile_duration_s(rest))
+        return None if not profile else functools.partial(rest_wh_s, profile, self.elapsed_s.get(job.id, 0.0))
 
     def _print_draw_w(self, job: Job, measured: bool = True) -> float:
         """The print's draw now: measured while it prints; from its energy profile (at the elapsed
@@ -556,7 +549,7 @@ class Planner(Component):
                 switched_off=self.pause_requested.get(job.id) == "off",
                 plan_starts_it=(start_s is not None and start_s <= t_s + self.config.step_s / 2
                                 and not self.plan_provisional),
-                rest=self._rest(job) if state == "printing" else None)
+                rest=self._rest_of(job) if state == "printing" else None)
             if action is None and why and job.id not in self.finishing:
                 self.finishing.add(job.id)
                 log.info("%s: %s (SoC %.1f %%)", job.name, why, self.soc_pct)
@@ -921,7 +914,8 @@ class Planner(Component):
                 del self._fit_checks[gone]
             running = None
             for job in active:
-                rest = self._rest_profile(job) or [[0.0, TYPICAL_PRINT_W], [3600.0, TYPICAL_PRINT_W]]
+                profile = self.energy_profile_for(job) or [[0.0, TYPICAL_PRINT_W], [3600.0, TYPICAL_PRINT_W]]
+                rest = profile_rest(profile, self.elapsed_s.get(job.id, 0.0))
                 remaining_w = list(profile_to_steps(rest, step_s))
                 running = RunningPrint(job.id, job.name, remaining_w, paused=job.state != JobState.PRINTING)
             soc_pct = self.soc_pct if self.soc_pct is not None else self.config.reserve_pct

@@ -134,6 +134,18 @@ def interp_at(x: float, knots: Sequence[float], values: Sequence[float]) -> floa
     return out
 
 
+def profile_rest(power_profile: Sequence[Sequence[float]], elapsed_s: float) -> list[list[float]]:
+    """The part of a print's profile still to come after ``elapsed_s`` of it, times counted from now."""
+    rest = [[max(0.0, float(t) - elapsed_s), float(w)] for t, w in power_profile if float(t) + 60.0 > elapsed_s]
+    return rest or [[0.0, 0.0]]
+
+
+def rest_wh_s(power_profile: Sequence[Sequence[float]], elapsed_s: float) -> tuple[float, float]:
+    """What printing to the end takes after ``elapsed_s``: (Wh, s) -- the energy guard's finish allowance."""
+    rest = profile_rest(power_profile, elapsed_s)
+    return profile_energy_wh(rest), profile_duration_s(rest)
+
+
 def profile_to_steps(power_profile: Sequence[Sequence[float]], step_s: float) -> Watts:
     """Average watts in each planning step, energy preserved (the last step may be partial)."""
     duration_s = profile_duration_s(power_profile)

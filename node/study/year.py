@@ -66,6 +66,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Literal
 from zoneinfo import ZoneInfo
 
@@ -78,7 +79,7 @@ from node.plan.forecast import CLOUD_TABLE_PCT, BiasTracker, quantile_factors
 from node.plan.guard import EnergyGuard, energy_action, reads_full
 from node.plan.learned import LearnedForecast
 from node.plan.quantile import LeadCalibration, spill_factor
-from node.plan.schedule import Plan, PlanInputs, PlanJob, RunningPrint, plan, profile_to_steps
+from node.plan.schedule import Plan, PlanInputs, PlanJob, RunningPrint, plan, profile_to_steps, rest_wh_s
 from node.power.plant import BatteryParams
 from node.printer.profile import PrinterProfile, load_profile
 from node.study.bound import Bound, feasible_start_hours, upper_bound
@@ -277,10 +278,6 @@ class ActivePrint:
             reheat_steps = math.ceil(self.job.heatup_s / step_s)
             rest = np.concatenate([np.full(reheat_steps, self.job.heatup_w), rest])
         return rest
-
-    def rest(self, step_s: float) -> tuple[float, float]:
-        """What printing to the end takes from now: (Wh, s), for the guard's finish allowance."""
-        return float(self.remaining_w(step_s).sum()) * step_s / 3600.0, max(0.0, self.job.duration_s - self.progress_s)
 
     def next_layer_boundary_s(self) -> float:
         """Profile seconds of the next layer boundary (heat-up counts as layer 0)."""
@@ -595,7 +592,8 @@ class Simulation:
                     draw_w=ap.draw_w(dt), hold_w=self._hold_w(ap.job),
                     resume_w=ap.job.heatup_w if ap.state == "suspended" else ap.draw_w(dt),
                     paused_for_s=t_s - ap.paused_since_s, switched_off=ap.state == "suspended",
-                    plan_starts_it=wants, rest=ap.rest(dt) if ap.state == "printing" else None)
+                    plan_starts_it=wants,
+                    rest=partial(rest_wh_s, ap.job.power_profile, ap.progress_s) if ap.state == "printing" else None)
                 if action == "pause":
                     ap.state = "paused"
                     ap.paused_since_s = t_s

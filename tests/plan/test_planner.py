@@ -149,7 +149,7 @@ def test_without_a_finish_allowance_the_guard_pauses_at_the_reserve(tmp_path) ->
 
     model = EnergyModel.from_params(DEFAULT_BATTERY)
     near_end = dict(energy_wh=0.31 * model.capacity_wh, pv_w=0.0, draw_w=130.0, hold_w=40.0, resume_w=130.0,
-                    paused_for_s=0.0, switched_off=False, plan_starts_it=False, rest=(6.5, 180.0))
+                    paused_for_s=0.0, switched_off=False, plan_starts_it=False, rest=lambda: (6.5, 180.0))
     with_allowance = EnergyGuard.from_config(PlannerSection(), model)
     assert energy_action(with_allowance, "printing", **near_end)[0] is None
     without = EnergyGuard.from_config(PlannerSection(finish_allowance_pct=0.0), model)

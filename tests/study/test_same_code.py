@@ -9,6 +9,8 @@ from node.config import NodeConfig
 from node.jobs import Jobs
 from node.node import Node
 from node.plan import guard as guard_module
+from node.plan import planner as planner_module
+from node.plan import schedule
 from node.plan.planner import Planner
 from node.printer.profile import load_profile
 from node.store import Store
@@ -41,6 +43,8 @@ def test_the_planner_and_the_study_guard_with_the_same_rule(weather, tmp_path) -
     for name in ("GUARD_MARGIN_FRAC", "TYPICAL_PRINT_W", "GUARD_STEPS"):
         assert getattr(year, name, getattr(guard_module, name)) is getattr(guard_module, name)
     assert year.energy_action is guard_module.energy_action and year.check_fit.__module__ == "node.plan.fit"
+    # a print near its end: both give the guard its rest through the same function of profile and elapsed time
+    assert year.rest_wh_s is schedule.rest_wh_s and planner_module.rest_wh_s is schedule.rest_wh_s
     store.close()
 
 
