@@ -36,6 +36,8 @@ CREDENTIALS_FILE = "web-credentials.json"
 DEFAULT_PORT = 8090  # beside a node's 8080, so a hub and a node can share a machine
 MAX_SMALL_BODY = 64 * 1024
 STATIC_FILES = ("fleet.js", "fleet.css", "app.css", "login.js", "icon.svg")
+FLEET_LOGIN = pages.LoginPage("Solar Print Fleet", "The password was set when the hub first served this page; on "
+                                                   "the hub, <code>printnode hub web password</code> sets a new one.")
 CHART_HOURS = 24.0
 
 
@@ -94,8 +96,7 @@ class FleetWebServer(WebAccess):
     def build_app(self) -> web.Application:
         app = web.Application(middlewares=[self.errors_middleware, self.auth_middleware],
                               client_max_size=MAX_SMALL_BODY)
-        pages.add_routes(app, self, index_page="fleet.html", login_page_file="fleet-login.html",
-                         static_files=STATIC_FILES)
+        pages.add_routes(app, self, index_page="fleet.html", login=FLEET_LOGIN, static_files=STATIC_FILES)
         app.router.add_get("/api/fleet", self.overview)
         app.router.add_get("/api/fleet/session", self.session)
         app.router.add_get("/api/fleet/nodes", self.nodes)

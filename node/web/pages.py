@@ -6,6 +6,8 @@ no CDN, works offline on a phone on the workshop's Wi-Fi.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from string import Template
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -21,9 +23,27 @@ STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg
 STATIC_FILES = ("app.js", "app.css", "login.js", "icon.svg")
 
 
+@dataclass(frozen=True)
+class LoginPage:
+    """What the one login page (static/login.html) says: whose page it is and how its password is set."""
+
+    product: str
+    password_hint: str
+
+    def html(self) -> bytes:
+        return Template(read_static("login.html").decode()).substitute(
+            product=self.product, password_hint=self.password_hint).encode()
+
+
+NODE_LOGIN = LoginPage("Solar Print Node", "The password was set when the node was installed; on the node, "
+                                           "<code>printnode web password</code> sets a new one.")
+
+
 def add_routes(app: web.Application, server: WebServer | FleetWebServer, index_page: str = "index.html",
-               login_page_file: str = "login.html", static_files: tuple[str, ...] = STATIC_FILES) -> None:
+               login: LoginPage = NODE_LOGIN, static_files: tuple[str, ...] = STATIC_FILES) -> None:
     """The page's routes; the hub's fleet page (node/web/fleet.py) passes its own page, login and files."""
+    login_html = login.html()
+
     async def index(request: web.Request) -> web.StreamResponse:
         return web.Response(body=read_static(index_page), content_type="text/html", charset="utf-8",
                             headers={"Cache-Control": "no-store"})
@@ -37,10 +57,10 @@ def add_routes(app: web.Application, server: WebServer | FleetWebServer, index_p
             raise web.HTTPSeeOther("/login?error=link")
         if server.session_of(request) is not None:
             raise web.HTTPSeeOther("/")
-        return web.Response(body=read_static(login_page_file), content_type="text/html", charset="utf-8",
+        return web.Response(body=login_html, content_type="text/html", charset="utf-8",
                             headers={"Cache-Control": "no-store"})
 
-    async def login(request: web.Request) -> web.StreamResponse:
+    async def log_in(request: web.Request) -> web.StreamResponse:
         remote = request.remote or "?"
         if not _same_origin(request):  # a login posted from another site's page
             raise web.HTTPSeeOther("/login?error=origin")
@@ -75,7 +95,7 @@ def add_routes(app: web.Application, server: WebServer | FleetWebServer, index_p
 
     app.router.add_get("/", index)
     app.router.add_get("/login", login_page)
-    app.router.add_post("/login", login)
+    app.router.add_post("/login", log_in)
     app.router.add_post("/logout", logout)
     app.router.add_get("/static/{name}", static)
     app.router.add_get("/favicon.ico", favicon)
