@@ -77,14 +77,21 @@ def sample(t_s: float, soc: float, pv_w: float = 0.0) -> TelemetrySample:
     return TelemetrySample(t_s=t_s, source="test", soc_pct=soc, pv_w=pv_w)
 
 
+async def printing_part(node: Node, jobs: Jobs, percent: int, layer: int, elapsed_s: float):
+    """The 2-hour "part" job on the printer, ``percent`` done after ``elapsed_s``."""
+    job = await jobs.create("part", "test")
+    await jobs.transition(job.id, JobState.PRINTING, "started by the runner")
+    await node.send_event("job_progress", JobProgress(job_id=job.id, bytes_done=percent, bytes_total=100,
+                                                      lines_sent=percent, percent=percent, layer=layer,
+                                                      elapsed_s=elapsed_s))
+    return job
+
+
 def test_short_print_is_paused_at_a_layer_boundary_switched_off_and_resumed(world) -> None:
     node, jobs, planner, streamer, plans = world
 
     async def scenario() -> None:
-        job = await jobs.create("part", "test")
-        await jobs.transition(job.id, JobState.PRINTING, "started by the runner")
-        await node.send_event("job_progress", JobProgress(job_id=job.id, bytes_done=10, bytes_total=100,
-                                                          lines_sent=5, percent=10, layer=12, elapsed_s=1200))
+        job = await printing_part(node, jobs, percent=10, layer=12, elapsed_s=1200)
         # plenty of energy: no pause
         await node.send_event("telemetry_sample", sample(NIGHT_S, 70.0))
         assert streamer.requests == []
@@ -125,10 +132,7 @@ def test_a_print_near_its_end_finishes_within_the_allowance_instead_of_pausing(w
     node, jobs, planner, streamer, plans = world
 
     async def scenario() -> None:
-        job = await jobs.create("part", "test")
-        await jobs.transition(job.id, JobState.PRINTING, "started by the runner")
-        await node.send_event("job_progress", JobProgress(job_id=job.id, bytes_done=97, bytes_total=100,
-                                                          lines_sent=95, percent=97, layer=60, elapsed_s=7020))
+        job = await printing_part(node, jobs, percent=97, layer=60, elapsed_s=7020)
         await node.send_event("telemetry_sample", sample(NIGHT_S, 31.0))
         assert streamer.requests == [] and job.id in planner.finishing
         await node.send_event("telemetry_sample", sample(NIGHT_S + 60, 29.5))   # below the reserve: still finishing
