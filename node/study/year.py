@@ -622,7 +622,7 @@ class Simulation:
             if self.active is None and self.plate_clear and self.queue:
                 job = self._choose_start(current_plan, t_s)
                 if job is not None:
-                    job_w = np.asarray(profile_to_steps(job.power_profile, dt))
+                    job_w = np.asarray(self._plan_job(job).steps_w(dt))   # converted once per job, not per try
                     if self._guard_ok(float(job_w[0]), resume=True):
                         self.queue.remove(job)
                         self.active = ActivePrint(job, job_w, started_s=t_s)
