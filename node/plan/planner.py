@@ -195,8 +195,8 @@ class Planner(Component):
         self.last_replan_parts_ms: dict[str, float] = {}
         self.pause_requested: dict[str, str] = {}   # job id -> "warm" | "off"
         self.paused_since_s: dict[str, float] = {}
-        #: prints the guard let finish within the allowance below the reserve (logged once each)
-        self.finishing: set[str] = set()
+        #: prints the guard lets finish within the allowance below the reserve: job id -> why, in words
+        self.finishing: dict[str, str] = {}
         self._forecast: PvForecast | None = None   # the horizon the last plan was made on
         self._forecast_sliced_from: PvForecast | None = None
         self._forecast_key: tuple | None = None  # what _forecast_whole was computed for
@@ -316,6 +316,7 @@ class Planner(Component):
                 "planned": len(summary.planned) if summary else 0,
                 "waiting": len(summary.waiting) if summary else 0,
                 "never_fits": sum(1 for w in summary.waiting if w.never_fits) if summary else 0,
+                "finishing": dict(self.finishing),
                 "clock_problem": self.clock_problem(),
                 "last_replan_ms": None if self.last_replan_s is None else round(self.last_replan_s * 1000, 1),
                 "replans": self.replans, "last_replan_trigger": self.last_replan_trigger,
@@ -527,7 +528,8 @@ class Planner(Component):
         energy_wh = self.soc_pct / 100.0 * self.model.capacity_wh
         hold_w = pause_hold_w(self.profile, 60.0, self.config.ambient_c)
         active = (await self.jobs.active())[:5]
-        self.finishing &= {job.id for job in active}
+        self.finishing = {job.id: why for job in active
+                          if job.state == JobState.PRINTING and (why := self.finishing.get(job.id)) is not None}
         for job in active:
             if job.state == JobState.PRINTING:
                 if job.id in self.pause_requested:
@@ -551,9 +553,10 @@ class Planner(Component):
                                 and not self.plan_provisional),
                 rest=self._rest_of(job) if state == "printing" else None)
             if action is None and why and job.id not in self.finishing:
-                self.finishing.add(job.id)
+                self.finishing[job.id] = why
                 log.info("%s: %s (SoC %.1f %%)", job.name, why, self.soc_pct)
             if action == "pause":
+                self.finishing.pop(job.id, None)
                 self.pause_requested[job.id] = "warm"
                 await self.node.send_event("energy_pause_requested", EnergyPauseRequested(
                     job_id=job.id, t_s=t_s, soc_pct=self.soc_pct, reserve_pct=self.config.reserve_pct,

@@ -175,6 +175,8 @@ def page_state(report: Any, plan: dict[str, Any] | None, history: list[Job], *, 
                         f" {_num(sample.get('battery_v'), 'V', 2)}, {_num(sample.get('battery_a'), 'A', 1)}")
         if sample.get("stale"):
             battery_text += " (no fresh reading)"
+        for why in (planner.get("finishing") or {}).values():   # the guard lets a print near its end finish
+            battery_text += f"; the print finishes below the reserve: {why}"
 
     expected: dict[str, tuple[float, str]] = {}  # job id -> (planned start, the plan's reason)
     plan_text = "no plan yet (the planner is off or has not planned since the start)"

@@ -134,11 +134,12 @@ def test_a_print_near_its_end_finishes_within_the_allowance_instead_of_pausing(w
     async def scenario() -> None:
         job = await printing_part(node, jobs, percent=97, layer=60, elapsed_s=7020)
         await node.send_event("telemetry_sample", sample(NIGHT_S, 31.0))
-        assert streamer.requests == [] and job.id in planner.finishing
+        assert streamer.requests == [] and planner.status()["finishing"][job.id].startswith("the rest needs 6 Wh")
         await node.send_event("telemetry_sample", sample(NIGHT_S + 60, 29.5))   # below the reserve: still finishing
         assert streamer.requests == []
         await node.send_event("telemetry_sample", sample(NIGHT_S + 90, 25.2))   # the rest would end below 25 %
         assert len(streamer.requests) == 1 and not streamer.requests[0].printer_off
+        assert planner.status()["finishing"] == {}   # the page no longer says it finishes
 
     asyncio.run(scenario())
     assert planner.guard.finish_allowance_frac == pytest.approx(0.05)
