@@ -116,7 +116,6 @@ class EnergyGuard:
         return not would_cross_reserve(energy_wh - margin_wh, self.reserve_wh, draw_w + self.base_load_w,
                                        0.5 * pv_w, GUARD_STEPS * self.step_s, self.model)
 
-
     def finishes(self, energy_wh: float, remaining_wh: float, remaining_s: float) -> bool:
         """Can the print's rest (``remaining_wh`` over ``remaining_s``, plus the node's base load, with no sun)
         be drawn leaving the battery at most the finish allowance below the reserve?"""
