@@ -66,6 +66,11 @@ class PlannerSection(Section):
         description="a print whose rest can be carried with no sun to at most this far below the reserve (points of "
                     "SoC) finishes instead of pausing: a pause near the end often fails the print (a bed switched off "
                     "loses the part) to save a few watt-hours (0 = always pause at the reserve)")
+    sun_shown_window_min: float = Field(
+        30.0, ge=0, le=180,
+        description="a print the battery cannot carry alone above the reserve starts only once the PV measured over "
+                    "this many minutes reaches what the plan counts on now: a morning's cloud the forecast missed "
+                    "holds the start instead of pausing the print (0 = start on the plan alone)")
     soc_error_pct_per_sqrt_h: float = Field(
         0.35, ge=0, le=5,
         description="how fast the SoC reading's error grows after a full charge (points per square root of an "

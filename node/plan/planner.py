@@ -108,6 +108,7 @@ from node.plan.schedule import (
     profile_to_steps,
     rest_wh_s,
 )
+from node.plan.sungate import RecentPv, sun_wait
 from node.power.config import ArraySection, SiteSection
 from node.power.plant import BatteryParams
 from node.printer.profile import PrinterProfile
@@ -225,6 +226,9 @@ class Planner(Component):
         self._hour_wh = 0.0
         self._hour_valid = True
         self._spilling = False                 # the last reading: the battery full, the charger throttling
+        #: the PV of the last half hour, for the start gate's "has the sun shown up" (node.plan.sungate)
+        self.recent_pv = RecentPv(config.sun_shown_window_min * 60.0)
+        self._last_pv_s: float | None = None
         self._wake = asyncio.Event()
         self._trigger = "start"
         self._plan_lock = asyncio.Lock()
@@ -387,10 +391,15 @@ class Planner(Component):
             if planned.job_id != job.id:
                 continue
             if planned is current.planned[0] and planned.start_s <= now_s + self.config.step_s / 2:
-                if self._guard_ok(self._print_draw_w(job, measured=False), resume=True):
-                    return GateDecision(True, planned.reason)
-                return GateDecision(False, f"the battery is too close to the {self.config.reserve_pct:.0f} % reserve",
-                                    energy)
+                if not self._guard_ok(self._print_draw_w(job, measured=False), resume=True):
+                    return GateDecision(False, f"the battery is too close to the {self.config.reserve_pct:.0f} % "
+                                               "reserve", energy)
+                if self.config.sun_shown_window_min > 0:
+                    above_wh = self.soc_pct / 100.0 * self.model.capacity_wh - self.guard.reserve_wh
+                    why = sun_wait(planned.energy_wh, above_wh, self.recent_pv.mean_w(now_s), current.pv_w_at(now_s))
+                    if why is not None:
+                        return GateDecision(False, why, "the sun to show up")
+                return GateDecision(True, planned.reason)
             if planned is not current.planned[0]:
                 return GateDecision(False, f"the plan starts {current.planned[0].name} first; {planned.reason}",
                                     f"{current.planned[0].name} to print first")
@@ -431,6 +440,10 @@ class Planner(Component):
                 self.full_seen_s = sample.t_s
         if sample.pv_w is not None:
             self.pv_w = sample.pv_w
+            gap_s = 0.0 if self._last_pv_s is None else sample.t_s - self._last_pv_s
+            self._last_pv_s = sample.t_s
+            self.recent_pv.add(sample.t_s, sample.pv_w, min(self.config.step_s, max(0.0, gap_s)),
+                               limited=self._charger_limited(sample))
             forecast_w = self._raw_forecast_at(sample.t_s)
             if forecast_w is not None:
                 self.bias.add(sample.t_s, sample.pv_w, forecast_w, self.config.step_s)
@@ -603,6 +616,12 @@ class Planner(Component):
         k = int((t_s - fc.start_s) // fc.step_s)
         return fc.clear_sky_pv_w[k] if 0 <= k < len(fc.clear_sky_pv_w) else None
 
+    def _charger_limited(self, sample: TelemetrySample) -> bool:
+        """Did the charger hold PV back (battery full or absorbing, or charging at its current limit)?  Then the
+        reading shows less than the sun gave."""
+        return (sample.charge_state in ("absorption", "float") or (sample.soc_pct or 0.0) >= 99.0
+                or (sample.battery_a or 0.0) >= 0.95 * self.battery.max_charge_a)
+
     def _learn(self, sample: TelemetrySample) -> None:
         """Feed one PV reading to the learned forecast; at the top of each hour, score the hour that ended
         (node.plan.quantile) and issue the forecast; a snapshot each local day."""
@@ -610,7 +629,7 @@ class Planner(Component):
         if clear_w is None or sample.pv_w is None:
             return
         local = self._local(sample.t_s)
-        throttled = sample.charge_state in ("absorption", "float") or (sample.soc_pct or 0.0) >= 99.0
+        throttled = self._charger_limited(sample)
         dt_s = 0.0 if self._last_learn_s is None else min(self.config.step_s, max(0.0, sample.t_s - self._last_learn_s))
         self._last_learn_s = sample.t_s
         self.learned.observe(local.month, local.hour, sample.pv_w, clear_w, not throttled, dt_s)

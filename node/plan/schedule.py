@@ -291,6 +291,11 @@ class Plan:
                 return job.start_s
         return None
 
+    def pv_w_at(self, t_s: float) -> float:
+        """The PV this plan counts on for the step holding ``t_s`` (0 outside the horizon)."""
+        k = math.floor((t_s - self.t0_s) / self.step_s)
+        return float(self.pv_w[k]) if 0 <= k < len(self.pv_w) else 0.0
+
     def soc_pct_at(self, t_s: float) -> float:
         k = round((t_s - self.t0_s) / self.step_s)
         return float(self.soc_pct[min(max(k, 0), len(self.soc_pct) - 1)])

@@ -80,6 +80,7 @@ from node.plan.guard import EnergyGuard, energy_action, reads_full
 from node.plan.learned import LearnedForecast
 from node.plan.quantile import LeadCalibration, spill_factor
 from node.plan.schedule import Plan, PlanInputs, PlanJob, RunningPrint, plan, profile_to_steps, rest_wh_s
+from node.plan.sungate import RecentPv, sun_wait
 from node.power.plant import BatteryParams
 from node.printer.profile import PrinterProfile, load_profile
 from node.study.bound import Bound, feasible_start_hours, upper_bound
@@ -523,6 +524,7 @@ class Simulation:
         self.plate_dirty_since_s = 0.0
         self.cooldown_until_s = 0.0
         self.last_pv_w = 0.0
+        self.recent_pv = RecentPv(s.planner.sun_shown_window_min * 60.0)
         self.last_throttled = False
         self.base_w = s.loads.base_load_w
         current_plan: Plan | None = None
@@ -669,6 +671,7 @@ class Simulation:
                 hour_wh += measured_pv_w * dt / 3600.0
                 hour_valid = hour_valid and not throttled
             self.last_pv_w = measured_pv_w
+            self.recent_pv.add(t_s, measured_pv_w, dt, limited=throttled)
             self.last_throttled = throttled
             if ap is not None and printer_on:
                 self.result.min_soc_pct_printing = min(self.result.min_soc_pct_printing, 100.0 * step.soc)
@@ -726,6 +729,10 @@ class Simulation:
         first = current_plan.planned[0]
         if first.start_s > t_s + self.step_s / 2:
             return None
+        if self.s.planner.sun_shown_window_min > 0 and self.policy != "oracle":   # the oracle plans on the truth
+            above_wh = (self.soc_seen - self.reserve_frac) * self.model.capacity_wh
+            if sun_wait(first.energy_wh, above_wh, self.recent_pv.mean_w(t_s), current_plan.pv_w_at(t_s)):
+                return None
         for job in self.queue:
             if job.job_id == first.job_id:
                 return job

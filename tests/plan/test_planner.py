@@ -249,6 +249,39 @@ def test_start_gate_says_why_a_job_waits_and_lets_it_go_when_planned(world) -> N
     asyncio.run(scenario())
 
 
+def test_a_print_that_needs_the_sun_waits_until_the_panel_shows_it(world) -> None:
+    """09:00 on a June morning, the battery at 40 %: the 270 Wh print needs the sun the plan counts on.  Under a
+    cloud the forecast did not see it waits, saying why; once the panel gives what the plan counts on it
+    starts.  A print the battery carries alone starts under the same cloud (node.plan.sungate)."""
+    node, jobs, planner, streamer, plans = world
+    morning_s = NIGHT_S + 6 * 3600.0
+
+    async def half_hour_of(pv_w: float, soc: float, until_s: float) -> None:
+        for t_s in np.arange(until_s - 1800.0, until_s + 1.0, 60.0):
+            await node.send_event("telemetry_sample", sample(float(t_s), soc, pv_w))
+
+    async def scenario() -> None:
+        await node.clock.advance(morning_s - NIGHT_S)
+        job = await jobs.create("part", "test")
+        await half_hour_of(20.0, 40.0, morning_s)
+        await planner.replan("morning")
+        planned_w = planner.last_plan.pv_w_at(morning_s)
+        assert planner.next_job_id() == job.id and planned_w > 100.0     # the plan starts it now, on the sun
+        decision = await planner.start_gate(job)
+        assert not decision.allowed and decision.waits_for == "the sun to show up"
+        assert "needs 270 Wh" in decision.reason and "the panel gives 20 W" in decision.reason
+        # the cloud passes: half an hour at what the plan counts on
+        later_s = morning_s + 1800.0
+        await node.clock.advance(1800.0)
+        await half_hour_of(1.05 * planner.last_plan.pv_w_at(later_s), 40.0, later_s)
+        assert (await planner.start_gate(job)).allowed
+        # the battery carries it alone: no wait under the cloud
+        await half_hour_of(20.0, 90.0, later_s)
+        assert (await planner.start_gate(job)).allowed
+
+    asyncio.run(scenario())
+
+
 def test_plans_keep_a_margin_for_the_soc_readings_drift_since_the_battery_was_last_full(world) -> None:
     """A coulomb count drifts after each full charge: a print that fits the reading only by a hair is not planned
     on a reading hours old, and is on one an hour after the battery was read full (EnergyGuard.soc_margin_wh)."""

@@ -2,6 +2,7 @@
 same scheduler (node.plan.schedule.plan) with the same band, the same "never fits" check (node.plan.fit)."""
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 from node.clock import ManualClock
@@ -65,3 +66,26 @@ def test_the_study_plans_with_the_nodes_margin_for_the_soc_readings_drift(weathe
     for band_wh, full_s, t_s in bands:
         assert band_wh == sim.guard.plan_band_wh + sim.guard.soc_margin_wh(full_s, t_s)
     assert len({round(band_wh, 6) for band_wh, _, _ in bands}) > 1   # the margin moves with the hours since full
+
+
+def test_the_study_holds_a_start_that_needs_the_sun_with_the_nodes_gate(weather, monkeypatch) -> None:
+    """The study asks the node's own sun gate (node.plan.sungate) before each planned start, with the plan's PV
+    for the step and the PV its node would have measured; with the gate off it asks nothing."""
+    from node.plan import sungate
+
+    assert year.sun_wait is sungate.sun_wait and planner_module.sun_wait is sungate.sun_wait
+    assert year.RecentPv is sungate.RecentPv and planner_module.RecentPv is sungate.RecentPv
+    answers: list[str | None] = []
+
+    def spy(*args, **kwargs):
+        answers.append(sungate.sun_wait(*args, **kwargs))
+        return answers[-1]
+
+    monkeypatch.setattr(year, "sun_wait", spy)
+    settings = SimSettings(days=4, start_day=330, battery=battery_of(20.0))
+    Simulation(weather["723170TYA.CSV"], "planner-learned", settings).run()
+    assert any(a is None for a in answers) and any(a is not None and "needs the sun" in a for a in answers)
+    answers.clear()
+    off = dataclasses.replace(settings, planner=settings.planner.model_copy(update={"sun_shown_window_min": 0.0}))
+    Simulation(weather["723170TYA.CSV"], "planner-learned", off).run()
+    assert answers == []
