@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from node.plan.sungate import RecentPv, sun_wait
 
 
@@ -16,6 +18,14 @@ def test_recent_pv_is_the_time_weighted_mean_of_the_window_only() -> None:
     assert recent.mean_w(2100.0) == (0.0 * 300.0 + 100.0 * 60.0 + 400.0 * 240.0) / 600.0
     assert recent.mean_w(2500.0) == (100.0 * 60.0 + 400.0 * 240.0) / 300.0   # the reading at 600 s has left it
     assert recent.mean_w(9000.0) is None                   # the panel not read for longer than the window
+
+
+def test_a_node_read_every_second_keeps_a_bin_a_minute() -> None:
+    recent = RecentPv(window_s=1800.0)
+    for t_s in range(3600):
+        recent.add(float(t_s), 100.0 if t_s < 3000 else 400.0, 1.0, limited=False)
+    assert len(recent._bins) <= 31
+    assert recent.mean_w(3600.0) == pytest.approx((100.0 * 1200 + 400.0 * 600) / 1800)
 
 
 def test_a_charger_holding_pv_back_shows_at_least_the_sun_the_plan_needs() -> None:
