@@ -95,6 +95,9 @@ class TelemetrySample(Event):
     load_w: float | None = None
     printer_w: float | None = None
     soc_pct: float | None = Field(None, ge=0, le=100)
+    #: when the SoC above was last anchored at a full battery, where its source knows (a BMV's "seconds since
+    #: full"; the node's own count, unbroken since its resync); the planner's drift margin starts there
+    last_full_s: float | None = None
     charge_state: str | None = None
     error: str | None = None
     stale: bool = False

@@ -438,6 +438,9 @@ class Planner(Component):
             self.soc_pct = sample.soc_pct
             if reads_full(sample.soc_pct, sample.charge_state):
                 self.full_seen_s = sample.t_s
+            elif sample.last_full_s is not None and (self.full_seen_s is None or sample.last_full_s > self.full_seen_s):
+                # the SoC source's own anchor (a BMV's "since full", the node's count kept across a restart)
+                self.full_seen_s = sample.last_full_s
         if sample.pv_w is not None:
             self.pv_w = sample.pv_w
             gap_s = 0.0 if self._last_pv_s is None else sample.t_s - self._last_pv_s

@@ -95,8 +95,18 @@ class SocEstimator:
         self._rest_v_sum, self._rest_v_n = 0.0, 0
         self._ah_since_sync = 0.0     # rated-equivalent Ah counted since the last resync (0 = full)
         self._gap_since_sync = False  # an unintegrated gap makes the drift meaningless
+        self._blind_since_sync = False  # a stretch not counted, or counted blind (bridged), since the resync
         self._bridged = False         # bridge() counted a blind gap: restart the voltage filter
         self.bridged_s = 0.0          # node seconds counted blind (telemetry lost) since the last resync
+
+    @property
+    def anchored_full_s(self) -> float | None:
+        """When the count was last anchored at a full battery, if it has counted every stretch since (a short
+        restart included: the saved state goes on); None when it has not, or was never anchored.  The planner's
+        margin for the count's drift grows from there (node.plan.guard.EnergyGuard.soc_margin_wh)."""
+        if self.last_sync_t_s is None or not self.certain or self._blind_since_sync:
+            return None
+        return self.last_sync_t_s
 
     @property
     def corrected_v(self) -> float | None:
@@ -107,7 +117,8 @@ class SocEstimator:
     def state(self) -> dict[str, Any]:
         return {"soc": self.soc, "certain": self.certain, "offset_a": self.offset_a, "t_s": self._t_s,
                 "last_sync_t_s": self.last_sync_t_s, "ah_since_sync": self._ah_since_sync,
-                "gap_since_sync": self._gap_since_sync, "syncs": self.syncs, "bridged_s": self.bridged_s}
+                "gap_since_sync": self._gap_since_sync, "blind_since_sync": self._blind_since_sync,
+                "syncs": self.syncs, "bridged_s": self.bridged_s}
 
     def restore(self, state: dict[str, Any]) -> None:
         self.soc = state.get("soc")
@@ -116,6 +127,8 @@ class SocEstimator:
         self.last_sync_t_s = state.get("last_sync_t_s")
         self._ah_since_sync = float(state.get("ah_since_sync") or 0.0)
         self._gap_since_sync = True  # the daemon was down: do not learn from this interval
+        # a state saved before this field existed: its count since the resync is not known to be whole
+        self._blind_since_sync = bool(state.get("blind_since_sync", True))
         self.syncs = int(state.get("syncs") or 0)
         self.bridged_s = float(state.get("bridged_s") or 0.0)
         self._t_s = state.get("t_s")
@@ -137,6 +150,7 @@ class SocEstimator:
             self.soc = soc_from_rest_v(self.battery.chemistry, self._filtered_v, self.battery.cells)
         if self._t_s is not None and dt_s > self.battery.max_gap_s:
             self._gap_since_sync = True
+            self._blind_since_sync = True
         elif dt_s > 0:
             self._integrate(current_a, dt_s, 25.0 if temperature_c is None else temperature_c)
         self._t_s = t_s
@@ -169,6 +183,7 @@ class SocEstimator:
             self._t_s = t_s
             self.bridged_s += dt_s
         self._gap_since_sync = True
+        self._blind_since_sync = True
         self._bridged = True
         self.certain = False
         self._full_since_s = None  # a stay at full or at rest cannot span what was not seen
@@ -217,6 +232,7 @@ class SocEstimator:
         self.last_sync_t_s = t_s
         self._ah_since_sync = 0.0
         self._gap_since_sync = False
+        self._blind_since_sync = False
         self.bridged_s = 0.0
 
     def _check_hold(self, t_s: float, dt_s: float, current_a: float, charge_state: str | None) -> None:

@@ -93,11 +93,17 @@ def to_sample(reading: Reading, t_s: float, estimator: SocEstimator, battery: Ba
     """Check, feed the SoC estimator, normalize.  Measured SoC (a BMV, a Modbus controller) wins."""
     check_reading(reading, battery)
     soc_pct = reading.soc_pct
+    last_full_s = None
+    if soc_pct is not None:   # the monitor's own count: anchored where it says it last saw the bank full
+        since_full_s = reading.extra.get("seconds_since_full_charge")
+        if isinstance(since_full_s, int | float) and since_full_s >= 0 and not stale:
+            last_full_s = t_s - since_full_s
     if reading.battery_v is not None and reading.battery_a is not None and not stale:
         estimate = estimator.update(t_s, reading.battery_v, reading.battery_a, reading.battery_temperature_c,
                                     reading.charge_state)
         if soc_pct is None:
             soc_pct = min(100.0, max(0.0, estimate.soc_pct))
+            last_full_s = estimator.anchored_full_s
         else:  # a monitor that measures SoC (BMV, SmartShunt, Modbus controller) sets the level
             estimator.monitor.update(estimate.corrected_v, soc_pct)
     elif soc_pct is None and estimator.soc is not None:
@@ -106,7 +112,8 @@ def to_sample(reading: Reading, t_s: float, estimator: SocEstimator, battery: Ba
         t_s=t_s, source=reading.source, pv_w=reading.pv_w, pv_v=reading.pv_v, battery_v=reading.battery_v,
         battery_a=reading.battery_a, load_w=reading.load_w,
         printer_w=reading.printer_w if reading.printer_w is not None else printer_w,
-        soc_pct=soc_pct, charge_state=reading.charge_state, error=reading.error, stale=stale)
+        soc_pct=soc_pct, last_full_s=last_full_s, charge_state=reading.charge_state, error=reading.error,
+        stale=stale)
 
 
 class Telemetry(Component):

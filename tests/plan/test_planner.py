@@ -316,6 +316,27 @@ def test_plans_keep_a_margin_for_the_soc_readings_drift_since_the_battery_was_la
     assert guard.soc_margin_wh(0.0, 10_000 * hour) == largest == pytest.approx(0.06 * capacity_wh)
 
 
+def test_after_a_restart_the_margin_starts_at_the_soc_sources_own_last_full_reading(world) -> None:
+    """A freshly started planner has seen no full reading; a sample whose source kept its anchor (a BMV's "since
+    full", the node's own count across a short restart) gives the margin its hours again, not the 6-point cap."""
+    node, jobs, planner, streamer, plans = world
+
+    async def scenario() -> None:
+        await node.send_event("telemetry_sample", sample(NIGHT_S, 60.0))
+        assert planner.status()["last_full_s"] is None
+        assert planner.status()["soc_margin_pct"] == pytest.approx(6.0)
+        anchored = TelemetrySample(t_s=NIGHT_S + 60, source="test", soc_pct=60.0, last_full_s=NIGHT_S - 4 * 3600.0)
+        await node.send_event("telemetry_sample", anchored)
+        assert planner.status()["last_full_s"] == NIGHT_S - 4 * 3600.0
+        assert planner.status()["soc_margin_pct"] == pytest.approx(0.35 * (4 + 60 / 3600) ** 0.5, abs=0.01)
+        # an older anchor never moves it back
+        older = TelemetrySample(t_s=NIGHT_S + 120, source="test", soc_pct=60.0, last_full_s=NIGHT_S - 9 * 3600.0)
+        await node.send_event("telemetry_sample", older)
+        assert planner.status()["last_full_s"] == NIGHT_S - 4 * 3600.0
+
+    asyncio.run(scenario())
+
+
 def test_a_failing_forecast_worker_plans_on_the_battery_alone(world, tmp_path: Path) -> None:
     node, jobs, planner, streamer, plans = world
 

@@ -196,3 +196,49 @@ def test_nothing_is_bridged_before_the_first_sample() -> None:
     estimator = SocEstimator(BatterySection(), initial_soc=0.7)
     assert estimator.bridge(1000.0, 100.0) is None
     assert estimator.soc == 0.7 and estimator.bridged_s == 0.0
+
+
+def _synced(battery: BatterySection) -> tuple[SocEstimator, float]:
+    """An estimator that has just read the bank full (a resync), and the time it did."""
+    estimator = SocEstimator(battery, initial_soc=0.9)
+    t_s = 0.0
+    while estimator.syncs == 0:
+        t_s += 1.0
+        estimator.update(t_s, 14.2, 1.0, charge_state="absorption")
+    return estimator, t_s
+
+
+def test_the_count_is_anchored_at_its_last_full_reading_while_it_counts_every_stretch() -> None:
+    """The planner's margin for the count's drift starts at the last full reading: across a short restart (the
+    saved state goes on counting) the anchor holds; a long restart, a blind gap or a never-anchored count has
+    none (node.plan.guard.EnergyGuard.soc_margin_wh)."""
+    battery = BatterySection()
+    estimator, synced_s = _synced(battery)
+    for t_s in range(int(synced_s) + 10, int(synced_s) + 3601, 10):   # an hour of printing, read every 10 s
+        estimator.update(float(t_s), 13.3, -8.0)
+    assert estimator.anchored_full_s == synced_s
+    # a restart of 20 s: the restored count goes on, still anchored
+    quick = SocEstimator(battery)
+    quick.restore(estimator.state())
+    quick.update(synced_s + 3620.0, 13.3, -8.0)
+    assert quick.anchored_full_s == synced_s
+    # the daemon down for longer than max_gap_s: what the bank did meanwhile was not counted
+    slow = SocEstimator(battery)
+    slow.restore(estimator.state())
+    slow.update(synced_s + 3600.0 + battery.max_gap_s + 60.0, 13.3, -8.0)
+    assert slow.anchored_full_s is None
+    # telemetry lost and bridged: counted blind
+    estimator.bridge(synced_s + 4000.0, 20.0)
+    assert estimator.anchored_full_s is None
+    # a state saved before the anchor was kept is not trusted; a count never anchored has none
+    old = estimator.state() | {"certain": True}
+    old.pop("blind_since_sync")
+    legacy = SocEstimator(battery)
+    legacy.restore(old)
+    assert legacy.anchored_full_s is None
+    assert SocEstimator(battery, initial_soc=0.5).anchored_full_s is None
+    # the next resync anchors it again
+    while estimator.syncs == 1:
+        synced_s += 1.0
+        estimator.update(synced_s + 5000.0, 14.2, 1.0, charge_state="absorption")
+    assert estimator.anchored_full_s == synced_s + 5000.0

@@ -302,3 +302,22 @@ def test_cli_samples_ends_when_every_reading_is_rejected(tmp_path: Path, pty_pai
     assert result.returncode == 1, result.stderr
     assert result.stderr.count("reading rejected: battery_v 99.00 V") == 3
     assert "all 3 readings were rejected" in result.stderr
+
+
+def test_a_sample_says_where_its_soc_was_last_anchored_at_full() -> None:
+    """A BMV's "seconds since full charge" (H9) and the node's own unbroken count both tell the planner where
+    the SoC's drift started; a reading that says neither leaves it unknown."""
+    battery = BatterySection()
+    bmv = Reading(source="vedirect", battery_v=13.2, battery_a=-3.2, soc_pct=87.6,
+                  extra={"seconds_since_full_charge": 86400})
+    assert to_sample(bmv, 1_000_000.0, SocEstimator(battery), battery).last_full_s == 1_000_000.0 - 86400
+    no_history = Reading(source="vedirect", battery_v=13.2, battery_a=-3.2, soc_pct=87.6)
+    assert to_sample(no_history, 1_000_000.0, SocEstimator(battery), battery).last_full_s is None
+    # the node's own count: anchored once it has read the bank full, and from that moment
+    estimator = SocEstimator(battery, initial_soc=0.9)
+    charging = Reading(source="simulated", battery_v=14.2, battery_a=1.0, charge_state="absorption")
+    t_s, anchored = 0.0, []
+    while estimator.syncs == 0:
+        t_s += 1.0
+        anchored.append(to_sample(charging, t_s, estimator, battery).last_full_s)
+    assert set(anchored[:-1]) == {None} and anchored[-1] == t_s == estimator.last_sync_t_s
