@@ -395,7 +395,7 @@ class Planner(Component):
                     return GateDecision(False, f"the battery is too close to the {self.config.reserve_pct:.0f} % "
                                                "reserve", energy)
                 if self.config.sun_shown_window_min > 0:
-                    above_wh = self.soc_pct / 100.0 * self.model.capacity_wh - self.guard.reserve_wh
+                    above_wh = (self._energy_wh() or 0.0) - self.guard.reserve_wh
                     why = sun_wait(planned.energy_wh, above_wh, self.recent_pv.mean_w(now_s), current.pv_w_at(now_s))
                     if why is not None:
                         return GateDecision(False, why, "the sun to show up")
@@ -443,14 +443,14 @@ class Planner(Component):
                 self.full_seen_s = sample.last_full_s
         if sample.pv_w is not None:
             self.pv_w = sample.pv_w
+            limited = self._charger_limited(sample)
             gap_s = 0.0 if self._last_pv_s is None else sample.t_s - self._last_pv_s
             self._last_pv_s = sample.t_s
-            self.recent_pv.add(sample.t_s, sample.pv_w, min(self.config.step_s, max(0.0, gap_s)),
-                               limited=self._charger_limited(sample))
+            self.recent_pv.add(sample.t_s, sample.pv_w, min(self.config.step_s, max(0.0, gap_s)), limited)
             forecast_w = self._raw_forecast_at(sample.t_s)
             if forecast_w is not None:
                 self.bias.add(sample.t_s, sample.pv_w, forecast_w, self.config.step_s)
-            self._learn(sample)
+            self._learn(sample, limited)
         if sample.printer_w is not None:
             self.printer_w = sample.printer_w
         await self._check_energy(sample.t_s)
@@ -625,14 +625,14 @@ class Planner(Component):
         return (sample.charge_state in ("absorption", "float") or (sample.soc_pct or 0.0) >= 99.0
                 or (sample.battery_a or 0.0) >= 0.95 * self.battery.max_charge_a)
 
-    def _learn(self, sample: TelemetrySample) -> None:
-        """Feed one PV reading to the learned forecast; at the top of each hour, score the hour that ended
-        (node.plan.quantile) and issue the forecast; a snapshot each local day."""
+    def _learn(self, sample: TelemetrySample, throttled: bool) -> None:
+        """Feed one PV reading to the learned forecast (``throttled``: the charger held PV back, so it is not the
+        sun's); at the top of each hour, score the hour that ended (node.plan.quantile) and issue the forecast; a
+        snapshot each local day."""
         clear_w = self._clear_sky_at(sample.t_s)
         if clear_w is None or sample.pv_w is None:
             return
         local = self._local(sample.t_s)
-        throttled = self._charger_limited(sample)
         dt_s = 0.0 if self._last_learn_s is None else min(self.config.step_s, max(0.0, sample.t_s - self._last_learn_s))
         self._last_learn_s = sample.t_s
         self.learned.observe(local.month, local.hour, sample.pv_w, clear_w, not throttled, dt_s)
