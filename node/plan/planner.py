@@ -98,12 +98,14 @@ from node.plan.guard import TYPICAL_PRINT_W, EnergyGuard, energy_action, reads_f
 from node.plan.learned import LearnedForecast
 from node.plan.quantile import LeadCalibration, hourly_wh
 from node.plan.schedule import (
+    DEVIATION_INTERVAL_S,
     Plan,
     PlanInputs,
     PlanJob,
     RunningPrint,
     WaitingJob,
     plan,
+    plan_deviation,
     profile_rest,
     profile_to_steps,
     rest_wh_s,
@@ -459,19 +461,10 @@ class Planner(Component):
     def _check_deviation(self, sample: TelemetrySample) -> None:
         """Re-plan when measured SoC or PV departs from what the plan expected (at most every 15 min)."""
         current = self.last_plan
-        if current is None or sample.t_s - self._last_deviation_s < 900.0:
+        if current is None or sample.t_s - self._last_deviation_s < DEVIATION_INTERVAL_S:
             return
-        why = None
-        if self.soc_pct is not None:
-            planned_pct = current.soc_pct_at(sample.t_s)
-            if abs(planned_pct - self.soc_pct) > self.config.deviation_soc_pct:
-                why = f"SoC {self.soc_pct:.0f} % departs from the planned {planned_pct:.0f} %"
-        if why is None and sample.pv_w is not None:
-            k = int((sample.t_s - current.t0_s) // current.step_s)
-            if 0 <= k < len(current.pv_w):
-                expected_w = float(current.pv_w[k])
-                if abs(sample.pv_w - expected_w) > max(50.0, 0.25 * self.array.peak_w):
-                    why = f"PV {sample.pv_w:.0f} W departs from the {expected_w:.0f} W planned on"
+        why = plan_deviation(current, sample.t_s, self.soc_pct, sample.pv_w,
+                             deviation_soc_pct=self.config.deviation_soc_pct, array_peak_w=self.array.peak_w)
         if why is not None:
             self._last_deviation_s = sample.t_s
             self.request_replan(why)

@@ -301,6 +301,28 @@ class Plan:
         return float(self.soc_pct[min(max(k, 0), len(self.soc_pct) - 1)])
 
 
+#: at most one re-plan for a departure from the plan in this many seconds (the node and the study)
+DEVIATION_INTERVAL_S = 900.0
+
+
+def plan_deviation(current: Plan, t_s: float, soc_pct: float | None, pv_w: float | None, *,
+                   deviation_soc_pct: float, array_peak_w: float) -> str | None:
+    """Why the battery or the sun departs from what ``current`` expected at ``t_s``, in words (None: neither
+    does): a re-plan is due.  The SoC by more than ``deviation_soc_pct`` points; the PV by more than 50 W or a
+    quarter of the array's peak, whichever is more (a passing cloud is not worth a new plan, a grey morning is)."""
+    if soc_pct is not None:
+        planned_pct = current.soc_pct_at(t_s)
+        if abs(planned_pct - soc_pct) > deviation_soc_pct:
+            return f"SoC {soc_pct:.0f} % departs from the planned {planned_pct:.0f} %"
+    if pv_w is not None:
+        k = math.floor((t_s - current.t0_s) / current.step_s)
+        if 0 <= k < len(current.pv_w):
+            expected_w = float(current.pv_w[k])
+            if abs(pv_w - expected_w) > max(50.0, 0.25 * array_peak_w):
+                return f"PV {pv_w:.0f} W departs from the {expected_w:.0f} W planned on"
+    return None
+
+
 @functools.lru_cache(maxsize=8)
 def _zone(name: str) -> ZoneInfo:
     return ZoneInfo(name)

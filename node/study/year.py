@@ -79,7 +79,17 @@ from node.plan.forecast import CLOUD_TABLE_PCT, BiasTracker, quantile_factors
 from node.plan.guard import EnergyGuard, energy_action, reads_full
 from node.plan.learned import LearnedForecast
 from node.plan.quantile import LeadCalibration, spill_factor
-from node.plan.schedule import Plan, PlanInputs, PlanJob, RunningPrint, plan, profile_to_steps, rest_wh_s
+from node.plan.schedule import (
+    DEVIATION_INTERVAL_S,
+    Plan,
+    PlanInputs,
+    PlanJob,
+    RunningPrint,
+    plan,
+    plan_deviation,
+    profile_to_steps,
+    rest_wh_s,
+)
 from node.plan.sungate import RecentPv, sun_wait
 from node.power.plant import BatteryParams
 from node.printer.profile import PrinterProfile, load_profile
@@ -529,6 +539,7 @@ class Simulation:
         self.base_w = s.loads.base_load_w
         current_plan: Plan | None = None
         next_replan_s = -math.inf
+        last_deviation_s = -math.inf
         waits_h: list[float] = []
         steps_per_day = int(86400 / self.step_s)
         k0 = s.start_day * steps_per_day
@@ -575,9 +586,12 @@ class Simulation:
                     self._log(t_s, "plate_cleared", "")
             # 3. plans
             if uses_plan:
-                if current_plan is not None and self.active is None:
-                    deviation = abs(self.soc_seen * 100.0 - current_plan.soc_pct_at(t_s))
-                    replan = replan or deviation > s.planner.deviation_soc_pct
+                # the node's rule: SoC or PV departing from the plan re-plans, at most every 15 min
+                if current_plan is not None and t_s - last_deviation_s >= DEVIATION_INTERVAL_S and plan_deviation(
+                        current_plan, t_s, self.soc_seen * 100.0, self.last_pv_w,
+                        deviation_soc_pct=s.planner.deviation_soc_pct, array_peak_w=self.weather.array["peak_w"]):
+                    last_deviation_s = t_s
+                    replan = True
                 if replan or t_s >= next_replan_s:
                     current_plan = self._plan(k, t_s)
                     next_replan_s = t_s + s.planner.replan_interval_s
