@@ -89,3 +89,32 @@ def test_the_study_holds_a_start_that_needs_the_sun_with_the_nodes_gate(weather,
     off = dataclasses.replace(settings, planner=settings.planner.model_copy(update={"sun_shown_window_min": 0.0}))
     Simulation(weather["723170TYA.CSV"], "planner-learned", off).run()
     assert answers == []
+
+
+def test_the_study_replans_on_the_nodes_rule_when_the_sun_or_the_battery_departs_from_the_plan(
+        weather, monkeypatch) -> None:
+    """Both re-plan through node.plan.schedule.plan_deviation, at most once per DEVIATION_INTERVAL_S, while
+    printing too; the study re-plans on its answers (not on a rule of its own)."""
+    assert year.plan_deviation is schedule.plan_deviation and planner_module.plan_deviation is schedule.plan_deviation
+    assert year.DEVIATION_INTERVAL_S is schedule.DEVIATION_INTERVAL_S is planner_module.DEVIATION_INTERVAL_S
+    asked: list[tuple[float, str | None]] = []
+    replans_at: list[float] = []
+    real_plan = year.plan
+
+    def spy(current, t_s, soc_pct, pv_w, **kwargs):
+        asked.append((t_s, schedule.plan_deviation(current, t_s, soc_pct, pv_w, **kwargs)))
+        return asked[-1][1]
+
+    def planned(inputs):
+        replans_at.append(inputs.t0_s)
+        return real_plan(inputs)
+
+    monkeypatch.setattr(year, "plan_deviation", spy)
+    monkeypatch.setattr(year, "plan", planned)
+    sim = Simulation(weather["723170TYA.CSV"], "planner-learned", SimSettings(days=4, start_day=330,
+                                                                              battery=battery_of(20.0)))
+    sim.run()
+    departed = [t_s for t_s, why in asked if why is not None]
+    assert departed and any("PV" in why for _, why in asked if why is not None)
+    assert all(b - a >= schedule.DEVIATION_INTERVAL_S for a, b in itertools.pairwise(departed))
+    assert set(departed) <= set(replans_at)   # each departure re-planned at once
