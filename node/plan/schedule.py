@@ -291,10 +291,15 @@ class Plan:
                 return job.start_s
         return None
 
+    def step_at(self, t_s: float) -> int | None:
+        """The index of the step holding ``t_s`` (None outside the horizon)."""
+        k = math.floor((t_s - self.t0_s) / self.step_s)
+        return k if 0 <= k < len(self.pv_w) else None
+
     def pv_w_at(self, t_s: float) -> float:
         """The PV this plan counts on for the step holding ``t_s`` (0 outside the horizon)."""
-        k = math.floor((t_s - self.t0_s) / self.step_s)
-        return float(self.pv_w[k]) if 0 <= k < len(self.pv_w) else 0.0
+        k = self.step_at(t_s)
+        return 0.0 if k is None else float(self.pv_w[k])
 
     def soc_pct_at(self, t_s: float) -> float:
         k = round((t_s - self.t0_s) / self.step_s)
@@ -314,12 +319,10 @@ def plan_deviation(current: Plan, t_s: float, soc_pct: float | None, pv_w: float
         planned_pct = current.soc_pct_at(t_s)
         if abs(planned_pct - soc_pct) > deviation_soc_pct:
             return f"SoC {soc_pct:.0f} % departs from the planned {planned_pct:.0f} %"
-    if pv_w is not None:
-        k = math.floor((t_s - current.t0_s) / current.step_s)
-        if 0 <= k < len(current.pv_w):
-            expected_w = float(current.pv_w[k])
-            if abs(pv_w - expected_w) > max(50.0, 0.25 * array_peak_w):
-                return f"PV {pv_w:.0f} W departs from the {expected_w:.0f} W planned on"
+    if pv_w is not None and current.step_at(t_s) is not None:
+        expected_w = current.pv_w_at(t_s)
+        if abs(pv_w - expected_w) > max(50.0, 0.25 * array_peak_w):
+            return f"PV {pv_w:.0f} W departs from the {expected_w:.0f} W planned on"
     return None
 
 
