@@ -940,10 +940,12 @@ cdef class Sender:
         lines from N go again.  Not confirmed (``Checksum mismatch`` without a number, ``rs N`` alone, or
         numbers that disagree: a garbled byte on the way back): nothing is acknowledged and everything
         from the oldest unacknowledged line goes again; that works as a probe, since the firmware
-        refuses a line it already has with a confirmed error.  A numbering refusal of a line sent before
-        the latest rewind asks for the line already being resent: it is served once, not again.
+        refuses a line it already has with a confirmed error.  That error is believed even when it names
+        a line past the ones sent again (the firmware accepted those before the rewind): the host goes on
+        from there; dismissing it wedged the print, every probe answered alike.  A numbering refusal of a
+        line sent before the latest rewind asks for the line already being resent: it is served once.
         """
-        cdef bint okn = False
+        cdef bint okn = False, forward = False
         cdef long long number, target
         cdef Py_ssize_t i = digits_at
         while i < n and (p[i] == 32 or p[i] == 78 or p[i] == 58):  # ' ', 'N', ':'
@@ -961,10 +963,17 @@ cdef class Sender:
             number = self.acked + 1  # unreadable: everything from the oldest unacknowledged line
             error_line = -1
         if number > self.sent_upto + 1:
-            number = self.acked + 1
-            error_line = -1
+            if error_line == number - 1 and number <= self.next_number:
+                # confirmed, and beyond our rewind: an unconfirmed resend rewound us behind the
+                # firmware, and this refuses a line sent again since (a probe's answer). The lines
+                # up to number - 1 were accepted when first sent: they do not go again
+                self.sent_upto = number - 1
+                forward = True
+            else:
+                number = self.acked + 1
+                error_line = -1
         if error_line == number - 1:
-            if 0 < got < number and number - 1 >= self.acked:
+            if 0 < got < number and number - 1 >= self.acked and not forward:
                 # a copy of a line it already has (a probe, a resend that crossed the original): the
                 # firmware lost nothing, and what was sent after that copy is still coming, in order
                 if number - 1 > self.acked:
@@ -987,7 +996,7 @@ cdef class Sender:
         else:
             target = self.acked + 1  # never skip a line on an unconfirmed number
         self._jump = -1
-        if self.sent_upto < target:
+        if self.sent_upto < target and not forward:
             return None  # already rewound to here: a line sent before the rewind, refused again
         if stale and target == self._last_resend and max(self.acked, self._accepted_to) == target - 1 \
                 and self.sent_upto >= target:

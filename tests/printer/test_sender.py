@@ -1,6 +1,9 @@
 """The compiled sender, pure: window bounds, acknowledgements, resends, probes, reply parsing."""
 from __future__ import annotations
 
+import random
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -278,6 +281,25 @@ def test_a_refused_copy_rewinds_nothing_unless_acknowledgements_ran_ahead() -> N
     assert events[1][2] == 2 and t.last_acked == 1 and t.fill().startswith(b"N2 ")
 
 
+@pytest.mark.parametrize("refusal", [b"Error:Line Number is not Last Line Number+1, Last Line: 8\nResend: 9\nok\n",
+                                     b"Error: expected line 9 got %d\nResend:9\nok\n"])
+def test_a_confirmed_refusal_beyond_a_rewind_moves_the_host_forward(refusal: bytes) -> None:
+    """An unconfirmed resend (a garbled number) rewinds behind the firmware; the refusal of the
+    first line sent again says where the firmware stands, beyond what was resent: believe it."""
+    s = sender(4, 1000)
+    s.fill()  # N1..N4
+    s.receive(b"ok\nok\nok\nok\n")
+    s.fill()  # N5..N8, all accepted
+    s.receive(b"Resend: 1\n")  # garbled on the way back (no error before it confirms it)
+    assert s.fill().startswith(b"N1 ")  # nothing confirmed: from the oldest line the host is unsure of
+    events = s.receive(refusal.replace(b"%d", b"1"))
+    assert s.last_acked == 8 and s.rx_bytes == s.inflight_bytes == 0
+    assert s.fill() == b"".join(core.frame(n, b"G1 X%d" % (n - 1)) for n in range(9, 13))  # not N2... again
+    stale = s.receive(refusal.replace(b"%d", b"2"))
+    assert [e[2] for e in events + stale if e[0] == core.EV_RESEND] == [9, None]  # N2's refusal: served once
+    assert s.resends == 2 and s.fill() == b""
+
+
 def _marlin_frame(framed: bytes) -> tuple[int, bytes]:
     number = int(framed.split(b" ", 1)[0][1:])
     return number, framed.rsplit(b"*", 1)[0].split(b" ", 1)[1]
@@ -375,3 +397,94 @@ def test_marlin_queue_semantics_with_lost_oks_and_early_probes(
             break
     assert executed == [c for _, c in lines]
     assert s.last_acked == state["processed"]
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.integers(2, 16), st.integers(96, 256), st.randoms(use_true_random=False),
+       st.lists(st.sampled_from(["take", "take", "run", "reply", "reply", "host", "lose", "garble_in",
+                                 "garble_out", "probe"]), min_size=50, max_size=600))
+def test_advanced_ok_marlin_with_corruption_both_ways_runs_every_line_once(
+        bufsize: int, rx_size: int, rnd: random.Random, steps: list[str]) -> None:
+    """A pure model of Marlin with ADVANCED_OK (``ok N<line> P<planner> B<free slots>``, the
+    acknowledged command still counted), where lines are garbled on the way in, replies have a byte
+    garbled on the way back (an ``Error`` whose ``Last Line`` no longer reads, a ``Resend`` number
+    off by a digit, an ok's N) and oks get lost.  The window grows with B far past what the receive
+    buffer holds after a rewind, so a refusal can name a line beyond the ones already resent (the CI
+    wedge of 2026-12-03: the firmware at 276, the host resending from 262, every probe's answer
+    dismissed).  Every line runs once, in order, and a clean link then always finishes the job."""
+    assert isinstance(rnd, random.Random)
+    lines = [(i * 20, b"G1 X%d Y%d E%d F1800" % (i, i * 7 % 300, i * 13)) for i in range(150)]
+    s = core.Sender(4, rx_size)
+    rx: list[tuple[bytes, bool]] = []
+    queue: list[tuple[int, bytes]] = []
+    replies: list[bytes] = []
+    executed: list[bytes] = []
+    state = {"accepted": 0, "garble_in": False, "lose": False, "garble_out": False}
+
+    def write(data: bytes) -> None:
+        for framed in data.split(b"\n")[:-1]:
+            rx.append((framed, state["garble_in"]))
+            state["garble_in"] = False
+
+    def take() -> None:
+        framed, garbled = rx.pop(0)
+        number, body = _marlin_frame(framed)
+        if garbled or number != state["accepted"] + 1:
+            why = b"checksum mismatch" if garbled else b"Line Number is not Last Line Number+1"
+            replies.extend([b"Error:%s, Last Line: %d\n" % (why, state["accepted"]),
+                            b"Resend: %d\n" % (state["accepted"] + 1), b"ok\n"])
+        else:
+            state["accepted"] = number
+            queue.append((number, body))
+
+    def run() -> None:
+        number, body = queue[0]
+        if body != b"M115":
+            executed.append(body)
+        replies.append(b"ok N%d P15 B%d\n" % (number, bufsize - len(queue)))
+        queue.pop(0)
+
+    def reply() -> None:
+        line = replies.pop(0)
+        if state["lose"] and line.startswith(b"ok"):
+            state["lose"] = False
+            return
+        if state["garble_out"]:
+            state["garble_out"] = False
+            at = rnd.randrange(len(line) - 1)
+            line = line[:at] + bytes([rnd.choice(b"0123456789:,N #\xff")]) + line[at + 1:]
+        s.receive(line)
+
+    s.inject(b"M115")  # the handshake: an idle firmware's B + 1 is BUFSIZE
+    write(s.fill())
+    take()
+    run()
+    reply()
+    s.push(list(lines))
+    for step in steps:
+        if step == "take" and rx and len(queue) < bufsize:
+            take()
+        elif step == "run" and queue:
+            run()
+        elif step == "reply" and replies:
+            reply()
+        elif step == "host":
+            write(s.fill())
+        elif step == "probe":
+            write(s.probe())
+        elif step in ("lose", "garble_in", "garble_out"):
+            state[step] = True
+    state["lose"] = state["garble_in"] = state["garble_out"] = False
+    for _ in range(6000):  # then a clean link: the host writes, and probes only on silence
+        write(s.fill())
+        if rx and len(queue) < bufsize:
+            take()
+        elif queue:
+            run()
+        elif replies:
+            reply()
+        elif s.inflight or s.pending:
+            write(s.probe())
+        else:
+            break
+    assert executed == [c for _, c in lines]
