@@ -2,7 +2,8 @@
 
 This is the one place that reads the whole config: each component gets its own section and its
 named collaborators (ARCHITECTURE.md, "Components and events").  Start order is the order of
-``build_node`` (stop is the reverse).  READY is announced to systemd once every component has
+``build_node`` (stop is the reverse), after the state directory's lock (one daemon per state
+directory: node.field.instance_lock).  READY is announced to systemd once every component has
 started.  SIGTERM and SIGINT stop cleanly: the current print is left ``interrupted`` with its
 checkpoint, never half-written.
 """
@@ -18,6 +19,7 @@ from node.clock import Clock, clock_start_s
 from node.config import NodeConfig, write_override
 from node.control import ControlServer
 from node.events import NodeLifecycle
+from node.field.instance_lock import AlreadyRunning, StateDirLock
 from node.field.sdnotify import notify
 from node.field.storage import StorageCare
 from node.field.timesync import TimeSync
@@ -128,6 +130,19 @@ def make_runner(node: Node, config: NodeConfig, store: Store, jobs: Jobs, printe
 
 
 async def run_daemon(config: NodeConfig, until_idle: bool = False, timeout_s: float | None = None) -> int:
+    try:
+        lock = StateDirLock(config.state_dir).acquire()  # first: a second daemon must touch nothing
+    except AlreadyRunning as exc:
+        log.error("%s", exc)
+        notify(f"STATUS={exc}")
+        return 1
+    try:
+        return await _run_locked(config, until_idle, timeout_s)
+    finally:
+        lock.release()
+
+
+async def _run_locked(config: NodeConfig, until_idle: bool, timeout_s: float | None) -> int:
     clock = make_clock(config)
     try:
         store = Store(config.state_dir / "printnode.sqlite3").open()

@@ -112,15 +112,28 @@ def test_cli_without_a_daemon_says_so(tmp_path: Path) -> None:
 
 
 def test_sigterm_stops_cleanly_and_a_second_daemon_is_refused(daemon_factory, tmp_path: Path) -> None:
+    """A second daemon on the same state directory stops before it touches anything: before the lock it got
+    as far as the control socket, having started its own virtual printer over the first one's port file, its
+    runner (which marks the print in the store interrupted) and its MQTT session under the same client id."""
     daemon = daemon_factory(*SLOW)
+    job = json.loads(daemon.cli("queue", "add", str(moves_gcode(tmp_path / "p.gcode", 400)), "--json").stdout)
+    wait_for(lambda: job_state(daemon, job["id"]) == "printing", what="printing")
+    port_file = daemon.state_dir / "virtual-printer.port"
+    port_before = (port_file.read_text(), port_file.stat().st_mtime_ns)
     import subprocess
     import sys
     second = subprocess.run([sys.executable, "-m", "node", "run", "--state-dir", str(daemon.state_dir),
                              "--set", "jobs.queue_sample_when_empty=false"], capture_output=True, text=True, timeout=60)
     assert second.returncode == 1 and "already running" in second.stderr
-    assert daemon.request({"cmd": "status"})  # the first one is unharmed
+    assert f"pid {daemon.process.pid}" in second.stderr and "--state-dir" in second.stderr  # who, and the way out
+    assert "Traceback" not in second.stderr and "virtual printer" not in second.stderr.lower()
+    assert (port_file.read_text(), port_file.stat().st_mtime_ns) == port_before  # its printer untouched
+    assert job_state(daemon, job["id"]) == "printing"  # the first one's print goes on, not marked interrupted
+    history = [h["to_state"] for h in daemon.request({"cmd": "job_show", "job": job["id"]})["history"]]
+    assert history == ["queued", "printing"]
     assert stop_daemon(daemon) == 0
     assert not (daemon.state_dir / "control.sock").exists()
+    assert (daemon.state_dir / "printnode.pid").read_text() == ""  # released: the next daemon may start
 
 
 def test_config_set_through_the_daemon_goes_to_the_state_dir(daemon_factory) -> None:
