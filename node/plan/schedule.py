@@ -311,17 +311,20 @@ DEVIATION_INTERVAL_S = 900.0
 
 
 def plan_deviation(current: Plan, t_s: float, soc_pct: float | None, pv_w: float | None, *,
-                   deviation_soc_pct: float, array_peak_w: float) -> str | None:
+                   deviation_soc_pct: float, array_peak_w: float, pv_held_back: bool = False) -> str | None:
     """Why the battery or the sun departs from what ``current`` expected at ``t_s``, in words (None: neither
     does): a re-plan is due.  The SoC by more than ``deviation_soc_pct`` points; the PV by more than 50 W or a
-    quarter of the array's peak, whichever is more (a passing cloud is not worth a new plan, a grey morning is)."""
+    quarter of the array's peak, whichever is more (a passing cloud is not worth a new plan, a grey morning is).
+    ``pv_held_back``: the charger was limiting PV (a full battery), so ``pv_w`` only says the sun gave at least
+    that: less than planned is no departure (it re-planned a full battery every 15 min, all day)."""
     if soc_pct is not None:
         planned_pct = current.soc_pct_at(t_s)
         if abs(planned_pct - soc_pct) > deviation_soc_pct:
             return f"SoC {soc_pct:.0f} % departs from the planned {planned_pct:.0f} %"
     if pv_w is not None and current.step_at(t_s) is not None:
         expected_w = current.pv_w_at(t_s)
-        if abs(pv_w - expected_w) > max(50.0, 0.25 * array_peak_w):
+        departs_w = pv_w - expected_w if pv_held_back else abs(pv_w - expected_w)
+        if departs_w > max(50.0, 0.25 * array_peak_w):
             return f"PV {pv_w:.0f} W departs from the {expected_w:.0f} W planned on"
     return None
 

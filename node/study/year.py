@@ -588,7 +588,7 @@ class Simulation:
             if uses_plan:
                 # the node's rule: SoC or PV departing from the plan re-plans, at most every 15 min
                 if current_plan is not None and t_s - last_deviation_s >= DEVIATION_INTERVAL_S and plan_deviation(
-                        current_plan, t_s, self.soc_seen * 100.0, self.last_pv_w,
+                        current_plan, t_s, self.soc_seen * 100.0, self.last_pv_w, pv_held_back=self.last_throttled,
                         deviation_soc_pct=s.planner.deviation_soc_pct, array_peak_w=self.weather.array["peak_w"]):
                     last_deviation_s = t_s
                     replan = True

@@ -232,6 +232,29 @@ def test_telemetry_departing_from_the_plan_asks_for_a_replan(world) -> None:
     asyncio.run(scenario())
 
 
+def test_a_full_battery_holding_pv_back_is_no_departure_from_the_plan(world) -> None:
+    """At noon on a full battery the charger takes only what the load needs: the reading is far below the
+    plan's PV, which says nothing about the sun (it re-planned every 15 minutes all day).  The same reading
+    while the charger takes all it gets is a grey noon: re-plan."""
+    node, jobs, planner, streamer, plans = world
+    noon_s = NIGHT_S + 9 * 3600.0  # 12:00 in Tucson, June: the plan counts on several hundred watts
+
+    async def scenario() -> None:
+        await node.send_event("telemetry_sample", TelemetrySample(t_s=noon_s, source="test", soc_pct=100.0,
+                                                                   pv_w=30.0, charge_state="float"))
+        await planner.replan("first")
+        assert planner.last_plan is not None and planner.last_plan.pv_w_at(noon_s + 1800) > 200.0
+        planner._wake.clear()
+        await node.send_event("telemetry_sample", TelemetrySample(t_s=noon_s + 1800, source="test", soc_pct=100.0,
+                                                                   pv_w=30.0, charge_state="float"))
+        assert not planner._wake.is_set()
+        await node.send_event("telemetry_sample", TelemetrySample(t_s=noon_s + 3600, source="test", soc_pct=98.0,
+                                                                   pv_w=30.0, charge_state="bulk"))
+        assert planner._wake.is_set() and "PV 30 W departs" in planner._trigger
+
+    asyncio.run(scenario())
+
+
 def test_start_gate_says_why_a_job_waits_and_lets_it_go_when_planned(world) -> None:
     node, jobs, planner, streamer, plans = world
 

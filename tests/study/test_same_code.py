@@ -101,8 +101,11 @@ def test_the_study_replans_on_the_nodes_rule_when_the_sun_or_the_battery_departs
     replans_at: list[float] = []
     real_plan = year.plan
 
+    held_back: list[bool] = []
+
     def spy(current, t_s, soc_pct, pv_w, **kwargs):
         asked.append((t_s, schedule.plan_deviation(current, t_s, soc_pct, pv_w, **kwargs)))
+        held_back.append(kwargs["pv_held_back"])
         return asked[-1][1]
 
     def planned(inputs):
@@ -112,9 +115,10 @@ def test_the_study_replans_on_the_nodes_rule_when_the_sun_or_the_battery_departs
     monkeypatch.setattr(year, "plan_deviation", spy)
     monkeypatch.setattr(year, "plan", planned)
     sim = Simulation(weather["723170TYA.CSV"], "planner-learned", SimSettings(days=4, start_day=330,
-                                                                              battery=battery_of(20.0)))
+                                                                              battery=battery_of(40.0)))
     sim.run()
     departed = [t_s for t_s, why in asked if why is not None]
     assert departed and any("PV" in why for _, why in asked if why is not None)
     assert all(b - a >= schedule.DEVIATION_INTERVAL_S for a, b in itertools.pairwise(departed))
     assert set(departed) <= set(replans_at)   # each departure re-planned at once
+    assert any(held_back) and not all(held_back)  # a full battery's PV reading is marked as the charger's limit
