@@ -300,103 +300,131 @@ def test_a_confirmed_refusal_beyond_a_rewind_moves_the_host_forward(refusal: byt
     assert s.resends == 2 and s.fill() == b""
 
 
-def _marlin_frame(framed: bytes) -> tuple[int, bytes]:
-    number = int(framed.split(b" ", 1)[0][1:])
-    return number, framed.rsplit(b"*", 1)[0].split(b" ", 1)[1]
+class MarlinModel:
+    """A pure model of Marlin's serial side, for the sender to talk to: a receive buffer (lines in, maybe
+    garbled), a command queue of ``bufsize`` (a line is accepted into it when it is next in number and its
+    checksum holds, else refused with ``Error:... Last Line: k``, ``Resend: k+1``, ``ok``), and replies
+    sent as each command runs (``ok``, or with ADVANCED_OK ``ok N<line> P15 B<free slots>`` with the
+    running command still counted; an M105 answers ``ok T:...``).  Faults are armed one at a time: the
+    next line written arrives garbled, the next ok is lost, the next reply has one byte garbled."""
+
+    def __init__(self, sender: core.Sender, bufsize: int, advanced_ok: bool = False,
+                 rnd: random.Random | None = None, check_acks: bool = False) -> None:
+        self.s, self.bufsize, self.advanced_ok, self.rnd = sender, bufsize, advanced_ok, rnd
+        #: after every reply: the host never counts a line as processed before the firmware ran it
+        self.check_acks = check_acks
+        self.rx: list[tuple[bytes, bool]] = []   # (frame, garbled)
+        self.queue: list[tuple[int, bytes]] = []
+        self.replies: list[bytes] = []
+        self.executed: list[bytes] = []         # the job's moves, as run
+        self.accepted = self.processed = 0
+        self.faults = {"garble_in": False, "garble_out": False, "lose": False}
+
+    def write(self, data: bytes) -> None:
+        for framed in data.split(b"\n")[:-1]:
+            self.rx.append((framed, self.faults["garble_in"]))
+            self.faults["garble_in"] = False
+
+    def take(self) -> None:
+        framed, garbled = self.rx.pop(0)
+        number = int(framed.split(b" ", 1)[0][1:])
+        body = framed.rsplit(b"*", 1)[0].split(b" ", 1)[1]
+        if garbled or number != self.accepted + 1:
+            why = b"checksum mismatch" if garbled else b"Line Number is not Last Line Number+1"
+            self.replies.extend([b"Error:%s, Last Line: %d\n" % (why, self.accepted),
+                                 b"Resend: %d\n" % (self.accepted + 1), b"ok\n"])
+        else:
+            self.accepted = number
+            self.queue.append((number, body))
+
+    def run(self) -> None:
+        number, body = self.queue[0]
+        self.processed = number
+        if body == b"M105":
+            self.replies.append(b"ok T:20.0 /0.0\n")
+        else:
+            if body.startswith(b"G"):
+                self.executed.append(body)
+            self.replies.append(b"ok N%d P15 B%d\n" % (number, self.bufsize - len(self.queue)) if self.advanced_ok
+                                else b"ok\n")
+        self.queue.pop(0)
+
+    def reply(self) -> None:
+        line = self.replies.pop(0)
+        if self.faults["lose"] and line.startswith(b"ok"):
+            self.faults["lose"] = False
+            return
+        if self.faults["garble_out"] and self.rnd is not None:
+            self.faults["garble_out"] = False
+            at = self.rnd.randrange(len(line) - 1)
+            line = line[:at] + bytes([self.rnd.choice(b"0123456789:,N #\xff")]) + line[at + 1:]
+        self.s.receive(line)
+        if self.check_acks:
+            assert self.s.last_acked <= self.processed, "a line counted as processed before it ran"
+
+    def handshake(self, command: bytes) -> None:
+        """One command sent, run and answered on an idle firmware (M105: the ok's form; M115: B + 1 is BUFSIZE)."""
+        self.s.inject(command)
+        self.write(self.s.fill())
+        self.take()
+        self.run()
+        self.reply()
+
+    def step(self, name: str) -> None:
+        if name == "take" and self.rx and len(self.queue) < self.bufsize:
+            self.take()
+        elif name == "run" and self.queue:
+            self.run()
+        elif name == "reply" and self.replies:
+            self.reply()
+        elif name == "host":
+            self.write(self.s.fill())
+        elif name == "probe":
+            self.write(self.s.probe())
+        elif name in self.faults:
+            self.faults[name] = True
+
+    def finish_on_a_clean_link(self, rounds: int) -> None:
+        """No more faults: the host writes what its window allows and probes only on silence."""
+        self.faults = dict.fromkeys(self.faults, False)
+        for _ in range(rounds):
+            self.write(self.s.fill())
+            if self.rx and len(self.queue) < self.bufsize:
+                self.take()
+            elif self.queue:
+                self.run()
+            elif self.replies:
+                self.reply()
+            elif self.s.inflight or self.s.pending:
+                self.write(self.s.probe())
+            else:
+                return
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.integers(1, 4), st.booleans(),
-       st.lists(st.sampled_from(["take", "run", "reply", "host", "host", "lose", "garble", "probe"]),
+       st.lists(st.sampled_from(["take", "run", "reply", "host", "host", "lose", "garble_in", "probe"]),
                 min_size=50, max_size=400))
 def test_marlin_queue_semantics_with_lost_oks_and_early_probes(
         bufsize: int, markers: bool, steps: list[str]) -> None:
-    """A pure model of Marlin without ADVANCED_OK: a refusal's ``Last Line`` is the last line it
-    *accepted* into its command queue, whose oks come only as each command runs; oks get lost on the
-    way back, lines get garbled on the way in, and probes go out at any time (a tickle during a long
-    M190). Every line runs once, in order; where the firmware answers M105 with ``ok T:`` the host
-    never counts a line as processed before the firmware ran it (real Marlin, bambustudio: three late
-    oks of queued lines were taken as those of the M109 behind them)."""
+    """Marlin without ADVANCED_OK: a refusal's ``Last Line`` is the last line it *accepted* into its command
+    queue, whose oks come only as each command runs; oks get lost on the way back, lines get garbled on the
+    way in, and probes go out at any time (a tickle during a long M190). Every line runs once, in order;
+    where the firmware answers M105 with ``ok T:`` the host never counts a line as processed before the
+    firmware ran it (real Marlin, bambustudio: three late oks of queued lines were taken as those of the
+    M109 behind them)."""
     lines = [(i * 20, b"G1 X%d" % i) for i in range(60)]
     s = core.Sender(4, 128)
-    rx: list[tuple[bytes, bool]] = []   # the firmware's receive buffer: (frame, garbled)
-    queue: list[tuple[int, bytes]] = []
-    replies: list[bytes] = []
-    executed: list[bytes] = []
-    state = {"accepted": 0, "processed": 0, "garble": False, "lose": False}
-
-    def write(data: bytes) -> None:
-        for framed in data.split(b"\n")[:-1]:
-            rx.append((framed, state["garble"]))
-            state["garble"] = False
-
-    def take() -> None:
-        framed, garbled = rx.pop(0)
-        number, body = _marlin_frame(framed)
-        if garbled or number != state["accepted"] + 1:
-            why = "checksum mismatch" if garbled else "Line Number is not Last Line Number+1"
-            replies.extend([b"Error:%s, Last Line: %d\n" % (why.encode(), state["accepted"]),
-                            b"Resend: %d\n" % (state["accepted"] + 1), b"ok\n"])
-        else:
-            state["accepted"] = number
-            queue.append((number, body))
-
-    def run() -> None:
-        number, body = queue.pop(0)
-        state["processed"] = number
-        if body == b"M105":
-            replies.append(b"ok T:20.0 /0.0\n")
-        else:
-            executed.append(body)
-            replies.append(b"ok\n")
-
-    def reply() -> None:
-        line = replies.pop(0)
-        if state["lose"] and line.startswith(b"ok"):
-            state["lose"] = False
-            return
-        s.receive(line)
-        if markers:
-            assert s.last_acked <= state["processed"], "a line counted as processed before it ran"
-
+    marlin = MarlinModel(s, bufsize, check_acks=markers)
     if markers:  # the handshake's M105 shows the firmware's answer form
-        s.inject(b"M105")
-        write(s.fill())
-        take()
-        run()
-        reply()
+        marlin.handshake(b"M105")
         assert s.marker_seen
     s.push(list(lines))
     for step in steps:
-        if step == "take" and rx and len(queue) < bufsize:
-            take()
-        elif step == "run" and queue:
-            run()
-        elif step == "reply" and replies:
-            reply()
-        elif step == "host":
-            write(s.fill())
-        elif step == "lose":
-            state["lose"] = True
-        elif step == "garble":
-            state["garble"] = True
-        elif step == "probe":
-            write(s.probe())
-    state["lose"] = state["garble"] = False
-    for _ in range(4000):  # then a clean link: every line must arrive, and the host may probe on silence
-        write(s.fill())
-        if rx and len(queue) < bufsize:
-            take()
-        elif queue:
-            run()
-        elif replies:
-            reply()
-        elif s.inflight or s.pending:
-            write(s.probe())
-        else:
-            break
-    assert executed == [c for _, c in lines]
-    assert s.last_acked == state["processed"]
+        marlin.step(step)
+    marlin.finish_on_a_clean_link(4000)
+    assert marlin.executed == [c for _, c in lines]
+    assert s.last_acked == marlin.processed
 
 
 @settings(max_examples=600, deadline=None)
@@ -405,86 +433,18 @@ def test_marlin_queue_semantics_with_lost_oks_and_early_probes(
                                  "garble_out", "probe"]), min_size=50, max_size=600))
 def test_advanced_ok_marlin_with_corruption_both_ways_runs_every_line_once(
         bufsize: int, rx_size: int, rnd: random.Random, steps: list[str]) -> None:
-    """A pure model of Marlin with ADVANCED_OK (``ok N<line> P<planner> B<free slots>``, the
-    acknowledged command still counted), where lines are garbled on the way in, replies have a byte
-    garbled on the way back (an ``Error`` whose ``Last Line`` no longer reads, a ``Resend`` number
-    off by a digit, an ok's N) and oks get lost.  The window grows with B far past what the receive
-    buffer holds after a rewind, so a refusal can name a line beyond the ones already resent (the CI
-    wedge of 2026-12-03: the firmware at 276, the host resending from 262, every probe's answer
-    dismissed).  Every line runs once, in order, and a clean link then always finishes the job."""
-    assert isinstance(rnd, random.Random)
+    """Marlin with ADVANCED_OK, lines garbled on the way in, replies with a byte garbled on the way back (an
+    ``Error`` whose ``Last Line`` no longer reads, a ``Resend`` number off by a digit, an ok's N) and oks
+    lost.  The window grows with B far past what the receive buffer holds after a rewind, so a refusal can
+    name a line beyond the ones already resent (the CI wedge of 2026-12-03: the firmware at 276, the host
+    resending from 262, every probe's answer dismissed).  Every line runs once, in order, and a clean link
+    then always finishes the job."""
     lines = [(i * 20, b"G1 X%d Y%d E%d F1800" % (i, i * 7 % 300, i * 13)) for i in range(150)]
     s = core.Sender(4, rx_size)
-    rx: list[tuple[bytes, bool]] = []
-    queue: list[tuple[int, bytes]] = []
-    replies: list[bytes] = []
-    executed: list[bytes] = []
-    state = {"accepted": 0, "garble_in": False, "lose": False, "garble_out": False}
-
-    def write(data: bytes) -> None:
-        for framed in data.split(b"\n")[:-1]:
-            rx.append((framed, state["garble_in"]))
-            state["garble_in"] = False
-
-    def take() -> None:
-        framed, garbled = rx.pop(0)
-        number, body = _marlin_frame(framed)
-        if garbled or number != state["accepted"] + 1:
-            why = b"checksum mismatch" if garbled else b"Line Number is not Last Line Number+1"
-            replies.extend([b"Error:%s, Last Line: %d\n" % (why, state["accepted"]),
-                            b"Resend: %d\n" % (state["accepted"] + 1), b"ok\n"])
-        else:
-            state["accepted"] = number
-            queue.append((number, body))
-
-    def run() -> None:
-        number, body = queue[0]
-        if body != b"M115":
-            executed.append(body)
-        replies.append(b"ok N%d P15 B%d\n" % (number, bufsize - len(queue)))
-        queue.pop(0)
-
-    def reply() -> None:
-        line = replies.pop(0)
-        if state["lose"] and line.startswith(b"ok"):
-            state["lose"] = False
-            return
-        if state["garble_out"]:
-            state["garble_out"] = False
-            at = rnd.randrange(len(line) - 1)
-            line = line[:at] + bytes([rnd.choice(b"0123456789:,N #\xff")]) + line[at + 1:]
-        s.receive(line)
-
-    s.inject(b"M115")  # the handshake: an idle firmware's B + 1 is BUFSIZE
-    write(s.fill())
-    take()
-    run()
-    reply()
+    marlin = MarlinModel(s, bufsize, advanced_ok=True, rnd=rnd)
+    marlin.handshake(b"M115")
     s.push(list(lines))
     for step in steps:
-        if step == "take" and rx and len(queue) < bufsize:
-            take()
-        elif step == "run" and queue:
-            run()
-        elif step == "reply" and replies:
-            reply()
-        elif step == "host":
-            write(s.fill())
-        elif step == "probe":
-            write(s.probe())
-        elif step in ("lose", "garble_in", "garble_out"):
-            state[step] = True
-    state["lose"] = state["garble_in"] = state["garble_out"] = False
-    for _ in range(6000):  # then a clean link: the host writes, and probes only on silence
-        write(s.fill())
-        if rx and len(queue) < bufsize:
-            take()
-        elif queue:
-            run()
-        elif replies:
-            reply()
-        elif s.inflight or s.pending:
-            write(s.probe())
-        else:
-            break
-    assert executed == [c for _, c in lines]
+        marlin.step(step)
+    marlin.finish_on_a_clean_link(6000)
+    assert marlin.executed == [c for _, c in lines]
