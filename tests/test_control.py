@@ -27,8 +27,8 @@ def test_socket_is_private_to_user_and_group(daemon_factory) -> None:
 
 def test_queue_add_list_cancel_and_status(daemon_factory, tmp_path: Path) -> None:
     daemon = daemon_factory(*SLOW)
-    first = daemon.request({"cmd": "queue_add", "name": "long.gcode", "size_bytes": moves_gcode(tmp_path / "a", 400).stat().st_size},
-                           tmp_path / "a")
+    size_bytes = moves_gcode(tmp_path / "a", 400).stat().st_size
+    first = daemon.request({"cmd": "queue_add", "name": "long.gcode", "size_bytes": size_bytes}, tmp_path / "a")
     second = daemon.cli("queue", "add", str(moves_gcode(tmp_path / "b.gcode", 5)), "--priority", "-5", "--json")
     assert second.returncode == 0, second.stderr
     second_job = json.loads(second.stdout)
