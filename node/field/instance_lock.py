@@ -1,10 +1,11 @@
 """One daemon per state directory: an exclusive lock held for the daemon's whole life.
 
 A second ``printnode run`` on the same state directory (a shell beside the systemd service, a
-``make run`` left open) must stop before it touches anything: started, it would open the same
-store, start its own virtual printer over the first one's port file, mark the first one's print
-interrupted, and take the first one's MQTT session on the broker (same client id).  The control
-socket's own check comes far too late for that, so the lock is the first thing the daemon takes.
+``make run`` left open) must stop before it touches anything.  The control socket's own check came
+far too late: by then the second daemon had opened the same store, started its own virtual printer
+and charge controller, opened a printer port and started its runner (with a broker, an MQTT session
+under the first one's client id), and on its way out it deleted the first one's virtual-printer port
+file.  So the lock is the first thing the daemon takes.
 
 ``flock(2)`` on ``printnode.pid``: the kernel drops the lock when the process dies however it dies
 (SIGKILL, power cut), so there is never a stale lock to clean up; the file also holds the pid, for

@@ -465,7 +465,7 @@ class Planner(Component):
             return
         why = plan_deviation(current, sample.t_s, self.soc_pct, sample.pv_w,
                              deviation_soc_pct=self.config.deviation_soc_pct, array_peak_w=self.array.peak_w,
-                             pv_held_back=sample.pv_w is not None and self._charger_limited(sample))
+                             pv_held_back=self._charger_limited(sample))
         if why is not None:
             self._last_deviation_s = sample.t_s
             self.request_replan(why)
