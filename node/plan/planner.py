@@ -443,9 +443,9 @@ class Planner(Component):
             elif sample.last_full_s is not None and (self.full_seen_s is None or sample.last_full_s > self.full_seen_s):
                 # the SoC source's own anchor (a BMV's "since full", the node's count kept across a restart)
                 self.full_seen_s = sample.last_full_s
+        limited = self._charger_limited(sample)  # once per sample: the sun gate, the learned forecast, re-plans
         if sample.pv_w is not None:
             self.pv_w = sample.pv_w
-            limited = self._charger_limited(sample)
             gap_s = 0.0 if self._last_pv_s is None else sample.t_s - self._last_pv_s
             self._last_pv_s = sample.t_s
             self.recent_pv.add(sample.t_s, sample.pv_w, min(self.config.step_s, max(0.0, gap_s)), limited)
@@ -456,16 +456,17 @@ class Planner(Component):
         if sample.printer_w is not None:
             self.printer_w = sample.printer_w
         await self._check_energy(sample.t_s)
-        self._check_deviation(sample)
+        self._check_deviation(sample, limited)
 
-    def _check_deviation(self, sample: TelemetrySample) -> None:
-        """Re-plan when measured SoC or PV departs from what the plan expected (at most every 15 min)."""
+    def _check_deviation(self, sample: TelemetrySample, pv_held_back: bool) -> None:
+        """Re-plan when measured SoC or PV departs from what the plan expected (at most every 15 min);
+        ``pv_held_back``: the charger was limiting PV, so the reading is only a lower bound of the sun."""
         current = self.last_plan
         if current is None or sample.t_s - self._last_deviation_s < DEVIATION_INTERVAL_S:
             return
         why = plan_deviation(current, sample.t_s, self.soc_pct, sample.pv_w,
                              deviation_soc_pct=self.config.deviation_soc_pct, array_peak_w=self.array.peak_w,
-                             pv_held_back=self._charger_limited(sample))
+                             pv_held_back=pv_held_back)
         if why is not None:
             self._last_deviation_s = sample.t_s
             self.request_replan(why)
