@@ -113,8 +113,8 @@ def test_cli_without_a_daemon_says_so(tmp_path: Path) -> None:
 
 def test_sigterm_stops_cleanly_and_a_second_daemon_is_refused(daemon_factory, tmp_path: Path) -> None:
     """A second daemon on the same state directory stops before it touches anything: before the lock it got
-    as far as the control socket, having started its own virtual printer over the first one's port file, its
-    runner (which marks the print in the store interrupted) and its MQTT session under the same client id."""
+    as far as the control socket, having opened the store, started its own virtual printer and runner, and on
+    its way out deleted the first one's virtual-printer port file (this test, run against that daemon)."""
     daemon = daemon_factory(*SLOW)
     job = json.loads(daemon.cli("queue", "add", str(moves_gcode(tmp_path / "p.gcode", 400)), "--json").stdout)
     wait_for(lambda: job_state(daemon, job["id"]) == "printing", what="printing")

@@ -99,9 +99,8 @@ def test_the_study_replans_on_the_nodes_rule_when_the_sun_or_the_battery_departs
     assert year.DEVIATION_INTERVAL_S is schedule.DEVIATION_INTERVAL_S is planner_module.DEVIATION_INTERVAL_S
     asked: list[tuple[float, str | None]] = []
     replans_at: list[float] = []
-    real_plan = year.plan
-
     held_back: list[bool] = []
+    real_plan = year.plan
 
     def spy(current, t_s, soc_pct, pv_w, **kwargs):
         asked.append((t_s, schedule.plan_deviation(current, t_s, soc_pct, pv_w, **kwargs)))
